@@ -1,0 +1,221 @@
+/*
+ * ad.h — values, the tape, and the reverse sweep.
+ *
+ * hypertape is define-by-run: every op computes its result at once and, when
+ * a tape is recording and an input needs a gradient, also leaves a node that
+ * remembers the op and its inputs.  ad_grad() walks those nodes backwards.
+ *
+ *     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+ *     ad_value *x = ad_param_scalar(3.0);          // a leaf: gradient wanted
+ *     ad_value *y = ad_mul(tp, x, ad_sin(tp, x));  // y = x sin x   (ops/ops.h)
+ *     ad_value *dy;
+ *     if (ad_grad(tp, y, 1, &x, &dy, true) != AD_OK)   // dy = sin x + x cos x,
+ *         fprintf(stderr, "%s\n", ad_error());          // itself on the tape
+ *     ad_value *d2y;
+ *     ad_grad(tp, dy, 1, &x, &d2y, false);            // 2 cos x − x sin x
+ *     ad_tape_free(tp);  ad_value_free(x);
+ *
+ * Ownership, the one rule: a value made by an op belongs to the tape step that
+ * was open when it was made (see ad_tape_step); leaves made with ad_tensor_* /
+ * ad_param_* belong to the caller, who frees them with ad_value_free after the
+ * last tape that uses them is reset or freed.
+ *
+ * Truncation: a tape with horizon K keeps the open step plus the last K
+ * closed steps.  Closing a step beyond that releases the oldest one; any value
+ * of it that a held step still uses stays alive, but as a constant, so the
+ * gradient path through it is cut.  That is K-step truncated back-propagation.
+ *
+ * Errors: calls that can fail return an ad_status (0 = AD_OK) or NULL, and
+ * leave a message in ad_error().  Ops given a NULL input return NULL and keep
+ * the first message, so a whole expression can be checked once at the end.
+ */
+#ifndef HYPERTAPE_AD_H
+#define HYPERTAPE_AD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "hypertape_config.h"
+
+#if HT_REAL_IS_DOUBLE
+typedef double ad_real;
+#else
+typedef float ad_real;
+#endif
+
+/* ---- errors ------------------------------------------------------------ */
+
+typedef enum ad_status {
+    AD_OK = 0,
+    AD_ESHAPE = -1,     /* shapes do not fit the op */
+    AD_EARG = -2,       /* a bad argument (K < 1, NULL, out of range) */
+    AD_ENOMEM = -3,     /* allocation failed */
+    AD_ENOGRAD = -4,    /* an op on the path has no backward rule */
+    AD_ENONFINITE = -5, /* NaN or Inf where a finite number was required */
+    AD_EIO = -6,        /* a file could not be opened or read */
+    AD_EFORMAT = -7,    /* a file's contents are not what they claim */
+    AD_EUNSUPPORTED = -8 /* the request is well formed but cannot be answered */
+} ad_status;
+
+/* The message of the most recent failure on this thread ("" if none). */
+const char *ad_error(void);
+/* Sets the message (printf-style) and returns `code`, so callers can write
+ * `return ad_fail(AD_ESHAPE, "matmul: ...")`. */
+int ad_fail(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void ad_error_clear(void);
+
+/* ---- values ------------------------------------------------------------ */
+
+enum { AD_MAX_RANK = 4, AD_MAX_INPUTS = 4, AD_MAX_IATTR = 8, AD_MAX_RATTR = 2 };
+
+typedef struct ad_op ad_op;
+typedef struct ad_tape ad_tape;
+typedef struct ad_value ad_value;
+
+/* A contiguous row-major tensor of rank 0..4, and — when an op made it on a
+ * recording tape — the node that says how. Read the fields freely; change
+ * `data` only on leaves you own. */
+struct ad_value {
+    int rank;
+    int shape[AD_MAX_RANK];
+    size_t size; /* product of shape; 1 for a scalar */
+    ad_real *data;
+    bool requires_grad; /* a parameter, or computed from one while recording */
+
+    /* The node (op == NULL for leaves and constants). */
+    const ad_op *op;
+    int n_inputs;
+    ad_value *inputs[AD_MAX_INPUTS];
+    int iattr[AD_MAX_IATTR];    /* op attributes: axes, strides, flags */
+    double rattr[AD_MAX_RATTR]; /* op attributes: scales, exponents */
+
+    /* Bookkeeping (read-only for users). */
+    const char *name;     /* optional label for DOT export; not owned */
+    ad_tape *tape;        /* owner, or NULL for a caller-owned leaf */
+    long step;            /* step that made it; -1 caller-owned; -2 carried */
+    uint64_t id;          /* creation order: inputs always have smaller ids */
+    int n_uses;           /* held nodes that name it as an input */
+    ad_value *grad;       /* ad_backward's accumulator, owned by this leaf */
+    ad_value *prev, *next; /* the owning step's list */
+
+    /* Scratch for one reverse sweep. */
+    uint64_t visit_epoch, target_epoch, relevant_epoch;
+    ad_value *acc; /* gradient accumulated so far */
+    int acc_refs;  /* how many nodes' acc point here (sweep-made values) */
+};
+
+/* Caller-owned leaves. `shape` has `rank` entries; data are copied. */
+ad_value *ad_tensor_new(int rank, const int *shape);          /* zeros */
+ad_value *ad_tensor_from(int rank, const int *shape, const ad_real *data);
+ad_value *ad_tensor_fill(int rank, const int *shape, ad_real value);
+ad_value *ad_tensor_scalar(ad_real value);
+/* The same, marked as wanting a gradient. */
+ad_value *ad_param_from(int rank, const int *shape, const ad_real *data);
+ad_value *ad_param_scalar(ad_real value);
+/* Marks (or unmarks) a caller-owned leaf as wanting a gradient. */
+int ad_set_requires_grad(ad_value *leaf, bool on);
+/* Frees a caller-owned leaf and its grad; NULL is fine. Values that belong to
+ * a tape are not freed here (the tape owns them) and are left untouched. */
+void ad_value_free(ad_value *v);
+/* A new caller-owned leaf holding a copy of v's data (no gradient path). */
+ad_value *ad_value_copy(const ad_value *v);
+void ad_value_set_name(ad_value *v, const char *name);
+
+/* Shape helpers. */
+bool ad_same_shape(const ad_value *a, const ad_value *b);
+/* Writes "[5000,785]" into buf (at least 64 bytes) and returns buf. */
+char *ad_shape_str(const ad_value *v, char *buf, size_t len);
+size_t ad_shape_size(int rank, const int *shape);
+/* Checks rank in 0..4 and every extent >= 1; names `who` in the message. */
+int ad_check_shape(const char *who, int rank, const int *shape);
+/* AD_OK if every entry is finite, else AD_ENONFINITE with `who` named. */
+int ad_check_finite(const char *who, const ad_value *v);
+
+/* A small seeded PRNG (xoshiro256**), so results repeat bit for bit. */
+typedef struct ad_rng { uint64_t s[4]; } ad_rng;
+void ad_rng_seed(ad_rng *rng, uint64_t seed);
+uint64_t ad_rng_next(ad_rng *rng);
+double ad_rng_uniform(ad_rng *rng);         /* [0, 1) */
+double ad_rng_normal(ad_rng *rng);          /* N(0, 1) */
+uint64_t ad_rng_below(ad_rng *rng, uint64_t n); /* uniform in [0, n) */
+ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev);
+ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi);
+
+/* ---- the tape ---------------------------------------------------------- */
+
+#define AD_HORIZON_ALL 0
+
+/* A new tape with step 0 open. horizon: K >= 1, or AD_HORIZON_ALL. */
+ad_tape *ad_tape_new(int horizon);
+void ad_tape_free(ad_tape *tp);
+/* Releases every step (all values the tape owns); the tape starts again at
+ * an open step 0. Peak bytes are kept (see ad_tape_reset_peak). */
+void ad_tape_reset(ad_tape *tp);
+int ad_tape_set_horizon(ad_tape *tp, int horizon);
+int ad_tape_horizon(const ad_tape *tp);
+/* Closes the open step and opens the next.  If more than K closed steps are
+ * then held, the oldest are released (see the top of this file). */
+int ad_tape_step(ad_tape *tp);
+long ad_tape_current_step(const ad_tape *tp);
+size_t ad_tape_steps_held(const ad_tape *tp);
+/* Bytes of values the tape owns now, and the most it has owned. */
+size_t ad_tape_bytes(const ad_tape *tp);
+size_t ad_tape_peak_bytes(const ad_tape *tp);
+void ad_tape_reset_peak(ad_tape *tp);
+
+/* No-record scopes nest. Inside one, ops compute values but build no nodes:
+ * results are constants owned by the open step. */
+void ad_no_record_begin(ad_tape *tp);
+void ad_no_record_end(ad_tape *tp);
+bool ad_tape_recording(const ad_tape *tp);
+
+/* A constant owned by the open step (no gradient). */
+ad_value *ad_const(ad_tape *tp, int rank, const int *shape, const ad_real *data);
+ad_value *ad_const_fill(ad_tape *tp, int rank, const int *shape, ad_real value);
+ad_value *ad_const_scalar(ad_tape *tp, ad_real value);
+/* A constant copy of v's data in the open step: the gradient path stops. */
+ad_value *ad_detach(ad_tape *tp, ad_value *v);
+/* A copy of v's data in the open step that is a new leaf wanting a gradient:
+ * gradients can be taken with respect to it, and stop there.  (An inner
+ * optimizer uses this to restart from an iterate computed without recording.) */
+ad_value *ad_leaf(ad_tape *tp, ad_value *v);
+
+/* ---- the reverse sweep ------------------------------------------------- */
+
+/* Vector-Jacobian product: gx[i] = (dy/dxs[i])ᵀ gy, for i < n.
+ * gy has y's shape (NULL means ones, allowed only for a scalar y).
+ * With create_graph the sweep is recorded: gx are nodes on the tape and can
+ * be differentiated again.  gx are owned by the open step.  An x that y does
+ * not depend on gets zeros.  Fails with AD_ENOGRAD, naming the op, when a node
+ * on a path has no backward rule. */
+int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
+           ad_value **gx, bool create_graph);
+/* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].
+ * (gys[k] may be NULL only for a scalar ys[k].) */
+int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
+                int n, ad_value *const *xs, ad_value **gx, bool create_graph);
+/* ad_vjp with gy = 1 for a scalar y. */
+int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
+            bool create_graph);
+/* Adds dy/dp into p->grad for every caller-owned leaf p that wants a
+ * gradient and that y depends on (y must be a scalar).  p->grad is a
+ * caller-owned tensor that ad_value_free(p) frees. */
+int ad_backward(ad_tape *tp, ad_value *y);
+/* Sets every entry of leaf->grad to zero (if it has one). */
+void ad_zero_grad(ad_value *leaf);
+/* Hessian-vector product by double backward:
+ * hv[i] = Σ_j (∂² y / ∂xs[i] ∂xs[j]) vs[j], for a scalar y. */
+int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,
+           ad_value *const *vs, ad_value **hv, bool create_graph);
+
+/* Writes the graph that reaches `root` in Graphviz DOT: one box per value
+ * with its op, shape and step; leaves and carried constants drawn apart. */
+int ad_dot_write(FILE *out, ad_value *root);
+
+#endif

@@ -1,0 +1,69 @@
+/* dot.c — the graph behind a value, in Graphviz DOT, for teaching.
+ * Render with:  dot -Tpng graph.dot -o graph.png */
+#include <stdlib.h>
+
+#include "internal.h"
+
+typedef struct {
+    ad_value **v;
+    size_t n, cap;
+} list;
+
+static int push(list *l, ad_value *v)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        ad_value **p = realloc(l->v, cap * sizeof *p);
+        if (!p) return ad_fail(AD_ENOMEM, "dot: out of memory");
+        l->v = p;
+        l->cap = cap;
+    }
+    l->v[l->n++] = v;
+    return AD_OK;
+}
+
+static bool seen(const list *l, const ad_value *v)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i] == v) return true;
+    return false;
+}
+
+static void write_node(FILE *out, const ad_value *v)
+{
+    char shape[64];
+    ad_shape_str(v, shape, sizeof shape);
+    const char *what = v->op ? v->op->name
+                       : v->step == -2 ? "carried constant"
+                       : v->requires_grad ? "parameter" : "constant";
+    fprintf(out, "  v%llu [label=\"%s%s%s\\n%s", (unsigned long long)v->id,
+            v->name ? v->name : "", v->name ? ": " : "", what, shape);
+    if (v->step >= 0) fprintf(out, "\\nstep %ld", v->step);
+    fprintf(out, "\", shape=%s%s];\n", v->op ? "box" : "ellipse",
+            v->step == -2 ? ", style=dashed" : v->requires_grad && !v->op
+                                                   ? ", style=bold" : "");
+}
+
+int ad_dot_write(FILE *out, ad_value *root)
+{
+    if (!out || !root) return ad_fail(AD_EARG, "dot: %s is NULL", out ? "root" : "file");
+    list todo = { 0 }, done = { 0 };
+    int rc = push(&todo, root);
+    fprintf(out, "digraph hypertape {\n  rankdir=BT;\n  node [fontname=\"Helvetica\"];\n");
+    while (rc == AD_OK && todo.n > 0) {
+        ad_value *v = todo.v[--todo.n];
+        if (seen(&done, v)) continue;
+        if ((rc = push(&done, v)) != AD_OK) break;
+        write_node(out, v);
+        for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
+            fprintf(out, "  v%llu -> v%llu;\n", (unsigned long long)v->inputs[i]->id,
+                    (unsigned long long)v->id);
+            rc = push(&todo, v->inputs[i]);
+        }
+    }
+    fprintf(out, "}\n");
+    free(todo.v);
+    free(done.v);
+    if (rc == AD_OK && ferror(out)) rc = ad_fail(AD_EIO, "dot: write failed");
+    return rc;
+}

@@ -1,0 +1,31 @@
+/* error.c — the message channel for recoverable failures, and the always-on
+ * assert for broken invariants. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "node.h"
+
+static _Thread_local char message[1024];
+
+const char *ad_error(void) { return message; }
+
+void ad_error_clear(void) { message[0] = '\0'; }
+
+int ad_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+_Noreturn void ad_assert_fail(const char *file, int line, const char *cond,
+                              const char *hint)
+{
+    fprintf(stderr, "hypertape: internal error at %s:%d: %s (%s)\n"
+                    "This is a bug in hypertape, not in your program.\n",
+            file, line, cond, hint);
+    abort();
+}

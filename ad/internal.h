@@ -1,0 +1,19 @@
+/* internal.h — shared by the files of ad/ only. */
+#ifndef HYPERTAPE_AD_INTERNAL_H
+#define HYPERTAPE_AD_INTERNAL_H
+
+#include "node.h"
+
+/* One block holds the struct and its data; returns NULL (message set) on
+ * bad shape or allocation failure.  Data are zeroed when `zero`. */
+ad_value *value_alloc(int rank, const int *shape, bool zero);
+size_t value_bytes(const ad_value *v);
+uint64_t value_next_id(void);
+
+/* tape.c */
+ad_value *tape_adopt(ad_tape *tp, ad_value *v); /* into the open step */
+void tape_free_value(ad_tape *tp, ad_value *v); /* an unreferenced value */
+/* Frees the open step's unreferenced constants made after `after_id`. */
+void tape_free_temps(ad_tape *tp, uint64_t after_id);
+
+#endif

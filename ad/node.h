@@ -1,0 +1,62 @@
+/*
+ * node.h — what an op author needs: the op record, node creation, and the
+ * always-on assert.  Users of the library only need ad.h and ops.h.
+ *
+ * An op is a builder function plus a static `ad_op` record:
+ *
+ *     static int exp_backward(ad_tape *tp, ad_value *out, ad_value *gout,
+ *                             ad_value **gin)
+ *     {
+ *         gin[0] = ad_mul(tp, gout, out);    // d exp(x) = exp(x) dx
+ *         return gin[0] ? AD_OK : AD_ENOMEM;
+ *     }
+ *     static const ad_op exp_op = { "exp", exp_backward };
+ *
+ *     ad_value *ad_exp(ad_tape *tp, ad_value *x)
+ *     {
+ *         ad_value *in[1] = { x };
+ *         ad_value *out = ad_node_new(tp, &exp_op, x->rank, x->shape, 1, in);
+ *         if (out) for (size_t i = 0; i < x->size; i++) out->data[i] = exp(x->data[i]);
+ *         return out;
+ *     }
+ *
+ * The backward rule is written with ops, so it is recorded when the sweep is
+ * (create_graph) and second derivatives come for free.  A fused backward
+ * kernel must therefore itself be an op with its own rule.
+ */
+#ifndef HYPERTAPE_AD_NODE_H
+#define HYPERTAPE_AD_NODE_H
+
+#include "ad.h"
+
+/* gin[i] receives the gradient for out->inputs[i], with that input's shape,
+ * or stays NULL for "no contribution".  Only inputs with requires_grad need
+ * one; ad_input_needs_grad(out, i) tells.  Return AD_OK or a status. */
+typedef int (*ad_backward_fn)(ad_tape *tp, ad_value *out, ad_value *gout,
+                              ad_value **gin);
+
+struct ad_op {
+    const char *name;
+    ad_backward_fn backward; /* NULL: ad_grad fails naming the op */
+};
+
+/* Makes the result of an op in the open step, data uninitialised.
+ * If any input is NULL, returns NULL (the earlier message stands).
+ * Records a node (op, inputs) when the tape is recording and some input
+ * wants a gradient; otherwise the result is a constant. */
+ad_value *ad_node_new(ad_tape *tp, const ad_op *op, int rank, const int *shape,
+                      int n_inputs, ad_value *const *inputs);
+/* True when input i of node `out` is on a gradient path. */
+bool ad_input_needs_grad(const ad_value *out, int i);
+/* The first NULL among inputs makes an op return NULL: this checks that. */
+bool ad_any_null(int n, ad_value *const *v);
+
+/* An internal invariant, checked in every build.  Not for user input. */
+#define AD_ASSERT(cond, hint)                                                 \
+    do {                                                                      \
+        if (!(cond)) ad_assert_fail(__FILE__, __LINE__, #cond, (hint));       \
+    } while (0)
+_Noreturn void ad_assert_fail(const char *file, int line, const char *cond,
+                              const char *hint);
+
+#endif

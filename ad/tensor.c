@@ -1,0 +1,221 @@
+/* tensor.c — caller-owned leaves, shape helpers and the seeded PRNG. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static _Atomic uint64_t next_id = 1;
+
+uint64_t value_next_id(void) { return atomic_fetch_add(&next_id, 1); }
+
+size_t ad_shape_size(int rank, const int *shape)
+{
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) n *= (size_t)shape[i];
+    return n;
+}
+
+int ad_check_shape(const char *who, int rank, const int *shape)
+{
+    if (rank < 0 || rank > AD_MAX_RANK)
+        return ad_fail(AD_ESHAPE, "%s: rank %d is outside 0..%d", who, rank,
+                       AD_MAX_RANK);
+    if (rank > 0 && !shape)
+        return ad_fail(AD_EARG, "%s: shape is NULL for rank %d", who, rank);
+    for (int i = 0; i < rank; i++)
+        if (shape[i] < 1)
+            return ad_fail(AD_ESHAPE, "%s: extent %d of axis %d is not positive",
+                           who, shape[i], i);
+    return AD_OK;
+}
+
+/* Data start on a 64-byte boundary after the struct, for BLAS and SIMD. */
+static size_t header_bytes(void) { return (sizeof(ad_value) + 63) & ~(size_t)63; }
+
+size_t value_bytes(const ad_value *v)
+{
+    return header_bytes() + v->size * sizeof(ad_real);
+}
+
+ad_value *value_alloc(int rank, const int *shape, bool zero)
+{
+    if (ad_check_shape("tensor", rank, shape) != AD_OK) return NULL;
+    size_t size = ad_shape_size(rank, shape);
+    size_t bytes = header_bytes() + size * sizeof(ad_real);
+    ad_value *v = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!v) {
+        ad_fail(AD_ENOMEM, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memset(v, 0, sizeof *v);
+    v->rank = rank;
+    for (int i = 0; i < rank; i++) v->shape[i] = shape[i];
+    v->size = size;
+    v->data = (ad_real *)((char *)v + header_bytes());
+    if (zero) memset(v->data, 0, size * sizeof(ad_real));
+    v->step = -1;
+    v->id = value_next_id();
+    return v;
+}
+
+ad_value *ad_tensor_new(int rank, const int *shape)
+{
+    return value_alloc(rank, shape, true);
+}
+
+ad_value *ad_tensor_from(int rank, const int *shape, const ad_real *data)
+{
+    if (!data) {
+        ad_fail(AD_EARG, "tensor_from: data is NULL");
+        return NULL;
+    }
+    ad_value *v = value_alloc(rank, shape, false);
+    if (v) memcpy(v->data, data, v->size * sizeof(ad_real));
+    return v;
+}
+
+ad_value *ad_tensor_fill(int rank, const int *shape, ad_real value)
+{
+    ad_value *v = value_alloc(rank, shape, false);
+    if (v)
+        for (size_t i = 0; i < v->size; i++) v->data[i] = value;
+    return v;
+}
+
+ad_value *ad_tensor_scalar(ad_real value) { return ad_tensor_fill(0, NULL, value); }
+
+ad_value *ad_param_from(int rank, const int *shape, const ad_real *data)
+{
+    ad_value *v = ad_tensor_from(rank, shape, data);
+    if (v) v->requires_grad = true;
+    return v;
+}
+
+ad_value *ad_param_scalar(ad_real value)
+{
+    ad_value *v = ad_tensor_scalar(value);
+    if (v) v->requires_grad = true;
+    return v;
+}
+
+int ad_set_requires_grad(ad_value *leaf, bool on)
+{
+    if (!leaf) return ad_fail(AD_EARG, "set_requires_grad: value is NULL");
+    if (leaf->tape)
+        return ad_fail(AD_EARG, "set_requires_grad: only caller-owned leaves "
+                                "can be marked; this value belongs to a tape");
+    leaf->requires_grad = on;
+    return AD_OK;
+}
+
+void ad_value_free(ad_value *v)
+{
+    if (!v || v->tape) return;
+    ad_value_free(v->grad);
+    free(v);
+}
+
+ad_value *ad_value_copy(const ad_value *v)
+{
+    if (!v) return NULL;
+    return ad_tensor_from(v->rank, v->shape, v->data);
+}
+
+void ad_value_set_name(ad_value *v, const char *name)
+{
+    if (v) v->name = name;
+}
+
+bool ad_same_shape(const ad_value *a, const ad_value *b)
+{
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+char *ad_shape_str(const ad_value *v, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < v->rank && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, i ? ",%d" : "%d", v->shape[i]);
+    if (n < len) snprintf(buf + n, len - n, "]");
+    return buf;
+}
+
+int ad_check_finite(const char *who, const ad_value *v)
+{
+    if (!v) return ad_fail(AD_EARG, "%s: value is NULL", who);
+    for (size_t i = 0; i < v->size; i++)
+        if (!isfinite((double)v->data[i]))
+            return ad_fail(AD_ENONFINITE, "%s: entry %zu is %s", who, i,
+                           isnan((double)v->data[i]) ? "NaN" : "Inf");
+    return AD_OK;
+}
+
+/* ---- xoshiro256** seeded through splitmix64 (public domain algorithms) --- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void ad_rng_seed(ad_rng *rng, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) rng->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t ad_rng_next(ad_rng *rng)
+{
+    uint64_t *s = rng->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double ad_rng_uniform(ad_rng *rng) { return (double)(ad_rng_next(rng) >> 11) * 0x1.0p-53; }
+
+double ad_rng_normal(ad_rng *rng)
+{
+    /* Box–Muller; 1 − u keeps the log argument in (0, 1]. */
+    double u = 1.0 - ad_rng_uniform(rng), v = ad_rng_uniform(rng);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586476925 * v);
+}
+
+uint64_t ad_rng_below(ad_rng *rng, uint64_t n)
+{
+    /* Rejection removes the modulo bias. */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
+    do x = ad_rng_next(rng); while (x >= limit);
+    return x % n;
+}
+
+ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev)
+{
+    ad_value *v = value_alloc(rank, shape, false);
+    if (v)
+        for (size_t i = 0; i < v->size; i++)
+            v->data[i] = (ad_real)(stddev * ad_rng_normal(rng));
+    return v;
+}
+
+ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi)
+{
+    ad_value *v = value_alloc(rank, shape, false);
+    if (v)
+        for (size_t i = 0; i < v->size; i++)
+            v->data[i] = (ad_real)(lo + (hi - lo) * ad_rng_uniform(rng));
+    return v;
+}

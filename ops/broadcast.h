@@ -1,0 +1,27 @@
+/* broadcast.h — NumPy broadcasting, shared by elementwise.c and reduce.c.
+ * Shapes are right-aligned into 4 padded axes; an input's stride along an
+ * axis where it has extent 1 is 0, so one index walk serves every case. */
+#ifndef HYPERTAPE_OPS_BROADCAST_H
+#define HYPERTAPE_OPS_BROADCAST_H
+
+#include "ad/node.h"
+
+typedef struct bc_layout {
+    int rank;                 /* rank of the result */
+    int shape[AD_MAX_RANK];   /* result shape (rank entries) */
+    int ext[AD_MAX_RANK];     /* result shape padded on the left with 1s */
+    size_t stride[2][AD_MAX_RANK]; /* per operand, 0 where it broadcasts */
+} bc_layout;
+
+/* Lays out a op b; fails with a message naming `who` and both shapes. */
+int bc_binary(const char *who, const ad_value *a, const ad_value *b, bc_layout *out);
+/* Lays out x stretched to (rank, shape); operand 0 is x. */
+int bc_to(const char *who, const ad_value *x, int rank, const int *shape, bc_layout *out);
+/* Offset into operand k for the padded index i[4]. */
+static inline size_t bc_offset(const bc_layout *l, int k, const int i[AD_MAX_RANK])
+{
+    return i[0] * l->stride[k][0] + i[1] * l->stride[k][1] + i[2] * l->stride[k][2] +
+           i[3] * l->stride[k][3];
+}
+
+#endif

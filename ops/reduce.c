@@ -1,0 +1,206 @@
+/* reduce.c — sums and their adjoints.
+ *
+ * Reductions and broadcasts are each other's backward: the gradient of a sum
+ * is the incoming gradient stretched back over what was summed, and the
+ * gradient of a stretch is a sum.  Writing both as ops closes the loop, so
+ * any order of derivative goes through. */
+#include "broadcast.h"
+#include "ops.h"
+
+/* ---- sum_to / broadcast_to -------------------------------------------- */
+
+static int sum_to_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    ad_value *x = out->inputs[0];
+    gin[0] = ad_broadcast_to(tp, g, x->rank, x->shape);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+static int broadcast_to_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    ad_value *x = out->inputs[0];
+    gin[0] = ad_sum_to(tp, g, x->rank, x->shape);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+static const ad_op sum_to_op = { "sum_to", sum_to_backward };
+static const ad_op broadcast_to_op = { "broadcast_to", broadcast_to_backward };
+
+static bool shape_is(const ad_value *x, int rank, const int *shape)
+{
+    if (x->rank != rank) return false;
+    for (int i = 0; i < rank; i++)
+        if (x->shape[i] != shape[i]) return false;
+    return true;
+}
+
+/* x [..., big] summed into out [..., small]: walk x's padded index and add
+ * into out at stride 0 along the summed axes. */
+ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
+{
+    if (!x) return NULL;
+    if (shape_is(x, rank, shape)) return x; /* nothing to sum: no node */
+    /* The target must broadcast to x: lay out target -> x, then walk x. */
+    ad_value target = { .rank = rank };
+    if (ad_check_shape("sum_to", rank, shape) != AD_OK) return NULL;
+    for (int i = 0; i < rank; i++) target.shape[i] = shape[i];
+    bc_layout l;
+    if (bc_to("sum_to", &target, x->rank, x->shape, &l) != AD_OK) return NULL;
+    ad_value *out = ad_node_new(tp, &sum_to_op, rank, shape, 1, &x);
+    if (!out) return NULL;
+    for (size_t i = 0; i < out->size; i++) out->data[i] = 0;
+    int i[AD_MAX_RANK];
+    size_t n = 0;
+    for (i[0] = 0; i[0] < l.ext[0]; i[0]++)
+        for (i[1] = 0; i[1] < l.ext[1]; i[1]++)
+            for (i[2] = 0; i[2] < l.ext[2]; i[2]++)
+                for (i[3] = 0; i[3] < l.ext[3]; i[3]++) out->data[bc_offset(&l, 0, i)] += x->data[n++];
+    return out;
+}
+
+ad_value *ad_broadcast_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
+{
+    if (!x) return NULL;
+    if (shape_is(x, rank, shape)) return x;
+    bc_layout l;
+    if (bc_to("broadcast_to", x, rank, shape, &l) != AD_OK) return NULL;
+    ad_value *out = ad_node_new(tp, &broadcast_to_op, rank, shape, 1, &x);
+    if (!out) return NULL;
+    if (x->size == 1) {
+        for (size_t k = 0; k < out->size; k++) out->data[k] = x->data[0];
+        return out;
+    }
+    int i[AD_MAX_RANK];
+    size_t n = 0;
+    for (i[0] = 0; i[0] < l.ext[0]; i[0]++)
+        for (i[1] = 0; i[1] < l.ext[1]; i[1]++)
+            for (i[2] = 0; i[2] < l.ext[2]; i[2]++)
+                for (i[3] = 0; i[3] < l.ext[3]; i[3]++) out->data[n++] = x->data[bc_offset(&l, 0, i)];
+    return out;
+}
+
+/* ---- whole-tensor reductions ------------------------------------------- */
+
+ad_value *ad_sum(ad_tape *tp, ad_value *x)
+{
+    return ad_sum_to(tp, x, 0, NULL);
+}
+
+ad_value *ad_mean(ad_tape *tp, ad_value *x)
+{
+    if (!x) return NULL;
+    return ad_scale(tp, ad_sum(tp, x), 1.0 / (double)x->size);
+}
+
+/* dot(a, b) = Σ aᵢbᵢ: d/da = g·b, d/db = g·a (g a scalar, broadcast). */
+static int dot_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    ad_value *a = out->inputs[0], *b = out->inputs[1];
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = ad_mul(tp, g, b))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = ad_mul(tp, g, a))) return AD_ENOMEM;
+    return AD_OK;
+}
+
+static const ad_op dot_op = { "dot", dot_backward };
+
+ad_value *ad_dot(ad_tape *tp, ad_value *a, ad_value *b)
+{
+    if (!a || !b) return NULL;
+    if (!ad_same_shape(a, b)) {
+        char sa[64], sb[64];
+        ad_fail(AD_ESHAPE, "dot: shapes differ: %s and %s", ad_shape_str(a, sa, 64),
+                ad_shape_str(b, sb, 64));
+        return NULL;
+    }
+    ad_value *in[2] = { a, b };
+    ad_value *out = ad_node_new(tp, &dot_op, 0, NULL, 2, in);
+    if (!out) return NULL;
+    double s = 0;
+    for (size_t i = 0; i < a->size; i++) s += (double)a->data[i] * b->data[i];
+    out->data[0] = (ad_real)s;
+    return out;
+}
+
+ad_value *ad_sqnorm(ad_tape *tp, ad_value *x) { return ad_dot(tp, x, x); }
+
+/* ---- one axis ---------------------------------------------------------- */
+
+/* Splits x's shape around `axis` into outer × n × inner. */
+static int axis_split(const char *who, const ad_value *x, int *axis, size_t *outer, int *n, size_t *inner)
+{
+    int a = *axis < 0 ? *axis + x->rank : *axis;
+    if (a < 0 || a >= x->rank) {
+        char s[64];
+        return ad_fail(AD_EARG, "%s: axis %d is out of range for %s", who, *axis,
+                       ad_shape_str(x, s, sizeof s));
+    }
+    *axis = a;
+    *outer = ad_shape_size(a, x->shape);
+    *n = x->shape[a];
+    *inner = ad_shape_size(x->rank - a - 1, x->shape + a + 1);
+    return AD_OK;
+}
+
+static ad_value *expand_axis(ad_tape *tp, ad_value *g, int axis, int n);
+
+static int sum_axis_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    ad_value *x = out->inputs[0];
+    gin[0] = expand_axis(tp, g, out->iattr[0], x->shape[out->iattr[0]]);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+/* expand_axis inserts axis `axis` of extent n, copying along it. */
+static int expand_axis_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    gin[0] = ad_sum_axis(tp, g, out->iattr[0]);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+static const ad_op sum_axis_op = { "sum_axis", sum_axis_backward };
+static const ad_op expand_axis_op = { "expand_axis", expand_axis_backward };
+
+ad_value *ad_sum_axis(ad_tape *tp, ad_value *x, int axis)
+{
+    if (!x) return NULL;
+    size_t outer = 0, inner = 0;
+    int n = 0;
+    if (axis_split("sum_axis", x, &axis, &outer, &n, &inner) != AD_OK) return NULL;
+    int shape[AD_MAX_RANK], r = 0;
+    for (int i = 0; i < x->rank; i++)
+        if (i != axis) shape[r++] = x->shape[i];
+    ad_value *out = ad_node_new(tp, &sum_axis_op, r, shape, 1, &x);
+    if (!out) return NULL;
+    out->iattr[0] = axis;
+    for (size_t o = 0; o < outer; o++)
+        for (size_t k = 0; k < inner; k++) {
+            double s = 0;
+            for (int j = 0; j < n; j++) s += x->data[(o * (size_t)n + (size_t)j) * inner + k];
+            out->data[o * inner + k] = (ad_real)s;
+        }
+    return out;
+}
+
+static ad_value *expand_axis(ad_tape *tp, ad_value *g, int axis, int n)
+{
+    if (!g) return NULL;
+    int shape[AD_MAX_RANK], r = 0;
+    for (int i = 0; i < g->rank + 1; i++) shape[i] = i == axis ? n : g->shape[r++];
+    ad_value *out = ad_node_new(tp, &expand_axis_op, g->rank + 1, shape, 1, &g);
+    if (!out) return NULL;
+    out->iattr[0] = axis;
+    size_t outer = ad_shape_size(axis, shape), inner = ad_shape_size(g->rank - axis, g->shape + axis);
+    for (size_t o = 0; o < outer; o++)
+        for (int j = 0; j < n; j++)
+            for (size_t k = 0; k < inner; k++)
+                out->data[(o * (size_t)n + (size_t)j) * inner + k] = g->data[o * inner + k];
+    return out;
+}
+
+ad_value *ad_mean_axis(ad_tape *tp, ad_value *x, int axis)
+{
+    if (!x) return NULL;
+    int a = axis < 0 ? axis + x->rank : axis;
+    ad_value *s = ad_sum_axis(tp, x, axis);
+    return s ? ad_scale(tp, s, 1.0 / x->shape[a]) : NULL;
+}

@@ -1,0 +1,36 @@
+/* gradcheck.h — first- and second-order gradient checks against central
+ * finite differences, in double.
+ *
+ * The function under test may return a tensor of any shape; the harness
+ * reduces it to the scalar L(x) = Σ r ⊙ f(x) with a fixed random r, so every
+ * output entry is weighed.  Then, for every input that wants a gradient:
+ *   first order:  ∇L from ad_vjp          vs  (L(x+εeⱼ) − L(x−εeⱼ)) / 2ε
+ *   second order: H·v from double backward vs  (∇L(x+εv) − ∇L(x−εv)) / 2ε
+ * The error of one entry is |a − n| / max(1, |a|, |n|): relative for large
+ * entries, absolute near zero, so it never divides by a tiny number.
+ * Inputs should keep away from kinks (relu at 0, max ties). */
+#ifndef HYPERTAPE_TESTS_GRADCHECK_H
+#define HYPERTAPE_TESTS_GRADCHECK_H
+
+#include "ad/ad.h"
+
+typedef ad_value *(*gc_build)(ad_tape *tp, ad_value *const *x, void *ctx);
+
+typedef struct gc_opts {
+    double eps;      /* finite-difference step (default 1e-6) */
+    double tol;      /* first-order tolerance (default 1e-6) */
+    double tol2;     /* second-order tolerance (default 1e-5) */
+    bool skip_second; /* only for ops documented as first-order only (none now) */
+} gc_opts;
+
+/* Returns 0 when both checks pass; otherwise prints the worst entry to
+ * stderr (naming `name`) and returns 1. NULL opts means the defaults. */
+int gc_check(const char *name, gc_build f, void *ctx, int n, ad_value *const *x,
+             const gc_opts *opts);
+
+/* Random values in [lo, hi] whose magnitude is at least min_abs (away from a
+ * kink at 0); caller-owned, marked as wanting a gradient. */
+ad_value *gc_param(ad_rng *rng, int rank, const int *shape, double lo, double hi,
+                   double min_abs);
+
+#endif

@@ -1,0 +1,5 @@
+/* suites.h — every Check suite of the runner, one line each.
+ * X(name): the file defines `Suite *name##_suite(void)`. */
+#define HT_SUITES(X) \
+    X(tape)          \
+    X(elementwise)

@@ -1,0 +1,232 @@
+/* test_elementwise.c — elementwise ops and reductions: hand-computed
+ * forwards, then first- and second-order gradient checks for each. */
+#include <check.h>
+#include <math.h>
+#include <string.h>
+
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+static const int S34[2] = { 3, 4 };
+
+static void expect_values(const ad_value *v, const double *want, size_t n, double tol)
+{
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_eq(v->size, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabs((double)v->data[i] - want[i]) <= tol, "entry %zu: %.17g, want %.17g",
+                      i, (double)v->data[i], want[i]);
+}
+
+/* ---- forward values ---------------------------------------------------- */
+
+START_TEST(binary_broadcast_forward)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_real a[6] = { 1, 2, 3, 4, 5, 6 }, row[3] = { 10, 20, 30 }, col[2] = { 2, 4 };
+    ad_value *A = ad_const(tp, 2, (int[]){ 2, 3 }, a);
+    ad_value *R = ad_const(tp, 1, (int[]){ 3 }, row);
+    ad_value *C = ad_const(tp, 2, (int[]){ 2, 1 }, col);
+    ad_value *s = ad_const_scalar(tp, 0.5);
+    expect_values(ad_add(tp, A, R), (double[]){ 11, 22, 33, 14, 25, 36 }, 6, 0);
+    expect_values(ad_sub(tp, R, A), (double[]){ 9, 18, 27, 6, 15, 24 }, 6, 0);
+    expect_values(ad_mul(tp, A, C), (double[]){ 2, 4, 6, 16, 20, 24 }, 6, 0);
+    expect_values(ad_div(tp, A, C), (double[]){ 0.5, 1, 1.5, 1, 1.25, 1.5 }, 6, 0);
+    expect_values(ad_mul(tp, s, A), (double[]){ 0.5, 1, 1.5, 2, 2.5, 3 }, 6, 0);
+    /* [2,1] with [3] broadcasts both ways to [2,3]. */
+    expect_values(ad_add(tp, C, R), (double[]){ 12, 22, 32, 14, 24, 34 }, 6, 0);
+    ad_tape_free(tp);
+}
+END_TEST
+
+START_TEST(unary_forward)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_real x[3] = { -1, 0.5, 2 };
+    ad_value *X = ad_const(tp, 1, (int[]){ 3 }, x);
+    expect_values(ad_neg(tp, X), (double[]){ 1, -0.5, -2 }, 3, 0);
+    expect_values(ad_scale(tp, X, 3), (double[]){ -3, 1.5, 6 }, 3, 0);
+    expect_values(ad_add_scalar(tp, X, 1), (double[]){ 0, 1.5, 3 }, 3, 0);
+    expect_values(ad_relu(tp, X), (double[]){ 0, 0.5, 2 }, 3, 0);
+    expect_values(ad_square(tp, X), (double[]){ 1, 0.25, 4 }, 3, 0);
+    expect_values(ad_exp(tp, X), (double[]){ exp(-1), exp(0.5), exp(2) }, 3, 1e-15);
+    expect_values(ad_sigmoid(tp, X), (double[]){ 1 / (1 + exp(1)), 1 / (1 + exp(-0.5)), 1 / (1 + exp(-2)) }, 3, 1e-15);
+    expect_values(ad_softplus(tp, X), (double[]){ log1p(exp(-1)), log1p(exp(0.5)), log1p(exp(2)) }, 3, 1e-15);
+    expect_values(ad_tanh(tp, X), (double[]){ tanh(-1), tanh(0.5), tanh(2) }, 3, 1e-15);
+    expect_values(ad_sin(tp, X), (double[]){ sin(-1), sin(0.5), sin(2) }, 3, 1e-15);
+    expect_values(ad_cos(tp, X), (double[]){ cos(-1), cos(0.5), cos(2) }, 3, 1e-15);
+    ad_value *P = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 4, 9 });
+    expect_values(ad_sqrt(tp, P), (double[]){ 1, 2, 3 }, 3, 0);
+    expect_values(ad_log(tp, P), (double[]){ 0, log(4), log(9) }, 3, 1e-15);
+    expect_values(ad_pow(tp, P, 1.5), (double[]){ 1, 8, 27 }, 3, 1e-12);
+    /* softplus must not overflow where log(1 + eˣ) would. */
+    ad_value *big = ad_softplus(tp, ad_const_scalar(tp, 800));
+    expect_values(big, (double[]){ 800 }, 1, 1e-12);
+    ad_tape_free(tp);
+}
+END_TEST
+
+START_TEST(reductions_forward)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_real a[6] = { 1, 2, 3, 4, 5, 6 };
+    ad_value *A = ad_const(tp, 2, (int[]){ 2, 3 }, a);
+    expect_values(ad_sum(tp, A), (double[]){ 21 }, 1, 0);
+    expect_values(ad_mean(tp, A), (double[]){ 3.5 }, 1, 0);
+    expect_values(ad_sum_axis(tp, A, 0), (double[]){ 5, 7, 9 }, 3, 0);
+    expect_values(ad_sum_axis(tp, A, -1), (double[]){ 6, 15 }, 2, 0);
+    expect_values(ad_mean_axis(tp, A, 1), (double[]){ 2, 5 }, 2, 0);
+    expect_values(ad_dot(tp, A, A), (double[]){ 91 }, 1, 0);
+    expect_values(ad_sqnorm(tp, A), (double[]){ 91 }, 1, 0);
+    expect_values(ad_sum_to(tp, A, 2, (int[]){ 1, 3 }), (double[]){ 5, 7, 9 }, 3, 0);
+    expect_values(ad_sum_to(tp, A, 2, (int[]){ 2, 1 }), (double[]){ 6, 15 }, 2, 0);
+    ad_value *r = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
+    expect_values(ad_broadcast_to(tp, r, 2, (int[]){ 2, 3 }), (double[]){ 1, 2, 3, 1, 2, 3 }, 6, 0);
+    ad_tape_free(tp);
+}
+END_TEST
+
+/* ---- gradient checks --------------------------------------------------- */
+
+typedef ad_value *(*binary_op)(ad_tape *, ad_value *, ad_value *);
+typedef ad_value *(*unary_op)(ad_tape *, ad_value *);
+
+static ad_value *call_binary(ad_tape *tp, ad_value *const *x, void *ctx)
+{
+    return (*(binary_op *)ctx)(tp, x[0], x[1]);
+}
+
+static ad_value *call_unary(ad_tape *tp, ad_value *const *x, void *ctx)
+{
+    return (*(unary_op *)ctx)(tp, x[0]);
+}
+
+static const struct { const char *name; binary_op f; } binaries[] = {
+    { "add", ad_add }, { "sub", ad_sub }, { "mul", ad_mul }, { "div", ad_div },
+};
+
+/* Each binary op over several broadcast patterns: same, row, column, scalar,
+ * and one where both sides stretch. */
+START_TEST(binary_gradients)
+{
+    static const struct { int ra; int sa[2]; int rb; int sb[2]; } shapes[] = {
+        { 2, { 3, 4 }, 2, { 3, 4 } }, { 2, { 3, 4 }, 1, { 4 } }, { 2, { 3, 4 }, 2, { 3, 1 } },
+        { 2, { 3, 4 }, 0, { 0 } },    { 2, { 3, 1 }, 2, { 1, 4 } },
+    };
+    ad_rng rng;
+    ad_rng_seed(&rng, 11);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        ad_value *x[2] = { gc_param(&rng, shapes[s].ra, shapes[s].sa, -2, 2, 0.3),
+                           gc_param(&rng, shapes[s].rb, shapes[s].sb, -2, 2, 0.3) };
+        binary_op f = binaries[_i].f;
+        ck_assert_msg(gc_check(binaries[_i].name, call_binary, &f, 2, x, NULL) == 0,
+                      "%s with shape pattern %zu", binaries[_i].name, s);
+        ad_value_free(x[0]);
+        ad_value_free(x[1]);
+    }
+}
+END_TEST
+
+static ad_value *scale3(ad_tape *tp, ad_value *x) { return ad_scale(tp, x, -3); }
+static ad_value *plus2(ad_tape *tp, ad_value *x) { return ad_add_scalar(tp, x, 2); }
+static ad_value *pow_2_5(ad_tape *tp, ad_value *x) { return ad_pow(tp, x, 2.5); }
+static ad_value *pow_m1(ad_tape *tp, ad_value *x) { return ad_pow(tp, x, -1); }
+static ad_value *sum_all(ad_tape *tp, ad_value *x) { return ad_sum(tp, x); }
+static ad_value *mean_all(ad_tape *tp, ad_value *x) { return ad_mean(tp, x); }
+static ad_value *sum_ax0(ad_tape *tp, ad_value *x) { return ad_sum_axis(tp, x, 0); }
+static ad_value *sum_ax1(ad_tape *tp, ad_value *x) { return ad_sum_axis(tp, x, 1); }
+static ad_value *mean_ax1(ad_tape *tp, ad_value *x) { return ad_mean_axis(tp, x, 1); }
+static ad_value *sqnorm(ad_tape *tp, ad_value *x) { return ad_sqnorm(tp, x); }
+static ad_value *sum_to_row(ad_tape *tp, ad_value *x) { return ad_sum_to(tp, x, 2, (int[]){ 1, 4 }); }
+static ad_value *sum_to_col(ad_tape *tp, ad_value *x) { return ad_sum_to(tp, x, 1, (int[]){ 4 }); }
+/* Products keep second derivatives non-zero for the linear ops. */
+static ad_value *bcast_sq(ad_tape *tp, ad_value *x)
+{
+    return ad_square(tp, ad_broadcast_to(tp, ad_sum_to(tp, x, 1, (int[]){ 4 }), 3, (int[]){ 2, 3, 4 }));
+}
+static ad_value *sum_sq(ad_tape *tp, ad_value *x) { return ad_square(tp, ad_sum_axis(tp, x, 0)); }
+
+/* positive: the op needs x > 0 (log, sqrt, pow); min_abs keeps off kinks. */
+static const struct { const char *name; unary_op f; bool positive; } unaries[] = {
+    { "neg", ad_neg, false },         { "scale", scale3, false },
+    { "add_scalar", plus2, false },   { "exp", ad_exp, false },
+    { "log", ad_log, true },          { "sin", ad_sin, false },
+    { "cos", ad_cos, false },         { "tanh", ad_tanh, false },
+    { "sigmoid", ad_sigmoid, false }, { "softplus", ad_softplus, false },
+    { "relu", ad_relu, false },       { "square", ad_square, false },
+    { "sqrt", ad_sqrt, true },        { "pow 2.5", pow_2_5, true },
+    { "pow -1", pow_m1, true },       { "sum", sum_all, false },
+    { "mean", mean_all, false },      { "sum_axis 0", sum_ax0, false },
+    { "sum_axis 1", sum_ax1, false }, { "mean_axis", mean_ax1, false },
+    { "sqnorm", sqnorm, false },      { "sum_to row", sum_to_row, false },
+    { "sum_to col", sum_to_col, false }, { "broadcast_to", bcast_sq, false },
+    { "sum_axis squared", sum_sq, false },
+};
+
+START_TEST(unary_gradients)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 100 + (uint64_t)_i);
+    ad_value *x = unaries[_i].positive ? gc_param(&rng, 2, S34, 0.5, 2, 0)
+                                       : gc_param(&rng, 2, S34, -2, 2, 0.2);
+    unary_op f = unaries[_i].f;
+    ck_assert_msg(gc_check(unaries[_i].name, call_unary, &f, 1, &x, NULL) == 0, "%s",
+                  unaries[_i].name);
+    ad_value_free(x);
+}
+END_TEST
+
+static ad_value *dot_op(ad_tape *tp, ad_value *const *x, void *ctx)
+{
+    (void)ctx;
+    return ad_dot(tp, x[0], x[1]);
+}
+
+START_TEST(dot_gradient)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 7);
+    ad_value *x[2] = { gc_param(&rng, 2, S34, -2, 2, 0), gc_param(&rng, 2, S34, -2, 2, 0) };
+    ck_assert_int_eq(gc_check("dot", dot_op, NULL, 2, x, NULL), 0);
+    ad_value_free(x[0]);
+    ad_value_free(x[1]);
+}
+END_TEST
+
+/* ---- errors ------------------------------------------------------------ */
+
+START_TEST(shape_errors)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *a = ad_const_fill(tp, 2, (int[]){ 3, 4 }, 1), *b = ad_const_fill(tp, 2, (int[]){ 3, 5 }, 1);
+    ck_assert_ptr_null(ad_add(tp, a, b));
+    ck_assert_str_eq(ad_error(), "add: shapes do not broadcast: [3,4] and [3,5]");
+    ck_assert_ptr_null(ad_dot(tp, a, b));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "dot: shapes differ"));
+    ck_assert_ptr_null(ad_sum_axis(tp, a, 2));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "axis 2 is out of range"));
+    ck_assert_ptr_null(ad_sum_to(tp, a, 1, (int[]){ 3 }));
+    ck_assert_ptr_null(ad_broadcast_to(tp, b, 2, (int[]){ 3, 4 }));
+    /* A failure flows through later ops without replacing the message. */
+    ck_assert_ptr_null(ad_exp(tp, ad_mul(tp, ad_add(tp, a, b), a)));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "add: shapes do not broadcast"));
+    ad_tape_free(tp);
+}
+END_TEST
+
+Suite *elementwise_suite(void);
+Suite *elementwise_suite(void)
+{
+    Suite *s = suite_create("elementwise");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, binary_broadcast_forward);
+    tcase_add_test(tc, unary_forward);
+    tcase_add_test(tc, reductions_forward);
+    tcase_add_loop_test(tc, binary_gradients, 0, sizeof binaries / sizeof *binaries);
+    tcase_add_loop_test(tc, unary_gradients, 0, sizeof unaries / sizeof *unaries);
+    tcase_add_test(tc, dot_gradient);
+    tcase_add_test(tc, shape_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}

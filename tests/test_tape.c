@@ -1,0 +1,371 @@
+/* test_tape.c — the tape: truncation against the paper's closed form,
+ * memory held per horizon, no-record scopes, the sweep's bookkeeping, and
+ * error paths. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ad/node.h"
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+/* ---- the toy problem of Sec. 4.1 -----------------------------------------
+ * g(w, λ) = ½ (w − λ)ᵀ G (w − λ), G = diag(1, ½); T steps of gradient descent
+ * with step γ from w0 = (2, 2); f(w) = ‖w‖² + 10 ‖sin w‖².  The inner gradient
+ * comes from the tape (create_graph), not from a formula. */
+
+enum { TOY_T = 100 };
+static const double toy_gamma = 0.1, toy_G[2] = { 1.0, 0.5 };
+
+typedef struct toy_run {
+    double w[2];      /* ŵ */
+    double hg[2];     /* dλ f as the tape computes it */
+    size_t peak;      /* peak tape bytes */
+} toy_run;
+
+static ad_value *toy_inner(ad_tape *tp, ad_value *w, ad_value *lam, ad_value *G)
+{
+    ad_value *d = ad_sub(tp, w, lam);
+    return ad_scale(tp, ad_dot(tp, d, ad_mul(tp, G, d)), 0.5);
+}
+
+static ad_value *toy_outer(ad_tape *tp, ad_value *w)
+{
+    return ad_add(tp, ad_sqnorm(tp, w), ad_scale(tp, ad_sqnorm(tp, ad_sin(tp, w)), 10));
+}
+
+static int toy_hypergradient(int horizon, int T, const double lam_in[2], toy_run *out)
+{
+    ad_tape *tp = ad_tape_new(horizon);
+    ad_value *lam = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ (ad_real)lam_in[0], (ad_real)lam_in[1] });
+    ad_value *G = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1.0, 0.5 });
+    ad_value *w = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 2, 2 }), *w0 = w;
+    int rc = AD_OK;
+    for (int t = 1; t <= T && rc == AD_OK; t++) {
+        ad_tape_step(tp);
+        ad_value *gw;
+        rc = ad_grad(tp, toy_inner(tp, w, lam, G), 1, &w, &gw, true);
+        if (rc == AD_OK) w = ad_sub(tp, w, ad_scale(tp, gw, toy_gamma));
+    }
+    ad_tape_step(tp); /* the outer loss in a step of its own */
+    ad_value *f = toy_outer(tp, w), *hg = NULL;
+    if (rc == AD_OK) rc = ad_grad(tp, f, 1, &lam, &hg, false);
+    if (rc == AD_OK) {
+        for (int i = 0; i < 2; i++) {
+            out->w[i] = w->data[i];
+            out->hg[i] = hg->data[i];
+        }
+        out->peak = ad_tape_peak_bytes(tp);
+    }
+    ad_tape_free(tp);
+    ad_value_free(lam);
+    ad_value_free(G);
+    ad_value_free(w0);
+    return rc;
+}
+
+/* h_{T−K} = Σ_{t=T−K+1..T} γG (I − γG)^{T−t} ∇ŵf, everything diagonal. */
+static void toy_closed_form(int K, int T, const double w[2], double h[2])
+{
+    for (int i = 0; i < 2; i++) {
+        double df = 2 * w[i] + 10 * sin(2 * w[i]); /* ∇ of ‖w‖² + 10‖sin w‖² */
+        double a = 1 - toy_gamma * toy_G[i], s = 0;
+        for (int t = T - (K < T ? K : T) + 1; t <= T; t++) s += toy_gamma * toy_G[i] * pow(a, T - t);
+        h[i] = s * df;
+    }
+}
+
+static double rel_err(const double a[2], const double b[2])
+{
+    double d = hypot(a[0] - b[0], a[1] - b[1]), n = hypot(b[0], b[1]);
+    return d / (n > 0 ? n : 1);
+}
+
+static const double toy_lambdas[][2] = { { 1, 1 }, { -0.5, 2 }, { 0.3, -1.2 }, { 2.5, 0.7 } };
+static const int toy_Ks[] = { 1, 2, 5, 10, 25, 50, 100 };
+
+START_TEST(toy_truncation_matches_closed_form)
+{
+    for (size_t l = 0; l < sizeof toy_lambdas / sizeof *toy_lambdas; l++)
+        for (size_t k = 0; k < sizeof toy_Ks / sizeof *toy_Ks; k++) {
+            toy_run run;
+            double want[2];
+            ck_assert_int_eq(toy_hypergradient(toy_Ks[k], TOY_T, toy_lambdas[l], &run), AD_OK);
+            toy_closed_form(toy_Ks[k], TOY_T, run.w, want);
+            double e = rel_err(run.hg, want);
+            ck_assert_msg(e <= 1e-10, "K=%d λ=(%g,%g): tape (%.17g, %.17g) closed form "
+                          "(%.17g, %.17g), rel err %.3g", toy_Ks[k], toy_lambdas[l][0],
+                          toy_lambdas[l][1], run.hg[0], run.hg[1], want[0], want[1], e);
+        }
+}
+END_TEST
+
+/* K ≥ T and "all" are full RMD: dλf = (I − C)ᵀ ∇ŵf with C = (I − γG)^T; and
+ * ŵ itself has the closed form ŵ = Cw0 + (I − C)λ. */
+START_TEST(toy_full_rmd_is_exact)
+{
+    const int horizons[] = { AD_HORIZON_ALL, TOY_T, TOY_T + 7 };
+    for (size_t l = 0; l < sizeof toy_lambdas / sizeof *toy_lambdas; l++)
+        for (size_t k = 0; k < 3; k++) {
+            toy_run run;
+            ck_assert_int_eq(toy_hypergradient(horizons[k], TOY_T, toy_lambdas[l], &run), AD_OK);
+            double want[2], w[2];
+            for (int i = 0; i < 2; i++) {
+                double C = pow(1 - toy_gamma * toy_G[i], TOY_T);
+                w[i] = C * 2 + (1 - C) * toy_lambdas[l][i];
+                want[i] = (1 - C) * (2 * w[i] + 10 * sin(2 * w[i]));
+            }
+            ck_assert_msg(rel_err(run.w, w) <= 1e-12, "ŵ differs from its closed form");
+            ck_assert_msg(rel_err(run.hg, want) <= 1e-10, "horizon %d: (%.17g, %.17g) vs "
+                          "(%.17g, %.17g)", horizons[k], run.hg[0], run.hg[1], want[0], want[1]);
+        }
+}
+END_TEST
+
+/* With horizon K the peak is set by K steps, not by T; and each extra step
+ * of horizon costs the same number of bytes. */
+START_TEST(toy_memory_independent_of_T_linear_in_K)
+{
+    const double lam[2] = { 1, 1 };
+    size_t peak[9];
+    for (int K = 1; K <= 8; K++) {
+        toy_run a, b;
+        ck_assert_int_eq(toy_hypergradient(K, 100, lam, &a), AD_OK);
+        ck_assert_int_eq(toy_hypergradient(K, 400, lam, &b), AD_OK);
+        ck_assert_msg(a.peak == b.peak, "K=%d: peak %zu at T=100 but %zu at T=400", K, a.peak, b.peak);
+        peak[K] = a.peak;
+    }
+    size_t step = peak[2] - peak[1];
+    ck_assert_uint_gt(step, 0);
+    for (int K = 2; K <= 8; K++)
+        ck_assert_msg(peak[K] - peak[K - 1] == step, "K=%d adds %zu bytes, K=2 added %zu", K,
+                      peak[K] - peak[K - 1], step);
+    toy_run all;
+    ck_assert_int_eq(toy_hypergradient(AD_HORIZON_ALL, 100, lam, &all), AD_OK);
+    ck_assert_uint_gt(all.peak, 50 * step);
+}
+END_TEST
+
+/* ---- the sweep ----------------------------------------------------------- */
+
+START_TEST(fan_out_accumulates)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_scalar(3);
+    /* y = x + x·x + sin x  ->  dy/dx = 1 + 2x + cos x */
+    ad_value *y = ad_add(tp, ad_add(tp, x, ad_mul(tp, x, x)), ad_sin(tp, x)), *g;
+    ck_assert_int_eq(ad_grad(tp, y, 1, &x, &g, false), AD_OK);
+    ck_assert_double_eq_tol(g->data[0], 1 + 6 + cos(3.0), 1e-14);
+    /* ad_backward adds into x->grad each time it runs. */
+    ck_assert_int_eq(ad_backward(tp, y), AD_OK);
+    ck_assert_int_eq(ad_backward(tp, y), AD_OK);
+    ck_assert_double_eq_tol(x->grad->data[0], 2 * (7 + cos(3.0)), 1e-13);
+    ad_zero_grad(x);
+    ck_assert_double_eq(x->grad->data[0], 0);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+START_TEST(double_backward_and_hvp)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_scalar(0.7), *g, *g2, *g3;
+    ad_value *y = ad_mul(tp, x, ad_sin(tp, x)); /* y = x sin x */
+    ck_assert_int_eq(ad_grad(tp, y, 1, &x, &g, true), AD_OK);
+    ck_assert_int_eq(ad_grad(tp, g, 1, &x, &g2, true), AD_OK);
+    ck_assert_int_eq(ad_grad(tp, g2, 1, &x, &g3, false), AD_OK);
+    double v = 0.7;
+    ck_assert_double_eq_tol(g->data[0], sin(v) + v * cos(v), 1e-15);
+    ck_assert_double_eq_tol(g2->data[0], 2 * cos(v) - v * sin(v), 1e-15);
+    ck_assert_double_eq_tol(g3->data[0], -3 * sin(v) - v * cos(v), 1e-15);
+    ad_tape_free(tp);
+    ad_value_free(x);
+
+    /* Hessian of Σ xᵢ³ + x₀x₁ along v. */
+    tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *p = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1.5, -2 });
+    ad_value *dir = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 0.3, 0.4 }), *hv;
+    ad_value *cube = ad_sum(tp, ad_pow(tp, p, 3));
+    /* x₀x₁ = ½((x₀ + x₁)² − ‖x‖²) */
+    ad_value *cross = ad_scale(tp, ad_sub(tp, ad_square(tp, ad_sum(tp, p)), ad_sqnorm(tp, p)), 0.5);
+    ad_value *s = ad_add(tp, cube, cross);
+    ck_assert_int_eq(ad_hvp(tp, s, 1, &p, &dir, &hv, false), AD_OK);
+    ck_assert_double_eq_tol(hv->data[0], 6 * 1.5 * 0.3 + 0.4, 1e-14);
+    ck_assert_double_eq_tol(hv->data[1], 6 * -2 * 0.4 + 0.3, 1e-14);
+    ad_tape_free(tp);
+    ad_value_free(p);
+    ad_value_free(dir);
+}
+END_TEST
+
+START_TEST(unused_input_gets_zeros)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_scalar(2), *z = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
+    ad_value *xs[2] = { x, z }, *g[2];
+    ck_assert_int_eq(ad_grad(tp, ad_exp(tp, x), 2, xs, g, false), AD_OK);
+    ck_assert_double_eq_tol(g[0]->data[0], exp(2.0), 1e-14);
+    ck_assert_int_eq(g[1]->size, 3);
+    for (int i = 0; i < 3; i++) ck_assert_double_eq(g[1]->data[i], 0);
+    ad_tape_free(tp);
+    ad_value_free(x);
+    ad_value_free(z);
+}
+END_TEST
+
+START_TEST(no_record_builds_no_nodes)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_scalar(2);
+    ad_no_record_begin(tp);
+    ck_assert(!ad_tape_recording(tp));
+    ad_value *y = ad_exp(tp, ad_mul(tp, x, x));
+    ad_no_record_end(tp);
+    ck_assert(ad_tape_recording(tp));
+    ck_assert_ptr_null(y->op);
+    ck_assert(!y->requires_grad);
+    ck_assert_int_eq(y->n_inputs, 0);
+    ck_assert_double_eq_tol(y->data[0], exp(4.0), 1e-12);
+    /* Recording resumes: a node again. */
+    ad_value *z = ad_exp(tp, x);
+    ck_assert_ptr_nonnull(z->op);
+    ck_assert_str_eq(z->op->name, "exp");
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+/* A value of a released step that a held step uses survives as a constant;
+ * one nobody uses is freed. */
+START_TEST(release_carries_used_values)
+{
+    ad_tape *tp = ad_tape_new(1);
+    ad_value *x = ad_param_scalar(1.5);
+    ad_value *a = ad_exp(tp, x);           /* step 0 */
+    ad_tape_step(tp);
+    ad_value *b = ad_mul(tp, a, x);        /* step 1 uses a */
+    size_t before = ad_tape_bytes(tp);
+    ad_tape_step(tp);                      /* step 0 released: a is carried */
+    ck_assert_uint_eq(ad_tape_steps_held(tp), 2);
+    ck_assert_int_eq(a->step, -2);
+    ck_assert_ptr_null(a->op);
+    ck_assert(!a->requires_grad);
+    ck_assert_uint_eq(ad_tape_bytes(tp), before);
+    ad_value *g;
+    ck_assert_int_eq(ad_grad(tp, b, 1, &x, &g, false), AD_OK);
+    /* Only the direct path: d(a·x)/dx with a constant = a. */
+    ck_assert_double_eq_tol(g->data[0], exp(1.5), 1e-14);
+    ad_tape_step(tp);                      /* step 1 released; a's last user */
+    ad_tape_step(tp);
+    ck_assert_uint_eq(ad_tape_bytes(tp), 0);
+    ad_tape_reset(tp);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+START_TEST(dot_export)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
+    ad_value_set_name(x, "x");
+    ad_tape_step(tp);
+    ad_value *y = ad_sum(tp, ad_exp(tp, x));
+    FILE *f = tmpfile();
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(ad_dot_write(f, y), AD_OK);
+    long len = ftell(f);
+    char *buf = calloc((size_t)len + 1, 1);
+    rewind(f);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(buf, "digraph"));
+    ck_assert_ptr_nonnull(strstr(buf, "x: parameter\\n[3]"));
+    ck_assert_ptr_nonnull(strstr(buf, "exp\\n[3]\\nstep 1"));
+    ck_assert_ptr_nonnull(strstr(buf, "sum_to\\n[]"));
+    ck_assert_ptr_nonnull(strstr(buf, "->"));
+    free(buf);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static const ad_op mystery_op = { "mystery", NULL };
+
+START_TEST(error_paths)
+{
+    ck_assert_ptr_null(ad_tape_new(-1));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "horizon K must be >= 1"));
+    ad_tape *tp = ad_tape_new(3);
+    ck_assert_int_eq(ad_tape_set_horizon(tp, -2), AD_EARG);
+    ck_assert_int_eq(ad_tape_horizon(tp), 3);
+    ad_value *x = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1, 2 }), *g;
+    /* Non-scalar output without a seed. */
+    ck_assert_int_eq(ad_grad(tp, ad_exp(tp, x), 1, &x, &g, false), AD_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "is not a scalar"));
+    /* Seed of the wrong shape. */
+    ad_value *seed = ad_const_fill(tp, 1, (int[]){ 3 }, 1);
+    ck_assert_int_eq(ad_vjp(tp, ad_exp(tp, x), seed, 1, &x, &g, false), AD_ESHAPE);
+    /* An op with no backward rule is named. */
+    ad_value *m = ad_node_new(tp, &mystery_op, 0, NULL, 1, &x);
+    m->data[0] = 1;
+    ck_assert_int_eq(ad_grad(tp, m, 1, &x, &g, false), AD_ENOGRAD);
+    ck_assert_str_eq(ad_error(), "grad: op 'mystery' has no backward rule");
+    ck_assert_ptr_null(g);
+    /* A failed op upstream. */
+    ck_assert_int_eq(ad_grad(tp, NULL, 1, &x, &g, false), AD_EARG);
+    /* Bad shapes for leaves. */
+    ck_assert_ptr_null(ad_tensor_new(5, (int[]){ 1, 1, 1, 1, 1 }));
+    ck_assert_ptr_null(ad_tensor_new(2, (int[]){ 3, 0 }));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "not positive"));
+    /* Non-finite detection. */
+    ad_value *bad = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1, NAN });
+    ck_assert_int_eq(ad_check_finite("hypergradient", bad), AD_ENONFINITE);
+    ck_assert_str_eq(ad_error(), "hypergradient: entry 1 is NaN");
+    ad_value_free(bad);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+START_TEST(rng_repeats)
+{
+    ad_rng a, b;
+    ad_rng_seed(&a, 42);
+    ad_rng_seed(&b, 42);
+    for (int i = 0; i < 100; i++) ck_assert_uint_eq(ad_rng_next(&a), ad_rng_next(&b));
+    double s = 0, s2 = 0;
+    for (int i = 0; i < 20000; i++) {
+        double z = ad_rng_normal(&a);
+        s += z;
+        s2 += z * z;
+    }
+    ck_assert_double_lt(fabs(s / 20000), 0.03);
+    ck_assert_double_lt(fabs(s2 / 20000 - 1), 0.05);
+}
+END_TEST
+
+Suite *tape_suite(void);
+Suite *tape_suite(void)
+{
+    Suite *s = suite_create("tape");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, toy_truncation_matches_closed_form);
+    tcase_add_test(tc, toy_full_rmd_is_exact);
+    tcase_add_test(tc, toy_memory_independent_of_T_linear_in_K);
+    tcase_add_test(tc, fan_out_accumulates);
+    tcase_add_test(tc, double_backward_and_hvp);
+    tcase_add_test(tc, unused_input_gets_zeros);
+    tcase_add_test(tc, no_record_builds_no_nodes);
+    tcase_add_test(tc, release_carries_used_values);
+    tcase_add_test(tc, dot_export);
+    tcase_add_test(tc, error_paths);
+    tcase_add_test(tc, rng_repeats);
+    suite_add_tcase(s, tc);
+    return s;
+}
