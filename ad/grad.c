@@ -99,7 +99,7 @@ static int collect(sweep *s, int m, ad_value *const *ys, uint64_t min_id)
     }
     free(stack.v);
     if (rc != AD_OK) return rc;
-    qsort(s->order.v, s->order.n, sizeof *s->order.v, by_id);
+    if (s->order.n > 1) qsort(s->order.v, s->order.n, sizeof *s->order.v, by_id);
     for (size_t j = 0; j < s->order.n; j++) {
         ad_value *v = s->order.v[j];
         bool rel = is_target(s, v);

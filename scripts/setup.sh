@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, what hypertape needs to build, test and run its experiments.
+# Idempotent: packages already installed are left alone, and `apt-get update` runs only when
+# something is missing. Works as root (as CI runs) or through sudo.
+#
+# The sanitizer build (build/asan) uses gcc's -fsanitize=address,undefined: its runtimes
+# (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev),
+# so neither clang nor libclang-rt is needed.
+set -euo pipefail
+
+packages=(
+  gcc libc6-dev             # compiler (present on most machines; listed for a minimal Debian)
+  meson ninja-build pkg-config
+  libopenblas-dev           # BLAS (cblas.h)
+  check                     # unit-test framework
+  zlib1g-dev                # reading the gzipped IDX/CIFAR datasets
+  libstb-dev                # stb_image (Omniglot PNGs) and stb_image_write
+  gnuplot-nox               # figures of the experiments
+  dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
+)
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+for p in "${packages[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  echo "setup: missing packages: ${missing[*]}" >&2
+  echo "setup: not root and no sudo; install them as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+for p in "${missing[@]}"; do
+  installed "$p" || { echo "setup: $p still not installed" >&2; exit 1; }
+done
+echo "setup: done"

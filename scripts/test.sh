@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Sets up the machine, builds hypertape three ways and runs the test suite:
+#
+#   build/double  -Dreal=double, warnings are errors          built and tested
+#   build/float   -Dreal=float,  warnings are errors          built only (the gradient checks
+#                                                             need double)
+#   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
+#                 UndefinedBehaviorSanitizer, warnings are errors
+#
+# It ends with every Check summary line it found in the test logs, then one line
+# "N passed, N failed" summed over the double and asan runs. A build that does not compile, or a
+# test that fails without a Check summary, counts as (at least) one failure. The exit status is
+# non-zero if anything failed.
+set -uo pipefail
+
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$repo" || exit 1
+
+passed=0
+failed=0
+report=()    # the summary's lines, printed at the end
+
+fail() {     # fail MESSAGE: one failure that is not a test's
+  failed=$((failed + 1))
+  report+=("$1")
+}
+
+step() {     # step TITLE: a banner with the time so far
+  printf '\n=== %s (%ds so far)\n' "$1" "$SECONDS"
+}
+
+# build NAME [meson setup options...]: configures and compiles build/NAME; 0 on success.
+build() {
+  local name=$1 dir=build/$1
+  shift
+  step "configure $dir"
+  if ! ht_configure "$dir" --werror "$@"; then
+    fail "$dir: FAILED to configure (see above)"
+    return 1
+  fi
+  step "compile $dir"
+  if ! meson compile -C "$dir"; then
+    fail "$dir: FAILED to compile (see above)"
+    return 1
+  fi
+}
+
+# summarize NAME TESTLOG: reads a meson testlog.txt; prints the report lines of each test, then a
+# last line "COUNTS passed failed". A test whose output holds a Check summary counts its checks;
+# one that fails after a clean Check summary (a leak or crash at exit) counts one failure more;
+# one without a Check summary counts as one test (exit status 77 is meson's "skipped"). Check's
+# own lines naming a failed test are kept too, at most 20 per build.
+summarize() {
+  awk -v build="build/$1" '
+    function flush() {
+      if (name == "") return
+      if (nchk > 0) {
+        if (result != "exit status 0" && f == 0) {
+          F++; print build ": " name ": FAILED (" result ") after its Check summary"
+        }
+      } else if (result == "exit status 0") {
+        P++; print build ": " name ": ok (no Check summary)"
+      } else if (result == "exit status 77") {
+        print build ": " name ": skipped"
+      } else {
+        F++; print build ": " name ": FAILED (" result "), no Check summary"
+      }
+      name = ""
+    }
+    /^=+ [0-9]+\/[0-9]+ =+$/ { flush(); name = "?"; result = ""; nchk = 0; f = 0; next }
+    name != "" && /^test: / && name == "?" { sub(/^test: +/, ""); name = $0; next }
+    name != "" && /^result: / && result == "" { sub(/^result: +/, ""); result = $0; next }
+    name != "" && /^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+$/ {
+      split($0, n, /[^0-9]+/)      # n[1] percent, n[2] checks, n[3] failures, n[4] errors
+      nchk++; f += n[3] + n[4]; P += n[2] - n[3] - n[4]; F += n[3] + n[4]
+      print build ": " name
+      print
+      next
+    }
+    # the Check lines that say which test failed where ("file.c:12:F:tcase:test:0: message")
+    name != "" && nchk > 0 && /^[^ :]+:[0-9]+:[FE]:/ && ++shown <= 20 { print }
+    END { flush(); printf "COUNTS %d %d\n", P, F }
+  ' "$2"
+}
+
+# run_tests NAME TIMEOUT_MULTIPLIER [VAR=value...]: runs meson test in build/NAME with those
+# variables in its environment, and adds up its results.
+run_tests() {
+  local name=$1 dir=build/$1 multiplier=$2 rc out counts p f
+  shift 2
+  step "test $dir"
+  rm -f "$dir"/meson-logs/testlog*
+  env "$@" meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 2 \
+    --timeout-multiplier "$multiplier"
+  rc=$?
+  if [ ! -f "$dir/meson-logs/testlog.txt" ]; then
+    fail "$dir: no test ran (meson test exited with $rc and wrote no test log)"
+    return
+  fi
+  out=$(summarize "$name" "$dir/meson-logs/testlog.txt")
+  counts=$(tail -n 1 <<<"$out")
+  read -r _ p f <<<"$counts"
+  if [ "$out" != "$counts" ]; then
+    while IFS= read -r line; do report+=("$line"); done < <(sed '$d' <<<"$out")
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    fail "$dir: no test ran"
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    fail "$dir: meson test exited with $rc"
+  fi
+}
+
+step "setup"
+bash scripts/setup.sh || fail "scripts/setup.sh FAILED (see above)"
+
+if build double -Dreal=double; then
+  run_tests double 1
+fi
+
+if build float -Dreal=float; then
+  report+=("build/float: built (tests are not run in float)")
+fi
+
+# Sanitized code runs several times slower: give each test three times its timeout.
+if build asan -Dreal=double --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
+  run_tests asan 3 \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+fi
+
+printf '\n=== summary (%ds in all)\n' "$SECONDS"
+for line in "${report[@]}"; do printf '%s\n' "$line"; done
+printf '%d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
