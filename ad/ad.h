@@ -68,6 +68,12 @@ int ad_fail(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* Puts context in front of the current message: "<fmt>: <message>". */
+int ad_fail_wrap(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 void ad_error_clear(void);
 
 /* ---- values ------------------------------------------------------------ */

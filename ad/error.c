@@ -21,6 +21,19 @@ int ad_fail(int code, const char *fmt, ...)
     return code;
 }
 
+int ad_fail_wrap(int code, const char *fmt, ...)
+{
+    char old[sizeof message / 2]; /* context first; the old message may be cut */
+    snprintf(old, sizeof old, "%.*s", (int)sizeof old - 1, message);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof message / 2 && old[0])
+        snprintf(message + n, sizeof message - (size_t)n, ": %s", old);
+    return code;
+}
+
 _Noreturn void ad_assert_fail(const char *file, int line, const char *cond,
                               const char *hint)
 {

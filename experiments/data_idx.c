@@ -1,0 +1,645 @@
+/* data_idx.c — reading IDX files (MNIST, Fashion-MNIST); see data.h.
+ *
+ * The reader trusts nothing in a header until the bytes behind it are there:
+ * it reads the header, checks each field, then reads exactly the promised
+ * payload into a buffer that grows as data arrive (so a corrupt header
+ * claiming a gigabyte costs nothing until a gigabyte actually shows up), and
+ * finally reads on to the end of the file, which both catches trailing bytes
+ * and makes zlib verify the gzip checksum.
+ *
+ * Size letters: n images (or labels), each rows x cols bytes; d features. */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "experiments/data.h"
+
+enum {
+    IDX_TYPE_UBYTE = 0x08,
+    IDX_RANK_LABELS = 1,
+    IDX_RANK_IMAGES = 3,
+    /* gzread takes an unsigned length; reading in bounded chunks also keeps
+     * the byte count in error messages close to the truth, since zlib
+     * reports 0 bytes for a call that fails half way. */
+    IDX_CHUNK = 1 << 20,
+    /* A larger zlib buffer than its 8 KiB default: fewer system calls. */
+    IDX_GZBUF = 1 << 17,
+    /* The first allocation for a payload; it doubles up to the promised
+     * size as data arrive. */
+    IDX_FIRST_ALLOC = 1 << 24,
+};
+
+/* ---- one open file ------------------------------------------------------ */
+
+/* Why a read returned fewer bytes than asked, or IDX_END if it did not. */
+typedef enum idx_stop {
+    IDX_END,          /* all bytes read, or a clean end of file */
+    IDX_GZ_TRUNCATED, /* the gzip stream stops in the middle */
+    IDX_GZ_CORRUPT,   /* bad deflate data, bad checksum, bad gzip header */
+    IDX_IO,           /* the operating system failed to read */
+    IDX_NOMEM,        /* zlib ran out of memory */
+} idx_stop;
+
+typedef struct idx_file {
+    gzFile gz;
+    const char *path;   /* for messages; not owned */
+    const char *zmsg;   /* zlib's message after a failed read */
+    int sys_errno;      /* errno after a failed read */
+} idx_file;
+
+static int idx_open(idx_file *f, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    errno = 0;
+    f->gz = gzopen(path, "rb");
+    if (!f->gz) {
+        /* zlib leaves errno at 0 when only its own allocation failed. */
+        if (errno == 0)
+            return ad_fail(AD_ENOMEM, "%s: out of memory opening the file", path);
+        return ad_fail(AD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    gzbuffer(f->gz, IDX_GZBUF);
+    return AD_OK;
+}
+
+static void idx_close(idx_file *f)
+{
+    if (f->gz)
+        gzclose(f->gz);
+    f->gz = NULL;
+}
+
+/* After a short read: was it the end of the file, or a failure? */
+static idx_stop idx_classify(idx_file *f, int sys_errno)
+{
+    int err;
+    const char *msg = gzerror(f->gz, &err);
+    f->zmsg = msg;
+    f->sys_errno = sys_errno;
+    switch (err) {
+    case Z_OK: return IDX_END;
+    case Z_BUF_ERROR: return IDX_GZ_TRUNCATED;
+    case Z_ERRNO: return IDX_IO;
+    case Z_MEM_ERROR: return IDX_NOMEM;
+    default: return IDX_GZ_CORRUPT;
+    }
+}
+
+/* Reads up to len bytes into buf; *got says how many arrived.  Returns
+ * IDX_END when all len arrived or the file ended cleanly before. */
+static idx_stop idx_read(idx_file *f, void *buf, size_t len, size_t *got)
+{
+    unsigned char *p = buf;
+    *got = 0;
+    while (*got < len) {
+        size_t want = len - *got < IDX_CHUNK ? len - *got : IDX_CHUNK;
+        errno = 0;
+        int r = gzread(f->gz, p + *got, (unsigned)want);
+        if (r <= 0)
+            return idx_classify(f, errno);
+        *got += (size_t)r;
+    }
+    return IDX_END;
+}
+
+/* zlib's reason for a failure, without the "path: " it puts in front. */
+static const char *idx_zlib_reason(const idx_file *f)
+{
+    const char *m = f->zmsg ? f->zmsg : "unknown zlib error";
+    size_t len = strlen(f->path);
+    if (strncmp(m, f->path, len) == 0 && strncmp(m + len, ": ", 2) == 0)
+        m += len + 2;
+    return m;
+}
+
+/* The message for a read that failed (anything but IDX_END and
+ * IDX_GZ_TRUNCATED, which the callers word themselves); `part` says what was
+ * being read: "header", "pixels", "labels", "end of the file". */
+static int idx_fail_read(const idx_file *f, idx_stop why, const char *part)
+{
+    switch (why) {
+    case IDX_IO:
+        return ad_fail(AD_EIO, "%s: read error while reading the %s: %s",
+                       f->path, part, strerror(f->sys_errno));
+    case IDX_NOMEM:
+        return ad_fail(AD_ENOMEM, "%s: out of memory while reading the %s",
+                       f->path, part);
+    default:
+        /* No "while reading the ..." here: zlib inflates ahead of what was
+         * asked, so the damage may lie anywhere after the bytes read. */
+        return ad_fail(AD_EFORMAT, "%s: corrupt gzip stream: %s", f->path,
+                       idx_zlib_reason(f));
+    }
+}
+
+/* ---- the header --------------------------------------------------------- */
+
+typedef struct idx_header {
+    int rank;
+    int dim[IDX_RANK_IMAGES];
+    size_t payload;    /* product of dim: the bytes that must follow */
+    char desc[128];    /* "60000x28x28 = 47040000 bytes of pixels", for messages */
+} idx_header;
+
+static uint32_t idx_be32(const unsigned char *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static const char *idx_type_name(int type)
+{
+    switch (type) {
+    case 0x08: return "unsigned byte";
+    case 0x09: return "signed byte";
+    case 0x0B: return "short";
+    case 0x0C: return "int";
+    case 0x0D: return "float";
+    case 0x0E: return "double";
+    default: return "not an IDX type";
+    }
+}
+
+/* Checks the 4 magic bytes 0, 0, type, rank against what the caller wants. */
+static int idx_check_magic(const char *path, const unsigned char *m, int want_rank)
+{
+    uint32_t magic = idx_be32(m);
+    uint32_t want = (uint32_t)IDX_TYPE_UBYTE << 8 | (uint32_t)want_rank;
+    const char *kind = want_rank == IDX_RANK_IMAGES ? "images" : "labels";
+    if (m[0] != 0 || m[1] != 0) {
+        /* A gzip signature here means the file was decompressed once and
+         * still holds a gzip stream: gzipped twice. */
+        bool gz = m[0] == 0x1f && m[1] == 0x8b;
+        return ad_fail(AD_EFORMAT, "%s: bad magic 0x%08x: not an IDX file "
+                       "(IDX %s start with 0x%08x)%s", path, (unsigned)magic,
+                       kind, (unsigned)want, gz ? "; it looks gzipped twice" : "");
+    }
+    if (m[2] != IDX_TYPE_UBYTE)
+        return ad_fail(AD_EFORMAT, "%s: magic 0x%08x: element type 0x%02x (%s), "
+                       "but only unsigned bytes (0x08) are supported",
+                       path, (unsigned)magic, m[2], idx_type_name(m[2]));
+    if (m[3] != want_rank) {
+        const char *hint = m[3] == IDX_RANK_LABELS ? " (a labels file?)"
+                         : m[3] == IDX_RANK_IMAGES ? " (an images file?)" : "";
+        return ad_fail(AD_EFORMAT, "%s: magic 0x%08x: rank %d%s, but IDX %s "
+                       "have rank %d (magic 0x%08x)", path, (unsigned)magic, m[3],
+                       hint, kind, want_rank, (unsigned)want);
+    }
+    return AD_OK;
+}
+
+/* Fills h->dim from the big-endian extents and checks that each is at least
+ * 1 and that their product is a size we are willing to read. */
+static int idx_check_dims(const char *path, const unsigned char *b, idx_header *h)
+{
+    char shape[64] = "";
+    size_t used = 0;
+    uint64_t total = 1;
+    bool zero = false;
+    for (int i = 0; i < h->rank; i++) {
+        uint32_t e = idx_be32(b + 4 * i);
+        used += (size_t)snprintf(shape + used, sizeof shape - used, "%s%lu",
+                                 i ? "x" : "", (unsigned long)e);
+        zero |= e == 0;
+        /* Saturate: once past the limit the exact product does not matter. */
+        total = total > DATA_IDX_MAX_BYTES ? total : total * e;
+    }
+    if (zero)
+        return ad_fail(AD_EFORMAT, "%s: header says %s: an extent is 0", path, shape);
+    if (total > DATA_IDX_MAX_BYTES)
+        return ad_fail(AD_EFORMAT, "%s: header says %s: more than the %zu bytes "
+                       "this loader accepts (a corrupt header?)",
+                       path, shape, (size_t)DATA_IDX_MAX_BYTES);
+    for (int i = 0; i < h->rank; i++)
+        h->dim[i] = (int)idx_be32(b + 4 * i); /* <= total <= 2^30: fits an int */
+    h->payload = (size_t)total;
+    if (h->rank == IDX_RANK_IMAGES)
+        snprintf(h->desc, sizeof h->desc, "%s = %zu bytes of pixels", shape, h->payload);
+    else
+        snprintf(h->desc, sizeof h->desc, "%s labels = %zu bytes", shape, h->payload);
+    return AD_OK;
+}
+
+/* The message for a header that stops after `got` of its `need` bytes. */
+static int idx_fail_short_header(const idx_file *f, int want_rank, size_t need,
+                                 size_t got, idx_stop why)
+{
+    if (got == 0 && why == IDX_END)
+        return ad_fail(AD_EFORMAT, "%s: empty file: not an IDX file", f->path);
+    return ad_fail(AD_EFORMAT, "%s: truncated header: an IDX %s header is %zu "
+                   "bytes, found %zu%s", f->path,
+                   want_rank == IDX_RANK_IMAGES ? "images" : "labels", need, got,
+                   why == IDX_GZ_TRUNCATED ? " (the gzip stream ends early)" : "");
+}
+
+/* Reads and checks the header: 4 magic bytes, then want_rank extents.  The
+ * magic is checked before the extents are read, so that a file of the wrong
+ * kind is called that, not "truncated". */
+static int idx_read_header(idx_file *f, int want_rank, idx_header *h)
+{
+    unsigned char b[4 + 4 * IDX_RANK_IMAGES];
+    size_t need = 4 + 4 * (size_t)want_rank, got, more = 0;
+
+    idx_stop why = idx_read(f, b, 4, &got);
+    if (why != IDX_END && why != IDX_GZ_TRUNCATED)
+        return idx_fail_read(f, why, "header");
+    if (got < 4)
+        return idx_fail_short_header(f, want_rank, need, got, why);
+    int rc = idx_check_magic(f->path, b, want_rank);
+    if (rc != AD_OK)
+        return rc;
+
+    why = idx_read(f, b + 4, need - 4, &more);
+    if (why != IDX_END && why != IDX_GZ_TRUNCATED)
+        return idx_fail_read(f, why, "header");
+    if (got + more < need)
+        return idx_fail_short_header(f, want_rank, need, got + more, why);
+    h->rank = want_rank;
+    return idx_check_dims(f->path, b + 4, h);
+}
+
+/* ---- the payload -------------------------------------------------------- */
+
+/* Reads exactly h->payload bytes into a new buffer (*out, caller frees). */
+static int idx_read_payload(idx_file *f, const idx_header *h, const char *part,
+                            unsigned char **out)
+{
+    size_t cap = h->payload < IDX_FIRST_ALLOC ? h->payload : IDX_FIRST_ALLOC;
+    size_t got = 0;
+    unsigned char *buf = malloc(cap);
+    idx_stop why = IDX_END;
+    *out = NULL;
+    if (!buf)
+        return ad_fail(AD_ENOMEM, "%s: out of memory for %s", f->path, h->desc);
+    while (got < h->payload) {
+        if (got == cap) {
+            size_t ncap = cap > h->payload / 2 ? h->payload : 2 * cap;
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                return ad_fail(AD_ENOMEM, "%s: out of memory for %s", f->path, h->desc);
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t n;
+        why = idx_read(f, buf + got, cap - got, &n);
+        got += n;
+        if (why != IDX_END || got < cap)
+            break; /* end of file or a failure: judged below */
+    }
+    if (why != IDX_END && why != IDX_GZ_TRUNCATED) {
+        free(buf);
+        return idx_fail_read(f, why, part);
+    }
+    if (got < h->payload) {
+        free(buf);
+        return ad_fail(AD_EFORMAT, "%s: truncated: header says %s, found %zu%s",
+                       f->path, h->desc, got,
+                       why == IDX_GZ_TRUNCATED ? " (the gzip stream ends early)" : "");
+    }
+    *out = buf;
+    return AD_OK;
+}
+
+/* Reads on to the end: an IDX file holds nothing after its payload.  This
+ * read is also where zlib checks the gzip trailer (CRC-32 and length). */
+static int idx_check_end(idx_file *f, const idx_header *h)
+{
+    unsigned char scratch[4096];
+    size_t extra = 0, n;
+    idx_stop why;
+    do {
+        why = idx_read(f, scratch, sizeof scratch, &n);
+        extra += n;
+    } while (why == IDX_END && n == sizeof scratch);
+    if (why == IDX_GZ_TRUNCATED && extra == 0)
+        return ad_fail(AD_EFORMAT, "%s: truncated gzip stream: it ends before its "
+                       "checksum, so the data cannot be trusted", f->path);
+    if (why != IDX_END && why != IDX_GZ_TRUNCATED)
+        return idx_fail_read(f, why, "end of the file");
+    if (extra > 0)
+        return ad_fail(AD_EFORMAT, "%s: trailing bytes: header says %s, found %zu "
+                       "more after them", f->path, h->desc, extra);
+    return AD_OK;
+}
+
+/* Opens path, reads a header of want_rank, the payload and checks the end. */
+static int idx_read_file(const char *path, int want_rank, idx_header *h,
+                         unsigned char **data)
+{
+    idx_file f;
+    *data = NULL;
+    if (!path)
+        return ad_fail(AD_EARG, "data_idx_read: path is NULL");
+    int rc = idx_open(&f, path);
+    if (rc != AD_OK)
+        return rc;
+    rc = idx_read_header(&f, want_rank, h);
+    if (rc == AD_OK)
+        rc = idx_read_payload(&f, h, want_rank == IDX_RANK_IMAGES ? "pixels" : "labels",
+                              data);
+    if (rc == AD_OK) {
+        rc = idx_check_end(&f, h);
+        if (rc != AD_OK) {
+            free(*data);
+            *data = NULL;
+        }
+    }
+    idx_close(&f);
+    return rc;
+}
+
+/* ---- public: single files ----------------------------------------------- */
+
+int data_idx_read_images(const char *path, data_images *out)
+{
+    idx_header h;
+    unsigned char *pixels;
+    if (!out)
+        return ad_fail(AD_EARG, "data_idx_read_images: out is NULL");
+    memset(out, 0, sizeof *out);
+    int rc = idx_read_file(path, IDX_RANK_IMAGES, &h, &pixels);
+    if (rc != AD_OK)
+        return rc;
+    out->n = h.dim[0];
+    out->rows = h.dim[1];
+    out->cols = h.dim[2];
+    out->pixels = pixels;
+    return AD_OK;
+}
+
+int data_idx_read_labels(const char *path, data_labels *out)
+{
+    idx_header h;
+    unsigned char *labels;
+    if (!out)
+        return ad_fail(AD_EARG, "data_idx_read_labels: out is NULL");
+    memset(out, 0, sizeof *out);
+    int rc = idx_read_file(path, IDX_RANK_LABELS, &h, &labels);
+    if (rc != AD_OK)
+        return rc;
+    out->n = h.dim[0];
+    out->labels = labels;
+    return AD_OK;
+}
+
+void data_images_free(data_images *im)
+{
+    if (!im)
+        return;
+    free(im->pixels);
+    memset(im, 0, sizeof *im);
+}
+
+void data_labels_free(data_labels *lb)
+{
+    if (!lb)
+        return;
+    free(lb->labels);
+    memset(lb, 0, sizeof *lb);
+}
+
+/* ---- public: the four standard files ------------------------------------ */
+
+/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
+static char *data_join(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + 1 + strlen(name) + 1;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "%s/%s", dir, name);
+    return p;
+}
+
+static bool data_file_exists(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp)
+        fclose(fp);
+    return fp != NULL;
+}
+
+/* The path of standard file gz_name in dir: the gzipped file if present,
+ * else the unpacked one if present, else the gzipped name (so that the
+ * "cannot open" message names the file we expected).  Caller frees. */
+static char *data_std_path(const char *dir, const char *gz_name)
+{
+    char *gz = data_join(dir, gz_name);
+    if (!gz || data_file_exists(gz))
+        return gz;
+    char *raw = data_join(dir, gz_name);
+    if (raw) {
+        raw[strlen(raw) - 3] = '\0'; /* drop ".gz" */
+        if (data_file_exists(raw)) {
+            free(gz);
+            return raw;
+        }
+        free(raw);
+    }
+    return gz;
+}
+
+/* Loads one split (images + labels) and checks that they belong together. */
+static int data_load_split(const char *dir, const char *im_name, const char *lb_name,
+                           data_images *im, data_labels *lb)
+{
+    char *im_path = data_std_path(dir, im_name);
+    char *lb_path = data_std_path(dir, lb_name);
+    int rc = AD_OK;
+    if (!im_path || !lb_path)
+        rc = ad_fail(AD_ENOMEM, "data_mnist_load: out of memory");
+    if (rc == AD_OK)
+        rc = data_idx_read_images(im_path, im);
+    if (rc == AD_OK)
+        rc = data_idx_read_labels(lb_path, lb);
+    if (rc == AD_OK && im->n != lb->n)
+        rc = ad_fail(AD_EFORMAT, "%s has %d labels but %s has %d images: the "
+                     "files do not belong together", lb_path, lb->n, im_path, im->n);
+    for (int i = 0; rc == AD_OK && i < lb->n; i++)
+        if (lb->labels[i] >= DATA_MNIST_CLASSES)
+            rc = ad_fail(AD_EFORMAT, "%s: label %d at index %d is not a class "
+                         "0..%d", lb_path, lb->labels[i], i, DATA_MNIST_CLASSES - 1);
+    if (rc != AD_OK) {
+        data_images_free(im);
+        data_labels_free(lb);
+    }
+    free(im_path);
+    free(lb_path);
+    return rc;
+}
+
+int data_mnist_load(const char *dir, data_mnist *out)
+{
+    if (!out)
+        return ad_fail(AD_EARG, "data_mnist_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!dir)
+        return ad_fail(AD_EARG, "data_mnist_load: dir is NULL");
+    int rc = data_load_split(dir, DATA_MNIST_TRAIN_IMAGES, DATA_MNIST_TRAIN_LABELS,
+                             &out->train_images, &out->train_labels);
+    if (rc == AD_OK)
+        rc = data_load_split(dir, DATA_MNIST_TEST_IMAGES, DATA_MNIST_TEST_LABELS,
+                             &out->test_images, &out->test_labels);
+    const data_images *tr = &out->train_images, *te = &out->test_images;
+    if (rc == AD_OK && (tr->rows != te->rows || tr->cols != te->cols))
+        rc = ad_fail(AD_EFORMAT, "%s: training images are %dx%d but test images "
+                     "are %dx%d", dir, tr->rows, tr->cols, te->rows, te->cols);
+    if (rc != AD_OK)
+        data_mnist_free(out);
+    return rc;
+}
+
+void data_mnist_free(data_mnist *m)
+{
+    if (!m)
+        return;
+    data_images_free(&m->train_images);
+    data_labels_free(&m->train_labels);
+    data_images_free(&m->test_images);
+    data_labels_free(&m->test_labels);
+}
+
+/* ---- public: finding the data ------------------------------------------- */
+
+/* Appends to a message being built in a fixed buffer (truncating quietly). */
+static void data_note(char *msg, size_t len, const char *fmt, const char *a,
+                      const char *b)
+{
+    size_t used = strlen(msg);
+    if (used < len)
+        snprintf(msg + used, len - used, fmt, a, b);
+}
+
+/* Writes prefix + suffix into buf if it fits and the directory holds the
+ * training images (gzipped or not); says why not in msg. */
+static bool data_try_dir(char *buf, size_t len, const char *prefix, const char *suffix,
+                         char *msg, size_t msg_len)
+{
+    int n = snprintf(buf, len, "%s%s", prefix, suffix);
+    if (n < 0 || (size_t)n >= len) {
+        data_note(msg, msg_len, "; %s%s (path too long)", prefix, suffix);
+        return false;
+    }
+    char *path = data_std_path(buf, DATA_MNIST_TRAIN_IMAGES);
+    bool ok = path && data_file_exists(path);
+    free(path);
+    if (!ok)
+        data_note(msg, msg_len, "; %s%s (no " DATA_MNIST_TRAIN_IMAGES " there)",
+                  prefix, suffix);
+    return ok;
+}
+
+const char *data_find_dir(const char *flag_dir, const char *dataset)
+{
+    static _Thread_local char found[4096];
+    char tried[768] = "";
+    bool fashion;
+
+    if (flag_dir && flag_dir[0])
+        return flag_dir;
+    if (!dataset) {
+        ad_fail(AD_EARG, "data_find_dir: dataset is NULL");
+        return NULL;
+    }
+    if (strcmp(dataset, "mnist") == 0)
+        fashion = false;
+    else if (strcmp(dataset, "fashion") == 0 || strcmp(dataset, "fashion-mnist") == 0)
+        fashion = true;
+    else {
+        ad_fail(AD_EARG, "data_find_dir: unknown dataset '%s' (expected mnist or "
+                "fashion)", dataset);
+        return NULL;
+    }
+
+    const char *root = getenv("HYPERTAPE_DATA");
+    if (root && root[0]) {
+        if (data_try_dir(found, sizeof found, root,
+                         fashion ? "/fashion-mnist" : "/mnist", tried, sizeof tried))
+            return found;
+    } else {
+        data_note(tried, sizeof tried, "; %s%s", "$HYPERTAPE_DATA", " (not set)");
+    }
+    const char *fallback = fashion ? "/usr/share/datasets/fashion-mnist"
+                                   : "../shared/data/mnist";
+    if (data_try_dir(found, sizeof found, fallback, "", tried, sizeof tried))
+        return found;
+
+    ad_fail(AD_EIO, "no %s data found (tried: %s); pass --data DIR, set "
+            "HYPERTAPE_DATA to the data root, or %s", dataset, tried + 2,
+            fashion ? "install Debian's dataset-fashion-mnist"
+                    : "fetch the files with scripts/get-mnist.sh --download DIR");
+    return NULL;
+}
+
+/* ---- public: features --------------------------------------------------- */
+
+int data_feature_dim(const data_images *im, bool add_bias)
+{
+    return im->rows * im->cols + (add_bias ? 1 : 0);
+}
+
+/* Checks n and, when given, every index against [0, limit). */
+static int data_check_idx(const char *who, const int *idx, int n, int limit)
+{
+    if (n < 0)
+        return ad_fail(AD_EARG, "%s: n = %d < 0", who, n);
+    if (!idx && n > limit)
+        return ad_fail(AD_EARG, "%s: n = %d but there are only %d", who, n, limit);
+    for (int k = 0; idx && k < n; k++)
+        if (idx[k] < 0 || idx[k] >= limit)
+            return ad_fail(AD_EARG, "%s: idx[%d] = %d is outside 0..%d", who, k,
+                           idx[k], limit - 1);
+    return AD_OK;
+}
+
+int data_features(const data_images *im, const int *idx, int n, bool add_bias,
+                  ad_real *out)
+{
+    if (!im || (n > 0 && (!out || !im->pixels)))
+        return ad_fail(AD_EARG, "data_features: NULL images or output");
+    int rc = data_check_idx("data_features", idx, n, im->n);
+    if (rc != AD_OK)
+        return rc;
+    size_t p = (size_t)im->rows * (size_t)im->cols;
+    size_t d = p + (add_bias ? 1 : 0);
+    for (int k = 0; k < n; k++) {
+        const unsigned char *src = im->pixels + (size_t)(idx ? idx[k] : k) * p;
+        ad_real *row = out + (size_t)k * d;
+        for (size_t j = 0; j < p; j++)
+            row[j] = (ad_real)(src[j] / 255.0);
+        if (add_bias)
+            row[p] = 1;
+    }
+    return AD_OK;
+}
+
+int data_one_hot(const data_labels *lb, const int *idx, int n, int n_classes,
+                 ad_real *out)
+{
+    if (!lb || (n > 0 && (!out || !lb->labels)))
+        return ad_fail(AD_EARG, "data_one_hot: NULL labels or output");
+    if (n_classes < 1)
+        return ad_fail(AD_EARG, "data_one_hot: n_classes = %d < 1", n_classes);
+    int rc = data_check_idx("data_one_hot", idx, n, lb->n);
+    if (rc != AD_OK)
+        return rc;
+    for (int k = 0; k < n; k++) {
+        int i = idx ? idx[k] : k;
+        if (lb->labels[i] >= n_classes)
+            return ad_fail(AD_EARG, "data_one_hot: label %d at index %d is not a "
+                           "class 0..%d", lb->labels[i], i, n_classes - 1);
+    }
+    for (int k = 0; k < n; k++) {
+        ad_real *row = out + (size_t)k * (size_t)n_classes;
+        for (int c = 0; c < n_classes; c++)
+            row[c] = 0;
+        row[lb->labels[idx ? idx[k] : k]] = 1;
+    }
+    return AD_OK;
+}

@@ -1,0 +1,748 @@
+/* test_data.c — the IDX / MNIST loaders (experiments/data.h).
+ *
+ * Two halves.  The real files: MNIST must be present (CI has it), so a
+ * missing copy fails the suite instead of skipping it; their counts, first
+ * labels and pixel checksums were computed independently with Python's gzip
+ * module.  The broken files: small IDX files written to a fresh temporary
+ * directory at test time, each broken in one way, each of which must give
+ * the right status and a message that names the file.
+ *
+ * Where the real data are: $HYPERTAPE_DATA (the shared data root, holding
+ * mnist/), else HT_SOURCE_ROOT "/../shared/data" when the build defines
+ * HT_SOURCE_ROOT (tests run in the build directory, so a relative path would
+ * depend on where the build directory is). */
+#define _XOPEN_SOURCE 700 /* mkdtemp, nftw, setenv */
+
+#include <check.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+#include "experiments/data.h"
+
+Suite *data_suite(void);
+
+/* ---- a temporary directory per test ------------------------------------- */
+
+/* The layout: tmp_top (made once per test case, in the parent process, and
+ * removed with everything in it even when a test fails) holds one fresh
+ * tmp_root per test. */
+static char tmp_top[512], tmp_root[600];
+static char *made[64]; /* path strings handed out, freed after each test */
+static int n_made;
+
+static void tmp_top_setup(void)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(tmp_top, sizeof tmp_top, "%s/test_data.XXXXXX",
+             base && base[0] ? base : "/tmp");
+    ck_assert_msg(mkdtemp(tmp_top) != NULL, "mkdtemp(%s) failed", tmp_top);
+}
+
+static int tmp_remove_one(const char *path, const struct stat *st, int flag,
+                          struct FTW *ftw)
+{
+    return remove(path) == 0 ? 0 : -1;
+}
+
+static void tmp_top_teardown(void)
+{
+    if (tmp_top[0])
+        nftw(tmp_top, tmp_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    tmp_top[0] = '\0';
+}
+
+static void tmp_setup(void)
+{
+    snprintf(tmp_root, sizeof tmp_root, "%s/t.XXXXXX", tmp_top);
+    ck_assert_msg(mkdtemp(tmp_root) != NULL, "mkdtemp(%s) failed", tmp_root);
+    n_made = 0;
+}
+
+static void tmp_teardown(void)
+{
+    while (n_made > 0)
+        free(made[--n_made]);
+}
+
+/* tmp_root/name.  The pointer stays valid until the test ends. */
+static const char *tmp_path(const char *name)
+{
+    size_t len = strlen(tmp_root) + 1 + strlen(name) + 1;
+    char *p = malloc(len);
+    ck_assert_ptr_nonnull(p);
+    snprintf(p, len, "%s/%s", tmp_root, name);
+    ck_assert_int_lt(n_made, (int)(sizeof made / sizeof made[0]));
+    made[n_made++] = p;
+    return p;
+}
+
+static const char *tmp_mkdir(const char *name)
+{
+    const char *p = tmp_path(name);
+    ck_assert_msg(mkdir(p, 0700) == 0 || access(p, F_OK) == 0, "mkdir %s", p);
+    return p;
+}
+
+/* ---- building IDX files ------------------------------------------------- */
+
+typedef struct blob {
+    unsigned char *b;
+    size_t n;
+} blob;
+
+static void put_be32(unsigned char *b, uint32_t v)
+{
+    b[0] = (unsigned char)(v >> 24);
+    b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8);
+    b[3] = (unsigned char)v;
+}
+
+/* An IDX file: magic, rank extents, then `payload` bytes (i % 10, so they
+ * double as labels) and `extra` trailing bytes.  The payload size is given
+ * separately from the extents so that tests can lie in the header. */
+static blob idx_blob(uint32_t magic, int rank, const uint32_t *dims,
+                     size_t payload, size_t extra)
+{
+    blob bl;
+    bl.n = 4 + 4 * (size_t)rank + payload + extra;
+    bl.b = malloc(bl.n ? bl.n : 1);
+    ck_assert_ptr_nonnull(bl.b);
+    put_be32(bl.b, magic);
+    for (int i = 0; i < rank; i++)
+        put_be32(bl.b + 4 + 4 * i, dims[i]);
+    for (size_t i = 0; i < payload + extra; i++)
+        bl.b[4 + 4 * rank + i] = (unsigned char)(i % 10);
+    return bl;
+}
+
+/* A well-formed images file of n x rows x cols. */
+static blob images_blob(uint32_t n, uint32_t rows, uint32_t cols)
+{
+    uint32_t d[3] = {n, rows, cols};
+    return idx_blob(0x00000803, 3, d, (size_t)n * rows * cols, 0);
+}
+
+static blob labels_blob(uint32_t n)
+{
+    uint32_t d[1] = {n};
+    return idx_blob(0x00000801, 1, d, n, 0);
+}
+
+static void write_raw(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_msg(fp != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(b, 1, n, fp), n);
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+static void write_gz(const char *path, const unsigned char *b, size_t n)
+{
+    gzFile gz = gzopen(path, "wb");
+    ck_assert_msg(gz != NULL, "cannot write %s", path);
+    ck_assert_int_eq(gzwrite(gz, b, (unsigned)n), (int)n);
+    ck_assert_int_eq(gzclose(gz), Z_OK);
+}
+
+/* Writes the blob to tmp_root/name (gzipped if gz), frees it, returns the
+ * path. */
+static const char *put_file(const char *name, blob bl, bool gz)
+{
+    const char *p = tmp_path(name);
+    if (gz)
+        write_gz(p, bl.b, bl.n);
+    else
+        write_raw(p, bl.b, bl.n);
+    free(bl.b);
+    return p;
+}
+
+static blob read_raw(const char *path)
+{
+    blob bl = {NULL, 0};
+    FILE *fp = fopen(path, "rb");
+    ck_assert_msg(fp != NULL, "cannot read %s", path);
+    bl.b = malloc(1 << 16);
+    ck_assert_ptr_nonnull(bl.b);
+    bl.n = fread(bl.b, 1, 1 << 16, fp);
+    ck_assert_msg(feof(fp), "%s: test file larger than 64 KiB", path);
+    fclose(fp);
+    return bl;
+}
+
+/* ---- checking failures -------------------------------------------------- */
+
+/* The status was `code`, and the message names `path` and contains `what`. */
+#define ck_fail_with(rc, code, path, what)                                        \
+    do {                                                                          \
+        ck_assert_int_eq((rc), (code));                                           \
+        ck_assert_msg(strstr(ad_error(), (path)) != NULL,                         \
+                      "message does not name %s: %s", (path), ad_error());        \
+        ck_assert_msg(strstr(ad_error(), (what)) != NULL,                         \
+                      "message lacks \"%s\": %s", (what), ad_error());            \
+    } while (0)
+
+/* Reading `path` as images fails with `code` and `what`, leaving out zeroed. */
+static void expect_images_fail(const char *path, int code, const char *what)
+{
+    data_images im;
+    memset(&im, 0xA5, sizeof im); /* must come back zeroed */
+    ad_error_clear();
+    int rc = data_idx_read_images(path, &im);
+    ck_fail_with(rc, code, path, what);
+    ck_assert_ptr_null(im.pixels);
+    ck_assert_int_eq(im.n, 0);
+}
+
+static void expect_labels_fail(const char *path, int code, const char *what)
+{
+    data_labels lb;
+    memset(&lb, 0xA5, sizeof lb);
+    ad_error_clear();
+    int rc = data_idx_read_labels(path, &lb);
+    ck_fail_with(rc, code, path, what);
+    ck_assert_ptr_null(lb.labels);
+    ck_assert_int_eq(lb.n, 0);
+}
+
+/* ---- the real files ----------------------------------------------------- */
+
+/* The shared data root, or a loud failure. */
+static const char *data_root(void)
+{
+    const char *env = getenv("HYPERTAPE_DATA");
+    if (env && env[0])
+        return env;
+#ifdef HT_SOURCE_ROOT
+    return HT_SOURCE_ROOT "/../shared/data";
+#else
+    ck_abort_msg("MNIST not located: set HYPERTAPE_DATA to the data root (holding "
+                 "mnist/) or build with -DHT_SOURCE_ROOT=\"<repo root>\"");
+    return NULL;
+#endif
+}
+
+static uint64_t byte_sum(const unsigned char *b, size_t n)
+{
+    uint64_t s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += b[i];
+    return s;
+}
+
+/* CRC-32 in chunks (crc32 takes an unsigned length). */
+static unsigned long byte_crc(const unsigned char *b, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < n; off += 1u << 20) {
+        size_t k = n - off < (1u << 20) ? n - off : (1u << 20);
+        c = crc32(c, b + off, (uInt)k);
+    }
+    return c;
+}
+
+START_TEST(test_real_mnist)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/mnist", data_root());
+    data_mnist m;
+    int rc = data_mnist_load(dir, &m);
+    ck_assert_msg(rc == AD_OK, "MNIST must be loadable from %s (CI has it): %s",
+                  dir, ad_error());
+
+    ck_assert_int_eq(m.train_images.n, 60000);
+    ck_assert_int_eq(m.train_labels.n, 60000);
+    ck_assert_int_eq(m.test_images.n, 10000);
+    ck_assert_int_eq(m.test_labels.n, 10000);
+    ck_assert_int_eq(m.train_images.rows, 28);
+    ck_assert_int_eq(m.train_images.cols, 28);
+    ck_assert_int_eq(m.test_images.rows, 28);
+    ck_assert_int_eq(m.test_images.cols, 28);
+
+    /* The famous first digits: a 5 (train), a 7 (test). */
+    ck_assert_int_eq(m.train_labels.labels[0], 5);
+    ck_assert_int_eq(m.test_labels.labels[0], 7);
+    ck_assert_uint_eq(byte_sum(m.train_labels.labels, 60000), 267236);
+    ck_assert_uint_eq(byte_sum(m.test_labels.labels, 10000), 44434);
+
+    size_t tr = (size_t)60000 * 784, te = (size_t)10000 * 784;
+    ck_assert_uint_eq(byte_sum(m.train_images.pixels, tr), 1567298545u);
+    ck_assert_uint_eq(byte_sum(m.test_images.pixels, te), 264923200u);
+    ck_assert_uint_eq(byte_crc(m.train_images.pixels, tr), 0xf3639b56u);
+    ck_assert_uint_eq(byte_crc(m.test_images.pixels, te), 0xe4ca5f57u);
+
+    /* Features of the first training image: its pixels sum to 27525. */
+    int d = data_feature_dim(&m.train_images, true), idx[2] = {0, 59999};
+    ck_assert_int_eq(d, 785);
+    ad_real *x = malloc(sizeof *x * 2 * (size_t)d);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(data_features(&m.train_images, idx, 2, true, x), AD_OK);
+    double s = 0;
+    for (int j = 0; j < 784; j++)
+        s += x[j];
+    ck_assert_double_eq_tol(s * 255.0, 27525.0, 1e-3);
+    ck_assert_double_eq(x[784], 1.0);
+    ck_assert_double_eq(x[785 + 784], 1.0);
+    free(x);
+    data_mnist_free(&m);
+    data_mnist_free(&m); /* freeing twice is harmless */
+}
+END_TEST
+
+/* Fashion-MNIST is optional (a Debian package, or $HYPERTAPE_DATA/fashion-mnist):
+ * when it is absent the test says so on stderr and passes. */
+START_TEST(test_real_fashion)
+{
+    const char *dir = data_find_dir(NULL, "fashion");
+    if (!dir) {
+        fprintf(stderr, "test_data: Fashion-MNIST not installed, not tested (%s)\n",
+                ad_error());
+        return;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, DATA_MNIST_TEST_LABELS);
+    data_labels lb;
+    ck_assert_msg(data_idx_read_labels(path, &lb) == AD_OK, "%s", ad_error());
+    ck_assert_int_eq(lb.n, 10000);
+    ck_assert_int_eq(lb.labels[0], 9); /* an ankle boot */
+    ck_assert_uint_eq(byte_sum(lb.labels, 10000), 45000); /* 1000 per class */
+    data_labels_free(&lb);
+}
+END_TEST
+
+/* ---- well-formed small files -------------------------------------------- */
+
+static void check_small_images(const char *path)
+{
+    data_images im;
+    ck_assert_msg(data_idx_read_images(path, &im) == AD_OK, "%s", ad_error());
+    ck_assert_int_eq(im.n, 3);
+    ck_assert_int_eq(im.rows, 4);
+    ck_assert_int_eq(im.cols, 5);
+    for (int i = 0; i < 60; i++)
+        ck_assert_int_eq(im.pixels[i], i % 10);
+    data_images_free(&im);
+    ck_assert_ptr_null(im.pixels);
+}
+
+START_TEST(test_small_ok_raw_and_gz)
+{
+    check_small_images(put_file("a.idx3", images_blob(3, 4, 5), false));
+    check_small_images(put_file("a.idx3.gz", images_blob(3, 4, 5), true));
+    data_labels lb;
+    const char *p = put_file("l.idx1.gz", labels_blob(7), true);
+    ck_assert_msg(data_idx_read_labels(p, &lb) == AD_OK, "%s", ad_error());
+    ck_assert_int_eq(lb.n, 7);
+    ck_assert_int_eq(lb.labels[6], 6);
+    data_labels_free(&lb);
+}
+END_TEST
+
+/* A payload bigger than the loader's first allocation, so the buffer grows. */
+START_TEST(test_large_payload_grows)
+{
+    uint32_t d[3] = {2, 4096, 4096}; /* 32 MiB of zeros-to-nines */
+    blob bl = idx_blob(0x00000803, 3, d, (size_t)2 * 4096 * 4096, 0);
+    const char *p = put_file("big.gz", bl, true);
+    data_images im;
+    ck_assert_msg(data_idx_read_images(p, &im) == AD_OK, "%s", ad_error());
+    size_t n = (size_t)2 * 4096 * 4096;
+    ck_assert_int_eq(im.pixels[n - 1], (int)((n - 1) % 10));
+    data_images_free(&im);
+}
+END_TEST
+
+/* ---- broken files ------------------------------------------------------- */
+
+START_TEST(test_missing_file)
+{
+    const char *p = tmp_path("no-such-file.gz");
+    expect_images_fail(p, AD_EIO, "cannot open");
+    expect_labels_fail(p, AD_EIO, "cannot open");
+    /* A directory opens, but reading it fails. */
+    expect_images_fail(tmp_root, AD_EIO, "read error");
+}
+END_TEST
+
+START_TEST(test_bad_magic)
+{
+    uint32_t d[3] = {1, 2, 2};
+    const char *p = put_file("magic.gz", idx_blob(0x12345678, 3, d, 4, 0), true);
+    expect_images_fail(p, AD_EFORMAT, "bad magic 0x12345678");
+    /* A file gzipped twice: the first unpacked bytes are a gzip header. */
+    blob raw = images_blob(1, 2, 2);
+    const char *once = tmp_path("once.gz");
+    write_gz(once, raw.b, raw.n);
+    free(raw.b);
+    const char *twice = put_file("twice.gz", read_raw(once), true);
+    expect_images_fail(twice, AD_EFORMAT, "gzipped twice");
+}
+END_TEST
+
+START_TEST(test_wrong_type_and_rank)
+{
+    uint32_t d[3] = {1, 2, 2};
+    const char *p = put_file("float.gz", idx_blob(0x00000D03, 3, d, 16, 0), true);
+    expect_images_fail(p, AD_EFORMAT, "element type 0x0d (float)");
+    /* A labels file where images are expected, and the other way round. */
+    const char *lb = put_file("labels.gz", labels_blob(4), true);
+    expect_images_fail(lb, AD_EFORMAT, "rank 1 (a labels file?)");
+    const char *im = put_file("images.gz", images_blob(1, 2, 2), true);
+    expect_labels_fail(im, AD_EFORMAT, "rank 3 (an images file?)");
+}
+END_TEST
+
+START_TEST(test_zero_and_absurd_dims)
+{
+    uint32_t zero[3] = {0, 28, 28};
+    const char *p = put_file("zero.gz", idx_blob(0x00000803, 3, zero, 0, 0), true);
+    expect_images_fail(p, AD_EFORMAT, "header says 0x28x28: an extent is 0");
+    uint32_t huge[3] = {4294967295u, 28, 28};
+    p = put_file("huge.gz", idx_blob(0x00000803, 3, huge, 100, 0), true);
+    expect_images_fail(p, AD_EFORMAT, "4294967295x28x28: more than");
+    uint32_t lzero[1] = {0};
+    p = put_file("lzero", idx_blob(0x00000801, 1, lzero, 0, 0), false);
+    expect_labels_fail(p, AD_EFORMAT, "an extent is 0");
+}
+END_TEST
+
+START_TEST(test_truncated_data)
+{
+    uint32_t d[3] = {10, 28, 28}; /* 7840 bytes promised */
+    const char *raw = put_file("t.idx3", idx_blob(0x00000803, 3, d, 1234, 0), false);
+    expect_images_fail(raw, AD_EFORMAT,
+                       "truncated: header says 10x28x28 = 7840 bytes of pixels, found 1234");
+    const char *gz = put_file("t.idx3.gz", idx_blob(0x00000803, 3, d, 1234, 0), true);
+    expect_images_fail(gz, AD_EFORMAT,
+                       "truncated: header says 10x28x28 = 7840 bytes of pixels, found 1234");
+    uint32_t l[1] = {100};
+    const char *lb = put_file("t.idx1", idx_blob(0x00000801, 1, l, 99, 0), false);
+    expect_labels_fail(lb, AD_EFORMAT, "header says 100 labels = 100 bytes, found 99");
+}
+END_TEST
+
+START_TEST(test_truncated_header)
+{
+    blob bl = images_blob(1, 2, 2);
+    bl.n = 9; /* magic, one extent and a byte of the second */
+    const char *p = put_file("th.gz", bl, true);
+    expect_images_fail(p, AD_EFORMAT, "truncated header: an IDX images header is "
+                                      "16 bytes, found 9");
+    blob two = {(unsigned char *)"\0\0", 2};
+    p = tmp_path("th2");
+    write_raw(p, two.b, two.n);
+    expect_labels_fail(p, AD_EFORMAT, "found 2");
+    p = tmp_path("empty");
+    write_raw(p, (const unsigned char *)"", 0);
+    expect_images_fail(p, AD_EFORMAT, "empty file");
+}
+END_TEST
+
+START_TEST(test_trailing_bytes)
+{
+    uint32_t d[3] = {2, 3, 3};
+    const char *p = put_file("tr.gz", idx_blob(0x00000803, 3, d, 18, 7), true);
+    expect_images_fail(p, AD_EFORMAT, "trailing bytes: header says 2x3x3 = 18 bytes "
+                                      "of pixels, found 7 more");
+    uint32_t l[1] = {5};
+    p = put_file("tr.idx1", idx_blob(0x00000801, 1, l, 5, 5000), false);
+    expect_labels_fail(p, AD_EFORMAT, "found 5000 more");
+}
+END_TEST
+
+/* Three ways a gzip stream goes bad: a wrong checksum, undecodable deflate
+ * data, and a download cut short. */
+START_TEST(test_corrupt_gzip)
+{
+    const char *good = put_file("good.gz", images_blob(4, 10, 10), true);
+    blob gz = read_raw(good);
+
+    gz.b[gz.n - 8] ^= 0x55; /* the trailer's CRC-32 */
+    const char *crc = tmp_path("crc.gz");
+    write_raw(crc, gz.b, gz.n);
+    expect_images_fail(crc, AD_EFORMAT, "corrupt gzip stream: incorrect data check");
+    gz.b[gz.n - 8] ^= 0x55;
+
+    unsigned char first = gz.b[10];
+    gz.b[10] = 0xFF; /* first deflate block: final, type 3 (reserved) */
+    const char *blk = tmp_path("block.gz");
+    write_raw(blk, gz.b, gz.n);
+    expect_images_fail(blk, AD_EFORMAT, "corrupt gzip stream: invalid block type");
+    gz.b[10] = first;
+
+    const char *cut = tmp_path("cut.gz");
+    write_raw(cut, gz.b, gz.n / 2);
+    expect_images_fail(cut, AD_EFORMAT, "the gzip stream ends early");
+
+    /* All data present but the 8-byte trailer missing: cannot be trusted. */
+    const char *notrailer = tmp_path("notrailer.gz");
+    write_raw(notrailer, gz.b, gz.n - 8);
+    expect_images_fail(notrailer, AD_EFORMAT, "before its checksum");
+    free(gz.b);
+}
+END_TEST
+
+/* ---- a directory of four files ------------------------------------------ */
+
+/* Writes the four standard files, n_train / n_test images of 2x3 and
+ * labels counts l_train / l_test, into tmp_root/sub. */
+static const char *put_split_dir(const char *sub, uint32_t n_train, uint32_t l_train,
+                                 uint32_t n_test, uint32_t l_test, bool gz)
+{
+    const char *dir = tmp_mkdir(sub);
+    char name[256];
+    const char *files[4] = {DATA_MNIST_TRAIN_IMAGES, DATA_MNIST_TRAIN_LABELS,
+                            DATA_MNIST_TEST_IMAGES, DATA_MNIST_TEST_LABELS};
+    blob blobs[4] = {images_blob(n_train, 2, 3), labels_blob(l_train),
+                     images_blob(n_test, 2, 3), labels_blob(l_test)};
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "%s/%s", sub, files[i]);
+        if (!gz)
+            name[strlen(name) - 3] = '\0'; /* the unpacked names */
+        put_file(name, blobs[i], gz);
+    }
+    return dir;
+}
+
+START_TEST(test_mnist_dir_small)
+{
+    data_mnist m;
+    const char *dir = put_split_dir("gz", 12, 12, 5, 5, true);
+    ck_assert_msg(data_mnist_load(dir, &m) == AD_OK, "%s", ad_error());
+    ck_assert_int_eq(m.train_images.n, 12);
+    ck_assert_int_eq(m.test_labels.n, 5);
+    ck_assert_int_eq(m.test_labels.labels[4], 4);
+    data_mnist_free(&m);
+
+    /* Unpacked copies load the same way. */
+    dir = put_split_dir("raw", 12, 12, 5, 5, false);
+    ck_assert_msg(data_mnist_load(dir, &m) == AD_OK, "%s", ad_error());
+    ck_assert_int_eq(m.train_labels.n, 12);
+    data_mnist_free(&m);
+}
+END_TEST
+
+START_TEST(test_mnist_count_mismatch)
+{
+    data_mnist m;
+    const char *dir = put_split_dir("mis", 12, 11, 5, 5, true);
+    ad_error_clear();
+    int rc = data_mnist_load(dir, &m);
+    ck_fail_with(rc, AD_EFORMAT, DATA_MNIST_TRAIN_LABELS, "has 11 labels");
+    ck_assert_msg(strstr(ad_error(), DATA_MNIST_TRAIN_IMAGES) &&
+                  strstr(ad_error(), "12 images"), "%s", ad_error());
+    ck_assert_ptr_null(m.train_images.pixels);
+    ck_assert_ptr_null(m.train_labels.labels);
+
+    dir = put_split_dir("mis2", 12, 12, 5, 6, true);
+    rc = data_mnist_load(dir, &m);
+    ck_fail_with(rc, AD_EFORMAT, DATA_MNIST_TEST_LABELS, "has 6 labels");
+    /* The training split had loaded: it must have been released. */
+    ck_assert_ptr_null(m.train_images.pixels);
+    ck_assert_int_eq(m.train_images.n, 0);
+}
+END_TEST
+
+START_TEST(test_mnist_bad_label_and_missing)
+{
+    data_mnist m;
+    const char *dir = put_split_dir("lab", 12, 12, 11, 11, true);
+    /* Eleven labels i % 10 are fine; overwrite with a label 200. */
+    uint32_t d[1] = {11};
+    blob bl = idx_blob(0x00000801, 1, d, 11, 0);
+    bl.b[8 + 3] = 200;
+    put_file("lab/" DATA_MNIST_TEST_LABELS, bl, true);
+    int rc = data_mnist_load(dir, &m);
+    ck_fail_with(rc, AD_EFORMAT, DATA_MNIST_TEST_LABELS, "label 200 at index 3");
+
+    const char *empty = tmp_mkdir("emptydir");
+    rc = data_mnist_load(empty, &m);
+    ck_fail_with(rc, AD_EIO, DATA_MNIST_TRAIN_IMAGES, "cannot open");
+}
+END_TEST
+
+/* ---- features ----------------------------------------------------------- */
+
+START_TEST(test_features)
+{
+    unsigned char px[3 * 2 * 2] = {0, 255, 51, 102, 1, 2, 3, 4, 10, 20, 30, 40};
+    data_images im = {3, 2, 2, px};
+    ad_real x[2 * 5];
+    int idx[2] = {2, 0};
+    ck_assert_int_eq(data_feature_dim(&im, true), 5);
+    ck_assert_int_eq(data_feature_dim(&im, false), 4);
+    ck_assert_int_eq(data_features(&im, idx, 2, true, x), AD_OK);
+    ck_assert_double_eq_tol(x[0], 10 / 255.0, 1e-6);
+    ck_assert_double_eq_tol(x[3], 40 / 255.0, 1e-6);
+    ck_assert_double_eq(x[4], 1.0);
+    ck_assert_double_eq(x[5], 0.0);
+    ck_assert_double_eq(x[6], 1.0);
+    ck_assert_double_eq_tol(x[7], 0.2, 1e-6);
+    ck_assert_double_eq(x[9], 1.0);
+
+    /* idx == NULL: the first n images, here without the bias column. */
+    ck_assert_int_eq(data_features(&im, NULL, 2, false, x), AD_OK);
+    ck_assert_double_eq_tol(x[4], 1 / 255.0, 1e-6);
+
+    /* Bad indices write nothing. */
+    for (int i = 0; i < 10; i++)
+        x[i] = -7;
+    int bad[2] = {0, 3};
+    ck_assert_int_eq(data_features(&im, bad, 2, true, x), AD_EARG);
+    ck_assert_msg(strstr(ad_error(), "idx[1] = 3"), "%s", ad_error());
+    ck_assert_int_eq(data_features(&im, NULL, 4, true, x), AD_EARG);
+    ck_assert_int_eq(data_features(&im, NULL, -1, true, x), AD_EARG);
+    ck_assert_double_eq(x[0], -7.0);
+}
+END_TEST
+
+START_TEST(test_one_hot)
+{
+    unsigned char l[4] = {3, 0, 9, 12};
+    data_labels lb = {4, l};
+    ad_real y[2 * 10];
+    int idx[2] = {2, 0};
+    ck_assert_int_eq(data_one_hot(&lb, idx, 2, 10, y), AD_OK);
+    for (int c = 0; c < 10; c++) {
+        ck_assert_double_eq(y[c], c == 9 ? 1.0 : 0.0);
+        ck_assert_double_eq(y[10 + c], c == 3 ? 1.0 : 0.0);
+    }
+    ck_assert_int_eq(data_one_hot(&lb, NULL, 4, 10, y), AD_EARG); /* label 12 */
+    ck_assert_msg(strstr(ad_error(), "label 12 at index 3"), "%s", ad_error());
+}
+END_TEST
+
+/* ---- finding the data --------------------------------------------------- */
+
+/* Runs with HYPERTAPE_DATA set to `root` (or unset if NULL) and the working
+ * directory `cwd`, then restores both. */
+typedef struct env_saved {
+    char *data;
+    char cwd[1024];
+} env_saved;
+
+static void env_enter(env_saved *s, const char *root, const char *cwd)
+{
+    const char *old = getenv("HYPERTAPE_DATA");
+    s->data = old ? strdup(old) : NULL;
+    ck_assert_ptr_nonnull(getcwd(s->cwd, sizeof s->cwd));
+    if (root)
+        setenv("HYPERTAPE_DATA", root, 1);
+    else
+        unsetenv("HYPERTAPE_DATA");
+    ck_assert_int_eq(chdir(cwd), 0);
+}
+
+static void env_leave(env_saved *s)
+{
+    if (s->data)
+        setenv("HYPERTAPE_DATA", s->data, 1);
+    else
+        unsetenv("HYPERTAPE_DATA");
+    free(s->data);
+    ck_assert_int_eq(chdir(s->cwd), 0);
+}
+
+START_TEST(test_find_dir)
+{
+    env_saved s;
+    /* tmp/root/{mnist,fashion-mnist} as a data root; tmp/work/ as a cwd with
+     * ../shared/data/mnist beside it. */
+    tmp_mkdir("root");
+    tmp_mkdir("root/mnist");
+    put_file("root/mnist/" DATA_MNIST_TRAIN_IMAGES, images_blob(1, 1, 1), true);
+    tmp_mkdir("root/fashion-mnist");
+    /* An unpacked file counts too. */
+    put_file("root/fashion-mnist/train-images-idx3-ubyte", images_blob(1, 1, 1), false);
+    const char *work = tmp_mkdir("work");
+    tmp_mkdir("shared");
+    tmp_mkdir("shared/data");
+    tmp_mkdir("shared/data/mnist");
+    put_file("shared/data/mnist/" DATA_MNIST_TRAIN_IMAGES, images_blob(1, 1, 1), true);
+    const char *empty = tmp_mkdir("emptyroot");
+    const char *nowhere = tmp_mkdir("emptyroot/sub"); /* no ../shared either */
+    char want[1024];
+
+    /* 1. An explicit --data wins, unchecked. */
+    ck_assert_str_eq(data_find_dir("/nowhere", "mnist"), "/nowhere");
+
+    /* 2. $HYPERTAPE_DATA/<dataset>. */
+    snprintf(want, sizeof want, "%s/root", tmp_root);
+    env_enter(&s, want, work);
+    const char *got = data_find_dir(NULL, "mnist");
+    ck_assert_msg(got != NULL, "%s", ad_error());
+    ck_assert_str_eq(got, tmp_path("root/mnist"));
+    got = data_find_dir("", "fashion");
+    ck_assert_msg(got != NULL, "%s", ad_error());
+    ck_assert_str_eq(got, tmp_path("root/fashion-mnist"));
+    env_leave(&s);
+
+    /* 3. A root without mnist/ falls through to ../shared/data/mnist. */
+    env_enter(&s, empty, work);
+    got = data_find_dir(NULL, "mnist");
+    ck_assert_msg(got != NULL, "%s", ad_error());
+    ck_assert_str_eq(got, "../shared/data/mnist");
+    env_leave(&s);
+
+    /* Nothing anywhere: NULL and a message listing what was tried. */
+    env_enter(&s, NULL, nowhere);
+    ck_assert_ptr_null(data_find_dir(NULL, "mnist"));
+    ck_assert_msg(strstr(ad_error(), "HYPERTAPE_DATA") &&
+                  strstr(ad_error(), "../shared/data/mnist") &&
+                  strstr(ad_error(), "--data"), "%s", ad_error());
+    env_leave(&s);
+
+    ck_assert_ptr_null(data_find_dir(NULL, "cifar"));
+    ck_assert_msg(strstr(ad_error(), "unknown dataset 'cifar'"), "%s", ad_error());
+}
+END_TEST
+
+Suite *data_suite(void)
+{
+    Suite *s = suite_create("data");
+
+    TCase *real = tcase_create("real");
+    tcase_set_timeout(real, 60); /* ~1 s normally; generous for valgrind */
+    tcase_add_test(real, test_real_mnist);
+    tcase_add_test(real, test_real_fashion);
+    suite_add_tcase(s, real);
+
+    TCase *idx = tcase_create("idx");
+    tcase_set_timeout(idx, 60);
+    tcase_add_unchecked_fixture(idx, tmp_top_setup, tmp_top_teardown);
+    tcase_add_checked_fixture(idx, tmp_setup, tmp_teardown);
+    tcase_add_test(idx, test_small_ok_raw_and_gz);
+    tcase_add_test(idx, test_large_payload_grows);
+    tcase_add_test(idx, test_missing_file);
+    tcase_add_test(idx, test_bad_magic);
+    tcase_add_test(idx, test_wrong_type_and_rank);
+    tcase_add_test(idx, test_zero_and_absurd_dims);
+    tcase_add_test(idx, test_truncated_data);
+    tcase_add_test(idx, test_truncated_header);
+    tcase_add_test(idx, test_trailing_bytes);
+    tcase_add_test(idx, test_corrupt_gzip);
+    suite_add_tcase(s, idx);
+
+    TCase *dir = tcase_create("mnist_dir");
+    tcase_add_unchecked_fixture(dir, tmp_top_setup, tmp_top_teardown);
+    tcase_add_checked_fixture(dir, tmp_setup, tmp_teardown);
+    tcase_add_test(dir, test_mnist_dir_small);
+    tcase_add_test(dir, test_mnist_count_mismatch);
+    tcase_add_test(dir, test_mnist_bad_label_and_missing);
+    tcase_add_test(dir, test_find_dir);
+    suite_add_tcase(s, dir);
+
+    TCase *feat = tcase_create("features");
+    tcase_add_test(feat, test_features);
+    tcase_add_test(feat, test_one_hot);
+    suite_add_tcase(s, feat);
+    return s;
+}

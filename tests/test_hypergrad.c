@@ -1,0 +1,377 @@
+/* test_hypergrad.c — the estimators against each other, against closed
+ * forms, and against finite differences of the outer loss; on the toy, on
+ * ridge regression with a learned per-feature penalty, with the inner step
+ * size as a hyperparameter, and with momentum. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiments/toy_problem.h"
+#include "ops/ops.h"
+#include "optim/hypergrad.h"
+#include "optim/outer.h"
+
+static double max_rel(int n, ad_value *const *a, ad_value *const *b)
+{
+    hg_compare c = hg_compare_grads(n, a, b);
+    return c.rel_error;
+}
+
+static void free_n(int n, ad_value **v)
+{
+    for (int i = 0; i < n; i++) ad_value_free(v[i]);
+}
+
+/* ---- toy --------------------------------------------------------------- */
+
+START_TEST(toy_estimators_agree)
+{
+    const double lams[][2] = { { 1, 1 }, { -0.5, 2 }, { 0.3, -1.2 } };
+    const int Ks[] = { 1, 2, 5, 10, 25, 50, 100 };
+    for (size_t l = 0; l < 3; l++) {
+        toy t;
+        ck_assert_int_eq(toy_init(&t, lams[l][0], lams[l][1], 100, 0.1, _i == 1), AD_OK);
+        ad_value *exact, *est;
+        double w[2], h[2];
+        ck_assert_int_eq(hg_full_rmd(&t.problem, &exact, NULL), AD_OK);
+        for (size_t k = 0; k < sizeof Ks / sizeof *Ks; k++) {
+            ck_assert_int_eq(hg_krmd(&t.problem, Ks[k], &est, NULL), AD_OK);
+            toy_closed_form(&t, Ks[k], w, h);
+            ck_assert_msg(hypot(est->data[0] - h[0], est->data[1] - h[1]) <= 1e-10 * hypot(h[0], h[1]),
+                          "krmd K=%d: (%.17g,%.17g) vs closed form (%.17g,%.17g)", Ks[k],
+                          est->data[0], est->data[1], h[0], h[1]);
+            ad_value_free(est);
+            /* Neumann with K terms is h_{T−K} exactly here (the Hessian is constant). */
+            ck_assert_int_eq(hg_neumann(&t.problem, Ks[k], &est, NULL), AD_OK);
+            ck_assert_msg(hypot(est->data[0] - h[0], est->data[1] - h[1]) <= 1e-10 * hypot(h[0], h[1]),
+                          "neumann K=%d", Ks[k]);
+            ad_value_free(est);
+            /* Checkpointing, with truncation too. */
+            ck_assert_int_eq(hg_checkpoint(&t.problem, Ks[k], &est, NULL), AD_OK);
+            ck_assert_msg(hypot(est->data[0] - h[0], est->data[1] - h[1]) <= 1e-10 * hypot(h[0], h[1]),
+                          "checkpoint K=%d", Ks[k]);
+            ad_value_free(est);
+        }
+        ck_assert_int_eq(hg_fmd(&t.problem, &est, NULL), AD_OK);
+        ck_assert_double_le(max_rel(1, &est, &exact), 1e-12);
+        ad_value_free(est);
+        /* CG solves the implicit system: dλf at the fixed point is ∇ŵf
+         * (plus f̃'s direct term), which full RMD approaches as C → 0. */
+        ck_assert_int_eq(hg_implicit_cg(&t.problem, 10, 1e-14, &est, NULL), AD_OK);
+        toy_closed_form(&t, 1, w, h);
+        for (int i = 0; i < 2; i++)
+            h[i] = 2 * w[i] + 10 * sin(2 * w[i]) + (t.tilde ? 10 * (lams[l][i] - (i == 0)) : 0);
+        ck_assert_double_le(hypot(est->data[0] - h[0], est->data[1] - h[1]), 1e-9 * hypot(h[0], h[1]));
+        ad_value_free(est);
+        ad_value_free(exact);
+        toy_free(&t);
+    }
+}
+END_TEST
+
+START_TEST(toy_memory)
+{
+    size_t krmd[2], ckpt[2], fmd[2];
+    const int Ts[2] = { 100, 400 };
+    for (int i = 0; i < 2; i++) {
+        toy t;
+        hg_report r;
+        ad_value *est;
+        toy_init(&t, 1, 1, Ts[i], 0.1, false);
+        ck_assert_int_eq(hg_krmd(&t.problem, 10, &est, &r), AD_OK);
+        krmd[i] = r.peak_tape_bytes;
+        ad_value_free(est);
+        ck_assert_int_eq(hg_checkpoint(&t.problem, Ts[i], &est, &r), AD_OK);
+        ckpt[i] = r.checkpoint_bytes + r.peak_tape_bytes;
+        ad_value_free(est);
+        ck_assert_int_eq(hg_fmd(&t.problem, &est, &r), AD_OK);
+        fmd[i] = r.peak_tape_bytes + r.checkpoint_bytes;
+        ad_value_free(est);
+        toy_free(&t);
+    }
+    ck_assert_uint_eq(krmd[0], krmd[1]);
+    ck_assert_uint_eq(fmd[0], fmd[1]);
+    /* √400/√100 = 2: the checkpoint memory doubles while T quadruples. */
+    double ratio = (double)ckpt[1] / (double)ckpt[0];
+    ck_assert_msg(ratio > 1.6 && ratio < 2.4, "checkpoint memory ratio %.3f", ratio);
+}
+END_TEST
+
+/* ---- ridge regression with a learned penalty per feature ------------------
+ * g(w, λ) = ½‖Xw − y‖²/n + ½ Σᵢ e^{λᵢ} wᵢ²,  f(w) = ½‖X_v w − y_v‖²/n_v.
+ * Variants: the inner step size as a hyperparameter; heavy-ball momentum. */
+
+enum { RN = 12, RD = 3 };
+
+typedef struct ridge {
+    ad_value *X, *y, *Xv, *yv; /* caller-owned data */
+    ad_value *lam, *gamma, *mu;
+    ad_value *hyper[3];
+    hg_problem p;
+} ridge;
+
+static ad_value *sq_residual(ad_tape *tp, ad_value *X, ad_value *w, ad_value *y)
+{
+    ad_value *Xw = ad_reshape(tp, ad_matmul(tp, X, ad_reshape(tp, w, 2, (int[]){ RD, 1 }), false, false),
+                              1, (int[]){ X->shape[0] });
+    return ad_scale(tp, ad_sqnorm(tp, ad_sub(tp, Xw, y)), 0.5 / X->shape[0]);
+}
+
+static int ridge_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
+{
+    (void)lam;
+    (void)ctx;
+    w0[0] = ad_const(tp, 1, (int[]){ RD }, (ad_real[]){ 0.5, -0.5, 0.25 });
+    return AD_OK;
+}
+
+static ad_value *ridge_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
+{
+    (void)t;
+    ridge *r = ctx;
+    ad_value *pen = ad_scale(tp, ad_dot(tp, ad_exp(tp, lam[0]), ad_square(tp, w[0])), 0.5);
+    return ad_add(tp, sq_residual(tp, r->X, w[0], r->y), pen);
+}
+
+static ad_value *ridge_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)lam;
+    ridge *r = ctx;
+    return sq_residual(tp, r->Xv, w[0], r->yv);
+}
+
+/* variant 0: plain GD; 1: γ is a hyperparameter; 2: momentum, μ a hyperparameter. */
+static void ridge_init(ridge *r, int variant, int T)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 77);
+    memset(r, 0, sizeof *r);
+    r->X = ad_tensor_randn(&rng, 2, (int[]){ RN, RD }, 1);
+    r->y = ad_tensor_randn(&rng, 1, (int[]){ RN }, 1);
+    r->Xv = ad_tensor_randn(&rng, 2, (int[]){ RN, RD }, 1);
+    r->yv = ad_tensor_randn(&rng, 1, (int[]){ RN }, 1);
+    r->lam = ad_param_from(1, (int[]){ RD }, (ad_real[]){ -1, 0, 0.5 });
+    r->gamma = ad_param_scalar(0.2);
+    r->mu = ad_param_scalar(0.5);
+    r->hyper[0] = r->lam;
+    r->hyper[1] = variant == 2 ? r->mu : r->gamma;
+    r->p = (hg_problem){ .n_w = 1, .n_hyper = variant ? 2 : 1, .hyper = r->hyper, .T = T,
+                         .opt = { .kind = variant == 2 ? HG_MOMENTUM : HG_GD, .step = 0.2,
+                                  .momentum = 0.5, .step_hyper = variant == 1 ? 1 : -1,
+                                  .momentum_hyper = variant == 2 ? 1 : -1 },
+                         .ctx = r, .init = ridge_w0, .inner = ridge_inner, .outer = ridge_outer };
+}
+
+static void ridge_free(ridge *r)
+{
+    ad_value *all[] = { r->X, r->y, r->Xv, r->yv, r->lam, r->gamma, r->mu };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) ad_value_free(all[i]);
+}
+
+/* dλf by central differences of f(ŵ(λ)), the outer loss K-RMD reports. */
+static double fd_entry(ridge *r, ad_value *h, size_t j)
+{
+    double eps = 1e-6, f[2];
+    ad_real keep = h->data[j];
+    for (int s = 0; s < 2; s++) {
+        hg_report rep;
+        ad_value *tmp[2];
+        h->data[j] = keep + (ad_real)(s ? -eps : eps);
+        ck_assert_int_eq(hg_krmd(&r->p, 1, tmp, &rep), AD_OK);
+        free_n(r->p.n_hyper, tmp);
+        f[s] = rep.outer_loss;
+    }
+    h->data[j] = keep;
+    return (f[0] - f[1]) / (2 * eps);
+}
+
+START_TEST(ridge_estimators_agree)
+{
+    ridge r;
+    ridge_init(&r, _i, 60);
+    int n = r.p.n_hyper;
+    ad_value *exact[2], *est[2];
+    ck_assert_int_eq(hg_full_rmd(&r.p, exact, NULL), AD_OK);
+    /* Full RMD against finite differences, entry by entry. */
+    for (int h = 0; h < n; h++)
+        for (size_t j = 0; j < r.hyper[h]->size; j++) {
+            double fd = fd_entry(&r, r.hyper[h], j), a = exact[h]->data[j];
+            ck_assert_msg(fabs(fd - a) <= 1e-6 * fmax(1, fabs(a)), "variant %d, hyper %d[%zu]: "
+                          "rmd %.12g fd %.12g", _i, h, j, a, fd);
+        }
+    ck_assert_int_eq(hg_checkpoint(&r.p, r.p.T, est, NULL), AD_OK);
+    ck_assert_double_le(max_rel(n, est, exact), 1e-12);
+    free_n(n, est);
+    ck_assert_int_eq(hg_fmd(&r.p, est, NULL), AD_OK);
+    ck_assert_double_le(max_rel(n, est, exact), 1e-12);
+    free_n(n, est);
+    /* Truncated checkpointing equals K-RMD. */
+    ad_value *k[2];
+    ck_assert_int_eq(hg_krmd(&r.p, 7, k, NULL), AD_OK);
+    ck_assert_int_eq(hg_checkpoint(&r.p, 7, est, NULL), AD_OK);
+    ck_assert_double_le(max_rel(n, est, k), 1e-12);
+    free_n(n, est);
+    free_n(n, k);
+    if (_i > 0) { /* an optimizer hyperparameter: implicit must refuse */
+        ck_assert_int_eq(hg_implicit_cg(&r.p, 10, 1e-10, est, NULL), AD_EUNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(ad_error(), "drives the inner optimizer"));
+        ck_assert_int_eq(hg_neumann(&r.p, 10, est, NULL), AD_EUNSUPPORTED);
+    }
+    free_n(n, exact);
+    ridge_free(&r);
+}
+END_TEST
+
+/* On the strongly convex ridge problem, CG and a long Neumann series reach
+ * the implicit-function answer, solved here directly:
+ *   H = XᵀX/n + diag(e^λ),  v = H⁻¹ ∇f(w*),  dλᵢ f = −e^{λᵢ} w*ᵢ vᵢ. */
+START_TEST(ridge_implicit_converges)
+{
+    ridge r;
+    ridge_init(&r, 0, 400);
+    double H[RD][RD + 1] = { { 0 } }, b[RD] = { 0 }, w[RD];
+    for (int i = 0; i < RD; i++) {
+        for (int j = 0; j < RD; j++)
+            for (int k = 0; k < RN; k++) H[i][j] += r.X->data[k * RD + i] * r.X->data[k * RD + j] / RN;
+        H[i][i] += exp(r.lam->data[i]);
+        for (int k = 0; k < RN; k++) b[i] += r.X->data[k * RD + i] * r.y->data[k] / RN;
+    }
+    /* w* = H⁻¹ Xᵀy/n, then ∇f(w*) = X_vᵀ(X_v w* − y_v)/n_v, then v = H⁻¹ ∇f. */
+    double A[RD][RD + 1];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < RD; i++) {
+            for (int j = 0; j < RD; j++) A[i][j] = H[i][j];
+            A[i][RD] = b[i];
+        }
+        for (int c = 0; c < RD; c++) /* Gauss–Jordan, H is SPD */
+            for (int i = 0; i < RD; i++)
+                if (i != c) {
+                    double m = A[i][c] / A[c][c];
+                    for (int j = c; j <= RD; j++) A[i][j] -= m * A[c][j];
+                }
+        for (int i = 0; i < RD; i++) (pass ? b : w)[i] = A[i][RD] / A[i][i];
+        if (pass == 0) {
+            for (int i = 0; i < RD; i++) b[i] = 0;
+            for (int k = 0; k < RN; k++) {
+                double res = -r.yv->data[k];
+                for (int j = 0; j < RD; j++) res += r.Xv->data[k * RD + j] * w[j];
+                for (int i = 0; i < RD; i++) b[i] += r.Xv->data[k * RD + i] * res / RN;
+            }
+        }
+    }
+    double want[RD];
+    for (int i = 0; i < RD; i++) want[i] = -exp(r.lam->data[i]) * w[i] * b[i];
+    ad_value *want_v = ad_tensor_from(1, (int[]){ RD }, (ad_real[]){ (ad_real)want[0], (ad_real)want[1], (ad_real)want[2] });
+    ad_value *est;
+    ck_assert_int_eq(hg_implicit_cg(&r.p, 50, 1e-13, &est, NULL), AD_OK);
+    ck_assert_double_le(max_rel(1, &est, &want_v), 1e-8);
+    ad_value_free(est);
+    ck_assert_int_eq(hg_neumann(&r.p, 3000, &est, NULL), AD_OK);
+    ck_assert_double_le(max_rel(1, &est, &want_v), 1e-6);
+    ad_value_free(est);
+    ad_value_free(want_v);
+    ridge_free(&r);
+}
+END_TEST
+
+/* ---- diagnostics, optimizers, errors -------------------------------------- */
+
+START_TEST(diagnostics_and_optimizers)
+{
+    ad_value *a = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1, 0 });
+    ad_value *b = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1, 1 });
+    hg_compare c = hg_compare_grads(1, &a, &b);
+    ck_assert_double_eq_tol(c.cosine, 1 / sqrt(2.0), 1e-15);
+    ck_assert_double_eq_tol(c.rel_error, 1 / sqrt(2.0), 1e-15);
+    ck_assert_double_eq_tol(c.ratio, 0.5, 1e-15);
+    ck_assert_double_eq_tol(hg_prop31_bound(0.1, 0.5, 10, 2, 3), pow(0.95, 10) / 0.05 * 6, 1e-12);
+    ck_assert(isnan(hg_prop31_bound(0.1, 20, 10, 2, 3)));
+    /* Adam's first update has norm η0·√(nonzero entries); the helper inverts that. */
+    ad_value *p = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 0, 0 });
+    ad_value *g = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 3, -0.001 });
+    double eta0 = opt_outer_eta0_for_norm(OPT_ADAM, 1, &g, 0.6);
+    opt_outer o;
+    ck_assert_int_eq(opt_outer_init(&o, OPT_ADAM, eta0, true, 1, &p), AD_OK);
+    ck_assert_int_eq(opt_outer_step(&o, &g), AD_OK);
+    ck_assert_double_eq_tol(hypot(p->data[0], p->data[1]), 0.6, 1e-6);
+    g->data[1] = NAN;
+    ck_assert_int_eq(opt_outer_step(&o, &g), AD_ENONFINITE);
+    opt_outer_free(&o);
+    /* SGD with η0/√τ: second step is η0/√2 · g. */
+    g->data[1] = 1;
+    p->data[0] = p->data[1] = 0;
+    ck_assert_int_eq(opt_outer_init(&o, OPT_SGD, 0.5, true, 1, &p), AD_OK);
+    opt_outer_step(&o, &g);
+    opt_outer_step(&o, &g);
+    ck_assert_double_eq_tol(p->data[0], -(0.5 + 0.5 / sqrt(2.0)) * 3, 1e-12);
+    opt_outer_free(&o);
+    ck_assert_int_eq(opt_outer_init(&o, OPT_SGD, -1, true, 1, &p), AD_EARG);
+    ad_value_free(a);
+    ad_value_free(b);
+    ad_value_free(p);
+    ad_value_free(g);
+}
+END_TEST
+
+static ad_value *nan_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)ctx;
+    (void)lam;
+    return ad_sqrt(tp, ad_scale(tp, ad_sum(tp, ad_square(tp, w[0])), -1)); /* √ of a negative */
+}
+
+START_TEST(estimator_errors)
+{
+    toy t;
+    toy_init(&t, 1, 1, 20, 0.1, false);
+    ad_value *est;
+    ck_assert_int_eq(hg_krmd(&t.problem, 0, &est, NULL), AD_EARG);
+    ck_assert_str_eq(ad_error(), "krmd: K must be >= 1, got 0");
+    ck_assert_int_eq(hg_checkpoint(&t.problem, -3, &est, NULL), AD_EARG);
+    ck_assert_int_eq(hg_neumann(&t.problem, 0, &est, NULL), AD_EARG);
+    t.problem.T = 0;
+    ck_assert_int_eq(hg_krmd(&t.problem, 1, &est, NULL), AD_EARG);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "T must be >= 1"));
+    t.problem.T = 20;
+    t.problem.outer = nan_outer;
+    ck_assert_int_eq(hg_krmd(&t.problem, 5, &est, NULL), AD_ENONFINITE);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "NaN"));
+    toy_free(&t);
+}
+END_TEST
+
+START_TEST(sweep_table)
+{
+    toy t;
+    toy_init(&t, 1, 1, 100, 0.1, false);
+    const int Ks[] = { 1, 10, 100 };
+    hg_sweep_row rows[3];
+    FILE *out = tmpfile();
+    ck_assert_int_eq(hg_sweep(&t.problem, Ks, 3, rows, NULL, NULL, out), AD_OK);
+    ck_assert_double_lt(rows[0].cmp.cosine, rows[1].cmp.cosine + 1e-12);
+    ck_assert_double_lt(rows[2].cmp.rel_error, 1e-12);
+    ck_assert_double_gt(rows[0].cmp.rel_error, rows[1].cmp.rel_error);
+    ck_assert_uint_lt(rows[0].report.peak_tape_bytes, rows[2].report.peak_tape_bytes);
+    ck_assert_int_gt(ftell(out), 100);
+    fclose(out);
+    toy_free(&t);
+}
+END_TEST
+
+Suite *hypergrad_suite(void);
+Suite *hypergrad_suite(void)
+{
+    Suite *s = suite_create("hypergrad");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, toy_estimators_agree, 0, 2);
+    tcase_add_test(tc, toy_memory);
+    tcase_add_loop_test(tc, ridge_estimators_agree, 0, 3);
+    tcase_add_test(tc, ridge_implicit_converges);
+    tcase_add_test(tc, diagnostics_and_optimizers);
+    tcase_add_test(tc, estimator_errors);
+    tcase_add_test(tc, sweep_table);
+    suite_add_tcase(s, tc);
+    return s;
+}
