@@ -2,4 +2,8 @@
  * X(name): the file defines `Suite *name##_suite(void)`. */
 #define HT_SUITES(X) \
     X(tape)          \
-    X(elementwise)
+    X(elementwise)   \
+    X(linalg)        \
+    X(nn)            \
+    X(data)          \
+    X(hypergrad)
