@@ -4,25 +4,7 @@
 
 #include "internal.h"
 
-typedef struct {
-    ad_value **v;
-    size_t n, cap;
-} list;
-
-static int push(list *l, ad_value *v)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        ad_value **p = realloc(l->v, cap * sizeof *p);
-        if (!p) return ad_fail(AD_ENOMEM, "dot: out of memory");
-        l->v = p;
-        l->cap = cap;
-    }
-    l->v[l->n++] = v;
-    return AD_OK;
-}
-
-static bool seen(const list *l, const ad_value *v)
+static bool seen(const value_list *l, const ad_value *v)
 {
     for (size_t i = 0; i < l->n; i++)
         if (l->v[i] == v) return true;
@@ -47,18 +29,18 @@ static void write_node(FILE *out, const ad_value *v)
 int ad_dot_write(FILE *out, ad_value *root)
 {
     if (!out || !root) return ad_fail(AD_EARG, "dot: %s is NULL", out ? "root" : "file");
-    list todo = { 0 }, done = { 0 };
-    int rc = push(&todo, root);
+    value_list todo = { 0 }, done = { 0 };
+    int rc = value_list_push(&todo, root);
     fprintf(out, "digraph hypertape {\n  rankdir=BT;\n  node [fontname=\"Helvetica\"];\n");
     while (rc == AD_OK && todo.n > 0) {
         ad_value *v = todo.v[--todo.n];
         if (seen(&done, v)) continue;
-        if ((rc = push(&done, v)) != AD_OK) break;
+        if ((rc = value_list_push(&done, v)) != AD_OK) break;
         write_node(out, v);
         for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
             fprintf(out, "  v%llu -> v%llu;\n", (unsigned long long)v->inputs[i]->id,
                     (unsigned long long)v->id);
-            rc = push(&todo, v->inputs[i]);
+            rc = value_list_push(&todo, v->inputs[i]);
         }
     }
     fprintf(out, "}\n");

@@ -41,24 +41,6 @@ static ad_value *acc_add(ad_tape *tp, ad_value *a, ad_value *b)
     return out;
 }
 
-typedef struct {
-    ad_value **v;
-    size_t n, cap;
-} vec;
-
-static int vec_push(vec *s, ad_value *v)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 64;
-        ad_value **p = realloc(s->v, cap * sizeof *p);
-        if (!p) return ad_fail(AD_ENOMEM, "grad: out of memory");
-        s->v = p;
-        s->cap = cap;
-    }
-    s->v[s->n++] = v;
-    return AD_OK;
-}
-
 static int by_id(const void *a, const void *b)
 {
     uint64_t x = (*(ad_value *const *)a)->id, y = (*(ad_value *const *)b)->id;
@@ -71,7 +53,7 @@ typedef struct sweep {
     uint64_t start_id; /* values with a larger id were made by this sweep */
     bool create_graph;
     bool all_leaves;   /* ad_backward: every caller-owned parameter is a target */
-    vec order;         /* the collected values, sorted by id */
+    value_list order;         /* the collected values, sorted by id */
 } sweep;
 
 static uint64_t next_epoch(void)
@@ -86,16 +68,16 @@ static bool sweep_made(const sweep *s, const ad_value *v) { return !s->create_gr
 
 static int collect(sweep *s, int m, ad_value *const *ys, uint64_t min_id)
 {
-    vec stack = { 0 };
+    value_list stack = { 0 };
     int rc = AD_OK;
-    for (int k = 0; k < m && rc == AD_OK; k++) rc = vec_push(&stack, ys[k]);
+    for (int k = 0; k < m && rc == AD_OK; k++) rc = value_list_push(&stack, ys[k]);
     while (rc == AD_OK && stack.n > 0) {
         ad_value *v = stack.v[--stack.n];
         if (v->visit_epoch == s->epoch || !v->requires_grad || v->id < min_id) continue;
         v->visit_epoch = s->epoch;
         if (s->all_leaves && !v->tape && !v->op) v->target_epoch = s->epoch;
-        rc = vec_push(&s->order, v);
-        for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) rc = vec_push(&stack, v->inputs[i]);
+        rc = value_list_push(&s->order, v);
+        for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) rc = value_list_push(&stack, v->inputs[i]);
     }
     free(stack.v);
     if (rc != AD_OK) return rc;

@@ -16,4 +16,11 @@ void tape_free_value(ad_tape *tp, ad_value *v); /* an unreferenced value */
 /* Frees the open step's unreferenced constants made after `after_id`. */
 void tape_free_temps(ad_tape *tp, uint64_t after_id);
 
+/* A growable list of value pointers (the sweep's order, DOT's worklists). */
+typedef struct value_list {
+    ad_value **v;
+    size_t n, cap;
+} value_list;
+int value_list_push(value_list *l, ad_value *v); /* AD_OK or AD_ENOMEM */
+
 #endif

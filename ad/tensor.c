@@ -219,3 +219,16 @@ ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, dou
             v->data[i] = (ad_real)(lo + (hi - lo) * ad_rng_uniform(rng));
     return v;
 }
+
+int value_list_push(value_list *l, ad_value *v)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        ad_value **p = realloc(l->v, cap * sizeof *p);
+        if (!p) return ad_fail(AD_ENOMEM, "out of memory for a list of %zu values", cap);
+        l->v = p;
+        l->cap = cap;
+    }
+    l->v[l->n++] = v;
+    return AD_OK;
+}

@@ -24,4 +24,14 @@ static inline size_t bc_offset(const bc_layout *l, int k, const int i[AD_MAX_RAN
            i[3] * l->stride[k][3];
 }
 
+/* Advances the padded index i[4] over the result, last axis fastest (an
+ * odometer): walking n = 0..size−1 with it visits entries in row-major order. */
+static inline void bc_next(const bc_layout *l, int i[AD_MAX_RANK])
+{
+    for (int k = AD_MAX_RANK - 1; k >= 0; k--) {
+        if (++i[k] < l->ext[k]) return;
+        i[k] = 0;
+    }
+}
+
 #endif

@@ -27,13 +27,9 @@ static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, 
         for (size_t i = 0; i < out->size; i++) o[i] = (ad_real)f(a->data[i], b->data[i]);
         return out;
     }
-    int i[AD_MAX_RANK];
-    size_t n = 0;
-    for (i[0] = 0; i[0] < l.ext[0]; i[0]++)
-        for (i[1] = 0; i[1] < l.ext[1]; i[1]++)
-            for (i[2] = 0; i[2] < l.ext[2]; i[2]++)
-                for (i[3] = 0; i[3] < l.ext[3]; i[3]++)
-                    o[n++] = (ad_real)f(a->data[bc_offset(&l, 0, i)], b->data[bc_offset(&l, 1, i)]);
+    int i[AD_MAX_RANK] = { 0 };
+    for (size_t n = 0; n < out->size; n++, bc_next(&l, i))
+        o[n] = (ad_real)f(a->data[bc_offset(&l, 0, i)], b->data[bc_offset(&l, 1, i)]);
     return out;
 }
 

@@ -49,12 +49,8 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
     ad_value *out = ad_node_new(tp, &sum_to_op, rank, shape, 1, &x);
     if (!out) return NULL;
     for (size_t i = 0; i < out->size; i++) out->data[i] = 0;
-    int i[AD_MAX_RANK];
-    size_t n = 0;
-    for (i[0] = 0; i[0] < l.ext[0]; i[0]++)
-        for (i[1] = 0; i[1] < l.ext[1]; i[1]++)
-            for (i[2] = 0; i[2] < l.ext[2]; i[2]++)
-                for (i[3] = 0; i[3] < l.ext[3]; i[3]++) out->data[bc_offset(&l, 0, i)] += x->data[n++];
+    int i[AD_MAX_RANK] = { 0 };
+    for (size_t n = 0; n < x->size; n++, bc_next(&l, i)) out->data[bc_offset(&l, 0, i)] += x->data[n];
     return out;
 }
 
@@ -70,12 +66,8 @@ ad_value *ad_broadcast_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
         for (size_t k = 0; k < out->size; k++) out->data[k] = x->data[0];
         return out;
     }
-    int i[AD_MAX_RANK];
-    size_t n = 0;
-    for (i[0] = 0; i[0] < l.ext[0]; i[0]++)
-        for (i[1] = 0; i[1] < l.ext[1]; i[1]++)
-            for (i[2] = 0; i[2] < l.ext[2]; i[2]++)
-                for (i[3] = 0; i[3] < l.ext[3]; i[3]++) out->data[n++] = x->data[bc_offset(&l, 0, i)];
+    int i[AD_MAX_RANK] = { 0 };
+    for (size_t n = 0; n < out->size; n++, bc_next(&l, i)) out->data[n] = x->data[bc_offset(&l, 0, i)];
     return out;
 }
 
