@@ -15,6 +15,7 @@ packages=(
   check                     # unit-test framework
   zlib1g-dev                # reading the gzipped IDX/CIFAR datasets
   libstb-dev                # stb_image (Omniglot PNGs) and stb_image_write
+  libzip-dev                # reading the Omniglot zips in place
   gnuplot-nox               # figures of the experiments
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )
