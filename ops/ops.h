@@ -11,7 +11,10 @@
  *         if (!loss) { fprintf(stderr, "%s\n", ad_error()); ... }
  *   - bad shapes or arguments return NULL with a message naming the op and
  *     the shapes, e.g. "matmul: inner dimensions differ: [5000,785] x [10,785]";
- *   - labels and indices are passed as values holding whole numbers.
+ *   - labels and indices are passed as values holding whole numbers;
+ *   - an optional input (weights, bias, gamma, beta) given as NULL means
+ *     "absent", so the op cannot tell it from a failed expression: check
+ *     the expression that computes an optional input before passing it.
  *
  * Files: elementwise.c, reduce.c, linalg.c, shape.c, softmax.c, conv.c,
  * pool.c, batchnorm.c — forward and backward side by side in each.
