@@ -181,6 +181,12 @@ void ad_no_record_begin(ad_tape *tp);
 void ad_no_record_end(ad_tape *tp);
 bool ad_tape_recording(const ad_tape *tp);
 
+/* Scratch in a long-lived step: ad_tape_rewind frees the open step's
+ * constants made since ad_tape_mark that no node uses (results already
+ * copied out, say).  Values with nodes are kept. */
+uint64_t ad_tape_mark(ad_tape *tp);
+void ad_tape_rewind(ad_tape *tp, uint64_t mark);
+
 /* A constant owned by the open step (no gradient). */
 ad_value *ad_const(ad_tape *tp, int rank, const int *shape, const ad_real *data);
 ad_value *ad_const_fill(ad_tape *tp, int rank, const int *shape, ad_real value);

@@ -444,9 +444,11 @@ static void implicit_free(implicit *im)
 static int hess_vec(implicit *im, ad_value *const *v, ad_value **out)
 {
     ad_value *hv[MAX_T];
+    uint64_t mark = ad_tape_mark(im->tp); /* each product is scratch: memory stays flat */
     int rc = ad_vjp_many(im->tp, im->p->n_w, im->gw, v, im->p->n_w, im->w, hv, false);
     for (int i = 0; i < im->p->n_w && rc == AD_OK; i++)
         memcpy(out[i]->data, hv[i]->data, hv[i]->size * sizeof(ad_real));
+    ad_tape_rewind(im->tp, mark);
     return rc;
 }
 

@@ -6,4 +6,5 @@
     X(linalg)        \
     X(nn)            \
     X(data)          \
-    X(hypergrad)
+    X(hypergrad)     \
+    X(models)

@@ -1,0 +1,1002 @@
+/*
+ * toy.c — the paper's toy problem (Sec. 4.1), end to end: Figures 1–4 as
+ * CSV files, gnuplot scripts and PNGs, and a query mode that prints every
+ * estimator's hypergradient at one λ.
+ *
+ *   g(w, λ) = ½ (w − λ)ᵀ G (w − λ),  G = diag(1, ½),  w0 = (2, 2)
+ *   ŵ = w_T after T = 100 steps of gradient descent with γ = 0.1
+ *   f(ŵ) = ‖ŵ‖² + 10 ‖sin ŵ‖²,   f̃(ŵ, λ) = f(ŵ) + 5 ‖λ − (1, 0)‖²
+ *
+ *     toy                       all four figures into results/toy
+ *     toy --query --lambda=1,1 --K=10
+ *
+ * Choices the paper leaves open, made here (also printed by --help):
+ *   - the optimization trajectories (Figs. 2–4) start at λ0 = (−1, 1) and
+ *     take 1000 SGD steps η_τ = η0/√τ, η0 set per K so that the first update
+ *     has norm 0.6 (footnote 4).  λ0 lies in the basin of λ* (|λᵢ| < 1.75,
+ *     where f's per-coordinate local maxima sit) and left of f̃'s optimum in
+ *     λ1, so the 1-RMD path on f̃ crosses the region where h_{T−1} points
+ *     against dλf̃ (Fig. 2, right).
+ *   - Fig. 2 evaluates the ratio along the 1-RMD trajectories, as the paper
+ *     does for f ("at each point λ_τ along the trajectory" of Fig. 4 left);
+ *     for f̃ along the 1-RMD trajectory of Fig. 3.
+ *   - λ*, the optimum of f: f ≥ 0 with equality only at ŵ = 0, and
+ *     ŵ = C w0 + (I − C) λ with C = (I − γG)^T, so λ*ᵢ = −2Cᵢ/(1 − Cᵢ)
+ *     exactly (offset from the origin because T steps do not solve g).
+ *   - λ̃*, the optimum of f̃: f̃ is a sum of one function per coordinate, so
+ *     each coordinate is minimized by a grid search (step 1e−4 on [−4, 4])
+ *     refined by Newton's method on the closed-form derivative.  Both optima
+ *     are then checked with the library: full RMD's hypergradient there.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "experiments/toy_problem.h"
+#include "optim/hypergrad.h"
+#include "optim/outer.h"
+
+enum { EXIT_LIB = 1, EXIT_USAGE = 2 };
+enum { MAX_KS = 8, MAX_FILES = 16, PATH_LEN = 4096 };
+
+static const double FIRST_STEP_NORM = 0.6; /* footnote 4 */
+
+/* f̃ in gnuplot's enhanced text: f with a tilde printed over it, then a
+ * space ("&{x}" is blank space as wide as an x).  A combining tilde U+0303
+ * on f does not show at this font size. */
+#define FT "~f{.9˜}&{x}"
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef struct toy_opts {
+    bool query, tilde;
+    const char *out;
+    double lam[2];   /* --lambda (query) */
+    double start[2]; /* --start: λ0 of the trajectories */
+    int T, K, iters;
+    double gamma;
+    bool lam_set, K_set; /* to reject mode-specific flags in the other mode */
+    bool fig_flag_set;
+} toy_opts;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"usage: toy [--out DIR] [--T=N] [--gamma=G] [--iters=N] [--start=L1,L2]\n"
+"       toy --query --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]\n"
+"\n"
+"The toy problem of Sec. 4.1 of Shaban et al., \"Truncated back-propagation\n"
+"for bilevel optimization\": λ, w in R², inner loss g(w,λ) = ½(w−λ)ᵀG(w−λ),\n"
+"G = diag(1, 1/2), ŵ = T steps of gradient descent with step γ from w0 = (2,2),\n"
+"outer loss f = ‖ŵ‖² + 10‖sin ŵ‖² (or f̃ = f + 5‖λ − (1,0)‖²).\n"
+"\n"
+"Figure mode (default) writes into DIR (default results/toy), for each figure\n"
+"figN.csv (the data), figN.gp (the gnuplot script) and figN.png:\n"
+"  fig1  at λ = (1,1): ‖h_{T−K} − dλf‖ and the Prop. 3.1 bound\n"
+"        (1−γα)^K/(γα)·‖∇ŵf‖·M_B, α = 1/2, M_B = ‖B_t‖ = γ‖G‖ = γ, vs K = 1..T;\n"
+"  fig2  the ratio h_{T−K}·dλf/‖dλf‖² for K = 1, 2, 5, 10, 25, 50 at the\n"
+"        iterates λ_τ of the 1-RMD trajectory, for f (left) and f̃ (right);\n"
+"  fig3  trajectories on f̃ for K = 1, 5, 25, T, with the optimum of f̃ (red X);\n"
+"  fig4  trajectories on f for K = 1, 5, 25, T and ‖λ_τ − λ*‖ vs τ.\n"
+"Trajectories: SGD with η_τ = η0/√τ, η0 chosen per K so that the first update\n"
+"has norm 0.6, from λ0 = --start (default -1,1), for --iters steps (default\n"
+"1000).  Ks above T are dropped; K = T is full back-propagation.  PNGs need\n"
+"gnuplot (pngcairo if available, else png); without it the CSVs and scripts\n"
+"are still written and the program says so.\n"
+"Optima: λ* of f in closed form, λ*ᵢ = −2Cᵢ/(1 − Cᵢ) with C = (I − γG)^T\n"
+"(there ŵ = 0); λ̃* of f̃ by a grid search per coordinate (f̃ is a sum of one\n"
+"function per coordinate) refined by Newton's method; both are checked with\n"
+"full RMD's hypergradient there (printed).  Fig. 2's f panel stops once\n"
+"‖dλf‖ < 1e-9 of its first value: past that the ratio is rounding noise.\n"
+"The cost grows like T × iters; the default run takes a few seconds.\n"
+"  --out DIR       output folder, created if missing (default results/toy)\n"
+"  --iters N       hyper-iterations per trajectory, 1..1000000 (default 1000)\n"
+"  --start L1,L2   λ0 of the trajectories (default -1,1)\n"
+"\n"
+"Query mode prints one hypergradient per line, in this order:\n"
+"  krmd        K-RMD h_{T−K}                    (hg_krmd, K)\n"
+"  exact       full reverse mode dλf            (hg_full_rmd)\n"
+"  fmd         forward mode                     (hg_fmd)\n"
+"  checkpoint  checkpointed RMD, same K         (hg_checkpoint, K)\n"
+"  cg          implicit differentiation, K CG iterations, tolerance 0\n"
+"  neumann     implicit differentiation, K-term Neumann series\n"
+"as `NAME v1 v2`, v = (dλ1, dλ2) printed with %%.17g, e.g.\n"
+"  krmd 7.224983909095207 4.4359241458061591      (--lambda=1,1 --K=10)\n"
+"  --query         query mode\n"
+"  --lambda L1,L2  the point λ (required)\n"
+"  --K K           truncation / iterations / terms, 1 <= K <= 100000 (default 10)\n"
+"  --tilde         use f̃ instead of f\n"
+"\n"
+"Both modes:\n"
+"  --T N           inner steps, 1 <= N <= 100000 (default 100)\n"
+"  --gamma G       inner step size, G > 0 (default 0.1; above 2 the inner\n"
+"                  descent diverges)\n"
+"  -h, --help      this text\n"
+"Values may follow a flag after '=' or as the next argument.\n"
+"Exit status: 0 on success (also when gnuplot is missing), 1 when the library\n"
+"reports an error (its message is printed) or a file cannot be written,\n"
+"2 on a bad flag or value.\n");
+}
+
+static int bad_usage(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "toy: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n(toy --help explains the flags)\n");
+    return EXIT_USAGE;
+}
+
+static bool parse_double(const char *s, double *x)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return false;
+    *x = v;
+    return true;
+}
+
+static bool parse_int(const char *s, int lo, int hi, int *x)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return false;
+    *x = (int)v;
+    return true;
+}
+
+/* "a,b" into two finite numbers. */
+static bool parse_pair(const char *s, double xy[2])
+{
+    const char *comma = strchr(s, ',');
+    char first[128];
+    if (!comma || (size_t)(comma - s) >= sizeof first) return false;
+    memcpy(first, s, (size_t)(comma - s));
+    first[comma - s] = '\0';
+    return parse_double(first, &xy[0]) && parse_double(comma + 1, &xy[1]);
+}
+
+/* Returns 0 to go on, -1 after --help, or an exit status. */
+static int parse_args(int argc, char **argv, toy_opts *o)
+{
+    *o = (toy_opts){ .out = "results/toy", .start = { -1, 1 }, .T = 100, .K = 10,
+                     .iters = 1000, .gamma = 0.1 };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        if (!strcmp(a, "--query")) { o->query = true; continue; }
+        if (!strcmp(a, "--tilde")) { o->tilde = true; continue; }
+        if (strncmp(a, "--", 2) != 0) return bad_usage("unexpected argument '%s'%s", a, "");
+        /* --name=value or --name value */
+        char name[32];
+        const char *eq = strchr(a, '='), *val;
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        if (len >= sizeof name) return bad_usage("unknown flag '%s'%s", a, "");
+        memcpy(name, a, len);
+        name[len] = '\0';
+        static const char *const known[] = { "--out", "--lambda", "--T", "--gamma", "--K",
+                                             "--iters", "--start" };
+        bool is_known = false;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
+        if (!is_known) return bad_usage("unknown flag '%s'%s", name, "");
+        if (eq) val = eq + 1;
+        else if (i + 1 < argc) val = argv[++i];
+        else return bad_usage("flag %s needs a value%s", name, "");
+
+        if (!strcmp(name, "--out")) {
+            if (!*val) return bad_usage("--out: empty folder name%s%s", "", "");
+            o->out = val;
+            o->fig_flag_set = true;
+        } else if (!strcmp(name, "--lambda")) {
+            if (!parse_pair(val, o->lam))
+                return bad_usage("--lambda: expected two finite numbers 'L1,L2', got '%s'%s", val, "");
+            o->lam_set = true;
+        } else if (!strcmp(name, "--start")) {
+            if (!parse_pair(val, o->start))
+                return bad_usage("--start: expected two finite numbers 'L1,L2', got '%s'%s", val, "");
+            o->fig_flag_set = true;
+        } else if (!strcmp(name, "--T")) {
+            if (!parse_int(val, 1, 100000, &o->T))
+                return bad_usage("--T: expected a whole number in 1..100000, got '%s'%s", val, "");
+        } else if (!strcmp(name, "--K")) {
+            if (!parse_int(val, 1, 100000, &o->K))
+                return bad_usage("--K: expected a whole number in 1..100000, got '%s'%s", val, "");
+            o->K_set = true;
+        } else if (!strcmp(name, "--iters")) {
+            if (!parse_int(val, 1, 1000000, &o->iters))
+                return bad_usage("--iters: expected a whole number in 1..1000000, got '%s'%s", val, "");
+            o->fig_flag_set = true;
+        } else { /* --gamma */
+            if (!parse_double(val, &o->gamma) || !(o->gamma > 0))
+                return bad_usage("--gamma: expected a finite number > 0, got '%s'%s", val, "");
+        }
+    }
+    if (o->query && !o->lam_set) return bad_usage("--query needs --lambda=L1,L2%s%s", "", "");
+    if (o->query && o->fig_flag_set)
+        return bad_usage("--out, --iters and --start belong to figure mode, not --query%s%s", "", "");
+    if (!o->query && (o->lam_set || o->K_set || o->tilde))
+        return bad_usage("--lambda, --K and --tilde belong to --query mode%s%s", "", "");
+    return 0;
+}
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A library call failed: its message, and the exit status for it. */
+static int lib_fail(const char *what)
+{
+    fprintf(stderr, "toy: %s: %s\n", what, ad_error());
+    return EXIT_LIB;
+}
+
+static void toy_set_lambda(toy *t, double l1, double l2)
+{
+    t->lam->data[0] = (ad_real)l1;
+    t->lam->data[1] = (ad_real)l2;
+}
+
+/* ∇ŵf at ŵ as the library computes ŵ: T detached inner steps, then the outer
+ * loss differentiated with respect to a fresh leaf holding ŵ. */
+static int grad_w_outer(const hg_problem *p, double gw[2])
+{
+    ad_tape *tp = ad_tape_new(1);
+    if (!tp) return AD_ENOMEM;
+    hg_state st = { 0 };
+    int rc = hg_state_init(tp, p, &st, true);
+    for (int t = 1; t <= p->T && rc == AD_OK; t++) {
+        ad_tape_step(tp);
+        rc = hg_inner_step(tp, p, &st, t, true);
+    }
+    if (rc == AD_OK) {
+        ad_tape_step(tp);
+        ad_value *w = ad_leaf(tp, st.w[0]), *g = NULL;
+        ad_value *f = w ? p->outer(tp, &w, p->hyper, p->ctx) : NULL;
+        rc = f ? ad_grad(tp, f, 1, &w, &g, false) : ad_fail_wrap(AD_EARG, "outer loss failed");
+        if (rc == AD_OK) {
+            gw[0] = g->data[0];
+            gw[1] = g->data[1];
+        }
+    }
+    if (st.w) hg_state_free(&st);
+    ad_tape_free(tp);
+    return rc;
+}
+
+/* ---- query mode ---------------------------------------------------------- */
+
+static int run_query(const toy_opts *o)
+{
+    toy t;
+    if (toy_init(&t, o->lam[0], o->lam[1], o->T, o->gamma, o->tilde) != AD_OK) {
+        toy_free(&t);
+        return lib_fail("setting up the toy problem");
+    }
+    static const char *const names[] = { "krmd", "exact", "fmd", "checkpoint", "cg", "neumann" };
+    int status = 0;
+    for (int e = 0; e < 6 && !status; e++) {
+        ad_value *h = NULL;
+        int rc;
+        switch (e) {
+        case 0: rc = hg_krmd(&t.problem, o->K, &h, NULL); break;
+        case 1: rc = hg_full_rmd(&t.problem, &h, NULL); break;
+        case 2: rc = hg_fmd(&t.problem, &h, NULL); break;
+        case 3: rc = hg_checkpoint(&t.problem, o->K, &h, NULL); break;
+        case 4: rc = hg_implicit_cg(&t.problem, o->K, 0.0, &h, NULL); break;
+        default: rc = hg_neumann(&t.problem, o->K, &h, NULL); break;
+        }
+        if (rc != AD_OK) {
+            fflush(stdout);
+            status = lib_fail(names[e]);
+        } else {
+            printf("%s %.17g %.17g\n", names[e], (double)h->data[0], (double)h->data[1]);
+        }
+        ad_value_free(h);
+    }
+    toy_free(&t);
+    return status;
+}
+
+/* ---- output files -------------------------------------------------------- */
+
+typedef struct outdir {
+    const char *dir;
+    char files[MAX_FILES][PATH_LEN];
+    int n_files;
+    bool have_gnuplot;
+    int plots_failed;
+} outdir;
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+    char buf[PATH_LEN];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        fprintf(stderr, "toy: --out: path too long\n");
+        return EXIT_LIB;
+    }
+    for (char *s = buf + 1;; s++) {
+        char c = *s;
+        if (c == '/' || c == '\0') {
+            *s = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+                fprintf(stderr, "toy: cannot create folder %s: %s\n", buf, strerror(errno));
+                return EXIT_LIB;
+            }
+            *s = c;
+        }
+        if (c == '\0') break;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "toy: %s is not a folder\n", path);
+        return EXIT_LIB;
+    }
+    return 0;
+}
+
+/* Opens DIR/name for writing and remembers it; NULL (with a message) on failure. */
+static FILE *open_out(outdir *od, const char *name)
+{
+    char path[PATH_LEN];
+    if (snprintf(path, sizeof path, "%s/%s", od->dir, name) >= (int)sizeof path) {
+        fprintf(stderr, "toy: output path too long\n");
+        return NULL;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "toy: cannot write %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    if (od->n_files < MAX_FILES) snprintf(od->files[od->n_files++], PATH_LEN, "%s", path);
+    return f;
+}
+
+static int close_out(FILE *f, const char *name)
+{
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        fprintf(stderr, "toy: error writing %s\n", name);
+        return EXIT_LIB;
+    }
+    return 0;
+}
+
+static bool gnuplot_on_path(void)
+{
+    const char *path = getenv("PATH");
+    if (!path) return false;
+    char dir[PATH_LEN];
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        if (n > 0 && n + sizeof "/gnuplot" < sizeof dir) {
+            memcpy(dir, path, n);
+            snprintf(dir + n, sizeof dir - n, "/gnuplot");
+            if (access(dir, X_OK) == 0) return true;
+        }
+        path += n;
+        if (*path == ':') path++;
+    }
+    return false;
+}
+
+/* Runs `gnuplot script` inside the output folder (no shell, so no quoting);
+ * a failure is a warning, the CSV is the result. */
+static void run_gnuplot(outdir *od, const char *script, const char *png)
+{
+    if (!od->have_gnuplot) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "toy: warning: cannot start gnuplot: %s\n", strerror(errno));
+        od->plots_failed++;
+        return;
+    }
+    if (pid == 0) {
+        if (chdir(od->dir) != 0) _exit(126);
+        execlp("gnuplot", "gnuplot", script, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "toy: warning: gnuplot %s failed; %s was not made\n", script, png);
+        od->plots_failed++;
+        return;
+    }
+    char path[PATH_LEN];
+    snprintf(path, sizeof path, "%s/%s", od->dir, png);
+    if (access(path, R_OK) == 0 && od->n_files < MAX_FILES)
+        snprintf(od->files[od->n_files++], PATH_LEN, "%s", path);
+}
+
+/* The opening of every script: PNG terminal, CSV input. */
+static void gp_header(FILE *g, const char *png, int width, int height)
+{
+    fprintf(g,
+            "# Written by toy (experiments/toy.c); run `gnuplot %.*s.gp` in this folder.\n"
+            "set encoding utf8\n"
+            "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+            "    set terminal pngcairo size %d,%d enhanced font 'Sans,10'\n"
+            "} else {\n"
+            "    set terminal png size %d,%d enhanced\n"
+            "}\n"
+            "set output '%s'\n"
+            "set datafile separator ','\n"
+            "set grid lt 0 lw 0.5\n",
+            (int)(strlen(png) - 4), png, width, height, width, height, png);
+}
+
+/* The closed form of the outer loss over the λ plane, for heat-map
+ * backgrounds: ŵ = C w0 + (I − C) λ, C = (I − γG)^T. */
+static void gp_loss_functions(FILE *g, int T, double gamma)
+{
+    double C1 = pow(1 - gamma * 1.0, T), C2 = pow(1 - gamma * 0.5, T);
+    fprintf(g,
+            "# Background: the outer loss as a function of λ by the closed form\n"
+            "# ŵ = C w0 + (I − C) λ, C = (I − γG)^T (T = %d, γ = %g).\n"
+            "C1 = %.17g; C2 = %.17g\n"
+            "w1(x) = 2*C1 + (1 - C1)*x\n"
+            "w2(y) = 2*C2 + (1 - C2)*y\n"
+            "f(x, y) = w1(x)**2 + w2(y)**2 + 10*(sin(w1(x))**2 + sin(w2(y))**2)\n"
+            "ftilde(x, y) = f(x, y) + 5*((x - 1)**2 + y**2)\n"
+            "set palette defined (0 '#ffffff', 1 '#c6dbef', 2 '#6baed6', 3 '#2171b5')\n"
+            "set samples 300; set isosamples 300\n"
+            "set cblabel 'log_{10}(1 + loss)'\n",
+            T, gamma, C1, C2);
+}
+
+/* Samples fun(x, y) (log10(1 + ·)) over the current ranges into $bg for a
+ * heat map.  The '++' grid is read with whitespace separators, so it goes
+ * through a datablock before the CSV separator comes back. */
+static void gp_background(FILE *g, const char *fun)
+{
+    fprintf(g,
+            "set datafile separator whitespace\n"
+            "set table $bg separator comma\n"
+            "plot '++' using 1:2:(log10(1 + %s($1, $2))) with table\n"
+            "unset table\n"
+            "set datafile separator ','\n",
+            fun);
+}
+
+/* ---- trajectories -------------------------------------------------------- */
+
+typedef struct traj {
+    int K;
+    int n;            /* points λ_0..λ_{n−1} (n − 1 updates) */
+    double (*lam)[2];
+    double *loss;     /* outer loss at λ_τ */
+    double eta0;
+} traj;
+
+/* The trajectories of one figure, and the optimum they are measured against. */
+typedef struct traj_set {
+    bool tilde;
+    int fig;
+    int n;
+    traj tr[MAX_KS];
+    double opt[2];
+} traj_set;
+
+static void traj_free(traj *tr)
+{
+    free(tr->lam);
+    free(tr->loss);
+    tr->lam = NULL;
+    tr->loss = NULL;
+}
+
+/* SGD with η_τ = η0/√τ from λ0 using the K-RMD hypergradient; η0 makes the
+ * first update's norm FIRST_STEP_NORM.  Where the first hypergradient is
+ * zero (below 1e−10), the trajectory stays put. */
+static int run_traj(const toy_opts *o, bool tilde, int K, traj *tr)
+{
+    *tr = (traj){ .K = K, .n = o->iters + 1 };
+    tr->lam = malloc((size_t)tr->n * sizeof *tr->lam);
+    tr->loss = malloc((size_t)tr->n * sizeof *tr->loss);
+    toy t;
+    int rc = tr->lam && tr->loss ? toy_init(&t, o->start[0], o->start[1], o->T, o->gamma, tilde)
+                                 : ad_fail(AD_ENOMEM, "trajectory: out of memory");
+    if (rc != AD_OK) {
+        if (tr->lam && tr->loss) toy_free(&t);
+        traj_free(tr);
+        return rc;
+    }
+    opt_outer opt;
+    bool moving = false;
+    for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
+        tr->lam[tau][0] = t.lam->data[0];
+        tr->lam[tau][1] = t.lam->data[1];
+        ad_value *h = NULL;
+        hg_report r;
+        rc = hg_krmd(&t.problem, K, &h, &r);
+        if (rc != AD_OK) break;
+        tr->loss[tau] = r.outer_loss;
+        if (tau == 0) {
+            /* Below 1e−10 the start is stationary to rounding: η0 = 0.6/‖h‖
+             * would only amplify noise, so the trajectory stays put. */
+            double hn = hypot(h->data[0], h->data[1]);
+            tr->eta0 = hn > 1e-10 ? opt_outer_eta0_for_norm(OPT_SGD, 1, &h, FIRST_STEP_NORM) : 0;
+            moving = tr->eta0 > 0;
+            if (moving && (rc = opt_outer_init(&opt, OPT_SGD, tr->eta0, true, 1, &t.lam)) != AD_OK)
+                moving = false;
+        }
+        if (rc == AD_OK && moving && tau + 1 < tr->n) rc = opt_outer_step(&opt, &h);
+        ad_value_free(h);
+    }
+    if (moving) opt_outer_free(&opt);
+    toy_free(&t);
+    if (rc != AD_OK) traj_free(tr);
+    return rc;
+}
+
+/* The K values of a figure: those of `base` below T, then T itself (full). */
+static int figure_ks(const int *base, int n_base, int T, int *Ks)
+{
+    int n = 0;
+    for (int i = 0; i < n_base; i++)
+        if (base[i] < T) Ks[n++] = base[i];
+    Ks[n++] = T;
+    return n;
+}
+
+static void ks_string(const int *Ks, int nK, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < nK && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%d", i ? " " : "", Ks[i]);
+}
+
+/* The smallest box around every point, padded, for the trajectory panels. */
+static void traj_box(const traj *trs, int n, const double extra[2], double box[4])
+{
+    box[0] = box[2] = extra[0];
+    box[1] = box[3] = extra[1];
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < trs[i].n; k++) {
+            box[0] = fmin(box[0], trs[i].lam[k][0]);
+            box[2] = fmax(box[2], trs[i].lam[k][0]);
+            box[1] = fmin(box[1], trs[i].lam[k][1]);
+            box[3] = fmax(box[3], trs[i].lam[k][1]);
+        }
+    double pad = 0.15 * fmax(box[2] - box[0], box[3] - box[1]) + 0.1;
+    box[0] -= pad;
+    box[1] -= pad;
+    box[2] += pad;
+    box[3] += pad;
+}
+
+/* ---- the optima ---------------------------------------------------------- */
+
+/* λ*: ŵ = 0 exactly (see the top of the file). */
+static void optimum_f(int T, double gamma, double lam[2])
+{
+    static const double G[2] = { 1.0, 0.5 };
+    for (int i = 0; i < 2; i++) {
+        double C = pow(1 - gamma * G[i], T);
+        lam[i] = -2 * C / (1 - C);
+    }
+}
+
+/* λ̃*: per coordinate, φ(x) = w² + 10 sin² w + 5 (x − cᵢ)², w = 2C + (1 − C) x,
+ * minimized by a grid search then Newton on φ'. */
+static void optimum_ftilde(int T, double gamma, double lam[2])
+{
+    static const double G[2] = { 1.0, 0.5 }, target[2] = { 1, 0 };
+    for (int i = 0; i < 2; i++) {
+        double C = pow(1 - gamma * G[i], T), b = 1 - C, best = 0, best_phi = INFINITY;
+        for (int k = -40000; k <= 40000; k++) {
+            double x = k * 1e-4, w = 2 * C + b * x, s = sin(w);
+            double phi = w * w + 10 * s * s + 5 * (x - target[i]) * (x - target[i]);
+            if (phi < best_phi) {
+                best_phi = phi;
+                best = x;
+            }
+        }
+        double x = best;
+        for (int it = 0; it < 50; it++) {
+            double w = 2 * C + b * x;
+            double d1 = b * (2 * w + 10 * sin(2 * w)) + 10 * (x - target[i]);
+            double d2 = b * b * (2 + 20 * cos(2 * w)) + 10;
+            double nx = x - d1 / d2;
+            if (!(fabs(nx - best) <= 2e-4)) break; /* stay in the grid cell's basin */
+            if (nx == x) break;
+            x = nx;
+        }
+        lam[i] = x;
+    }
+}
+
+/* ‖dλ‖ of full RMD at λ: how stationary a claimed optimum is. */
+static int exact_norm_at(const toy_opts *o, bool tilde, const double lam[2], double *norm)
+{
+    toy t;
+    int rc = toy_init(&t, lam[0], lam[1], o->T, o->gamma, tilde);
+    ad_value *d = NULL;
+    if (rc == AD_OK) rc = hg_full_rmd(&t.problem, &d, NULL);
+    if (rc == AD_OK) *norm = hypot(d->data[0], d->data[1]);
+    ad_value_free(d);
+    toy_free(&t);
+    return rc;
+}
+
+/* ---- Figure 1 ------------------------------------------------------------ */
+
+static int figure1(const toy_opts *o, outdir *od)
+{
+    double t0 = now();
+    toy t;
+    if (toy_init(&t, 1, 1, o->T, o->gamma, false) != AD_OK) {
+        toy_free(&t);
+        return lib_fail("fig1: setting up the toy problem");
+    }
+    /* Prop. 3.1, eq. (10), g globally α-strongly convex:
+     *   ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B,
+     * M_B = max_t ‖B_t‖.  Here B_0 = 0 and B_t = ∇λ[w − γ∇w g] = γG for
+     * t ≥ 1 (the paper's Sec. 4.1), so M_B = ‖γG‖ = γ·max eig G = γ, and
+     * α = min eig G = ½ (the paper: "α = 1/2, M_B = ‖γG‖ = γ"). */
+    double alpha = 0.5, m_b = o->gamma * 1.0, gw[2], w_cf[2], h_cf[2];
+    int rc = grad_w_outer(&t.problem, gw);
+    if (rc != AD_OK) {
+        toy_free(&t);
+        return lib_fail("fig1: ∇ŵf");
+    }
+    toy_closed_form(&t, o->T, w_cf, h_cf);
+    double gw_norm = hypot(gw[0], gw[1]);
+    double gw_cf = hypot(2 * w_cf[0] + 10 * sin(2 * w_cf[0]), 2 * w_cf[1] + 10 * sin(2 * w_cf[1]));
+
+    /* K = 1..T, or ~150 log-spaced values when T is large. */
+    int nK = 0, *Ks = malloc((size_t)(o->T < 400 ? o->T : 400) * sizeof *Ks);
+    hg_sweep_row *rows = NULL;
+    if (Ks) {
+        if (o->T <= 300) {
+            for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
+        } else {
+            for (int i = 0; i < 150; i++) {
+                int K = (int)lround(pow((double)o->T, i / 149.0));
+                if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
+            }
+        }
+        rows = malloc((size_t)nK * sizeof *rows);
+    }
+    if (!Ks || !rows) {
+        free(Ks);
+        toy_free(&t);
+        return lib_fail("fig1: out of memory");
+    }
+    rc = hg_sweep(&t.problem, Ks, nK, rows, NULL, NULL, NULL);
+    if (rc != AD_OK) {
+        free(Ks);
+        free(rows);
+        toy_free(&t);
+        return lib_fail("fig1: sweep over K");
+    }
+    int status = 0;
+    FILE *csv = open_out(od, "fig1.csv");
+    double worst = 0; /* max error/bound */
+    if (!csv) status = EXIT_LIB;
+    else {
+        fprintf(csv, "K,error,bound,error_closed_form\n");
+        for (int i = 0; i < nK; i++) {
+            double h[2], e_cf, bound = hg_prop31_bound(o->gamma, alpha, Ks[i], gw_norm, m_b);
+            toy_closed_form(&t, Ks[i], w_cf, h);
+            e_cf = hypot(h[0] - h_cf[0], h[1] - h_cf[1]);
+            fprintf(csv, "%d,%.17g,%.17g,%.17g\n", Ks[i], rows[i].cmp.abs_error, bound, e_cf);
+            if (bound > 0) worst = fmax(worst, rows[i].cmp.abs_error / bound);
+        }
+        status = close_out(csv, "fig1.csv");
+    }
+    fprintf(stderr,
+            "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %g, M_B = %g\n"
+            "      error K=1: %.3e (bound %.3e); K=%d: %.3e (bound %.3e); max error/bound %.3f%s\n",
+            gw_norm, gw_cf, alpha, m_b, rows[0].cmp.abs_error,
+            hg_prop31_bound(o->gamma, alpha, Ks[0], gw_norm, m_b), Ks[nK > 1 ? nK - 2 : 0],
+            rows[nK > 1 ? nK - 2 : 0].cmp.abs_error,
+            hg_prop31_bound(o->gamma, alpha, Ks[nK > 1 ? nK - 2 : 0], gw_norm, m_b), worst,
+            o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
+
+    FILE *g = status ? NULL : open_out(od, "fig1.gp");
+    if (!status && !g) status = EXIT_LIB;
+    if (g) {
+        gp_header(g, "fig1.png", 1300, 520);
+        gp_loss_functions(g, o->T, o->gamma);
+        fprintf(g,
+                "set multiplot layout 1,2 title 'Figure 1: the outer loss f, and Prop. 3.1 at λ = (1,1)'\n"
+                "set title 'f(ŵ(λ)) over the λ plane'\n"
+                "set xlabel 'λ_1'; set ylabel 'λ_2'\n"
+                "set xrange [-4:4]; set yrange [-4:4]; set size ratio -1\n"
+                "set key bottom left opaque box\n"
+                "$point << EOD\n1,1\nEOD\n");
+        gp_background(g, "f");
+        fprintf(g,
+                "plot $bg using 1:2:3 with image notitle, \\\n"
+                "     $point using 1:2 with points pt 7 ps 1.5 lc rgb 'black' title 'λ = (1,1)'\n"
+                "set size noratio; unset colorbox\n"
+                "set autoscale xy\n"
+                "set title 'error of K-RMD against the bound of Prop. 3.1 (10)'\n"
+                "set xlabel 'K (steps back-propagated; T = %d; at K = T the error is 0, off the log axis)'\n"
+                "set ylabel 'norm'\n"
+                "set logscale y; set format y '10^{%%L}'\n"
+                "set key top right noopaque nobox\n"
+                "plot 'fig1.csv' skip 1 using 1:($2 > 0 ? $2 : NaN) with linespoints pt 7 ps 0.5 lw 2 \\\n"
+                "         title '‖h_{T−K} − d_λf‖ (K-RMD vs full RMD)', \\\n"
+                "     '' skip 1 using 1:3 with lines lw 2 dt 2 \\\n"
+                "         title '(1−γα)^K/(γα) ‖∇_{ŵ}f‖ M_B,  α = %g, M_B = γ‖G‖ = %g'\n"
+                "unset multiplot\n",
+                o->T, alpha, m_b);
+        status = close_out(g, "fig1.gp");
+    }
+    if (!status) run_gnuplot(od, "fig1.gp", "fig1.png");
+    fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, now() - t0);
+    free(Ks);
+    free(rows);
+    toy_free(&t);
+    return status;
+}
+
+/* ---- Figure 2 ------------------------------------------------------------ */
+
+/* The ratio h_{T−K}·dλ/‖dλ‖² for each K at each λ_τ of tr, one CSV row per τ.
+ * Stops once ‖dλ‖ has fallen below 1e−9 of its first value: at the optimum
+ * of f both vectors are rounding noise and the ratio means nothing. */
+static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *Ks, int nK,
+                     FILE *csv, double *min_ratio, int *rows_written)
+{
+    toy t;
+    int rc = toy_init(&t, tr->lam[0][0], tr->lam[0][1], o->T, o->gamma, tilde);
+    hg_sweep_row rows[MAX_KS];
+    double first = 0;
+    *min_ratio = INFINITY;
+    *rows_written = 0;
+    for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
+        toy_set_lambda(&t, tr->lam[tau][0], tr->lam[tau][1]);
+        rc = hg_sweep(&t.problem, Ks, nK, rows, NULL, NULL, NULL);
+        if (rc != AD_OK) break;
+        double nd = rows[0].cmp.norm_exact;
+        if (tau == 0) first = nd;
+        if (!(nd > 1e-9 * first)) break;
+        fprintf(csv, "%s,%d,%.17g,%.17g,%.17g", tilde ? "ftilde" : "f", tau, tr->lam[tau][0],
+                tr->lam[tau][1], nd);
+        for (int i = 0; i < nK; i++) {
+            fprintf(csv, ",%.17g", rows[i].cmp.ratio);
+            *min_ratio = fmin(*min_ratio, rows[i].cmp.ratio);
+        }
+        fprintf(csv, "\n");
+        ++*rows_written;
+    }
+    toy_free(&t);
+    return rc;
+}
+
+static int figure2(const toy_opts *o, outdir *od, const traj *tr_f, const traj *tr_ft)
+{
+    double t0 = now();
+    static const int base[] = { 1, 2, 5, 10, 25, 50 };
+    int Ks[MAX_KS], nK = 0;
+    for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+        if (base[i] < o->T) Ks[nK++] = base[i];
+    if (nK == 0) Ks[nK++] = o->T;
+    FILE *csv = open_out(od, "fig2.csv");
+    if (!csv) return EXIT_LIB;
+    fprintf(csv, "objective,tau,lambda1,lambda2,norm_dlam");
+    for (int i = 0; i < nK; i++) fprintf(csv, ",ratio_K%d", Ks[i]);
+    fprintf(csv, "\n");
+    double min_f, min_ft;
+    int n_f, n_ft;
+    int rc = fig2_rows(o, false, tr_f, Ks, nK, csv, &min_f, &n_f);
+    if (rc == AD_OK) rc = fig2_rows(o, true, tr_ft, Ks, nK, csv, &min_ft, &n_ft);
+    int status = close_out(csv, "fig2.csv");
+    if (rc != AD_OK) return lib_fail("fig2");
+    if (status) return status;
+    fprintf(stderr,
+            "fig2: ratio along the 1-RMD trajectories: f: %d iterates (until ‖dλf‖ < 1e-9 of its "
+            "start), smallest ratio %.4g; f̃: %d iterates, smallest ratio %.4g\n",
+            n_f, min_f, n_ft, min_ft);
+
+    char ks[128];
+    ks_string(Ks, nK, ks, sizeof ks);
+    FILE *g = open_out(od, "fig2.gp");
+    if (!g) return EXIT_LIB;
+    gp_header(g, "fig2.png", 1300, 520);
+    fprintf(g,
+            "Ks = '%s'; nK = words(Ks)\n"
+            "first_col = 6  # ratio_K<first K>\n"
+            "set multiplot layout 1,2 title 'Figure 2: h_{T−K}·d_λf / ‖d_λf‖² along the 1-RMD trajectory'\n"
+            "set xlabel 'hyper-iteration τ'\n"
+            "set ylabel 'h_{T−K}·d_λf / ‖d_λf‖²'\n"
+            "set logscale x\n"
+            "set xrange [1:*]; set autoscale xfixmax\n"
+            "set key bottom right\n"
+            "set title 'f (stops when λ_τ reaches λ*)'\n"
+            "plot for [i=1:nK] 'fig2.csv' skip 1 using ($2 + 1):(strcol(1) eq 'f' ? column(first_col + i - 1) : NaN) \\\n"
+            "         with lines lw 2 title 'K = '.word(Ks, i), \\\n"
+            "     0 with lines lc rgb 'black' dt 2 notitle\n"
+            "set title '"FT"= f + 5‖λ − (1,0)‖²  (the ratio can be negative)'\n"
+            "plot for [i=1:nK] 'fig2.csv' skip 1 using ($2 + 1):(strcol(1) eq 'ftilde' ? column(first_col + i - 1) : NaN) \\\n"
+            "         with lines lw 2 title 'K = '.word(Ks, i), \\\n"
+            "     0 with lines lc rgb 'black' dt 2 notitle\n"
+            "unset multiplot\n"
+            "# x is τ + 1 so that the start (τ = 0) fits on the log axis.\n",
+            ks);
+    status = close_out(g, "fig2.gp");
+    if (!status) run_gnuplot(od, "fig2.gp", "fig2.png");
+    fprintf(stderr, "fig2: %.2f s\n", now() - t0);
+    return status;
+}
+
+/* ---- Figures 3 and 4: trajectories ---------------------------------------- */
+
+/* CSV: K, τ, λ, loss, ‖λ_τ − opt‖. */
+static int traj_csv(outdir *od, const char *name, const traj *trs, int n, const double opt[2])
+{
+    FILE *csv = open_out(od, name);
+    if (!csv) return EXIT_LIB;
+    fprintf(csv, "K,tau,lambda1,lambda2,loss,dist_to_opt\n");
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < trs[i].n; k++)
+            fprintf(csv, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", trs[i].K, k, trs[i].lam[k][0],
+                    trs[i].lam[k][1], trs[i].loss[k],
+                    hypot(trs[i].lam[k][0] - opt[0], trs[i].lam[k][1] - opt[1]));
+    return close_out(csv, name);
+}
+
+/* Left: trajectories over the loss's heat map, optimum marked; right:
+ * distance to the optimum against τ. */
+static int traj_gp(outdir *od, const toy_opts *o, const traj_set *ts)
+{
+    char gp[16], png[16], csv[16], ks[128];
+    snprintf(gp, sizeof gp, "fig%d.gp", ts->fig);
+    snprintf(png, sizeof png, "fig%d.png", ts->fig);
+    snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
+    int Ks[MAX_KS];
+    for (int i = 0; i < ts->n; i++) Ks[i] = ts->tr[i].K;
+    ks_string(Ks, ts->n, ks, sizeof ks);
+    double box[4];
+    traj_box(ts->tr, ts->n, ts->opt, box);
+    FILE *g = open_out(od, gp);
+    if (!g) return EXIT_LIB;
+    gp_header(g, png, 1300, 560);
+    gp_loss_functions(g, o->T, o->gamma);
+    const char *optname = ts->tilde ? "λ̃*" : "λ*";
+    fprintf(g,
+            "Ks = '%s'; nK = words(Ks); T = %d\n"
+            "$opt << EOD\n%.17g,%.17g\nEOD\n"
+            "label(K) = (K == T ? sprintf('K = %%d (full)', K) : sprintf('K = %%d', K))\n"
+            "set multiplot layout 1,2 title 'Figure %d: %s, SGD η_τ = η_0/√τ, first step of norm %g, "
+            "from λ_0 = (%g, %g)'\n"
+            "set title 'trajectories λ_τ over %s'\n"
+            "set xlabel 'λ_1'; set ylabel 'λ_2'\n"
+            "set xrange [%.6g:%.6g]; set yrange [%.6g:%.6g]; set size ratio -1\n"
+            "set key outside bottom center horizontal\n",
+            ks, o->T, ts->opt[0], ts->opt[1], ts->fig,
+            ts->tilde ? "biased convergence on "FT"= f + 5‖λ − (1,0)‖²" : "convergence on f",
+            FIRST_STEP_NORM, o->start[0], o->start[1],
+            ts->tilde ? FT"(ŵ(λ), λ)" : "f(ŵ(λ))", box[0], box[2], box[1], box[3]);
+    gp_background(g, ts->tilde ? "ftilde" : "f");
+    fprintf(g,
+            "plot $bg using 1:2:3 with image notitle, \\\n"
+            "     for [i=1:nK] '%s' skip 1 using ($1 == word(Ks, i) + 0 ? $3 : NaN):4 \\\n"
+            "         with linespoints lw 1.5 ps 0.4 pt 7 lc i title label(word(Ks, i) + 0), \\\n"
+            "     $opt using 1:2 with points pt 2 ps 3 lw 3 lc rgb 'red' title '%s (the optimum)'\n"
+            "set size noratio; unset colorbox\n"
+            "set autoscale xy; set autoscale xfixmax\n"
+            "set title 'distance to the optimum %s'\n"
+            "set xlabel 'hyper-iteration τ'; set ylabel '‖λ_τ − %s‖'\n"
+            "set logscale y; set format y '10^{%%L}'\n"
+            "set key inside top right noopaque nobox\n"
+            "plot for [i=1:nK] '%s' skip 1 using ($1 == word(Ks, i) + 0 ? $2 : NaN):($6 > 0 ? $6 : NaN) \\\n"
+            "         with lines lw 2 lc i title label(word(Ks, i) + 0)\n"
+            "unset multiplot\n",
+            csv, optname, optname, optname, csv);
+    int status = close_out(g, gp);
+    if (!status) run_gnuplot(od, gp, png);
+    return status;
+}
+
+/* The trajectories of Fig. 3 (f̃) or Fig. 4 (f), the optimum, and a summary. */
+static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
+{
+    double t0 = now();
+    static const int base[] = { 1, 5, 25 };
+    int Ks[MAX_KS], nK = figure_ks(base, 3, o->T, Ks);
+    *ts = (traj_set){ .tilde = tilde, .fig = tilde ? 3 : 4 };
+    const char *name = tilde ? "f̃" : "f", *optname = tilde ? "λ̃*" : "λ*";
+    for (int i = 0; i < nK; i++) {
+        if (run_traj(o, tilde, Ks[i], &ts->tr[i]) != AD_OK) {
+            fprintf(stderr, "toy: fig%d: trajectory K=%d: %s\n", ts->fig, Ks[i], ad_error());
+            return EXIT_LIB;
+        }
+        ts->n++;
+    }
+    if (tilde) optimum_ftilde(o->T, o->gamma, ts->opt);
+    else optimum_f(o->T, o->gamma, ts->opt);
+    double opt_grad;
+    if (exact_norm_at(o, tilde, ts->opt, &opt_grad) != AD_OK) return lib_fail("optimum check");
+    fprintf(stderr, "fig%d: optimum of %s: %s = (%.17g, %.17g); full RMD there: ‖dλ%s‖ = %.3g\n",
+            ts->fig, name, optname, ts->opt[0], ts->opt[1], name, opt_grad);
+    for (int i = 0; i < ts->n; i++) {
+        const traj *tr = &ts->tr[i];
+        const double *end = tr->lam[tr->n - 1];
+        fprintf(stderr, "fig%d: K=%-3d η0 = %-9.4g λ_%d = (%.6g, %.6g)  ‖λ − %s‖ = %.3e  %s = %.6g\n",
+                ts->fig, tr->K, tr->eta0, tr->n - 1, end[0], end[1], optname,
+                hypot(end[0] - ts->opt[0], end[1] - ts->opt[1]), name, tr->loss[tr->n - 1]);
+    }
+    fprintf(stderr, "fig%d: %d trajectories of %d steps in %.2f s\n", ts->fig, ts->n, o->iters,
+            now() - t0);
+    return 0;
+}
+
+static int traj_set_write(const toy_opts *o, outdir *od, const traj_set *ts)
+{
+    char csv[16];
+    snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
+    int status = traj_csv(od, csv, ts->tr, ts->n, ts->opt);
+    return status ? status : traj_gp(od, o, ts);
+}
+
+static int run_figures(const toy_opts *o)
+{
+    double t0 = now();
+    outdir *od = calloc(1, sizeof *od);
+    traj_set *ts = calloc(2, sizeof *ts); /* [0]: f (Fig. 4), [1]: f̃ (Fig. 3) */
+    if (!od || !ts) {
+        free(od);
+        free(ts);
+        fprintf(stderr, "toy: out of memory\n");
+        return EXIT_LIB;
+    }
+    od->dir = o->out;
+    fprintf(stderr, "toy: T = %d, γ = %g, %d hyper-iterations from λ0 = (%g, %g), output in %s\n",
+            o->T, o->gamma, o->iters, o->start[0], o->start[1], o->out);
+    int status = make_dirs(o->out);
+    od->have_gnuplot = gnuplot_on_path();
+    if (!status && !od->have_gnuplot)
+        fprintf(stderr, "toy: warning: gnuplot was not found on PATH; writing the CSV files and "
+                        "gnuplot scripts only (install gnuplot, then run `gnuplot figN.gp` in %s)\n",
+                o->out);
+    if (!status) status = figure1(o, od);
+    if (!status) status = traj_set_run(o, false, &ts[0]);
+    if (!status) status = traj_set_run(o, true, &ts[1]);
+    /* Fig. 2 runs along the K = 1 trajectories (the first of each set). */
+    if (!status) status = figure2(o, od, &ts[0].tr[0], &ts[1].tr[0]);
+    if (!status) status = traj_set_write(o, od, &ts[1]);
+    if (!status) status = traj_set_write(o, od, &ts[0]);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < ts[k].n; i++) traj_free(&ts[k].tr[i]);
+    fprintf(stderr, "toy: done in %.1f s%s; files written:\n", now() - t0,
+            status ? " (with errors)" : "");
+    for (int i = 0; i < od->n_files; i++) fprintf(stderr, "  %s\n", od->files[i]);
+    if (od->n_files == 0) fprintf(stderr, "  (none)\n");
+    if (od->plots_failed)
+        fprintf(stderr, "toy: warning: %d plot(s) failed (see above)\n", od->plots_failed);
+    free(od);
+    free(ts);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    toy_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc < 0) return 0;
+    if (rc) return rc;
+    return o.query ? run_query(&o) : run_figures(&o);
+}
