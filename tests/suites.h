@@ -7,4 +7,5 @@
     X(nn)            \
     X(data)          \
     X(hypergrad)     \
-    X(models)
+    X(models)        \
+    X(data_more)

@@ -1,0 +1,292 @@
+/* data_cifar.c — CIFAR-10 binary records, gzipped or not; see data_meta.h.
+ *
+ * A file is a bare sequence of 3073-byte records with no header, so the
+ * only checks possible are the ones made here: the unpacked length is a
+ * positive whole number of records, the gzip stream is intact to its
+ * checksum, and every label byte is a class 0..9.  The file is read whole
+ * into one buffer that grows as data arrive, then split in place into
+ * labels and pixels.
+ *
+ * Size letters: n images, P = 3072 pixel bytes, R = 3073 record bytes. */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "experiments/data_meta.h"
+
+enum {
+    CF_P = DATA_CIFAR_PIXELS,
+    CF_R = DATA_CIFAR_RECORD,
+    CF_CHUNK = 1 << 20,       /* gzread takes an unsigned length */
+    CF_GZBUF = 1 << 17,       /* zlib buffer: fewer system calls */
+    CF_FIRST_ALLOC = 1 << 24, /* doubles as data arrive */
+};
+
+/* ---- reading the whole stream ------------------------------------------- */
+
+/* zlib's reason for a failure, without the "path: " it puts in front. */
+static const char *cf_zlib_reason(const char *path, const char *m)
+{
+    size_t len = strlen(path);
+    if (!m)
+        return "unknown zlib error";
+    if (strncmp(m, path, len) == 0 && strncmp(m + len, ": ", 2) == 0)
+        m += len + 2;
+    return m;
+}
+
+/* After gzread returned r <= 0: AD_OK for a clean end of file, else the
+ * failure.  *truncated says the gzip stream stopped before its end. */
+static int cf_classify(gzFile gz, const char *path, int sys_errno, bool *truncated)
+{
+    int err;
+    const char *msg = gzerror(gz, &err);
+    *truncated = false;
+    switch (err) {
+    case Z_OK:
+        return AD_OK;
+    case Z_BUF_ERROR:
+        *truncated = true;
+        return AD_OK; /* worded by the caller, which knows how much arrived */
+    case Z_ERRNO:
+        return ad_fail(AD_EIO, "%s: read error: %s", path, strerror(sys_errno));
+    case Z_MEM_ERROR:
+        return ad_fail(AD_ENOMEM, "%s: out of memory while reading", path);
+    default:
+        return ad_fail(AD_EFORMAT, "%s: corrupt gzip stream: %s", path,
+                       cf_zlib_reason(path, msg));
+    }
+}
+
+/* Reads all of path (gunzipped if gzipped) into *out (caller frees). */
+static int cf_read_all(const char *path, unsigned char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    errno = 0;
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) {
+        if (errno == 0)
+            return ad_fail(AD_ENOMEM, "%s: out of memory opening the file", path);
+        return ad_fail(AD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    gzbuffer(gz, CF_GZBUF);
+    size_t cap = CF_FIRST_ALLOC, got = 0;
+    unsigned char *buf = malloc(cap);
+    int rc = buf ? AD_OK : ad_fail(AD_ENOMEM, "%s: out of memory", path);
+    bool truncated = false;
+    while (rc == AD_OK) {
+        if (got == cap) {
+            if (cap >= DATA_CIFAR_MAX_BYTES) {
+                rc = ad_fail(AD_EFORMAT, "%s: more than %zu bytes unpacked: not a "
+                             "CIFAR file", path, (size_t)DATA_CIFAR_MAX_BYTES);
+                break;
+            }
+            unsigned char *nb = realloc(buf, 2 * cap);
+            if (!nb) {
+                rc = ad_fail(AD_ENOMEM, "%s: out of memory after %zu bytes", path, got);
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t want = cap - got < CF_CHUNK ? cap - got : CF_CHUNK;
+        errno = 0;
+        int r = gzread(gz, buf + got, (unsigned)want);
+        if (r <= 0) {
+            rc = cf_classify(gz, path, errno, &truncated);
+            break;
+        }
+        got += (size_t)r;
+    }
+    gzclose(gz);
+    if (rc == AD_OK && truncated)
+        rc = ad_fail(AD_EFORMAT, "%s: truncated gzip stream: it ends after %zu "
+                     "unpacked bytes (%zu whole records), before its checksum", path,
+                     got, got / CF_R);
+    if (rc != AD_OK) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = got;
+    return AD_OK;
+}
+
+/* ---- public: files ------------------------------------------------------ */
+
+int data_cifar_read(const char *path, data_cifar *out)
+{
+    if (!out)
+        return ad_fail(AD_EARG, "data_cifar_read: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path)
+        return ad_fail(AD_EARG, "data_cifar_read: path is NULL");
+    unsigned char *raw;
+    size_t len;
+    int rc = cf_read_all(path, &raw, &len);
+    if (rc != AD_OK)
+        return rc;
+    if (len == 0)
+        rc = ad_fail(AD_EFORMAT, "%s: empty: no CIFAR records", path);
+    else if (len % CF_R != 0)
+        rc = ad_fail(AD_EFORMAT, "%s: %zu bytes is not a whole number of %d-byte "
+                     "records (%zu records and %zu bytes over): truncated or not a "
+                     "CIFAR-10 file", path, len, CF_R, len / CF_R, len % CF_R);
+    else if (len / CF_R > (size_t)INT32_MAX)
+        rc = ad_fail(AD_EFORMAT, "%s: %zu records is too many", path, len / CF_R);
+    size_t n = len / CF_R;
+    for (size_t i = 0; rc == AD_OK && i < n; i++)
+        if (raw[i * CF_R] >= DATA_CIFAR_CLASSES)
+            rc = ad_fail(AD_EFORMAT, "%s: record %zu (byte offset %zu) has label %d, "
+                         "not a class 0..%d: not a CIFAR-10 file, or misaligned", path,
+                         i, i * CF_R, raw[i * CF_R], DATA_CIFAR_CLASSES - 1);
+    unsigned char *labels = rc == AD_OK ? malloc(n) : NULL;
+    if (rc == AD_OK && !labels)
+        rc = ad_fail(AD_ENOMEM, "%s: out of memory for %zu labels", path, n);
+    if (rc != AD_OK) {
+        free(raw);
+        return rc;
+    }
+    /* Split in place: pixels of record i move down by i + 1 bytes. */
+    for (size_t i = 0; i < n; i++) {
+        labels[i] = raw[i * CF_R];
+        memmove(raw + i * CF_P, raw + i * CF_R + 1, CF_P);
+    }
+    unsigned char *pixels = realloc(raw, n * CF_P); /* shrink; may not move */
+    out->n = (int)n;
+    out->labels = labels;
+    out->pixels = pixels ? pixels : raw;
+    return AD_OK;
+}
+
+/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
+static char *cf_join(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + 1 + strlen(name) + 1;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "%s/%s", dir, name);
+    return p;
+}
+
+int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
+{
+    if (!train || !test)
+        return ad_fail(AD_EARG, "data_cifar_load: train or test is NULL");
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    if (!dir)
+        return ad_fail(AD_EARG, "data_cifar_load: dir is NULL");
+    char *tr = cf_join(dir, DATA_CIFAR_TRAIN), *te = cf_join(dir, DATA_CIFAR_TEST);
+    int rc = tr && te ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    if (rc == AD_OK)
+        rc = data_cifar_read(tr, train);
+    if (rc == AD_OK)
+        rc = data_cifar_read(te, test);
+    if (rc != AD_OK) {
+        data_cifar_free(train);
+        data_cifar_free(test);
+    }
+    free(tr);
+    free(te);
+    return rc;
+}
+
+void data_cifar_free(data_cifar *c)
+{
+    if (!c)
+        return;
+    free(c->labels);
+    free(c->pixels);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- public: features --------------------------------------------------- */
+
+/* Checks n and, when given, every index against [0, limit). */
+static int cf_check_idx(const char *who, const int *idx, int n, int limit)
+{
+    if (n < 0)
+        return ad_fail(AD_EARG, "%s: n = %d < 0", who, n);
+    if (!idx && n > limit)
+        return ad_fail(AD_EARG, "%s: n = %d but there are only %d", who, n, limit);
+    for (int k = 0; idx && k < n; k++)
+        if (idx[k] < 0 || idx[k] >= limit)
+            return ad_fail(AD_EARG, "%s: idx[%d] = %d is outside 0..%d", who, k,
+                           idx[k], limit - 1);
+    return AD_OK;
+}
+
+int data_cifar_moments(const data_cifar *c, const int *idx, int n, double *mean,
+                       double *std)
+{
+    if (!c || !c->pixels || !mean || !std)
+        return ad_fail(AD_EARG, "data_cifar_moments: NULL data or output");
+    if (n < 1)
+        return ad_fail(AD_EARG, "data_cifar_moments: n = %d < 1", n);
+    int rc = cf_check_idx("data_cifar_moments", idx, n, c->n);
+    if (rc != AD_OK)
+        return rc;
+    /* Two passes (mean, then squared deviations): no cancellation. */
+    for (int j = 0; j < CF_P; j++)
+        mean[j] = std[j] = 0;
+    for (int k = 0; k < n; k++) {
+        const unsigned char *x = c->pixels + (size_t)(idx ? idx[k] : k) * CF_P;
+        for (int j = 0; j < CF_P; j++)
+            mean[j] += x[j];
+    }
+    for (int j = 0; j < CF_P; j++)
+        mean[j] /= n;
+    for (int k = 0; k < n; k++) {
+        const unsigned char *x = c->pixels + (size_t)(idx ? idx[k] : k) * CF_P;
+        for (int j = 0; j < CF_P; j++)
+            std[j] += (x[j] - mean[j]) * (x[j] - mean[j]);
+    }
+    for (int j = 0; j < CF_P; j++) {
+        std[j] = sqrt(std[j] / n);
+        if (std[j] < 1e-6)
+            std[j] = 1;
+    }
+    return AD_OK;
+}
+
+int data_cifar_features(const data_cifar *c, const int *idx, int n, const double *mean,
+                        const double *std, bool add_bias, ad_real *out)
+{
+    if (!c || (n > 0 && (!out || !c->pixels)))
+        return ad_fail(AD_EARG, "data_cifar_features: NULL data or output");
+    if (!mean != !std)
+        return ad_fail(AD_EARG, "data_cifar_features: give both mean and std, or "
+                       "neither");
+    int rc = cf_check_idx("data_cifar_features", idx, n, c->n);
+    if (rc != AD_OK)
+        return rc;
+    size_t d = CF_P + (add_bias ? 1 : 0);
+    for (int k = 0; k < n; k++) {
+        const unsigned char *x = c->pixels + (size_t)(idx ? idx[k] : k) * CF_P;
+        ad_real *row = out + (size_t)k * d;
+        for (int j = 0; j < CF_P; j++)
+            row[j] = mean ? (ad_real)((x[j] - mean[j]) / std[j]) : (ad_real)(x[j] / 255.0);
+        if (add_bias)
+            row[CF_P] = 1;
+    }
+    return AD_OK;
+}
+
+int data_cifar_labels(const data_cifar *c, const int *idx, int n, int *y)
+{
+    if (!c || (n > 0 && (!y || !c->labels)))
+        return ad_fail(AD_EARG, "data_cifar_labels: NULL data or output");
+    int rc = cf_check_idx("data_cifar_labels", idx, n, c->n);
+    if (rc != AD_OK)
+        return rc;
+    for (int k = 0; k < n; k++)
+        y[k] = c->labels[idx ? idx[k] : k];
+    return AD_OK;
+}
