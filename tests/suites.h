@@ -8,4 +8,5 @@
     X(data)          \
     X(hypergrad)     \
     X(models)        \
-    X(data_more)
+    X(data_more)     \
+    X(taskinteract)
