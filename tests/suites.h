@@ -9,4 +9,5 @@
     X(hypergrad)     \
     X(models)        \
     X(data_more)     \
-    X(taskinteract)
+    X(taskinteract)  \
+    X(hyperclean)

@@ -1,0 +1,544 @@
+/*
+ * bench_hyperclean.c — what one hypercleaning hyper-iteration costs, per K.
+ *
+ *   bench-hyperclean [--K 1,5,25,50,100] [--repeats 5] [--csv] [--data DIR]
+ *                    [--dataset mnist|fashion] [--n-train 5000] [--n-val 5000]
+ *
+ * For each K it times hg_krmd on the full-size problem (n = 5000 training and
+ * 5000 validation examples, d = 785, C = 10, T = 100) several times and
+ * reports the median, the floating-point operations of the gemm calls, the
+ * time those same gemm calls take alone, and the tape's peak.
+ *
+ * Counting the gemms: the library's gemm (ops/linalg.c) calls
+ * cblas_dgemm; this program is linked with -Wl,--wrap=cblas_dgemm (and
+ * sgemm), so every call lands first in __wrap_cblas_dgemm below, which
+ * records its shape (transposes, m, n, k) and passes it on.  Nothing in the
+ * library is changed.  Where the linker cannot wrap (HC_BENCH_WRAP unset),
+ * the calls are predicted from the graph instead (expected_gemms), and the
+ * output says "model".  When both exist they are compared and a mismatch is
+ * reported.
+ *
+ * gemm-only time: the recorded calls of one hyper-iteration replayed with
+ * cblas_dgemm on buffers of the same shapes, in the same rounds as the
+ * hypergradients (rounds alternate K's and replays, so a slow patch of a
+ * noisy machine hits both).
+ *
+ * Targets checked at the end: K=1 at least 2x faster than K=100; the tape
+ * peak of K=1 at most 1/50 of K=100's; K=100 within 1.5x of its gemm-only
+ * time.  The exit status is 0 whether or not they are met (a benchmark on a
+ * shared machine should not fail a build), 1 on errors, 2 on bad usage.
+ */
+#define _XOPEN_SOURCE 700
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "experiments/data.h"
+#include "experiments/hyperclean_problem.h"
+#include "optim/hypergrad.h"
+
+#define PROG "bench-hyperclean"
+enum { MAX_K = 16, MAX_SHAPES = 32 };
+
+/* ---- the gemm recorder -------------------------------------------------- */
+
+/* One distinct gemm shape and how many times it was called. */
+typedef struct gemm_shape {
+    int ta, tb, m, n, k;
+    long count;
+} gemm_shape;
+
+typedef struct gemm_log {
+    gemm_shape s[MAX_SHAPES];
+    int n;
+    bool overflow;
+} gemm_log;
+
+static gemm_log *recording; /* where calls are logged, or NULL */
+
+static void log_gemm(gemm_log *g, int ta, int tb, int m, int n, int k, long count)
+{
+    for (int i = 0; i < g->n; i++) {
+        gemm_shape *s = &g->s[i];
+        if (s->ta == ta && s->tb == tb && s->m == m && s->n == n && s->k == k) {
+            s->count += count;
+            return;
+        }
+    }
+    if (g->n == MAX_SHAPES) {
+        g->overflow = true;
+        return;
+    }
+    g->s[g->n++] = (gemm_shape){ ta, tb, m, n, k, count };
+}
+
+static double log_flops(const gemm_log *g)
+{
+    double f = 0;
+    for (int i = 0; i < g->n; i++)
+        f += 2.0 * g->s[i].m * g->s[i].n * (double)g->s[i].k * (double)g->s[i].count;
+    return f;
+}
+
+static long log_calls(const gemm_log *g)
+{
+    long c = 0;
+    for (int i = 0; i < g->n; i++) c += g->s[i].count;
+    return c;
+}
+
+#if HT_REAL_IS_DOUBLE
+#define GEMM_NAME "cblas_dgemm"
+#else
+#define GEMM_NAME "cblas_sgemm"
+#endif
+
+#ifdef HC_BENCH_WRAP
+/* The linker sends the library's calls here (-Wl,--wrap=...). */
+void __real_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint m, blasint n, blasint k, double alpha, const double *a,
+                        blasint lda, const double *b, blasint ldb, double beta, double *c,
+                        blasint ldc);
+void __wrap_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint m, blasint n, blasint k, double alpha, const double *a,
+                        blasint lda, const double *b, blasint ldb, double beta, double *c,
+                        blasint ldc);
+void __real_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint m, blasint n, blasint k, float alpha, const float *a,
+                        blasint lda, const float *b, blasint ldb, float beta, float *c,
+                        blasint ldc);
+void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint m, blasint n, blasint k, float alpha, const float *a,
+                        blasint lda, const float *b, blasint ldb, float beta, float *c,
+                        blasint ldc);
+
+void __wrap_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint m, blasint n, blasint k, double alpha, const double *a,
+                        blasint lda, const double *b, blasint ldb, double beta, double *c,
+                        blasint ldc)
+{
+    if (recording)
+        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
+    __real_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint m, blasint n, blasint k, float alpha, const float *a,
+                        blasint lda, const float *b, blasint ldb, float beta, float *c,
+                        blasint ldc)
+{
+    if (recording)
+        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
+    __real_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+#if HT_REAL_IS_DOUBLE
+#define REAL_GEMM __real_cblas_dgemm
+#else
+#define REAL_GEMM __real_cblas_sgemm
+#endif
+#else
+#if HT_REAL_IS_DOUBLE
+#define REAL_GEMM cblas_dgemm
+#else
+#define REAL_GEMM cblas_sgemm
+#endif
+#endif
+
+/* The gemms of one hg_krmd call as the graph predicts them (hyperclean_
+ * problem.h: parameter Wᵀ [d,C]):
+ *   every inner step:   Z = X·Wᵀ       (N,N) [n,d]·[d,C]
+ *                       ∇ = Xᵀ·G       (T,N) [d,n]·[n,C]
+ *   recorded steps, back-propagated:
+ *                       Ḡ  = X·∇̄        (N,N)   — through ∇ = XᵀG (λ enters G)
+ *                       W̄  = Xᵀ·Z̄       (T,N)   — through Z = XWᵀ, except in
+ *                                                the first recorded step, whose
+ *                                                W is not on the path to λ
+ *   the outer loss:     X_val·Wᵀ and X_valᵀ·Z̄_val.
+ * So 2(T−K) + 4K − 1 + 2 calls: 203 for K = 1, 401 for K = T = 100. */
+static void expected_gemms(gemm_log *g, int n, int m, int d, int C, int T, int K)
+{
+    int k = K < T ? K : T;
+    memset(g, 0, sizeof *g);
+    log_gemm(g, 0, 0, n, C, d, T + k);
+    log_gemm(g, 1, 0, d, C, n, T + k - 1);
+    log_gemm(g, 0, 0, m, C, d, 1);
+    log_gemm(g, 1, 0, d, C, m, 1);
+}
+
+static bool same_log(const gemm_log *a, const gemm_log *b)
+{
+    if (a->n != b->n) return false;
+    for (int i = 0; i < a->n; i++) {
+        bool found = false;
+        for (int j = 0; j < b->n && !found; j++)
+            found = a->s[i].ta == b->s[j].ta && a->s[i].tb == b->s[j].tb &&
+                    a->s[i].m == b->s[j].m && a->s[i].n == b->s[j].n &&
+                    a->s[i].k == b->s[j].k && a->s[i].count == b->s[j].count;
+        if (!found) return false;
+    }
+    return true;
+}
+
+/* ---- replaying the gemms alone ------------------------------------------ */
+
+typedef struct k_row_log {
+    const gemm_log *g;
+} k_row_log;
+
+/* One set of buffers for every replayed call: the first operand is always
+ * the big one (X or X_val, [n,d], transposed or not), and in the real run it
+ * is the same X every time, so one shared buffer is the fair comparison. */
+typedef struct replay {
+    ad_real *a, *b, *c;
+} replay;
+
+static int replay_init(replay *r, const k_row_log *logs, int n_logs, ad_rng *rng)
+{
+    size_t na = 1, nb = 1, nc = 1;
+    for (int l = 0; l < n_logs; l++)
+        for (int i = 0; i < logs[l].g->n; i++) {
+            const gemm_shape *s = &logs[l].g->s[i];
+            size_t a = (size_t)s->m * s->k, b = (size_t)s->k * s->n, c = (size_t)s->m * s->n;
+            na = a > na ? a : na;
+            nb = b > nb ? b : nb;
+            nc = c > nc ? c : nc;
+        }
+    r->a = malloc(na * sizeof(ad_real));
+    r->b = malloc(nb * sizeof(ad_real));
+    r->c = calloc(nc, sizeof(ad_real));
+    if (!r->a || !r->b || !r->c) return ad_fail(AD_ENOMEM, "out of memory");
+    for (size_t j = 0; j < na; j++) r->a[j] = (ad_real)ad_rng_uniform(rng);
+    for (size_t j = 0; j < nb; j++) r->b[j] = (ad_real)(ad_rng_uniform(rng) - 0.5);
+    return AD_OK;
+}
+
+static void replay_free(replay *r)
+{
+    free(r->a);
+    free(r->b);
+    free(r->c);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Runs every call of g once, alternating shapes as a hyper-iteration does;
+ * returns the seconds. */
+static double replay_run(const replay *r, const gemm_log *g)
+{
+    long left[MAX_SHAPES], total = 0;
+    for (int i = 0; i < g->n; i++) total += left[i] = g->s[i].count;
+    double t0 = now();
+    while (total > 0)
+        for (int i = 0; i < g->n; i++) {
+            if (left[i] == 0) continue;
+            const gemm_shape *s = &g->s[i];
+            /* Row-major, as ops/linalg.c calls it: lda, ldb are stored row lengths. */
+            int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+            REAL_GEMM(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans,
+                      s->tb ? CblasTrans : CblasNoTrans, s->m, s->n, s->k, 1, r->a, lda, r->b,
+                      ldb, 0, r->c, s->n);
+            left[i]--;
+            total--;
+        }
+    return now() - t0;
+}
+
+/* ---- flags -------------------------------------------------------------- */
+
+typedef struct config {
+    int Ks[MAX_K], nK, repeats, n_train, n_val, T;
+    bool csv;
+    const char *dataset, *data_dir;
+} config;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"usage: " PROG " [--K 1,5,25,50,100] [--repeats N] [--csv] [--data DIR]\n"
+"                        [--dataset mnist|fashion] [--n-train N] [--n-val N] [--T N]\n"
+"\n"
+"Times one data-hypercleaning hyper-iteration (hg_krmd, T = 100 inner steps,\n"
+"5000 + 5000 examples, d = 785) per K, over N repeats (default 5), and\n"
+"reports the median seconds, the GFLOP of its gemm calls (counted), the time\n"
+"those gemm calls take alone, and the tape's peak bytes.\n"
+"  --csv       print only K,median_s,gflop,gemm_only_s,peak_tape_bytes\n"
+"  --data DIR  MNIST files (default: found as by the experiments; else\n"
+"              Fashion-MNIST; else synthetic features of the same size)\n");
+}
+
+static bool parse_ks(const char *s, config *c)
+{
+    c->nK = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < 1 || v > 100000 || c->nK == MAX_K) return false;
+        c->Ks[c->nK++] = (int)v;
+        if (*end == ',' && end[1]) end++;
+        else if (*end) return false;
+        s = end;
+    }
+    return c->nK > 0;
+}
+
+static bool parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, config *c)
+{
+    *c = (config){ .Ks = { 1, 5, 25, 50, 100 }, .nK = 5, .repeats = 5, .n_train = 5000,
+                   .n_val = 5000, .T = 100, .dataset = "mnist" };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--csv")) {
+            c->csv = true;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, PROG ": unknown flag or missing value: '%s' (try --help)\n", a);
+            return 2;
+        }
+        bool ok = true;
+        if (!strcmp(a, "--K")) ok = parse_ks(v, c);
+        else if (!strcmp(a, "--repeats")) ok = parse_int(v, 1, 1000, &c->repeats);
+        else if (!strcmp(a, "--n-train")) ok = parse_int(v, 10, 60000, &c->n_train);
+        else if (!strcmp(a, "--n-val")) ok = parse_int(v, 10, 60000, &c->n_val);
+        else if (!strcmp(a, "--T")) ok = parse_int(v, 1, 100000, &c->T);
+        else if (!strcmp(a, "--data")) c->data_dir = v;
+        else if (!strcmp(a, "--dataset")) {
+            ok = !strcmp(v, "mnist") || !strcmp(v, "fashion");
+            c->dataset = v;
+        } else {
+            fprintf(stderr, PROG ": unknown flag '%s' (try --help)\n", a);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, PROG ": bad value '%s' for %s (try --help)\n", v, a);
+            return 2;
+        }
+        i++;
+    }
+    for (int k = 0; k < c->nK; k++)
+        if (c->Ks[k] > c->T) {
+            fprintf(stderr, PROG ": K = %d is larger than T = %d\n", c->Ks[k], c->T);
+            return 2;
+        }
+    return 0;
+}
+
+/* ---- data --------------------------------------------------------------- */
+
+/* Real data when some is found, else random features of the same shape
+ * (the timing does not depend on the pixel values). */
+static int load(const config *c, hc_data *dt, char *what, size_t len)
+{
+    const char *dir = data_find_dir(c->data_dir, c->dataset);
+    if (!dir && !c->data_dir && !strcmp(c->dataset, "mnist"))
+        dir = data_find_dir(NULL, "fashion");
+    if (dir) {
+        snprintf(what, len, "%s", dir);
+        return hc_data_load(dt, dir, c->n_train, c->n_val, 0.5, 1, false);
+    }
+    if (c->data_dir) return AD_EIO; /* an explicit --data must exist */
+    snprintf(what, len, "synthetic (no MNIST or Fashion-MNIST found)");
+    memset(dt, 0, sizeof *dt);
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    dt->n_train = c->n_train;
+    dt->n_val = c->n_val;
+    dt->d = 785;
+    dt->n_classes = 10;
+    dt->x_train = ad_tensor_rand(&rng, 2, (int[]){ c->n_train, dt->d }, 0, 1);
+    dt->x_val = ad_tensor_rand(&rng, 2, (int[]){ c->n_val, dt->d }, 0, 1);
+    dt->y_train = ad_tensor_new(1, &dt->n_train);
+    dt->y_val = ad_tensor_new(1, &dt->n_val);
+    if (!dt->x_train || !dt->x_val || !dt->y_train || !dt->y_val) {
+        hc_data_free(dt);
+        return ad_fail(AD_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < dt->n_train; i++) dt->y_train->data[i] = (ad_real)(i % 10);
+    for (int i = 0; i < dt->n_val; i++) dt->y_val->data[i] = (ad_real)(i % 10);
+    return AD_OK;
+}
+
+static double median(double *x, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+typedef struct k_row {
+    int K;
+    gemm_log gemms;
+    bool counted; /* gemms recorded from the calls (else from the model) */
+    bool model_agrees;
+    double *secs, *gemm_secs;
+    double median_s, gemm_only_s;
+    size_t peak_tape;
+} k_row;
+
+int main(int argc, char **argv)
+{
+    config c;
+    int prc = parse_args(argc, argv, &c);
+    if (prc) return prc == 1 ? 0 : 2;
+    hc_data dt;
+    char what[4200];
+    if (load(&c, &dt, what, sizeof what) != AD_OK) {
+        fprintf(stderr, PROG ": %s\n", ad_error());
+        return 1;
+    }
+    double gamma = hc_gamma_auto(dt.x_train, dt.n_classes, HC_DEFAULT_REG, NULL);
+    hc_problem hc;
+    int rc = hc_problem_init(&hc, dt.x_train, dt.y_train, dt.x_val, dt.y_val, dt.n_classes, c.T,
+                             gamma, HC_DEFAULT_REG);
+    /* A λ away from 0, as during a run (the cost does not depend on it). */
+    ad_rng rng;
+    ad_rng_seed(&rng, 2);
+    for (size_t i = 0; rc == AD_OK && i < hc.lam->size; i++)
+        hc.lam->data[i] = (ad_real)(4 * ad_rng_uniform(&rng) - 2);
+    k_row rows[MAX_K];
+    memset(rows, 0, sizeof rows);
+    const char *threads = getenv("OPENBLAS_NUM_THREADS");
+    if (!c.csv) {
+        printf(PROG ": data %s; n = %d, m = %d, d = %d, C = %d, T = %d, gamma = %.4g; "
+               "%d repeats; OPENBLAS_NUM_THREADS=%s",
+               what, dt.n_train, dt.n_val, dt.d, dt.n_classes, c.T, gamma, c.repeats,
+               threads ? threads : "(unset)");
+#ifdef OPENBLAS_VERSION
+        printf(" (OpenBLAS uses %d)", openblas_get_num_threads());
+#endif
+        printf("\n");
+        fflush(stdout);
+    }
+    /* Warm-up and count: one hypergradient per K with the recorder on. */
+    for (int k = 0; k < c.nK && rc == AD_OK; k++) {
+        k_row *r = &rows[k];
+        r->K = c.Ks[k];
+        r->secs = calloc((size_t)c.repeats, sizeof(double));
+        r->gemm_secs = calloc((size_t)c.repeats, sizeof(double));
+        if (!r->secs || !r->gemm_secs) rc = ad_fail(AD_ENOMEM, "out of memory");
+        gemm_log model;
+        expected_gemms(&model, dt.n_train, dt.n_val, dt.d, dt.n_classes, c.T, r->K);
+        ad_value *h = NULL;
+        recording = &r->gemms;
+        if (rc == AD_OK) rc = hg_krmd(&hc.problem, r->K, &h, NULL);
+        recording = NULL;
+        ad_value_free(h);
+#ifdef HC_BENCH_WRAP
+        r->counted = !r->gemms.overflow;
+#endif
+        if (!r->counted) r->gemms = model;
+        r->model_agrees = same_log(&r->gemms, &model);
+    }
+    replay rp = { 0 };
+    k_row_log logs[MAX_K];
+    for (int k = 0; k < c.nK; k++) logs[k].g = &rows[k].gemms;
+    if (rc == AD_OK) rc = replay_init(&rp, logs, c.nK, &rng);
+    /* Rounds: every K once, then its gemms alone, in each round. */
+    for (int rep = 0; rep < c.repeats && rc == AD_OK; rep++)
+        for (int k = 0; k < c.nK && rc == AD_OK; k++) {
+            k_row *r = &rows[k];
+            ad_value *h = NULL;
+            hg_report report;
+            double t0 = now();
+            rc = hg_krmd(&hc.problem, r->K, &h, &report);
+            r->secs[rep] = now() - t0;
+            ad_value_free(h);
+            if (rc == AD_OK && report.peak_tape_bytes > r->peak_tape)
+                r->peak_tape = report.peak_tape_bytes;
+            r->gemm_secs[rep] = replay_run(&rp, &r->gemms);
+            if (!c.csv) {
+                fprintf(stderr, "\r" PROG ": round %d/%d, K=%d: %.3f s (gemms alone %.3f s)   ",
+                        rep + 1, c.repeats, r->K, r->secs[rep], r->gemm_secs[rep]);
+                fflush(stderr);
+            }
+        }
+    if (!c.csv) fprintf(stderr, "\n");
+    if (rc != AD_OK) {
+        fprintf(stderr, PROG ": %s\n", ad_error());
+    } else {
+        for (int k = 0; k < c.nK; k++) {
+            rows[k].median_s = median(rows[k].secs, c.repeats);
+            rows[k].gemm_only_s = median(rows[k].gemm_secs, c.repeats);
+        }
+        if (c.csv) {
+            printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes\n");
+            for (int k = 0; k < c.nK; k++)
+                printf("%d,%.6f,%.6f,%.6f,%zu\n", rows[k].K, rows[k].median_s,
+                       log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape);
+        } else {
+            printf("\n%5s %10s %9s %8s %8s %12s %8s %14s  %s\n", "K", "median s", "GFLOP",
+                   "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "gemm count");
+            for (int k = 0; k < c.nK; k++) {
+                k_row *r = &rows[k];
+                double fl = log_flops(&r->gemms) / 1e9;
+                printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f  %s%s\n", r->K,
+                       r->median_s, fl, log_calls(&r->gemms), fl / r->median_s, r->gemm_only_s,
+                       r->median_s / r->gemm_only_s, r->peak_tape / 1e6,
+                       r->counted ? "counted" : "model",
+                       r->counted && !r->model_agrees ? " (DIFFERS from the graph model!)" : "");
+            }
+            int i1 = -1, i100 = -1;
+            for (int k = 0; k < c.nK; k++) {
+                if (rows[k].K == 1) i1 = k;
+                if (rows[k].K == c.T) i100 = k;
+            }
+            printf("\n(gemm shapes of K = %d:", rows[c.nK - 1].K);
+            for (int i = 0; i < rows[c.nK - 1].gemms.n; i++) {
+                const gemm_shape *s = &rows[c.nK - 1].gemms.s[i];
+                printf(" %ldx[%c%c %dx%dx%d]", s->count, s->ta ? 'T' : 'N', s->tb ? 'T' : 'N',
+                       s->m, s->n, s->k);
+            }
+            printf(")\n");
+            if (i1 >= 0 && i100 >= 0) {
+                double speed = rows[i100].median_s / rows[i1].median_s;
+                double mem = (double)rows[i100].peak_tape / (double)rows[i1].peak_tape;
+                double eff = rows[i100].median_s / rows[i100].gemm_only_s;
+                printf("\ntargets:\n");
+                printf("  K=1 at least 2x faster than K=%d:      %.2fx  %s\n", c.T, speed,
+                       speed >= 2 ? "met" : "NOT met");
+                printf("  K=1 tape peak at most 1/50 of K=%d's:  1/%.0f  %s\n", c.T, mem,
+                       mem >= 50 ? "met" : "NOT met");
+                printf("  K=%d within 1.5x of its gemm-only time: %.2fx  %s\n", c.T, eff,
+                       eff <= 1.5 ? "met" : "NOT met");
+            }
+        }
+    }
+    replay_free(&rp);
+    for (int k = 0; k < c.nK; k++) {
+        free(rows[k].secs);
+        free(rows[k].gemm_secs);
+    }
+    hc_problem_free(&hc);
+    hc_data_free(&dt);
+    return rc == AD_OK ? 0 : 1;
+}

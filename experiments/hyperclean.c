@@ -1,0 +1,932 @@
+/*
+ * hyperclean.c — the data-hypercleaning experiment of Sec. 4.2.1 and
+ * App. G.1: learn one weight σ(λᵢ) per training example, half of whose
+ * labels are corrupted, by K-RMD hypergradients, for K = 1, 5, 25, 50, 100.
+ *
+ *   hyperclean [--dataset mnist|fashion] [--data DIR] [--hyper-iters N]
+ *              [--K 1,5,25,50,100] [--out DIR] [--seed S] [--quick] ...
+ *
+ * (--help lists every flag.)  The problem itself is hyperclean_problem.c.
+ *
+ * Each K runs in a child process (fork), so that its peak RSS
+ * (getrusage ru_maxrss) is its own and not the largest K's, and so that the
+ * exact hypergradients of Figure 5 — full RMD, the memory of K = T — are
+ * computed after that peak was read: the K-RMD run saves λ every few
+ * hyper-iterations and the child evaluates ‖dλf‖ at those iterates at the
+ * end.
+ *
+ * Outputs in --out (default results/hyperclean):
+ *   hyperclean.csv          one row per K and hyper-iteration τ, measured at
+ *                           λ_τ, before the τ-th update (τ = 1 is λ = 0)
+ *   hyperclean_exact.csv    ‖dλf‖ (exact, full RMD) and the K-RMD estimate's
+ *                           norm, cosine and relative error at saved iterates
+ *   hyperclean_summary.csv  the table below, one row per K
+ *   hyperclean_table.md     Table 2 (+ App. G.1's thresholds), also printed
+ *   hyperclean_fig5.png     Figure 5: ‖dλf‖ against τ, log scale
+ *   hyperclean_val_loss.png validation loss against τ
+ *   hyperclean_f1.png       F1 (λ < −3) against τ
+ *   hyperclean_*.gp         the gnuplot scripts that drew them
+ * Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN,
+ * gnuplot), 2 on bad usage.
+ */
+#define _XOPEN_SOURCE 700 /* fork, pipe, waitpid, getrusage, mkdir, isatty */
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "experiments/data.h"
+#include "experiments/hyperclean_problem.h"
+#include "optim/hypergrad.h"
+#include "optim/outer.h"
+
+#define PROG "hyperclean"
+enum { MAX_K = 16, N_THRESH = 3 };
+static const double thresholds[N_THRESH] = { -4, -3, -1 }; /* App. G.1; −3 is Table 2's */
+enum { MAIN_THRESH = 1 };
+
+/* ---- configuration ------------------------------------------------------- */
+
+typedef struct config {
+    const char *dataset, *data_dir, *out_dir;
+    int hyper_iters, n_train, n_val, T, exact_every;
+    int Ks[MAX_K], nK;
+    uint64_t seed;
+    double gamma, reg, corrupt, first_step_rms;
+    bool quick, plots, gamma_check, fork;
+} config;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"usage: " PROG " [flags]\n"
+"\n"
+"Data hypercleaning (Shaban et al. 2019, Sec. 4.2.1 and App. G.1): a linear\n"
+"classifier W (10 x 785, bias as a constant feature) is trained by T steps of\n"
+"gradient descent on n training examples, half of them given a random label;\n"
+"each example has a weight sigma(lambda_i), and lambda is learned by Adam on\n"
+"K-RMD hypergradients of the validation loss, for every K asked for.\n"
+"\n"
+"  --dataset NAME     mnist (default) or fashion\n"
+"  --data DIR         the four IDX files (default: $HYPERTAPE_DATA/<dataset>,\n"
+"                     then ../shared/data/mnist or /usr/share/datasets/fashion-mnist)\n"
+"  --hyper-iters N    Adam updates of lambda per K (default 1000, the paper's)\n"
+"  --K LIST           truncation depths, comma-separated (default 1,5,25,50,100)\n"
+"  --out DIR          output folder, created if missing (default results/hyperclean)\n"
+"  --seed S           seeds the choice of examples and the corruption (default 1)\n"
+"  --quick            a first look in about a minute: 1000 training and 1000\n"
+"                     validation examples, 50 hyper-iterations, exact\n"
+"                     hypergradients every 5; T = 100 and the test set as always\n"
+"  --n-train N        training examples (default 5000; quick 1000)\n"
+"  --n-val N          validation examples (default 5000; quick 1000)\n"
+"  --T N              inner gradient-descent steps (default 100)\n"
+"  --gamma G          inner step size (default: 1/L0, the inverse of the largest\n"
+"                     curvature of the inner loss at W = 0, measured on the\n"
+"                     training set; about 0.256 for MNIST, 0.089 for Fashion)\n"
+"  --reg R            weight of ||W||_F^2 in the inner loss (default %g)\n"
+"  --corrupt F        fraction of training examples relabelled (default 0.5)\n"
+"  --first-step R     the first Adam update of lambda has norm R*sqrt(n) for\n"
+"                     every K (about R per entry); eta0 is chosen per K to\n"
+"                     make it so (default 1: then F1 settles within about 150\n"
+"                     hyper-iterations, as App. G.1 reports)\n"
+"  --exact-every E    exact hypergradient (Figure 5) every E hyper-iterations,\n"
+"                     plus the first and the last; 0: never (default N/50;\n"
+"                     quick 5)\n"
+"  --no-plots         do not run gnuplot\n"
+"  --no-fork          run every K in this process (for debuggers and sanitizers;\n"
+"                     peak RSS then only grows from one K to the next)\n"
+"  --gamma-check      print the inner loss along the T steps at lambda = 0 and\n"
+"                     at weights sigma(lambda) = 1, U[0,1] and 0.01, for\n"
+"                     gamma and multiples of it, then exit\n"
+"  --help             this text\n"
+"\n"
+"Progress goes to stderr; the table to stdout and to DIR/hyperclean_table.md.\n"
+"OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n",
+            HC_DEFAULT_REG);
+}
+
+static int bad_usage(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, PROG ": ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n" PROG ": try --help\n");
+    return 2;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_ks(const char *s, config *c)
+{
+    c->nK = 0;
+    const char *p = s;
+    while (*p) {
+        char buf[32];
+        size_t len = strcspn(p, ",");
+        long v;
+        if (len == 0 || len >= sizeof buf || c->nK == MAX_K) return false;
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        if (!parse_long(buf, 1, 1000000, &v)) return false;
+        for (int i = 0; i < c->nK; i++)
+            if (c->Ks[i] == v) return false;
+        c->Ks[c->nK++] = (int)v;
+        p += len;
+        if (*p == ',') p++;
+        if (*p == '\0' && p[-1] == ',') return false;
+    }
+    return c->nK > 0;
+}
+
+/* Returns 0 to go on, 1 when --help was printed, 2 on bad usage. */
+static int parse_args(int argc, char **argv, config *c)
+{
+    *c = (config){ .dataset = "mnist", .out_dir = "results/hyperclean", .hyper_iters = -1,
+                   .n_train = -1, .n_val = -1, .T = 100, .exact_every = -1, .seed = 1,
+                   .gamma = 0, .reg = HC_DEFAULT_REG, .corrupt = 0.5,
+                   .first_step_rms = 1.0, .plots = true, .fork = true };
+    const int default_ks[] = { 1, 5, 25, 50, 100 };
+    c->nK = 5;
+    memcpy(c->Ks, default_ks, sizeof default_ks);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        char name[64];
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        if (strncmp(a, "--", 2) != 0 || nlen >= sizeof name)
+            return bad_usage("unexpected argument '%s'%s", a, "");
+        memcpy(name, a, nlen);
+        name[nlen] = '\0';
+        bool flag = !strcmp(name, "--help") || !strcmp(name, "--quick") ||
+                    !strcmp(name, "--no-plots") || !strcmp(name, "--gamma-check") ||
+                    !strcmp(name, "--no-fork");
+        if (flag) {
+            if (eq) return bad_usage("%s takes no value%s", name, "");
+        } else if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            return bad_usage("%s needs a value%s", name, "");
+        }
+        long l;
+        double d;
+        if (!strcmp(name, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(name, "--quick")) {
+            c->quick = true;
+        } else if (!strcmp(name, "--no-plots")) {
+            c->plots = false;
+        } else if (!strcmp(name, "--no-fork")) {
+            c->fork = false;
+        } else if (!strcmp(name, "--gamma-check")) {
+            c->gamma_check = true;
+        } else if (!strcmp(name, "--dataset")) {
+            if (strcmp(val, "mnist") && strcmp(val, "fashion") && strcmp(val, "fashion-mnist"))
+                return bad_usage("--dataset must be mnist or fashion, got '%s'%s", val, "");
+            c->dataset = strcmp(val, "mnist") ? "fashion" : "mnist";
+        } else if (!strcmp(name, "--data")) {
+            if (!*val) return bad_usage("--data needs a directory%s%s", "", "");
+            c->data_dir = val;
+        } else if (!strcmp(name, "--out")) {
+            if (!*val) return bad_usage("--out needs a directory%s%s", "", "");
+            c->out_dir = val;
+        } else if (!strcmp(name, "--hyper-iters")) {
+            if (!parse_long(val, 1, 10000000, &l))
+                return bad_usage("--hyper-iters wants a whole number >= 1, got '%s'%s", val, "");
+            c->hyper_iters = (int)l;
+        } else if (!strcmp(name, "--K")) {
+            if (!parse_ks(val, c))
+                return bad_usage("--K wants distinct whole numbers >= 1 separated by commas "
+                                 "(at most 16), got '%s'%s", val, "");
+        } else if (!strcmp(name, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(val, &end, 10);
+            if (errno || end == val || *end || val[0] == '-')
+                return bad_usage("--seed wants a whole number >= 0, got '%s'%s", val, "");
+            c->seed = s;
+        } else if (!strcmp(name, "--n-train") || !strcmp(name, "--n-val")) {
+            if (!parse_long(val, 10, 60000, &l))
+                return bad_usage("%s wants a whole number in 10..60000, got '%s'", name, val);
+            *(!strcmp(name, "--n-train") ? &c->n_train : &c->n_val) = (int)l;
+        } else if (!strcmp(name, "--T")) {
+            if (!parse_long(val, 1, 100000, &l))
+                return bad_usage("--T wants a whole number >= 1, got '%s'%s", val, "");
+            c->T = (int)l;
+        } else if (!strcmp(name, "--exact-every")) {
+            if (!parse_long(val, 0, 10000000, &l))
+                return bad_usage("--exact-every wants a whole number >= 0, got '%s'%s", val, "");
+            c->exact_every = (int)l;
+        } else if (!strcmp(name, "--gamma") || !strcmp(name, "--reg") ||
+                   !strcmp(name, "--corrupt") || !strcmp(name, "--first-step")) {
+            if (!parse_double(val, &d)) return bad_usage("%s wants a number, got '%s'", name, val);
+            if (!strcmp(name, "--gamma")) {
+                if (!(d > 0)) return bad_usage("--gamma must be > 0, got '%s'%s", val, "");
+                c->gamma = d;
+            } else if (!strcmp(name, "--reg")) {
+                if (!(d >= 0)) return bad_usage("--reg must be >= 0, got '%s'%s", val, "");
+                c->reg = d;
+            } else if (!strcmp(name, "--corrupt")) {
+                if (!(d >= 0 && d <= 1))
+                    return bad_usage("--corrupt must be in [0,1], got '%s'%s", val, "");
+                c->corrupt = d;
+            } else {
+                if (!(d > 0)) return bad_usage("--first-step must be > 0, got '%s'%s", val, "");
+                c->first_step_rms = d;
+            }
+        } else {
+            return bad_usage("unknown flag '%s'%s", name, "");
+        }
+    }
+    if (c->hyper_iters < 0) c->hyper_iters = c->quick ? 50 : 1000;
+    if (c->n_train < 0) c->n_train = c->quick ? 1000 : 5000;
+    if (c->n_val < 0) c->n_val = c->quick ? 1000 : 5000;
+    if (c->exact_every < 0) /* about 50 evaluations; 10 in the quick look */
+        c->exact_every = c->quick ? 5 : c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
+    for (int k = 0; k < c->nK; k++)
+        if (c->Ks[k] > c->T) {
+            char kbuf[32], tbuf[32];
+            snprintf(kbuf, sizeof kbuf, "%d", c->Ks[k]);
+            snprintf(tbuf, sizeof tbuf, "%d", c->T);
+            return bad_usage("K = %s is larger than T = %s (K = T is already full RMD)", kbuf,
+                             tbuf);
+        }
+    return 0;
+}
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double norm2(const ad_value *v)
+{
+    double s = 0;
+    for (size_t i = 0; i < v->size; i++) s += (double)v->data[i] * v->data[i];
+    return sqrt(s);
+}
+
+static double cmp_median(double *x, int n)
+{
+    for (int i = 1; i < n; i++) /* insertion sort: n is at most a few thousand */
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+    return n == 0 ? NAN : n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+static void fmt_duration(double s, char *buf, size_t len)
+{
+    if (!(s >= 0) || s > 1e8) snprintf(buf, len, "?");
+    else if (s < 60) snprintf(buf, len, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(buf, len, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) return ad_fail(AD_EARG, "--out: path too long");
+    strcpy(buf, path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return ad_fail(AD_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ad_fail(AD_EIO, "%s: not a directory", path);
+    return AD_OK;
+}
+
+static FILE *open_out(const config *c, const char *name, const char *mode, char *path, size_t len)
+{
+    snprintf(path, len, "%s/%s", c->out_dir, name);
+    FILE *f = fopen(path, mode);
+    if (!f) ad_fail(AD_EIO, "%s: cannot open for writing: %s", path, strerror(errno));
+    return f;
+}
+
+/* Resident set now, from /proc/self/statm (KiB; 0 if unknown). */
+static long rss_now_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+        fclose(f);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* ---- the cost model for the ETA ------------------------------------------ */
+
+/* Relative cost of one K-RMD hyper-iteration, in gemms of the training size:
+ * 2 per detached step, 4 per recorded step, 2 for the outer loss (its set
+ * is usually as large). */
+static double unit_cost(int K, int T)
+{
+    int k = K < T ? K : T;
+    return 2.0 * (T - k) + 4.0 * k + 2;
+}
+
+/* Hyper-iterations whose λ is saved for the exact hypergradient. */
+static bool is_exact_iter(const config *c, int tau)
+{
+    if (c->exact_every <= 0) return false;
+    return tau == 1 || tau == c->hyper_iters || tau % c->exact_every == 0;
+}
+
+static int n_exact_iters(const config *c)
+{
+    int n = 0;
+    for (int tau = 1; tau <= c->hyper_iters; tau++) n += is_exact_iter(c, tau);
+    return n;
+}
+
+/* Units of work still to do for K index ki onwards, after `done` of K's
+ * hyper-iterations. */
+static double units_left(const config *c, int ki, int done)
+{
+    double u = 0;
+    for (int k = ki; k < c->nK; k++) {
+        int iters = c->hyper_iters - (k == ki ? done : 0);
+        u += iters * unit_cost(c->Ks[k], c->T);
+        if (c->Ks[k] < c->T) u += n_exact_iters(c) * unit_cost(c->T, c->T);
+    }
+    return u;
+}
+
+/* ---- progress on stderr ---------------------------------------------------- */
+
+typedef struct progress {
+    bool tty;
+    double last;
+} progress;
+
+static void progress_line(progress *pg, bool force, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void progress_line(progress *pg, bool force, const char *fmt, ...)
+{
+    double t = now();
+    if (!force && t - pg->last < (pg->tty ? 0.25 : 15)) return;
+    pg->last = t;
+    va_list ap;
+    va_start(ap, fmt);
+    if (pg->tty) fputs("\r\033[K", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (!pg->tty) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void progress_done(progress *pg)
+{
+    if (pg->tty) fputc('\n', stderr);
+}
+
+/* ---- one K (runs in a child process) --------------------------------------- */
+
+/* What a child sends back. */
+typedef struct k_result {
+    int K;
+    int ok;
+    double eta0;
+    double test_acc, val_acc, val_loss;
+    hc_f1 f1[N_THRESH];
+    double sec_median, sec_mean; /* seconds of hg_krmd per hyper-iteration */
+    double iter_mean;            /* the same with evaluation and the Adam step */
+    double loop_seconds, exact_seconds;
+    size_t peak_tape;
+    long peak_rss_kb, start_rss_kb;
+} k_result;
+
+typedef struct run_ctx {
+    const config *cfg;
+    const hc_data *dt;
+    progress pg;
+    double t_start, u_rate; /* seconds per unit of cost, for the ETA */
+    int ki;
+} run_ctx;
+
+static void f1_all(const ad_value *lam, const unsigned char *corrupted, hc_f1 *out)
+{
+    for (int j = 0; j < N_THRESH; j++)
+        out[j] = hc_flag_f1(lam->data, corrupted, (int)lam->size, thresholds[j]);
+}
+
+/* Runs the K-RMD sweep for one K and fills *res; writes its rows of
+ * hyperclean.csv and hyperclean_exact.csv. */
+static int run_k(run_ctx *ctx, int K, k_result *res)
+{
+    const config *c = ctx->cfg;
+    const hc_data *dt = ctx->dt;
+    memset(res, 0, sizeof *res);
+    res->K = K;
+    res->start_rss_kb = rss_now_kb();
+    char path[4200];
+    FILE *csv = open_out(c, "hyperclean.csv", "a", path, sizeof path);
+    if (!csv) return AD_EIO;
+    FILE *xcsv = open_out(c, "hyperclean_exact.csv", "a", path, sizeof path);
+    if (!xcsv) {
+        fclose(csv);
+        return AD_EIO;
+    }
+    hc_problem hc;
+    int rc = hc_problem_init(&hc, dt->x_train, dt->y_train, dt->x_val, dt->y_val, dt->n_classes,
+                             c->T, c->gamma, c->reg);
+    int N = c->hyper_iters, n = dt->n_train, n_snap = n_exact_iters(c), snaps = 0;
+    bool exact_free = K >= c->T; /* the estimate is the exact hypergradient */
+    double *secs = malloc(sizeof(double) * (size_t)N);
+    ad_real *snap_lam = NULL, *snap_h = NULL;
+    int *snap_tau = malloc(sizeof(int) * (size_t)(n_snap > 0 ? n_snap : 1));
+    if (!exact_free && n_snap > 0) {
+        snap_lam = malloc(sizeof(ad_real) * (size_t)n * (size_t)n_snap);
+        snap_h = malloc(sizeof(ad_real) * (size_t)n * (size_t)n_snap);
+    }
+    if (!secs || !snap_tau || (!exact_free && n_snap > 0 && (!snap_lam || !snap_h)))
+        rc = ad_fail(AD_ENOMEM, "out of memory");
+    opt_outer o = { 0 };
+    bool have_opt = false;
+    double target = c->first_step_rms * sqrt((double)n), t_loop = now(), iter_sum = 0;
+    for (int tau = 1; tau <= N && rc == AD_OK; tau++) {
+        double t_it = now();
+        ad_value *h = NULL;
+        hg_report r;
+        rc = hg_krmd(&hc.problem, K, &h, &r);
+        if (rc != AD_OK) {
+            ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
+            break;
+        }
+        if (tau == 1) { /* η0 such that the first update has norm `target` */
+            res->eta0 = opt_outer_eta0_for_norm(OPT_ADAM, 1, &h, target);
+            rc = opt_outer_init(&o, OPT_ADAM, res->eta0, true, 1, &hc.lam);
+            have_opt = rc == AD_OK;
+        }
+        double test_acc = NAN, hnorm = norm2(h);
+        if (rc == AD_OK && dt->x_test)
+            rc = hc_evaluate(hc.w_hat, dt->x_test, dt->y_test, NULL, &test_acc);
+        hc_f1 f[N_THRESH];
+        f1_all(hc.lam, dt->corrupted, f);
+        secs[tau - 1] = r.seconds;
+        if (r.peak_tape_bytes > res->peak_tape) res->peak_tape = r.peak_tape_bytes;
+        if (rc == AD_OK && is_exact_iter(c, tau)) {
+            if (exact_free) {
+                fprintf(xcsv, "%d,%d,%.9g,%.9g,1,0,%.4f\n", K, tau, hnorm, hnorm, r.seconds);
+            } else {
+                memcpy(snap_lam + (size_t)snaps * n, hc.lam->data, sizeof(ad_real) * (size_t)n);
+                memcpy(snap_h + (size_t)snaps * n, h->data, sizeof(ad_real) * (size_t)n);
+            }
+            snap_tau[snaps++] = tau;
+        }
+        if (rc == AD_OK) rc = opt_outer_step(&o, &h);
+        if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
+        ad_value_free(h);
+        double dt_it = now() - t_it;
+        iter_sum += dt_it;
+        fprintf(csv, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.6f,%.6f,%d,%.9g,%.6f,%.6f,%zu\n", K, tau,
+                hc.val_loss, hc.val_acc, test_acc, f[0].f1, f[1].f1, f[2].f1,
+                f[MAIN_THRESH].tp + f[MAIN_THRESH].fp, hnorm, r.seconds, dt_it,
+                r.peak_tape_bytes);
+        /* ETA: this K's measured rate, scaled to the rest by the cost model. */
+        double rate = (now() - t_loop) / (tau * unit_cost(K, c->T));
+        char eta_k[32], eta_all[32];
+        double left_k = units_left(c, ctx->ki, tau) - units_left(c, ctx->ki + 1, 0);
+        fmt_duration(left_k * rate, eta_k, sizeof eta_k);
+        fmt_duration(units_left(c, ctx->ki, tau) * rate, eta_all, sizeof eta_all);
+        progress_line(&ctx->pg, tau == 1 || tau == N,
+                      PROG ": K=%d  iter %d/%d  val loss %.4f  val acc %.4f  F1(<-3) %.3f  "
+                      "%.2f s/it  ETA %s (this K), %s (all)",
+                      K, tau, N, hc.val_loss, hc.val_acc, f[MAIN_THRESH].f1, dt_it, eta_k,
+                      eta_all);
+        fflush(csv);
+    }
+    res->loop_seconds = now() - t_loop;
+    if (rc == AD_OK) { /* the final λ, after N updates: Table 2's numbers */
+        ad_value *w = NULL;
+        rc = hc_train(&hc, &w);
+        if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &res->val_loss, &res->val_acc);
+        res->test_acc = NAN;
+        if (rc == AD_OK && dt->x_test)
+            rc = hc_evaluate(w, dt->x_test, dt->y_test, NULL, &res->test_acc);
+        ad_value_free(w);
+        f1_all(hc.lam, dt->corrupted, res->f1);
+        res->sec_mean = 0;
+        for (int i = 0; i < N; i++) res->sec_mean += secs[i] / N;
+        res->iter_mean = iter_sum / N;
+        res->sec_median = cmp_median(secs, N);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        res->peak_rss_kb = ru.ru_maxrss; /* KiB on Linux; read before the exact pass */
+    }
+    progress_done(&ctx->pg);
+    /* Figure 5: exact hypergradients at the saved iterates. */
+    double t_exact = now();
+    for (int s = 0; s < snaps && rc == AD_OK && !exact_free; s++) {
+        memcpy(hc.lam->data, snap_lam + (size_t)s * n, sizeof(ad_real) * (size_t)n);
+        ad_value *d = NULL, *h = ad_tensor_from(1, &n, snap_h + (size_t)s * n);
+        hg_report r;
+        rc = h ? hg_full_rmd(&hc.problem, &d, &r) : AD_ENOMEM;
+        if (rc == AD_OK) {
+            hg_compare cm = hg_compare_grads(1, &h, &d);
+            fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, snap_tau[s], cm.norm_exact,
+                    cm.norm_est, cm.cosine, cm.rel_error, r.seconds);
+            fflush(xcsv);
+            progress_line(&ctx->pg, s + 1 == snaps,
+                          PROG ": K=%d  exact hypergradient %d/%d (iter %d): |d f| %.4g, "
+                          "cos %.4f", K, s + 1, snaps, snap_tau[s], cm.norm_exact, cm.cosine);
+        } else {
+            ad_fail_wrap(rc, "K = %d, exact hypergradient at hyper-iteration %d", K, snap_tau[s]);
+        }
+        ad_value_free(d);
+        ad_value_free(h);
+    }
+    if (snaps > 0 && !exact_free) progress_done(&ctx->pg);
+    res->exact_seconds = now() - t_exact;
+    if (have_opt) opt_outer_free(&o);
+    hc_problem_free(&hc);
+    free(secs);
+    free(snap_lam);
+    free(snap_h);
+    free(snap_tau);
+    if (fclose(csv) != 0 || fclose(xcsv) != 0)
+        if (rc == AD_OK) rc = ad_fail(AD_EIO, "%s: write failed", c->out_dir);
+    res->ok = rc == AD_OK;
+    return rc;
+}
+
+/* Runs run_k in a child and collects its result through a pipe. */
+static int run_k_forked(run_ctx *ctx, int K, k_result *res)
+{
+    int fd[2];
+    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        int rc = run_k(ctx, K, res);
+        if (rc != AD_OK) fprintf(stderr, PROG ": %s\n", ad_error());
+        const char *p = (const char *)res;
+        size_t left = sizeof *res;
+        while (left > 0) {
+            ssize_t w = write(fd[1], p, left);
+            if (w <= 0) break;
+            p += w;
+            left -= (size_t)w;
+        }
+        close(fd[1]);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc == AD_OK && left == 0 ? 0 : 1);
+    }
+    close(fd[1]);
+    char *p = (char *)res;
+    size_t got = 0;
+    while (got < sizeof *res) {
+        ssize_t r = read(fd[0], p + got, sizeof *res - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got != sizeof *res || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !res->ok) {
+        if (WIFSIGNALED(status))
+            return ad_fail(AD_EARG, "K = %d: the child process died of signal %d", K,
+                           WTERMSIG(status));
+        return ad_fail(AD_EARG, "K = %d failed (see the message above)", K);
+    }
+    return AD_OK;
+}
+
+/* ---- the table and the plots ----------------------------------------------- */
+
+static void write_table(FILE *f, const config *c, const hc_data *dt, const char *dir,
+                        const k_result *r, int n)
+{
+    fprintf(f, "Data hypercleaning on %s (%s): %d training examples (%d relabelled, %d "
+               "corrupted), %d validation, %d test; T = %d, gamma = %g, reg = %g; %d "
+               "hyper-iterations of Adam (eta0/sqrt(tau), first step norm %g*sqrt(n)); "
+               "seed %llu.\n\n",
+            c->dataset, dir, dt->n_train, dt->n_relabelled, dt->n_corrupted, dt->n_val,
+            dt->n_test, c->T, c->gamma, c->reg, c->hyper_iters, c->first_step_rms,
+            (unsigned long long)c->seed);
+    fprintf(f, "| K | Test Acc. | Val. Acc. | Val. Error | F1 (λ<−3) | F1 λ<−4 | F1 λ<−1 | "
+               "precision / recall (λ<−3) | s / hyper-iter | peak tape (MB) | peak RSS (MB) "
+               "| η0 |\n");
+    fprintf(f, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < n; i++) {
+        const k_result *k = &r[i];
+        fprintf(f, "| %d | %.2f | %.2f | %.3f | %.2f | %.2f | %.2f | %.2f / %.2f | %.3f | "
+                   "%.1f | %.0f | %.4g |\n",
+                k->K, 100 * k->test_acc, 100 * k->val_acc, k->val_loss, k->f1[1].f1,
+                k->f1[0].f1, k->f1[2].f1, k->f1[1].precision, k->f1[1].recall, k->sec_median,
+                k->peak_tape / 1e6, k->peak_rss_kb / 1024.0, k->eta0);
+    }
+    fprintf(f, "\nVal. Error is the validation cross-entropy (the outer loss f). Metrics are "
+               "at λ after the last update. s / hyper-iter is the median time of one K-RMD "
+               "hypergradient; peak RSS is the whole process's (it holds the data sets: %.0f MB "
+               "at the start of the K).\n",
+            n > 0 ? r[0].start_rss_kb / 1024.0 : 0);
+    fprintf(f, "\nThe paper (MNIST, 1000 hyper-iterations; Table 2 and App. G.1's F1 at "
+               "λ<−4 / −3 / −1):\n\n"
+               "| K | Test Acc. | Val. Acc. | Val. Error | F1 | F1 −4/−3/−1 |\n"
+               "|---:|---:|---:|---:|---:|---|\n"
+               "| 1 | 87.50 | 89.32 | 0.413 | 0.85 | 0.84/0.84/0.84 |\n"
+               "| 5 | 88.05 | 89.90 | 0.383 | 0.89 | 0.89/0.89/0.90 |\n"
+               "| 25 | 88.12 | 89.94 | 0.382 | 0.89 | 0.89/0.89/0.89 |\n"
+               "| 50 | 88.17 | 90.18 | 0.381 | 0.89 | 0.89/0.89/0.89 |\n"
+               "| 100 | 88.33 | 90.24 | 0.380 | 0.88 | 0.89/0.89/0.89 |\n");
+}
+
+static int write_summary_csv(const config *c, const k_result *r, int n)
+{
+    char path[4200];
+    FILE *f = open_out(c, "hyperclean_summary.csv", "w", path, sizeof path);
+    if (!f) return AD_EIO;
+    fprintf(f, "K,test_acc,val_acc,val_loss,f1_lt_m4,f1_lt_m3,f1_lt_m1,precision_lt_m3,"
+               "recall_lt_m3,median_s,mean_s,mean_iter_s,loop_s,exact_s,peak_tape_bytes,"
+               "peak_rss_kb,start_rss_kb,eta0\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%d,%.6f,%.6f,%.9g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f,%zu,%ld,"
+                   "%ld,%.9g\n",
+                r[i].K, r[i].test_acc, r[i].val_acc, r[i].val_loss, r[i].f1[0].f1, r[i].f1[1].f1,
+                r[i].f1[2].f1, r[i].f1[1].precision, r[i].f1[1].recall, r[i].sec_median,
+                r[i].sec_mean, r[i].iter_mean, r[i].loop_seconds, r[i].exact_seconds,
+                r[i].peak_tape, r[i].peak_rss_kb, r[i].start_rss_kb, r[i].eta0);
+    return fclose(f) == 0 ? AD_OK : ad_fail(AD_EIO, "%s: write failed", path);
+}
+
+/* One gnuplot script: `ylabel`, column `col` of `csv` against column 2,
+ * one line per K. */
+static int write_plot(const config *c, const char *name, const char *csv, int col,
+                      const char *title, const char *ylabel, bool logy, const k_result *r, int n)
+{
+    char path[4200];
+    char gp[300];
+    snprintf(gp, sizeof gp, "%s.gp", name);
+    FILE *f = open_out(c, gp, "w", path, sizeof path);
+    if (!f) return AD_EIO;
+    fprintf(f, "# Drawn by " PROG "; run `gnuplot %s` in this folder to redraw.\n", gp);
+    fprintf(f, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+               "    set terminal pngcairo size 900,600 enhanced font 'sans,11'\n"
+               "} else {\n"
+               "    set terminal png size 900,600\n"
+               "}\n");
+    fprintf(f, "set output '%s.png'\nset datafile separator ','\n", name);
+    fprintf(f, "set title '%s'\nset xlabel 'hyper-iteration'\nset ylabel '%s'\n", title, ylabel);
+    fprintf(f, "set key outside right\nset grid\n");
+    if (logy) fprintf(f, "set logscale y\nset format y '10^{%%L}'\n");
+    if (!strcmp(ylabel, "F1")) fprintf(f, "set yrange [0:1]\n");
+    fprintf(f, "plot \\\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "    '%s' skip 1 using 2:(($1 == %d) ? $%d : 1/0) with linespoints pt 7 ps "
+                   "0.4 title 'K = %d'%s\n",
+                csv, r[i].K, col, r[i].K, i + 1 < n ? ", \\" : "");
+    return fclose(f) == 0 ? AD_OK : ad_fail(AD_EIO, "%s: write failed", path);
+}
+
+static int run_gnuplot(const config *c, const char *name)
+{
+    char cmd[8600];
+    /* The folder is quoted for the shell; a single quote in it is refused. */
+    if (strchr(c->out_dir, '\''))
+        return ad_fail(AD_EARG, "--out: a folder name with a single quote cannot be plotted");
+    snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot '%s.gp'", c->out_dir, name);
+    int st = system(cmd);
+    if (st != 0)
+        return ad_fail(AD_EIO, "gnuplot failed on %s/%s.gp (status %d); is gnuplot installed "
+                       "(scripts/setup.sh)? The CSV files are written.", c->out_dir, name, st);
+    return AD_OK;
+}
+
+static int plots(const config *c, const k_result *r, int n)
+{
+    struct { const char *name, *csv, *title, *ylabel; int col; bool logy; } p[] = {
+        { "hyperclean_fig5", "hyperclean_exact.csv",
+          "Figure 5: exact hypergradient norm at the K-RMD iterates",
+          "||d_{/Symbol l} f|| (full RMD)", 3, true },
+        { "hyperclean_val_loss", "hyperclean.csv", "Validation loss (outer objective f)",
+          "validation cross-entropy", 3, false },
+        { "hyperclean_f1", "hyperclean.csv", "Flagging corrupted labels by {/Symbol l}_i < -3",
+          "F1", 7, false },
+    };
+    int rc = AD_OK;
+    for (size_t i = 0; i < sizeof p / sizeof *p && rc == AD_OK; i++) {
+        rc = write_plot(c, p[i].name, p[i].csv, p[i].col, p[i].title, p[i].ylabel, p[i].logy, r,
+                        n);
+        if (rc == AD_OK && c->plots) rc = run_gnuplot(c, p[i].name);
+    }
+    return rc;
+}
+
+/* ---- --gamma-check -------------------------------------------------------- */
+
+static int gamma_check(const config *c, const hc_data *dt)
+{
+    double lmax;
+    hc_gamma_auto(dt->x_train, dt->n_classes, c->reg, &lmax);
+    double L = 0.5 * lmax + 2 * c->reg, L0 = lmax / dt->n_classes + 2 * c->reg;
+    printf("gamma check on %d training examples: lambda_max(X^T X / n) = %.4g\n", dt->n_train,
+           lmax);
+    printf("  smoothness of g for weights <= 1: L <= lambda_max/2 + 2 reg = %.4g "
+           "(descent guaranteed for gamma < 2/L = %.4g)\n", L, 2 / L);
+    printf("  curvature at W = 0 with all weights 1: L0 = lambda_max/C + 2 reg = %.4g "
+           "(oscillation from 2/L0 = %.4g; the default gamma is 1/L0 = %.4g)\n", L0, 2 / L0,
+           1 / L0);
+    const double mult[] = { 0.5, 1, 1.5, 2, 3 };
+    const char *names[] = { "sigma=1", "sigma=U[0,1]", "sigma=0.5", "sigma=0.01" };
+    hc_problem hc;
+    double *g = malloc(sizeof(double) * (size_t)(c->T + 1));
+    if (!g) return ad_fail(AD_ENOMEM, "out of memory");
+    int rc = AD_OK;
+    printf("  %-8s %-13s %9s %9s %9s %9s  %s\n", "gamma", "weights", "g(W_0)", "g(W_10)",
+           "g(W_T/2)", "g(W_T)", "decreasing at every step?");
+    for (size_t m = 0; m < sizeof mult / sizeof *mult && rc == AD_OK; m++) {
+        for (int w = 0; w < 4 && rc == AD_OK; w++) {
+            double gamma = c->gamma * mult[m];
+            rc = hc_problem_init(&hc, dt->x_train, dt->y_train, dt->x_val, dt->y_val,
+                                 dt->n_classes, c->T, gamma, c->reg);
+            ad_rng rng;
+            ad_rng_seed(&rng, c->seed + 17);
+            for (int i = 0; i < dt->n_train && rc == AD_OK; i++) {
+                double s = w == 0 ? 1 - 1e-12 : w == 1 ? ad_rng_uniform(&rng) : w == 2 ? 0.5 : 0.01;
+                if (s < 1e-9) s = 1e-9;
+                hc.lam->data[i] = (ad_real)log(s / (1 - s));
+            }
+            if (rc == AD_OK) rc = hc_inner_curve(&hc, g);
+            if (rc == AD_OK) {
+                int ups = 0;
+                double worst = 0;
+                for (int t = 1; t <= c->T; t++)
+                    if (g[t] > g[t - 1]) {
+                        ups++;
+                        if (g[t] - g[t - 1] > worst) worst = g[t] - g[t - 1];
+                    }
+                char verdict[64];
+                if (ups)
+                    snprintf(verdict, sizeof verdict, "no: %d increases, largest %.3g", ups, worst);
+                else snprintf(verdict, sizeof verdict, "yes");
+                printf("  %-8.4g %-13s %9.4f %9.4f %9.4f %9.4f  %s\n", gamma, names[w], g[0],
+                       g[c->T < 10 ? c->T : 10], g[c->T / 2], g[c->T], verdict);
+            }
+            hc_problem_free(&hc);
+        }
+    }
+    free(g);
+    return rc;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    int prc = parse_args(argc, argv, &cfg);
+    if (prc) return prc == 1 ? 0 : 2;
+    const char *dir = data_find_dir(cfg.data_dir, cfg.dataset);
+    if (!dir) {
+        fprintf(stderr, PROG ": %s\n", ad_error());
+        if (!strcmp(cfg.dataset, "mnist"))
+            fprintf(stderr, PROG ": scripts/get-mnist.sh says where to get MNIST; or run "
+                            "--dataset fashion (Debian's dataset-fashion-mnist)\n");
+        return 1;
+    }
+    char dir_copy[4096];
+    snprintf(dir_copy, sizeof dir_copy, "%s", dir);
+    printf("dataset: %s (%s)\n", cfg.dataset, dir_copy);
+    fflush(stdout);
+    hc_data dt;
+    double t0 = now();
+    if (hc_data_load(&dt, dir_copy, cfg.n_train, cfg.n_val, cfg.corrupt, cfg.seed,
+                     !cfg.gamma_check) != AD_OK) {
+        fprintf(stderr, PROG ": %s\n", ad_error());
+        return 1;
+    }
+    fprintf(stderr, PROG ": loaded %d + %d + %d examples in %.1f s\n", dt.n_train, dt.n_val,
+            dt.n_test, now() - t0);
+    if (cfg.gamma == 0) { /* the default: 1/L0 (hc_gamma_auto) */
+        double lmax;
+        cfg.gamma = hc_gamma_auto(dt.x_train, dt.n_classes, cfg.reg, &lmax);
+        fprintf(stderr, PROG ": gamma = 1/(lambda_max(X^T X/n)/C + 2 reg) = 1/(%.4g/%d + %g) = "
+                        "%.4g\n", lmax, dt.n_classes, 2 * cfg.reg, cfg.gamma);
+    }
+    if (cfg.gamma_check) {
+        int rc = gamma_check(&cfg, &dt);
+        if (rc != AD_OK) fprintf(stderr, PROG ": %s\n", ad_error());
+        hc_data_free(&dt);
+        return rc == AD_OK ? 0 : 1;
+    }
+    int rc = make_dirs(cfg.out_dir);
+    char path[4200];
+    FILE *f = NULL;
+    if (rc == AD_OK && (f = open_out(&cfg, "hyperclean.csv", "w", path, sizeof path))) {
+        fprintf(f, "K,iter,val_loss,val_acc,test_acc,f1_lt_m4,f1_lt_m3,f1_lt_m1,flagged_lt_m3,"
+                   "hypergrad_norm,hg_seconds,iter_seconds,peak_tape_bytes\n");
+        if (fclose(f) != 0) rc = ad_fail(AD_EIO, "%s: write failed", path);
+    } else if (rc == AD_OK) {
+        rc = AD_EIO;
+    }
+    if (rc == AD_OK && (f = open_out(&cfg, "hyperclean_exact.csv", "w", path, sizeof path))) {
+        fprintf(f, "K,iter,exact_norm,estimate_norm,cosine,rel_error,seconds\n");
+        if (fclose(f) != 0) rc = ad_fail(AD_EIO, "%s: write failed", path);
+    } else if (rc == AD_OK) {
+        rc = AD_EIO;
+    }
+    if (rc != AD_OK) {
+        fprintf(stderr, PROG ": %s\n", ad_error());
+        hc_data_free(&dt);
+        return 1;
+    }
+    printf("%d training examples (%d relabelled, %d corrupted), %d validation, %d test, "
+           "d = %d; T = %d, gamma = %g, reg = %g; %d hyper-iterations per K, K = ",
+           dt.n_train, dt.n_relabelled, dt.n_corrupted, dt.n_val, dt.n_test, dt.d, cfg.T,
+           cfg.gamma, cfg.reg, cfg.hyper_iters);
+    for (int k = 0; k < cfg.nK; k++) printf("%d%s", cfg.Ks[k], k + 1 < cfg.nK ? "," : "\n");
+    printf("outputs in %s\n", cfg.out_dir);
+    fflush(stdout);
+
+    k_result res[MAX_K];
+    run_ctx ctx = { .cfg = &cfg, .dt = &dt, .pg = { .tty = isatty(2) != 0 }, .t_start = now() };
+    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) {
+        ctx.ki = k;
+        rc = cfg.fork ? run_k_forked(&ctx, cfg.Ks[k], &res[k]) : run_k(&ctx, cfg.Ks[k], &res[k]);
+        if (rc == AD_OK)
+            fprintf(stderr, PROG ": K=%d done: %.3f s per hypergradient (median), loop %.0f s, "
+                            "exact pass %.0f s, peak tape %.1f MB, peak RSS %.0f MB\n",
+                    cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,
+                    res[k].peak_tape / 1e6, res[k].peak_rss_kb / 1024.0);
+    }
+    if (rc == AD_OK) {
+        write_table(stdout, &cfg, &dt, dir_copy, res, cfg.nK);
+        FILE *t = open_out(&cfg, "hyperclean_table.md", "w", path, sizeof path);
+        if (!t) rc = AD_EIO;
+        else {
+            write_table(t, &cfg, &dt, dir_copy, res, cfg.nK);
+            if (fclose(t) != 0) rc = ad_fail(AD_EIO, "%s: write failed", path);
+        }
+    }
+    if (rc == AD_OK) rc = write_summary_csv(&cfg, res, cfg.nK);
+    if (rc == AD_OK) rc = plots(&cfg, res, cfg.nK);
+    if (rc == AD_OK)
+        printf("\nwrote %s/hyperclean{.csv,_exact.csv,_summary.csv,_table.md}%s in %.0f s\n",
+               cfg.out_dir, cfg.plots ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
+               now() - ctx.t_start);
+    else
+        fprintf(stderr, PROG ": %s\n", ad_error());
+    hc_data_free(&dt);
+    return rc == AD_OK ? 0 : 1;
+}
