@@ -164,6 +164,33 @@ static int advance(const hg_problem *p, ad_value *const *from, bool from_init, i
     return rc;
 }
 
+int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses)
+{
+    int rc = hg_problem_check(p);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "inner_solve");
+    ad_tape *tp = ad_tape_new(1);
+    if (!tp) return AD_ENOMEM;
+    hg_state st = { 0 };
+    rc = hg_state_init(tp, p, &st, true);
+    for (int t = 0; t <= p->T && rc == AD_OK; t++) {
+        if (t > 0) {
+            ad_tape_step(tp);
+            rc = hg_inner_step(tp, p, &st, t, true);
+        }
+        if (rc == AD_OK && inner_losses) {
+            ad_no_record_begin(tp);
+            ad_value *g = p->inner(tp, st.w, p->hyper, t, p->ctx);
+            ad_no_record_end(tp);
+            if (g) inner_losses[t] = g->data[0];
+            else rc = ad_fail_wrap(AD_EARG, "inner_solve: inner loss at step %d", t);
+        }
+    }
+    if (rc == AD_OK && w_hat) rc = save_list(p->n_w, st.w, w_hat, NULL);
+    if (st.w) hg_state_free(&st);
+    ad_tape_free(tp);
+    return rc;
+}
+
 /* f at a saved ŵ: fills ∇ŵ f (n_w tensors, caller-owned), ∇λ f (n_hyper)
  * and the loss. */
 static int outer_grads(const hg_problem *p, ad_value *const *w_hat, ad_value **gw, ad_value **glam,

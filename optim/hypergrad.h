@@ -98,6 +98,11 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
  * in which case the new state is a constant. */
 int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached);
 void hg_state_free(hg_state *st); /* frees the arrays (values are the tape's) */
+/* Runs the inner optimizer for T detached steps (memory of one step) and
+ * returns ŵ as n_w caller-owned tensors in w_hat (may be NULL).  When
+ * inner_losses is not NULL it receives g(w_t, λ, t) for t = 0..T (T + 1
+ * numbers): the inner loss curve, for checking a step size. */
+int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses);
 
 /* ---- estimators ----------------------------------------------------------
  * dlam: an array of n_hyper pointers that receive new caller-owned tensors

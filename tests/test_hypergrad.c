@@ -341,6 +341,24 @@ START_TEST(estimator_errors)
 }
 END_TEST
 
+START_TEST(inner_solve_matches_closed_form)
+{
+    toy t;
+    toy_init(&t, 0.5, -1, 100, 0.1, false);
+    ad_value *w;
+    double losses[101], wc[2], h[2];
+    ck_assert_int_eq(hg_inner_solve(&t.problem, &w, losses), AD_OK);
+    toy_closed_form(&t, 1, wc, h);
+    ck_assert_double_eq_tol(w->data[0], wc[0], 1e-13);
+    ck_assert_double_eq_tol(w->data[1], wc[1], 1e-13);
+    /* g(w0) = ½ (1.5² · 1 + 3² · ½) and the loss falls at every step. */
+    ck_assert_double_eq_tol(losses[0], 0.5 * (2.25 + 4.5), 1e-14);
+    for (int i = 1; i <= 100; i++) ck_assert_double_lt(losses[i], losses[i - 1]);
+    ad_value_free(w);
+    toy_free(&t);
+}
+END_TEST
+
 START_TEST(sweep_table)
 {
     toy t;
@@ -372,6 +390,7 @@ Suite *hypergrad_suite(void)
     tcase_add_test(tc, diagnostics_and_optimizers);
     tcase_add_test(tc, estimator_errors);
     tcase_add_test(tc, sweep_table);
+    tcase_add_test(tc, inner_solve_matches_closed_form);
     suite_add_tcase(s, tc);
     return s;
 }
