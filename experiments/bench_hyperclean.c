@@ -31,13 +31,12 @@
 #define _XOPEN_SOURCE 700
 
 #include <cblas.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "experiments/common.h"
 #include "experiments/data.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
@@ -224,20 +223,13 @@ static void replay_free(replay *r)
     free(r->c);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Runs every call of g once, alternating shapes as a hyper-iteration does;
  * returns the seconds. */
 static double replay_run(const replay *r, const gemm_log *g)
 {
     long left[MAX_SHAPES], total = 0;
     for (int i = 0; i < g->n; i++) total += left[i] = g->s[i].count;
-    double t0 = now();
+    double t0 = ex_now();
     while (total > 0)
         for (int i = 0; i < g->n; i++) {
             if (left[i] == 0) continue;
@@ -250,7 +242,7 @@ static double replay_run(const replay *r, const gemm_log *g)
             left[i]--;
             total--;
         }
-    return now() - t0;
+    return ex_now() - t0;
 }
 
 /* ---- flags -------------------------------------------------------------- */
@@ -276,32 +268,6 @@ static void usage(FILE *out)
 "              Fashion-MNIST; else synthetic features of the same size)\n");
 }
 
-static bool parse_ks(const char *s, config *c)
-{
-    c->nK = 0;
-    while (*s) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (errno || end == s || v < 1 || v > 100000 || c->nK == MAX_K) return false;
-        c->Ks[c->nK++] = (int)v;
-        if (*end == ',' && end[1]) end++;
-        else if (*end) return false;
-        s = end;
-    }
-    return c->nK > 0;
-}
-
-static bool parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, config *c)
 {
     *c = (config){ .Ks = { 1, 5, 25, 50, 100 }, .nK = 5, .repeats = 5, .n_train = 5000,
@@ -320,11 +286,11 @@ static int parse_args(int argc, char **argv, config *c)
             return 2;
         }
         bool ok = true;
-        if (!strcmp(a, "--K")) ok = parse_ks(v, c);
-        else if (!strcmp(a, "--repeats")) ok = parse_int(v, 1, 1000, &c->repeats);
-        else if (!strcmp(a, "--n-train")) ok = parse_int(v, 10, 60000, &c->n_train);
-        else if (!strcmp(a, "--n-val")) ok = parse_int(v, 10, 60000, &c->n_val);
-        else if (!strcmp(a, "--T")) ok = parse_int(v, 1, 100000, &c->T);
+        if (!strcmp(a, "--K")) ok = (c->nK = ex_parse_int_list(v, 1, 100000, c->Ks, MAX_K)) > 0;
+        else if (!strcmp(a, "--repeats")) ok = ex_parse_int(v, 1, 1000, &c->repeats);
+        else if (!strcmp(a, "--n-train")) ok = ex_parse_int(v, 10, 60000, &c->n_train);
+        else if (!strcmp(a, "--n-val")) ok = ex_parse_int(v, 10, 60000, &c->n_val);
+        else if (!strcmp(a, "--T")) ok = ex_parse_int(v, 1, 100000, &c->T);
         else if (!strcmp(a, "--data")) c->data_dir = v;
         else if (!strcmp(a, "--dataset")) {
             ok = !strcmp(v, "mnist") || !strcmp(v, "fashion");
@@ -380,17 +346,6 @@ static int load(const config *c, hc_data *dt, char *what, size_t len)
     for (int i = 0; i < dt->n_train; i++) dt->y_train->data[i] = (ad_real)(i % 10);
     for (int i = 0; i < dt->n_val; i++) dt->y_val->data[i] = (ad_real)(i % 10);
     return AD_OK;
-}
-
-static double median(double *x, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -469,9 +424,9 @@ int main(int argc, char **argv)
             k_row *r = &rows[k];
             ad_value *h = NULL;
             hg_report report;
-            double t0 = now();
+            double t0 = ex_now();
             rc = hg_krmd(&hc.problem, r->K, &h, &report);
-            r->secs[rep] = now() - t0;
+            r->secs[rep] = ex_now() - t0;
             ad_value_free(h);
             if (rc == AD_OK && report.peak_tape_bytes > r->peak_tape)
                 r->peak_tape = report.peak_tape_bytes;
@@ -487,8 +442,8 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", ad_error());
     } else {
         for (int k = 0; k < c.nK; k++) {
-            rows[k].median_s = median(rows[k].secs, c.repeats);
-            rows[k].gemm_only_s = median(rows[k].gemm_secs, c.repeats);
+            rows[k].median_s = ex_median(rows[k].secs, c.repeats);
+            rows[k].gemm_only_s = ex_median(rows[k].gemm_secs, c.repeats);
         }
         if (c.csv) {
             printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes\n");

@@ -147,4 +147,59 @@ int data_features(const data_images *im, const int *idx, int n, bool add_bias,
 int data_one_hot(const data_labels *lb, const int *idx, int n, int n_classes,
                  ad_real *out);
 
+/* ---- building blocks the loaders share ------------------------------------
+ * Defined in data_idx.c and used by data_cifar.c and data_omniglot.c too; a
+ * program has no need of them. */
+
+/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
+char *data_join(const char *dir, const char *name);
+/* Whether path can be opened for reading. */
+bool data_file_exists(const char *path);
+/* AD_OK when n >= 0 and every index lies in [0, limit) (with idx NULL, the
+ * indices are 0..n-1); otherwise AD_EARG with a message starting "who: ". */
+int data_check_idx(const char *who, const int *idx, int n, int limit);
+
+/* A file read through zlib, so that a gzipped file and its unpacked copy
+ * read the same; zlib also checks the gzip checksum at the end.
+ *
+ *     data_gz f;
+ *     if (data_gz_open(&f, path) != AD_OK) return ...;   // message set
+ *     size_t got;
+ *     data_gz_stop why = data_gz_read(&f, buf, len, &got);
+ *     if (why != DATA_GZ_END && why != DATA_GZ_TRUNCATED)
+ *         rc = data_gz_fail(&f, why, "pixels");            // before the close
+ *     data_gz_close(&f);
+ */
+struct gzFile_s; /* zlib's gzFile points to one */
+
+/* Why a read returned fewer bytes than asked, or DATA_GZ_END if it did
+ * not. */
+typedef enum data_gz_stop {
+    DATA_GZ_END,       /* all bytes read, or a clean end of file */
+    DATA_GZ_TRUNCATED, /* the gzip stream stops in the middle */
+    DATA_GZ_CORRUPT,   /* bad deflate data, bad checksum, bad gzip header */
+    DATA_GZ_IO,        /* the operating system failed to read */
+    DATA_GZ_NOMEM,     /* zlib ran out of memory */
+} data_gz_stop;
+
+typedef struct data_gz {
+    struct gzFile_s *gz;
+    const char *path; /* for messages; not owned */
+    const char *zmsg; /* zlib's message after a failed read; valid until the close */
+    int sys_errno;    /* errno after a failed read */
+} data_gz;
+
+/* AD_OK, or AD_EIO "PATH: cannot open: ..." (AD_ENOMEM when zlib could not
+ * allocate). */
+int data_gz_open(data_gz *f, const char *path);
+/* Reads up to len bytes into buf; *got says how many arrived.  DATA_GZ_END
+ * when all len arrived or the file ended cleanly before. */
+data_gz_stop data_gz_read(data_gz *f, void *buf, size_t len, size_t *got);
+/* The message for a read that failed (DATA_GZ_IO, _NOMEM or _CORRUPT; the
+ * callers word a truncation themselves, knowing how much arrived): "PATH:
+ * read error while reading the PART: ...", or without PART (NULL) "PATH:
+ * read error: ...".  Returns the status. */
+int data_gz_fail(const data_gz *f, data_gz_stop why, const char *part);
+void data_gz_close(data_gz *f);
+
 #endif

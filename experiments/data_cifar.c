@@ -8,59 +8,36 @@
  * labels and pixels.
  *
  * Size letters: n images, P = 3072 pixel bytes, R = 3073 record bytes. */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
-
+#include "experiments/data.h"
 #include "experiments/data_meta.h"
 
 enum {
     CF_P = DATA_CIFAR_PIXELS,
     CF_R = DATA_CIFAR_RECORD,
-    CF_CHUNK = 1 << 20,       /* gzread takes an unsigned length */
-    CF_GZBUF = 1 << 17,       /* zlib buffer: fewer system calls */
     CF_FIRST_ALLOC = 1 << 24, /* doubles as data arrive */
 };
 
 /* ---- reading the whole stream ------------------------------------------- */
 
-/* zlib's reason for a failure, without the "path: " it puts in front. */
-static const char *cf_zlib_reason(const char *path, const char *m)
+/* Doubles the buffer *buf of *cap bytes (CIFAR files are not larger than
+ * DATA_CIFAR_MAX_BYTES unpacked: past that it is not one). */
+static int cf_grow(const char *path, unsigned char **buf, size_t *cap, size_t got)
 {
-    size_t len = strlen(path);
-    if (!m)
-        return "unknown zlib error";
-    if (strncmp(m, path, len) == 0 && strncmp(m + len, ": ", 2) == 0)
-        m += len + 2;
-    return m;
-}
-
-/* After gzread returned r <= 0: AD_OK for a clean end of file, else the
- * failure.  *truncated says the gzip stream stopped before its end. */
-static int cf_classify(gzFile gz, const char *path, int sys_errno, bool *truncated)
-{
-    int err;
-    const char *msg = gzerror(gz, &err);
-    *truncated = false;
-    switch (err) {
-    case Z_OK:
-        return AD_OK;
-    case Z_BUF_ERROR:
-        *truncated = true;
-        return AD_OK; /* worded by the caller, which knows how much arrived */
-    case Z_ERRNO:
-        return ad_fail(AD_EIO, "%s: read error: %s", path, strerror(sys_errno));
-    case Z_MEM_ERROR:
-        return ad_fail(AD_ENOMEM, "%s: out of memory while reading", path);
-    default:
-        return ad_fail(AD_EFORMAT, "%s: corrupt gzip stream: %s", path,
-                       cf_zlib_reason(path, msg));
-    }
+    if (*cap >= DATA_CIFAR_MAX_BYTES)
+        return ad_fail(AD_EFORMAT, "%s: more than %zu bytes unpacked: not a "
+                       "CIFAR file", path, (size_t)DATA_CIFAR_MAX_BYTES);
+    unsigned char *nb = realloc(*buf, 2 * *cap);
+    if (!nb)
+        return ad_fail(AD_ENOMEM, "%s: out of memory after %zu bytes", path, got);
+    *buf = nb;
+    *cap *= 2;
+    return AD_OK;
 }
 
 /* Reads all of path (gunzipped if gzipped) into *out (caller frees). */
@@ -68,44 +45,27 @@ static int cf_read_all(const char *path, unsigned char **out, size_t *len)
 {
     *out = NULL;
     *len = 0;
-    errno = 0;
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) {
-        if (errno == 0)
-            return ad_fail(AD_ENOMEM, "%s: out of memory opening the file", path);
-        return ad_fail(AD_EIO, "%s: cannot open: %s", path, strerror(errno));
-    }
-    gzbuffer(gz, CF_GZBUF);
+    data_gz f;
+    int rc = data_gz_open(&f, path);
+    if (rc != AD_OK)
+        return rc;
     size_t cap = CF_FIRST_ALLOC, got = 0;
     unsigned char *buf = malloc(cap);
-    int rc = buf ? AD_OK : ad_fail(AD_ENOMEM, "%s: out of memory", path);
-    bool truncated = false;
+    rc = buf ? AD_OK : ad_fail(AD_ENOMEM, "%s: out of memory", path);
+    data_gz_stop why = DATA_GZ_END;
     while (rc == AD_OK) {
-        if (got == cap) {
-            if (cap >= DATA_CIFAR_MAX_BYTES) {
-                rc = ad_fail(AD_EFORMAT, "%s: more than %zu bytes unpacked: not a "
-                             "CIFAR file", path, (size_t)DATA_CIFAR_MAX_BYTES);
-                break;
-            }
-            unsigned char *nb = realloc(buf, 2 * cap);
-            if (!nb) {
-                rc = ad_fail(AD_ENOMEM, "%s: out of memory after %zu bytes", path, got);
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t want = cap - got < CF_CHUNK ? cap - got : CF_CHUNK;
-        errno = 0;
-        int r = gzread(gz, buf + got, (unsigned)want);
-        if (r <= 0) {
-            rc = cf_classify(gz, path, errno, &truncated);
+        if (got == cap && (rc = cf_grow(path, &buf, &cap, got)) != AD_OK)
             break;
-        }
-        got += (size_t)r;
+        size_t n;
+        why = data_gz_read(&f, buf + got, cap - got, &n);
+        got += n;
+        if (why != DATA_GZ_END || got < cap)
+            break; /* end of file or a failure: judged below */
     }
-    gzclose(gz);
-    if (rc == AD_OK && truncated)
+    if (rc == AD_OK && why != DATA_GZ_END && why != DATA_GZ_TRUNCATED)
+        rc = data_gz_fail(&f, why, NULL); /* before the close: it quotes zlib */
+    data_gz_close(&f);
+    if (rc == AD_OK && why == DATA_GZ_TRUNCATED)
         rc = ad_fail(AD_EFORMAT, "%s: truncated gzip stream: it ends after %zu "
                      "unpacked bytes (%zu whole records), before its checksum", path,
                      got, got / CF_R);
@@ -165,16 +125,6 @@ int data_cifar_read(const char *path, data_cifar *out)
     return AD_OK;
 }
 
-/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
-static char *cf_join(const char *dir, const char *name)
-{
-    size_t len = strlen(dir) + 1 + strlen(name) + 1;
-    char *p = malloc(len);
-    if (p)
-        snprintf(p, len, "%s/%s", dir, name);
-    return p;
-}
-
 int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
 {
     if (!train || !test)
@@ -183,7 +133,7 @@ int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
     memset(test, 0, sizeof *test);
     if (!dir)
         return ad_fail(AD_EARG, "data_cifar_load: dir is NULL");
-    char *tr = cf_join(dir, DATA_CIFAR_TRAIN), *te = cf_join(dir, DATA_CIFAR_TEST);
+    char *tr = data_join(dir, DATA_CIFAR_TRAIN), *te = data_join(dir, DATA_CIFAR_TEST);
     int rc = tr && te ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
     if (rc == AD_OK)
         rc = data_cifar_read(tr, train);
@@ -209,20 +159,6 @@ void data_cifar_free(data_cifar *c)
 
 /* ---- public: features --------------------------------------------------- */
 
-/* Checks n and, when given, every index against [0, limit). */
-static int cf_check_idx(const char *who, const int *idx, int n, int limit)
-{
-    if (n < 0)
-        return ad_fail(AD_EARG, "%s: n = %d < 0", who, n);
-    if (!idx && n > limit)
-        return ad_fail(AD_EARG, "%s: n = %d but there are only %d", who, n, limit);
-    for (int k = 0; idx && k < n; k++)
-        if (idx[k] < 0 || idx[k] >= limit)
-            return ad_fail(AD_EARG, "%s: idx[%d] = %d is outside 0..%d", who, k,
-                           idx[k], limit - 1);
-    return AD_OK;
-}
-
 int data_cifar_moments(const data_cifar *c, const int *idx, int n, double *mean,
                        double *std)
 {
@@ -230,7 +166,7 @@ int data_cifar_moments(const data_cifar *c, const int *idx, int n, double *mean,
         return ad_fail(AD_EARG, "data_cifar_moments: NULL data or output");
     if (n < 1)
         return ad_fail(AD_EARG, "data_cifar_moments: n = %d < 1", n);
-    int rc = cf_check_idx("data_cifar_moments", idx, n, c->n);
+    int rc = data_check_idx("data_cifar_moments", idx, n, c->n);
     if (rc != AD_OK)
         return rc;
     /* Two passes (mean, then squared deviations): no cancellation. */
@@ -264,7 +200,7 @@ int data_cifar_features(const data_cifar *c, const int *idx, int n, const double
     if (!mean != !std)
         return ad_fail(AD_EARG, "data_cifar_features: give both mean and std, or "
                        "neither");
-    int rc = cf_check_idx("data_cifar_features", idx, n, c->n);
+    int rc = data_check_idx("data_cifar_features", idx, n, c->n);
     if (rc != AD_OK)
         return rc;
     size_t d = CF_P + (add_bias ? 1 : 0);
@@ -283,7 +219,7 @@ int data_cifar_labels(const data_cifar *c, const int *idx, int n, int *y)
 {
     if (!c || (n > 0 && (!y || !c->labels)))
         return ad_fail(AD_EARG, "data_cifar_labels: NULL data or output");
-    int rc = cf_check_idx("data_cifar_labels", idx, n, c->n);
+    int rc = data_check_idx("data_cifar_labels", idx, n, c->n);
     if (rc != AD_OK)
         return rc;
     for (int k = 0; k < n; k++)

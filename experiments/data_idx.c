@@ -7,6 +7,10 @@
  * finally reads on to the end of the file, which both catches trailing bytes
  * and makes zlib verify the gzip checksum.
  *
+ * The zlib reader and the folder search here serve the other loaders too:
+ * data_cifar.c reads its records through data_gz_*, and data_meta_find_dir
+ * (Omniglot, CIFAR-10) runs the same search as data_find_dir.
+ *
  * Size letters: n images (or labels), each rows x cols bytes; d features. */
 #include <errno.h>
 #include <limits.h>
@@ -18,6 +22,7 @@
 #include <zlib.h>
 
 #include "experiments/data.h"
+#include "experiments/data_meta.h"
 
 enum {
     IDX_TYPE_UBYTE = 0x08,
@@ -26,33 +31,17 @@ enum {
     /* gzread takes an unsigned length; reading in bounded chunks also keeps
      * the byte count in error messages close to the truth, since zlib
      * reports 0 bytes for a call that fails half way. */
-    IDX_CHUNK = 1 << 20,
+    GZ_CHUNK = 1 << 20,
     /* A larger zlib buffer than its 8 KiB default: fewer system calls. */
-    IDX_GZBUF = 1 << 17,
+    GZ_BUF = 1 << 17,
     /* The first allocation for a payload; it doubles up to the promised
      * size as data arrive. */
     IDX_FIRST_ALLOC = 1 << 24,
 };
 
-/* ---- one open file ------------------------------------------------------ */
+/* ---- reading through zlib (shared with data_cifar.c; see data.h) ------- */
 
-/* Why a read returned fewer bytes than asked, or IDX_END if it did not. */
-typedef enum idx_stop {
-    IDX_END,          /* all bytes read, or a clean end of file */
-    IDX_GZ_TRUNCATED, /* the gzip stream stops in the middle */
-    IDX_GZ_CORRUPT,   /* bad deflate data, bad checksum, bad gzip header */
-    IDX_IO,           /* the operating system failed to read */
-    IDX_NOMEM,        /* zlib ran out of memory */
-} idx_stop;
-
-typedef struct idx_file {
-    gzFile gz;
-    const char *path;   /* for messages; not owned */
-    const char *zmsg;   /* zlib's message after a failed read */
-    int sys_errno;      /* errno after a failed read */
-} idx_file;
-
-static int idx_open(idx_file *f, const char *path)
+int data_gz_open(data_gz *f, const char *path)
 {
     memset(f, 0, sizeof *f);
     f->path = path;
@@ -64,11 +53,11 @@ static int idx_open(idx_file *f, const char *path)
             return ad_fail(AD_ENOMEM, "%s: out of memory opening the file", path);
         return ad_fail(AD_EIO, "%s: cannot open: %s", path, strerror(errno));
     }
-    gzbuffer(f->gz, IDX_GZBUF);
+    gzbuffer(f->gz, GZ_BUF);
     return AD_OK;
 }
 
-static void idx_close(idx_file *f)
+void data_gz_close(data_gz *f)
 {
     if (f->gz)
         gzclose(f->gz);
@@ -76,40 +65,38 @@ static void idx_close(idx_file *f)
 }
 
 /* After a short read: was it the end of the file, or a failure? */
-static idx_stop idx_classify(idx_file *f, int sys_errno)
+static data_gz_stop gz_classify(data_gz *f, int sys_errno)
 {
     int err;
     const char *msg = gzerror(f->gz, &err);
     f->zmsg = msg;
     f->sys_errno = sys_errno;
     switch (err) {
-    case Z_OK: return IDX_END;
-    case Z_BUF_ERROR: return IDX_GZ_TRUNCATED;
-    case Z_ERRNO: return IDX_IO;
-    case Z_MEM_ERROR: return IDX_NOMEM;
-    default: return IDX_GZ_CORRUPT;
+    case Z_OK: return DATA_GZ_END;
+    case Z_BUF_ERROR: return DATA_GZ_TRUNCATED;
+    case Z_ERRNO: return DATA_GZ_IO;
+    case Z_MEM_ERROR: return DATA_GZ_NOMEM;
+    default: return DATA_GZ_CORRUPT;
     }
 }
 
-/* Reads up to len bytes into buf; *got says how many arrived.  Returns
- * IDX_END when all len arrived or the file ended cleanly before. */
-static idx_stop idx_read(idx_file *f, void *buf, size_t len, size_t *got)
+data_gz_stop data_gz_read(data_gz *f, void *buf, size_t len, size_t *got)
 {
     unsigned char *p = buf;
     *got = 0;
     while (*got < len) {
-        size_t want = len - *got < IDX_CHUNK ? len - *got : IDX_CHUNK;
+        size_t want = len - *got < GZ_CHUNK ? len - *got : GZ_CHUNK;
         errno = 0;
         int r = gzread(f->gz, p + *got, (unsigned)want);
         if (r <= 0)
-            return idx_classify(f, errno);
+            return gz_classify(f, errno);
         *got += (size_t)r;
     }
-    return IDX_END;
+    return DATA_GZ_END;
 }
 
 /* zlib's reason for a failure, without the "path: " it puts in front. */
-static const char *idx_zlib_reason(const idx_file *f)
+static const char *gz_zlib_reason(const data_gz *f)
 {
     const char *m = f->zmsg ? f->zmsg : "unknown zlib error";
     size_t len = strlen(f->path);
@@ -118,23 +105,22 @@ static const char *idx_zlib_reason(const idx_file *f)
     return m;
 }
 
-/* The message for a read that failed (anything but IDX_END and
- * IDX_GZ_TRUNCATED, which the callers word themselves); `part` says what was
- * being read: "header", "pixels", "labels", "end of the file". */
-static int idx_fail_read(const idx_file *f, idx_stop why, const char *part)
+int data_gz_fail(const data_gz *f, data_gz_stop why, const char *part)
 {
     switch (why) {
-    case IDX_IO:
-        return ad_fail(AD_EIO, "%s: read error while reading the %s: %s",
-                       f->path, part, strerror(f->sys_errno));
-    case IDX_NOMEM:
-        return ad_fail(AD_ENOMEM, "%s: out of memory while reading the %s",
-                       f->path, part);
+    case DATA_GZ_IO:
+        if (part)
+            return ad_fail(AD_EIO, "%s: read error while reading the %s: %s", f->path, part,
+                           strerror(f->sys_errno));
+        return ad_fail(AD_EIO, "%s: read error: %s", f->path, strerror(f->sys_errno));
+    case DATA_GZ_NOMEM:
+        return ad_fail(AD_ENOMEM, "%s: out of memory while reading%s%s", f->path,
+                       part ? " the " : "", part ? part : "");
     default:
         /* No "while reading the ..." here: zlib inflates ahead of what was
          * asked, so the damage may lie anywhere after the bytes read. */
         return ad_fail(AD_EFORMAT, "%s: corrupt gzip stream: %s", f->path,
-                       idx_zlib_reason(f));
+                       gz_zlib_reason(f));
     }
 }
 
@@ -226,37 +212,37 @@ static int idx_check_dims(const char *path, const unsigned char *b, idx_header *
 }
 
 /* The message for a header that stops after `got` of its `need` bytes. */
-static int idx_fail_short_header(const idx_file *f, int want_rank, size_t need,
-                                 size_t got, idx_stop why)
+static int idx_fail_short_header(const data_gz *f, int want_rank, size_t need,
+                                 size_t got, data_gz_stop why)
 {
-    if (got == 0 && why == IDX_END)
+    if (got == 0 && why == DATA_GZ_END)
         return ad_fail(AD_EFORMAT, "%s: empty file: not an IDX file", f->path);
     return ad_fail(AD_EFORMAT, "%s: truncated header: an IDX %s header is %zu "
                    "bytes, found %zu%s", f->path,
                    want_rank == IDX_RANK_IMAGES ? "images" : "labels", need, got,
-                   why == IDX_GZ_TRUNCATED ? " (the gzip stream ends early)" : "");
+                   why == DATA_GZ_TRUNCATED ? " (the gzip stream ends early)" : "");
 }
 
 /* Reads and checks the header: 4 magic bytes, then want_rank extents.  The
  * magic is checked before the extents are read, so that a file of the wrong
  * kind is called that, not "truncated". */
-static int idx_read_header(idx_file *f, int want_rank, idx_header *h)
+static int idx_read_header(data_gz *f, int want_rank, idx_header *h)
 {
     unsigned char b[4 + 4 * IDX_RANK_IMAGES];
     size_t need = 4 + 4 * (size_t)want_rank, got, more = 0;
 
-    idx_stop why = idx_read(f, b, 4, &got);
-    if (why != IDX_END && why != IDX_GZ_TRUNCATED)
-        return idx_fail_read(f, why, "header");
+    data_gz_stop why = data_gz_read(f, b, 4, &got);
+    if (why != DATA_GZ_END && why != DATA_GZ_TRUNCATED)
+        return data_gz_fail(f, why, "header");
     if (got < 4)
         return idx_fail_short_header(f, want_rank, need, got, why);
     int rc = idx_check_magic(f->path, b, want_rank);
     if (rc != AD_OK)
         return rc;
 
-    why = idx_read(f, b + 4, need - 4, &more);
-    if (why != IDX_END && why != IDX_GZ_TRUNCATED)
-        return idx_fail_read(f, why, "header");
+    why = data_gz_read(f, b + 4, need - 4, &more);
+    if (why != DATA_GZ_END && why != DATA_GZ_TRUNCATED)
+        return data_gz_fail(f, why, "header");
     if (got + more < need)
         return idx_fail_short_header(f, want_rank, need, got + more, why);
     h->rank = want_rank;
@@ -266,13 +252,13 @@ static int idx_read_header(idx_file *f, int want_rank, idx_header *h)
 /* ---- the payload -------------------------------------------------------- */
 
 /* Reads exactly h->payload bytes into a new buffer (*out, caller frees). */
-static int idx_read_payload(idx_file *f, const idx_header *h, const char *part,
+static int idx_read_payload(data_gz *f, const idx_header *h, const char *part,
                             unsigned char **out)
 {
     size_t cap = h->payload < IDX_FIRST_ALLOC ? h->payload : IDX_FIRST_ALLOC;
     size_t got = 0;
     unsigned char *buf = malloc(cap);
-    idx_stop why = IDX_END;
+    data_gz_stop why = DATA_GZ_END;
     *out = NULL;
     if (!buf)
         return ad_fail(AD_ENOMEM, "%s: out of memory for %s", f->path, h->desc);
@@ -288,20 +274,20 @@ static int idx_read_payload(idx_file *f, const idx_header *h, const char *part,
             cap = ncap;
         }
         size_t n;
-        why = idx_read(f, buf + got, cap - got, &n);
+        why = data_gz_read(f, buf + got, cap - got, &n);
         got += n;
-        if (why != IDX_END || got < cap)
+        if (why != DATA_GZ_END || got < cap)
             break; /* end of file or a failure: judged below */
     }
-    if (why != IDX_END && why != IDX_GZ_TRUNCATED) {
+    if (why != DATA_GZ_END && why != DATA_GZ_TRUNCATED) {
         free(buf);
-        return idx_fail_read(f, why, part);
+        return data_gz_fail(f, why, part);
     }
     if (got < h->payload) {
         free(buf);
         return ad_fail(AD_EFORMAT, "%s: truncated: header says %s, found %zu%s",
                        f->path, h->desc, got,
-                       why == IDX_GZ_TRUNCATED ? " (the gzip stream ends early)" : "");
+                       why == DATA_GZ_TRUNCATED ? " (the gzip stream ends early)" : "");
     }
     *out = buf;
     return AD_OK;
@@ -309,20 +295,20 @@ static int idx_read_payload(idx_file *f, const idx_header *h, const char *part,
 
 /* Reads on to the end: an IDX file holds nothing after its payload.  This
  * read is also where zlib checks the gzip trailer (CRC-32 and length). */
-static int idx_check_end(idx_file *f, const idx_header *h)
+static int idx_check_end(data_gz *f, const idx_header *h)
 {
     unsigned char scratch[4096];
     size_t extra = 0, n;
-    idx_stop why;
+    data_gz_stop why;
     do {
-        why = idx_read(f, scratch, sizeof scratch, &n);
+        why = data_gz_read(f, scratch, sizeof scratch, &n);
         extra += n;
-    } while (why == IDX_END && n == sizeof scratch);
-    if (why == IDX_GZ_TRUNCATED && extra == 0)
+    } while (why == DATA_GZ_END && n == sizeof scratch);
+    if (why == DATA_GZ_TRUNCATED && extra == 0)
         return ad_fail(AD_EFORMAT, "%s: truncated gzip stream: it ends before its "
                        "checksum, so the data cannot be trusted", f->path);
-    if (why != IDX_END && why != IDX_GZ_TRUNCATED)
-        return idx_fail_read(f, why, "end of the file");
+    if (why != DATA_GZ_END && why != DATA_GZ_TRUNCATED)
+        return data_gz_fail(f, why, "end of the file");
     if (extra > 0)
         return ad_fail(AD_EFORMAT, "%s: trailing bytes: header says %s, found %zu "
                        "more after them", f->path, h->desc, extra);
@@ -333,11 +319,11 @@ static int idx_check_end(idx_file *f, const idx_header *h)
 static int idx_read_file(const char *path, int want_rank, idx_header *h,
                          unsigned char **data)
 {
-    idx_file f;
+    data_gz f;
     *data = NULL;
     if (!path)
         return ad_fail(AD_EARG, "data_idx_read: path is NULL");
-    int rc = idx_open(&f, path);
+    int rc = data_gz_open(&f, path);
     if (rc != AD_OK)
         return rc;
     rc = idx_read_header(&f, want_rank, h);
@@ -351,7 +337,7 @@ static int idx_read_file(const char *path, int want_rank, idx_header *h,
             *data = NULL;
         }
     }
-    idx_close(&f);
+    data_gz_close(&f);
     return rc;
 }
 
@@ -407,8 +393,7 @@ void data_labels_free(data_labels *lb)
 
 /* ---- public: the four standard files ------------------------------------ */
 
-/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
-static char *data_join(const char *dir, const char *name)
+char *data_join(const char *dir, const char *name)
 {
     size_t len = strlen(dir) + 1 + strlen(name) + 1;
     char *p = malloc(len);
@@ -417,7 +402,7 @@ static char *data_join(const char *dir, const char *name)
     return p;
 }
 
-static bool data_file_exists(const char *path)
+bool data_file_exists(const char *path)
 {
     FILE *fp = fopen(path, "rb");
     if (fp)
@@ -507,6 +492,17 @@ void data_mnist_free(data_mnist *m)
 
 /* ---- public: finding the data ------------------------------------------- */
 
+/* Both finders here, data_find_dir (data.h) and data_meta_find_dir
+ * (data_meta.h), run one search: --data as given, else
+ * $HYPERTAPE_DATA + env_sub, else a fixed fallback folder; a candidate
+ * counts when it holds the dataset's probe file. */
+typedef struct data_where {
+    const char *env_sub;  /* "/mnist": appended to $HYPERTAPE_DATA */
+    const char *fallback; /* "../shared/data/mnist" */
+    const char *probe;    /* the file that must be there */
+    bool unpacked_ok;     /* the probe without its ".gz" counts too */
+} data_where;
+
 /* Appends to a message being built in a fixed buffer (truncating quietly). */
 static void data_note(char *msg, size_t len, const char *fmt, const char *a,
                       const char *b)
@@ -516,23 +512,40 @@ static void data_note(char *msg, size_t len, const char *fmt, const char *a,
         snprintf(msg + used, len - used, fmt, a, b);
 }
 
-/* Writes prefix + suffix into buf if it fits and the directory holds the
- * training images (gzipped or not); says why not in msg. */
+/* Writes prefix + suffix into buf if it fits and that folder holds the
+ * probe file; says why not in msg. */
 static bool data_try_dir(char *buf, size_t len, const char *prefix, const char *suffix,
-                         char *msg, size_t msg_len)
+                         const data_where *w, char *msg, size_t msg_len)
 {
     int n = snprintf(buf, len, "%s%s", prefix, suffix);
     if (n < 0 || (size_t)n >= len) {
         data_note(msg, msg_len, "; %s%s (path too long)", prefix, suffix);
         return false;
     }
-    char *path = data_std_path(buf, DATA_MNIST_TRAIN_IMAGES);
+    char *path = w->unpacked_ok ? data_std_path(buf, w->probe) : data_join(buf, w->probe);
     bool ok = path && data_file_exists(path);
     free(path);
     if (!ok)
-        data_note(msg, msg_len, "; %s%s (no " DATA_MNIST_TRAIN_IMAGES " there)",
-                  prefix, suffix);
+        data_note(msg, msg_len, "; %s (no %s there)", buf, w->probe);
     return ok;
+}
+
+/* The search after --data: found (len bytes) receives the first candidate
+ * that holds the probe; otherwise NULL, and tried lists every candidate
+ * with why it failed, each after "; ". */
+static const char *data_search(const data_where *w, char *found, size_t len, char *tried,
+                               size_t tried_len)
+{
+    const char *root = getenv("HYPERTAPE_DATA");
+    if (root && root[0]) {
+        if (data_try_dir(found, len, root, w->env_sub, w, tried, tried_len))
+            return found;
+    } else {
+        data_note(tried, tried_len, "; %s%s", "$HYPERTAPE_DATA", " (not set)");
+    }
+    if (data_try_dir(found, len, w->fallback, "", w, tried, tried_len))
+        return found;
+    return NULL;
 }
 
 const char *data_find_dir(const char *flag_dir, const char *dataset)
@@ -556,24 +569,49 @@ const char *data_find_dir(const char *flag_dir, const char *dataset)
                 "fashion)", dataset);
         return NULL;
     }
-
-    const char *root = getenv("HYPERTAPE_DATA");
-    if (root && root[0]) {
-        if (data_try_dir(found, sizeof found, root,
-                         fashion ? "/fashion-mnist" : "/mnist", tried, sizeof tried))
-            return found;
-    } else {
-        data_note(tried, sizeof tried, "; %s%s", "$HYPERTAPE_DATA", " (not set)");
-    }
-    const char *fallback = fashion ? "/usr/share/datasets/fashion-mnist"
-                                   : "../shared/data/mnist";
-    if (data_try_dir(found, sizeof found, fallback, "", tried, sizeof tried))
+    const data_where w = {
+        .env_sub = fashion ? "/fashion-mnist" : "/mnist",
+        .fallback = fashion ? "/usr/share/datasets/fashion-mnist" : "../shared/data/mnist",
+        .probe = DATA_MNIST_TRAIN_IMAGES,
+        .unpacked_ok = true,
+    };
+    if (data_search(&w, found, sizeof found, tried, sizeof tried))
         return found;
-
     ad_fail(AD_EIO, "no %s data found (tried: %s); pass --data DIR, set "
             "HYPERTAPE_DATA to the data root, or %s", dataset, tried + 2,
             fashion ? "install Debian's dataset-fashion-mnist"
                     : "fetch the files with scripts/get-mnist.sh --download DIR");
+    return NULL;
+}
+
+const char *data_meta_find_dir(const char *flag_dir, const char *dataset)
+{
+    static _Thread_local char found[4096];
+    char tried[1024] = "";
+    data_where w;
+
+    if (flag_dir && flag_dir[0])
+        return flag_dir;
+    if (!dataset) {
+        ad_fail(AD_EARG, "data_meta_find_dir: dataset is NULL");
+        return NULL;
+    }
+    if (strcmp(dataset, "omniglot") == 0)
+        w = (data_where){ .env_sub = "/omniglot", .fallback = "../shared/data/omniglot",
+                          .probe = DATA_OMNIGLOT_BACKGROUND };
+    else if (strcmp(dataset, "cifar") == 0)
+        w = (data_where){ .env_sub = "/cifar", .fallback = "../shared/data/cifar",
+                          .probe = DATA_CIFAR_TEST };
+    else {
+        ad_fail(AD_EARG, "data_meta_find_dir: unknown dataset '%s' (expected omniglot "
+                "or cifar)", dataset);
+        return NULL;
+    }
+    if (data_search(&w, found, sizeof found, tried, sizeof tried))
+        return found;
+    ad_fail(AD_EIO, "no %s data found (tried: %s); pass --data DIR or set "
+            "HYPERTAPE_DATA to the data root (the folder holding %s/)", dataset,
+            tried + 2, dataset);
     return NULL;
 }
 
@@ -584,8 +622,7 @@ int data_feature_dim(const data_images *im, bool add_bias)
     return im->rows * im->cols + (add_bias ? 1 : 0);
 }
 
-/* Checks n and, when given, every index against [0, limit). */
-static int data_check_idx(const char *who, const int *idx, int n, int limit)
+int data_check_idx(const char *who, const int *idx, int n, int limit)
 {
     if (n < 0)
         return ad_fail(AD_EARG, "%s: n = %d < 0", who, n);

@@ -62,7 +62,8 @@
  * file (images_background.zip, cifar10_test_jpeg.bin.gz).  Returns flag_dir,
  * or a thread-local buffer that the next call on this thread overwrites, or
  * NULL with a message listing every place tried (AD_EIO) or naming an
- * unknown dataset (AD_EARG). */
+ * unknown dataset (AD_EARG).  (Defined in data_idx.c, beside data_find_dir:
+ * the two run the same search.) */
 const char *data_meta_find_dir(const char *flag_dir, const char *dataset);
 
 /* ---- Omniglot ----------------------------------------------------------- */

@@ -48,6 +48,7 @@
 #include <stb_image.h>
 #include <zip.h>
 
+#include "experiments/data.h"
 #include "experiments/data_meta.h"
 
 enum {
@@ -607,16 +608,6 @@ int data_omniglot_read_zip(const char *path, int size, data_omniglot *out)
     return om_read_zips(1, &path, size, out);
 }
 
-/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
-static char *om_join(const char *dir, const char *name)
-{
-    size_t len = strlen(dir) + 1 + strlen(name) + 1;
-    char *p = malloc(len);
-    if (p)
-        snprintf(p, len, "%s/%s", dir, name);
-    return p;
-}
-
 int data_omniglot_load(const char *dir, int size, data_omniglot *out)
 {
     if (!out)
@@ -627,8 +618,8 @@ int data_omniglot_load(const char *dir, int size, data_omniglot *out)
     int rc = om_check_size("data_omniglot_load", size);
     if (rc != AD_OK)
         return rc;
-    char *paths[2] = {om_join(dir, DATA_OMNIGLOT_BACKGROUND),
-                      om_join(dir, DATA_OMNIGLOT_EVALUATION)};
+    char *paths[2] = {data_join(dir, DATA_OMNIGLOT_BACKGROUND),
+                      data_join(dir, DATA_OMNIGLOT_EVALUATION)};
     if (!paths[0] || !paths[1])
         rc = ad_fail(AD_ENOMEM, "data_omniglot_load: out of memory");
     else
@@ -807,81 +798,4 @@ int data_omniglot_sample_task(const data_omniglot *om, const int *pool, int n_po
         }
     }
     return AD_OK;
-}
-
-/* ---- public: finding the data ------------------------------------------- */
-
-static bool om_file_exists(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (fp)
-        fclose(fp);
-    return fp != NULL;
-}
-
-/* Appends "; <a><b><c>" to a message being built (truncating quietly). */
-static void om_note(char *msg, size_t len, const char *a, const char *b, const char *c)
-{
-    size_t used = strlen(msg);
-    /* Truncating is fine; testing the result tells gcc we know. */
-    if (used < len && snprintf(msg + used, len - used, "; %s%s%s", a, b, c) < 0)
-        msg[used] = '\0';
-}
-
-/* Writes prefix + "/" + dataset into buf if that directory holds `probe`;
- * says why not in msg. */
-static bool om_try_dir(char *buf, size_t len, const char *prefix, const char *dataset,
-                       const char *probe, char *msg, size_t msg_len)
-{
-    int n = snprintf(buf, len, "%s/%s", prefix, dataset);
-    if (n < 0 || (size_t)n >= len) {
-        om_note(msg, msg_len, prefix, "/", "... (path too long)");
-        return false;
-    }
-    char *path = om_join(buf, probe);
-    bool ok = path && om_file_exists(path);
-    free(path);
-    if (!ok) {
-        char what[160];
-        snprintf(what, sizeof what, " (no %s there)", probe);
-        om_note(msg, msg_len, buf, what, "");
-    }
-    return ok;
-}
-
-const char *data_meta_find_dir(const char *flag_dir, const char *dataset)
-{
-    static _Thread_local char found[4096];
-    char tried[1024] = "";
-    const char *probe;
-
-    if (flag_dir && flag_dir[0])
-        return flag_dir;
-    if (!dataset) {
-        ad_fail(AD_EARG, "data_meta_find_dir: dataset is NULL");
-        return NULL;
-    }
-    if (strcmp(dataset, "omniglot") == 0)
-        probe = DATA_OMNIGLOT_BACKGROUND;
-    else if (strcmp(dataset, "cifar") == 0)
-        probe = DATA_CIFAR_TEST;
-    else {
-        ad_fail(AD_EARG, "data_meta_find_dir: unknown dataset '%s' (expected omniglot "
-                "or cifar)", dataset);
-        return NULL;
-    }
-    const char *root = getenv("HYPERTAPE_DATA");
-    if (root && root[0]) {
-        if (om_try_dir(found, sizeof found, root, dataset, probe, tried, sizeof tried))
-            return found;
-    } else {
-        om_note(tried, sizeof tried, "$HYPERTAPE_DATA", " (not set)", "");
-    }
-    if (om_try_dir(found, sizeof found, "../shared/data", dataset, probe, tried,
-                   sizeof tried))
-        return found;
-    ad_fail(AD_EIO, "no %s data found (tried: %s); pass --data DIR or set "
-            "HYPERTAPE_DATA to the data root (the folder holding %s/)", dataset,
-            tried + 2, dataset);
-    return NULL;
 }

@@ -29,7 +29,7 @@
  * Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN,
  * gnuplot), 2 on bad usage.
  */
-#define _XOPEN_SOURCE 700 /* fork, pipe, waitpid, getrusage, mkdir, isatty */
+#define _XOPEN_SOURCE 700 /* getrusage, isatty */
 
 #include <errno.h>
 #include <math.h>
@@ -39,12 +39,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "experiments/common.h"
 #include "experiments/data.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
@@ -123,45 +120,13 @@ static int bad_usage(const char *fmt, const char *a, const char *b)
     return 2;
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
-
+/* "1,5,25": distinct Ks, each run once. */
 static bool parse_ks(const char *s, config *c)
 {
-    c->nK = 0;
-    const char *p = s;
-    while (*p) {
-        char buf[32];
-        size_t len = strcspn(p, ",");
-        long v;
-        if (len == 0 || len >= sizeof buf || c->nK == MAX_K) return false;
-        memcpy(buf, p, len);
-        buf[len] = '\0';
-        if (!parse_long(buf, 1, 1000000, &v)) return false;
-        for (int i = 0; i < c->nK; i++)
-            if (c->Ks[i] == v) return false;
-        c->Ks[c->nK++] = (int)v;
-        p += len;
-        if (*p == ',') p++;
-        if (*p == '\0' && p[-1] == ',') return false;
-    }
+    c->nK = ex_parse_int_list(s, 1, 1000000, c->Ks, MAX_K);
+    for (int i = 0; i < c->nK; i++)
+        for (int j = 0; j < i; j++)
+            if (c->Ks[i] == c->Ks[j]) return false;
     return c->nK > 0;
 }
 
@@ -196,7 +161,7 @@ static int parse_args(int argc, char **argv, config *c)
         } else {
             return bad_usage("%s needs a value%s", name, "");
         }
-        long l;
+        int l;
         double d;
         if (!strcmp(name, "--help")) {
             usage(stdout);
@@ -220,35 +185,32 @@ static int parse_args(int argc, char **argv, config *c)
             if (!*val) return bad_usage("--out needs a directory%s%s", "", "");
             c->out_dir = val;
         } else if (!strcmp(name, "--hyper-iters")) {
-            if (!parse_long(val, 1, 10000000, &l))
+            if (!ex_parse_int(val, 1, 10000000, &l))
                 return bad_usage("--hyper-iters wants a whole number >= 1, got '%s'%s", val, "");
-            c->hyper_iters = (int)l;
+            c->hyper_iters = l;
         } else if (!strcmp(name, "--K")) {
             if (!parse_ks(val, c))
                 return bad_usage("--K wants distinct whole numbers >= 1 separated by commas "
                                  "(at most 16), got '%s'%s", val, "");
         } else if (!strcmp(name, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(val, &end, 10);
-            if (errno || end == val || *end || val[0] == '-')
+            if (!ex_parse_u64(val, &c->seed))
                 return bad_usage("--seed wants a whole number >= 0, got '%s'%s", val, "");
-            c->seed = s;
         } else if (!strcmp(name, "--n-train") || !strcmp(name, "--n-val")) {
-            if (!parse_long(val, 10, 60000, &l))
+            if (!ex_parse_int(val, 10, 60000, &l))
                 return bad_usage("%s wants a whole number in 10..60000, got '%s'", name, val);
-            *(!strcmp(name, "--n-train") ? &c->n_train : &c->n_val) = (int)l;
+            *(!strcmp(name, "--n-train") ? &c->n_train : &c->n_val) = l;
         } else if (!strcmp(name, "--T")) {
-            if (!parse_long(val, 1, 100000, &l))
+            if (!ex_parse_int(val, 1, 100000, &l))
                 return bad_usage("--T wants a whole number >= 1, got '%s'%s", val, "");
-            c->T = (int)l;
+            c->T = l;
         } else if (!strcmp(name, "--exact-every")) {
-            if (!parse_long(val, 0, 10000000, &l))
+            if (!ex_parse_int(val, 0, 10000000, &l))
                 return bad_usage("--exact-every wants a whole number >= 0, got '%s'%s", val, "");
-            c->exact_every = (int)l;
+            c->exact_every = l;
         } else if (!strcmp(name, "--gamma") || !strcmp(name, "--reg") ||
                    !strcmp(name, "--corrupt") || !strcmp(name, "--first-step")) {
-            if (!parse_double(val, &d)) return bad_usage("%s wants a number, got '%s'", name, val);
+            if (!ex_parse_double(val, &d))
+                return bad_usage("%s wants a number, got '%s'", name, val);
             if (!strcmp(name, "--gamma")) {
                 if (!(d > 0)) return bad_usage("--gamma must be > 0, got '%s'%s", val, "");
                 c->gamma = d;
@@ -285,59 +247,11 @@ static int parse_args(int argc, char **argv, config *c)
 
 /* ---- small helpers --------------------------------------------------------- */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double norm2(const ad_value *v)
 {
     double s = 0;
     for (size_t i = 0; i < v->size; i++) s += (double)v->data[i] * v->data[i];
     return sqrt(s);
-}
-
-static double cmp_median(double *x, int n)
-{
-    for (int i = 1; i < n; i++) /* insertion sort: n is at most a few thousand */
-        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n == 0 ? NAN : n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
-static void fmt_duration(double s, char *buf, size_t len)
-{
-    if (!(s >= 0) || s > 1e8) snprintf(buf, len, "?");
-    else if (s < 60) snprintf(buf, len, "%.0fs", s);
-    else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(buf, len, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
-}
-
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-    char buf[4096];
-    if (strlen(path) >= sizeof buf) return ad_fail(AD_EARG, "--out: path too long");
-    strcpy(buf, path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return ad_fail(AD_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return ad_fail(AD_EIO, "%s: not a directory", path);
-    return AD_OK;
 }
 
 static FILE *open_out(const config *c, const char *name, const char *mode, char *path, size_t len)
@@ -413,7 +327,7 @@ static void progress_line(progress *pg, bool force, const char *fmt, ...)
 
 static void progress_line(progress *pg, bool force, const char *fmt, ...)
 {
-    double t = now();
+    double t = ex_now();
     if (!force && t - pg->last < (pg->tty ? 0.25 : 15)) return;
     pg->last = t;
     va_list ap;
@@ -435,7 +349,6 @@ static void progress_done(progress *pg)
 /* What a child sends back. */
 typedef struct k_result {
     int K;
-    int ok;
     double eta0;
     double test_acc, val_acc, val_loss;
     hc_f1 f1[N_THRESH];
@@ -493,9 +406,9 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         rc = ad_fail(AD_ENOMEM, "out of memory");
     opt_outer o = { 0 };
     bool have_opt = false;
-    double target = c->first_step_rms * sqrt((double)n), t_loop = now(), iter_sum = 0;
+    double target = c->first_step_rms * sqrt((double)n), t_loop = ex_now(), iter_sum = 0;
     for (int tau = 1; tau <= N && rc == AD_OK; tau++) {
-        double t_it = now();
+        double t_it = ex_now();
         ad_value *h = NULL;
         hg_report r;
         rc = hg_krmd(&hc.problem, K, &h, &r);
@@ -527,18 +440,18 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         if (rc == AD_OK) rc = opt_outer_step(&o, &h);
         if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
         ad_value_free(h);
-        double dt_it = now() - t_it;
+        double dt_it = ex_now() - t_it;
         iter_sum += dt_it;
         fprintf(csv, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.6f,%.6f,%d,%.9g,%.6f,%.6f,%zu\n", K, tau,
                 hc.val_loss, hc.val_acc, test_acc, f[0].f1, f[1].f1, f[2].f1,
                 f[MAIN_THRESH].tp + f[MAIN_THRESH].fp, hnorm, r.seconds, dt_it,
                 r.peak_tape_bytes);
         /* ETA: this K's measured rate, scaled to the rest by the cost model. */
-        double rate = (now() - t_loop) / (tau * unit_cost(K, c->T));
+        double rate = (ex_now() - t_loop) / (tau * unit_cost(K, c->T));
         char eta_k[32], eta_all[32];
         double left_k = units_left(c, ctx->ki, tau) - units_left(c, ctx->ki + 1, 0);
-        fmt_duration(left_k * rate, eta_k, sizeof eta_k);
-        fmt_duration(units_left(c, ctx->ki, tau) * rate, eta_all, sizeof eta_all);
+        ex_fmt_duration(left_k * rate, eta_k, sizeof eta_k);
+        ex_fmt_duration(units_left(c, ctx->ki, tau) * rate, eta_all, sizeof eta_all);
         progress_line(&ctx->pg, tau == 1 || tau == N,
                       PROG ": K=%d  iter %d/%d  val loss %.4f  val acc %.4f  F1(<-3) %.3f  "
                       "%.2f s/it  ETA %s (this K), %s (all)",
@@ -546,7 +459,7 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
                       eta_all);
         fflush(csv);
     }
-    res->loop_seconds = now() - t_loop;
+    res->loop_seconds = ex_now() - t_loop;
     if (rc == AD_OK) { /* the final λ, after N updates: Table 2's numbers */
         ad_value *w = NULL;
         rc = hc_train(&hc, &w);
@@ -559,14 +472,14 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         res->sec_mean = 0;
         for (int i = 0; i < N; i++) res->sec_mean += secs[i] / N;
         res->iter_mean = iter_sum / N;
-        res->sec_median = cmp_median(secs, N);
+        res->sec_median = ex_median(secs, N);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         res->peak_rss_kb = ru.ru_maxrss; /* KiB on Linux; read before the exact pass */
     }
     progress_done(&ctx->pg);
     /* Figure 5: exact hypergradients at the saved iterates. */
-    double t_exact = now();
+    double t_exact = ex_now();
     for (int s = 0; s < snaps && rc == AD_OK && !exact_free; s++) {
         memcpy(hc.lam->data, snap_lam + (size_t)s * n, sizeof(ad_real) * (size_t)n);
         ad_value *d = NULL, *h = ad_tensor_from(1, &n, snap_h + (size_t)s * n);
@@ -587,7 +500,7 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         ad_value_free(h);
     }
     if (snaps > 0 && !exact_free) progress_done(&ctx->pg);
-    res->exact_seconds = now() - t_exact;
+    res->exact_seconds = ex_now() - t_exact;
     if (have_opt) opt_outer_free(&o);
     hc_problem_free(&hc);
     free(secs);
@@ -596,60 +509,27 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     free(snap_tau);
     if (fclose(csv) != 0 || fclose(xcsv) != 0)
         if (rc == AD_OK) rc = ad_fail(AD_EIO, "%s: write failed", c->out_dir);
-    res->ok = rc == AD_OK;
     return rc;
+}
+
+/* run_k as an ex_work, for ex_run_forked. */
+typedef struct k_job {
+    run_ctx *ctx;
+    int K;
+} k_job;
+
+static int k_job_run(void *arg, void *result)
+{
+    const k_job *job = arg;
+    return run_k(job->ctx, job->K, result);
 }
 
 /* Runs run_k in a child and collects its result through a pipe. */
 static int run_k_forked(run_ctx *ctx, int K, k_result *res)
 {
-    int fd[2];
-    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        int rc = run_k(ctx, K, res);
-        if (rc != AD_OK) fprintf(stderr, PROG ": %s\n", ad_error());
-        const char *p = (const char *)res;
-        size_t left = sizeof *res;
-        while (left > 0) {
-            ssize_t w = write(fd[1], p, left);
-            if (w <= 0) break;
-            p += w;
-            left -= (size_t)w;
-        }
-        close(fd[1]);
-        fflush(stdout);
-        fflush(stderr);
-        _exit(rc == AD_OK && left == 0 ? 0 : 1);
-    }
-    close(fd[1]);
-    char *p = (char *)res;
-    size_t got = 0;
-    while (got < sizeof *res) {
-        ssize_t r = read(fd[0], p + got, sizeof *res - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (got != sizeof *res || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !res->ok) {
-        if (WIFSIGNALED(status))
-            return ad_fail(AD_EARG, "K = %d: the child process died of signal %d", K,
-                           WTERMSIG(status));
-        return ad_fail(AD_EARG, "K = %d failed (see the message above)", K);
-    }
-    return AD_OK;
+    char label[32];
+    snprintf(label, sizeof label, "K = %d", K);
+    return ex_run_forked(PROG, label, k_job_run, &(k_job){ ctx, K }, res, sizeof *res);
 }
 
 /* ---- the table and the plots ----------------------------------------------- */
@@ -850,14 +730,14 @@ int main(int argc, char **argv)
     printf("dataset: %s (%s)\n", cfg.dataset, dir_copy);
     fflush(stdout);
     hc_data dt;
-    double t0 = now();
+    double t0 = ex_now();
     if (hc_data_load(&dt, dir_copy, cfg.n_train, cfg.n_val, cfg.corrupt, cfg.seed,
                      !cfg.gamma_check) != AD_OK) {
         fprintf(stderr, PROG ": %s\n", ad_error());
         return 1;
     }
     fprintf(stderr, PROG ": loaded %d + %d + %d examples in %.1f s\n", dt.n_train, dt.n_val,
-            dt.n_test, now() - t0);
+            dt.n_test, ex_now() - t0);
     if (cfg.gamma == 0) { /* the default: 1/L0 (hc_gamma_auto) */
         double lmax;
         cfg.gamma = hc_gamma_auto(dt.x_train, dt.n_classes, cfg.reg, &lmax);
@@ -870,7 +750,7 @@ int main(int argc, char **argv)
         hc_data_free(&dt);
         return rc == AD_OK ? 0 : 1;
     }
-    int rc = make_dirs(cfg.out_dir);
+    int rc = ex_make_dirs(cfg.out_dir);
     char path[4200];
     FILE *f = NULL;
     if (rc == AD_OK && (f = open_out(&cfg, "hyperclean.csv", "w", path, sizeof path))) {
@@ -900,7 +780,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     k_result res[MAX_K];
-    run_ctx ctx = { .cfg = &cfg, .dt = &dt, .pg = { .tty = isatty(2) != 0 }, .t_start = now() };
+    run_ctx ctx = { .cfg = &cfg, .dt = &dt, .pg = { .tty = isatty(2) != 0 }, .t_start = ex_now() };
     for (int k = 0; k < cfg.nK && rc == AD_OK; k++) {
         ctx.ki = k;
         rc = cfg.fork ? run_k_forked(&ctx, cfg.Ks[k], &res[k]) : run_k(&ctx, cfg.Ks[k], &res[k]);
@@ -924,7 +804,7 @@ int main(int argc, char **argv)
     if (rc == AD_OK)
         printf("\nwrote %s/hyperclean{.csv,_exact.csv,_summary.csv,_table.md}%s in %.0f s\n",
                cfg.out_dir, cfg.plots ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
-               now() - ctx.t_start);
+               ex_now() - ctx.t_start);
     else
         fprintf(stderr, PROG ": %s\n", ad_error());
     hc_data_free(&dt);

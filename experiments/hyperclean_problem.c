@@ -106,38 +106,17 @@ void hc_problem_free(hc_problem *hc)
     hc->lam = hc->w_hat = NULL;
 }
 
-/* Runs steps 1..T detached on a tape that keeps one step; records
- * g(W_t, λ) for t = 0..T when g_out, and copies W_T out when w_out. */
-static int run_inner(const hc_problem *hc, double *g_out, ad_value **w_out)
+int hc_train(const hc_problem *hc, ad_value **w_out)
 {
-    const hg_problem *p = &hc->problem;
-    ad_tape *tp = ad_tape_new(1);
-    if (!tp) return ad_fail(AD_ENOMEM, "hc_train: out of memory");
-    hg_state st;
-    int rc = hg_state_init(tp, p, &st, true);
-    for (int t = 0; t <= p->T && rc == AD_OK; t++) {
-        if (t > 0) {
-            ad_tape_step(tp);
-            rc = hg_inner_step(tp, p, &st, t, true);
-        }
-        if (rc == AD_OK && g_out) {
-            ad_no_record_begin(tp);
-            ad_value *g = p->inner(tp, st.w, p->hyper, t, p->ctx);
-            ad_no_record_end(tp);
-            if (g) g_out[t] = g->data[0];
-            else rc = ad_fail_wrap(AD_EARG, "hc_train: inner loss at step %d", t);
-        }
-    }
-    if (rc == AD_OK && w_out && !(*w_out = ad_value_copy(st.w[0])))
-        rc = ad_fail(AD_ENOMEM, "hc_train: out of memory");
-    if (st.w) hg_state_free(&st);
-    ad_tape_free(tp);
-    return rc;
+    int rc = hg_inner_solve(&hc->problem, w_out, NULL);
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "hc_train");
 }
 
-int hc_train(const hc_problem *hc, ad_value **w_out) { return run_inner(hc, NULL, w_out); }
-
-int hc_inner_curve(const hc_problem *hc, double *g_out) { return run_inner(hc, g_out, NULL); }
+int hc_inner_curve(const hc_problem *hc, double *g_out)
+{
+    int rc = hg_inner_solve(&hc->problem, NULL, g_out);
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "hc_train");
+}
 
 /* The largest eigenvalue of XᵀX/n, x [n,d], by power iteration from the
  * all-ones direction (XᵀX has a wide gap for features that are all ≥ 0, so

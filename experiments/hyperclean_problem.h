@@ -130,8 +130,8 @@ void hc_problem_free(hc_problem *hc);
  * γ ≈ 0.089. */
 double hc_gamma_auto(const ad_value *x_train, int n_classes, double reg, double *lmax_out);
 
-/* Runs the T inner steps at the current λ without recording and returns ŵ
- * in *w_out (a new caller-owned tensor, Wᵀ [d,C]). */
+/* Runs the T inner steps at the current λ without recording (hg_inner_solve)
+ * and returns ŵ in *w_out (a new caller-owned tensor, Wᵀ [d,C]). */
 int hc_train(const hc_problem *hc, ad_value **w_out);
 
 /* The inner loss g(W_t, λ) along the T steps at the current λ: g_out[t]

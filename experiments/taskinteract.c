@@ -38,24 +38,18 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "experiments/common.h"
 #include "experiments/taskinteract_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
 
 #define PROG "taskinteract"
-enum { EXIT_LIB = 1, EXIT_USAGE = 2 };
-enum { MAX_KS = 8, MAX_FILES = 32, PATH_LEN = 4096, MAX_TRIALS = 1000 };
+enum { MAX_KS = 8, MAX_TRIALS = 1000 };
 
 static const char *const cifar_names[DATA_CIFAR_CLASSES] = {
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
@@ -151,52 +145,6 @@ static void usage(FILE *out)
             MAX_TRIALS, MAX_KS);
 }
 
-static int bad_usage(const char *fmt, const char *a)
-{
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, "\n(" PROG " --help explains the flags)\n");
-    return EXIT_USAGE;
-}
-
-static bool parse_double(const char *s, double *x)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return false;
-    *x = v;
-    return true;
-}
-
-static bool parse_int(const char *s, int lo, int hi, int *x)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return false;
-    *x = (int)v;
-    return true;
-}
-
-/* "1,5,25,100" into Ks (1..100000 each, at most MAX_KS). */
-static bool parse_ks(const char *s, int *Ks, int *nK)
-{
-    char buf[256];
-    if (strlen(s) >= sizeof buf) return false;
-    strcpy(buf, s);
-    *nK = 0;
-    for (char *tok = buf;;) {
-        char *comma = strchr(tok, ',');
-        if (comma) *comma = '\0';
-        if (*nK >= MAX_KS || !parse_int(tok, 1, 100000, &Ks[*nK])) return false;
-        ++*nK;
-        if (!comma) break;
-        tok = comma + 1;
-    }
-    return *nK > 0;
-}
-
 /* Returns 0 to go on, -1 after --help, or an exit status. */
 static int parse_args(int argc, char **argv, ti_opts *o)
 {
@@ -211,87 +159,82 @@ static int parse_args(int argc, char **argv, ti_opts *o)
             return -1;
         }
         if (!strcmp(a, "--quick")) { o->quick = true; continue; }
-        if (strncmp(a, "--", 2) != 0) return bad_usage("unexpected argument '%s'", a);
-        char name[32];
-        const char *eq = strchr(a, '='), *val;
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        if (len >= sizeof name) return bad_usage("unknown flag '%s'", a);
-        memcpy(name, a, len);
-        name[len] = '\0';
         static const char *const known[] = { "--dataset", "--data", "--trials", "--max-iters",
                                              "--patience", "--K", "--out", "--seed", "--T",
                                              "--gamma", "--eta0", "--rho0", "--B0", "--chars",
                                              "--eval-every", "--fig-every" };
-        bool is_known = false;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
-        if (!is_known) return bad_usage("unknown flag '%s'", name);
-        if (eq) val = eq + 1;
-        else if (i + 1 < argc) val = argv[++i];
-        else return bad_usage("flag %s needs a value", name);
+        char name[EX_FLAG_NAME_LEN];
+        const char *val;
+        if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
+            return ex_usage_error(PROG, "%s", ad_error());
 
         double x;
         if (!strcmp(name, "--dataset")) {
             if (!strcmp(val, "cifar")) o->omniglot = false;
             else if (!strcmp(val, "omniglot")) o->omniglot = true;
-            else return bad_usage("--dataset: expected cifar or omniglot, got '%s'", val);
+            else return ex_usage_error(PROG, "--dataset: expected cifar or omniglot, "
+                                             "got '%s'", val);
         } else if (!strcmp(name, "--data")) {
-            if (!*val) return bad_usage("--data: empty folder name%s", "");
+            if (!*val) return ex_usage_error(PROG, "--data: empty folder name");
             o->data = val;
         } else if (!strcmp(name, "--out")) {
-            if (!*val) return bad_usage("--out: empty folder name%s", "");
+            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
             o->out = val;
         } else if (!strcmp(name, "--trials")) {
-            if (!parse_int(val, 1, MAX_TRIALS, &o->trials))
-                return bad_usage("--trials: expected a whole number in 1..1000, got '%s'", val);
+            if (!ex_parse_int(val, 1, MAX_TRIALS, &o->trials))
+                return ex_usage_error(PROG, "--trials: expected a whole number in 1..1000, "
+                                            "got '%s'", val);
             o->trials_set = true;
         } else if (!strcmp(name, "--max-iters")) {
-            if (!parse_int(val, 1, 10000000, &o->max_iters))
-                return bad_usage("--max-iters: expected a whole number in 1..10000000, got '%s'", val);
+            if (!ex_parse_int(val, 1, 10000000, &o->max_iters))
+                return ex_usage_error(PROG, "--max-iters: expected a whole number in 1..10000000, "
+                                            "got '%s'", val);
             o->max_iters_set = true;
         } else if (!strcmp(name, "--patience")) {
-            if (!parse_int(val, 1, 10000000, &o->patience))
-                return bad_usage("--patience: expected a whole number in 1..10000000, got '%s'", val);
+            if (!ex_parse_int(val, 1, 10000000, &o->patience))
+                return ex_usage_error(PROG, "--patience: expected a whole number in 1..10000000, "
+                                            "got '%s'", val);
             o->patience_set = true;
         } else if (!strcmp(name, "--K")) {
-            if (!parse_ks(val, o->Ks, &o->nK))
-                return bad_usage("--K: expected up to 8 whole numbers in 1..100000 separated by "
-                                 "commas, got '%s'", val);
+            if ((o->nK = ex_parse_int_list(val, 1, 100000, o->Ks, MAX_KS)) < 1)
+                return ex_usage_error(PROG, "--K: expected up to 8 whole numbers in 1..100000 "
+                                            "separated by commas, got '%s'", val);
             o->ks_set = true;
         } else if (!strcmp(name, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(val, &end, 10);
-            if (end == val || *end || errno == ERANGE || *val == '-')
-                return bad_usage("--seed: expected a whole number >= 0, got '%s'", val);
-            o->seed = s;
+            if (!ex_parse_u64(val, &o->seed))
+                return ex_usage_error(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
         } else if (!strcmp(name, "--T")) {
-            if (!parse_int(val, 1, 100000, &o->T))
-                return bad_usage("--T: expected a whole number in 1..100000, got '%s'", val);
+            if (!ex_parse_int(val, 1, 100000, &o->T))
+                return ex_usage_error(PROG, "--T: expected a whole number in 1..100000, "
+                                            "got '%s'", val);
         } else if (!strcmp(name, "--chars")) {
-            if (!parse_int(val, 2, DATA_OMNIGLOT_BACKGROUND_CHARS, &o->chars))
-                return bad_usage("--chars: expected a whole number in 2..964, got '%s'", val);
+            if (!ex_parse_int(val, 2, DATA_OMNIGLOT_BACKGROUND_CHARS, &o->chars))
+                return ex_usage_error(PROG, "--chars: expected a whole number in 2..964, "
+                                            "got '%s'", val);
             o->chars_set = true;
         } else if (!strcmp(name, "--eval-every")) {
-            if (!parse_int(val, 1, 1000000, &o->eval_every))
-                return bad_usage("--eval-every: expected a whole number >= 1, got '%s'", val);
+            if (!ex_parse_int(val, 1, 1000000, &o->eval_every))
+                return ex_usage_error(PROG, "--eval-every: expected a whole number >= 1, "
+                                            "got '%s'", val);
         } else if (!strcmp(name, "--fig-every")) {
-            if (!parse_int(val, 0, 1000000, &o->fig_every))
-                return bad_usage("--fig-every: expected a whole number >= 0, got '%s'", val);
+            if (!ex_parse_int(val, 0, 1000000, &o->fig_every))
+                return ex_usage_error(PROG, "--fig-every: expected a whole number >= 0, "
+                                            "got '%s'", val);
             o->fig_every_set = true;
         } else if (!strcmp(name, "--B0")) {
-            if (!parse_double(val, &o->b0))
-                return bad_usage("--B0: expected a finite number, got '%s'", val);
+            if (!ex_parse_double(val, &o->b0))
+                return ex_usage_error(PROG, "--B0: expected a finite number, got '%s'", val);
             o->b0_set = true;
         } else {
-            if (!parse_double(val, &x) || !(x > 0))
-                return bad_usage("expected a finite number > 0, got '%s'", val);
+            if (!ex_parse_double(val, &x) || !(x > 0))
+                return ex_usage_error(PROG, "expected a finite number > 0, got '%s'", val);
             if (!strcmp(name, "--gamma")) o->gamma = x;
             else if (!strcmp(name, "--eta0")) o->eta0 = x;
             else o->rho0 = x;
         }
     }
     if (o->omniglot == false && o->chars_set)
-        return bad_usage("--chars is for --dataset omniglot%s", "");
+        return ex_usage_error(PROG, "--chars is for --dataset omniglot");
     if (o->quick) {
         if (!o->trials_set) o->trials = 2;
         if (!o->max_iters_set) o->max_iters = 20;
@@ -310,17 +253,10 @@ static int parse_args(int argc, char **argv, ti_opts *o)
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int lib_fail(const char *what)
 {
     fprintf(stderr, PROG ": %s: %s\n", what, ad_error());
-    return EXIT_LIB;
+    return EX_EXIT_LIB;
 }
 
 static const char *k_label(int K, int T, char *buf, size_t len)
@@ -330,132 +266,10 @@ static const char *k_label(int K, int T, char *buf, size_t len)
     return buf;
 }
 
-/* ---- output files -------------------------------------------------------- */
-
-typedef struct outdir {
-    char dir[PATH_LEN / 2]; /* so that dir/name always fits in PATH_LEN */
-    char files[MAX_FILES][PATH_LEN];
-    int n_files;
-    bool have_gnuplot;
-    int plots_failed;
-} outdir;
-
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-    char buf[PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        fprintf(stderr, PROG ": --out: path too long\n");
-        return EXIT_LIB;
-    }
-    for (char *s = buf + 1;; s++) {
-        char c = *s;
-        if (c == '/' || c == '\0') {
-            *s = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                fprintf(stderr, PROG ": cannot create folder %s: %s\n", buf, strerror(errno));
-                return EXIT_LIB;
-            }
-            *s = c;
-        }
-        if (c == '\0') break;
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, PROG ": %s is not a folder\n", path);
-        return EXIT_LIB;
-    }
-    return 0;
-}
-
-static FILE *open_out(outdir *od, const char *name)
-{
-    char path[PATH_LEN];
-    if (snprintf(path, sizeof path, "%s/%s", od->dir, name) >= (int)sizeof path) {
-        fprintf(stderr, PROG ": output path too long\n");
-        return NULL;
-    }
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, PROG ": cannot write %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    if (od->n_files < MAX_FILES) snprintf(od->files[od->n_files++], PATH_LEN, "%s", path);
-    return f;
-}
-
-static int close_out(FILE *f, const char *name)
-{
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        fprintf(stderr, PROG ": error writing %s\n", name);
-        return EXIT_LIB;
-    }
-    return 0;
-}
-
-static bool gnuplot_on_path(void)
-{
-    const char *path = getenv("PATH");
-    if (!path) return false;
-    char dir[PATH_LEN];
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        if (n > 0 && n + sizeof "/gnuplot" < sizeof dir) {
-            memcpy(dir, path, n);
-            snprintf(dir + n, sizeof dir - n, "/gnuplot");
-            if (access(dir, X_OK) == 0) return true;
-        }
-        path += n;
-        if (*path == ':') path++;
-    }
-    return false;
-}
-
-/* Runs `gnuplot script` inside the output folder; a failure is a warning. */
-static void run_gnuplot(outdir *od, const char *script, const char *png)
-{
-    if (!od->have_gnuplot) return;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, PROG ": warning: cannot start gnuplot: %s\n", strerror(errno));
-        od->plots_failed++;
-        return;
-    }
-    if (pid == 0) {
-        if (chdir(od->dir) != 0) _exit(126);
-        execlp("gnuplot", "gnuplot", script, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, PROG ": warning: gnuplot %s failed; %s was not made\n", script, png);
-        od->plots_failed++;
-        return;
-    }
-    char path[PATH_LEN];
-    snprintf(path, sizeof path, "%s/%s", od->dir, png);
-    if (access(path, R_OK) == 0 && od->n_files < MAX_FILES)
-        snprintf(od->files[od->n_files++], PATH_LEN, "%s", path);
-}
-
+/* The opening of every script: PNG terminal, CSV input. */
 static void gp_header(FILE *g, const char *png, int width, int height)
 {
-    fprintf(g,
-            "# Written by " PROG " (experiments/taskinteract.c); run `gnuplot %.*s.gp` in this "
-            "folder.\n"
-            "set encoding utf8\n"
-            "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-            "    set terminal pngcairo size %d,%d enhanced font 'Sans,10'\n"
-            "} else {\n"
-            "    set terminal png size %d,%d enhanced\n"
-            "}\n"
-            "set output '%s'\n"
-            "set datafile separator ','\n"
-            "set grid lt 0 lw 0.5\n",
-            (int)(strlen(png) - 4), png, width, height, width, height, png);
+    ex_gp_header(g, PROG " (experiments/taskinteract.c)", png, width, height);
 }
 
 /* ---- one run: a trial and a K -------------------------------------------- */
@@ -472,7 +286,7 @@ typedef struct run_result {
 typedef struct experiment {
     const ti_opts *o;
     const char *dataset;
-    outdir *od;
+    ex_outdir *od;
     FILE *iters_csv, *exact_csv, *inner_csv;
     int V;
     run_result *res;   /* [trials][nK] */
@@ -544,14 +358,14 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
             fprintf(stderr, PROG ": trial 0 at λ0: inner loss g(W_0) = %.4g -> g(W_T) = %.4g, %s\n",
                     g0, gT, mono ? "decreasing at every step" : "NOT monotone (γ too large?)");
     }
-    double last_print = now();
+    double last_print = ex_now();
     int tau;
     for (tau = 0; tau < o->max_iters && rc == AD_OK; tau++) {
         ad_value *h[2] = { NULL, NULL }, *ex_h[2] = { NULL, NULL };
         hg_report rep;
-        double t0 = now();
+        double t0 = ex_now();
         rc = hg_krmd(&p.problem, K, h, &rep);
-        double t_grad = now() - t0;
+        double t_grad = ex_now() - t0;
         if (rc != AD_OK) {
             ad_fail_wrap(rc, "%s, trial %d, τ = %d", lab, trial, tau);
             break;
@@ -592,21 +406,21 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
                     ti_current_rho(&p), mean_offdiag(C, V), t_grad);
         }
         /* the update */
-        double t1 = now();
+        double t1 = ex_now();
         if (rc == AD_OK) rc = opt_outer_step(&opt, h);
-        rr->seconds += t_grad + (now() - t1);
+        rr->seconds += t_grad + (ex_now() - t1);
         ad_value_free(h[0]);
         ad_value_free(h[1]);
         ad_value_free(ex_h[0]);
         ad_value_free(ex_h[1]);
         rr->final_val_loss = val_loss;
         if (rc != AD_OK) break;
-        if (now() - last_print > 20) {
-            last_print = now();
+        if (ex_now() - last_print > 20) {
+            last_print = ex_now();
             fprintf(stderr, PROG ": %s trial %d %s τ = %d: val loss %.4f, best test acc %.2f%% "
                     "(τ = %d), %.3f s/iter, %.0f s elapsed\n", ex->dataset, trial, lab, tau,
                     val_loss, 100 * rr->best_acc, rr->best_tau, rr->seconds / (tau + 1),
-                    now() - ex->t_start);
+                    ex_now() - ex->t_start);
         }
         if (check && tau - rr->best_tau >= o->patience) {
             rr->stopped_early = true;
@@ -637,7 +451,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
                 "(last %.2f%%), val loss %.4f, %.4f s/iter, %.0f s elapsed\n", ex->dataset,
                 trial + 1, o->trials, lab, rr->iters, rr->stopped_early ? " (early stop)" : "",
                 100 * rr->best_acc, rr->best_tau, 100 * rr->final_acc, rr->final_val_loss,
-                rr->seconds / (rr->iters > 0 ? rr->iters : 1), now() - ex->t_start);
+                rr->seconds / (rr->iters > 0 ? rr->iters : 1), ex_now() - ex->t_start);
     fflush(ex->iters_csv);
     if (opt_ok) opt_outer_free(&opt);
     ti_problem_free(&p);
@@ -659,8 +473,8 @@ static void mean_std(const double *x, int n, double *mean, double *sd)
 static int write_tables(experiment *ex, double load_s)
 {
     const ti_opts *o = ex->o;
-    FILE *f = open_out(ex->od, "trials.csv");
-    if (!f) return EXIT_LIB;
+    FILE *f = ex_outdir_open(ex->od, "trials.csv");
+    if (!f) return EX_EXIT_LIB;
     fprintf(f, "trial,seed,K,iters,stopped_early,best_tau,best_test_acc,final_test_acc,"
                "sec_per_iter,final_val_loss\n");
     for (int t = 0; t < o->trials; t++)
@@ -671,11 +485,11 @@ static int write_tables(experiment *ex, double load_s)
                     r->stopped_early, r->best_tau, r->best_acc, r->final_acc,
                     r->seconds / (r->iters > 0 ? r->iters : 1), r->final_val_loss);
         }
-    int status = close_out(f, "trials.csv");
+    int status = ex_outdir_close(ex->od, f, "trials.csv");
     if (status) return status;
 
-    f = open_out(ex->od, "table3.md");
-    if (!f) return EXIT_LIB;
+    f = ex_outdir_open(ex->od, "table3.md");
+    if (!f) return EX_EXIT_LIB;
     int n = o->trials;
     double *acc = malloc(sizeof *acc * (size_t)n), *it = malloc(sizeof *it * (size_t)n);
     if (!acc || !it) {
@@ -683,7 +497,7 @@ static int write_tables(experiment *ex, double load_s)
         free(it);
         fclose(f);
         fprintf(stderr, PROG ": out of memory\n");
-        return EXIT_LIB;
+        return EX_EXIT_LIB;
     }
     if (o->omniglot)
         fprintf(f, "### Table 3, Omniglot (in place of CIFAR-100: V = %d characters, 3 + 3 "
@@ -721,15 +535,16 @@ static int write_tables(experiment *ex, double load_s)
             n, (unsigned long long)o->seed, (unsigned long long)(o->seed + (uint64_t)n - 1), o->T,
             o->gamma, o->eta0, o->max_iters, o->patience, o->eval_every,
             sizeof(ad_real) == sizeof(double) ? "double" : "float", load_s,
-            now() - ex->t_start);
+            ex_now() - ex->t_start);
     free(acc);
     free(it);
-    status = close_out(f, "table3.md");
+    status = ex_outdir_close(ex->od, f, "table3.md");
     if (status) return status;
-    /* print it */
-    char path[PATH_LEN];
-    snprintf(path, sizeof path, "%s/table3.md", ex->od->dir);
-    FILE *in = fopen(path, "r");
+    /* print it (the path fits: the file was just written there) */
+    char path[EX_PATH_LEN];
+    FILE *in = snprintf(path, sizeof path, "%s/table3.md", ex->od->dir) < (int)sizeof path
+                   ? fopen(path, "r")
+                   : NULL;
     if (in) {
         char line[1024];
         while (fgets(line, sizeof line, in)) fputs(line, stderr);
@@ -739,18 +554,18 @@ static int write_tables(experiment *ex, double load_s)
 }
 
 /* DIR/table3.md: the datasets' tables one after the other. */
-static int join_tables(const char *out)
+static int join_tables(const ex_outdir *od, const char *out)
 {
-    char path[PATH_LEN];
+    char path[EX_PATH_LEN];
     snprintf(path, sizeof path, "%s/table3.md", out);
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, PROG ": cannot write %s: %s\n", path, strerror(errno));
-        return EXIT_LIB;
+        return EX_EXIT_LIB;
     }
     static const char *const sets[] = { "cifar", "omniglot" };
     for (int s = 0; s < 2; s++) {
-        char src[PATH_LEN];
+        char src[EX_PATH_LEN];
         snprintf(src, sizeof src, "%s/%s/table3.md", out, sets[s]);
         FILE *in = fopen(src, "r");
         if (!in) continue;
@@ -759,7 +574,7 @@ static int join_tables(const char *out)
         fputs("\n", f);
         fclose(in);
     }
-    return close_out(f, path);
+    return ex_outdir_close(od, f, path);
 }
 
 static int write_C(experiment *ex)
@@ -768,18 +583,18 @@ static int write_C(experiment *ex)
     int V = ex->V;
     size_t VV = (size_t)V * (size_t)V;
     bool mean = !o->omniglot; /* the same classes in every trial */
-    FILE *f = open_out(ex->od, "C.csv");
-    if (!f) return EXIT_LIB;
+    FILE *f = ex_outdir_open(ex->od, "C.csv");
+    if (!f) return EX_EXIT_LIB;
     fprintf(f, "K,i,j,C\n");
     for (int k = 0; k < o->nK; k++)
         for (size_t i = 0; i < VV; i++)
             fprintf(f, "%d,%zu,%zu,%.17g\n", o->Ks[k], i / (size_t)V, i % (size_t)V,
                     mean ? ex->C_sum[k * VV + i] / o->trials : ex->C_trial0[k * VV + i]);
-    int status = close_out(f, "C.csv");
+    int status = ex_outdir_close(ex->od, f, "C.csv");
     if (status) return status;
 
-    FILE *g = open_out(ex->od, "C.gp");
-    if (!g) return EXIT_LIB;
+    FILE *g = ex_outdir_open(ex->od, "C.gp");
+    if (!g) return EX_EXIT_LIB;
     int cols = o->nK <= 2 ? o->nK : 2, rows = (o->nK + cols - 1) / cols;
     gp_header(g, "C.png", o->omniglot ? 620 * cols : 600 * cols, o->omniglot ? 560 * rows : 540 * rows);
     double b0 = o->b0_set ? o->b0 : ti_default_b0(V);
@@ -814,16 +629,16 @@ static int write_C(experiment *ex)
                 k_label(o->Ks[k], o->T, lab, sizeof lab), k);
     }
     fprintf(g, "unset multiplot\n");
-    status = close_out(g, "C.gp");
-    if (!status) run_gnuplot(ex->od, "C.gp", "C.png");
+    status = ex_outdir_close(ex->od, g, "C.gp");
+    if (!status) ex_outdir_plot(ex->od, "C.gp", "C.png");
     return status;
 }
 
 static int write_fig6(experiment *ex)
 {
     const ti_opts *o = ex->o;
-    FILE *g = open_out(ex->od, "fig6.gp");
-    if (!g) return EXIT_LIB;
+    FILE *g = ex_outdir_open(ex->od, "fig6.gp");
+    if (!g) return EX_EXIT_LIB;
     gp_header(g, "fig6.png", 1500, 480);
     fprintf(g, "Ks = '");
     for (int k = 0; k < o->nK; k++) fprintf(g, "%s%d", k ? " " : "", o->Ks[k]);
@@ -849,8 +664,8 @@ static int write_fig6(experiment *ex)
                "unset multiplot\n",
             o->T, o->omniglot ? "Omniglot" : "CIFAR-10", (unsigned long long)o->seed,
             o->fig_every);
-    int status = close_out(g, "fig6.gp");
-    if (!status) run_gnuplot(ex->od, "fig6.gp", "fig6.png");
+    int status = ex_outdir_close(ex->od, g, "fig6.gp");
+    if (!status) ex_outdir_plot(ex->od, "fig6.gp", "fig6.png");
     return status;
 }
 
@@ -882,7 +697,7 @@ static void free_data(dataset *ds)
 
 static int run(const ti_opts *o)
 {
-    double t0 = now();
+    double t0 = ex_now();
     for (int k = 0; k < o->nK; k++)
         if (o->Ks[k] > o->T) {
             fprintf(stderr, PROG ": note: K = %d > T = %d is full RMD\n", o->Ks[k], o->T);
@@ -890,10 +705,10 @@ static int run(const ti_opts *o)
     dataset ds;
     int status = load_data(o, &ds);
     if (status) return status;
-    double load_s = now() - t0;
+    double load_s = ex_now() - t0;
     int V = o->omniglot ? o->chars : DATA_CIFAR_CLASSES;
 
-    outdir *od = calloc(1, sizeof *od);
+    ex_outdir *od = calloc(1, sizeof *od);
     experiment ex = { .o = o, .dataset = o->omniglot ? "omniglot" : "cifar", .od = od, .V = V,
                       .t_start = t0 };
     size_t VV = (size_t)V * (size_t)V;
@@ -902,23 +717,17 @@ static int run(const ti_opts *o)
     ex.C_trial0 = calloc((size_t)o->nK * VV, sizeof *ex.C_trial0);
     if (!od || !ex.res || !ex.C_sum || !ex.C_trial0) {
         fprintf(stderr, PROG ": out of memory\n");
-        status = EXIT_LIB;
+        status = EX_EXIT_LIB;
     }
-    if (!status && snprintf(od->dir, sizeof od->dir, "%s/%s", o->out, ex.dataset) >=
-                       (int)sizeof od->dir) {
-        fprintf(stderr, PROG ": --out: path too long\n");
-        status = EXIT_LIB;
-    }
-    if (!status) status = make_dirs(od->dir);
+    if (!status) status = ex_outdir_init(od, PROG, "%s/%s", o->out, ex.dataset);
     if (!status) {
-        od->have_gnuplot = gnuplot_on_path();
         if (!od->have_gnuplot)
             fprintf(stderr, PROG ": warning: gnuplot was not found on PATH; writing CSV files and "
                             "scripts only\n");
-        if (!(ex.iters_csv = open_out(od, "iters.csv")) ||
-            !(ex.exact_csv = open_out(od, "exact.csv")) ||
-            !(ex.inner_csv = open_out(od, "inner.csv")))
-            status = EXIT_LIB;
+        if (!(ex.iters_csv = ex_outdir_open(od, "iters.csv")) ||
+            !(ex.exact_csv = ex_outdir_open(od, "exact.csv")) ||
+            !(ex.inner_csv = ex_outdir_open(od, "inner.csv")))
+            status = EX_EXIT_LIB;
     }
     if (!status) {
         fprintf(ex.iters_csv, "trial,K,tau,val_loss,val_acc,test_acc,norm_h,rho,C_mean,"
@@ -952,19 +761,17 @@ static int run(const ti_opts *o)
     static const char *const fn[3] = { "iters.csv", "exact.csv", "inner.csv" };
     for (int i = 0; i < 3; i++)
         if (fs[i]) {
-            int s = close_out(fs[i], fn[i]);
+            int s = ex_outdir_close(od, fs[i], fn[i]);
             if (!status) status = s;
         }
     if (!status) status = write_tables(&ex, load_s);
-    if (!status) status = join_tables(o->out);
+    if (!status) status = join_tables(od, o->out);
     if (!status) status = write_fig6(&ex);
     if (!status) status = write_C(&ex);
     if (od) {
-        fprintf(stderr, PROG ": done in %.1f s%s; files written:\n", now() - t0,
+        fprintf(stderr, PROG ": done in %.1f s%s; files written:\n", ex_now() - t0,
                 status ? " (with errors)" : "");
-        for (int i = 0; i < od->n_files; i++) fprintf(stderr, "  %s\n", od->files[i]);
-        if (od->plots_failed)
-            fprintf(stderr, PROG ": warning: %d plot(s) failed (see above)\n", od->plots_failed);
+        ex_outdir_list(od);
     }
     free(ex.res);
     free(ex.C_sum);

@@ -144,29 +144,8 @@ double ti_current_rho(const ti_problem *tp) { return softplus(tp->lam[1]->data[0
 
 int ti_train(const ti_problem *tp, double *g_out, ad_value **w_out)
 {
-    const hg_problem *p = &tp->problem;
-    ad_tape *tape = ad_tape_new(1);
-    if (!tape) return ad_fail(AD_ENOMEM, "taskinteract: out of memory");
-    hg_state st;
-    int rc = hg_state_init(tape, p, &st, true);
-    for (int t = 0; t <= p->T && rc == AD_OK; t++) {
-        if (t > 0) {
-            ad_tape_step(tape);
-            rc = hg_inner_step(tape, p, &st, t, true);
-        }
-        if (rc == AD_OK && g_out) {
-            ad_no_record_begin(tape);
-            ad_value *g = p->inner(tape, st.w, p->hyper, t, p->ctx);
-            ad_no_record_end(tape);
-            if (g) g_out[t] = g->data[0];
-            else rc = ad_fail_wrap(AD_EARG, "taskinteract: inner loss at step %d", t);
-        }
-    }
-    if (rc == AD_OK && w_out && !(*w_out = ad_value_copy(st.w[0])))
-        rc = ad_fail(AD_ENOMEM, "taskinteract: out of memory");
-    if (st.w) hg_state_free(&st);
-    ad_tape_free(tape);
-    return rc;
+    int rc = hg_inner_solve(&tp->problem, w_out, g_out);
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "taskinteract");
 }
 
 /* ---- metrics ------------------------------------------------------------ */

@@ -137,9 +137,9 @@ ad_value *ti_coupling(ad_tape *tp, ad_value *W, ad_value *C);
 void ti_current_C(const ti_problem *tp, double *C);
 double ti_current_rho(const ti_problem *tp);
 
-/* Runs the T inner steps at the current λ without recording; g_out (if not
- * NULL) receives g(W_t, λ) for t = 0..T, w_out (if not NULL) a new
- * caller-owned copy of ŵ [V,d]. */
+/* Runs the T inner steps at the current λ without recording (hg_inner_solve);
+ * g_out (if not NULL) receives g(W_t, λ) for t = 0..T, w_out (if not NULL) a
+ * new caller-owned copy of ŵ [V,d]. */
 int ti_train(const ti_problem *tp, double *g_out, ad_value **w_out);
 
 /* ---- metrics ------------------------------------------------------------ */

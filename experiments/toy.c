@@ -28,23 +28,18 @@
  *     refined by Newton's method on the closed-form derivative.  Both optima
  *     are then checked with the library: full RMD's hypergradient there.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "experiments/common.h"
 #include "experiments/toy_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
 
-enum { EXIT_LIB = 1, EXIT_USAGE = 2 };
-enum { MAX_KS = 8, MAX_FILES = 16, PATH_LEN = 4096 };
+#define PROG "toy"
+enum { MAX_KS = 8 };
 
 static const double FIRST_STEP_NORM = 0.6; /* footnote 4 */
 
@@ -125,34 +120,6 @@ static void usage(FILE *out)
 "2 on a bad flag or value.\n");
 }
 
-static int bad_usage(const char *fmt, const char *a, const char *b)
-{
-    fprintf(stderr, "toy: ");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, "\n(toy --help explains the flags)\n");
-    return EXIT_USAGE;
-}
-
-static bool parse_double(const char *s, double *x)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return false;
-    *x = v;
-    return true;
-}
-
-static bool parse_int(const char *s, int lo, int hi, int *x)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return false;
-    *x = (int)v;
-    return true;
-}
-
 /* "a,b" into two finite numbers. */
 static bool parse_pair(const char *s, double xy[2])
 {
@@ -161,7 +128,7 @@ static bool parse_pair(const char *s, double xy[2])
     if (!comma || (size_t)(comma - s) >= sizeof first) return false;
     memcpy(first, s, (size_t)(comma - s));
     first[comma - s] = '\0';
-    return parse_double(first, &xy[0]) && parse_double(comma + 1, &xy[1]);
+    return ex_parse_double(first, &xy[0]) && ex_parse_double(comma + 1, &xy[1]);
 }
 
 /* Returns 0 to go on, -1 after --help, or an exit status. */
@@ -177,73 +144,62 @@ static int parse_args(int argc, char **argv, toy_opts *o)
         }
         if (!strcmp(a, "--query")) { o->query = true; continue; }
         if (!strcmp(a, "--tilde")) { o->tilde = true; continue; }
-        if (strncmp(a, "--", 2) != 0) return bad_usage("unexpected argument '%s'%s", a, "");
-        /* --name=value or --name value */
-        char name[32];
-        const char *eq = strchr(a, '='), *val;
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        if (len >= sizeof name) return bad_usage("unknown flag '%s'%s", a, "");
-        memcpy(name, a, len);
-        name[len] = '\0';
         static const char *const known[] = { "--out", "--lambda", "--T", "--gamma", "--K",
                                              "--iters", "--start" };
-        bool is_known = false;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
-        if (!is_known) return bad_usage("unknown flag '%s'%s", name, "");
-        if (eq) val = eq + 1;
-        else if (i + 1 < argc) val = argv[++i];
-        else return bad_usage("flag %s needs a value%s", name, "");
+        char name[EX_FLAG_NAME_LEN];
+        const char *val;
+        if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
+            return ex_usage_error(PROG, "%s", ad_error());
 
         if (!strcmp(name, "--out")) {
-            if (!*val) return bad_usage("--out: empty folder name%s%s", "", "");
+            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
             o->out = val;
             o->fig_flag_set = true;
         } else if (!strcmp(name, "--lambda")) {
             if (!parse_pair(val, o->lam))
-                return bad_usage("--lambda: expected two finite numbers 'L1,L2', got '%s'%s", val, "");
+                return ex_usage_error(PROG, "--lambda: expected two finite numbers 'L1,L2', "
+                                            "got '%s'", val);
             o->lam_set = true;
         } else if (!strcmp(name, "--start")) {
             if (!parse_pair(val, o->start))
-                return bad_usage("--start: expected two finite numbers 'L1,L2', got '%s'%s", val, "");
+                return ex_usage_error(PROG, "--start: expected two finite numbers 'L1,L2', "
+                                            "got '%s'", val);
             o->fig_flag_set = true;
         } else if (!strcmp(name, "--T")) {
-            if (!parse_int(val, 1, 100000, &o->T))
-                return bad_usage("--T: expected a whole number in 1..100000, got '%s'%s", val, "");
+            if (!ex_parse_int(val, 1, 100000, &o->T))
+                return ex_usage_error(PROG, "--T: expected a whole number in 1..100000, "
+                                            "got '%s'", val);
         } else if (!strcmp(name, "--K")) {
-            if (!parse_int(val, 1, 100000, &o->K))
-                return bad_usage("--K: expected a whole number in 1..100000, got '%s'%s", val, "");
+            if (!ex_parse_int(val, 1, 100000, &o->K))
+                return ex_usage_error(PROG, "--K: expected a whole number in 1..100000, "
+                                            "got '%s'", val);
             o->K_set = true;
         } else if (!strcmp(name, "--iters")) {
-            if (!parse_int(val, 1, 1000000, &o->iters))
-                return bad_usage("--iters: expected a whole number in 1..1000000, got '%s'%s", val, "");
+            if (!ex_parse_int(val, 1, 1000000, &o->iters))
+                return ex_usage_error(PROG, "--iters: expected a whole number in 1..1000000, "
+                                            "got '%s'", val);
             o->fig_flag_set = true;
         } else { /* --gamma */
-            if (!parse_double(val, &o->gamma) || !(o->gamma > 0))
-                return bad_usage("--gamma: expected a finite number > 0, got '%s'%s", val, "");
+            if (!ex_parse_double(val, &o->gamma) || !(o->gamma > 0))
+                return ex_usage_error(PROG, "--gamma: expected a finite number > 0, got '%s'", val);
         }
     }
-    if (o->query && !o->lam_set) return bad_usage("--query needs --lambda=L1,L2%s%s", "", "");
+    if (o->query && !o->lam_set) return ex_usage_error(PROG, "--query needs --lambda=L1,L2");
     if (o->query && o->fig_flag_set)
-        return bad_usage("--out, --iters and --start belong to figure mode, not --query%s%s", "", "");
+        return ex_usage_error(PROG, "--out, --iters and --start "
+                                    "belong to figure mode, not --query");
     if (!o->query && (o->lam_set || o->K_set || o->tilde))
-        return bad_usage("--lambda, --K and --tilde belong to --query mode%s%s", "", "");
+        return ex_usage_error(PROG, "--lambda, --K and --tilde belong to --query mode");
     return 0;
 }
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* A library call failed: its message, and the exit status for it. */
 static int lib_fail(const char *what)
 {
     fprintf(stderr, "toy: %s: %s\n", what, ad_error());
-    return EXIT_LIB;
+    return EX_EXIT_LIB;
 }
 
 static void toy_set_lambda(toy *t, double l1, double l2)
@@ -252,30 +208,23 @@ static void toy_set_lambda(toy *t, double l1, double l2)
     t->lam->data[1] = (ad_real)l2;
 }
 
-/* ∇ŵf at ŵ as the library computes ŵ: T detached inner steps, then the outer
- * loss differentiated with respect to a fresh leaf holding ŵ. */
+/* ∇ŵf at ŵ as the library computes ŵ (hg_inner_solve: T detached inner
+ * steps), the outer loss differentiated with respect to a leaf holding ŵ. */
 static int grad_w_outer(const hg_problem *p, double gw[2])
 {
+    ad_value *w_hat = NULL;
+    int rc = hg_inner_solve(p, &w_hat, NULL);
+    if (rc != AD_OK) return rc;
     ad_tape *tp = ad_tape_new(1);
-    if (!tp) return AD_ENOMEM;
-    hg_state st = { 0 };
-    int rc = hg_state_init(tp, p, &st, true);
-    for (int t = 1; t <= p->T && rc == AD_OK; t++) {
-        ad_tape_step(tp);
-        rc = hg_inner_step(tp, p, &st, t, true);
-    }
+    ad_value *w = tp ? ad_leaf(tp, w_hat) : NULL, *g = NULL;
+    ad_value *f = w ? p->outer(tp, &w, p->hyper, p->ctx) : NULL;
+    rc = f ? ad_grad(tp, f, 1, &w, &g, false) : ad_fail_wrap(AD_EARG, "outer loss failed");
     if (rc == AD_OK) {
-        ad_tape_step(tp);
-        ad_value *w = ad_leaf(tp, st.w[0]), *g = NULL;
-        ad_value *f = w ? p->outer(tp, &w, p->hyper, p->ctx) : NULL;
-        rc = f ? ad_grad(tp, f, 1, &w, &g, false) : ad_fail_wrap(AD_EARG, "outer loss failed");
-        if (rc == AD_OK) {
-            gw[0] = g->data[0];
-            gw[1] = g->data[1];
-        }
+        gw[0] = g->data[0];
+        gw[1] = g->data[1];
     }
-    if (st.w) hg_state_free(&st);
     ad_tape_free(tp);
+    ad_value_free(w_hat);
     return rc;
 }
 
@@ -315,132 +264,10 @@ static int run_query(const toy_opts *o)
 
 /* ---- output files -------------------------------------------------------- */
 
-typedef struct outdir {
-    const char *dir;
-    char files[MAX_FILES][PATH_LEN];
-    int n_files;
-    bool have_gnuplot;
-    int plots_failed;
-} outdir;
-
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-    char buf[PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        fprintf(stderr, "toy: --out: path too long\n");
-        return EXIT_LIB;
-    }
-    for (char *s = buf + 1;; s++) {
-        char c = *s;
-        if (c == '/' || c == '\0') {
-            *s = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                fprintf(stderr, "toy: cannot create folder %s: %s\n", buf, strerror(errno));
-                return EXIT_LIB;
-            }
-            *s = c;
-        }
-        if (c == '\0') break;
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "toy: %s is not a folder\n", path);
-        return EXIT_LIB;
-    }
-    return 0;
-}
-
-/* Opens DIR/name for writing and remembers it; NULL (with a message) on failure. */
-static FILE *open_out(outdir *od, const char *name)
-{
-    char path[PATH_LEN];
-    if (snprintf(path, sizeof path, "%s/%s", od->dir, name) >= (int)sizeof path) {
-        fprintf(stderr, "toy: output path too long\n");
-        return NULL;
-    }
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "toy: cannot write %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    if (od->n_files < MAX_FILES) snprintf(od->files[od->n_files++], PATH_LEN, "%s", path);
-    return f;
-}
-
-static int close_out(FILE *f, const char *name)
-{
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        fprintf(stderr, "toy: error writing %s\n", name);
-        return EXIT_LIB;
-    }
-    return 0;
-}
-
-static bool gnuplot_on_path(void)
-{
-    const char *path = getenv("PATH");
-    if (!path) return false;
-    char dir[PATH_LEN];
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        if (n > 0 && n + sizeof "/gnuplot" < sizeof dir) {
-            memcpy(dir, path, n);
-            snprintf(dir + n, sizeof dir - n, "/gnuplot");
-            if (access(dir, X_OK) == 0) return true;
-        }
-        path += n;
-        if (*path == ':') path++;
-    }
-    return false;
-}
-
-/* Runs `gnuplot script` inside the output folder (no shell, so no quoting);
- * a failure is a warning, the CSV is the result. */
-static void run_gnuplot(outdir *od, const char *script, const char *png)
-{
-    if (!od->have_gnuplot) return;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "toy: warning: cannot start gnuplot: %s\n", strerror(errno));
-        od->plots_failed++;
-        return;
-    }
-    if (pid == 0) {
-        if (chdir(od->dir) != 0) _exit(126);
-        execlp("gnuplot", "gnuplot", script, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "toy: warning: gnuplot %s failed; %s was not made\n", script, png);
-        od->plots_failed++;
-        return;
-    }
-    char path[PATH_LEN];
-    snprintf(path, sizeof path, "%s/%s", od->dir, png);
-    if (access(path, R_OK) == 0 && od->n_files < MAX_FILES)
-        snprintf(od->files[od->n_files++], PATH_LEN, "%s", path);
-}
-
 /* The opening of every script: PNG terminal, CSV input. */
 static void gp_header(FILE *g, const char *png, int width, int height)
 {
-    fprintf(g,
-            "# Written by toy (experiments/toy.c); run `gnuplot %.*s.gp` in this folder.\n"
-            "set encoding utf8\n"
-            "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-            "    set terminal pngcairo size %d,%d enhanced font 'Sans,10'\n"
-            "} else {\n"
-            "    set terminal png size %d,%d enhanced\n"
-            "}\n"
-            "set output '%s'\n"
-            "set datafile separator ','\n"
-            "set grid lt 0 lw 0.5\n",
-            (int)(strlen(png) - 4), png, width, height, width, height, png);
+    ex_gp_header(g, PROG " (experiments/toy.c)", png, width, height);
 }
 
 /* The closed form of the outer loss over the λ plane, for heat-map
@@ -640,9 +467,9 @@ static int exact_norm_at(const toy_opts *o, bool tilde, const double lam[2], dou
 
 /* ---- Figure 1 ------------------------------------------------------------ */
 
-static int figure1(const toy_opts *o, outdir *od)
+static int figure1(const toy_opts *o, ex_outdir *od)
 {
-    double t0 = now();
+    double t0 = ex_now();
     toy t;
     if (toy_init(&t, 1, 1, o->T, o->gamma, false) != AD_OK) {
         toy_free(&t);
@@ -690,9 +517,9 @@ static int figure1(const toy_opts *o, outdir *od)
         return lib_fail("fig1: sweep over K");
     }
     int status = 0;
-    FILE *csv = open_out(od, "fig1.csv");
+    FILE *csv = ex_outdir_open(od, "fig1.csv");
     double worst = 0; /* max error/bound */
-    if (!csv) status = EXIT_LIB;
+    if (!csv) status = EX_EXIT_LIB;
     else {
         fprintf(csv, "K,error,bound,error_closed_form\n");
         for (int i = 0; i < nK; i++) {
@@ -702,7 +529,7 @@ static int figure1(const toy_opts *o, outdir *od)
             fprintf(csv, "%d,%.17g,%.17g,%.17g\n", Ks[i], rows[i].cmp.abs_error, bound, e_cf);
             if (bound > 0) worst = fmax(worst, rows[i].cmp.abs_error / bound);
         }
-        status = close_out(csv, "fig1.csv");
+        status = ex_outdir_close(od, csv, "fig1.csv");
     }
     fprintf(stderr,
             "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %g, M_B = %g\n"
@@ -713,8 +540,8 @@ static int figure1(const toy_opts *o, outdir *od)
             hg_prop31_bound(o->gamma, alpha, Ks[nK > 1 ? nK - 2 : 0], gw_norm, m_b), worst,
             o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
 
-    FILE *g = status ? NULL : open_out(od, "fig1.gp");
-    if (!status && !g) status = EXIT_LIB;
+    FILE *g = status ? NULL : ex_outdir_open(od, "fig1.gp");
+    if (!status && !g) status = EX_EXIT_LIB;
     if (g) {
         gp_header(g, "fig1.png", 1300, 520);
         gp_loss_functions(g, o->T, o->gamma);
@@ -742,10 +569,10 @@ static int figure1(const toy_opts *o, outdir *od)
                 "         title '(1−γα)^K/(γα) ‖∇_{ŵ}f‖ M_B,  α = %g, M_B = γ‖G‖ = %g'\n"
                 "unset multiplot\n",
                 o->T, alpha, m_b);
-        status = close_out(g, "fig1.gp");
+        status = ex_outdir_close(od, g, "fig1.gp");
     }
-    if (!status) run_gnuplot(od, "fig1.gp", "fig1.png");
-    fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, now() - t0);
+    if (!status) ex_outdir_plot(od, "fig1.gp", "fig1.png");
+    fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, ex_now() - t0);
     free(Ks);
     free(rows);
     toy_free(&t);
@@ -786,16 +613,16 @@ static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *K
     return rc;
 }
 
-static int figure2(const toy_opts *o, outdir *od, const traj *tr_f, const traj *tr_ft)
+static int figure2(const toy_opts *o, ex_outdir *od, const traj *tr_f, const traj *tr_ft)
 {
-    double t0 = now();
+    double t0 = ex_now();
     static const int base[] = { 1, 2, 5, 10, 25, 50 };
     int Ks[MAX_KS], nK = 0;
     for (size_t i = 0; i < sizeof base / sizeof *base; i++)
         if (base[i] < o->T) Ks[nK++] = base[i];
     if (nK == 0) Ks[nK++] = o->T;
-    FILE *csv = open_out(od, "fig2.csv");
-    if (!csv) return EXIT_LIB;
+    FILE *csv = ex_outdir_open(od, "fig2.csv");
+    if (!csv) return EX_EXIT_LIB;
     fprintf(csv, "objective,tau,lambda1,lambda2,norm_dlam");
     for (int i = 0; i < nK; i++) fprintf(csv, ",ratio_K%d", Ks[i]);
     fprintf(csv, "\n");
@@ -803,7 +630,7 @@ static int figure2(const toy_opts *o, outdir *od, const traj *tr_f, const traj *
     int n_f, n_ft;
     int rc = fig2_rows(o, false, tr_f, Ks, nK, csv, &min_f, &n_f);
     if (rc == AD_OK) rc = fig2_rows(o, true, tr_ft, Ks, nK, csv, &min_ft, &n_ft);
-    int status = close_out(csv, "fig2.csv");
+    int status = ex_outdir_close(od, csv, "fig2.csv");
     if (rc != AD_OK) return lib_fail("fig2");
     if (status) return status;
     fprintf(stderr,
@@ -813,8 +640,8 @@ static int figure2(const toy_opts *o, outdir *od, const traj *tr_f, const traj *
 
     char ks[128];
     ks_string(Ks, nK, ks, sizeof ks);
-    FILE *g = open_out(od, "fig2.gp");
-    if (!g) return EXIT_LIB;
+    FILE *g = ex_outdir_open(od, "fig2.gp");
+    if (!g) return EX_EXIT_LIB;
     gp_header(g, "fig2.png", 1300, 520);
     fprintf(g,
             "Ks = '%s'; nK = words(Ks)\n"
@@ -836,31 +663,31 @@ static int figure2(const toy_opts *o, outdir *od, const traj *tr_f, const traj *
             "unset multiplot\n"
             "# x is τ + 1 so that the start (τ = 0) fits on the log axis.\n",
             ks);
-    status = close_out(g, "fig2.gp");
-    if (!status) run_gnuplot(od, "fig2.gp", "fig2.png");
-    fprintf(stderr, "fig2: %.2f s\n", now() - t0);
+    status = ex_outdir_close(od, g, "fig2.gp");
+    if (!status) ex_outdir_plot(od, "fig2.gp", "fig2.png");
+    fprintf(stderr, "fig2: %.2f s\n", ex_now() - t0);
     return status;
 }
 
 /* ---- Figures 3 and 4: trajectories ---------------------------------------- */
 
 /* CSV: K, τ, λ, loss, ‖λ_τ − opt‖. */
-static int traj_csv(outdir *od, const char *name, const traj *trs, int n, const double opt[2])
+static int traj_csv(ex_outdir *od, const char *name, const traj *trs, int n, const double opt[2])
 {
-    FILE *csv = open_out(od, name);
-    if (!csv) return EXIT_LIB;
+    FILE *csv = ex_outdir_open(od, name);
+    if (!csv) return EX_EXIT_LIB;
     fprintf(csv, "K,tau,lambda1,lambda2,loss,dist_to_opt\n");
     for (int i = 0; i < n; i++)
         for (int k = 0; k < trs[i].n; k++)
             fprintf(csv, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", trs[i].K, k, trs[i].lam[k][0],
                     trs[i].lam[k][1], trs[i].loss[k],
                     hypot(trs[i].lam[k][0] - opt[0], trs[i].lam[k][1] - opt[1]));
-    return close_out(csv, name);
+    return ex_outdir_close(od, csv, name);
 }
 
 /* Left: trajectories over the loss's heat map, optimum marked; right:
  * distance to the optimum against τ. */
-static int traj_gp(outdir *od, const toy_opts *o, const traj_set *ts)
+static int traj_gp(ex_outdir *od, const toy_opts *o, const traj_set *ts)
 {
     char gp[16], png[16], csv[16], ks[128];
     snprintf(gp, sizeof gp, "fig%d.gp", ts->fig);
@@ -871,8 +698,8 @@ static int traj_gp(outdir *od, const toy_opts *o, const traj_set *ts)
     ks_string(Ks, ts->n, ks, sizeof ks);
     double box[4];
     traj_box(ts->tr, ts->n, ts->opt, box);
-    FILE *g = open_out(od, gp);
-    if (!g) return EXIT_LIB;
+    FILE *g = ex_outdir_open(od, gp);
+    if (!g) return EX_EXIT_LIB;
     gp_header(g, png, 1300, 560);
     gp_loss_functions(g, o->T, o->gamma);
     const char *optname = ts->tilde ? "λ̃*" : "λ*";
@@ -906,15 +733,15 @@ static int traj_gp(outdir *od, const toy_opts *o, const traj_set *ts)
             "         with lines lw 2 lc i title label(word(Ks, i) + 0)\n"
             "unset multiplot\n",
             csv, optname, optname, optname, csv);
-    int status = close_out(g, gp);
-    if (!status) run_gnuplot(od, gp, png);
+    int status = ex_outdir_close(od, g, gp);
+    if (!status) ex_outdir_plot(od, gp, png);
     return status;
 }
 
 /* The trajectories of Fig. 3 (f̃) or Fig. 4 (f), the optimum, and a summary. */
 static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
 {
-    double t0 = now();
+    double t0 = ex_now();
     static const int base[] = { 1, 5, 25 };
     int Ks[MAX_KS], nK = figure_ks(base, 3, o->T, Ks);
     *ts = (traj_set){ .tilde = tilde, .fig = tilde ? 3 : 4 };
@@ -922,7 +749,7 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
     for (int i = 0; i < nK; i++) {
         if (run_traj(o, tilde, Ks[i], &ts->tr[i]) != AD_OK) {
             fprintf(stderr, "toy: fig%d: trajectory K=%d: %s\n", ts->fig, Ks[i], ad_error());
-            return EXIT_LIB;
+            return EX_EXIT_LIB;
         }
         ts->n++;
     }
@@ -940,11 +767,11 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
                 hypot(end[0] - ts->opt[0], end[1] - ts->opt[1]), name, tr->loss[tr->n - 1]);
     }
     fprintf(stderr, "fig%d: %d trajectories of %d steps in %.2f s\n", ts->fig, ts->n, o->iters,
-            now() - t0);
+            ex_now() - t0);
     return 0;
 }
 
-static int traj_set_write(const toy_opts *o, outdir *od, const traj_set *ts)
+static int traj_set_write(const toy_opts *o, ex_outdir *od, const traj_set *ts)
 {
     char csv[16];
     snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
@@ -954,20 +781,18 @@ static int traj_set_write(const toy_opts *o, outdir *od, const traj_set *ts)
 
 static int run_figures(const toy_opts *o)
 {
-    double t0 = now();
-    outdir *od = calloc(1, sizeof *od);
+    double t0 = ex_now();
+    ex_outdir *od = calloc(1, sizeof *od);
     traj_set *ts = calloc(2, sizeof *ts); /* [0]: f (Fig. 4), [1]: f̃ (Fig. 3) */
     if (!od || !ts) {
         free(od);
         free(ts);
         fprintf(stderr, "toy: out of memory\n");
-        return EXIT_LIB;
+        return EX_EXIT_LIB;
     }
-    od->dir = o->out;
     fprintf(stderr, "toy: T = %d, γ = %g, %d hyper-iterations from λ0 = (%g, %g), output in %s\n",
             o->T, o->gamma, o->iters, o->start[0], o->start[1], o->out);
-    int status = make_dirs(o->out);
-    od->have_gnuplot = gnuplot_on_path();
+    int status = ex_outdir_init(od, PROG, "%s", o->out);
     if (!status && !od->have_gnuplot)
         fprintf(stderr, "toy: warning: gnuplot was not found on PATH; writing the CSV files and "
                         "gnuplot scripts only (install gnuplot, then run `gnuplot figN.gp` in %s)\n",
@@ -981,12 +806,9 @@ static int run_figures(const toy_opts *o)
     if (!status) status = traj_set_write(o, od, &ts[0]);
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < ts[k].n; i++) traj_free(&ts[k].tr[i]);
-    fprintf(stderr, "toy: done in %.1f s%s; files written:\n", now() - t0,
+    fprintf(stderr, "toy: done in %.1f s%s; files written:\n", ex_now() - t0,
             status ? " (with errors)" : "");
-    for (int i = 0; i < od->n_files; i++) fprintf(stderr, "  %s\n", od->files[i]);
-    if (od->n_files == 0) fprintf(stderr, "  (none)\n");
-    if (od->plots_failed)
-        fprintf(stderr, "toy: warning: %d plot(s) failed (see above)\n", od->plots_failed);
+    ex_outdir_list(od);
     free(od);
     free(ts);
     return status;

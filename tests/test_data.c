@@ -11,184 +11,71 @@
  * mnist/), else HT_SOURCE_ROOT "/../shared/data" when the build defines
  * HT_SOURCE_ROOT (tests run in the build directory, so a relative path would
  * depend on where the build directory is). */
-#define _XOPEN_SOURCE 700 /* mkdtemp, nftw, setenv */
+#define _XOPEN_SOURCE 700 /* setenv, strdup */
 
 #include <check.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zlib.h>
 
 #include "experiments/data.h"
+#include "testutil.h"
 
 Suite *data_suite(void);
 
-/* ---- a temporary directory per test ------------------------------------- */
-
-/* The layout: tmp_top (made once per test case, in the parent process, and
- * removed with everything in it even when a test fails) holds one fresh
- * tmp_root per test. */
-static char tmp_top[512], tmp_root[600];
-static char *made[64]; /* path strings handed out, freed after each test */
-static int n_made;
-
-static void tmp_top_setup(void)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(tmp_top, sizeof tmp_top, "%s/test_data.XXXXXX",
-             base && base[0] ? base : "/tmp");
-    ck_assert_msg(mkdtemp(tmp_top) != NULL, "mkdtemp(%s) failed", tmp_top);
-}
-
-static int tmp_remove_one(const char *path, const struct stat *st, int flag,
-                          struct FTW *ftw)
-{
-    return remove(path) == 0 ? 0 : -1;
-}
-
-static void tmp_top_teardown(void)
-{
-    if (tmp_top[0])
-        nftw(tmp_top, tmp_remove_one, 16, FTW_DEPTH | FTW_PHYS);
-    tmp_top[0] = '\0';
-}
-
-static void tmp_setup(void)
-{
-    snprintf(tmp_root, sizeof tmp_root, "%s/t.XXXXXX", tmp_top);
-    ck_assert_msg(mkdtemp(tmp_root) != NULL, "mkdtemp(%s) failed", tmp_root);
-    n_made = 0;
-}
-
-static void tmp_teardown(void)
-{
-    while (n_made > 0)
-        free(made[--n_made]);
-}
-
-/* tmp_root/name.  The pointer stays valid until the test ends. */
-static const char *tmp_path(const char *name)
-{
-    size_t len = strlen(tmp_root) + 1 + strlen(name) + 1;
-    char *p = malloc(len);
-    ck_assert_ptr_nonnull(p);
-    snprintf(p, len, "%s/%s", tmp_root, name);
-    ck_assert_int_lt(n_made, (int)(sizeof made / sizeof made[0]));
-    made[n_made++] = p;
-    return p;
-}
-
-static const char *tmp_mkdir(const char *name)
-{
-    const char *p = tmp_path(name);
-    ck_assert_msg(mkdir(p, 0700) == 0 || access(p, F_OK) == 0, "mkdir %s", p);
-    return p;
-}
+static void tmp_top_setup(void) { tu_tmp_top_setup("test_data"); }
 
 /* ---- building IDX files ------------------------------------------------- */
-
-typedef struct blob {
-    unsigned char *b;
-    size_t n;
-} blob;
-
-static void put_be32(unsigned char *b, uint32_t v)
-{
-    b[0] = (unsigned char)(v >> 24);
-    b[1] = (unsigned char)(v >> 16);
-    b[2] = (unsigned char)(v >> 8);
-    b[3] = (unsigned char)v;
-}
 
 /* An IDX file: magic, rank extents, then `payload` bytes (i % 10, so they
  * double as labels) and `extra` trailing bytes.  The payload size is given
  * separately from the extents so that tests can lie in the header. */
-static blob idx_blob(uint32_t magic, int rank, const uint32_t *dims,
-                     size_t payload, size_t extra)
+static tu_blob idx_blob(uint32_t magic, int rank, const uint32_t *dims,
+                        size_t payload, size_t extra)
 {
-    blob bl;
+    tu_blob bl;
     bl.n = 4 + 4 * (size_t)rank + payload + extra;
     bl.b = malloc(bl.n ? bl.n : 1);
     ck_assert_ptr_nonnull(bl.b);
-    put_be32(bl.b, magic);
+    tu_put_be32(bl.b, magic);
     for (int i = 0; i < rank; i++)
-        put_be32(bl.b + 4 + 4 * i, dims[i]);
+        tu_put_be32(bl.b + 4 + 4 * i, dims[i]);
     for (size_t i = 0; i < payload + extra; i++)
         bl.b[4 + 4 * rank + i] = (unsigned char)(i % 10);
     return bl;
 }
 
 /* A well-formed images file of n x rows x cols. */
-static blob images_blob(uint32_t n, uint32_t rows, uint32_t cols)
+static tu_blob images_blob(uint32_t n, uint32_t rows, uint32_t cols)
 {
     uint32_t d[3] = {n, rows, cols};
     return idx_blob(0x00000803, 3, d, (size_t)n * rows * cols, 0);
 }
 
-static blob labels_blob(uint32_t n)
+static tu_blob labels_blob(uint32_t n)
 {
     uint32_t d[1] = {n};
     return idx_blob(0x00000801, 1, d, n, 0);
 }
 
-static void write_raw(const char *path, const unsigned char *b, size_t n)
-{
-    FILE *fp = fopen(path, "wb");
-    ck_assert_msg(fp != NULL, "cannot write %s", path);
-    ck_assert_uint_eq(fwrite(b, 1, n, fp), n);
-    ck_assert_int_eq(fclose(fp), 0);
-}
-
-static void write_gz(const char *path, const unsigned char *b, size_t n)
-{
-    gzFile gz = gzopen(path, "wb");
-    ck_assert_msg(gz != NULL, "cannot write %s", path);
-    ck_assert_int_eq(gzwrite(gz, b, (unsigned)n), (int)n);
-    ck_assert_int_eq(gzclose(gz), Z_OK);
-}
-
-/* Writes the blob to tmp_root/name (gzipped if gz), frees it, returns the
+/* Writes the blob to tu_tmp_root()/name (gzipped if gz), frees it, returns the
  * path. */
-static const char *put_file(const char *name, blob bl, bool gz)
+static const char *put_file(const char *name, tu_blob bl, bool gz)
 {
-    const char *p = tmp_path(name);
+    const char *p = tu_tmp_path(name);
     if (gz)
-        write_gz(p, bl.b, bl.n);
+        tu_write_gz(p, bl.b, bl.n);
     else
-        write_raw(p, bl.b, bl.n);
+        tu_write_raw(p, bl.b, bl.n);
     free(bl.b);
     return p;
 }
 
-static blob read_raw(const char *path)
-{
-    blob bl = {NULL, 0};
-    FILE *fp = fopen(path, "rb");
-    ck_assert_msg(fp != NULL, "cannot read %s", path);
-    bl.b = malloc(1 << 16);
-    ck_assert_ptr_nonnull(bl.b);
-    bl.n = fread(bl.b, 1, 1 << 16, fp);
-    ck_assert_msg(feof(fp), "%s: test file larger than 64 KiB", path);
-    fclose(fp);
-    return bl;
-}
-
 /* ---- checking failures -------------------------------------------------- */
-
-/* The status was `code`, and the message names `path` and contains `what`. */
-#define ck_fail_with(rc, code, path, what)                                        \
-    do {                                                                          \
-        ck_assert_int_eq((rc), (code));                                           \
-        ck_assert_msg(strstr(ad_error(), (path)) != NULL,                         \
-                      "message does not name %s: %s", (path), ad_error());        \
-        ck_assert_msg(strstr(ad_error(), (what)) != NULL,                         \
-                      "message lacks \"%s\": %s", (what), ad_error());            \
-    } while (0)
 
 /* Reading `path` as images fails with `code` and `what`, leaving out zeroed. */
 static void expect_images_fail(const char *path, int code, const char *what)
@@ -197,7 +84,7 @@ static void expect_images_fail(const char *path, int code, const char *what)
     memset(&im, 0xA5, sizeof im); /* must come back zeroed */
     ad_error_clear();
     int rc = data_idx_read_images(path, &im);
-    ck_fail_with(rc, code, path, what);
+    tu_fail_with(rc, code, path, what);
     ck_assert_ptr_null(im.pixels);
     ck_assert_int_eq(im.n, 0);
 }
@@ -208,27 +95,12 @@ static void expect_labels_fail(const char *path, int code, const char *what)
     memset(&lb, 0xA5, sizeof lb);
     ad_error_clear();
     int rc = data_idx_read_labels(path, &lb);
-    ck_fail_with(rc, code, path, what);
+    tu_fail_with(rc, code, path, what);
     ck_assert_ptr_null(lb.labels);
     ck_assert_int_eq(lb.n, 0);
 }
 
 /* ---- the real files ----------------------------------------------------- */
-
-/* The shared data root, or a loud failure. */
-static const char *data_root(void)
-{
-    const char *env = getenv("HYPERTAPE_DATA");
-    if (env && env[0])
-        return env;
-#ifdef HT_SOURCE_ROOT
-    return HT_SOURCE_ROOT "/../shared/data";
-#else
-    ck_abort_msg("MNIST not located: set HYPERTAPE_DATA to the data root (holding "
-                 "mnist/) or build with -DHT_SOURCE_ROOT=\"<repo root>\"");
-    return NULL;
-#endif
-}
 
 static uint64_t byte_sum(const unsigned char *b, size_t n)
 {
@@ -252,7 +124,7 @@ static unsigned long byte_crc(const unsigned char *b, size_t n)
 START_TEST(test_real_mnist)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/mnist", data_root());
+    snprintf(dir, sizeof dir, "%s/mnist", tu_data_root("mnist/"));
     data_mnist m;
     int rc = data_mnist_load(dir, &m);
     ck_assert_msg(rc == AD_OK, "MNIST must be loadable from %s (CI has it): %s",
@@ -350,7 +222,7 @@ END_TEST
 START_TEST(test_large_payload_grows)
 {
     uint32_t d[3] = {2, 4096, 4096}; /* 32 MiB of zeros-to-nines */
-    blob bl = idx_blob(0x00000803, 3, d, (size_t)2 * 4096 * 4096, 0);
+    tu_blob bl = idx_blob(0x00000803, 3, d, (size_t)2 * 4096 * 4096, 0);
     const char *p = put_file("big.gz", bl, true);
     data_images im;
     ck_assert_msg(data_idx_read_images(p, &im) == AD_OK, "%s", ad_error());
@@ -364,11 +236,11 @@ END_TEST
 
 START_TEST(test_missing_file)
 {
-    const char *p = tmp_path("no-such-file.gz");
+    const char *p = tu_tmp_path("no-such-file.gz");
     expect_images_fail(p, AD_EIO, "cannot open");
     expect_labels_fail(p, AD_EIO, "cannot open");
     /* A directory opens, but reading it fails. */
-    expect_images_fail(tmp_root, AD_EIO, "read error");
+    expect_images_fail(tu_tmp_root(), AD_EIO, "read error");
 }
 END_TEST
 
@@ -378,11 +250,11 @@ START_TEST(test_bad_magic)
     const char *p = put_file("magic.gz", idx_blob(0x12345678, 3, d, 4, 0), true);
     expect_images_fail(p, AD_EFORMAT, "bad magic 0x12345678");
     /* A file gzipped twice: the first unpacked bytes are a gzip header. */
-    blob raw = images_blob(1, 2, 2);
-    const char *once = tmp_path("once.gz");
-    write_gz(once, raw.b, raw.n);
+    tu_blob raw = images_blob(1, 2, 2);
+    const char *once = tu_tmp_path("once.gz");
+    tu_write_gz(once, raw.b, raw.n);
     free(raw.b);
-    const char *twice = put_file("twice.gz", read_raw(once), true);
+    const char *twice = put_file("twice.gz", tu_read_file(once, 1 << 16), true);
     expect_images_fail(twice, AD_EFORMAT, "gzipped twice");
 }
 END_TEST
@@ -431,17 +303,17 @@ END_TEST
 
 START_TEST(test_truncated_header)
 {
-    blob bl = images_blob(1, 2, 2);
+    tu_blob bl = images_blob(1, 2, 2);
     bl.n = 9; /* magic, one extent and a byte of the second */
     const char *p = put_file("th.gz", bl, true);
     expect_images_fail(p, AD_EFORMAT, "truncated header: an IDX images header is "
                                       "16 bytes, found 9");
-    blob two = {(unsigned char *)"\0\0", 2};
-    p = tmp_path("th2");
-    write_raw(p, two.b, two.n);
+    tu_blob two = {(unsigned char *)"\0\0", 2};
+    p = tu_tmp_path("th2");
+    tu_write_raw(p, two.b, two.n);
     expect_labels_fail(p, AD_EFORMAT, "found 2");
-    p = tmp_path("empty");
-    write_raw(p, (const unsigned char *)"", 0);
+    p = tu_tmp_path("empty");
+    tu_write_raw(p, (const unsigned char *)"", 0);
     expect_images_fail(p, AD_EFORMAT, "empty file");
 }
 END_TEST
@@ -463,28 +335,28 @@ END_TEST
 START_TEST(test_corrupt_gzip)
 {
     const char *good = put_file("good.gz", images_blob(4, 10, 10), true);
-    blob gz = read_raw(good);
+    tu_blob gz = tu_read_file(good, 1 << 16);
 
     gz.b[gz.n - 8] ^= 0x55; /* the trailer's CRC-32 */
-    const char *crc = tmp_path("crc.gz");
-    write_raw(crc, gz.b, gz.n);
+    const char *crc = tu_tmp_path("crc.gz");
+    tu_write_raw(crc, gz.b, gz.n);
     expect_images_fail(crc, AD_EFORMAT, "corrupt gzip stream: incorrect data check");
     gz.b[gz.n - 8] ^= 0x55;
 
     unsigned char first = gz.b[10];
     gz.b[10] = 0xFF; /* first deflate block: final, type 3 (reserved) */
-    const char *blk = tmp_path("block.gz");
-    write_raw(blk, gz.b, gz.n);
+    const char *blk = tu_tmp_path("block.gz");
+    tu_write_raw(blk, gz.b, gz.n);
     expect_images_fail(blk, AD_EFORMAT, "corrupt gzip stream: invalid block type");
     gz.b[10] = first;
 
-    const char *cut = tmp_path("cut.gz");
-    write_raw(cut, gz.b, gz.n / 2);
+    const char *cut = tu_tmp_path("cut.gz");
+    tu_write_raw(cut, gz.b, gz.n / 2);
     expect_images_fail(cut, AD_EFORMAT, "the gzip stream ends early");
 
     /* All data present but the 8-byte trailer missing: cannot be trusted. */
-    const char *notrailer = tmp_path("notrailer.gz");
-    write_raw(notrailer, gz.b, gz.n - 8);
+    const char *notrailer = tu_tmp_path("notrailer.gz");
+    tu_write_raw(notrailer, gz.b, gz.n - 8);
     expect_images_fail(notrailer, AD_EFORMAT, "before its checksum");
     free(gz.b);
 }
@@ -497,12 +369,12 @@ END_TEST
 static const char *put_split_dir(const char *sub, uint32_t n_train, uint32_t l_train,
                                  uint32_t n_test, uint32_t l_test, bool gz)
 {
-    const char *dir = tmp_mkdir(sub);
+    const char *dir = tu_tmp_mkdir(sub);
     char name[256];
     const char *files[4] = {DATA_MNIST_TRAIN_IMAGES, DATA_MNIST_TRAIN_LABELS,
                             DATA_MNIST_TEST_IMAGES, DATA_MNIST_TEST_LABELS};
-    blob blobs[4] = {images_blob(n_train, 2, 3), labels_blob(l_train),
-                     images_blob(n_test, 2, 3), labels_blob(l_test)};
+    tu_blob blobs[4] = {images_blob(n_train, 2, 3), labels_blob(l_train),
+                        images_blob(n_test, 2, 3), labels_blob(l_test)};
     for (int i = 0; i < 4; i++) {
         snprintf(name, sizeof name, "%s/%s", sub, files[i]);
         if (!gz)
@@ -536,7 +408,7 @@ START_TEST(test_mnist_count_mismatch)
     const char *dir = put_split_dir("mis", 12, 11, 5, 5, true);
     ad_error_clear();
     int rc = data_mnist_load(dir, &m);
-    ck_fail_with(rc, AD_EFORMAT, DATA_MNIST_TRAIN_LABELS, "has 11 labels");
+    tu_fail_with(rc, AD_EFORMAT, DATA_MNIST_TRAIN_LABELS, "has 11 labels");
     ck_assert_msg(strstr(ad_error(), DATA_MNIST_TRAIN_IMAGES) &&
                   strstr(ad_error(), "12 images"), "%s", ad_error());
     ck_assert_ptr_null(m.train_images.pixels);
@@ -544,7 +416,7 @@ START_TEST(test_mnist_count_mismatch)
 
     dir = put_split_dir("mis2", 12, 12, 5, 6, true);
     rc = data_mnist_load(dir, &m);
-    ck_fail_with(rc, AD_EFORMAT, DATA_MNIST_TEST_LABELS, "has 6 labels");
+    tu_fail_with(rc, AD_EFORMAT, DATA_MNIST_TEST_LABELS, "has 6 labels");
     /* The training split had loaded: it must have been released. */
     ck_assert_ptr_null(m.train_images.pixels);
     ck_assert_int_eq(m.train_images.n, 0);
@@ -557,15 +429,15 @@ START_TEST(test_mnist_bad_label_and_missing)
     const char *dir = put_split_dir("lab", 12, 12, 11, 11, true);
     /* Eleven labels i % 10 are fine; overwrite with a label 200. */
     uint32_t d[1] = {11};
-    blob bl = idx_blob(0x00000801, 1, d, 11, 0);
+    tu_blob bl = idx_blob(0x00000801, 1, d, 11, 0);
     bl.b[8 + 3] = 200;
     put_file("lab/" DATA_MNIST_TEST_LABELS, bl, true);
     int rc = data_mnist_load(dir, &m);
-    ck_fail_with(rc, AD_EFORMAT, DATA_MNIST_TEST_LABELS, "label 200 at index 3");
+    tu_fail_with(rc, AD_EFORMAT, DATA_MNIST_TEST_LABELS, "label 200 at index 3");
 
-    const char *empty = tmp_mkdir("emptydir");
+    const char *empty = tu_tmp_mkdir("emptydir");
     rc = data_mnist_load(empty, &m);
-    ck_fail_with(rc, AD_EIO, DATA_MNIST_TRAIN_IMAGES, "cannot open");
+    tu_fail_with(rc, AD_EIO, DATA_MNIST_TRAIN_IMAGES, "cannot open");
 }
 END_TEST
 
@@ -656,33 +528,33 @@ START_TEST(test_find_dir)
     env_saved s;
     /* tmp/root/{mnist,fashion-mnist} as a data root; tmp/work/ as a cwd with
      * ../shared/data/mnist beside it. */
-    tmp_mkdir("root");
-    tmp_mkdir("root/mnist");
+    tu_tmp_mkdir("root");
+    tu_tmp_mkdir("root/mnist");
     put_file("root/mnist/" DATA_MNIST_TRAIN_IMAGES, images_blob(1, 1, 1), true);
-    tmp_mkdir("root/fashion-mnist");
+    tu_tmp_mkdir("root/fashion-mnist");
     /* An unpacked file counts too. */
     put_file("root/fashion-mnist/train-images-idx3-ubyte", images_blob(1, 1, 1), false);
-    const char *work = tmp_mkdir("work");
-    tmp_mkdir("shared");
-    tmp_mkdir("shared/data");
-    tmp_mkdir("shared/data/mnist");
+    const char *work = tu_tmp_mkdir("work");
+    tu_tmp_mkdir("shared");
+    tu_tmp_mkdir("shared/data");
+    tu_tmp_mkdir("shared/data/mnist");
     put_file("shared/data/mnist/" DATA_MNIST_TRAIN_IMAGES, images_blob(1, 1, 1), true);
-    const char *empty = tmp_mkdir("emptyroot");
-    const char *nowhere = tmp_mkdir("emptyroot/sub"); /* no ../shared either */
+    const char *empty = tu_tmp_mkdir("emptyroot");
+    const char *nowhere = tu_tmp_mkdir("emptyroot/sub"); /* no ../shared either */
     char want[1024];
 
     /* 1. An explicit --data wins, unchecked. */
     ck_assert_str_eq(data_find_dir("/nowhere", "mnist"), "/nowhere");
 
     /* 2. $HYPERTAPE_DATA/<dataset>. */
-    snprintf(want, sizeof want, "%s/root", tmp_root);
+    snprintf(want, sizeof want, "%s/root", tu_tmp_root());
     env_enter(&s, want, work);
     const char *got = data_find_dir(NULL, "mnist");
     ck_assert_msg(got != NULL, "%s", ad_error());
-    ck_assert_str_eq(got, tmp_path("root/mnist"));
+    ck_assert_str_eq(got, tu_tmp_path("root/mnist"));
     got = data_find_dir("", "fashion");
     ck_assert_msg(got != NULL, "%s", ad_error());
-    ck_assert_str_eq(got, tmp_path("root/fashion-mnist"));
+    ck_assert_str_eq(got, tu_tmp_path("root/fashion-mnist"));
     env_leave(&s);
 
     /* 3. A root without mnist/ falls through to ../shared/data/mnist. */
@@ -717,8 +589,8 @@ Suite *data_suite(void)
 
     TCase *idx = tcase_create("idx");
     tcase_set_timeout(idx, 60);
-    tcase_add_unchecked_fixture(idx, tmp_top_setup, tmp_top_teardown);
-    tcase_add_checked_fixture(idx, tmp_setup, tmp_teardown);
+    tcase_add_unchecked_fixture(idx, tmp_top_setup, tu_tmp_top_teardown);
+    tcase_add_checked_fixture(idx, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(idx, test_small_ok_raw_and_gz);
     tcase_add_test(idx, test_large_payload_grows);
     tcase_add_test(idx, test_missing_file);
@@ -732,8 +604,8 @@ Suite *data_suite(void)
     suite_add_tcase(s, idx);
 
     TCase *dir = tcase_create("mnist_dir");
-    tcase_add_unchecked_fixture(dir, tmp_top_setup, tmp_top_teardown);
-    tcase_add_checked_fixture(dir, tmp_setup, tmp_teardown);
+    tcase_add_unchecked_fixture(dir, tmp_top_setup, tu_tmp_top_teardown);
+    tcase_add_checked_fixture(dir, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(dir, test_mnist_dir_small);
     tcase_add_test(dir, test_mnist_count_mismatch);
     tcase_add_test(dir, test_mnist_bad_label_and_missing);

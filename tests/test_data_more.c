@@ -19,132 +19,27 @@
  *
  * Time: loading all of Omniglot (32,460 PNGs) takes about 0.8 s, 1.7 s
  * under ASan; it is done once, in test_omniglot_full. */
-#define _XOPEN_SOURCE 700 /* mkdtemp, nftw, setenv */
+#define _XOPEN_SOURCE 700 /* setenv */
 
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zip.h>
 #include <zlib.h>
 
 #include "experiments/data_meta.h"
+#include "testutil.h"
 
 Suite *data_more_suite(void);
 
-/* ---- a temporary directory per test ------------------------------------- */
-
-/* tmp_top (made once per test case, in the parent process, and removed with
- * everything in it even when a test fails) holds one fresh tmp_root per
- * test. */
-static char tmp_top[512], tmp_root[600];
-static char *made[64]; /* path strings handed out, freed after each test */
-static int n_made;
-
-static void tmp_top_setup(void)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(tmp_top, sizeof tmp_top, "%s/test_data_more.XXXXXX",
-             base && base[0] ? base : "/tmp");
-    ck_assert_msg(mkdtemp(tmp_top) != NULL, "mkdtemp(%s) failed", tmp_top);
-}
-
-static int tmp_remove_one(const char *path, const struct stat *st, int flag,
-                          struct FTW *ftw)
-{
-    return remove(path) == 0 ? 0 : -1;
-}
-
-static void tmp_top_teardown(void)
-{
-    if (tmp_top[0])
-        nftw(tmp_top, tmp_remove_one, 16, FTW_DEPTH | FTW_PHYS);
-    tmp_top[0] = '\0';
-}
-
-static void tmp_setup(void)
-{
-    snprintf(tmp_root, sizeof tmp_root, "%s/t.XXXXXX", tmp_top);
-    ck_assert_msg(mkdtemp(tmp_root) != NULL, "mkdtemp(%s) failed", tmp_root);
-    n_made = 0;
-}
-
-static void tmp_teardown(void)
-{
-    while (n_made > 0)
-        free(made[--n_made]);
-}
-
-/* tmp_root/name.  The pointer stays valid until the test ends. */
-static const char *tmp_path(const char *name)
-{
-    size_t len = strlen(tmp_root) + 1 + strlen(name) + 1;
-    char *p = malloc(len);
-    ck_assert_ptr_nonnull(p);
-    snprintf(p, len, "%s/%s", tmp_root, name);
-    ck_assert_int_lt(n_made, (int)(sizeof made / sizeof made[0]));
-    made[n_made++] = p;
-    return p;
-}
-
-static const char *tmp_mkdir(const char *name)
-{
-    const char *p = tmp_path(name);
-    ck_assert_msg(mkdir(p, 0700) == 0, "mkdir %s", p);
-    return p;
-}
-
-typedef struct blob {
-    unsigned char *b;
-    size_t n;
-} blob;
-
-static void write_raw(const char *path, const void *b, size_t n)
-{
-    FILE *fp = fopen(path, "wb");
-    ck_assert_msg(fp != NULL, "cannot write %s", path);
-    ck_assert_uint_eq(fwrite(b, 1, n, fp), n);
-    ck_assert_int_eq(fclose(fp), 0);
-}
-
-static void write_gz(const char *path, const void *b, size_t n)
-{
-    gzFile gz = gzopen(path, "wb");
-    ck_assert_msg(gz != NULL, "cannot write %s", path);
-    ck_assert_int_eq(gzwrite(gz, b, (unsigned)n), (int)n);
-    ck_assert_int_eq(gzclose(gz), Z_OK);
-}
-
-static blob read_raw(const char *path)
-{
-    blob bl = {NULL, 0};
-    FILE *fp = fopen(path, "rb");
-    ck_assert_msg(fp != NULL, "cannot read %s", path);
-    bl.b = malloc(1 << 20);
-    ck_assert_ptr_nonnull(bl.b);
-    bl.n = fread(bl.b, 1, 1 << 20, fp);
-    ck_assert_msg(feof(fp), "%s: test file larger than 1 MiB", path);
-    fclose(fp);
-    return bl;
-}
+static void tmp_top_setup(void) { tu_tmp_top_setup("test_data_more"); }
 
 /* ---- checking failures -------------------------------------------------- */
-
-/* The status was `code`, and the message names `path` and contains `what`. */
-#define ck_fail_with(rc, code, path, what)                                        \
-    do {                                                                          \
-        ck_assert_int_eq((rc), (code));                                           \
-        ck_assert_msg(strstr(ad_error(), (path)) != NULL,                         \
-                      "message does not name %s: %s", (path), ad_error());        \
-        ck_assert_msg(strstr(ad_error(), (what)) != NULL,                         \
-                      "message lacks \"%s\": %s", (what), ad_error());            \
-    } while (0)
 
 /* Reading zip `path` fails with `code`, naming `path`, `entry` (when not
  * NULL) and `what`, and leaves the output zeroed. */
@@ -155,7 +50,7 @@ static void expect_zip_fail(const char *path, int code, const char *entry,
     memset(&om, 0xA5, sizeof om); /* must come back zeroed */
     ad_error_clear();
     int rc = data_omniglot_read_zip(path, 28, &om);
-    ck_fail_with(rc, code, path, what);
+    tu_fail_with(rc, code, path, what);
     if (entry)
         ck_assert_msg(strstr(ad_error(), entry) != NULL, "message does not name "
                       "entry %s: %s", entry, ad_error());
@@ -171,28 +66,13 @@ static void expect_cifar_fail(const char *path, int code, const char *what)
     memset(&c, 0xA5, sizeof c);
     ad_error_clear();
     int rc = data_cifar_read(path, &c);
-    ck_fail_with(rc, code, path, what);
+    tu_fail_with(rc, code, path, what);
     ck_assert_ptr_null(c.pixels);
     ck_assert_ptr_null(c.labels);
     ck_assert_int_eq(c.n, 0);
 }
 
 /* ---- the real files ----------------------------------------------------- */
-
-/* The shared data root, or a loud failure. */
-static const char *data_root(void)
-{
-    const char *env = getenv("HYPERTAPE_DATA");
-    if (env && env[0])
-        return env;
-#ifdef HT_SOURCE_ROOT
-    return HT_SOURCE_ROOT "/../shared/data";
-#else
-    ck_abort_msg("data not located: set HYPERTAPE_DATA to the data root (holding "
-                 "omniglot/ and cifar/) or build with -DHT_SOURCE_ROOT=\"<repo root>\"");
-    return NULL;
-#endif
-}
 
 static const float *om_image(const data_omniglot *om, int c, int d)
 {
@@ -231,7 +111,7 @@ static void check_pinned(const data_omniglot *om, int c, int d, long sum_m,
 START_TEST(test_omniglot_full)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/omniglot", data_root());
+    snprintf(dir, sizeof dir, "%s/omniglot", tu_data_root("omniglot/ and cifar/"));
     data_omniglot om;
     int rc = data_omniglot_load(dir, 28, &om);
     ck_assert_msg(rc == AD_OK, "Omniglot must be loadable from %s (CI has it): %s",
@@ -373,7 +253,7 @@ END_TEST
 START_TEST(test_cifar_real)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/cifar", data_root());
+    snprintf(dir, sizeof dir, "%s/cifar", tu_data_root("omniglot/ and cifar/"));
     data_cifar tr, te;
     int rc = data_cifar_load(dir, &tr, &te);
     ck_assert_msg(rc == AD_OK, "CIFAR-10 must be loadable from %s (CI has it): %s", dir,
@@ -455,30 +335,22 @@ END_TEST
 
 /* ---- building PNGs and zips --------------------------------------------- */
 
-static void put_be32(unsigned char *b, uint32_t v)
-{
-    b[0] = (unsigned char)(v >> 24);
-    b[1] = (unsigned char)(v >> 16);
-    b[2] = (unsigned char)(v >> 8);
-    b[3] = (unsigned char)v;
-}
-
 /* Appends a PNG chunk (length, type, data, CRC) at b->b + b->n. */
-static void png_chunk(blob *b, const char *type, const unsigned char *data, size_t n)
+static void png_chunk(tu_blob *b, const char *type, const unsigned char *data, size_t n)
 {
-    put_be32(b->b + b->n, (uint32_t)n);
+    tu_put_be32(b->b + b->n, (uint32_t)n);
     memcpy(b->b + b->n + 4, type, 4);
     if (n)
         memcpy(b->b + b->n + 8, data, n);
     uLong crc = crc32(0L, Z_NULL, 0);
     crc = crc32(crc, b->b + b->n + 4, (uInt)(4 + n));
-    put_be32(b->b + b->n + 8 + n, (uint32_t)crc);
+    tu_put_be32(b->b + b->n + 8 + n, (uint32_t)crc);
     b->n += 12 + n;
 }
 
 /* An 8-bit grayscale PNG of w x h: white, except ink[] pixels (row, col,
  * gray) — a list ended by a row of -1. */
-static blob png_gray(int w, int h, const int (*ink)[3])
+static tu_blob png_gray(int w, int h, const int (*ink)[3])
 {
     size_t raw_n = (size_t)h * (size_t)(w + 1);
     unsigned char *raw = malloc(raw_n);
@@ -493,14 +365,14 @@ static blob png_gray(int w, int h, const int (*ink)[3])
     unsigned char *z = malloc(zn);
     ck_assert_ptr_nonnull(z);
     ck_assert_int_eq(compress(z, &zn, raw, (uLong)raw_n), Z_OK);
-    blob b;
+    tu_blob b;
     b.b = malloc(8 + 25 + 12 + zn + 12);
     ck_assert_ptr_nonnull(b.b);
     memcpy(b.b, "\x89PNG\r\n\x1a\n", 8);
     b.n = 8;
     unsigned char ihdr[13] = {0};
-    put_be32(ihdr, (uint32_t)w);
-    put_be32(ihdr + 4, (uint32_t)h);
+    tu_put_be32(ihdr, (uint32_t)w);
+    tu_put_be32(ihdr + 4, (uint32_t)h);
     ihdr[8] = 8; /* bit depth; colour type 0 (gray), no interlace */
     png_chunk(&b, "IHDR", ihdr, 13);
     png_chunk(&b, "IDAT", z, zn);
@@ -515,7 +387,7 @@ enum { ZMAX = 64 };
 typedef struct zspec {
     int n;
     char name[ZMAX][128];
-    blob data[ZMAX];
+    tu_blob data[ZMAX];
 } zspec;
 
 static void zadd(zspec *z, const char *name, const void *data, size_t n)
@@ -532,7 +404,7 @@ static void zadd(zspec *z, const char *name, const void *data, size_t n)
 
 /* Adds drawers 01..20 of character id `id` in folder (but not those in
  * `skip`, a drawer number or 0), each a copy of png. */
-static void zadd_char(zspec *z, const char *folder, int id, const blob *png, int skip)
+static void zadd_char(zspec *z, const char *folder, int id, const tu_blob *png, int skip)
 {
     for (int d = 1; d <= 20; d++) {
         if (d == skip)
@@ -547,7 +419,7 @@ static void zadd_char(zspec *z, const char *folder, int id, const blob *png, int
  * their bytes) to tmp_root/file, frees the entries, returns the path. */
 static const char *zwrite(zspec *z, const char *file)
 {
-    const char *path = tmp_path(file);
+    const char *path = tu_tmp_path(file);
     int err = 0;
     zip_t *za = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &err);
     ck_assert_msg(za != NULL, "zip_open(%s) failed: %d", path, err);
@@ -583,8 +455,8 @@ static const int hand_ink[][3] = {
 static const char *hand_zip(const char *file)
 {
     zspec z = {0};
-    blob png = png_gray(105, 105, hand_ink);
-    blob blank = png_gray(105, 105, NULL);
+    tu_blob png = png_gray(105, 105, hand_ink);
+    tu_blob blank = png_gray(105, 105, NULL);
     zadd(&z, "top/", NULL, 0);
     zadd(&z, "top/Alpha/", NULL, 0);
     zadd(&z, "top/Alpha/character02/", NULL, 0);
@@ -674,7 +546,7 @@ START_TEST(test_omniglot_small_zip)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/omniglot/original_small/images_background_small1.zip",
-             data_root());
+             tu_data_root("omniglot/ and cifar/"));
     data_omniglot full;
     ck_assert_msg(data_omniglot_read_zip(path, 105, &full) == AD_OK, "%s", ad_error());
     ck_assert_int_eq(full.n_chars, 136);
@@ -778,21 +650,21 @@ END_TEST
 
 START_TEST(test_omniglot_missing)
 {
-    const char *p = tmp_path("no-such.zip");
+    const char *p = tu_tmp_path("no-such.zip");
     expect_zip_fail(p, AD_EIO, NULL, "cannot open");
     /* A folder with only the background zip: the message names the other. */
-    tmp_mkdir("om");
+    tu_tmp_mkdir("om");
     char bg[1024];
-    snprintf(bg, sizeof bg, "%s/om/" DATA_OMNIGLOT_BACKGROUND, tmp_root);
+    snprintf(bg, sizeof bg, "%s/om/" DATA_OMNIGLOT_BACKGROUND, tu_tmp_root());
     const char *hz = hand_zip("hand.zip");
     ck_assert_int_eq(rename(hz, bg), 0);
     data_omniglot om;
     memset(&om, 0xA5, sizeof om);
-    ck_assert_int_eq(data_omniglot_load(tmp_path("om"), 28, &om), AD_EIO);
+    ck_assert_int_eq(data_omniglot_load(tu_tmp_path("om"), 28, &om), AD_EIO);
     ck_assert_msg(strstr(ad_error(), DATA_OMNIGLOT_EVALUATION) != NULL, "%s",
                   ad_error());
     ck_assert_ptr_null(om.pixels);
-    ck_assert_int_eq(data_omniglot_load(tmp_path("om"), 0, &om), AD_EARG);
+    ck_assert_int_eq(data_omniglot_load(tu_tmp_path("om"), 0, &om), AD_EARG);
     ck_assert_int_eq(data_omniglot_read_zip(bg, 106, &om), AD_EARG);
     ck_assert_int_eq(data_omniglot_read_zip(NULL, 28, &om), AD_EARG);
 }
@@ -800,23 +672,23 @@ END_TEST
 
 START_TEST(test_omniglot_not_a_zip)
 {
-    const char *p = tmp_path("text.zip");
-    write_raw(p, "this is not a zip archive\n", 26);
+    const char *p = tu_tmp_path("text.zip");
+    tu_write_raw(p, "this is not a zip archive\n", 26);
     expect_zip_fail(p, AD_EFORMAT, NULL, "not a zip archive");
     /* A zip cut in half has lost its central directory. */
     const char *hz = hand_zip("hand.zip");
-    blob b = read_raw(hz);
-    const char *half = tmp_path("half.zip");
-    write_raw(half, b.b, b.n / 2);
+    tu_blob b = tu_read_file(hz, 1 << 20);
+    const char *half = tu_tmp_path("half.zip");
+    tu_write_raw(half, b.b, b.n / 2);
     expect_zip_fail(half, AD_EFORMAT, NULL, "not a zip archive");
     free(b.b);
     /* An empty archive (just the end-of-directory record) has no images. */
     unsigned char eocd[22] = {'P', 'K', 5, 6};
-    const char *empty = tmp_path("empty.zip");
-    write_raw(empty, eocd, sizeof eocd);
+    const char *empty = tu_tmp_path("empty.zip");
+    tu_write_raw(empty, eocd, sizeof eocd);
     expect_zip_fail(empty, AD_EFORMAT, NULL, "no Omniglot images");
     /* The data_omniglot_read_zip of a directory. */
-    expect_zip_fail(tmp_root, AD_EIO, NULL, "read error");
+    expect_zip_fail(tu_tmp_root(), AD_EIO, NULL, "read error");
 }
 END_TEST
 
@@ -825,8 +697,8 @@ START_TEST(test_omniglot_corrupt_entry)
     /* Flip one byte inside a stored PNG's IDAT data: the zip is intact but
      * the entry's CRC no longer matches. */
     const char *hz = hand_zip("hand.zip");
-    blob b = read_raw(hz);
-    blob png = png_gray(105, 105, hand_ink);
+    tu_blob b = tu_read_file(hz, 1 << 20);
+    tu_blob png = png_gray(105, 105, hand_ink);
     const unsigned char *hit = NULL;
     /* The first copy of the inked PNG is character01's drawer 01. */
     for (size_t i = 0; i + png.n <= b.n && !hit; i++)
@@ -834,8 +706,8 @@ START_TEST(test_omniglot_corrupt_entry)
             hit = b.b + i;
     ck_assert_ptr_nonnull(hit);
     b.b[(size_t)(hit - b.b) + png.n / 2] ^= 0x55;
-    const char *p = tmp_path("crc.zip");
-    write_raw(p, b.b, b.n);
+    const char *p = tu_tmp_path("crc.zip");
+    tu_write_raw(p, b.b, b.n);
     expect_zip_fail(p, AD_EFORMAT, "top/Alpha/character01/0003_01.png", "corrupt entry");
     free(b.b);
     free(png.b);
@@ -844,7 +716,7 @@ END_TEST
 
 START_TEST(test_omniglot_bad_layout)
 {
-    blob png = png_gray(105, 105, hand_ink);
+    tu_blob png = png_gray(105, 105, hand_ink);
     zspec z = {0};
 
     /* A character with 19 drawers. */
@@ -886,7 +758,7 @@ END_TEST
 
 START_TEST(test_omniglot_bad_png)
 {
-    blob png = png_gray(105, 105, hand_ink);
+    tu_blob png = png_gray(105, 105, hand_ink);
     zspec z = {0};
 
     /* Not a PNG at all. */
@@ -911,7 +783,7 @@ START_TEST(test_omniglot_bad_png)
     expect_zip_fail(p, AD_EFORMAT, "t/A/character01/0001_03.png", "does not decode");
 
     /* A PNG of the wrong size. */
-    blob small = png_gray(104, 105, NULL);
+    tu_blob small = png_gray(104, 105, NULL);
     zadd_char(&z, "t/A/character01", 1, &png, 20);
     zadd(&z, "t/A/character01/0001_20.png", small.b, small.n);
     p = zwrite(&z, "size.zip");
@@ -934,16 +806,16 @@ START_TEST(test_find_dir)
     const char *had = getenv("HYPERTAPE_DATA");
     if (had)
         snprintf(env, sizeof env, "%s", had);
-    const char *work = tmp_mkdir("work");
+    const char *work = tu_tmp_mkdir("work");
     ck_assert_int_eq(chdir(work), 0);
-    tmp_mkdir("omniglot");
-    setenv("HYPERTAPE_DATA", tmp_root, 1);
+    tu_tmp_mkdir("omniglot");
+    setenv("HYPERTAPE_DATA", tu_tmp_root(), 1);
     ck_assert_ptr_null(data_meta_find_dir(NULL, "omniglot"));
     ck_assert_msg(strstr(ad_error(), DATA_OMNIGLOT_BACKGROUND) != NULL, "%s", ad_error());
-    write_raw(tmp_path("omniglot/" DATA_OMNIGLOT_BACKGROUND), "x", 1);
+    tu_write_raw(tu_tmp_path("omniglot/" DATA_OMNIGLOT_BACKGROUND), "x", 1);
     const char *d = data_meta_find_dir("", "omniglot");
     ck_assert_ptr_nonnull(d);
-    ck_assert_str_eq(d, tmp_path("omniglot"));
+    ck_assert_str_eq(d, tu_tmp_path("omniglot"));
     ck_assert_ptr_null(data_meta_find_dir(NULL, "cifar"));
     unsetenv("HYPERTAPE_DATA");
     ck_assert_ptr_null(data_meta_find_dir(NULL, "cifar"));
@@ -957,9 +829,9 @@ END_TEST
 /* ---- CIFAR: small and broken files -------------------------------------- */
 
 /* n records: record i has label labels[i] and pixel p = (i + p) % 251. */
-static blob cifar_blob(int n, const int *labels)
+static tu_blob cifar_blob(int n, const int *labels)
 {
-    blob b;
+    tu_blob b;
     b.n = (size_t)n * 3073;
     b.b = malloc(b.n ? b.n : 1);
     ck_assert_ptr_nonnull(b.b);
@@ -975,10 +847,10 @@ static const int lab3[3] = {3, 0, 9};
 
 START_TEST(test_cifar_small)
 {
-    blob b = cifar_blob(3, lab3);
-    const char *raw = tmp_path("three.bin"), *gz = tmp_path("three.bin.gz");
-    write_raw(raw, b.b, b.n);
-    write_gz(gz, b.b, b.n);
+    tu_blob b = cifar_blob(3, lab3);
+    const char *raw = tu_tmp_path("three.bin"), *gz = tu_tmp_path("three.bin.gz");
+    tu_write_raw(raw, b.b, b.n);
+    tu_write_gz(gz, b.b, b.n);
     free(b.b);
     const char *paths[2] = {raw, gz};
     for (int q = 0; q < 2; q++) {
@@ -1025,50 +897,50 @@ END_TEST
 
 START_TEST(test_cifar_broken)
 {
-    expect_cifar_fail(tmp_path("no-such.bin.gz"), AD_EIO, "cannot open");
-    const char *empty = tmp_path("empty.bin.gz");
-    write_gz(empty, "", 0);
+    expect_cifar_fail(tu_tmp_path("no-such.bin.gz"), AD_EIO, "cannot open");
+    const char *empty = tu_tmp_path("empty.bin.gz");
+    tu_write_gz(empty, "", 0);
     expect_cifar_fail(empty, AD_EFORMAT, "empty");
 
     /* 2.5 records: not a whole number. */
     int lab[3] = {1, 2, 3};
-    blob b = cifar_blob(3, lab);
-    const char *part = tmp_path("part.bin.gz");
-    write_gz(part, b.b, 3073 * 2 + 1536);
+    tu_blob b = cifar_blob(3, lab);
+    const char *part = tu_tmp_path("part.bin.gz");
+    tu_write_gz(part, b.b, 3073 * 2 + 1536);
     expect_cifar_fail(part, AD_EFORMAT, "is not a whole number of 3073-byte records "
                       "(2 records and 1536 bytes over)");
 
     /* A label byte of 10 in record 1. */
     b.b[3073] = 10;
-    const char *lbl = tmp_path("label.bin.gz");
-    write_gz(lbl, b.b, b.n);
+    const char *lbl = tu_tmp_path("label.bin.gz");
+    tu_write_gz(lbl, b.b, b.n);
     expect_cifar_fail(lbl, AD_EFORMAT, "record 1 (byte offset 3073) has label 10");
     free(b.b);
 
     /* The gzip stream cut short, and one with a damaged byte. */
-    blob full = cifar_blob(3, lab);
-    const char *good = tmp_path("good.bin.gz");
-    write_gz(good, full.b, full.n);
+    tu_blob full = cifar_blob(3, lab);
+    const char *good = tu_tmp_path("good.bin.gz");
+    tu_write_gz(good, full.b, full.n);
     free(full.b);
-    blob gz = read_raw(good);
-    const char *cut = tmp_path("cut.bin.gz");
-    write_raw(cut, gz.b, gz.n - 12);
+    tu_blob gz = tu_read_file(good, 1 << 20);
+    const char *cut = tu_tmp_path("cut.bin.gz");
+    tu_write_raw(cut, gz.b, gz.n - 12);
     expect_cifar_fail(cut, AD_EFORMAT, "truncated gzip stream");
     gz.b[gz.n / 2] ^= 0xFF;
-    const char *bad = tmp_path("bad.bin.gz");
-    write_raw(bad, gz.b, gz.n);
+    const char *bad = tu_tmp_path("bad.bin.gz");
+    tu_write_raw(bad, gz.b, gz.n);
     expect_cifar_fail(bad, AD_EFORMAT, "corrupt gzip stream");
     free(gz.b);
 
     /* data_cifar_load names the missing file and leaves both zeroed. */
-    tmp_mkdir("c");
-    blob one = cifar_blob(1, lab);
-    write_gz(tmp_path("c/" DATA_CIFAR_TRAIN), one.b, one.n);
+    tu_tmp_mkdir("c");
+    tu_blob one = cifar_blob(1, lab);
+    tu_write_gz(tu_tmp_path("c/" DATA_CIFAR_TRAIN), one.b, one.n);
     free(one.b);
     data_cifar tr, te;
     memset(&tr, 0xA5, sizeof tr);
     memset(&te, 0xA5, sizeof te);
-    ck_fail_with(data_cifar_load(tmp_path("c"), &tr, &te), AD_EIO, DATA_CIFAR_TEST,
+    tu_fail_with(data_cifar_load(tu_tmp_path("c"), &tr, &te), AD_EIO, DATA_CIFAR_TEST,
                  "cannot open");
     ck_assert_ptr_null(tr.pixels);
     ck_assert_ptr_null(te.pixels);
@@ -1089,8 +961,8 @@ Suite *data_more_suite(void)
 
     TCase *om = tcase_create("omniglot_files");
     tcase_set_timeout(om, 60);
-    tcase_add_unchecked_fixture(om, tmp_top_setup, tmp_top_teardown);
-    tcase_add_checked_fixture(om, tmp_setup, tmp_teardown);
+    tcase_add_unchecked_fixture(om, tmp_top_setup, tu_tmp_top_teardown);
+    tcase_add_checked_fixture(om, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(om, test_omniglot_hand_worked);
     tcase_add_test(om, test_omniglot_small_zip);
     tcase_add_test(om, test_task_args);
@@ -1104,8 +976,8 @@ Suite *data_more_suite(void)
 
     TCase *cf = tcase_create("cifar_files");
     tcase_set_timeout(cf, 60);
-    tcase_add_unchecked_fixture(cf, tmp_top_setup, tmp_top_teardown);
-    tcase_add_checked_fixture(cf, tmp_setup, tmp_teardown);
+    tcase_add_unchecked_fixture(cf, tmp_top_setup, tu_tmp_top_teardown);
+    tcase_add_checked_fixture(cf, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(cf, test_cifar_small);
     tcase_add_test(cf, test_cifar_broken);
     suite_add_tcase(s, cf);

@@ -5,18 +5,10 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "testutil.h"
 #include "ops/ops.h"
 
 static const int S34[2] = { 3, 4 };
-
-static void expect_values(const ad_value *v, const double *want, size_t n, double tol)
-{
-    ck_assert_ptr_nonnull(v);
-    ck_assert_uint_eq(v->size, n);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(fabs((double)v->data[i] - want[i]) <= tol, "entry %zu: %.17g, want %.17g",
-                      i, (double)v->data[i], want[i]);
-}
 
 /* ---- forward values ---------------------------------------------------- */
 
@@ -28,13 +20,13 @@ START_TEST(binary_broadcast_forward)
     ad_value *R = ad_const(tp, 1, (int[]){ 3 }, row);
     ad_value *C = ad_const(tp, 2, (int[]){ 2, 1 }, col);
     ad_value *s = ad_const_scalar(tp, 0.5);
-    expect_values(ad_add(tp, A, R), (double[]){ 11, 22, 33, 14, 25, 36 }, 6, 0);
-    expect_values(ad_sub(tp, R, A), (double[]){ 9, 18, 27, 6, 15, 24 }, 6, 0);
-    expect_values(ad_mul(tp, A, C), (double[]){ 2, 4, 6, 16, 20, 24 }, 6, 0);
-    expect_values(ad_div(tp, A, C), (double[]){ 0.5, 1, 1.5, 1, 1.25, 1.5 }, 6, 0);
-    expect_values(ad_mul(tp, s, A), (double[]){ 0.5, 1, 1.5, 2, 2.5, 3 }, 6, 0);
+    tu_expect_values(ad_add(tp, A, R), (double[]){ 11, 22, 33, 14, 25, 36 }, 6, 0);
+    tu_expect_values(ad_sub(tp, R, A), (double[]){ 9, 18, 27, 6, 15, 24 }, 6, 0);
+    tu_expect_values(ad_mul(tp, A, C), (double[]){ 2, 4, 6, 16, 20, 24 }, 6, 0);
+    tu_expect_values(ad_div(tp, A, C), (double[]){ 0.5, 1, 1.5, 1, 1.25, 1.5 }, 6, 0);
+    tu_expect_values(ad_mul(tp, s, A), (double[]){ 0.5, 1, 1.5, 2, 2.5, 3 }, 6, 0);
     /* [2,1] with [3] broadcasts both ways to [2,3]. */
-    expect_values(ad_add(tp, C, R), (double[]){ 12, 22, 32, 14, 24, 34 }, 6, 0);
+    tu_expect_values(ad_add(tp, C, R), (double[]){ 12, 22, 32, 14, 24, 34 }, 6, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -44,24 +36,24 @@ START_TEST(unary_forward)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_real x[3] = { -1, 0.5, 2 };
     ad_value *X = ad_const(tp, 1, (int[]){ 3 }, x);
-    expect_values(ad_neg(tp, X), (double[]){ 1, -0.5, -2 }, 3, 0);
-    expect_values(ad_scale(tp, X, 3), (double[]){ -3, 1.5, 6 }, 3, 0);
-    expect_values(ad_add_scalar(tp, X, 1), (double[]){ 0, 1.5, 3 }, 3, 0);
-    expect_values(ad_relu(tp, X), (double[]){ 0, 0.5, 2 }, 3, 0);
-    expect_values(ad_square(tp, X), (double[]){ 1, 0.25, 4 }, 3, 0);
-    expect_values(ad_exp(tp, X), (double[]){ exp(-1), exp(0.5), exp(2) }, 3, 1e-15);
-    expect_values(ad_sigmoid(tp, X), (double[]){ 1 / (1 + exp(1)), 1 / (1 + exp(-0.5)), 1 / (1 + exp(-2)) }, 3, 1e-15);
-    expect_values(ad_softplus(tp, X), (double[]){ log1p(exp(-1)), log1p(exp(0.5)), log1p(exp(2)) }, 3, 1e-15);
-    expect_values(ad_tanh(tp, X), (double[]){ tanh(-1), tanh(0.5), tanh(2) }, 3, 1e-15);
-    expect_values(ad_sin(tp, X), (double[]){ sin(-1), sin(0.5), sin(2) }, 3, 1e-15);
-    expect_values(ad_cos(tp, X), (double[]){ cos(-1), cos(0.5), cos(2) }, 3, 1e-15);
+    tu_expect_values(ad_neg(tp, X), (double[]){ 1, -0.5, -2 }, 3, 0);
+    tu_expect_values(ad_scale(tp, X, 3), (double[]){ -3, 1.5, 6 }, 3, 0);
+    tu_expect_values(ad_add_scalar(tp, X, 1), (double[]){ 0, 1.5, 3 }, 3, 0);
+    tu_expect_values(ad_relu(tp, X), (double[]){ 0, 0.5, 2 }, 3, 0);
+    tu_expect_values(ad_square(tp, X), (double[]){ 1, 0.25, 4 }, 3, 0);
+    tu_expect_values(ad_exp(tp, X), (double[]){ exp(-1), exp(0.5), exp(2) }, 3, 1e-15);
+    tu_expect_values(ad_sigmoid(tp, X), (double[]){ 1 / (1 + exp(1)), 1 / (1 + exp(-0.5)), 1 / (1 + exp(-2)) }, 3, 1e-15);
+    tu_expect_values(ad_softplus(tp, X), (double[]){ log1p(exp(-1)), log1p(exp(0.5)), log1p(exp(2)) }, 3, 1e-15);
+    tu_expect_values(ad_tanh(tp, X), (double[]){ tanh(-1), tanh(0.5), tanh(2) }, 3, 1e-15);
+    tu_expect_values(ad_sin(tp, X), (double[]){ sin(-1), sin(0.5), sin(2) }, 3, 1e-15);
+    tu_expect_values(ad_cos(tp, X), (double[]){ cos(-1), cos(0.5), cos(2) }, 3, 1e-15);
     ad_value *P = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 4, 9 });
-    expect_values(ad_sqrt(tp, P), (double[]){ 1, 2, 3 }, 3, 0);
-    expect_values(ad_log(tp, P), (double[]){ 0, log(4), log(9) }, 3, 1e-15);
-    expect_values(ad_pow(tp, P, 1.5), (double[]){ 1, 8, 27 }, 3, 1e-12);
+    tu_expect_values(ad_sqrt(tp, P), (double[]){ 1, 2, 3 }, 3, 0);
+    tu_expect_values(ad_log(tp, P), (double[]){ 0, log(4), log(9) }, 3, 1e-15);
+    tu_expect_values(ad_pow(tp, P, 1.5), (double[]){ 1, 8, 27 }, 3, 1e-12);
     /* softplus must not overflow where log(1 + eˣ) would. */
     ad_value *big = ad_softplus(tp, ad_const_scalar(tp, 800));
-    expect_values(big, (double[]){ 800 }, 1, 1e-12);
+    tu_expect_values(big, (double[]){ 800 }, 1, 1e-12);
     ad_tape_free(tp);
 }
 END_TEST
@@ -71,17 +63,17 @@ START_TEST(reductions_forward)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_real a[6] = { 1, 2, 3, 4, 5, 6 };
     ad_value *A = ad_const(tp, 2, (int[]){ 2, 3 }, a);
-    expect_values(ad_sum(tp, A), (double[]){ 21 }, 1, 0);
-    expect_values(ad_mean(tp, A), (double[]){ 3.5 }, 1, 0);
-    expect_values(ad_sum_axis(tp, A, 0), (double[]){ 5, 7, 9 }, 3, 0);
-    expect_values(ad_sum_axis(tp, A, -1), (double[]){ 6, 15 }, 2, 0);
-    expect_values(ad_mean_axis(tp, A, 1), (double[]){ 2, 5 }, 2, 0);
-    expect_values(ad_dot(tp, A, A), (double[]){ 91 }, 1, 0);
-    expect_values(ad_sqnorm(tp, A), (double[]){ 91 }, 1, 0);
-    expect_values(ad_sum_to(tp, A, 2, (int[]){ 1, 3 }), (double[]){ 5, 7, 9 }, 3, 0);
-    expect_values(ad_sum_to(tp, A, 2, (int[]){ 2, 1 }), (double[]){ 6, 15 }, 2, 0);
+    tu_expect_values(ad_sum(tp, A), (double[]){ 21 }, 1, 0);
+    tu_expect_values(ad_mean(tp, A), (double[]){ 3.5 }, 1, 0);
+    tu_expect_values(ad_sum_axis(tp, A, 0), (double[]){ 5, 7, 9 }, 3, 0);
+    tu_expect_values(ad_sum_axis(tp, A, -1), (double[]){ 6, 15 }, 2, 0);
+    tu_expect_values(ad_mean_axis(tp, A, 1), (double[]){ 2, 5 }, 2, 0);
+    tu_expect_values(ad_dot(tp, A, A), (double[]){ 91 }, 1, 0);
+    tu_expect_values(ad_sqnorm(tp, A), (double[]){ 91 }, 1, 0);
+    tu_expect_values(ad_sum_to(tp, A, 2, (int[]){ 1, 3 }), (double[]){ 5, 7, 9 }, 3, 0);
+    tu_expect_values(ad_sum_to(tp, A, 2, (int[]){ 2, 1 }), (double[]){ 6, 15 }, 2, 0);
     ad_value *r = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
-    expect_values(ad_broadcast_to(tp, r, 2, (int[]){ 2, 3 }), (double[]){ 1, 2, 3, 1, 2, 3 }, 6, 0);
+    tu_expect_values(ad_broadcast_to(tp, r, 2, (int[]){ 2, 3 }), (double[]){ 1, 2, 3, 1, 2, 3 }, 6, 0);
     ad_tape_free(tp);
 }
 END_TEST

@@ -6,23 +6,8 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "testutil.h"
 #include "ops/ops.h"
-
-static void expect_values(const ad_value *v, const double *want, size_t n, double tol)
-{
-    ck_assert_ptr_nonnull(v);
-    ck_assert_uint_eq(v->size, n);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(fabs((double)v->data[i] - want[i]) <= tol, "entry %zu: %.17g, want %.17g",
-                      i, (double)v->data[i], want[i]);
-}
-
-static void expect_shape(const ad_value *v, int rank, const int *shape)
-{
-    ck_assert_ptr_nonnull(v);
-    ck_assert_int_eq(v->rank, rank);
-    for (int i = 0; i < rank; i++) ck_assert_int_eq(v->shape[i], shape[i]);
-}
 
 /* The op must fail with exactly this message. */
 #define expect_error(expr, msg)                    \
@@ -43,17 +28,17 @@ START_TEST(matmul_forward)
     ad_value *a = ad_const(tp, 2, (int[]){ 2, 3 }, A23);
     ad_value *b = ad_const(tp, 2, (int[]){ 3, 2 }, B32);
     ad_value *c = ad_matmul(tp, a, b, false, false); /* A B */
-    expect_shape(c, 2, (int[]){ 2, 2 });
-    expect_values(c, (double[]){ 58, 64, 139, 154 }, 4, 0);
+    tu_expect_shape(c, 2, (int[]){ 2, 2 });
+    tu_expect_values(c, (double[]){ 58, 64, 139, 154 }, 4, 0);
     c = ad_matmul(tp, a, a, true, false); /* Aᵀ A */
-    expect_shape(c, 2, (int[]){ 3, 3 });
-    expect_values(c, (double[]){ 17, 22, 27, 22, 29, 36, 27, 36, 45 }, 9, 0);
+    tu_expect_shape(c, 2, (int[]){ 3, 3 });
+    tu_expect_values(c, (double[]){ 17, 22, 27, 22, 29, 36, 27, 36, 45 }, 9, 0);
     c = ad_matmul(tp, a, a, false, true); /* A Aᵀ */
-    expect_shape(c, 2, (int[]){ 2, 2 });
-    expect_values(c, (double[]){ 14, 32, 32, 77 }, 4, 0);
+    tu_expect_shape(c, 2, (int[]){ 2, 2 });
+    tu_expect_values(c, (double[]){ 14, 32, 32, 77 }, 4, 0);
     c = ad_matmul(tp, b, a, true, true); /* Bᵀ Aᵀ = (A B)ᵀ */
-    expect_shape(c, 2, (int[]){ 2, 2 });
-    expect_values(c, (double[]){ 58, 139, 64, 154 }, 4, 0);
+    tu_expect_shape(c, 2, (int[]){ 2, 2 });
+    tu_expect_values(c, (double[]){ 58, 139, 64, 154 }, 4, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -89,10 +74,10 @@ START_TEST(matmul_vs_naive)
         ad_value *b = ad_tensor_randn(&rng, 2, tb ? (int[]){ n, k } : (int[]){ k, n }, 1);
         ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
         ad_value *c = ad_matmul(tp, a, b, ta, tb);
-        expect_shape(c, 2, (int[]){ m, n });
+        tu_expect_shape(c, 2, (int[]){ m, n });
         double want[37 * 29];
         naive_matmul(a, b, ta, tb, want);
-        expect_values(c, want, (size_t)(m * n), 1e-12);
+        tu_expect_values(c, want, (size_t)(m * n), 1e-12);
         ad_tape_free(tp);
         ad_value_free(a);
         ad_value_free(b);
@@ -107,14 +92,14 @@ START_TEST(linear_outer_forward)
     ad_value *w = ad_const(tp, 2, (int[]){ 2, 3 }, (ad_real[]){ 1, 0, 1, 0, 1, 0 });
     ad_value *b = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 10, 20 });
     ad_value *y = ad_linear(tp, x, w, b);
-    expect_shape(y, 2, (int[]){ 2, 2 });
-    expect_values(y, (double[]){ 14, 22, 20, 25 }, 4, 0);
-    expect_values(ad_linear(tp, x, w, NULL), (double[]){ 4, 2, 10, 5 }, 4, 0);
+    tu_expect_shape(y, 2, (int[]){ 2, 2 });
+    tu_expect_values(y, (double[]){ 14, 22, 20, 25 }, 4, 0);
+    tu_expect_values(ad_linear(tp, x, w, NULL), (double[]){ 4, 2, 10, 5 }, 4, 0);
     ad_value *u = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
     ad_value *v = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 4, 5 });
     ad_value *o = ad_outer(tp, u, v);
-    expect_shape(o, 2, (int[]){ 3, 2 });
-    expect_values(o, (double[]){ 4, 5, 8, 10, 12, 15 }, 6, 0);
+    tu_expect_shape(o, 2, (int[]){ 3, 2 });
+    tu_expect_values(o, (double[]){ 4, 5, 8, 10, 12, 15 }, 6, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -128,15 +113,15 @@ START_TEST(reshape_transpose_forward)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_value *a = ad_const(tp, 2, (int[]){ 2, 3 }, A23);
     ad_value *r = ad_reshape(tp, a, 3, (int[]){ 3, 1, 2 });
-    expect_shape(r, 3, (int[]){ 3, 1, 2 });
-    expect_values(r, (double[]){ 1, 2, 3, 4, 5, 6 }, 6, 0);
+    tu_expect_shape(r, 3, (int[]){ 3, 1, 2 });
+    tu_expect_values(r, (double[]){ 1, 2, 3, 4, 5, 6 }, 6, 0);
     ck_assert_ptr_ne(r->data, a->data); /* a copy, not a view */
     ad_value *one = ad_reshape(tp, ad_slice_rows(tp, t0(tp), 0, 1), 0, NULL); /* [1,1] -> [] */
-    expect_shape(one, 0, NULL);
-    expect_values(one, (double[]){ 9 }, 1, 0);
+    tu_expect_shape(one, 0, NULL);
+    tu_expect_values(one, (double[]){ 9 }, 1, 0);
     ad_value *t = ad_transpose(tp, a);
-    expect_shape(t, 2, (int[]){ 3, 2 });
-    expect_values(t, (double[]){ 1, 4, 2, 5, 3, 6 }, 6, 0);
+    tu_expect_shape(t, 2, (int[]){ 3, 2 });
+    tu_expect_values(t, (double[]){ 1, 4, 2, 5, 3, 6 }, 6, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -148,24 +133,24 @@ START_TEST(rows_forward)
     for (int i = 0; i < 16; i++) seq[i] = (ad_real)i;
     ad_value *x = ad_const(tp, 3, (int[]){ 4, 2, 2 }, seq);
     ad_value *s = ad_slice_rows(tp, x, 1, 2);
-    expect_shape(s, 3, (int[]){ 2, 2, 2 });
-    expect_values(s, (double[]){ 4, 5, 6, 7, 8, 9, 10, 11 }, 8, 0);
-    expect_values(ad_slice_rows(tp, x, 3, 1), (double[]){ 12, 13, 14, 15 }, 4, 0);
+    tu_expect_shape(s, 3, (int[]){ 2, 2, 2 });
+    tu_expect_values(s, (double[]){ 4, 5, 6, 7, 8, 9, 10, 11 }, 8, 0);
+    tu_expect_values(ad_slice_rows(tp, x, 3, 1), (double[]){ 12, 13, 14, 15 }, 4, 0);
 
     ad_value *a = ad_const(tp, 2, (int[]){ 2, 3 }, A23);
     ad_value *idx = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 0, 1 });
     ad_value *gth = ad_gather_rows(tp, a, idx);
-    expect_shape(gth, 2, (int[]){ 3, 3 });
-    expect_values(gth, (double[]){ 4, 5, 6, 1, 2, 3, 4, 5, 6 }, 9, 0);
+    tu_expect_shape(gth, 2, (int[]){ 3, 3 });
+    tu_expect_values(gth, (double[]){ 4, 5, 6, 1, 2, 3, 4, 5, 6 }, 9, 0);
     ad_value *v = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 7, 8 });
-    expect_values(ad_gather_rows(tp, v, idx), (double[]){ 8, 7, 8 }, 3, 0);
+    tu_expect_values(ad_gather_rows(tp, v, idx), (double[]){ 8, 7, 8 }, 3, 0);
 
     /* Row 2 is named twice: it receives the sum of g's rows 0 and 2. */
     ad_value *g = ad_const(tp, 2, (int[]){ 3, 2 }, A23);
     ad_value *sidx = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 2, 0, 2 });
     ad_value *sc = ad_scatter_rows(tp, g, sidx, 4);
-    expect_shape(sc, 2, (int[]){ 4, 2 });
-    expect_values(sc, (double[]){ 3, 4, 0, 0, 6, 8, 0, 0 }, 8, 0);
+    tu_expect_shape(sc, 2, (int[]){ 4, 2 });
+    tu_expect_values(sc, (double[]){ 3, 4, 0, 0, 6, 8, 0, 0 }, 8, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -177,23 +162,23 @@ START_TEST(concat_one_hot_forward)
     ad_value *row = ad_const(tp, 2, (int[]){ 1, 3 }, (ad_real[]){ 7, 8, 9 });
     ad_value *col = ad_const(tp, 2, (int[]){ 2, 1 }, (ad_real[]){ 7, 8 });
     ad_value *c = ad_concat(tp, a, row, 0);
-    expect_shape(c, 2, (int[]){ 3, 3 });
-    expect_values(c, (double[]){ 1, 2, 3, 4, 5, 6, 7, 8, 9 }, 9, 0);
+    tu_expect_shape(c, 2, (int[]){ 3, 3 });
+    tu_expect_values(c, (double[]){ 1, 2, 3, 4, 5, 6, 7, 8, 9 }, 9, 0);
     c = ad_concat(tp, a, col, 1);
-    expect_shape(c, 2, (int[]){ 2, 4 });
-    expect_values(c, (double[]){ 1, 2, 3, 7, 4, 5, 6, 8 }, 8, 0);
-    expect_values(ad_concat(tp, col, a, -1), (double[]){ 7, 1, 2, 3, 8, 4, 5, 6 }, 8, 0);
+    tu_expect_shape(c, 2, (int[]){ 2, 4 });
+    tu_expect_values(c, (double[]){ 1, 2, 3, 7, 4, 5, 6, 8 }, 8, 0);
+    tu_expect_values(ad_concat(tp, col, a, -1), (double[]){ 7, 1, 2, 3, 8, 4, 5, 6 }, 8, 0);
     /* A middle axis of a rank-3 tensor. */
     ad_value *p = ad_const(tp, 3, (int[]){ 2, 1, 2 }, (ad_real[]){ 1, 2, 3, 4 });
     ad_value *q = ad_const(tp, 3, (int[]){ 2, 2, 2 }, (ad_real[]){ 5, 6, 7, 8, 9, 10, 11, 12 });
     c = ad_concat(tp, p, q, 1);
-    expect_shape(c, 3, (int[]){ 2, 3, 2 });
-    expect_values(c, (double[]){ 1, 2, 5, 6, 7, 8, 3, 4, 9, 10, 11, 12 }, 12, 0);
+    tu_expect_shape(c, 3, (int[]){ 2, 3, 2 });
+    tu_expect_values(c, (double[]){ 1, 2, 5, 6, 7, 8, 3, 4, 9, 10, 11, 12 }, 12, 0);
 
     ad_value *labels = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 2, 0, 1 });
     ad_value *h = ad_one_hot(tp, labels, 3);
-    expect_shape(h, 2, (int[]){ 3, 3 });
-    expect_values(h, (double[]){ 0, 0, 1, 1, 0, 0, 0, 1, 0 }, 9, 0);
+    tu_expect_shape(h, 2, (int[]){ 3, 3 });
+    tu_expect_values(h, (double[]){ 0, 0, 1, 1, 0, 0, 0, 1, 0 }, 9, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -210,7 +195,7 @@ START_TEST(one_hot_is_constant)
     ad_value *gl = NULL;
     ck_assert_int_eq(ad_vjp(tp, h, ad_const_fill(tp, 2, (int[]){ 2, 2 }, 1), 1, &labels, &gl,
                             false), AD_OK);
-    expect_values(gl, (double[]){ 0, 0 }, 2, 0);
+    tu_expect_values(gl, (double[]){ 0, 0 }, 2, 0);
     ad_tape_free(tp);
     ad_value_free(labels);
 }

@@ -9,17 +9,9 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "testutil.h"
 #include "models/models.h"
 #include "ops/ops.h"
-
-static void expect_values(const ad_value *v, const double *want, size_t n, double tol)
-{
-    ck_assert_ptr_nonnull(v);
-    ck_assert_uint_eq(v->size, n);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(fabs((double)v->data[i] - want[i]) <= tol, "entry %zu: %.17g, want %.17g",
-                      i, (double)v->data[i], want[i]);
-}
 
 static void expect_same(const ad_value *a, const ad_value *b)
 {
@@ -31,23 +23,10 @@ static void expect_same(const ad_value *a, const ad_value *b)
                       (double)a->data[i], (double)b->data[i]);
 }
 
-static void expect_shape(const ad_value *v, int rank, const int *shape)
-{
-    ck_assert_ptr_nonnull(v);
-    ck_assert_int_eq(v->rank, rank);
-    for (int d = 0; d < rank; d++) ck_assert_int_eq(v->shape[d], shape[d]);
-}
-
 /* The call failed and the message contains `want`. */
 static void expect_fail(int rc, const char *want)
 {
     ck_assert_int_ne(rc, AD_OK);
-    ck_assert_msg(strstr(ad_error(), want) != NULL, "message \"%s\" lacks \"%s\"", ad_error(), want);
-}
-
-static void expect_error(const ad_value *v, const char *want)
-{
-    ck_assert_ptr_null(v);
     ck_assert_msg(strstr(ad_error(), want) != NULL, "message \"%s\" lacks \"%s\"", ad_error(), want);
 }
 
@@ -206,10 +185,10 @@ START_TEST(linear_forward_values)
                        leaf(1, (int[]){ 2 }, (ad_real[]){ 0.5, -1 }) };
     /* row 0: (1 − 3) + 0.5, (0.5 + 4 + 3) − 1; row 1: (−1 − 4) + 0.5, (−0.5 + 4) − 1 */
     ad_value *y = mdl_linear_forward(tp, &m, x, p);
-    expect_shape(y, 2, (int[]){ 2, 2 });
-    expect_values(y, (double[]){ -1.5, 6.5, -4.5, 2.5 }, 4, 0);
+    tu_expect_shape(y, 2, (int[]){ 2, 2 });
+    tu_expect_values(y, (double[]){ -1.5, 6.5, -4.5, 2.5 }, 4, 0);
     m.no_bias = true;
-    expect_values(mdl_linear_forward(tp, &m, x, p), (double[]){ -2, 7.5, -5, 3.5 }, 4, 0);
+    tu_expect_values(mdl_linear_forward(tp, &m, x, p), (double[]){ -2, 7.5, -5, 3.5 }, 4, 0);
     ad_tape_free(tp);
     mdl_free_params(2, p);
 }
@@ -227,11 +206,11 @@ START_TEST(mlp_forward_values)
     /* hidden pre-activations: x₀ -> (1 − 2, 1 + 0.5) = (−1, 1.5);
      *                         x₁ -> (0.5 + 4, −2 + 0.5) = (4.5, −1.5) */
     ad_value *y = mdl_mlp_forward(tp, &m, x, p);
-    expect_shape(y, 2, (int[]){ 2, 1 });
-    expect_values(y, (double[]){ 2 * tanh(-1.0) - tanh(1.5) + 0.25, 2 * tanh(4.5) - tanh(-1.5) + 0.25 },
-                  2, 1e-15);
+    tu_expect_shape(y, 2, (int[]){ 2, 1 });
+    tu_expect_values(y, (double[]){ 2 * tanh(-1.0) - tanh(1.5) + 0.25, 2 * tanh(4.5) - tanh(-1.5) + 0.25 },
+                     2, 1e-15);
     m.act = MDL_RELU; /* (0, 1.5) and (4.5, 0) */
-    expect_values(mdl_mlp_forward(tp, &m, x, p), (double[]){ -1.5 + 0.25, 9 + 0.25 }, 2, 0);
+    tu_expect_values(mdl_mlp_forward(tp, &m, x, p), (double[]){ -1.5 + 0.25, 9 + 0.25 }, 2, 0);
     ad_tape_free(tp);
     mdl_free_params(4, p);
 }
@@ -249,11 +228,11 @@ START_TEST(conv_block_values)
     ad_value *g = ad_const(tp, 1, (int[]){ 1 }, (ad_real[]){ 3 });
     ad_value *be = ad_const(tp, 1, (int[]){ 1 }, (ad_real[]){ 0.5 });
     ad_value *y = mdl_conv_block(tp, x, W, b, g, be);
-    expect_shape(y, 4, (int[]){ 2, 1, 1, 1 });
-    expect_values(y, (double[]){ 0.5 + 3 / sqrt(1 + MDL_BN_EPS), 0 }, 2, 1e-15);
+    tu_expect_shape(y, 4, (int[]){ 2, 1, 1, 1 });
+    tu_expect_values(y, (double[]){ 0.5 + 3 / sqrt(1 + MDL_BN_EPS), 0 }, 2, 1e-15);
     /* no bias: the same, as batch-norm removes it */
-    expect_values(mdl_conv_block(tp, x, W, NULL, g, be),
-                  (double[]){ (double)y->data[0], (double)y->data[1] }, 2, 1e-15);
+    tu_expect_values(mdl_conv_block(tp, x, W, NULL, g, be),
+                     (double[]){ (double)y->data[0], (double)y->data[1] }, 2, 1e-15);
     /* A 3×3 kernel on random data: exactly the ops composed by hand. */
     ad_rng rng;
     ad_rng_seed(&rng, 5);
@@ -265,7 +244,7 @@ START_TEST(conv_block_values)
     ad_value *want = ad_relu(tp, ad_batchnorm(tp, ad_maxpool2d(tp, ad_conv2d(tp, x3, W3, v4[0], 1, 1),
                                                                2, 2), v4[1], v4[2], MDL_BN_EPS));
     ad_value *got = mdl_conv_block(tp, x3, W3, v4[0], v4[1], v4[2]);
-    expect_shape(got, 4, (int[]){ 3, 4, 3, 2 });
+    tu_expect_shape(got, 4, (int[]){ 3, 4, 3, 2 });
     expect_same(got, want);
     ad_tape_free(tp);
     ad_value_free(x3);
@@ -295,14 +274,14 @@ START_TEST(cnn_forward_composition)
     ad_value *h = x;
     for (int b = 0; b < 4; b++) h = mdl_conv_block(tp, h, p[4 * b], p[4 * b + 1], p[4 * b + 2],
                                                    p[4 * b + 3]);
-    expect_shape(h, 4, (int[]){ 3, 8, 1, 1 });
+    tu_expect_shape(h, 4, (int[]){ 3, 8, 1, 1 });
     ad_value *want = ad_linear(tp, ad_reshape(tp, h, 2, (int[]){ 3, 8 }), p[16], p[17]);
 
     ad_value *y = mdl_cnn_forward(tp, &net, x, p, p + 8);
-    expect_shape(y, 2, (int[]){ 3, 5 });
+    tu_expect_shape(y, 2, (int[]){ 3, 5 });
     expect_same(y, want);
     ad_value *rep = mdl_cnn_rep_forward(tp, &net, x, p);
-    expect_shape(rep, 4, (int[]){ 3, 8, 7, 7 });
+    tu_expect_shape(rep, 4, (int[]){ 3, 8, 7, 7 });
     expect_same(mdl_cnn_task_forward(tp, &net, rep, p + 8), want);
     /* No representation: rep may be NULL and task is the whole list. */
     net.n_rep = 0;
@@ -515,13 +494,13 @@ START_TEST(linear_mlp_errors)
     ck_assert_int_eq(mdl_init_params(&s, &rng, p, true), AD_OK);
     ad_value *x = ad_const_fill(tp, 2, (int[]){ 4, 3 }, 1);
     ad_value *x4 = ad_const_fill(tp, 2, (int[]){ 4, 4 }, 1);
-    expect_error(mdl_linear_forward(tp, &lin, x4, p),
-                 "linear: input x [4,4] does not fit the model, which wants [N,3]");
-    expect_error(mdl_linear_forward(tp, &lin, x, (ad_value *[]){ p[1], p[1] }),
-                 "linear W: got [2], want [2,3]");
+    tu_expect_error(mdl_linear_forward(tp, &lin, x4, p),
+                    "linear: input x [4,4] does not fit the model, which wants [N,3]");
+    tu_expect_error(mdl_linear_forward(tp, &lin, x, (ad_value *[]){ p[1], p[1] }),
+                    "linear W: got [2], want [2,3]");
     /* A NULL input passes the earlier failure through. */
-    expect_error(mdl_linear_forward(tp, &lin, ad_matmul(tp, x, x, false, false), p),
-                 "matmul: inner dimensions differ");
+    tu_expect_error(mdl_linear_forward(tp, &lin, ad_matmul(tp, x, x, false, false), p),
+                    "matmul: inner dimensions differ");
     ad_value *lin_p[2] = { p[0], p[1] }; /* freed after the tape that uses them */
 
     expect_fail(mdl_mlp_shapes(&(mdl_mlp){ .n_layers = 0 }, &s), "mlp: n_layers 0 is not in 1..15");
@@ -533,10 +512,10 @@ START_TEST(linear_mlp_errors)
     mdl_mlp m = { .n_layers = 2, .sizes = { 3, 5, 2 }, .act = MDL_RELU };
     ck_assert_int_eq(mdl_mlp_shapes(&m, &s), AD_OK);
     ck_assert_int_eq(mdl_init_params(&s, &rng, p, true), AD_OK);
-    expect_error(mdl_mlp_forward(tp, &m, x4, p),
-                 "mlp: input x [4,4] does not fit the model, which wants [N,3]");
-    expect_error(mdl_mlp_forward(tp, &m, x, (ad_value *[]){ p[0], p[1], p[0], p[3] }),
-                 "mlp layer 2 W: got [5,3], want [2,5]");
+    tu_expect_error(mdl_mlp_forward(tp, &m, x4, p),
+                    "mlp: input x [4,4] does not fit the model, which wants [N,3]");
+    tu_expect_error(mdl_mlp_forward(tp, &m, x, (ad_value *[]){ p[0], p[1], p[0], p[3] }),
+                    "mlp layer 2 W: got [5,3], want [2,5]");
     ck_assert_ptr_nonnull(mdl_mlp_forward(tp, &m, x, p));
     ad_tape_free(tp);
     mdl_free_params(s.n, p);
@@ -574,38 +553,38 @@ START_TEST(cnn_errors)
     ck_assert_int_eq(mdl_init_params(&s, &rng, p, true), AD_OK);
     ad_value *x = ad_const_fill(tp, 4, (int[]){ 2, 1, 28, 28 }, 0.5);
     ad_value *x3 = ad_const_fill(tp, 4, (int[]){ 2, 3, 28, 28 }, 0.5);
-    expect_error(mdl_cnn_forward(tp, &net, x3, p, p + 8),
-                 "cnn: input x [2,3,28,28] does not fit the model, which wants [N,1,28,28]");
+    tu_expect_error(mdl_cnn_forward(tp, &net, x3, p, p + 8),
+                    "cnn: input x [2,3,28,28] does not fit the model, which wants [N,1,28,28]");
     ad_value *bad[8];
     memcpy(bad, p, sizeof bad);
     bad[4] = p[0];
-    expect_error(mdl_cnn_forward(tp, &net, x, bad, p + 8), "cnn block 2 W: got [8,1,3,3], want [8,8,3,3]");
+    tu_expect_error(mdl_cnn_forward(tp, &net, x, bad, p + 8), "cnn block 2 W: got [8,1,3,3], want [8,8,3,3]");
     ad_value *cls[10];
     memcpy(cls, p + 8, sizeof cls);
     cls[3] = NULL;
-    expect_error(mdl_cnn_forward(tp, &net, x, p, cls), "cnn block 3 beta: parameter 3 is NULL");
+    tu_expect_error(mdl_cnn_forward(tp, &net, x, p, cls), "cnn block 3 beta: parameter 3 is NULL");
     cls[3] = p[8 + 3];
     cls[8] = p[16 + 1];
-    expect_error(mdl_cnn_forward(tp, &net, x, p, cls), "cnn classifier W: got [5], want [5,8]");
-    expect_error(mdl_cnn_task_forward(tp, &net, x, p + 8),
-                 "cnn: representation h [2,1,28,28] does not fit the task part, which wants "
-                 "[N,8,7,7] (the map after block 2)");
-    expect_error(mdl_cnn_forward(tp, NULL, x, p, p + 8), "cnn: NULL model");
+    tu_expect_error(mdl_cnn_forward(tp, &net, x, p, cls), "cnn classifier W: got [5], want [5,8]");
+    tu_expect_error(mdl_cnn_task_forward(tp, &net, x, p + 8),
+                    "cnn: representation h [2,1,28,28] does not fit the task part, which wants "
+                    "[N,8,7,7] (the map after block 2)");
+    tu_expect_error(mdl_cnn_forward(tp, NULL, x, p, p + 8), "cnn: NULL model");
 
     /* The block on its own: errors name the op inside it. */
     ad_value *W5 = ad_const_fill(tp, 4, (int[]){ 8, 1, 2, 2 }, 1);
-    expect_error(mdl_conv_block(tp, x, W5, NULL, p[2], p[3]),
-                 "conv block: W [8,1,2,2] must be [O,C,k,k] with k odd");
-    expect_error(mdl_conv_block(tp, x3, p[0], p[1], p[2], p[3]),
-                 "conv block: conv2d: channels differ");
+    tu_expect_error(mdl_conv_block(tp, x, W5, NULL, p[2], p[3]),
+                    "conv block: W [8,1,2,2] must be [O,C,k,k] with k odd");
+    tu_expect_error(mdl_conv_block(tp, x3, p[0], p[1], p[2], p[3]),
+                    "conv block: conv2d: channels differ");
     ad_value *tiny = ad_const_fill(tp, 4, (int[]){ 2, 1, 1, 1 }, 0.5);
-    expect_error(mdl_conv_block(tp, tiny, p[0], p[1], p[2], p[3]),
-                 "conv block: maxpool2d: a 2x2 window does not fit input [2,8,1,1]");
-    expect_error(mdl_conv_block(tp, x, p[0], p[1], p[16 + 1], p[3]),
-                 "conv block: batchnorm: gamma [5] does not match the 8 channels");
+    tu_expect_error(mdl_conv_block(tp, tiny, p[0], p[1], p[2], p[3]),
+                    "conv block: maxpool2d: a 2x2 window does not fit input [2,8,1,1]");
+    tu_expect_error(mdl_conv_block(tp, x, p[0], p[1], p[16 + 1], p[3]),
+                    "conv block: batchnorm: gamma [5] does not match the 8 channels");
     /* A NULL input passes the earlier failure through, unchanged. */
-    expect_error(mdl_cnn_forward(tp, &net, mdl_conv_block(tp, tiny, p[0], p[1], p[2], p[3]), p, p + 8),
-                 "conv block: maxpool2d");
+    tu_expect_error(mdl_cnn_forward(tp, &net, mdl_conv_block(tp, tiny, p[0], p[1], p[2], p[3]), p, p + 8),
+                    "conv block: maxpool2d");
     ck_assert_ptr_eq(strstr(ad_error(), "cnn"), NULL);
     ad_tape_free(tp);
     mdl_free_params(s.n, p);

@@ -7,23 +7,8 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "testutil.h"
 #include "ops/ops.h"
-
-static void expect_values(const ad_value *v, const double *want, size_t n, double tol)
-{
-    ck_assert_ptr_nonnull(v);
-    ck_assert_uint_eq(v->size, n);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(fabs((double)v->data[i] - want[i]) <= tol, "entry %zu: %.17g, want %.17g",
-                      i, (double)v->data[i], want[i]);
-}
-
-/* The op returned NULL and the message contains `want`. */
-static void expect_error(const ad_value *v, const char *want)
-{
-    ck_assert_ptr_null(v);
-    ck_assert_msg(strstr(ad_error(), want) != NULL, "message \"%s\" lacks \"%s\"", ad_error(), want);
-}
 
 /* ---- softmax and cross-entropy: forward -------------------------------- */
 
@@ -35,8 +20,8 @@ START_TEST(softmax_forward)
     ad_value *x = ad_const(tp, 2, (int[]){ 2, 3 }, (ad_real[]){ 1, 2, 3, 1001, 1002, 1003 });
     const double s[3] = { 0.09003057317038046, 0.24472847105479767, 0.6652409557748219 };
     const double l[3] = { -2.40760596444438, -1.4076059644443801, -0.4076059644443803 };
-    expect_values(ad_softmax(tp, x), (double[]){ s[0], s[1], s[2], s[0], s[1], s[2] }, 6, 1e-15);
-    expect_values(ad_log_softmax(tp, x), (double[]){ l[0], l[1], l[2], l[0], l[1], l[2] }, 6, 1e-13);
+    tu_expect_values(ad_softmax(tp, x), (double[]){ s[0], s[1], s[2], s[0], s[1], s[2] }, 6, 1e-15);
+    tu_expect_values(ad_log_softmax(tp, x), (double[]){ l[0], l[1], l[2], l[0], l[1], l[2] }, 6, 1e-13);
     ad_tape_free(tp);
 }
 END_TEST
@@ -49,12 +34,12 @@ START_TEST(cross_entropy_forward)
     ad_value *y = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 2, 0 });
     ad_value *w = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 2, 0.5 });
     const double a = 0.4076059644443803, b = 1.0986122886681098;
-    expect_values(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_SUM), (double[]){ a + b }, 1, 1e-14);
-    expect_values(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN), (double[]){ (a + b) / 2 }, 1, 1e-14);
-    expect_values(ad_cross_entropy(tp, z, y, w, AD_REDUCE_SUM), (double[]){ 2 * a + 0.5 * b }, 1, 1e-14);
+    tu_expect_values(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_SUM), (double[]){ a + b }, 1, 1e-14);
+    tu_expect_values(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN), (double[]){ (a + b) / 2 }, 1, 1e-14);
+    tu_expect_values(ad_cross_entropy(tp, z, y, w, AD_REDUCE_SUM), (double[]){ 2 * a + 0.5 * b }, 1, 1e-14);
     /* mean divides by N, not by the sum of the weights */
-    expect_values(ad_cross_entropy(tp, z, y, w, AD_REDUCE_MEAN), (double[]){ (2 * a + 0.5 * b) / 2 },
-                  1, 1e-14);
+    tu_expect_values(ad_cross_entropy(tp, z, y, w, AD_REDUCE_MEAN), (double[]){ (2 * a + 0.5 * b) / 2 },
+                     1, 1e-14);
     ad_tape_free(tp);
 }
 END_TEST
@@ -69,9 +54,9 @@ START_TEST(cross_entropy_gradient_values)
     ad_value *xs[2] = { z, w }, *g[2];
     ad_value *loss = ad_cross_entropy(tp, z, y, w, AD_REDUCE_SUM);
     ck_assert_int_eq(ad_grad(tp, loss, 2, xs, g, false), AD_OK);
-    expect_values(g[0], (double[]){ 0.09003057317038046 - 1, 0.24472847105479767, 0.6652409557748219 },
-                  3, 1e-15);
-    expect_values(g[1], (double[]){ 2.40760596444438 }, 1, 1e-14);
+    tu_expect_values(g[0], (double[]){ 0.09003057317038046 - 1, 0.24472847105479767, 0.6652409557748219 },
+                     3, 1e-15);
+    tu_expect_values(g[1], (double[]){ 2.40760596444438 }, 1, 1e-14);
     ad_tape_free(tp);
     ad_value_free(z);
     ad_value_free(w);
@@ -181,13 +166,13 @@ START_TEST(conv2d_forward)
      * + 34 (x grows by 1 along w, 4 along h), and the bias adds 1. */
     ad_value *w = ad_const(tp, 4, (int[]){ 1, 1, 2, 2 }, (ad_real[]){ 1, 2, 3, 4 });
     ad_value *b = ad_const(tp, 1, (int[]){ 1 }, (ad_real[]){ 1 });
-    expect_values(ad_conv2d(tp, x, w, b, 1, 0),
-                  (double[]){ 45, 55, 65, 85, 95, 105, 125, 135, 145 }, 9, 0);
+    tu_expect_values(ad_conv2d(tp, x, w, b, 1, 0),
+                     (double[]){ 45, 55, 65, 85, 95, 105, 125, 135, 145 }, 9, 0);
     /* A 3×3 box of ones, pad 1, stride 2: sums of the (clipped) windows
      * centred on (0,0), (0,2), (2,0), (2,2). */
     ad_value *box = ad_const_fill(tp, 4, (int[]){ 1, 1, 3, 3 }, 1);
     ad_value *y = ad_conv2d(tp, x, box, NULL, 2, 1);
-    expect_values(y, (double[]){ 14, 30, 57, 99 }, 4, 0);
+    tu_expect_values(y, (double[]){ 14, 30, 57, 99 }, 4, 0);
     ck_assert_int_eq(y->rank, 4);
     ck_assert_int_eq(y->shape[2], 2);
     ck_assert_int_eq(y->shape[3], 2);
@@ -241,7 +226,7 @@ START_TEST(conv2d_matches_reference)
         ck_assert_int_eq(y->shape[1], 4);
         ck_assert_int_eq(y->shape[2], P);
         ck_assert_int_eq(y->shape[3], Q);
-        expect_values(y, want, (size_t)2 * 4 * P * Q, 1e-12);
+        tu_expect_values(y, want, (size_t)2 * 4 * P * Q, 1e-12);
         ad_value_free(x);
         ad_value_free(w);
         ad_value_free(b);
@@ -295,12 +280,12 @@ START_TEST(maxpool_forward)
                                         3, 4, 8, 1,
                                         0, 2, 7, 6,
                                         9, 1, 3, 5 });
-    expect_values(ad_maxpool2d(tp, x, 2, 2), (double[]){ 5, 8, 9, 7 }, 4, 0);
+    tu_expect_values(ad_maxpool2d(tp, x, 2, 2), (double[]){ 5, 8, 9, 7 }, 4, 0);
     /* overlapping 3×3 windows, stride 1 */
-    expect_values(ad_maxpool2d(tp, x, 3, 1), (double[]){ 8, 8, 9, 8 }, 4, 0);
+    tu_expect_values(ad_maxpool2d(tp, x, 3, 1), (double[]){ 8, 8, 9, 8 }, 4, 0);
     /* stride 3 with k 2: only the windows at 0 fit; the last row and column
      * are dropped, as in every framework */
-    expect_values(ad_maxpool2d(tp, x, 2, 3), (double[]){ 5 }, 1, 0);
+    tu_expect_values(ad_maxpool2d(tp, x, 2, 3), (double[]){ 5 }, 1, 0);
     ad_tape_free(tp);
 }
 END_TEST
@@ -314,9 +299,9 @@ START_TEST(maxpool_gradient_routing)
                                                                        1, 1, 2, 1 });
     ad_value *g;
     ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_maxpool2d(tp, x, 2, 2)), 1, &x, &g, false), AD_OK);
-    expect_values(g, (double[]){ 1, 0, 1, 0, 0, 0, 0, 0 }, 8, 0);
+    tu_expect_values(g, (double[]){ 1, 0, 1, 0, 0, 0, 0, 0 }, 8, 0);
     ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_maxpool2d(tp, x, 2, 1)), 1, &x, &g, false), AD_OK);
-    expect_values(g, (double[]){ 1, 0, 2, 0, 0, 0, 0, 0 }, 8, 0);
+    tu_expect_values(g, (double[]){ 1, 0, 2, 0, 0, 0, 0, 0 }, 8, 0);
     ad_tape_free(tp);
     ad_value_free(x);
 }
@@ -448,30 +433,30 @@ START_TEST(softmax_errors)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_value *v = ad_const_fill(tp, 1, (int[]){ 3 }, 0);
     ad_value *z = ad_const_fill(tp, 2, (int[]){ 2, 3 }, 0);
-    expect_error(ad_softmax(tp, v), "softmax: expected a 2-D [N,C] input, got [3]");
-    expect_error(ad_log_softmax(tp, v), "log_softmax: expected a 2-D [N,C] input, got [3]");
+    tu_expect_error(ad_softmax(tp, v), "softmax: expected a 2-D [N,C] input, got [3]");
+    tu_expect_error(ad_log_softmax(tp, v), "log_softmax: expected a 2-D [N,C] input, got [3]");
     ad_value *y = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 0, 3 });
-    expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN),
-                 "cross_entropy: label 3 at index 1 is not a whole number in 0..2");
+    tu_expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN),
+                    "cross_entropy: label 3 at index 1 is not a whole number in 0..2");
     y->data[1] = 1.5;
-    expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN),
-                 "cross_entropy: label 1.5 at index 1");
+    tu_expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN),
+                    "cross_entropy: label 1.5 at index 1");
     y->data[1] = 1;
     y->data[0] = -1;
-    expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN),
-                 "cross_entropy: label -1 at index 0");
+    tu_expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN),
+                    "cross_entropy: label -1 at index 0");
     y->data[0] = NAN;
-    expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN), "label nan at index 0");
+    tu_expect_error(ad_cross_entropy(tp, z, y, NULL, AD_REDUCE_MEAN), "label nan at index 0");
     y->data[0] = 0;
     ad_value *y3 = ad_const_fill(tp, 1, (int[]){ 3 }, 0);
-    expect_error(ad_cross_entropy(tp, z, y3, NULL, AD_REDUCE_SUM),
-                 "cross_entropy: labels [3] do not match logits [2,3] (want [2])");
-    expect_error(ad_cross_entropy(tp, z, y, y3, AD_REDUCE_SUM),
-                 "cross_entropy: weights [3] do not match logits [2,3] (want [2])");
-    expect_error(ad_cross_entropy(tp, v, y, NULL, AD_REDUCE_SUM), "cross_entropy: expected a 2-D");
-    expect_error(ad_cross_entropy(tp, z, y, NULL, (ad_reduction)7), "cross_entropy: unknown reduction 7");
+    tu_expect_error(ad_cross_entropy(tp, z, y3, NULL, AD_REDUCE_SUM),
+                    "cross_entropy: labels [3] do not match logits [2,3] (want [2])");
+    tu_expect_error(ad_cross_entropy(tp, z, y, y3, AD_REDUCE_SUM),
+                    "cross_entropy: weights [3] do not match logits [2,3] (want [2])");
+    tu_expect_error(ad_cross_entropy(tp, v, y, NULL, AD_REDUCE_SUM), "cross_entropy: expected a 2-D");
+    tu_expect_error(ad_cross_entropy(tp, z, y, NULL, (ad_reduction)7), "cross_entropy: unknown reduction 7");
     /* A NULL input passes the earlier failure through. */
-    expect_error(ad_cross_entropy(tp, ad_softmax(tp, v), y, NULL, AD_REDUCE_SUM), "softmax: expected");
+    tu_expect_error(ad_cross_entropy(tp, ad_softmax(tp, v), y, NULL, AD_REDUCE_SUM), "softmax: expected");
     ad_tape_free(tp);
 }
 END_TEST
@@ -485,23 +470,23 @@ START_TEST(conv_pool_errors)
     ad_value *big = ad_const_fill(tp, 4, (int[]){ 4, 3, 8, 3 }, 0);
     ad_value *b5 = ad_const_fill(tp, 1, (int[]){ 5 }, 0);
     ad_value *m = ad_const_fill(tp, 2, (int[]){ 5, 5 }, 0);
-    expect_error(ad_conv2d(tp, x, w2, NULL, 1, 0),
-                 "conv2d: channels differ: x [2,3,5,5] has 3, w [4,2,3,3] has 2");
-    expect_error(ad_conv2d(tp, x, big, NULL, 1, 1),
-                 "conv2d: kernel [4,3,8,3] is larger than input [2,3,5,5] padded by 1");
+    tu_expect_error(ad_conv2d(tp, x, w2, NULL, 1, 0),
+                    "conv2d: channels differ: x [2,3,5,5] has 3, w [4,2,3,3] has 2");
+    tu_expect_error(ad_conv2d(tp, x, big, NULL, 1, 1),
+                    "conv2d: kernel [4,3,8,3] is larger than input [2,3,5,5] padded by 1");
     ck_assert_ptr_nonnull(ad_conv2d(tp, x, big, NULL, 1, 2)); /* 5 + 4 ≥ 8: fits */
-    expect_error(ad_conv2d(tp, x, w, NULL, 0, 0), "conv2d: stride 0 is less than 1");
-    expect_error(ad_conv2d(tp, x, w, NULL, 1, -1), "conv2d: pad -1 is negative");
-    expect_error(ad_conv2d(tp, x, w, b5, 1, 0), "conv2d: bias [5] does not match w [4,3,3,3] (want [4])");
-    expect_error(ad_conv2d(tp, m, w, NULL, 1, 0), "conv2d: want x [N,C,H,W] and w [O,C,kh,kw], got [5,5]");
-    expect_error(ad_maxpool2d(tp, x, 0, 1), "maxpool2d: window 0 and stride 1 must both be at least 1");
-    expect_error(ad_maxpool2d(tp, x, 2, 0), "maxpool2d: window 2 and stride 0");
-    expect_error(ad_maxpool2d(tp, x, 6, 1), "maxpool2d: a 6x6 window does not fit input [2,3,5,5]");
-    expect_error(ad_maxpool2d(tp, m, 2, 2), "maxpool2d: expected a 4-D [N,C,H,W] input, got [5,5]");
+    tu_expect_error(ad_conv2d(tp, x, w, NULL, 0, 0), "conv2d: stride 0 is less than 1");
+    tu_expect_error(ad_conv2d(tp, x, w, NULL, 1, -1), "conv2d: pad -1 is negative");
+    tu_expect_error(ad_conv2d(tp, x, w, b5, 1, 0), "conv2d: bias [5] does not match w [4,3,3,3] (want [4])");
+    tu_expect_error(ad_conv2d(tp, m, w, NULL, 1, 0), "conv2d: want x [N,C,H,W] and w [O,C,kh,kw], got [5,5]");
+    tu_expect_error(ad_maxpool2d(tp, x, 0, 1), "maxpool2d: window 0 and stride 1 must both be at least 1");
+    tu_expect_error(ad_maxpool2d(tp, x, 2, 0), "maxpool2d: window 2 and stride 0");
+    tu_expect_error(ad_maxpool2d(tp, x, 6, 1), "maxpool2d: a 6x6 window does not fit input [2,3,5,5]");
+    tu_expect_error(ad_maxpool2d(tp, m, 2, 2), "maxpool2d: expected a 4-D [N,C,H,W] input, got [5,5]");
     /* A NULL input passes the earlier failure through each op. */
-    expect_error(ad_maxpool2d(tp, ad_conv2d(tp, ad_maxpool2d(tp, m, 2, 2), w, NULL, 1, 0), 2, 2),
-                 "maxpool2d: expected a 4-D");
-    expect_error(ad_batchnorm(tp, ad_conv2d(tp, x, w, b5, 1, 0), NULL, NULL, 0), "conv2d: bias [5]");
+    tu_expect_error(ad_maxpool2d(tp, ad_conv2d(tp, ad_maxpool2d(tp, m, 2, 2), w, NULL, 1, 0), 2, 2),
+                    "maxpool2d: expected a 4-D");
+    tu_expect_error(ad_batchnorm(tp, ad_conv2d(tp, x, w, b5, 1, 0), NULL, NULL, 0), "conv2d: bias [5]");
     ad_tape_free(tp);
 }
 END_TEST
@@ -512,12 +497,12 @@ START_TEST(batchnorm_errors)
     ad_value *x = ad_const_fill(tp, 4, (int[]){ 2, 3, 2, 2 }, 0);
     ad_value *x3 = ad_const_fill(tp, 3, (int[]){ 2, 3, 2 }, 0);
     ad_value *g2 = ad_const_fill(tp, 1, (int[]){ 2 }, 1);
-    expect_error(ad_batchnorm(tp, x3, NULL, NULL, 1e-5),
-                 "batchnorm: expected x [N,C] or [N,C,H,W], got [2,3,2]");
-    expect_error(ad_batchnorm(tp, x, g2, NULL, 1e-5),
-                 "batchnorm: gamma [2] does not match the 3 channels of x [2,3,2,2]");
-    expect_error(ad_batchnorm(tp, x, NULL, g2, 1e-5), "batchnorm: beta [2] does not match");
-    expect_error(ad_batchnorm(tp, x, NULL, NULL, -1), "batchnorm: eps -1 must be finite and not negative");
+    tu_expect_error(ad_batchnorm(tp, x3, NULL, NULL, 1e-5),
+                    "batchnorm: expected x [N,C] or [N,C,H,W], got [2,3,2]");
+    tu_expect_error(ad_batchnorm(tp, x, g2, NULL, 1e-5),
+                    "batchnorm: gamma [2] does not match the 3 channels of x [2,3,2,2]");
+    tu_expect_error(ad_batchnorm(tp, x, NULL, g2, 1e-5), "batchnorm: beta [2] does not match");
+    tu_expect_error(ad_batchnorm(tp, x, NULL, NULL, -1), "batchnorm: eps -1 must be finite and not negative");
     ad_tape_free(tp);
 }
 END_TEST

@@ -1,0 +1,165 @@
+/*
+ * common.h — the plumbing the experiment programs share: reading flag
+ * values, an output folder that remembers what was written into it,
+ * running gnuplot, the clock, and running one piece of work in a child
+ * process.  Experiment-layer code, like data.h: the library never includes
+ * it.
+ *
+ * A program that writes figures uses it like this (toy.c, taskinteract.c):
+ *
+ *     ex_outdir *od = calloc(1, sizeof *od);       // large: keep it off the stack
+ *     if (ex_outdir_init(od, "toy", "%s", out) != 0) return EX_EXIT_LIB;
+ *     FILE *f = ex_outdir_open(od, "fig1.gp");    // records DIR/fig1.gp
+ *     if (!f) return EX_EXIT_LIB;
+ *     ...                                          // write the script
+ *     if (ex_outdir_close(od, f, "fig1.gp") == 0)
+ *         ex_outdir_plot(od, "fig1.gp", "fig1.png");
+ *     ex_outdir_list(od);                          // "  DIR/fig1.gp" ... on stderr
+ *     free(od);
+ *
+ * Two error channels, as elsewhere in the experiments.  The ex_outdir_*
+ * functions speak for the program: they print "PROG: ..." on stderr
+ * themselves and return EX_EXIT_LIB (or NULL), so a caller only passes the
+ * status on.  The lower-level helpers (ex_make_dirs, ex_close,
+ * ex_run_forked) return AD_OK or a negative ad_status with the reason in
+ * ad_error(), and the program prints it its own way.  Nothing here exits.
+ */
+#ifndef HYPERTAPE_EXPERIMENTS_COMMON_H
+#define HYPERTAPE_EXPERIMENTS_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ad/ad.h"
+
+/* The programs' exit statuses besides 0. */
+enum { EX_EXIT_LIB = 1, EX_EXIT_USAGE = 2 };
+
+/* The longest path the programs build, and the longest flag name. */
+enum { EX_PATH_LEN = 4096, EX_FLAG_NAME_LEN = 32 };
+
+#if defined(__GNUC__)
+#define EX_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
+#else
+#define EX_PRINTF(fmt_arg, first_arg)
+#endif
+
+/* ---- flags --------------------------------------------------------------- */
+
+/* Each parser accepts the whole string or nothing: true and *out set, or
+ * false and *out untouched.  Leading white space is allowed (strtol's
+ * rule), anything after the number is not. */
+
+/* A whole number in lo..hi. */
+bool ex_parse_int(const char *s, int lo, int hi, int *out);
+/* A finite number. */
+bool ex_parse_double(const char *s, double *out);
+/* A whole number >= 0 that fits in 64 bits (a seed); a sign is refused. */
+bool ex_parse_u64(const char *s, uint64_t *out);
+/* A comma-separated list of whole numbers in lo..hi, such as "1,5,25", into
+ * out[0..max_n).  Returns how many, or -1 when an entry is empty or bad or
+ * there are more than max_n (out may then be partly written). */
+int ex_parse_int_list(const char *s, int lo, int hi, int *out, int max_n);
+
+/* Reads argv[*i] as "--name=value" or "--name value" (then *i moves on to
+ * the value).  The name, at most EX_FLAG_NAME_LEN - 1 bytes, must be one of
+ * known[0..n_known).  Returns AD_OK with name and *val set, or AD_EARG with
+ * the reason in ad_error() (not a flag, an unknown flag, no value), ready
+ * for the program's usage message. */
+int ex_flag_value(int argc, char **argv, int *i, const char *const *known, size_t n_known,
+                  char name[EX_FLAG_NAME_LEN], const char **val);
+
+/* Prints "PROG: <message>" and the line "(PROG --help explains the flags)"
+ * on stderr; returns EX_EXIT_USAGE. */
+int ex_usage_error(const char *prog, const char *fmt, ...) EX_PRINTF(2, 3);
+
+/* ---- files and folders --------------------------------------------------- */
+
+/* mkdir -p: path and every missing folder above it.  AD_OK when path is a
+ * folder at the end; AD_EARG (too long) or AD_EIO with the reason in
+ * ad_error() otherwise. */
+int ex_make_dirs(const char *path);
+
+/* fclose that also reports an earlier write error on f (a full disk shows
+ * up in ferror, not in fclose).  AD_OK, or AD_EIO "error writing NAME". */
+int ex_close(FILE *f, const char *name);
+
+enum { EX_MAX_FILES = 32 };
+
+/* An output folder, and the list of files written into it (for the summary
+ * a program prints at the end).  About 130 KB: allocate it. */
+typedef struct ex_outdir {
+    const char *prog;                         /* prefixes every message */
+    char dir[EX_PATH_LEN];
+    char files[EX_MAX_FILES][EX_PATH_LEN];    /* paths, in the order written */
+    int n_files;
+    bool have_gnuplot;                        /* gnuplot is on PATH */
+    int plots_failed;
+} ex_outdir;
+
+/* Sets od up for the folder named by the format (created if missing) and
+ * looks for gnuplot on PATH.  Returns 0, or EX_EXIT_LIB after printing why
+ * the folder cannot be made. */
+int ex_outdir_init(ex_outdir *od, const char *prog, const char *dir_fmt, ...) EX_PRINTF(3, 4);
+/* Opens DIR/name for writing and records it; NULL (after printing why) on
+ * failure. */
+FILE *ex_outdir_open(ex_outdir *od, const char *name);
+/* ex_close on behalf of od's program: 0, or EX_EXIT_LIB after printing
+ * "PROG: error writing NAME". */
+int ex_outdir_close(const ex_outdir *od, FILE *f, const char *name);
+/* Runs `gnuplot script` in the folder when gnuplot is there, and records
+ * png if it was made.  A failure is a warning (printed and counted in
+ * plots_failed), not an error: the CSV files are the result. */
+void ex_outdir_plot(ex_outdir *od, const char *script, const char *png);
+/* Lists the files written, one "  PATH" line each ("  (none)" when there
+ * are none), then a warning if plots failed; all on stderr. */
+void ex_outdir_list(const ex_outdir *od);
+
+/* ---- gnuplot ------------------------------------------------------------- */
+
+/* Whether an executable gnuplot is in a folder on PATH. */
+bool ex_gnuplot_on_path(void);
+
+/* Runs `gnuplot script` with dir as its working folder, by fork and exec
+ * (no shell, so nothing needs quoting), and waits.  Returns 0 when gnuplot
+ * exited with status 0; 1 when it failed, or dir or gnuplot could not be
+ * entered or run; -1 when no process could be started (errno says why). */
+int ex_gnuplot(const char *dir, const char *script);
+
+/* The opening of a gnuplot script that draws a width x height PNG from CSV
+ * files: a comment naming `writer` (e.g. "toy (experiments/toy.c)") and how
+ * to rerun it, UTF-8, pngcairo if this gnuplot has it (else png), the
+ * output file, ',' as the separator and a light grid. */
+void ex_gp_header(FILE *g, const char *writer, const char *png, int width, int height);
+
+/* ---- time ---------------------------------------------------------------- */
+
+/* Seconds on the monotonic clock (from an arbitrary start). */
+double ex_now(void);
+/* A duration for a progress line: "42s", "3m07s", "2h05m", or "?" when
+ * negative, NaN or absurd. */
+void ex_fmt_duration(double seconds, char *buf, size_t len);
+/* The median of x[0..n), which it sorts (insertion sort: n is small);
+ * NaN when n is 0. */
+double ex_median(double *x, int n);
+
+/* ---- a child process ----------------------------------------------------- */
+
+/* One piece of work: fills result and returns an ad_status. */
+typedef int (*ex_work)(void *arg, void *result);
+
+/* Runs work(arg, result) in a child process and copies *result (size bytes,
+ * plain data) back through a pipe.  Why a child: its peak RSS (getrusage)
+ * is its own and not the largest of all the work before it, and a crash
+ * does not take the program down.  When work fails, the child prints
+ * "PROG: <its message>".  Returns AD_OK when work returned AD_OK and all of
+ * result arrived; otherwise a status whose message starts with label
+ * ("K = 5"): "... failed (see the message above)" or "... the child process
+ * died of signal N" (AD_EARG), or names the pipe or fork that failed
+ * (AD_EIO). */
+int ex_run_forked(const char *prog, const char *label, ex_work work, void *arg, void *result,
+                  size_t size);
+
+#endif
