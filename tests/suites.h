@@ -10,4 +10,5 @@
     X(models)        \
     X(data_more)     \
     X(taskinteract)  \
-    X(hyperclean)
+    X(hyperclean)    \
+    X(oneshot)
