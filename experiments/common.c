@@ -172,13 +172,7 @@ int ex_outdir_close(const ex_outdir *od, FILE *f, const char *name)
 void ex_outdir_plot(ex_outdir *od, const char *script, const char *png)
 {
     if (!od->have_gnuplot) return;
-    int rc = ex_gnuplot(od->dir, script);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "%s: warning: cannot start gnuplot: %s\n", od->prog, strerror(errno));
-        else
-            fprintf(stderr, "%s: warning: gnuplot %s failed; %s was not made\n", od->prog, script,
-                    png);
+    if (ex_gnuplot_warn(od->prog, od->dir, script, png) != 0) {
         od->plots_failed++;
         return;
     }
@@ -232,6 +226,16 @@ int ex_gnuplot(const char *dir, const char *script)
     int status;
     if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
     return 0;
+}
+
+int ex_gnuplot_warn(const char *prog, const char *dir, const char *script, const char *png)
+{
+    int rc = ex_gnuplot(dir, script);
+    if (rc < 0)
+        fprintf(stderr, "%s: warning: cannot start gnuplot: %s\n", prog, strerror(errno));
+    else if (rc > 0)
+        fprintf(stderr, "%s: warning: gnuplot %s failed; %s was not made\n", prog, script, png);
+    return rc;
 }
 
 void ex_gp_header(FILE *g, const char *writer, const char *png, int width, int height)

@@ -128,6 +128,11 @@ bool ex_gnuplot_on_path(void);
  * entered or run; -1 when no process could be started (errno says why). */
 int ex_gnuplot(const char *dir, const char *script);
 
+/* ex_gnuplot, and on failure a warning on stderr, "PROG: warning: cannot
+ * start gnuplot: ..." or "PROG: warning: gnuplot SCRIPT failed; PNG was not
+ * made".  Returns what ex_gnuplot returned. */
+int ex_gnuplot_warn(const char *prog, const char *dir, const char *script, const char *png);
+
 /* The opening of a gnuplot script that draws a width x height PNG from CSV
  * files: a comment naming `writer` (e.g. "toy (experiments/toy.c)") and how
  * to rerun it, UTF-8, pngcairo if this gnuplot has it (else png), the

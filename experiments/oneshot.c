@@ -43,30 +43,25 @@
  * Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN,
  * files), 2 on bad usage.  gnuplot missing or failing is a warning.
  */
-#define _XOPEN_SOURCE 700 /* fork, waitpid, getrusage, mkdir, isatty */
+#define _XOPEN_SOURCE 700 /* getrusage, isatty */
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "experiments/common.h"
 #include "experiments/data_meta.h"
 #include "experiments/oneshot_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
 
 #define PROG "oneshot"
-enum { EXIT_LIB = 1, EXIT_USAGE = 2 };
-enum { MAX_CFG = 8, PATH_LEN = 4096, N_WAY = 5, K_SHOT = 1, K_QUERY = 15 };
+enum { MAX_CFG = 8, N_WAY = 5, K_SHOT = 1, K_QUERY = 15 };
 static const double STEP_LO = 1e-3, STEP_HI = 2.0;
 
 /* ---- options ------------------------------------------------------------ */
@@ -158,65 +153,39 @@ static void usage(FILE *out)
             STEP_LO, STEP_HI);
 }
 
-static int bad_usage(const char *fmt, const char *a)
-{
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, "\n" PROG ": try --help\n");
-    return EXIT_USAGE;
-}
-
-static bool parse_int(const char *s, int lo, int hi, int *x)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return false;
-    *x = (int)v;
-    return true;
-}
-
-static bool parse_double(const char *s, double *x)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return false;
-    *x = v;
-    return true;
-}
-
 /* "1,10,25,full,short" into configurations (needs o->T). */
 static int parse_k_list(opts *o)
 {
     char buf[256];
-    if (strlen(o->k_list) >= sizeof buf) return bad_usage("--K: list too long%s", "");
+    if (strlen(o->k_list) >= sizeof buf) return ex_usage_error(PROG, "--K: list too long");
     strcpy(buf, o->k_list);
     o->n_cfg = 0;
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        if (o->n_cfg == MAX_CFG) return bad_usage("--K: at most 8 configurations%s", "");
+        if (o->n_cfg == MAX_CFG) return ex_usage_error(PROG, "--K: at most 8 configurations");
         cfg *c = &o->cfgs[o->n_cfg];
         int K;
         if (!strcmp(tok, "short")) {
             *c = (cfg){ .K = 1, .T = 1 };
             snprintf(c->name, sizeof c->name, "short");
             snprintf(c->label, sizeof c->label, "Short horizon (T=1)");
-        } else if (!strcmp(tok, "full") || (parse_int(tok, 1, 100000, &K) && K >= o->T)) {
+        } else if (!strcmp(tok, "full") || (ex_parse_int(tok, 1, 100000, &K) && K >= o->T)) {
             *c = (cfg){ .K = o->T, .T = o->T };
             snprintf(c->name, sizeof c->name, "full");
             snprintf(c->label, sizeof c->label, "Full RMD");
-        } else if (parse_int(tok, 1, 100000, &K)) {
+        } else if (ex_parse_int(tok, 1, 100000, &K)) {
             *c = (cfg){ .K = K, .T = o->T, .truncated = true };
             snprintf(c->name, sizeof c->name, "K%d", K);
             snprintf(c->label, sizeof c->label, "%d-RMD", K);
         } else {
-            return bad_usage("--K: expected numbers, 'full' or 'short', got '%s'", tok);
+            return ex_usage_error(PROG, "--K: expected numbers, 'full' or 'short', got '%s'",
+                                  tok);
         }
         for (int i = 0; i < o->n_cfg; i++)
-            if (!strcmp(o->cfgs[i].name, c->name)) return bad_usage("--K: '%s' twice", tok);
+            if (!strcmp(o->cfgs[i].name, c->name))
+                return ex_usage_error(PROG, "--K: '%s' twice", tok);
         o->n_cfg++;
     }
-    if (o->n_cfg == 0) return bad_usage("--K: empty list%s", "");
+    if (o->n_cfg == 0) return ex_usage_error(PROG, "--K: empty list");
     return 0;
 }
 
@@ -239,35 +208,27 @@ static int parse_args(int argc, char **argv, opts *o)
         if (!strcmp(a, "--quick")) { o->quick = true; continue; }
         if (!strcmp(a, "--resume")) { o->resume = true; continue; }
         if (!strcmp(a, "--no-plots")) { o->plots = false; continue; }
-        if (strncmp(a, "--", 2) != 0) return bad_usage("unexpected argument '%s'", a);
-        char name[32];
-        const char *eq = strchr(a, '='), *val;
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        if (len >= sizeof name) return bad_usage("unknown flag '%s'", a);
-        memcpy(name, a, len);
-        name[len] = '\0';
         static const char *const known[] = {
             "--data", "--channels", "--hyper-iters", "--K", "--out", "--seed", "--T",
             "--meta-batch", "--lr", "--rho0", "--step0", "--val-tasks", "--eval-every",
             "--test-tasks", "--cos-every", "--relerr-tasks", "--ckpt-every", "--relerr-rho" };
-        bool is_known = false;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
-        if (!is_known) return bad_usage("unknown flag '%s'", name);
-        if (eq) val = eq + 1;
-        else if (i + 1 < argc) val = argv[++i];
-        else return bad_usage("flag %s needs a value", name);
+        char name[EX_FLAG_NAME_LEN];
+        const char *val;
+        if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
+            return ex_usage_error(PROG, "%s", ad_error());
 
 #define INT_FLAG(flag, field, lo, hi, bit)                                                     \
     if (!strcmp(name, flag)) {                                                                 \
-        if (!parse_int(val, lo, hi, &o->field))                                                \
-            return bad_usage(flag ": expected a whole number in " #lo ".." #hi ", got '%s'", val); \
+        if (!ex_parse_int(val, lo, hi, &o->field))                                             \
+            return ex_usage_error(PROG, flag ": expected a whole number in " #lo ".." #hi      \
+                                             ", got '%s'", val);                               \
         set |= bit;                                                                            \
         continue;                                                                              \
     }
 #define POS_FLAG(flag, field)                                                                  \
     if (!strcmp(name, flag)) {                                                                 \
-        if (!parse_double(val, &o->field) || !(o->field > 0))                                  \
-            return bad_usage(flag ": expected a finite number > 0, got '%s'", val);            \
+        if (!ex_parse_double(val, &o->field) || !(o->field > 0))                               \
+            return ex_usage_error(PROG, flag ": expected a finite number > 0, got '%s'", val); \
         continue;                                                                              \
     }
         INT_FLAG("--channels", channels, 1, 1024, SET_CH)
@@ -286,24 +247,20 @@ static int parse_args(int argc, char **argv, opts *o)
 #undef INT_FLAG
 #undef POS_FLAG
         if (!strcmp(name, "--relerr-rho")) {
-            if (!parse_double(val, &o->relerr_rho) || o->relerr_rho < 0 || o->relerr_rho > 30)
-                return bad_usage("--relerr-rho: expected a number in [0, 30], got '%s'", val);
+            if (!ex_parse_double(val, &o->relerr_rho) || o->relerr_rho < 0 || o->relerr_rho > 30)
+                return ex_usage_error(PROG, "--relerr-rho: expected a number in [0, 30], got '%s'",
+                                      val);
         } else if (!strcmp(name, "--data")) {
-            if (!*val) return bad_usage("--data: empty folder name%s", "");
+            if (!*val) return ex_usage_error(PROG, "--data: empty folder name");
             o->data = val;
         } else if (!strcmp(name, "--out")) {
-            if (!*val) return bad_usage("--out: empty folder name%s", "");
+            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
             o->out = val;
             set |= SET_OUT;
         } else if (!strcmp(name, "--K")) {
             o->k_list = val;
-        } else { /* --seed */
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(val, &end, 10);
-            if (end == val || *end || errno || val[0] == '-')
-                return bad_usage("--seed: expected a whole number >= 0, got '%s'", val);
-            o->seed = s;
+        } else if (!ex_parse_u64(val, &o->seed)) { /* --seed */
+            return ex_usage_error(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
         }
     }
     if (o->quick) { /* explicit flags win */
@@ -318,70 +275,26 @@ static int parse_args(int argc, char **argv, opts *o)
     if (!(set & SET_OUT)) o->out = o->quick ? "results/oneshot-quick" : "results/oneshot";
     if (o->eval_every < 0) o->eval_every = o->iters >= 10 ? o->iters / 10 : 1;
     if (o->cos_every < 0) o->cos_every = o->iters >= 20 ? o->iters / 20 : 1;
-    if (o->rho0 > 30) return bad_usage("--rho0: at most 30%s", "");
+    if (o->rho0 > 30) return ex_usage_error(PROG, "--rho0: at most 30");
     if (o->step0 < STEP_LO || o->step0 > STEP_HI)
-        return bad_usage("--step0: must lie in [1e-3, 2]%s", "");
+        return ex_usage_error(PROG, "--step0: must lie in [1e-3, 2]");
     return parse_k_list(o);
 }
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void fmt_duration(double s, char *buf, size_t len)
-{
-    if (!(s >= 0) || s > 1e8) snprintf(buf, len, "?");
-    else if (s < 60) snprintf(buf, len, "%.0fs", s);
-    else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(buf, len, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
-}
-
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-    char buf[PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ad_fail(AD_EARG, "--out: path too long");
-    for (char *s = buf + 1;; s++) {
-        char c = *s;
-        if (c == '/' || c == '\0') {
-            *s = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return ad_fail(AD_EIO, "cannot create folder %s: %s", buf, strerror(errno));
-            *s = c;
-        }
-        if (c == '\0') break;
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return ad_fail(AD_EIO, "%s is not a folder", path);
-    return AD_OK;
-}
-
 static void out_path(const opts *o, const char *name, char *path)
 {
-    snprintf(path, PATH_LEN, "%s/%s", o->out, name);
+    snprintf(path, EX_PATH_LEN, "%s/%s", o->out, name);
 }
 
 static FILE *open_out(const opts *o, const char *name, const char *mode)
 {
-    char path[PATH_LEN];
+    char path[EX_PATH_LEN];
     out_path(o, name, path);
     FILE *f = fopen(path, mode);
     if (!f) ad_fail(AD_EIO, "cannot write %s: %s", path, strerror(errno));
     return f;
-}
-
-static int close_out(FILE *f, const char *name)
-{
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) return ad_fail(AD_EIO, "error writing %s", name);
-    return AD_OK;
 }
 
 static void seed_rng(ad_rng *r, uint64_t seed, uint64_t stream)
@@ -430,7 +343,7 @@ static int world_load(const opts *o, world *w)
     memset(w, 0, sizeof *w);
     const char *dir = data_meta_find_dir(o->data, "omniglot");
     if (!dir) return ad_fail_wrap(AD_EIO, "Omniglot");
-    double t0 = now();
+    double t0 = ex_now();
     int rc = data_omniglot_load(dir, 28, &w->om);
     if (rc != AD_OK) return rc;
     ad_rng rng;
@@ -451,13 +364,20 @@ static int world_load(const opts *o, world *w)
     }
     fprintf(stderr, PROG ": Omniglot from %s: %d characters (%d / %d / %d), %d validation tasks, "
                     "%.1f s\n", dir, w->om.n_chars, w->sp.n_train, w->sp.n_val, w->sp.n_test,
-            w->n_val, now() - t0);
+            w->n_val, ex_now() - t0);
     return AD_OK;
 }
 
 static int task_load(os_task *tk, const data_task *d, bool record)
 {
     return os_task_load(tk, d->x_train, d->y_train, d->x_val, d->y_val, record);
+}
+
+/* The sample standard deviation of n values from their sum and sum of
+ * squares (0 for one value). */
+static double sd_from_sums(double sum, double sum_sq, int n)
+{
+    return n > 1 ? sqrt(fmax(0, (sum_sq - sum * sum / n) / (n - 1))) : 0;
 }
 
 /* Mean query accuracy and loss over tasks; optionally the standard
@@ -477,7 +397,7 @@ static int evaluate_tasks(os_task *tk, const data_task *tasks, int n, double *ac
     }
     *acc = sa / n;
     *loss = sl / n;
-    if (acc_sd) *acc_sd = n > 1 ? sqrt(fmax(0, (sa2 - sa * sa / n) / (n - 1))) : 0;
+    if (acc_sd) *acc_sd = sd_from_sums(sa, sa2, n);
     return AD_OK;
 }
 
@@ -580,7 +500,7 @@ static bool get(FILE *f, void *p, size_t size, size_t n)
 static int ckpt_write(const opts *o, const cfg *c, const os_hyper *hy, const opt_outer *adam,
                       const ckpt_state *st, const logs *lg)
 {
-    char path[PATH_LEN], tmp[PATH_LEN + 8], name[64];
+    char path[EX_PATH_LEN], tmp[EX_PATH_LEN + 8], name[64];
     snprintf(name, sizeof name, "ckpt_%s.bin", c->name);
     out_path(o, name, path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -609,7 +529,7 @@ static int ckpt_write(const opts *o, const cfg *c, const os_hyper *hy, const opt
 static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam, ckpt_state *st,
                      logs *lg)
 {
-    char path[PATH_LEN], name[64];
+    char path[EX_PATH_LEN], name[64];
     snprintf(name, sizeof name, "ckpt_%s.bin", c->name);
     out_path(o, name, path);
     FILE *f = fopen(path, "rb");
@@ -667,7 +587,7 @@ static int write_logs(const opts *o, const cfg *c, const os_hyper *hy, const log
         for (int l = 0; l < hy->n_layers; l++) fprintf(f, ",%.6g", r->rho[l]);
         fprintf(f, "\n");
     }
-    int rc = close_out(f, name);
+    int rc = ex_close(f, name);
     snprintf(name, sizeof name, "val_%s.csv", c->name);
     if (rc == AD_OK && !(f = open_out(o, name, "w"))) rc = AD_EIO;
     if (rc == AD_OK) {
@@ -675,7 +595,7 @@ static int write_logs(const opts *o, const cfg *c, const os_hyper *hy, const log
         for (int i = 0; i < lg->n_va; i++)
             fprintf(f, "%.0f,%.4f,%.6f,%.6f\n", lg->va[i].iter, lg->va[i].train_s, lg->va[i].acc,
                     lg->va[i].loss);
-        rc = close_out(f, name);
+        rc = ex_close(f, name);
     }
     if (rc == AD_OK && c->truncated) {
         snprintf(name, sizeof name, "cos_%s.csv", c->name);
@@ -684,7 +604,7 @@ static int write_logs(const opts *o, const cfg *c, const os_hyper *hy, const log
         for (int i = 0; i < lg->n_co; i++)
             fprintf(f, "%.0f,%.9f,%.9g,%.3f\n", lg->co[i].iter, lg->co[i].cosine,
                     lg->co[i].rel_error, lg->co[i].seconds);
-        rc = close_out(f, name);
+        rc = ex_close(f, name);
     }
     return rc;
 }
@@ -725,14 +645,14 @@ static int write_summary(const opts *o, const cfg *c, const result *r)
             r->val_loss, r->s_per_iter, r->train_s, r->other_s, r->test_s, r->peak_tape_mb,
             r->peak_rep_mb, r->peak_rss_mb, r->step, r->n_layers);
     for (int l = 0; l < r->n_layers; l++) fprintf(f, "rho%d %.6g\n", l + 1, r->rho[l]);
-    return close_out(f, name);
+    return ex_close(f, name);
 }
 
 /* Reads summary_NAME.txt; false if absent or for another number of
  * hyper-iterations. */
 static bool read_summary(const opts *o, const cfg *c, result *r)
 {
-    char name[64], path[PATH_LEN], key[256], id[256];
+    char name[64], path[EX_PATH_LEN], key[256], id[256];
     bool same_id = false;
     run_id(o, c, id, sizeof id);
     snprintf(name, sizeof name, "summary_%s.txt", c->name);
@@ -806,42 +726,27 @@ static void lambda_stats(const os_hyper *hy, double *step, double *rho)
  * loaded task.  Full RMD's tape is the largest memory of all; it is taken
  * in a child process so that it does not count in this configuration's
  * peak RSS (Table 4 reports what K-RMD itself needs). */
+typedef struct full_job {
+    os_task *tk;
+    ad_value *const *g;
+} full_job;
+
+/* The child's side of compare_full_forked, an ex_work. */
+static int full_job_run(void *arg, void *out)
+{
+    const full_job *job = arg;
+    ad_value *d[OS_MAX_HYPER];
+    int rc = os_task_hypergrad(job->tk, job->tk->problem.T, d, NULL);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "full RMD for the cosine");
+    *(hg_compare *)out = hg_compare_grads(job->tk->hy->n_list, job->g, d);
+    for (int i = 0; i < job->tk->hy->n_list; i++) ad_value_free(d[i]);
+    return AD_OK;
+}
+
 static int compare_full_forked(os_task *tk, ad_value *const *g, hg_compare *cm)
 {
-    int fd[2];
-    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        ad_value *d[OS_MAX_HYPER];
-        int rc = os_task_hypergrad(tk, tk->problem.T, d, NULL);
-        if (rc != AD_OK) fprintf(stderr, PROG ": full RMD for the cosine: %s\n", ad_error());
-        hg_compare out = rc == AD_OK ? hg_compare_grads(tk->hy->n_list, g, d) : (hg_compare){ 0 };
-        bool ok = rc == AD_OK && write(fd[1], &out, sizeof out) == (ssize_t)sizeof out;
-        close(fd[1]);
-        _exit(ok ? 0 : 1); /* the process ends: no need to free d */
-    }
-    close(fd[1]);
-    size_t got = 0;
-    while (got < sizeof *cm) {
-        ssize_t n = read(fd[0], (char *)cm + got, sizeof *cm - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (got != sizeof *cm || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return ad_fail(AD_EARG, "full RMD for the cosine failed (see above)");
-    return AD_OK;
+    return ex_run_forked(PROG, "full RMD for the cosine", full_job_run, &(full_job){ tk, g }, cm,
+                         sizeof *cm);
 }
 
 static int run_cfg(run_ctx *ctx, result *res)
@@ -894,18 +799,18 @@ static int run_cfg(run_ctx *ctx, result *res)
     }
     /* λ0's meta-validation point. */
     if (rc == AD_OK && st.iter == 0 && lg.n_va == 0) {
-        double t0 = now(), a = 0, l = 0;
+        double t0 = ex_now(), a = 0, l = 0;
         rc = evaluate_tasks(&tk, w->val, w->n_val, &a, &l, NULL);
         if (rc == AD_OK) rc = LOG_PUSH(&lg, va, n_va, cap_va, ((val_row){ 0, 0, a, l }));
-        st.other_s += now() - t0;
+        st.other_s += ex_now() - t0;
         if (rc == AD_OK)
             fprintf(stderr, PROG ": %s: at λ0 meta-validation accuracy %.2f%%, loss %.4f\n",
                     c->label, 100 * a, l);
     }
-    double last_ckpt = now(), cost = cfg_cost(c);
+    double last_ckpt = ex_now(), cost = cfg_cost(c);
     bool tty = isatty(STDERR_FILENO);
     for (int it = st.iter + 1; it <= o->iters && rc == AD_OK; it++) {
-        double t_it = now(), t_other = 0, loss = 0;
+        double t_it = ex_now(), t_other = 0, loss = 0;
         for (int i = 0; i < hy.n_list; i++) memset(gsum[i]->data, 0, gsum[i]->size * sizeof(ad_real));
         for (int b = 0; b < o->meta_batch && rc == AD_OK; b++) {
             ad_value *g[OS_MAX_HYPER];
@@ -922,13 +827,13 @@ static int run_cfg(run_ctx *ctx, result *res)
             /* Fig. 7, plot 3: the same task's full-RMD hypergradient. */
             if (c->truncated && b == 0 && o->cos_every > 0 &&
                 (it == 1 || it % o->cos_every == 0 || it == o->iters)) {
-                double t0 = now();
+                double t0 = ex_now();
                 hg_compare cm;
                 rc = compare_full_forked(&tk, g, &cm);
                 if (rc == AD_OK)
                     rc = LOG_PUSH(&lg, co, n_co, cap_co,
-                                  ((cos_row){ it, cm.cosine, cm.rel_error, now() - t0 }));
-                t_other += now() - t0;
+                                  ((cos_row){ it, cm.cosine, cm.rel_error, ex_now() - t0 }));
+                t_other += ex_now() - t0;
             }
             for (int i = 0; i < hy.n_list; i++) ad_value_free(g[i]);
         }
@@ -938,7 +843,7 @@ static int run_cfg(run_ctx *ctx, result *res)
             break;
         }
         os_hyper_clamp_step(&hy, STEP_LO, STEP_HI);
-        double dt = now() - t_it - t_other;
+        double dt = ex_now() - t_it - t_other;
         st.train_s += dt;
         st.other_s += t_other;
         st.iter = it;
@@ -948,22 +853,22 @@ static int run_cfg(run_ctx *ctx, result *res)
         rc = LOG_PUSH(&lg, tr, n_tr, cap_tr, row);
         char val_msg[64] = "";
         if (rc == AD_OK && (it % o->eval_every == 0 || it == o->iters)) {
-            double t0 = now(), a = 0, l = 0;
+            double t0 = ex_now(), a = 0, l = 0;
             rc = evaluate_tasks(&tk, w->val, w->n_val, &a, &l, NULL);
             if (rc == AD_OK) rc = LOG_PUSH(&lg, va, n_va, cap_va, ((val_row){ it, st.train_s, a, l }));
-            st.other_s += now() - t0;
+            st.other_s += ex_now() - t0;
             snprintf(val_msg, sizeof val_msg, "  val acc %.2f%%", 100 * a);
         }
-        if (rc == AD_OK && (now() - last_ckpt >= o->ckpt_every || it == o->iters)) {
+        if (rc == AD_OK && (ex_now() - last_ckpt >= o->ckpt_every || it == o->iters)) {
             rc = ckpt_write(o, c, &hy, &adam, &st, &lg);
             if (rc == AD_OK) rc = write_logs(o, c, &hy, &lg);
-            last_ckpt = now();
+            last_ckpt = ex_now();
         }
         /* Progress: this configuration's rate, the others' by the cost model. */
         double rate = (st.train_s + st.other_s) / (lg.n_tr > 0 ? lg.n_tr : 1);
         char eta_this[32], eta_all[32];
-        fmt_duration((o->iters - it) * rate, eta_this, sizeof eta_this);
-        fmt_duration((o->iters - it) * rate + eta_rest(ctx, rate / cost), eta_all, sizeof eta_all);
+        ex_fmt_duration((o->iters - it) * rate, eta_this, sizeof eta_this);
+        ex_fmt_duration((o->iters - it) * rate + eta_rest(ctx, rate / cost), eta_all, sizeof eta_all);
         if (tty) fputs("\r\033[K", stderr);
         fprintf(stderr, PROG ": %s  iter %d/%d  loss %.4f  γ %.4f  %.2f s/it%s  ETA %s (this), %s "
                         "(all training)%s",
@@ -985,7 +890,7 @@ static int run_cfg(run_ctx *ctx, result *res)
         res->val_acc = lg.va[lg.n_va - 1].acc;
         res->val_loss = lg.va[lg.n_va - 1].loss;
         /* Table 4: the meta-test tasks, the same for every configuration. */
-        double t0 = now(), sa = 0, sa2 = 0;
+        double t0 = ex_now(), sa = 0, sa2 = 0;
         seed_rng(&rng_test, o->seed, RNG_TEST);
         for (int i = 0; i < o->test_tasks && rc == AD_OK; i++) {
             double a = 0, l = 0;
@@ -1003,9 +908,9 @@ static int run_cfg(run_ctx *ctx, result *res)
         if (tty) fputc('\n', stderr);
         int n = o->test_tasks;
         res->test_acc = sa / n;
-        res->test_sd = n > 1 ? sqrt(fmax(0, (sa2 - sa * sa / n) / (n - 1))) : 0;
+        res->test_sd = sd_from_sums(sa, sa2, n);
         res->test_ci95 = 1.96 * res->test_sd / sqrt(n);
-        res->test_s = now() - t0;
+        res->test_s = ex_now() - t0;
         if (rc == AD_OK) rc = write_logs(o, c, &hy, &lg);
         if (rc == AD_OK) rc = write_summary(o, c, res);
         if (rc == AD_OK)
@@ -1025,63 +930,26 @@ static int run_cfg(run_ctx *ctx, result *res)
     return rc;
 }
 
+/* run_cfg as an ex_work, for ex_run_forked. */
+static int run_cfg_work(void *arg, void *out)
+{
+    return run_cfg(arg, out);
+}
+
 /* Runs run_cfg in a child and collects its result through a pipe. */
 static int run_cfg_forked(run_ctx *ctx, result *res)
 {
-    const cfg *c = &ctx->o->cfgs[ctx->ci];
-    int fd[2];
-    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        int rc = run_cfg(ctx, res);
-        if (rc != AD_OK) fprintf(stderr, PROG ": %s\n", ad_error());
-        const char *p = (const char *)res;
-        size_t left = sizeof *res;
-        while (left > 0) {
-            ssize_t n = write(fd[1], p, left);
-            if (n <= 0) break;
-            p += n;
-            left -= (size_t)n;
-        }
-        close(fd[1]);
-        fflush(stderr);
-        _exit(rc == AD_OK && left == 0 ? 0 : 1);
-    }
-    close(fd[1]);
-    char *p = (char *)res;
-    size_t got = 0;
-    while (got < sizeof *res) {
-        ssize_t n = read(fd[0], p + got, sizeof *res - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (got != sizeof *res || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !res->ok) {
-        if (WIFSIGNALED(status))
-            return ad_fail(AD_EARG, "%s: the child process died of signal %d", c->label,
-                           WTERMSIG(status));
-        return ad_fail(AD_EARG, "%s failed (see the message above)", c->label);
-    }
-    return AD_OK;
+    const char *label = ctx->o->cfgs[ctx->ci].label;
+    int rc = ex_run_forked(PROG, label, run_cfg_work, ctx, res, sizeof *res);
+    if (rc == AD_OK && !res->ok) rc = ad_fail(AD_EARG, "%s failed (see the message above)", label);
+    return rc;
 }
 
 /* ---- Fig. 7, plot 4: relative error against K at a fixed λ ----------------- */
 
 static int relerr_run(const opts *o, world *w, const char **lambda_from)
 {
-    double t_start = now();
+    double t_start = ex_now();
     *lambda_from = "λ0 (no full-RMD checkpoint)";
     os_hyper hy;
     ad_rng rng0;
@@ -1161,7 +1029,7 @@ static int relerr_run(const opts *o, world *w, const char **lambda_from)
     tk.no_reg = false;
     for (int l = 0; l < hy.n_layers; l++) hy.rho_raw[l]->data[0] = (ad_real)nu_learned[l];
     if (f) {
-        int r2 = close_out(f, "relerr.csv");
+        int r2 = ex_close(f, "relerr.csv");
         if (rc == AD_OK) rc = r2;
     }
     if (rc == AD_OK && (f = open_out(o, "relerr_mean.csv", "w"))) {
@@ -1170,12 +1038,12 @@ static int relerr_run(const opts *o, world *w, const char **lambda_from)
         for (int k = 0; k < nK; k++) /* the third pair is 0 without a third variant */
             fprintf(f, "%d,%.9g,%.9g,%.9g,%.9f,%.9f,%.9f\n", Ks[k], mean[k], mean[nK + k],
                     mean[2 * nK + k], mean_cos[k], mean_cos[nK + k], mean_cos[2 * nK + k]);
-        rc = close_out(f, "relerr_mean.csv");
+        rc = ex_close(f, "relerr_mean.csv");
         int k2 = nK > 1 ? nK - 2 : 0;
         fprintf(stderr, PROG ": relative error vs K at %s over %d tasks (learned ρ / ρ = 0 / ρ = "
                         "%g): K = 1: %.3g / %.3g / %.3g; K = %d: %.3g / %.3g / %.3g; %.0f s\n",
                 *lambda_from, n_tasks, o->relerr_rho, mean[0], mean[nK], mean[2 * nK], Ks[k2],
-                mean[k2], mean[nK + k2], mean[2 * nK + k2], now() - t_start);
+                mean[k2], mean[nK + k2], mean[2 * nK + k2], ex_now() - t_start);
     } else if (rc == AD_OK) {
         rc = AD_EIO;
     }
@@ -1238,51 +1106,19 @@ static int write_table_csv(const opts *o, const result *r)
                     r[i].test_acc, r[i].test_ci95, r[i].test_sd, r[i].val_acc, r[i].s_per_iter,
                     r[i].train_s, r[i].other_s, r[i].test_s, r[i].peak_tape_mb, r[i].peak_rep_mb,
                     r[i].peak_rss_mb, r[i].step);
-    return close_out(f, "table4.csv");
-}
-
-static bool gnuplot_on_path(void)
-{
-    const char *path = getenv("PATH");
-    if (!path) return false;
-    char dir[PATH_LEN];
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        if (n > 0 && n + sizeof "/gnuplot" < sizeof dir) {
-            memcpy(dir, path, n);
-            snprintf(dir + n, sizeof dir - n, "/gnuplot");
-            if (access(dir, X_OK) == 0) return true;
-        }
-        path += n;
-        if (*path == ':') path++;
-    }
-    return false;
+    return ex_close(f, "table4.csv");
 }
 
 /* Runs `gnuplot script` inside the output folder; a failure is a warning. */
-static void run_gnuplot(const opts *o, const char *script)
+static void run_gnuplot(const opts *o, const char *script, const char *png)
 {
     if (!o->plots) return;
-    if (!gnuplot_on_path()) {
+    if (!ex_gnuplot_on_path()) {
         fprintf(stderr, PROG ": warning: gnuplot is not on PATH; run `gnuplot %s` in %s\n", script,
                 o->out);
         return;
     }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, PROG ": warning: cannot start gnuplot: %s\n", strerror(errno));
-        return;
-    }
-    if (pid == 0) {
-        if (chdir(o->out) != 0) _exit(126);
-        execlp("gnuplot", "gnuplot", script, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fprintf(stderr, PROG ": warning: gnuplot %s failed\n", script);
+    ex_gnuplot_warn(PROG, o->out, script, png);
 }
 
 /* One plot command with a clause per configuration: `using` on file
@@ -1314,17 +1150,8 @@ static int write_fig7(const opts *o, const result *r, bool have_relerr, const ch
     for (int i = 0; i < o->n_cfg; i++) n_trunc += r[i].ok && o->cfgs[i].truncated;
     FILE *g = open_out(o, "fig7.gp", "w");
     if (!g) return AD_EIO;
+    ex_gp_header(g, PROG " (experiments/oneshot.c)", "fig7.png", 1400, 1000);
     fprintf(g,
-            "# Written by oneshot (experiments/oneshot.c); run `gnuplot fig7.gp` in this folder.\n"
-            "set encoding utf8\n"
-            "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-            "    set terminal pngcairo size 1400,1000 enhanced font 'Sans,10'\n"
-            "} else {\n"
-            "    set terminal png size 1400,1000 enhanced\n"
-            "}\n"
-            "set output 'fig7.png'\n"
-            "set datafile separator ','\n"
-            "set grid lt 0 lw 0.5\n"
             "set multiplot layout 2,2 title 'Figure 7: one-shot 5-way Omniglot, %d channels, "
             "T = %d, meta-batch %d, %d hyper-iterations'\n"
             "set key bottom right\n"
@@ -1362,8 +1189,8 @@ static int write_fig7(const opts *o, const result *r, bool have_relerr, const ch
                    "lw 2 title 'every ρ_l = %g (set by hand)'", o->relerr_rho);
     if (have_relerr) fprintf(g, "\n");
     fprintf(g, "unset multiplot\n");
-    int rc = close_out(g, "fig7.gp");
-    if (rc == AD_OK) run_gnuplot(o, "fig7.gp");
+    int rc = ex_close(g, "fig7.gp");
+    if (rc == AD_OK) run_gnuplot(o, "fig7.gp", "fig7.png");
     return rc;
 }
 
@@ -1375,11 +1202,11 @@ int main(int argc, char **argv)
     int st = parse_args(argc, argv, &o);
     if (st < 0) return 0;
     if (st) return st;
-    double t0 = now();
+    double t0 = ex_now();
     world w;
-    if (make_dirs(o.out) != AD_OK || world_load(&o, &w) != AD_OK) {
+    if (ex_make_dirs(o.out) != AD_OK || world_load(&o, &w) != AD_OK) {
         fprintf(stderr, PROG ": %s\n", ad_error());
-        return EXIT_LIB;
+        return EX_EXIT_LIB;
     }
     fprintf(stderr, PROG ": %d configurations, %d hyper-iterations each, output in %s%s\n", o.n_cfg,
             o.iters, o.out, o.resume ? " (resuming)" : "");
@@ -1395,7 +1222,7 @@ int main(int argc, char **argv)
         } else if (run_cfg_forked(&ctx, &res[i]) != AD_OK) {
             fprintf(stderr, PROG ": %s\n", ad_error());
             res[i].ok = false;
-            status = EXIT_LIB;
+            status = EX_EXIT_LIB;
             continue;
         }
     }
@@ -1405,7 +1232,7 @@ int main(int argc, char **argv)
         if (relerr_run(&o, &w, &lambda_from) == AD_OK) have_relerr = true;
         else {
             fprintf(stderr, PROG ": relative error vs K: %s\n", ad_error());
-            status = EXIT_LIB;
+            status = EX_EXIT_LIB;
         }
     }
     int n_ok = 0;
@@ -1415,16 +1242,16 @@ int main(int argc, char **argv)
         FILE *f = open_out(&o, "table4.md", "w");
         if (f) {
             write_table(f, &o, res);
-            if (close_out(f, "table4.md") != AD_OK) f = NULL;
+            if (ex_close(f, "table4.md") != AD_OK) f = NULL;
         }
         if (!f || write_table_csv(&o, res) != AD_OK ||
             write_fig7(&o, res, have_relerr, lambda_from) != AD_OK) {
             fprintf(stderr, PROG ": %s\n", ad_error());
-            status = EXIT_LIB;
+            status = EX_EXIT_LIB;
         }
     }
     char total[32];
-    fmt_duration(now() - t0, total, sizeof total);
+    ex_fmt_duration(ex_now() - t0, total, sizeof total);
     fprintf(stderr, PROG ": done in %s%s; results in %s\n", total, status ? " (with errors)" : "",
             o.out);
     world_free(&w);
