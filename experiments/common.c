@@ -348,3 +348,25 @@ int ex_run_forked(const char *prog, const char *label, ex_work work, void *arg, 
                        WTERMSIG(status));
     return ad_fail(AD_EARG, "%s failed (see the message above)", label);
 }
+
+double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes)
+{
+    if (n <= 0) return 0;
+    int right = 0;
+    for (int i = 0; i < n; i++) {
+        const ad_real *row = logits + (size_t)i * (size_t)n_classes;
+        int best = 0;
+        for (int c = 1; c < n_classes; c++)
+            if (row[c] > row[best]) best = c;
+        right += best == (int)y[i];
+    }
+    return (double)right / n;
+}
+
+ad_value *ex_labels_tensor(const int *y, int n)
+{
+    ad_value *v = ad_tensor_new(1, &n);
+    if (v)
+        for (int i = 0; i < n; i++) v->data[i] = (ad_real)y[i];
+    return v;
+}

@@ -150,6 +150,13 @@ void ex_fmt_duration(double seconds, char *buf, size_t len);
  * NaN when n is 0. */
 double ex_median(double *x, int n);
 
+/* Classification helpers shared by the programs. */
+/* The fraction of rows of logits [n, n_classes] whose largest entry (first
+ * on ties) is at the label y[i]; 0 for n <= 0. */
+double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes);
+/* A new caller-owned [n] tensor holding the whole-number labels y. */
+ad_value *ex_labels_tensor(const int *y, int n);
+
 /* ---- a child process ----------------------------------------------------- */
 
 /* One piece of work: fills result and returns an ad_status. */

@@ -5,11 +5,13 @@
  * C classes. */
 #include "hyperclean_problem.h"
 
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "experiments/data.h"
+#include "experiments/common.h"
 #include "ops/ops.h"
 
 /* ---- the callbacks ------------------------------------------------------ */
@@ -50,7 +52,7 @@ static ad_value *hc_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam,
     if (f) {
         memcpy(hc->w_hat->data, w[0]->data, w[0]->size * sizeof(ad_real));
         hc->val_loss = f->data[0];
-        hc->val_acc = hc_accuracy(logits->data, hc->y_val->data, logits->shape[0],
+        hc->val_acc = ex_accuracy(logits->data, hc->y_val->data, logits->shape[0],
                                   hc->n_classes);
     }
     return f;
@@ -160,20 +162,6 @@ double hc_gamma_auto(const ad_value *x_train, int n_classes, double reg, double 
 
 /* ---- metrics ------------------------------------------------------------ */
 
-double hc_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes)
-{
-    if (n <= 0) return 0;
-    int right = 0;
-    for (int i = 0; i < n; i++) {
-        const ad_real *row = logits + (size_t)i * (size_t)n_classes;
-        int best = 0;
-        for (int c = 1; c < n_classes; c++)
-            if (row[c] > row[best]) best = c;
-        right += best == (int)y[i];
-    }
-    return (double)right / n;
-}
-
 int hc_evaluate(const ad_value *w, const ad_value *x, const ad_value *y, double *loss,
                 double *acc)
 {
@@ -189,7 +177,7 @@ int hc_evaluate(const ad_value *w, const ad_value *x, const ad_value *y, double 
     ad_value *ce = ad_cross_entropy(tp, logits, (ad_value *)y, NULL, AD_REDUCE_MEAN);
     int rc = ce ? AD_OK : ad_fail_wrap(AD_EARG, "hc_evaluate");
     if (rc == AD_OK && loss) *loss = ce->data[0];
-    if (rc == AD_OK && acc) *acc = hc_accuracy(logits->data, y->data, x->shape[0], w->shape[1]);
+    if (rc == AD_OK && acc) *acc = ex_accuracy(logits->data, y->data, x->shape[0], w->shape[1]);
     ad_no_record_end(tp);
     ad_tape_free(tp);
     return rc;
@@ -282,15 +270,6 @@ void hc_data_free(hc_data *dt)
     memset(dt, 0, sizeof *dt);
 }
 
-/* A [n] tensor of labels as ad_real. */
-static ad_value *labels_tensor(const int *y, int n)
-{
-    ad_value *v = ad_tensor_new(1, &n);
-    if (v)
-        for (int i = 0; i < n; i++) v->data[i] = (ad_real)y[i];
-    return v;
-}
-
 /* The [n,d] features of images idx (all n images when idx is NULL). */
 static ad_value *features_tensor(const data_images *im, const int *idx, int n)
 {
@@ -339,14 +318,14 @@ int hc_data_load(hc_data *out, const char *dir, int n_train, int n_val, double c
         out->n_classes = DATA_MNIST_CLASSES;
         out->d = data_feature_dim(&m.train_images, true);
         for (int i = 0; i < n_train; i++) y[i] = m.train_labels.labels[idx_train[i]];
-        out->y_train_clean = labels_tensor(y, n_train);
+        out->y_train_clean = ex_labels_tensor(y, n_train);
         out->n_relabelled = (int)lround(corrupt_frac * n_train);
         out->n_corrupted = hc_corrupt_labels(&rng, y, n_train, DATA_MNIST_CLASSES,
                                              corrupt_frac, out->corrupted);
         if (out->n_corrupted < 0) rc = out->n_corrupted;
     }
     if (rc == AD_OK) {
-        out->y_train = labels_tensor(y, n_train);
+        out->y_train = ex_labels_tensor(y, n_train);
         out->x_train = features_tensor(&m.train_images, idx_train, n_train);
         out->x_val = features_tensor(&m.train_images, idx_val, n_val);
         out->y_val = ad_tensor_new(1, &n_val);

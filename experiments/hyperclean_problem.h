@@ -145,9 +145,6 @@ int hc_inner_curve(const hc_problem *hc, double *g_out);
 int hc_evaluate(const ad_value *w, const ad_value *x, const ad_value *y, double *loss,
                 double *acc);
 
-/* The fraction of rows of logits [n,C] whose largest entry (the first, on
- * ties) is at column y[i]. */
-double hc_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes);
 
 /* Flagging: example i is marked corrupted when λᵢ < threshold. */
 typedef struct hc_f1 {

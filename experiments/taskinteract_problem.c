@@ -5,10 +5,12 @@
  * validation, N test examples, P pixels (d − 1). */
 #include "taskinteract_problem.h"
 
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiments/common.h"
 #include "ops/ops.h"
 
 /* ---- the callbacks ------------------------------------------------------ */
@@ -50,19 +52,6 @@ static ad_value *ti_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam,
     return ad_add(tp, ad_add(tp, ce, ti_coupling(tp, w[0], C)), reg);
 }
 
-static double ti_accuracy(const ad_real *logits, const ad_real *y, int N, int V)
-{
-    if (N <= 0) return 0;
-    int right = 0;
-    for (int i = 0; i < N; i++) {
-        const ad_real *r = logits + (size_t)i * (size_t)V;
-        int best = 0;
-        for (int c = 1; c < V; c++)
-            if (r[c] > r[best]) best = c;
-        right += best == (int)y[i];
-    }
-    return (double)right / N;
-}
 
 /* f(W): validation cross-entropy.  Keeps a copy of ŵ, f and the validation
  * accuracy in the problem, so a caller of hg_krmd learns about ŵ without
@@ -76,7 +65,7 @@ static ad_value *ti_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam,
     if (f) {
         memcpy(p->w_hat->data, w[0]->data, w[0]->size * sizeof(ad_real));
         p->val_loss = f->data[0];
-        p->val_acc = ti_accuracy(logits->data, p->y_val->data, logits->shape[0], p->V);
+        p->val_acc = ex_accuracy(logits->data, p->y_val->data, logits->shape[0], p->V);
     }
     return f;
 }
@@ -165,7 +154,7 @@ int ti_evaluate(const ad_value *W, const ad_value *x, const ad_value *y, double 
                         : logits;
     int rc = ce ? AD_OK : ad_fail_wrap(AD_EARG, "taskinteract: evaluate");
     if (rc == AD_OK && loss) *loss = ce->data[0];
-    if (rc == AD_OK && acc) *acc = ti_accuracy(logits->data, y->data, x->shape[0], W->shape[0]);
+    if (rc == AD_OK && acc) *acc = ex_accuracy(logits->data, y->data, x->shape[0], W->shape[0]);
     ad_no_record_end(tp);
     ad_tape_free(tp);
     return rc;
@@ -253,13 +242,6 @@ void ti_data_free(ti_data *dt)
     memset(dt, 0, sizeof *dt);
 }
 
-static ad_value *labels_tensor(const int *y, int n)
-{
-    ad_value *t = ad_tensor_new(1, &n);
-    if (t)
-        for (int i = 0; i < n; i++) t->data[i] = (ad_real)y[i];
-    return t;
-}
 
 /* A new [n,d] leaf from row-major doubles. */
 static ad_value *matrix_tensor(const double *x, int n, int d)
@@ -314,7 +296,7 @@ int ti_data_cifar(ti_data *out, const data_cifar *train, const data_cifar *test,
         if (rc == AD_OK) rc = data_cifar_labels(src[s], idx[s], cnt[s], y);
         if (rc == AD_OK) {
             *xs[s] = ad_tensor_from(2, (int[]){ cnt[s], d }, buf);
-            *ys[s] = labels_tensor(y, cnt[s]);
+            *ys[s] = ex_labels_tensor(y, cnt[s]);
             if (!*xs[s] || !*ys[s]) rc = ad_fail(AD_ENOMEM, "taskinteract: out of memory");
         }
     }
@@ -413,7 +395,7 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
             y[i] = i / per[s]; /* class-major */
         }
         *xs[s] = matrix_tensor(x, cnt[s], d);
-        *ys[s] = labels_tensor(y, cnt[s]);
+        *ys[s] = ex_labels_tensor(y, cnt[s]);
         if (!*xs[s] || !*ys[s]) rc = ad_fail(AD_ENOMEM, "taskinteract: out of memory");
     }
     if (rc == AD_OK) {

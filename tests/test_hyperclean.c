@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "experiments/data.h"
+#include "experiments/common.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
 
@@ -203,7 +204,7 @@ START_TEST(accuracy_and_evaluate_by_hand)
     /* 4 rows of 3 logits; row 2 ties between classes 0 and 2 (the first wins). */
     const ad_real logits[12] = { 1, 2, 0, 5, -1, 4, 3, 0, 3, 0, 0, 1 };
     const ad_real y[4] = { 1, 0, 2, 2 };
-    ck_assert_double_eq_tol(hc_accuracy(logits, y, 4, 3), 0.75, 1e-15);
+    ck_assert_double_eq_tol(ex_accuracy(logits, y, 4, 3), 0.75, 1e-15);
     /* hc_evaluate: Wᵀ = I (x are the logits), loss by hand. */
     ad_value *x = ad_tensor_from(2, (int[]){ 4, 3 }, logits);
     ad_value *yy = ad_tensor_from(1, (int[]){ 4 }, y);
