@@ -150,6 +150,10 @@ uint64_t ad_rng_next(ad_rng *rng);
 double ad_rng_uniform(ad_rng *rng);         /* [0, 1) */
 double ad_rng_normal(ad_rng *rng);          /* N(0, 1) */
 uint64_t ad_rng_below(ad_rng *rng, uint64_t n); /* uniform in [0, n) */
+/* Shuffles a[0..n) in place (Fisher–Yates, from the last entry down). */
+void ad_rng_shuffle(ad_rng *rng, int *a, int n);
+/* out[0..n) = a random permutation of 0..n−1 (identity, then shuffled). */
+void ad_rng_permutation(ad_rng *rng, int *out, int n);
 ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev);
 ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi);
 

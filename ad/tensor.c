@@ -202,6 +202,21 @@ uint64_t ad_rng_below(ad_rng *rng, uint64_t n)
     return x % n;
 }
 
+void ad_rng_shuffle(ad_rng *rng, int *a, int n)
+{
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)ad_rng_below(rng, (uint64_t)i + 1), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+void ad_rng_permutation(ad_rng *rng, int *out, int n)
+{
+    for (int i = 0; i < n; i++) out[i] = i;
+    ad_rng_shuffle(rng, out, n);
+}
+
 ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev)
 {
     ad_value *v = value_alloc(rank, shape, false);

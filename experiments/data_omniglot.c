@@ -663,14 +663,7 @@ int data_char_split_make(int n_chars, int n_train, int n_val, ad_rng *rng,
     int *perm = malloc(sizeof *perm * (size_t)n_chars);
     if (!perm)
         return ad_fail(AD_ENOMEM, "data_char_split_make: out of memory");
-    for (int i = 0; i < n_chars; i++)
-        perm[i] = i;
-    for (int i = n_chars - 1; i > 0; i--) { /* Fisher–Yates */
-        int j = (int)ad_rng_below(rng, (uint64_t)i + 1);
-        int t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    ad_rng_permutation(rng, perm, n_chars);
     out->n_train = n_train;
     out->n_val = n_val;
     out->n_test = n_chars - n_train - n_val;
@@ -747,12 +740,7 @@ static void om_sample_distinct(ad_rng *rng, int n, int k, int *out)
             seen = seen || out[i] == t;
         out[m] = seen ? j : t;
     }
-    for (int i = k - 1; i > 0; i--) {
-        int j = (int)ad_rng_below(rng, (uint64_t)i + 1);
-        int x = out[i];
-        out[i] = out[j];
-        out[j] = x;
-    }
+    ad_rng_shuffle(rng, out, k);
 }
 
 static void om_copy_image(const data_omniglot *om, int c, int d, ad_real *dst)

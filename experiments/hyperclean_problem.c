@@ -212,12 +212,7 @@ int hc_sample_balanced(ad_rng *rng, const unsigned char *labels, int n_avail, in
         quota[0][c] = n_train / n_classes + (c < n_train % n_classes);
         quota[1][c] = n_val / n_classes + (c < n_val % n_classes);
     }
-    for (int i = 0; i < n_avail; i++) perm[i] = i;
-    for (int i = n_avail - 1; i > 0; i--) { /* Fisher–Yates */
-        int j = (int)ad_rng_below(rng, (uint64_t)i + 1), s = perm[i];
-        perm[i] = perm[j];
-        perm[j] = s;
-    }
+    ad_rng_permutation(rng, perm, n_avail);
     for (int k = 0; k < n_avail && filled[0] + filled[1] < n_train + n_val; k++) {
         int i = perm[k], c = labels[i];
         if (c >= n_classes) continue;

@@ -174,12 +174,7 @@ int ti_sample_balanced(ad_rng *rng, const unsigned char *labels, int n, int n_cl
         quota[0][c] = per_train;
         quota[1][c] = per_val;
     }
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) { /* Fisher–Yates */
-        int j = (int)ad_rng_below(rng, (uint64_t)i + 1), s = perm[i];
-        perm[i] = perm[j];
-        perm[j] = s;
-    }
+    ad_rng_permutation(rng, perm, n);
     int want = n_classes * (per_train + per_val);
     for (int k = 0; k < n && filled[0] + filled[1] < want; k++) {
         int i = perm[k], c = labels[i];
@@ -350,12 +345,7 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
     if (rc == AD_OK) {
         /* The characters: the first V of a shuffled pool; for each, a
          * shuffled list of drawers split k_train / k_val / the rest. */
-        for (int i = 0; i < pool; i++) perm[i] = i;
-        for (int i = pool - 1; i > 0; i--) {
-            int j = (int)ad_rng_below(&rng, (uint64_t)i + 1), s = perm[i];
-            perm[i] = perm[j];
-            perm[j] = s;
-        }
+        ad_rng_permutation(&rng, perm, pool);
         int fill[3] = { 0, 0, 0 }, dr[DATA_OMNIGLOT_DRAWERS];
         for (int v = 0; v < V; v++) {
             int c = perm[v];
