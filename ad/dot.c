@@ -29,22 +29,22 @@ static void write_node(FILE *out, const ad_value *v)
 int ad_dot_write(FILE *out, ad_value *root)
 {
     if (!out || !root) return ad_fail(AD_EARG, "dot: %s is NULL", out ? "root" : "file");
-    value_list todo = { 0 }, done = { 0 };
-    int rc = value_list_push(&todo, root);
+    value_list pending = { 0 }, done = { 0 };
+    int rc = value_list_push(&pending, root);
     fprintf(out, "digraph hypertape {\n  rankdir=BT;\n  node [fontname=\"Helvetica\"];\n");
-    while (rc == AD_OK && todo.n > 0) {
-        ad_value *v = todo.v[--todo.n];
+    while (rc == AD_OK && pending.n > 0) {
+        ad_value *v = pending.v[--pending.n];
         if (seen(&done, v)) continue;
         if ((rc = value_list_push(&done, v)) != AD_OK) break;
         write_node(out, v);
         for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
             fprintf(out, "  v%llu -> v%llu;\n", (unsigned long long)v->inputs[i]->id,
                     (unsigned long long)v->id);
-            rc = value_list_push(&todo, v->inputs[i]);
+            rc = value_list_push(&pending, v->inputs[i]);
         }
     }
     fprintf(out, "}\n");
-    free(todo.v);
+    free(pending.v);
     free(done.v);
     if (rc == AD_OK && ferror(out)) rc = ad_fail(AD_EIO, "dot: write failed");
     return rc;

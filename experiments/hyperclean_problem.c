@@ -205,26 +205,14 @@ int hc_sample_balanced(ad_rng *rng, const unsigned char *labels, int n_avail, in
 {
     if (n_train < 0 || n_val < 0 || n_classes < 1 || n_classes > 256)
         return ad_fail(AD_EARG, "hc_sample_balanced: bad sample sizes");
-    int *perm = malloc(sizeof *perm * (size_t)(n_avail > 0 ? n_avail : 1));
-    int quota[2][256], filled[2] = { 0, 0 };
-    if (!perm) return ad_fail(AD_ENOMEM, "hc_sample_balanced: out of memory");
+    int quota[2][256], filled[2];
     for (int c = 0; c < n_classes; c++) {
         quota[0][c] = n_train / n_classes + (c < n_train % n_classes);
         quota[1][c] = n_val / n_classes + (c < n_val % n_classes);
     }
-    ad_rng_permutation(rng, perm, n_avail);
-    for (int k = 0; k < n_avail && filled[0] + filled[1] < n_train + n_val; k++) {
-        int i = perm[k], c = labels[i];
-        if (c >= n_classes) continue;
-        if (quota[0][c] > 0) {
-            quota[0][c]--;
-            idx_train[filled[0]++] = i;
-        } else if (quota[1][c] > 0) {
-            quota[1][c]--;
-            idx_val[filled[1]++] = i;
-        }
-    }
-    free(perm);
+    int rc = ex_sample_by_quota(rng, labels, n_avail, n_classes, quota[0], quota[1], idx_train,
+                                idx_val, filled);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "hc_sample_balanced");
     if (filled[0] < n_train || filled[1] < n_val)
         return ad_fail(AD_EARG, "hc_sample_balanced: cannot draw %d + %d class-balanced "
                        "examples from %d (a class has too few)", n_train, n_val, n_avail);

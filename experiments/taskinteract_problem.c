@@ -167,28 +167,15 @@ int ti_sample_balanced(ad_rng *rng, const unsigned char *labels, int n, int n_cl
 {
     if (n < 1 || n_classes < 1 || n_classes > 256 || per_train < 0 || per_val < 0)
         return ad_fail(AD_EARG, "taskinteract: bad sample sizes");
-    int *perm = malloc(sizeof *perm * (size_t)n);
-    int quota[2][256], filled[2] = { 0, 0 };
-    if (!perm) return ad_fail(AD_ENOMEM, "taskinteract: out of memory");
+    int quota[2][256], filled[2];
     for (int c = 0; c < n_classes; c++) {
         quota[0][c] = per_train;
         quota[1][c] = per_val;
     }
-    ad_rng_permutation(rng, perm, n);
-    int want = n_classes * (per_train + per_val);
-    for (int k = 0; k < n && filled[0] + filled[1] < want; k++) {
-        int i = perm[k], c = labels[i];
-        if (c >= n_classes) continue;
-        if (quota[0][c] > 0) {
-            quota[0][c]--;
-            idx_train[filled[0]++] = i;
-        } else if (quota[1][c] > 0) {
-            quota[1][c]--;
-            idx_val[filled[1]++] = i;
-        }
-    }
-    free(perm);
-    if (filled[0] + filled[1] < want)
+    int rc = ex_sample_by_quota(rng, labels, n, n_classes, quota[0], quota[1], idx_train,
+                                idx_val, filled);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "taskinteract");
+    if (filled[0] + filled[1] < n_classes * (per_train + per_val))
         return ad_fail(AD_EARG, "taskinteract: cannot draw %d + %d examples of each of %d "
                        "classes from %d (a class has too few)", per_train, per_val, n_classes, n);
     return AD_OK;
