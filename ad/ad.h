@@ -149,7 +149,7 @@ void ad_rng_seed(ad_rng *rng, uint64_t seed);
 uint64_t ad_rng_next(ad_rng *rng);
 double ad_rng_uniform(ad_rng *rng);         /* [0, 1) */
 double ad_rng_normal(ad_rng *rng);          /* N(0, 1) */
-uint64_t ad_rng_below(ad_rng *rng, uint64_t n); /* uniform in [0, n) */
+uint64_t ad_rng_below(ad_rng *rng, uint64_t n); /* uniform in [0, n); 0 when n = 0 */
 /* Shuffles a[0..n) in place (Fisher–Yates, from the last entry down). */
 void ad_rng_shuffle(ad_rng *rng, int *a, int n);
 /* out[0..n) = a random permutation of 0..n−1 (identity, then shuffled). */
@@ -180,7 +180,9 @@ size_t ad_tape_peak_bytes(const ad_tape *tp);
 void ad_tape_reset_peak(ad_tape *tp);
 
 /* No-record scopes nest. Inside one, ops compute values but build no nodes:
- * results are constants owned by the open step. */
+ * results are constants owned by the open step.  Every end must match a
+ * begin, like braces: an unmatched end is a bug in the calling program and
+ * stops it with an internal-error message. */
 void ad_no_record_begin(ad_tape *tp);
 void ad_no_record_end(ad_tape *tp);
 bool ad_tape_recording(const ad_tape *tp);

@@ -15,6 +15,7 @@
  * themselves.  Without it the sweep records nothing and frees each
  * temporary as soon as no accumulator needs it, so memory stays near one
  * step's worth even when back-propagating through many steps. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,10 +57,14 @@ typedef struct sweep {
     value_list order;         /* the collected values, sorted by id */
 } sweep;
 
+/* One counter for the process, not one per thread: the epochs are stamped into values that
+ * threads share (caller-owned parameters), and a second thread starting again from 1 would
+ * take another thread's stale stamps for its own. Sweeps that share leaves must still not run
+ * at the same time. */
 static uint64_t next_epoch(void)
 {
-    static _Thread_local uint64_t epoch;
-    return ++epoch;
+    static _Atomic uint64_t epoch;
+    return atomic_fetch_add(&epoch, 1) + 1;
 }
 
 static bool is_target(const sweep *s, const ad_value *v) { return v->target_epoch == s->epoch; }
@@ -131,7 +136,6 @@ static int run_node(sweep *s, ad_value *v)
     uint64_t mark = value_next_id();
     ad_value *gin[AD_MAX_INPUTS] = { 0 };
     int rc = v->op->backward(s->tp, v, v->acc, gin);
-    if (rc != AD_OK) return rc;
     for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
         ad_value *u = v->inputs[i];
         if (!gin[i] || !is_relevant(s, u)) continue;

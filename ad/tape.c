@@ -229,6 +229,15 @@ ad_value *ad_node_new(ad_tape *tp, const ad_op *op, int rank, const int *shape,
         return NULL;
     }
     AD_ASSERT(n_inputs >= 0 && n_inputs <= AD_MAX_INPUTS, "too many op inputs");
+    /* A node holds its inputs until its step is released, so an input owned by
+     * another tape could be freed under it: keep values of one tape apart
+     * (ad_leaf or ad_detach copy a value across). */
+    for (int i = 0; i < n_inputs; i++)
+        if (inputs[i]->tape && inputs[i]->tape != tp) {
+            ad_fail(AD_EARG, "%s: input %d belongs to another tape (copy it with ad_detach "
+                             "or ad_leaf, or make it a caller-owned tensor)", op ? op->name : "op", i);
+            return NULL;
+        }
     ad_value *v = value_alloc(rank, shape, false);
     if (!v) return NULL;
     bool needs = false;
@@ -239,10 +248,7 @@ ad_value *ad_node_new(ad_tape *tp, const ad_op *op, int rank, const int *shape,
         v->n_inputs = n_inputs;
         for (int i = 0; i < n_inputs; i++) {
             v->inputs[i] = inputs[i];
-            if (inputs[i]->tape) {
-                AD_ASSERT(inputs[i]->tape == tp, "an op mixes values of two tapes");
-                inputs[i]->n_uses++;
-            }
+            if (inputs[i]->tape) inputs[i]->n_uses++;
         }
     }
     return tape_adopt(tp, v);

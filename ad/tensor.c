@@ -24,10 +24,19 @@ int ad_check_shape(const char *who, int rank, const int *shape)
                        AD_MAX_RANK);
     if (rank > 0 && !shape)
         return ad_fail(AD_EARG, "%s: shape is NULL for rank %d", who, rank);
-    for (int i = 0; i < rank; i++)
+    /* The byte count must not wrap: a wrapped size would allocate a small
+     * block and every kernel would write past it. */
+    const size_t max_size = (SIZE_MAX / 2) / sizeof(ad_real);
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) {
         if (shape[i] < 1)
             return ad_fail(AD_ESHAPE, "%s: extent %d of axis %d is not positive",
                            who, shape[i], i);
+        if (n > max_size / (size_t)shape[i])
+            return ad_fail(AD_ESHAPE, "%s: %d axes of extents up to %d: too many "
+                           "elements to address", who, rank, shape[i]);
+        n *= (size_t)shape[i];
+    }
     return AD_OK;
 }
 
@@ -196,6 +205,7 @@ double ad_rng_normal(ad_rng *rng)
 
 uint64_t ad_rng_below(ad_rng *rng, uint64_t n)
 {
+    if (n == 0) return 0; /* an empty range: defined, rather than a division by zero */
     /* Rejection removes the modulo bias. */
     uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
     do x = ad_rng_next(rng); while (x >= limit);

@@ -95,7 +95,7 @@ int hc_problem_init(hc_problem *hc, ad_value *x_train, ad_value *y_train, ad_val
     hc->val_loss = hc->val_acc = NAN;
     hc->problem = (hg_problem){
         .n_w = 1, .n_hyper = 1, .hyper = &hc->lam, .T = T,
-        .opt = { .kind = HG_GD, .step = gamma, .step_hyper = -1, .momentum_hyper = -1 },
+        .opt = { .kind = HG_GD, .step = gamma },
         .ctx = hc, .init = hc_w0, .inner = hc_inner, .outer = hc_outer,
     };
     return hg_problem_check(&hc->problem);

@@ -207,7 +207,7 @@ int os_task_init(os_task *t, const os_hyper *hy, int n_s, int n_q, int T, bool s
     }
     t->problem = (hg_problem){
         .n_w = hy->n_task, .n_hyper = n, .hyper = t->hyper, .T = T,
-        .opt = { .kind = HG_GD, .step_hyper = t->off_step, .momentum_hyper = -1 },
+        .opt = { .kind = HG_GD, .step_hyper = hy->step },
         .ctx = t, .init = os_init_cb, .inner = os_inner_cb, .outer = os_outer_cb,
     };
     rc = hg_problem_check(&t->problem);

@@ -104,7 +104,7 @@ int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, doub
     tp->val_loss = tp->val_acc = NAN;
     tp->problem = (hg_problem){
         .n_w = 1, .n_hyper = 2, .hyper = tp->lam, .T = T,
-        .opt = { .kind = HG_GD, .step = gamma, .step_hyper = -1, .momentum_hyper = -1 },
+        .opt = { .kind = HG_GD, .step = gamma },
         .ctx = tp, .init = ti_w0, .inner = ti_inner, .outer = ti_outer,
     };
     return hg_problem_check(&tp->problem);

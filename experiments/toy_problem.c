@@ -44,7 +44,7 @@ int toy_init(toy *t, double lam1, double lam2, int T, double gamma, bool tilde)
     }
     t->problem = (hg_problem){
         .n_w = 1, .n_hyper = 1, .hyper = &t->lam, .T = T,
-        .opt = { .kind = HG_GD, .step = gamma, .step_hyper = -1, .momentum_hyper = -1 },
+        .opt = { .kind = HG_GD, .step = gamma },
         .ctx = t, .init = toy_w0, .inner = toy_inner, .outer = toy_outer,
     };
     return hg_problem_check(&t->problem);

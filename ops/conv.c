@@ -18,6 +18,8 @@
  *
  * Sizes: N images, C channels in, O out, H×W in, kh×kw kernel, P×Q out with
  * P = (H + 2·pad − kh)/stride + 1. */
+#include <limits.h>
+
 #include "ad/node.h"
 #include "ops.h"
 
@@ -201,9 +203,17 @@ static int check_conv(const ad_value *x, const ad_value *w, const ad_value *b, i
                        ad_shape_str(b, sb, sizeof sb), sw, w->shape[0]);
     if (stride < 1) return ad_fail(AD_EARG, "conv2d: stride %d is less than 1", stride);
     if (pad < 0) return ad_fail(AD_EARG, "conv2d: pad %d is negative", pad);
-    if (w->shape[2] > x->shape[2] + 2 * pad || w->shape[3] > x->shape[3] + 2 * pad)
+    /* The geometry is computed in int below (and handed to BLAS as int): check
+     * it in 64 bits first, so a huge pad or input cannot wrap. */
+    long long hp = x->shape[2] + 2LL * pad, wp = x->shape[3] + 2LL * pad;
+    if (w->shape[2] > hp || w->shape[3] > wp)
         return ad_fail(AD_ESHAPE, "conv2d: kernel %s is larger than input %s padded by %d",
                        sw, sx, pad);
+    long long P = (hp - w->shape[2]) / stride + 1, Q = (wp - w->shape[3]) / stride + 1;
+    long long rows = (long long)w->shape[1] * w->shape[2] * w->shape[3];
+    if (hp > INT_MAX || wp > INT_MAX || rows > INT_MAX || x->shape[0] * P * Q > INT_MAX)
+        return ad_fail(AD_ESHAPE, "conv2d: x %s, w %s, pad %d: the unfolded input would "
+                       "have more than %d rows or columns", sx, sw, pad, INT_MAX);
     return AD_OK;
 }
 

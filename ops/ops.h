@@ -11,6 +11,9 @@
  *         if (!loss) { fprintf(stderr, "%s\n", ad_error()); ... }
  *   - bad shapes or arguments return NULL with a message naming the op and
  *     the shapes, e.g. "matmul: inner dimensions differ: [5000,785] x [10,785]";
+ *   - an op that would change nothing (ad_sum_to or ad_broadcast_to to x's
+ *     own shape, ad_sum of a scalar) returns x itself: no node, no copy, so
+ *     the result is owned by whoever owns x;
  *   - labels and indices are passed as values holding whole numbers;
  *   - an optional input (weights, bias, gamma, beta) given as NULL means
  *     "absent", so the op cannot tell it from a failed expression: check

@@ -38,11 +38,10 @@ static bool shape_is(const ad_value *x, int rank, const int *shape)
  * into out at stride 0 along the summed axes. */
 ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 {
-    if (!x) return NULL;
+    if (!x || ad_check_shape("sum_to", rank, shape) != AD_OK) return NULL;
     if (shape_is(x, rank, shape)) return x; /* nothing to sum: no node */
     /* The target must broadcast to x: lay out target -> x, then walk x. */
     ad_value target = { .rank = rank };
-    if (ad_check_shape("sum_to", rank, shape) != AD_OK) return NULL;
     for (int i = 0; i < rank; i++) target.shape[i] = shape[i];
     bc_layout l;
     if (bc_to("sum_to", &target, x->rank, x->shape, &l) != AD_OK) return NULL;
@@ -56,7 +55,7 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 
 ad_value *ad_broadcast_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 {
-    if (!x) return NULL;
+    if (!x || ad_check_shape("broadcast_to", rank, shape) != AD_OK) return NULL;
     if (shape_is(x, rank, shape)) return x;
     bc_layout l;
     if (bc_to("broadcast_to", x, rank, shape, &l) != AD_OK) return NULL;

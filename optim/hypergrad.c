@@ -434,17 +434,16 @@ typedef struct implicit {
 static int implicit_setup(const char *who, const hg_problem *p, implicit *im)
 {
     memset(im, 0, sizeof *im);
-    im->p = p;
     ad_value *unused[1];
     int rc = check_common(who, p, unused);
     if (rc != AD_OK) return rc;
-    if (p->opt.step_hyper >= 0 || p->opt.momentum_hyper >= 0)
+    im->p = p; /* from here on implicit_free has lists to free (at most MAX_T long) */
+    if (p->opt.step_hyper || p->opt.momentum_hyper)
         return ad_fail(AD_EUNSUPPORTED,
-                       "%s: hyperparameter %d drives the inner optimizer (%s); implicit "
+                       "%s: a hyperparameter drives the inner optimizer (%s); implicit "
                        "differentiation sees only the stationary point, which does not depend "
                        "on it — use K-RMD, checkpointing or FMD", who,
-                       p->opt.step_hyper >= 0 ? p->opt.step_hyper : p->opt.momentum_hyper,
-                       p->opt.step_hyper >= 0 ? "step size" : "momentum");
+                       p->opt.step_hyper ? "step size" : "momentum");
     ad_value *w_hat[MAX_T] = { 0 };
     rc = advance(p, NULL, true, 0, p->T, w_hat);
     if (rc == AD_OK) rc = outer_grads(p, w_hat, im->b, im->glam, &im->f);
@@ -461,6 +460,7 @@ static int implicit_setup(const char *who, const hg_problem *p, implicit *im)
 
 static void implicit_free(implicit *im)
 {
+    if (!im->p) return;
     free_list(im->p->n_w, im->b);
     free_list(im->p->n_hyper, im->glam);
     ad_tape_free(im->tp);
@@ -521,10 +521,12 @@ int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam, 
 {
     double t0 = now();
     if (iters < 1) return ad_fail(AD_EARG, "implicit_cg: iterations must be >= 1, got %d", iters);
+    if (!(tol >= 0 && tol < INFINITY)) /* a NaN would skip the solve and still succeed */
+        return ad_fail(AD_EARG, "implicit_cg: tolerance must be finite and >= 0, got %g", tol);
     implicit im;
     int rc = implicit_setup("implicit_cg", p, &im);
     if (rc != AD_OK) {
-        if (p) implicit_free(&im);
+        implicit_free(&im);
         return rc;
     }
     int n = p->n_w;
@@ -569,7 +571,7 @@ int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
     implicit im;
     int rc = implicit_setup("neumann", p, &im);
     if (rc != AD_OK) {
-        if (p) implicit_free(&im);
+        implicit_free(&im);
         return rc;
     }
     int n = p->n_w;

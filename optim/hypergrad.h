@@ -45,16 +45,17 @@
 typedef enum { HG_GD, HG_MOMENTUM } hg_inner_kind;
 
 /* The inner optimizer.  step (γ) and momentum (μ) are numbers, unless
- * step_hyper / momentum_hyper name a scalar hyperparameter (an index into
- * hg_problem.hyper) that holds them; −1 means "use the number".
+ * step_hyper / momentum_hyper point at a rank-0 hyperparameter (one of
+ * hg_problem.hyper) that holds them, so γ or μ is learned with the rest;
+ * NULL (what a designated initializer leaves) means "use the number".
  *   GD:        w ← w − γ ∇w g
  *   momentum:  v ← μ v + ∇w g;  w ← w − γ v     (v starts at 0)            */
 typedef struct hg_inner_opt {
     hg_inner_kind kind;
     double step;
     double momentum;
-    int step_hyper;     /* set to −1 when unused (0 is a valid index!) */
-    int momentum_hyper;
+    ad_value *step_hyper;     /* NULL or one of hyper[], rank 0 */
+    ad_value *momentum_hyper; /* NULL or one of hyper[], rank 0 */
 } hg_inner_opt;
 
 typedef struct hg_problem {

@@ -25,12 +25,16 @@ int hg_problem_check(const hg_problem *p)
         return ad_fail(AD_EARG, "problem: init, inner and outer callbacks are all required");
     if (p->opt.kind != HG_GD && p->opt.kind != HG_MOMENTUM)
         return ad_fail(AD_EARG, "problem: unknown inner optimizer %d", (int)p->opt.kind);
-    const int idx[2] = { p->opt.step_hyper, p->opt.momentum_hyper };
+    const ad_value *named[2] = { p->opt.step_hyper, p->opt.momentum_hyper };
     for (int k = 0; k < 2; k++) {
-        if (idx[k] < 0) continue;
-        if (idx[k] >= p->n_hyper || p->hyper[idx[k]]->size != 1)
-            return ad_fail(AD_EARG, "problem: %s_hyper = %d does not name a scalar "
-                           "hyperparameter", k ? "momentum" : "step", idx[k]);
+        if (!named[k]) continue;
+        int i = 0;
+        while (i < p->n_hyper && p->hyper[i] != named[k]) i++;
+        /* rank 0, not just size 1: γ·w must keep w's shape, and a [1] γ would
+         * broadcast a scalar w to [1]. */
+        if (i == p->n_hyper || named[k]->rank != 0)
+            return ad_fail(AD_EARG, "problem: opt.%s_hyper must be one of hyper[] and of "
+                           "rank 0", k ? "momentum" : "step");
     }
     return AD_OK;
 }
@@ -56,6 +60,12 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
     for (int i = 0; i < p->n_w && rc == AD_OK; i++) {
         if (!st->w[i]) rc = ad_fail_wrap(AD_EARG, "init: w0[%d] is NULL", i);
         else if (detached && st->w[i]->requires_grad) st->w[i] = ad_detach(tp, st->w[i]);
+        else if (!detached && st->w[i]->requires_grad && st->w[i]->tape != tp)
+            /* w0 = λ itself (or another caller-owned leaf): "the gradient with
+             * respect to w" would also collect λ's own uses in g.  w0 gets a
+             * node of its own that still leads back to λ. */
+            st->w[i] = ad_scale(tp, st->w[i], 1);
+        if (rc == AD_OK && !st->w[i]) rc = ad_fail_wrap(AD_ENOMEM, "init: w0[%d]", i);
         if (rc == AD_OK && st->v &&
             !(st->v[i] = ad_const_fill(tp, st->w[i]->rank, st->w[i]->shape, 0)))
             rc = AD_ENOMEM;
@@ -66,9 +76,9 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
 }
 
 /* c·x where c is either a number or a scalar hyperparameter. */
-static ad_value *times(ad_tape *tp, const hg_problem *p, int hyper, double c, ad_value *x)
+static ad_value *times(ad_tape *tp, ad_value *hyper, double c, ad_value *x)
 {
-    return hyper >= 0 ? ad_mul(tp, p->hyper[hyper], x) : ad_scale(tp, x, c);
+    return hyper ? ad_mul(tp, hyper, x) : ad_scale(tp, x, c);
 }
 
 int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached)
@@ -89,10 +99,10 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
     for (int i = 0; i < st->n && rc == AD_OK; i++) {
         ad_value *dir = gw[i];
         if (o->kind == HG_MOMENTUM) {
-            dir = ad_add(tp, times(tp, p, o->momentum_hyper, o->momentum, st->v[i]), gw[i]);
+            dir = ad_add(tp, times(tp, o->momentum_hyper, o->momentum, st->v[i]), gw[i]);
             st->v[i] = dir;
         }
-        st->w[i] = ad_sub(tp, w[i], times(tp, p, o->step_hyper, o->step, dir));
+        st->w[i] = ad_sub(tp, w[i], times(tp, o->step_hyper, o->step, dir));
         if (!st->w[i]) rc = ad_fail_wrap(AD_EARG, "inner step %d", t);
     }
     if (detached) ad_no_record_end(tp);

@@ -158,8 +158,8 @@ static void ridge_init(ridge *r, int variant, int T)
     r->hyper[1] = variant == 2 ? r->mu : r->gamma;
     r->p = (hg_problem){ .n_w = 1, .n_hyper = variant ? 2 : 1, .hyper = r->hyper, .T = T,
                          .opt = { .kind = variant == 2 ? HG_MOMENTUM : HG_GD, .step = 0.2,
-                                  .momentum = 0.5, .step_hyper = variant == 1 ? 1 : -1,
-                                  .momentum_hyper = variant == 2 ? 1 : -1 },
+                                  .momentum = 0.5, .step_hyper = variant == 1 ? r->gamma : NULL,
+                                  .momentum_hyper = variant == 2 ? r->mu : NULL },
                          .ctx = r, .init = ridge_w0, .inner = ridge_inner, .outer = ridge_outer };
 }
 
@@ -341,6 +341,88 @@ START_TEST(estimator_errors)
 }
 END_TEST
 
+/* g = ½w² + λw, f = w², w0 = λ itself (a caller-owned leaf), γ = 0.1, T = 3:
+ * w_t = a_t λ with a_0 = 1, a_{t+1} = (1 − γ) a_t − γ, so dλf = 2 a_T² λ. */
+static int w0_is_lambda(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
+{
+    (void)tp;
+    (void)ctx;
+    w0[0] = lam[0];
+    return AD_OK;
+}
+
+static ad_value *linear_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t,
+                              void *ctx)
+{
+    (void)t;
+    (void)ctx;
+    return ad_add(tp, ad_scale(tp, ad_square(tp, w[0]), 0.5), ad_mul(tp, lam[0], w[0]));
+}
+
+static ad_value *square_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)lam;
+    (void)ctx;
+    return ad_square(tp, w[0]);
+}
+
+START_TEST(problem_edge_cases)
+{
+    ad_value *lam = ad_param_scalar(0.5);
+    /* The header's example leaves step_hyper out: γ is then the number. */
+    hg_problem p = { .n_w = 1, .n_hyper = 1, .hyper = &lam, .T = 3, .init = w0_is_lambda,
+                     .inner = linear_inner, .outer = square_outer,
+                     .opt = { .kind = HG_GD, .step = 0.1 } };
+    double a = 1;
+    for (int t = 0; t < 3; t++) a = 0.9 * a - 0.1;
+    const double want = 2 * a * a * 0.5;
+    ad_value *d[4] = { 0 };
+    ck_assert_int_eq(hg_full_rmd(&p, &d[0], NULL), AD_OK);
+    ck_assert_int_eq(hg_krmd(&p, 3, &d[1], NULL), AD_OK);
+    ck_assert_int_eq(hg_fmd(&p, &d[2], NULL), AD_OK);
+    ck_assert_int_eq(hg_checkpoint(&p, 3, &d[3], NULL), AD_OK);
+    for (int i = 0; i < 4; i++) ck_assert_double_eq_tol(d[i]->data[0], want, 1e-14);
+    free_n(4, d);
+
+    /* γ named by a hyperparameter must be one of hyper[] and of rank 0. */
+    ad_value *gamma1 = ad_param_from(1, (int[]){ 1 }, (ad_real[]){ 0.1 });
+    ad_value *two[2] = { lam, gamma1 };
+    p.hyper = two;
+    p.n_hyper = 2;
+    p.opt.step_hyper = gamma1;
+    ck_assert_int_eq(hg_krmd(&p, 3, &d[0], NULL), AD_EARG);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "opt.step_hyper must be one of hyper[] and of rank 0"));
+    ad_value *gamma0 = ad_param_scalar(0.1);
+    p.opt.step_hyper = gamma0; /* rank 0 but not in hyper[] */
+    ck_assert_int_eq(hg_krmd(&p, 3, &d[0], NULL), AD_EARG);
+    two[1] = gamma0;
+    ck_assert_int_eq(hg_krmd(&p, 3, d, NULL), AD_OK);
+    ck_assert_double_eq_tol(d[0]->data[0], want, 1e-14);
+    free_n(2, d);
+    p.opt.step_hyper = NULL;
+
+    /* Too many hyperparameters for the implicit estimators: an error, not a
+     * write past their fixed arrays while cleaning up. */
+    enum { MANY = 80 };
+    ad_value *many[MANY], *dmany[MANY];
+    for (int i = 0; i < MANY; i++) many[i] = ad_param_scalar(0);
+    p.hyper = many;
+    p.n_hyper = MANY;
+    ck_assert_int_eq(hg_neumann(&p, 5, dmany, NULL), AD_EARG);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "too many tensors"));
+    ck_assert_int_eq(hg_implicit_cg(&p, 5, 1e-8, dmany, NULL), AD_EARG);
+    free_n(MANY, many);
+
+    /* A NaN tolerance would skip the solve and report success. */
+    p.hyper = &lam;
+    p.n_hyper = 1;
+    ck_assert_int_eq(hg_implicit_cg(&p, 5, NAN, d, NULL), AD_EARG);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "tolerance must be finite"));
+    ad_value *all[] = { lam, gamma1, gamma0 };
+    free_n(3, all);
+}
+END_TEST
+
 START_TEST(inner_solve_matches_closed_form)
 {
     toy t;
@@ -389,6 +471,7 @@ Suite *hypergrad_suite(void)
     tcase_add_test(tc, ridge_implicit_converges);
     tcase_add_test(tc, diagnostics_and_optimizers);
     tcase_add_test(tc, estimator_errors);
+    tcase_add_test(tc, problem_edge_cases);
     tcase_add_test(tc, sweep_table);
     tcase_add_test(tc, inner_solve_matches_closed_form);
     suite_add_tcase(s, tc);

@@ -479,6 +479,13 @@ START_TEST(conv_pool_errors)
     tu_expect_error(ad_conv2d(tp, x, w, NULL, 1, -1), "conv2d: pad -1 is negative");
     tu_expect_error(ad_conv2d(tp, x, w, b5, 1, 0), "conv2d: bias [5] does not match w [4,3,3,3] (want [4])");
     tu_expect_error(ad_conv2d(tp, m, w, NULL, 1, 0), "conv2d: want x [N,C,H,W] and w [O,C,kh,kw], got [5,5]");
+    /* A pad so large that the unfolded input would need more than INT_MAX
+     * columns (in int arithmetic it wrapped to a small buffer). */
+    ad_value *x1 = ad_const_fill(tp, 4, (int[]){ 1, 1, 3, 3 }, 0);
+    ad_value *w1 = ad_const_fill(tp, 4, (int[]){ 1, 1, 3, 3 }, 0);
+    tu_expect_error(ad_conv2d(tp, x1, w1, NULL, 1, 32768), "conv2d: x [1,1,3,3], w [1,1,3,3], "
+                    "pad 32768: the unfolded input would have more than 2147483647 rows or columns");
+    tu_expect_error(ad_conv2d(tp, x1, w1, NULL, 1, 1 << 30), "the unfolded input would have");
     tu_expect_error(ad_maxpool2d(tp, x, 0, 1), "maxpool2d: window 0 and stride 1 must both be at least 1");
     tu_expect_error(ad_maxpool2d(tp, x, 2, 0), "maxpool2d: window 2 and stride 0");
     tu_expect_error(ad_maxpool2d(tp, x, 6, 1), "maxpool2d: a 6x6 window does not fit input [2,3,5,5]");

@@ -3,6 +3,7 @@
  * error paths. */
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -332,6 +333,80 @@ START_TEST(error_paths)
 }
 END_TEST
 
+/* Sweeps stamp an epoch into the values they visit, and caller-owned leaves
+ * are shared between threads: a second thread must not mistake the first
+ * thread's stamps for its own (with per-thread counters it did, and left a
+ * gradient in the leaf's accumulator that the next sweep read after free). */
+static ad_value *shared_leaf;
+
+static void *sweep_on_own_tape(void *arg)
+{
+    double *out = arg;
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *g = NULL;
+    int rc = ad_grad(tp, ad_mul(tp, shared_leaf, shared_leaf), 1, &shared_leaf, &g, false);
+    *out = rc == AD_OK && g ? g->data[0] : NAN;
+    ad_tape_free(tp);
+    return NULL;
+}
+
+START_TEST(sweeps_on_several_threads)
+{
+    shared_leaf = ad_param_scalar(3);
+    double main_first = NAN, worker = NAN;
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *g;
+    ck_assert_int_eq(ad_grad(tp, ad_mul(tp, shared_leaf, shared_leaf), 1, &shared_leaf, &g,
+                             false), AD_OK);
+    main_first = g->data[0];
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, sweep_on_own_tape, &worker), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_ptr_null(shared_leaf->acc); /* nothing left behind in the shared leaf */
+    ck_assert_int_eq(ad_grad(tp, ad_mul(tp, shared_leaf, shared_leaf), 1, &shared_leaf, &g,
+                             false), AD_OK);
+    ck_assert_double_eq(main_first, 6);
+    ck_assert_double_eq(worker, 6);
+    ck_assert_double_eq(g->data[0], 6);
+    ad_tape_free(tp);
+    ad_value_free(shared_leaf);
+}
+END_TEST
+
+/* Mistakes in what is passed in come back as error codes, never as a crash
+ * or an internal-error abort. */
+START_TEST(bad_arguments_are_errors)
+{
+    /* Sizes whose byte count would wrap around. */
+    ck_assert_ptr_null(ad_tensor_new(3, (int[]){ 1 << 30, 1 << 30, 4 }));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "too many elements"));
+    ck_assert_ptr_null(ad_tensor_new(4, (int[]){ 65536, 65536, 65536, 65536 }));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "too many elements"));
+    /* A recorded op whose input lives on another tape. */
+    ad_tape *a = ad_tape_new(1), *b = ad_tape_new(1);
+    ad_value *x = ad_param_scalar(1);
+    ad_value *c = ad_const_scalar(a, 2);
+    ck_assert_ptr_null(ad_mul(b, c, x));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "mul: input 0 belongs to another tape"));
+    ad_value *copy = ad_detach(b, c); /* the way across */
+    ad_value *y = ad_mul(b, copy, x);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_double_eq(y->data[0], 2);
+    /* A NULL target shape. */
+    ad_value *m = ad_const_fill(b, 2, (int[]){ 2, 3 }, 1);
+    ck_assert_ptr_null(ad_sum_to(b, m, 2, NULL));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "shape is NULL"));
+    ck_assert_ptr_null(ad_broadcast_to(b, m, 2, NULL));
+    /* An empty range for the PRNG. */
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    ck_assert_uint_eq(ad_rng_below(&rng, 0), 0);
+    ad_tape_free(a);
+    ad_tape_free(b);
+    ad_value_free(x);
+}
+END_TEST
+
 START_TEST(rng_repeats)
 {
     ad_rng a, b;
@@ -366,6 +441,8 @@ Suite *tape_suite(void)
     tcase_add_test(tc, dot_export);
     tcase_add_test(tc, error_paths);
     tcase_add_test(tc, rng_repeats);
+    tcase_add_test(tc, sweeps_on_several_threads);
+    tcase_add_test(tc, bad_arguments_are_errors);
     suite_add_tcase(s, tc);
     return s;
 }
