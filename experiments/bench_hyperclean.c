@@ -263,7 +263,9 @@ static void usage(FILE *out)
 "5000 + 5000 examples, d = 785) per K, over N repeats (default 5), and\n"
 "reports the median seconds, the GFLOP of its gemm calls (counted), the time\n"
 "those gemm calls take alone, and the tape's peak bytes.\n"
-"  --csv       print only K,median_s,gflop,gemm_only_s,peak_tape_bytes\n"
+"  --csv       print only K,median_s,gflop,gemm_only_s,peak_tape_bytes on stdout\n"
+"              (the line naming the data goes to stderr)\n"
+"  --K LIST    default 1,5,25,50,100 (with --T below 100: those below T, and T)\n"
 "  --data DIR  MNIST files (default: found as by the experiments; else\n"
 "              Fashion-MNIST; else synthetic features of the same size)\n");
 }
@@ -272,6 +274,7 @@ static int parse_args(int argc, char **argv, config *c)
 {
     *c = (config){ .Ks = { 1, 5, 25, 50, 100 }, .nK = 5, .repeats = 5, .n_train = 5000,
                    .n_val = 5000, .T = 100, .dataset = "mnist" };
+    bool ks_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) {
@@ -286,15 +289,18 @@ static int parse_args(int argc, char **argv, config *c)
             return 2;
         }
         bool ok = true;
-        if (!strcmp(a, "--K")) ok = (c->nK = ex_parse_int_list(v, 1, 100000, c->Ks, MAX_K)) > 0;
+        if (!strcmp(a, "--K")) {
+            ok = (c->nK = ex_parse_int_list(v, 1, 100000, c->Ks, MAX_K)) > 0;
+            ks_given = true;
+        }
         else if (!strcmp(a, "--repeats")) ok = ex_parse_int(v, 1, 1000, &c->repeats);
         else if (!strcmp(a, "--n-train")) ok = ex_parse_int(v, 10, 60000, &c->n_train);
         else if (!strcmp(a, "--n-val")) ok = ex_parse_int(v, 10, 60000, &c->n_val);
         else if (!strcmp(a, "--T")) ok = ex_parse_int(v, 1, 100000, &c->T);
         else if (!strcmp(a, "--data")) c->data_dir = v;
         else if (!strcmp(a, "--dataset")) {
-            ok = !strcmp(v, "mnist") || !strcmp(v, "fashion");
-            c->dataset = v;
+            ok = !strcmp(v, "mnist") || !strcmp(v, "fashion") || !strcmp(v, "fashion-mnist");
+            c->dataset = strcmp(v, "mnist") ? "fashion" : "mnist";
         } else {
             fprintf(stderr, PROG ": unknown flag '%s' (try --help)\n", a);
             return 2;
@@ -304,6 +310,14 @@ static int parse_args(int argc, char **argv, config *c)
             return 2;
         }
         i++;
+    }
+    if (!ks_given) { /* the default depths that fit in a smaller T, and T */
+        int n = 0;
+        for (int k = 0; k < c->nK; k++) {
+            int K = c->Ks[k] < c->T ? c->Ks[k] : c->T;
+            if (n == 0 || c->Ks[n - 1] != K) c->Ks[n++] = K;
+        }
+        c->nK = n;
     }
     for (int k = 0; k < c->nK; k++)
         if (c->Ks[k] > c->T) {
@@ -383,17 +397,17 @@ int main(int argc, char **argv)
     k_row rows[MAX_K];
     memset(rows, 0, sizeof rows);
     const char *threads = getenv("OPENBLAS_NUM_THREADS");
-    if (!c.csv) {
-        printf(PROG ": data %s; n = %d, m = %d, d = %d, C = %d, T = %d, gamma = %.4g; "
-               "%d repeats; OPENBLAS_NUM_THREADS=%s",
-               what, dt.n_train, dt.n_val, dt.d, dt.n_classes, c.T, gamma, c.repeats,
-               threads ? threads : "(unset)");
+    /* What was timed, always said: on stderr when stdout is kept for the CSV. */
+    FILE *about = c.csv ? stderr : stdout;
+    fprintf(about, PROG ": data %s; n = %d, m = %d, d = %d, C = %d, T = %d, gamma = %.4g; "
+            "%d repeats; OPENBLAS_NUM_THREADS=%s",
+            what, dt.n_train, dt.n_val, dt.d, dt.n_classes, c.T, gamma, c.repeats,
+            threads ? threads : "(unset)");
 #ifdef OPENBLAS_VERSION
-        printf(" (OpenBLAS uses %d)", openblas_get_num_threads());
+    fprintf(about, " (OpenBLAS uses %d)", openblas_get_num_threads());
 #endif
-        printf("\n");
-        fflush(stdout);
-    }
+    fprintf(about, "\n");
+    fflush(about);
     /* Warm-up and count: one hypergradient per K with the recorder on. */
     for (int k = 0; k < c.nK && rc == AD_OK; k++) {
         k_row *r = &rows[k];

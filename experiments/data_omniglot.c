@@ -624,6 +624,18 @@ int data_omniglot_load(const char *dir, int size, data_omniglot *out)
         rc = ad_fail(AD_ENOMEM, "data_omniglot_load: out of memory");
     else
         rc = om_read_zips(2, (const char *const *)paths, size, out);
+    /* Callers split characters by id (1..964 are the background set), so a
+     * zip pair that is not the standard one must not pass for it. */
+    for (int c = 0; rc == AD_OK && c < out->n_chars; c++)
+        if (out->ids[c] != c + 1)
+            rc = ad_fail(AD_EFORMAT, "%s: character ids are not 1..%d (id %d is missing); "
+                         "these are not the standard Omniglot zips", dir, DATA_OMNIGLOT_CHARS,
+                         c + 1);
+    if (rc == AD_OK && out->n_chars != DATA_OMNIGLOT_CHARS)
+        rc = ad_fail(AD_EFORMAT, "%s: %d characters, the standard Omniglot zips hold %d", dir,
+                     out->n_chars, DATA_OMNIGLOT_CHARS);
+    if (rc != AD_OK)
+        data_omniglot_free(out);
     free(paths[0]);
     free(paths[1]);
     return rc;

@@ -75,10 +75,12 @@ static void usage(FILE *out)
 "K-RMD hypergradients of the validation loss, for every K asked for.\n"
 "\n"
 "  --dataset NAME     mnist (default) or fashion\n"
-"  --data DIR         the four IDX files (default: $HYPERTAPE_DATA/<dataset>,\n"
-"                     then ../shared/data/mnist or /usr/share/datasets/fashion-mnist)\n"
+"  --data DIR         the folder of the four IDX files (default: $HYPERTAPE_DATA/mnist\n"
+"                     or $HYPERTAPE_DATA/fashion-mnist, then ../shared/data/mnist\n"
+"                     from the working folder, or /usr/share/datasets/fashion-mnist)\n"
 "  --hyper-iters N    Adam updates of lambda per K (default 1000, the paper's)\n"
-"  --K LIST           truncation depths, comma-separated (default 1,5,25,50,100)\n"
+"  --K LIST           truncation depths, comma-separated (default 1,5,25,50,100;\n"
+"                     with --T below 100: those below T, and T)\n"
 "  --out DIR          output folder, created if missing (default results/hyperclean)\n"
 "  --seed S           seeds the choice of examples and the corruption (default 1)\n"
 "  --quick            a first look in about a minute: 1000 training and 1000\n"
@@ -102,9 +104,9 @@ static void usage(FILE *out)
 "  --no-plots         do not run gnuplot\n"
 "  --no-fork          run every K in this process (for debuggers and sanitizers;\n"
 "                     peak RSS then only grows from one K to the next)\n"
-"  --gamma-check      print the inner loss along the T steps at lambda = 0 and\n"
-"                     at weights sigma(lambda) = 1, U[0,1] and 0.01, for\n"
-"                     gamma and multiples of it, then exit\n"
+"  --gamma-check      print the inner loss along the T steps at weights\n"
+"                     sigma(lambda) = 1, U[0,1], 0.5 and 0.01, for 0.5, 1, 1.5,\n"
+"                     2 and 3 times gamma, then exit\n"
 "  --help             this text\n"
 "\n"
 "Progress goes to stderr; the table to stdout and to DIR/hyperclean_table.md.\n"
@@ -137,9 +139,7 @@ static int parse_args(int argc, char **argv, config *c)
                    .n_train = -1, .n_val = -1, .T = 100, .exact_every = -1, .seed = 1,
                    .gamma = 0, .reg = HC_DEFAULT_REG, .corrupt = 0.5,
                    .first_step_rms = 1.0, .plots = true, .fork = true };
-    const int default_ks[] = { 1, 5, 25, 50, 100 };
-    c->nK = 5;
-    memcpy(c->Ks, default_ks, sizeof default_ks);
+    bool ks_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
         char name[64];
@@ -192,6 +192,7 @@ static int parse_args(int argc, char **argv, config *c)
             if (!parse_ks(val, c))
                 return bad_usage("--K wants distinct whole numbers >= 1 separated by commas "
                                  "(at most 16), got '%s'%s", val, "");
+            ks_given = true;
         } else if (!strcmp(name, "--seed")) {
             if (!ex_parse_u64(val, &c->seed))
                 return bad_usage("--seed wants a whole number >= 0, got '%s'%s", val, "");
@@ -234,6 +235,14 @@ static int parse_args(int argc, char **argv, config *c)
     if (c->n_val < 0) c->n_val = c->quick ? 1000 : 5000;
     if (c->exact_every < 0) /* about 50 evaluations; 10 in the quick look */
         c->exact_every = c->quick ? 5 : c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
+    if (!ks_given) { /* the paper's depths, those that fit in T, and T itself */
+        const int paper_ks[] = { 1, 5, 25, 50, 100 };
+        c->nK = 0;
+        for (size_t k = 0; k < sizeof paper_ks / sizeof *paper_ks; k++) {
+            int K = paper_ks[k] < c->T ? paper_ks[k] : c->T;
+            if (c->nK == 0 || c->Ks[c->nK - 1] != K) c->Ks[c->nK++] = K;
+        }
+    }
     for (int k = 0; k < c->nK; k++)
         if (c->Ks[k] > c->T) {
             char kbuf[32], tbuf[32];
@@ -507,8 +516,9 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     free(snap_lam);
     free(snap_h);
     free(snap_tau);
-    if (fclose(csv) != 0 || fclose(xcsv) != 0)
-        if (rc == AD_OK) rc = ad_fail(AD_EIO, "%s: write failed", c->out_dir);
+    /* Both are closed whatever happens; a write error (a full disk) is an error. */
+    int rc_csv = ex_close(csv, "hyperclean.csv"), rc_xcsv = ex_close(xcsv, "hyperclean_exact.csv");
+    if (rc == AD_OK) rc = rc_csv != AD_OK ? rc_csv : rc_xcsv;
     return rc;
 }
 
@@ -587,7 +597,7 @@ static int write_summary_csv(const config *c, const k_result *r, int n)
                 r[i].f1[2].f1, r[i].f1[1].precision, r[i].f1[1].recall, r[i].sec_median,
                 r[i].sec_mean, r[i].iter_mean, r[i].loop_seconds, r[i].exact_seconds,
                 r[i].peak_tape, r[i].peak_rss_kb, r[i].start_rss_kb, r[i].eta0);
-    return fclose(f) == 0 ? AD_OK : ad_fail(AD_EIO, "%s: write failed", path);
+    return ex_close(f, path);
 }
 
 /* One gnuplot script: `ylabel`, column `col` of `csv` against column 2,
@@ -616,23 +626,21 @@ static int write_plot(const config *c, const char *name, const char *csv, int co
         fprintf(f, "    '%s' skip 1 using 2:(($1 == %d) ? $%d : 1/0) with linespoints pt 7 ps "
                    "0.4 title 'K = %d'%s\n",
                 csv, r[i].K, col, r[i].K, i + 1 < n ? ", \\" : "");
-    return fclose(f) == 0 ? AD_OK : ad_fail(AD_EIO, "%s: write failed", path);
+    return ex_close(f, path);
 }
 
+/* A plot that cannot be drawn is a warning, not a failure: the CSV files
+ * and the table are the result, and the .gp scripts redraw them later. */
 static int run_gnuplot(const config *c, const char *name)
 {
-    char cmd[8600];
-    /* The folder is quoted for the shell; a single quote in it is refused. */
-    if (strchr(c->out_dir, '\''))
-        return ad_fail(AD_EARG, "--out: a folder name with a single quote cannot be plotted");
-    snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot '%s.gp'", c->out_dir, name);
-    int st = system(cmd);
-    if (st != 0)
-        return ad_fail(AD_EIO, "gnuplot failed on %s/%s.gp (status %d); is gnuplot installed "
-                       "(scripts/setup.sh)? The CSV files are written.", c->out_dir, name, st);
-    return AD_OK;
+    char gp[128], png[128];
+    snprintf(gp, sizeof gp, "%s.gp", name);
+    snprintf(png, sizeof png, "%s.png", name);
+    return ex_gnuplot_warn(PROG, c->out_dir, gp, png) == 0;
 }
 
+/* Writes the three .gp scripts and draws them: returns how many PNGs were
+ * drawn, or −1 (message set) when a script could not be written. */
 static int plots(const config *c, const k_result *r, int n)
 {
     struct { const char *name, *csv, *title, *ylabel; int col; bool logy; } p[] = {
@@ -644,13 +652,17 @@ static int plots(const config *c, const k_result *r, int n)
         { "hyperclean_f1", "hyperclean.csv", "Flagging corrupted labels by {/Symbol l}_i < -3",
           "F1", 7, false },
     };
-    int rc = AD_OK;
+    bool draw = c->plots && ex_gnuplot_on_path();
+    if (c->plots && !draw)
+        fprintf(stderr, PROG ": warning: gnuplot is not on PATH (scripts/setup.sh installs it); "
+                        "the .gp scripts are written, the PNGs are not\n");
+    int rc = AD_OK, drawn = 0;
     for (size_t i = 0; i < sizeof p / sizeof *p && rc == AD_OK; i++) {
         rc = write_plot(c, p[i].name, p[i].csv, p[i].col, p[i].title, p[i].ylabel, p[i].logy, r,
                         n);
-        if (rc == AD_OK && c->plots) rc = run_gnuplot(c, p[i].name);
+        if (rc == AD_OK && draw) drawn += run_gnuplot(c, p[i].name);
     }
-    return rc;
+    return rc == AD_OK ? drawn : -1;
 }
 
 /* ---- --gamma-check -------------------------------------------------------- */
@@ -756,13 +768,13 @@ int main(int argc, char **argv)
     if (rc == AD_OK && (f = open_out(&cfg, "hyperclean.csv", "w", path, sizeof path))) {
         fprintf(f, "K,iter,val_loss,val_acc,test_acc,f1_lt_m4,f1_lt_m3,f1_lt_m1,flagged_lt_m3,"
                    "hypergrad_norm,hg_seconds,iter_seconds,peak_tape_bytes\n");
-        if (fclose(f) != 0) rc = ad_fail(AD_EIO, "%s: write failed", path);
+        rc = ex_close(f, path);
     } else if (rc == AD_OK) {
         rc = AD_EIO;
     }
     if (rc == AD_OK && (f = open_out(&cfg, "hyperclean_exact.csv", "w", path, sizeof path))) {
         fprintf(f, "K,iter,exact_norm,estimate_norm,cosine,rel_error,seconds\n");
-        if (fclose(f) != 0) rc = ad_fail(AD_EIO, "%s: write failed", path);
+        rc = ex_close(f, path);
     } else if (rc == AD_OK) {
         rc = AD_EIO;
     }
@@ -796,14 +808,15 @@ int main(int argc, char **argv)
         if (!t) rc = AD_EIO;
         else {
             write_table(t, &cfg, &dt, dir_copy, res, cfg.nK);
-            if (fclose(t) != 0) rc = ad_fail(AD_EIO, "%s: write failed", path);
+            rc = ex_close(t, path);
         }
     }
     if (rc == AD_OK) rc = write_summary_csv(&cfg, res, cfg.nK);
-    if (rc == AD_OK) rc = plots(&cfg, res, cfg.nK);
+    int drawn = rc == AD_OK ? plots(&cfg, res, cfg.nK) : -1;
+    if (drawn < 0 && rc == AD_OK) rc = AD_EIO;
     if (rc == AD_OK)
         printf("\nwrote %s/hyperclean{.csv,_exact.csv,_summary.csv,_table.md}%s in %.0f s\n",
-               cfg.out_dir, cfg.plots ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
+               cfg.out_dir, drawn == 3 ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
                ex_now() - ctx.t_start);
     else
         fprintf(stderr, PROG ": %s\n", ad_error());

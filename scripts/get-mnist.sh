@@ -68,7 +68,7 @@ fetch() {
     elif command -v wget >/dev/null 2>&1; then
         wget --timeout=20 -O "$2.part" "$1" || { rm -f "$2.part"; return 1; }
     else
-        echo "get-mnist.sh: neither curl nor wget found" >&2
+        echo "get-mnist.sh: neither curl nor wget found; install one (sudo apt-get install curl) or fetch the four files by hand (scripts/get-mnist.sh alone lists where)" >&2
         return 1
     fi
     mv "$2.part" "$2"

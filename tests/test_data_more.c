@@ -664,6 +664,19 @@ START_TEST(test_omniglot_missing)
     ck_assert_msg(strstr(ad_error(), DATA_OMNIGLOT_EVALUATION) != NULL, "%s",
                   ad_error());
     ck_assert_ptr_null(om.pixels);
+    /* Both zips present and well formed, but not the standard 1623
+     * characters (ids 3, 5 and 7): refused, since callers split by id. */
+    zspec z = {0};
+    tu_blob blank = png_gray(105, 105, NULL);
+    zadd_char(&z, "top/Beta/character01", 7, &blank, 0);
+    free(blank.b);
+    char ev[1024];
+    snprintf(ev, sizeof ev, "%s/om/" DATA_OMNIGLOT_EVALUATION, tu_tmp_root());
+    ck_assert_int_eq(rename(zwrite(&z, "ev.zip"), ev), 0);
+    ck_assert_int_eq(data_omniglot_load(tu_tmp_path("om"), 28, &om), AD_EFORMAT);
+    ck_assert_msg(strstr(ad_error(), "character ids are not 1..1623 (id 1 is missing)") != NULL,
+                  "%s", ad_error());
+    ck_assert_ptr_null(om.pixels);
     ck_assert_int_eq(data_omniglot_load(tu_tmp_path("om"), 0, &om), AD_EARG);
     ck_assert_int_eq(data_omniglot_read_zip(bg, 106, &om), AD_EARG);
     ck_assert_int_eq(data_omniglot_read_zip(NULL, 28, &om), AD_EARG);
