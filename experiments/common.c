@@ -1,6 +1,7 @@
 /* common.c — see common.h. */
 #include "common.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -14,8 +15,17 @@
 
 /* ---- flags --------------------------------------------------------------- */
 
+/* strtol, strtoull and strtod skip leading white space (and strtoull then
+ * takes "-1" as 2^64 − 1): so every parser looks at the first character
+ * itself.  A number may open with a sign only where it is signed. */
+static bool starts_with_space(const char *s)
+{
+    return isspace((unsigned char)*s) != 0;
+}
+
 bool ex_parse_int(const char *s, int lo, int hi, int *out)
 {
+    if (starts_with_space(s)) return false;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -26,6 +36,7 @@ bool ex_parse_int(const char *s, int lo, int hi, int *out)
 
 bool ex_parse_double(const char *s, double *out)
 {
+    if (starts_with_space(s)) return false;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -36,11 +47,13 @@ bool ex_parse_double(const char *s, double *out)
 
 bool ex_parse_u64(const char *s, uint64_t *out)
 {
+    /* A digit first: no white space and no sign (strtoull would take "-1",
+     * also " -1", as 2^64 − 1). */
+    if (!isdigit((unsigned char)*s)) return false;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    /* strtoull would take "-1" as 2^64 − 1. */
-    if (end == s || *end != '\0' || errno == ERANGE || *s == '-') return false;
+    if (end == s || *end != '\0' || errno == ERANGE) return false;
     *out = v;
     return true;
 }
@@ -49,6 +62,7 @@ int ex_parse_int_list(const char *s, int lo, int hi, int *out, int max_n)
 {
     int n = 0;
     for (;;) { /* s is at the start of an entry */
+        if (starts_with_space(s)) return -1; /* "1, 5" as well as " 1" */
         char *end;
         errno = 0;
         long v = strtol(s, &end, 10);

@@ -49,18 +49,21 @@ enum { EX_PATH_LEN = 4096, EX_FLAG_NAME_LEN = 32 };
 /* ---- flags --------------------------------------------------------------- */
 
 /* Each parser accepts the whole string or nothing: true and *out set, or
- * false and *out untouched.  Leading white space is allowed (strtol's
- * rule), anything after the number is not. */
+ * false and *out untouched.  White space is refused anywhere, before the
+ * number too (where strtol would skip it), and so is anything after it. */
 
-/* A whole number in lo..hi. */
+/* A whole number in lo..hi, in decimal; a '-' or '+' sign is allowed. */
 bool ex_parse_int(const char *s, int lo, int hi, int *out);
-/* A finite number. */
+/* A finite number (what strtod reads: "-1.5", "2e-3", ...). */
 bool ex_parse_double(const char *s, double *out);
-/* A whole number >= 0 that fits in 64 bits (a seed); a sign is refused. */
+/* A whole number >= 0 that fits in 64 bits (a seed), in decimal: digits
+ * only, so any sign is refused ("-1" is not 2^64 − 1). */
 bool ex_parse_u64(const char *s, uint64_t *out);
-/* A comma-separated list of whole numbers in lo..hi, such as "1,5,25", into
- * out[0..max_n).  Returns how many, or -1 when an entry is empty or bad or
- * there are more than max_n (out may then be partly written). */
+/* A comma-separated list of whole numbers in lo..hi, such as "1,5,25", each
+ * as ex_parse_int reads it, into out[0..max_n).  Returns how many, or -1
+ * when an entry is empty or bad (also " 5" after a comma: no spaces) or
+ * there are more than max_n (out may then be partly written).  Repeated
+ * values are the caller's business. */
 int ex_parse_int_list(const char *s, int lo, int hi, int *out, int max_n);
 
 /* Reads argv[*i] as "--name=value" or "--name value" (then *i moves on to

@@ -119,7 +119,8 @@ static void usage(FILE *out)
 "  --trials N       trials (seeds S, S+1, …), 1..%d (default 10)\n"
 "  --max-iters N    most hyper-iterations per run (default 5000)\n"
 "  --patience N     early-stopping patience in hyper-iterations (default 500)\n"
-"  --K LIST         truncations, comma-separated, at most %d (default 1,5,25,100)\n"
+"  --K LIST         truncations, comma-separated, at most %d (default 1,5,25,100);\n"
+"                   no K twice, and at most one K >= T (each is full RMD)\n"
 "  --out DIR        output folder; files go to DIR/<D>/ (default\n"
 "                   results/taskinteract)\n"
 "  --seed S         seed of trial 0 (default 1)\n"
@@ -143,6 +144,37 @@ static void usage(FILE *out)
 "Exit status: 0 on success (also without gnuplot), 1 on a run-time failure,\n"
 "2 on a bad flag or value.\n",
             MAX_TRIALS, MAX_KS);
+}
+
+/* The truncation a K means: K >= T is full RMD (labelled so), whatever K. */
+static int k_depth(int K, int T)
+{
+    return K < T ? K : T;
+}
+
+/* Two Ks of the same depth would be the same run twice, and twice the rows
+ * and panels: a list given with --K must not have them (K >= T all mean full
+ * RMD); the default list, at a small --T, loses the repeats quietly.
+ * Returns 0 or an exit status. */
+static int check_ks(ti_opts *o)
+{
+    for (int k = 1; k < o->nK;) {
+        int j = 0;
+        while (j < k && k_depth(o->Ks[j], o->T) != k_depth(o->Ks[k], o->T)) j++;
+        if (j == k) {
+            k++;
+            continue;
+        }
+        if (o->ks_set) {
+            if (o->Ks[j] == o->Ks[k])
+                return ex_usage_error(PROG, "--K: %d is given twice", o->Ks[k]);
+            return ex_usage_error(PROG, "--K: %d and %d are both full RMD (K >= T = %d); "
+                                        "give one of them", o->Ks[j], o->Ks[k], o->T);
+        }
+        memmove(&o->Ks[k], &o->Ks[k + 1], sizeof *o->Ks * (size_t)(o->nK - k - 1));
+        o->nK--;
+    }
+    return 0;
 }
 
 /* Returns 0 to go on, -1 after --help, or an exit status. */
@@ -197,8 +229,8 @@ static int parse_args(int argc, char **argv, ti_opts *o)
             o->patience_set = true;
         } else if (!strcmp(name, "--K")) {
             if ((o->nK = ex_parse_int_list(val, 1, 100000, o->Ks, MAX_KS)) < 1)
-                return ex_usage_error(PROG, "--K: expected up to 8 whole numbers in 1..100000 "
-                                            "separated by commas, got '%s'", val);
+                return ex_usage_error(PROG, "--K: expected up to %d whole numbers in 1..100000 "
+                                            "separated by commas, got '%s'", MAX_KS, val);
             o->ks_set = true;
         } else if (!strcmp(name, "--seed")) {
             if (!ex_parse_u64(val, &o->seed))
@@ -226,8 +258,9 @@ static int parse_args(int argc, char **argv, ti_opts *o)
                 return ex_usage_error(PROG, "--B0: expected a finite number, got '%s'", val);
             o->b0_set = true;
         } else {
-            if (!ex_parse_double(val, &x) || !(x > 0))
-                return ex_usage_error(PROG, "expected a finite number > 0, got '%s'", val);
+            if (!ex_parse_double(val, &x) || !(x > 0)) /* --gamma, --eta0 or --rho0 */
+                return ex_usage_error(PROG, "%s: expected a finite number > 0, got '%s'", name,
+                                      val);
             if (!strcmp(name, "--gamma")) o->gamma = x;
             else if (!strcmp(name, "--eta0")) o->eta0 = x;
             else o->rho0 = x;
@@ -248,7 +281,7 @@ static int parse_args(int argc, char **argv, ti_opts *o)
             o->Ks[2] = o->T;
         }
     }
-    return 0;
+    return check_ks(o);
 }
 
 /* ---- small helpers ------------------------------------------------------- */
