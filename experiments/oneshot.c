@@ -45,7 +45,9 @@
  */
 #define _XOPEN_SOURCE 700 /* getrusage, isatty */
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,9 +83,10 @@ typedef struct opts {
     double lr, rho0, step0, relerr_rho;
     uint64_t seed;
     bool quick, resume, plots;
+    bool eval_every_given, cos_every_given; /* on the command line (not derived) */
     cfg cfgs[MAX_CFG];
     int n_cfg;
-    const char *k_list;
+    const char *k_list; /* --K, or NULL for the default list */
 } opts;
 
 static void usage(FILE *out)
@@ -112,7 +115,9 @@ static void usage(FILE *out)
 "                     shared 2-core machine; the paper runs 5000)\n"
 "  --K LIST           configurations, comma-separated: a number K (K-RMD; K >= T\n"
 "                     is full RMD), 'full' (K = T), 'short' (T = 1, full back-\n"
-"                     propagation) (default 1,10,25,full,short)\n"
+"                     propagation); no empty entries, none twice (default\n"
+"                     1,10,25,full,short, fitted to --T: a K >= T becomes full\n"
+"                     RMD and a repeat is dropped, so --T 10 runs 1,full,short)\n"
 "  --out DIR          output folder, created if missing (default results/oneshot,\n"
 "                     results/oneshot-quick with --quick)\n"
 "  --seed S           seeds the split, lambda0 and every task (default 1)\n"
@@ -120,8 +125,15 @@ static void usage(FILE *out)
 "                     6 hyper-iterations, 4 validation and 10 test tasks\n"
 "  --resume           continue from DIR's checkpoints: finished configurations\n"
 "                     are kept, an interrupted one goes on from its last\n"
-"                     checkpoint (the flags must describe the same run; only\n"
-"                     --hyper-iters may grow)\n"
+"                     checkpoint.  The flags must describe the same run, but\n"
+"                     --hyper-iters may grow, not shrink (finished\n"
+"                     configurations then train on), and the schedule may\n"
+"                     change: a resumed\n"
+"                     configuration keeps its checkpoint's --eval-every and\n"
+"                     --cos-every unless they are given, which then apply\n"
+"                     from the checkpoint on\n",
+            STEP_LO, STEP_HI);
+    fprintf(out,
 "  --T N              inner steps (default 50)\n"
 "  --meta-batch N     tasks per hyper-iteration (default 4)\n"
 "  --lr ETA           Adam's step size (constant; default 1e-2)\n"
@@ -131,10 +143,14 @@ static void usage(FILE *out)
 "                     of 10-RMD at 32 channels; gamma = 0.1 makes the inner\n"
 "                     loop of the random initial network unstable)\n"
 "  --val-tasks N      meta-validation tasks for the learning curves (default 20)\n"
-"  --eval-every N     meta-validation every N hyper-iterations (default N/10)\n"
+"  --eval-every N     meta-validation every N hyper-iterations, and after the\n"
+"                     last (default --hyper-iters / 10, at least 1; 2 with\n"
+"                     --quick; the checkpoint's on --resume)\n"
 "  --test-tasks N     meta-test tasks for Table 4 (default 120, the paper's)\n"
-"  --cos-every N      cosine against full RMD every N hyper-iterations, truncated\n"
-"                     K only (default N/20; 0: never)\n"
+"  --cos-every N      cosine against full RMD every N hyper-iterations, at the\n"
+"                     first and after the last, truncated K only (default\n"
+"                     --hyper-iters / 20, at least 1; 2 with --quick; the\n"
+"                     checkpoint's on --resume; 0: never)\n"
 "  --relerr-tasks N   tasks for the relative error against K (Fig. 7, plot 4),\n"
 "                     at the final lambda of full RMD (default 3; 0: skip):\n"
 "                     with the learned rho, with rho = 0, and with every\n"
@@ -149,43 +165,64 @@ static void usage(FILE *out)
 "validation, the cosine measurements and the meta-test are timed apart.\n"
 "Progress goes to stderr; Table 4 to stdout and DIR/table4.md.\n"
 "OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n"
-"Exit status: 0 on success, 1 on a run-time failure, 2 on bad usage.\n",
-            STEP_LO, STEP_HI);
+"Exit status: 0 on success, 1 on a run-time failure, 2 on bad usage.\n");
 }
 
-/* "1,10,25,full,short" into configurations (needs o->T). */
+/* "1,10,25,full,short" into configurations (needs o->T).  A list given by
+ * --K is strict: every entry non-empty and known, no configuration named
+ * twice.  The default list is fitted to T instead: a K >= T is full RMD, and
+ * an entry that repeats a configuration already listed (by name, or by K
+ * and T: the short horizon is full RMD when T = 1) is dropped. */
 static int parse_k_list(opts *o)
 {
-    char buf[256];
-    if (strlen(o->k_list) >= sizeof buf) return ex_usage_error(PROG, "--K: list too long");
-    strcpy(buf, o->k_list);
+    static const char DEFAULT_K[] = "1,10,25,full,short";
+    const bool strict = o->k_list != NULL;
+    const char *s = strict ? o->k_list : DEFAULT_K;
     o->n_cfg = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        if (o->n_cfg == MAX_CFG) return ex_usage_error(PROG, "--K: at most 8 configurations");
-        cfg *c = &o->cfgs[o->n_cfg];
+    if (!*s) return ex_usage_error(PROG, "--K: empty list");
+    for (const char *p = s;;) { /* p is at the start of an entry */
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char tok[32];
+        if (len == 0) return ex_usage_error(PROG, "--K: empty entry in '%s'", s);
+        if (len >= sizeof tok)
+            return ex_usage_error(PROG, "--K: entry '%.*s' too long", (int)len, p);
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        cfg c;
         int K;
         if (!strcmp(tok, "short")) {
-            *c = (cfg){ .K = 1, .T = 1 };
-            snprintf(c->name, sizeof c->name, "short");
-            snprintf(c->label, sizeof c->label, "Short horizon (T=1)");
+            c = (cfg){ .K = 1, .T = 1 };
+            snprintf(c.name, sizeof c.name, "short");
+            snprintf(c.label, sizeof c.label, "Short horizon (T=1)");
         } else if (!strcmp(tok, "full") || (ex_parse_int(tok, 1, 100000, &K) && K >= o->T)) {
-            *c = (cfg){ .K = o->T, .T = o->T };
-            snprintf(c->name, sizeof c->name, "full");
-            snprintf(c->label, sizeof c->label, "Full RMD");
+            c = (cfg){ .K = o->T, .T = o->T };
+            snprintf(c.name, sizeof c.name, "full");
+            snprintf(c.label, sizeof c.label, "Full RMD");
         } else if (ex_parse_int(tok, 1, 100000, &K)) {
-            *c = (cfg){ .K = K, .T = o->T, .truncated = true };
-            snprintf(c->name, sizeof c->name, "K%d", K);
-            snprintf(c->label, sizeof c->label, "%d-RMD", K);
+            c = (cfg){ .K = K, .T = o->T, .truncated = true };
+            snprintf(c.name, sizeof c.name, "K%d", K);
+            snprintf(c.label, sizeof c.label, "%d-RMD", K);
         } else {
             return ex_usage_error(PROG, "--K: expected numbers, 'full' or 'short', got '%s'",
                                   tok);
         }
-        for (int i = 0; i < o->n_cfg; i++)
-            if (!strcmp(o->cfgs[i].name, c->name))
-                return ex_usage_error(PROG, "--K: '%s' twice", tok);
-        o->n_cfg++;
+        bool repeat = false;
+        for (int i = 0; i < o->n_cfg; i++) {
+            const cfg *d = &o->cfgs[i];
+            if (!strcmp(d->name, c.name)) {
+                if (strict) return ex_usage_error(PROG, "--K: '%s' twice", tok);
+                repeat = true;
+            }
+            if (!strict && d->K == c.K && d->T == c.T) repeat = true;
+        }
+        if (!repeat) {
+            if (o->n_cfg == MAX_CFG) return ex_usage_error(PROG, "--K: at most 8 configurations");
+            o->cfgs[o->n_cfg++] = c;
+        }
+        if (!comma) break;
+        p = comma + 1;
     }
-    if (o->n_cfg == 0) return ex_usage_error(PROG, "--K: empty list");
     return 0;
 }
 
@@ -195,7 +232,7 @@ static int parse_args(int argc, char **argv, opts *o)
     *o = (opts){ .channels = 64, .iters = 130, .T = 50, .meta_batch = 4, .val_tasks = 20,
                  .test_tasks = 120, .eval_every = -1, .cos_every = -1, .relerr_tasks = 3,
                  .ckpt_every = 60, .relerr_rho = 1, .lr = 1e-2, .rho0 = 0.1, .step0 = 0.03,
-                 .seed = 1, .plots = true, .k_list = "1,10,25,full,short" };
+                 .seed = 1, .plots = true };
     enum { SET_CH = 1, SET_IT = 2, SET_VAL = 4, SET_TEST = 8, SET_REL = 16, SET_OUT = 32,
            SET_EV = 64, SET_COS = 128 }; /* flags given explicitly (--quick leaves them) */
     int set = 0;
@@ -273,6 +310,8 @@ static int parse_args(int argc, char **argv, opts *o)
         if (!(set & SET_COS)) o->cos_every = 2;
     }
     if (!(set & SET_OUT)) o->out = o->quick ? "results/oneshot-quick" : "results/oneshot";
+    o->eval_every_given = set & SET_EV;
+    o->cos_every_given = set & SET_COS;
     if (o->eval_every < 0) o->eval_every = o->iters >= 10 ? o->iters / 10 : 1;
     if (o->cos_every < 0) o->cos_every = o->iters >= 20 ? o->iters / 20 : 1;
     if (o->rho0 > 30) return ex_usage_error(PROG, "--rho0: at most 30");
@@ -426,8 +465,9 @@ typedef struct logs {
 static int grow(void **p, int *cap, int need, size_t size)
 {
     if (need <= *cap) return AD_OK;
-    int c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
+    int c = *cap > 0 ? *cap : 64;
+    while (c < need) c = c > INT_MAX / 2 ? need : 2 * c; /* no overflow */
+    if ((size_t)c > SIZE_MAX / size) return ad_fail(AD_ENOMEM, "out of memory");
     void *q = realloc(*p, (size_t)c * size);
     if (!q) return ad_fail(AD_ENOMEM, "out of memory");
     *p = q;
@@ -448,7 +488,10 @@ static void logs_free(logs *lg)
     memset(lg, 0, sizeof *lg);
 }
 
-/* What a checkpoint must agree on to be resumed. */
+/* What a checkpoint must agree on to be resumed, but for eval_every and
+ * cos_every: they are stored here (the layout of HTOSCK01 files) and only
+ * say when the logs take a point, so a resumed run may change them (and
+ * keeps the stored ones unless the flags are given; see run_cfg). */
 typedef struct ckpt_id {
     char magic[8];
     int channels, T, K, meta_batch, n_list, val_tasks, eval_every, cos_every;
@@ -523,11 +566,32 @@ static int ckpt_write(const opts *o, const cfg *c, const os_hyper *hy, const opt
     return AD_OK;
 }
 
-/* Reads a checkpoint into hy (λ), adam, st and lg.  λ only when adam is
+/* Reads one log of a checkpoint: its row count, which must lie in 0..max
+ * (a larger one cannot come from this run: a corrupt file), then the rows. */
+static int read_log(FILE *f, const char *path, const char *what, int max, void **rows, int *n,
+                    int *cap, size_t size)
+{
+    int k;
+    if (!get(f, &k, sizeof k, 1))
+        return ad_fail(AD_EFORMAT, "%s is truncated: it ends before the %s log", path, what);
+    if (k < 0 || k > max)
+        return ad_fail(AD_EFORMAT, "%s is corrupt: its %s log has %d rows, not 0..%d", path,
+                       what, k, max);
+    int rc = grow(rows, cap, k, size);
+    if (rc != AD_OK) return rc;
+    if (!get(f, *rows, size, (size_t)k))
+        return ad_fail(AD_EFORMAT, "%s is truncated: its %s log ends early", path, what);
+    *n = k;
+    return AD_OK;
+}
+
+/* Reads a checkpoint into hy (λ), adam, st and lg, and its schedule into
+ * *eval_every and *cos_every (either may be NULL).  λ only when adam is
  * NULL (Fig. 7 plot 4 reads the final λ of full RMD).  AD_EIO if there is
- * no file; AD_EFORMAT if it belongs to another run. */
+ * no file; AD_EFORMAT if it belongs to another run, is truncated or
+ * corrupt, or (with adam) is further on than --hyper-iters. */
 static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam, ckpt_state *st,
-                     logs *lg)
+                     logs *lg, int *eval_every, int *cos_every)
 {
     char path[EX_PATH_LEN], name[64];
     snprintf(name, sizeof name, "ckpt_%s.bin", c->name);
@@ -536,39 +600,71 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
     if (!f) return ad_fail(AD_EIO, "no checkpoint %s", path);
     ckpt_id id, want = make_id(o, c, hy);
     ckpt_state s;
-    int tau = 0;
+    int tau = 0, rc = AD_OK;
     size_t dim = 0;
-    bool ok = get(f, &id, sizeof id, 1) && get(f, &s, sizeof s, 1) && get(f, &tau, sizeof tau, 1) &&
-              get(f, &dim, sizeof dim, 1);
-    if (!ok || memcmp(&id, &want, sizeof id) != 0) {
-        fclose(f);
-        return ad_fail(AD_EFORMAT, "%s belongs to another run (other flags or version): start "
-                                   "afresh without --resume, or use the same flags", path);
+    if (!(get(f, &id, sizeof id, 1) && get(f, &s, sizeof s, 1) && get(f, &tau, sizeof tau, 1) &&
+          get(f, &dim, sizeof dim, 1))) {
+        rc = ad_fail(AD_EFORMAT, "%s is truncated: it ends within its header", path);
+        goto done;
     }
+    int ev = id.eval_every, ce = id.cos_every; /* not part of the identity */
+    id.eval_every = want.eval_every;
+    id.cos_every = want.cos_every;
+    if (memcmp(&id, &want, sizeof id) != 0) {
+        rc = ad_fail(AD_EFORMAT, "%s belongs to another run (other flags or version): start "
+                                 "afresh without --resume, or use the same flags", path);
+        goto done;
+    }
+    if (ev < 1 || ev > 1000000 || ce < 0 || ce > 1000000) {
+        rc = ad_fail(AD_EFORMAT, "%s is corrupt: --eval-every %d, --cos-every %d", path, ev, ce);
+        goto done;
+    }
+    bool ok = true;
     for (int i = 0; i < hy->n_list && ok; i++)
         ok = get(f, hy->list[i]->data, sizeof(ad_real), hy->list[i]->size);
-    if (ok && adam) {
-        ok = dim == adam->dim && get(f, adam->m, sizeof(double), dim) &&
-             get(f, adam->v, sizeof(double), dim);
+    if (!ok) {
+        rc = ad_fail(AD_EFORMAT, "%s is truncated: it ends within λ", path);
+        goto done;
+    }
+    if (adam) {
+        /* The iteration bounds every count below: one training row per
+         * hyper-iteration, a validation row per one and λ0's, at most one
+         * cosine per one, one Adam step per one. */
+        if (s.iter < 0 || tau < 0 || tau > s.iter || dim != adam->dim) {
+            rc = ad_fail(AD_EFORMAT, "%s is corrupt: hyper-iteration %d, %d Adam steps of %zu "
+                                     "entries (%zu expected)",
+                         path, s.iter, tau, dim, adam->dim);
+            goto done;
+        }
+        if (s.iter > o->iters) {
+            rc = ad_fail(AD_EFORMAT, "%s is at hyper-iteration %d, past --hyper-iters %d: on "
+                                     "--resume --hyper-iters may grow, not shrink",
+                         path, s.iter, o->iters);
+            goto done;
+        }
+        if (!(get(f, adam->m, sizeof(double), dim) && get(f, adam->v, sizeof(double), dim))) {
+            rc = ad_fail(AD_EFORMAT, "%s is truncated: it ends within Adam's moments", path);
+            goto done;
+        }
+        rc = read_log(f, path, "training", s.iter, (void **)&lg->tr, &lg->n_tr, &lg->cap_tr,
+                      sizeof *lg->tr);
+        if (rc == AD_OK)
+            rc = read_log(f, path, "validation", s.iter + 1, (void **)&lg->va, &lg->n_va,
+                          &lg->cap_va, sizeof *lg->va);
+        if (rc == AD_OK)
+            rc = read_log(f, path, "cosine", s.iter, (void **)&lg->co, &lg->n_co, &lg->cap_co,
+                          sizeof *lg->co);
+        if (rc == AD_OK && fgetc(f) != EOF)
+            rc = ad_fail(AD_EFORMAT, "%s is corrupt: bytes after its last log", path);
+        if (rc != AD_OK) goto done;
         adam->tau = tau;
         *st = s;
-        int n;
-        ok = ok && get(f, &n, sizeof n, 1) && n >= 0 &&
-             grow((void **)&lg->tr, &lg->cap_tr, n, sizeof *lg->tr) == AD_OK &&
-             get(f, lg->tr, sizeof *lg->tr, (size_t)n);
-        if (ok) lg->n_tr = n;
-        ok = ok && get(f, &n, sizeof n, 1) && n >= 0 &&
-             grow((void **)&lg->va, &lg->cap_va, n, sizeof *lg->va) == AD_OK &&
-             get(f, lg->va, sizeof *lg->va, (size_t)n);
-        if (ok) lg->n_va = n;
-        ok = ok && get(f, &n, sizeof n, 1) && n >= 0 &&
-             grow((void **)&lg->co, &lg->cap_co, n, sizeof *lg->co) == AD_OK &&
-             get(f, lg->co, sizeof *lg->co, (size_t)n);
-        if (ok) lg->n_co = n;
     }
+    if (eval_every) *eval_every = ev;
+    if (cos_every) *cos_every = ce;
+done:
     fclose(f);
-    if (!ok) return ad_fail(AD_EFORMAT, "%s is truncated or corrupt", path);
-    return AD_OK;
+    return rc;
 }
 
 /* The CSV files of one configuration, rewritten from the logs. */
@@ -621,7 +717,8 @@ typedef struct result {
     bool ok;
 } result;
 
-/* The flags a finished configuration's result depends on, as one token. */
+/* The flags a finished configuration's result depends on, as one token,
+ * and the schedule of its logs (/evN/cosN), which read_summary ignores. */
 static void run_id(const opts *o, const cfg *c, char *buf, size_t len)
 {
     snprintf(buf, len, "v1/ch%d/T%d/K%d/mb%d/seed%llu/lr%.9g/rho%.9g/step%.9g/val%d/ev%d/cos%d/test%d",
@@ -648,13 +745,31 @@ static int write_summary(const opts *o, const cfg *c, const result *r)
     return ex_close(f, name);
 }
 
-/* Reads summary_NAME.txt; false if absent or for another number of
- * hyper-iterations. */
+/* Drops the /evN and /cosN parts of a run_id in place: when the logs took
+ * their points does not change the result (the final λ, the meta-test and
+ * the last meta-validation point), and a resumed configuration keeps its
+ * checkpoint's schedule, which may differ from the one the flags derive. */
+static void strip_schedule(char *id)
+{
+    for (char *p = id; (p = strchr(p, '/'));) {
+        char *q = p + 1;
+        if (!strncmp(q, "ev", 2)) q += 2;
+        else if (!strncmp(q, "cos", 3)) q += 3;
+        char *d = q;
+        while (isdigit((unsigned char)*d)) d++;
+        if (q != p + 1 && d != q && (*d == '/' || *d == '\0')) memmove(p, d, strlen(d) + 1);
+        else p++;
+    }
+}
+
+/* Reads summary_NAME.txt; false if absent, for other flags (but for the
+ * schedule of the logs) or for another number of hyper-iterations. */
 static bool read_summary(const opts *o, const cfg *c, result *r)
 {
     char name[64], path[EX_PATH_LEN], key[256], id[256];
     bool same_id = false;
     run_id(o, c, id, sizeof id);
+    strip_schedule(id);
     snprintf(name, sizeof name, "summary_%s.txt", c->name);
     out_path(o, name, path);
     FILE *f = fopen(path, "r");
@@ -669,6 +784,7 @@ static bool read_summary(const opts *o, const cfg *c, result *r)
         }
         if (!strcmp(key, "id")) {
             if (fscanf(f, "%255s", key) != 1) break;
+            strip_schedule(key);
             same_id = !strcmp(key, id);
             continue;
         }
@@ -751,7 +867,10 @@ static int compare_full_forked(os_task *tk, ad_value *const *g, hg_compare *cm)
 
 static int run_cfg(run_ctx *ctx, result *res)
 {
-    const opts *o = ctx->o;
+    /* This configuration's copy of the options: a resumed one takes its
+     * checkpoint's schedule (eval_every, cos_every) unless the flags gave it. */
+    opts own = *ctx->o;
+    opts *o = &own;
     const cfg *c = &o->cfgs[ctx->ci];
     world *w = ctx->w;
     memset(res, 0, sizeof *res);
@@ -777,10 +896,17 @@ static int run_cfg(run_ctx *ctx, result *res)
             rc = ad_fail(AD_ENOMEM, "out of memory");
     ckpt_state st = { .iter = 0, .rng = rng_train };
     if (rc == AD_OK && o->resume) {
-        int r = ckpt_read(o, c, &hy, &adam, &st, &lg);
+        int ev = 0, ce = 0;
+        int r = ckpt_read(o, c, &hy, &adam, &st, &lg, &ev, &ce);
         if (r == AD_OK) {
+            if (!o->eval_every_given) o->eval_every = ev;
+            if (!o->cos_every_given) o->cos_every = ce;
             fprintf(stderr, PROG ": %s: resuming at hyper-iteration %d (%.0f s of training "
-                            "done)\n", c->label, st.iter, st.train_s);
+                            "done); meta-validation every %d hyper-iterations (%s), cosine "
+                            "every %d (%s)\n",
+                    c->label, st.iter, st.train_s, o->eval_every,
+                    o->eval_every_given ? "--eval-every" : "the checkpoint's", o->cos_every,
+                    o->cos_every_given ? "--cos-every" : "the checkpoint's");
         } else if (r == AD_EIO) {
             ad_error_clear();
         } else {
@@ -961,7 +1087,7 @@ static int relerr_run(const opts *o, world *w, const char **lambda_from)
         for (int i = 0; i < o->n_cfg; i++) {
             const cfg *c = &o->cfgs[i];
             if (pass == 0 && strcmp(c->name, "full") != 0) continue;
-            if (ckpt_read(o, c, &hy, NULL, NULL, NULL) == AD_OK) {
+            if (ckpt_read(o, c, &hy, NULL, NULL, NULL, NULL, NULL) == AD_OK) {
                 static char msg[64];
                 snprintf(msg, sizeof msg, "the final λ of %s", c->label);
                 *lambda_from = msg;
