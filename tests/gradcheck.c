@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "ad/node.h"
+#include "ops/ops.h"
 
 typedef struct probe {
     gc_build f;
@@ -14,7 +15,7 @@ typedef struct probe {
     ad_value *r; /* the projection, shaped like f(x) */
 } probe;
 
-/* L(x) = Σ r ⊙ f(x), evaluated without recording. */
+/* L(x) = Σ r ⊙ f(x) + ½ Σ f(x)², evaluated without recording. */
 static int eval_L(const probe *p, double *L)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
@@ -25,7 +26,8 @@ static int eval_L(const probe *p, double *L)
     if (y && !ad_same_shape(y, p->r)) rc = ad_fail(AD_ESHAPE, "gradcheck: output shape changed");
     if (rc == AD_OK) {
         double s = 0;
-        for (size_t i = 0; i < y->size; i++) s += (double)y->data[i] * p->r->data[i];
+        for (size_t i = 0; i < y->size; i++)
+            s += (double)y->data[i] * (p->r->data[i] + 0.5 * (double)y->data[i]);
         *L = s;
     }
     ad_no_record_end(tp);
@@ -33,19 +35,27 @@ static int eval_L(const probe *p, double *L)
     return rc;
 }
 
-/* ∇L into out[i] (caller-owned copies, NULL for inputs without gradient).
- * With v, returns H·v instead (double backward). */
-static int grad_L(const probe *p, ad_value *const *v, ad_value **out)
+/* ∇L into g[i] (caller-owned copies, NULL for inputs without gradient).
+ * With v, the gradient is recorded (create_graph) and hv[i] receives H·v
+ * (double backward): both of those passes are what hypergradients use. */
+static int grad_L(const probe *p, ad_value *const *v, ad_value **g_out, ad_value **hv_out)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     if (!tp) return AD_ENOMEM;
     ad_value *y = p->f(tp, p->x, p->ctx);
+    /* The ½‖y‖² term makes the Hessian non-zero even for a linear op, so its
+     * backward rule is itself differentiated (with a cotangent r + y that
+     * depends on x) instead of the second-order check comparing 0 with 0. */
+    ad_value *L = ad_add(tp, ad_dot(tp, y, ad_detach(tp, p->r)), ad_scale(tp, ad_sqnorm(tp, y), 0.5));
     ad_value *g[8] = { 0 }, *hv[8] = { 0 };
-    int rc = y ? AD_OK : AD_EARG;
-    if (rc == AD_OK) rc = ad_vjp(tp, y, ad_detach(tp, p->r), p->n, p->x, g, v != NULL);
+    int rc = L ? AD_OK : AD_EARG;
+    if (rc == AD_OK) rc = ad_grad(tp, L, p->n, p->x, g, v != NULL);
     if (rc == AD_OK && v) rc = ad_vjp_many(tp, p->n, g, v, p->n, p->x, hv, false);
-    for (int i = 0; i < p->n && rc == AD_OK; i++)
-        out[i] = p->x[i]->requires_grad ? ad_value_copy(v ? hv[i] : g[i]) : NULL;
+    for (int i = 0; i < p->n && rc == AD_OK; i++) {
+        bool want = p->x[i]->requires_grad;
+        g_out[i] = want ? ad_value_copy(g[i]) : NULL;
+        if (v) hv_out[i] = want ? ad_value_copy(hv[i]) : NULL;
+    }
     ad_tape_free(tp);
     return rc;
 }
@@ -59,7 +69,7 @@ static double entry_error(double a, double n)
 static int first_order(const probe *p, double eps, double tol, const char *name)
 {
     ad_value *g[8] = { 0 };
-    int rc = grad_L(p, NULL, g), bad = 0;
+    int rc = grad_L(p, NULL, g, NULL), bad = 0;
     if (rc != AD_OK) {
         fprintf(stderr, "gradcheck %s: backward failed: %s\n", name, ad_error());
         return 1;
@@ -92,11 +102,28 @@ static int second_order(const probe *p, double eps, double tol, const char *name
     ad_rng rng;
     ad_rng_seed(&rng, 0x5eed2);
     ad_value *v[8] = { 0 }, *hv[8] = { 0 }, *gp[8] = { 0 }, *gm[8] = { 0 };
+    ad_value *g_rec[8] = { 0 }, *g_plain[8] = { 0 };
     for (int i = 0; i < p->n; i++) v[i] = ad_tensor_randn(&rng, p->x[i]->rank, p->x[i]->shape, 1);
-    int rc = grad_L(p, v, hv), bad = 0;
+    int rc = grad_L(p, v, g_rec, hv), bad = 0;
     if (rc != AD_OK) {
         fprintf(stderr, "gradcheck %s: double backward failed: %s\n", name, ad_error());
         bad = 1;
+    }
+    /* The recorded gradient must hold the same numbers as the plain one (which
+     * first_order compared with finite differences): the two sweeps
+     * accumulate differently. */
+    if (!bad && grad_L(p, NULL, g_plain, NULL) != AD_OK) bad = 1;
+    for (int i = 0; i < p->n && !bad; i++) {
+        if (!g_rec[i]) continue;
+        for (size_t j = 0; j < g_rec[i]->size && !bad; j++) {
+            double err = entry_error(g_rec[i]->data[j], g_plain[i]->data[j]);
+            if (!(err <= 1e-12)) {
+                fprintf(stderr, "gradcheck %s: recorded gradient, input %d entry %zu: "
+                        "%.17g vs plain %.17g\n", name, i, j, (double)g_rec[i]->data[j],
+                        (double)g_plain[i]->data[j]);
+                bad = 1;
+            }
+        }
     }
     /* Move every input along its direction at once: that is H·v. */
     for (int s = 0; s < 2 && !bad; s++) {
@@ -104,7 +131,7 @@ static int second_order(const probe *p, double eps, double tol, const char *name
             if (p->x[i]->requires_grad)
                 for (size_t j = 0; j < p->x[i]->size; j++)
                     p->x[i]->data[j] += (ad_real)((s == 0 ? eps : -2 * eps) * v[i]->data[j]);
-        if (grad_L(p, NULL, s == 0 ? gp : gm) != AD_OK) bad = 1;
+        if (grad_L(p, NULL, s == 0 ? gp : gm, NULL) != AD_OK) bad = 1;
     }
     for (int i = 0; i < p->n; i++) /* restore x */
         if (p->x[i]->requires_grad)
@@ -127,6 +154,8 @@ static int second_order(const probe *p, double eps, double tol, const char *name
         ad_value_free(hv[i]);
         ad_value_free(gp[i]);
         ad_value_free(gm[i]);
+        ad_value_free(g_rec[i]);
+        ad_value_free(g_plain[i]);
     }
     return bad;
 }

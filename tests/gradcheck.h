@@ -2,9 +2,12 @@
  * finite differences, in double.
  *
  * The function under test may return a tensor of any shape; the harness
- * reduces it to the scalar L(x) = Σ r ⊙ f(x) with a fixed random r, so every
- * output entry is weighed.  Then, for every input that wants a gradient:
- *   first order:  ∇L from ad_vjp          vs  (L(x+εeⱼ) − L(x−εeⱼ)) / 2ε
+ * reduces it to the scalar L(x) = Σ r ⊙ f(x) + ½ Σ f(x)² with a fixed random
+ * r, so every output entry is weighed, and the Hessian is not zero even for
+ * a linear op (whose backward rule is then differentiated too).  Then, for
+ * every input that wants a gradient:
+ *   first order:  ∇L from ad_grad         vs  (L(x+εeⱼ) − L(x−εeⱼ)) / 2ε
+ *   recorded:     ∇L with create_graph    vs  ∇L from the plain sweep (1e-12)
  *   second order: H·v from double backward vs  (∇L(x+εv) − ∇L(x−εv)) / 2ε
  * The error of one entry is |a − n| / max(1, |a|, |n|): relative for large
  * entries, absolute near zero, so it never divides by a tiny number.

@@ -104,6 +104,7 @@ START_TEST(binary_gradients)
     static const struct { int ra; int sa[2]; int rb; int sb[2]; } shapes[] = {
         { 2, { 3, 4 }, 2, { 3, 4 } }, { 2, { 3, 4 }, 1, { 4 } }, { 2, { 3, 4 }, 2, { 3, 1 } },
         { 2, { 3, 4 }, 0, { 0 } },    { 2, { 3, 1 }, 2, { 1, 4 } },
+        { 0, { 0 }, 2, { 3, 4 } },    { 1, { 4 }, 2, { 3, 4 } }, /* the smaller one first */
     };
     ad_rng rng;
     ad_rng_seed(&rng, 11);
@@ -128,6 +129,13 @@ static ad_value *mean_all(ad_tape *tp, ad_value *x) { return ad_mean(tp, x); }
 static ad_value *sum_ax0(ad_tape *tp, ad_value *x) { return ad_sum_axis(tp, x, 0); }
 static ad_value *sum_ax1(ad_tape *tp, ad_value *x) { return ad_sum_axis(tp, x, 1); }
 static ad_value *mean_ax1(ad_tape *tp, ad_value *x) { return ad_mean_axis(tp, x, 1); }
+static ad_value *mean_ax0(ad_tape *tp, ad_value *x) { return ad_mean_axis(tp, x, 0); }
+static ad_value *sum_ax_m1(ad_tape *tp, ad_value *x) { return ad_sum_axis(tp, x, -1); }
+/* The middle axis of a rank-3 tensor, counted from the end. */
+static ad_value *sum_mid(ad_tape *tp, ad_value *x)
+{
+    return ad_sum_axis(tp, ad_reshape(tp, x, 3, (int[]){ 3, 2, 2 }), -2);
+}
 static ad_value *sqnorm(ad_tape *tp, ad_value *x) { return ad_sqnorm(tp, x); }
 static ad_value *sum_to_row(ad_tape *tp, ad_value *x) { return ad_sum_to(tp, x, 2, (int[]){ 1, 4 }); }
 static ad_value *sum_to_col(ad_tape *tp, ad_value *x) { return ad_sum_to(tp, x, 1, (int[]){ 4 }); }
@@ -153,6 +161,8 @@ static const struct { const char *name; unary_op f; bool positive; } unaries[] =
     { "sqnorm", sqnorm, false },      { "sum_to row", sum_to_row, false },
     { "sum_to col", sum_to_col, false }, { "broadcast_to", bcast_sq, false },
     { "sum_axis squared", sum_sq, false },
+    { "sum_axis -1", sum_ax_m1, false }, { "mean_axis 0", mean_ax0, false },
+    { "sum_axis middle", sum_mid, false },
 };
 
 START_TEST(unary_gradients)
@@ -173,6 +183,22 @@ static ad_value *dot_op(ad_tape *tp, ad_value *const *x, void *ctx)
     (void)ctx;
     return ad_dot(tp, x[0], x[1]);
 }
+
+/* step is a constant: its values, and no path for gradients through it. */
+START_TEST(step_is_constant)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(1, (int[]){ 4 }, (ad_real[]){ -1, 0, 2, 1e-300 });
+    ad_value *s = ad_step(tp, x);
+    tu_expect_values(s, (double[]){ 0, 0, 1, 1 }, 4, 0);
+    ck_assert(!s->requires_grad);
+    ad_value *g;
+    ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_mul(tp, ad_step(tp, x), x)), 1, &x, &g, false), AD_OK);
+    tu_expect_values(g, (double[]){ 0, 0, 1, 1 }, 4, 0); /* step(x)·x: only x's own path */
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
 
 START_TEST(dot_gradient)
 {
@@ -218,6 +244,7 @@ Suite *elementwise_suite(void)
     tcase_add_loop_test(tc, binary_gradients, 0, sizeof binaries / sizeof *binaries);
     tcase_add_loop_test(tc, unary_gradients, 0, sizeof unaries / sizeof *unaries);
     tcase_add_test(tc, dot_gradient);
+    tcase_add_test(tc, step_is_constant);
     tcase_add_test(tc, shape_errors);
     suite_add_tcase(s, tc);
     return s;

@@ -238,6 +238,7 @@ END_TEST
 typedef struct conv_case {
     int stride, pad;
     bool bias, square; /* square: f = conv(x)² so that ∂²/∂x² ≠ 0 */
+    bool rect;         /* a 5×6 image and a 3×2 kernel: H≠W and kh≠kw */
 } conv_case;
 
 static ad_value *call_conv(ad_tape *tp, ad_value *const *x, void *ctx)
@@ -251,9 +252,10 @@ static ad_value *call_conv(ad_tape *tp, ad_value *const *x, void *ctx)
  * non-zero mixed second derivatives, so the second-order check exercises
  * col2im's rule (im2col); squaring the output adds the curvature in x alone. */
 static const conv_case conv_cases[] = {
-    { 1, 0, true, false }, { 1, 1, true, false }, { 2, 0, true, false },
-    { 2, 1, true, false }, { 1, 1, false, true }, { 2, 1, true, true },
-    { 3, 1, true, true }, /* (5 + 2 − 3)/3 leaves a remainder: the edge is dropped */
+    { 1, 0, true, false, false }, { 1, 1, true, false, false }, { 2, 0, true, false, false },
+    { 2, 1, true, false, false }, { 1, 1, false, true, false }, { 2, 1, true, true, false },
+    { 3, 1, true, true, false }, /* (5 + 2 − 3)/3 leaves a remainder: the edge is dropped */
+    { 1, 1, true, false, true }, { 2, 1, true, true, true }, /* a mix-up of H and W shows */
 };
 
 START_TEST(conv2d_gradients)
@@ -261,11 +263,12 @@ START_TEST(conv2d_gradients)
     conv_case c = conv_cases[_i];
     ad_rng rng;
     ad_rng_seed(&rng, 61 + (uint64_t)_i);
-    ad_value *x[3] = { gc_param(&rng, 4, (int[]){ 2, 2, 5, 5 }, -1, 1, 0),
-                       gc_param(&rng, 4, (int[]){ 3, 2, 3, 3 }, -1, 1, 0),
+    ad_value *x[3] = { gc_param(&rng, 4, (int[]){ 2, 2, 5, c.rect ? 6 : 5 }, -1, 1, 0),
+                       gc_param(&rng, 4, (int[]){ 3, 2, 3, c.rect ? 2 : 3 }, -1, 1, 0),
                        gc_param(&rng, 1, (int[]){ 3 }, -1, 1, 0) };
     ck_assert_msg(gc_check("conv2d", call_conv, &c, c.bias ? 3 : 2, x, NULL) == 0,
-                  "conv2d stride %d pad %d bias %d square %d", c.stride, c.pad, c.bias, c.square);
+                  "conv2d stride %d pad %d bias %d square %d rect %d", c.stride, c.pad, c.bias,
+                  c.square, c.rect);
     for (int i = 0; i < 3; i++) ad_value_free(x[i]);
 }
 END_TEST

@@ -9,6 +9,7 @@
 
 #include "ad/node.h"
 #include "gradcheck.h"
+#include "testutil.h"
 #include "ops/ops.h"
 
 /* ---- the toy problem of Sec. 4.1 -----------------------------------------
@@ -333,6 +334,28 @@ START_TEST(error_paths)
 }
 END_TEST
 
+/* ad_detach cuts the path; ad_leaf cuts it and starts a new one. */
+START_TEST(detach_and_leaf)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1.5, -2 }), *g[2];
+    /* d/dx Σ x·detach(x) = detach(x), not 2x. */
+    ad_value *d = ad_detach(tp, x);
+    ck_assert(!d->requires_grad);
+    ck_assert_int_eq(ad_grad(tp, ad_dot(tp, x, d), 1, &x, g, false), AD_OK);
+    tu_expect_values(g[0], (double[]){ 1.5, -2 }, 2, 0);
+    /* y = Σ leaf(3x)²: the gradient reaches the leaf (2·3x) and not x. */
+    ad_value *l = ad_leaf(tp, ad_scale(tp, x, 3));
+    ck_assert(l->requires_grad);
+    ad_value *wrt[2] = { l, x };
+    ck_assert_int_eq(ad_grad(tp, ad_sqnorm(tp, l), 2, wrt, g, false), AD_OK);
+    tu_expect_values(g[0], (double[]){ 9, -12 }, 2, 0);
+    tu_expect_values(g[1], (double[]){ 0, 0 }, 2, 0);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 /* Sweeps stamp an epoch into the values they visit, and caller-owned leaves
  * are shared between threads: a second thread must not mistake the first
  * thread's stamps for its own (with per-thread counters it did, and left a
@@ -441,6 +464,7 @@ Suite *tape_suite(void)
     tcase_add_test(tc, dot_export);
     tcase_add_test(tc, error_paths);
     tcase_add_test(tc, rng_repeats);
+    tcase_add_test(tc, detach_and_leaf);
     tcase_add_test(tc, sweeps_on_several_threads);
     tcase_add_test(tc, bad_arguments_are_errors);
     suite_add_tcase(s, tc);
