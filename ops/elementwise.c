@@ -144,7 +144,9 @@ UNARY_OP(softplus,  fmax(x, 0) + log1p(exp(-fabs(x))), ad_mul(tp, g, ad_sigmoid(
 UNARY_OP(relu,      x > 0 ? x : 0,               ad_mul(tp, g, ad_step(tp, x)))
 UNARY_OP(square,    x * x,                       ad_mul(tp, g, ad_scale(tp, x, 2)))
 UNARY_OP(sqrt,      sqrt(x),                     ad_div(tp, g, ad_scale(tp, out, 2)))
-UNARY_OP(pow,       pow(x, c),                   ad_mul(tp, g, ad_scale(tp, ad_pow(tp, x, c - 1), c)))
+/* pow(x, 0) is constant: its derivative 0·x⁻¹ would be NaN at x = 0. */
+UNARY_OP(pow,       pow(x, c),                   c == 0 ? ad_scale(tp, g, 0)
+                                                        : ad_mul(tp, g, ad_scale(tp, ad_pow(tp, x, c - 1), c)))
 
 ad_value *ad_neg(ad_tape *tp, ad_value *x) { return unary(tp, &neg_op, x, neg_fwd, 0); }
 ad_value *ad_scale(ad_tape *tp, ad_value *x, double c) { return unary(tp, &scale_op, x, scale_fwd, c); }

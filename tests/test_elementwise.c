@@ -184,7 +184,8 @@ static ad_value *dot_op(ad_tape *tp, ad_value *const *x, void *ctx)
     return ad_dot(tp, x[0], x[1]);
 }
 
-/* step is a constant: its values, and no path for gradients through it. */
+/* step is a constant: its values, and no path for gradients through it; and
+ * pow's constant case. */
 START_TEST(step_is_constant)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
@@ -195,6 +196,9 @@ START_TEST(step_is_constant)
     ad_value *g;
     ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_mul(tp, ad_step(tp, x), x)), 1, &x, &g, false), AD_OK);
     tu_expect_values(g, (double[]){ 0, 0, 1, 1 }, 4, 0); /* step(x)·x: only x's own path */
+    /* pow(x, 0) = 1 everywhere, so its gradient is 0, also at x = 0 (not 0·0⁻¹). */
+    ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_pow(tp, x, 0)), 1, &x, &g, false), AD_OK);
+    tu_expect_values(g, (double[]){ 0, 0, 0, 0 }, 4, 0);
     ad_tape_free(tp);
     ad_value_free(x);
 }
