@@ -97,10 +97,10 @@ static int first_order(const probe *p, double eps, double tol, const char *name)
     return bad;
 }
 
-static int second_order(const probe *p, double eps, double tol, const char *name)
+static int second_order(const probe *p, uint64_t seed, double eps, double tol, const char *name)
 {
     ad_rng rng;
-    ad_rng_seed(&rng, 0x5eed2);
+    ad_rng_seed(&rng, seed);
     ad_value *v[8] = { 0 }, *hv[8] = { 0 }, *gp[8] = { 0 }, *gm[8] = { 0 };
     ad_value *g_rec[8] = { 0 }, *g_plain[8] = { 0 };
     for (int i = 0; i < p->n; i++) v[i] = ad_tensor_randn(&rng, p->x[i]->rank, p->x[i]->shape, 1);
@@ -184,7 +184,10 @@ int gc_check(const char *name, gc_build f, void *ctx, int n, ad_value *const *x,
     probe p = { f, ctx, n, x, ad_tensor_rand(&rng, y->rank, y->shape, -1, 1) };
     ad_tape_free(tp);
     int bad = first_order(&p, o.eps, o.tol, name);
-    if (!bad && !o.skip_second) bad = second_order(&p, o.eps, o.tol2, name);
+    /* Two directions: a Hessian error that one v happens to miss (E·v ≈ 0)
+     * is unlikely to be missed by an independent second one. */
+    for (uint64_t seed = 0x5eed2; seed <= 0x5eed3 && !bad && !o.skip_second; seed++)
+        bad = second_order(&p, seed, o.eps, o.tol2, name);
     ad_value_free(p.r);
     return bad;
 }

@@ -8,7 +8,8 @@
  * every input that wants a gradient:
  *   first order:  ∇L from ad_grad         vs  (L(x+εeⱼ) − L(x−εeⱼ)) / 2ε
  *   recorded:     ∇L with create_graph    vs  ∇L from the plain sweep (1e-12)
- *   second order: H·v from double backward vs  (∇L(x+εv) − ∇L(x−εv)) / 2ε
+ *   second order: H·v from double backward vs  (∇L(x+εv) − ∇L(x−εv)) / 2ε,
+ *                 for two independent random directions v
  * The error of one entry is |a − n| / max(1, |a|, |n|): relative for large
  * entries, absolute near zero, so it never divides by a tiny number.
  * Inputs should keep away from kinks (relu at 0, max ties). */
