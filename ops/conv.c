@@ -211,7 +211,9 @@ static int check_conv(const ad_value *x, const ad_value *w, const ad_value *b, i
                        sw, sx, pad);
     long long P = (hp - w->shape[2]) / stride + 1, Q = (wp - w->shape[3]) / stride + 1;
     long long rows = (long long)w->shape[1] * w->shape[2] * w->shape[3];
-    if (hp > INT_MAX || wp > INT_MAX || rows > INT_MAX || x->shape[0] * P * Q > INT_MAX)
+    /* Each product is checked before it is formed: N·P·Q could pass 2^63. */
+    if (hp > INT_MAX || wp > INT_MAX || rows > INT_MAX || P > INT_MAX / Q ||
+        P * Q > INT_MAX / x->shape[0])
         return ad_fail(AD_ESHAPE, "conv2d: x %s, w %s, pad %d: the unfolded input would "
                        "have more than %d rows or columns", sx, sw, pad, INT_MAX);
     return AD_OK;

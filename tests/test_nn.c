@@ -489,6 +489,10 @@ START_TEST(conv_pool_errors)
     tu_expect_error(ad_conv2d(tp, x1, w1, NULL, 1, 32768), "conv2d: x [1,1,3,3], w [1,1,3,3], "
                     "pad 32768: the unfolded input would have more than 2147483647 rows or columns");
     tu_expect_error(ad_conv2d(tp, x1, w1, NULL, 1, 1 << 30), "the unfolded input would have");
+    /* N·P·Q past 2^63 must not wrap around to a size that passes. */
+    ad_value *x5 = ad_const_fill(tp, 4, (int[]){ 5, 1, 6, 64 }, 0);
+    ad_value *w11 = ad_const_fill(tp, 4, (int[]){ 1, 1, 1, 1 }, 0);
+    tu_expect_error(ad_conv2d(tp, x5, w11, NULL, 1, 960383866), "the unfolded input would have");
     tu_expect_error(ad_maxpool2d(tp, x, 0, 1), "maxpool2d: window 0 and stride 1 must both be at least 1");
     tu_expect_error(ad_maxpool2d(tp, x, 2, 0), "maxpool2d: window 2 and stride 0");
     tu_expect_error(ad_maxpool2d(tp, x, 6, 1), "maxpool2d: a 6x6 window does not fit input [2,3,5,5]");
