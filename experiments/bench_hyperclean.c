@@ -496,8 +496,8 @@ int main(int argc, char **argv)
                 printf("  K=1 at least 2x faster than K=%d:      %.2fx  %s\n", c.T, speed,
                        speed >= 2 ? "met" : "NOT met");
                 /* Every inner step needs its two gemms forward whatever K is, and a
-                 * step's backward costs two more: the gemm time alone bounds the
-                 * speed-up that the rest of the code can approach. */
+                 * step's backward costs two more: the ratio of gemm times is the
+                 * limit the speed-up approaches as everything else gets cheaper. */
                 printf("    (the same ratio of gemm-only times: %.2fx; of gemm counts: "
                        "%ld/%ld = %.2fx)\n", rows[i100].gemm_only_s / rows[i1].gemm_only_s,
                        log_calls(&rows[i100].gemms), log_calls(&rows[i1].gemms),

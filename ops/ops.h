@@ -11,6 +11,9 @@
  *         if (!loss) { fprintf(stderr, "%s\n", ad_error()); ... }
  *   - bad shapes or arguments return NULL with a message naming the op and
  *     the shapes, e.g. "matmul: inner dimensions differ: [5000,785] x [10,785]";
+ *   - every input must be a caller-owned tensor or a value of the same tape:
+ *     one owned by another tape is refused (AD_EARG), since a node holds its
+ *     inputs until its step is released; ad_detach or ad_leaf copy across;
  *   - an op that would change nothing (ad_sum_to or ad_broadcast_to to x's
  *     own shape, ad_sum of a scalar) returns x itself: no node, no copy, so
  *     the result is owned by whoever owns x;

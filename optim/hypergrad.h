@@ -65,7 +65,9 @@ typedef struct hg_problem {
     int T;            /* inner steps */
     hg_inner_opt opt;
     void *ctx;        /* handed to every callback */
-    /* w0[i] for i < n_w; may depend on λ.  Values made on tp. */
+    /* w0[i] for i < n_w; may depend on λ.  Values made on tp, or caller-owned
+     * tensors (λ itself, say: the inner optimizer then starts from a copy on
+     * tp, so that ∇w g does not also collect λ's own uses in g). */
     int (*init)(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx);
     /* The inner loss at step t (1..T): a scalar. */
     ad_value *(*inner)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx);
@@ -92,7 +94,8 @@ typedef struct hg_state {
     ad_value **w, **v; /* v is NULL for gradient descent */
 } hg_state;
 
-/* Runs w0 = init(λ) into st (tape-owned values; v = 0).  When `detached`,
+/* Runs w0 = init(λ) into st (values on tp, caller-owned ones copied onto it;
+ * v = 0).  When `detached`,
  * the result is a constant (no path back to λ). */
 int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached);
 /* One inner step t.  Recorded (create_graph through ∇w g) unless `detached`,
