@@ -311,7 +311,7 @@ static int parse_args(int argc, char **argv, config *c)
         }
         i++;
     }
-    if (!ks_given) { /* the default depths that fit in a smaller T, and T */
+    if (!ks_given) { /* the default depths, each capped at T, without repeats */
         int n = 0;
         for (int k = 0; k < c->nK; k++) {
             int K = c->Ks[k] < c->T ? c->Ks[k] : c->T;

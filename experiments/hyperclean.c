@@ -235,7 +235,7 @@ static int parse_args(int argc, char **argv, config *c)
     if (c->n_val < 0) c->n_val = c->quick ? 1000 : 5000;
     if (c->exact_every < 0) /* about 50 evaluations; 10 in the quick look */
         c->exact_every = c->quick ? 5 : c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
-    if (!ks_given) { /* the paper's depths, those that fit in T, and T itself */
+    if (!ks_given) { /* the paper's depths, each capped at T, without repeats */
         const int paper_ks[] = { 1, 5, 25, 50, 100 };
         c->nK = 0;
         for (size_t k = 0; k < sizeof paper_ks / sizeof *paper_ks; k++) {

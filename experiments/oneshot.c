@@ -210,11 +210,14 @@ static int parse_k_list(opts *o)
         bool repeat = false;
         for (int i = 0; i < o->n_cfg; i++) {
             const cfg *d = &o->cfgs[i];
-            if (!strcmp(d->name, c.name)) {
-                if (strict) return ex_usage_error(PROG, "--K: '%s' twice", tok);
+            /* The same name, or another name for the same computation (with
+             * T = 1, "short" is full RMD; any K >= T is "full"). */
+            if (!strcmp(d->name, c.name) || (d->K == c.K && d->T == c.T)) {
+                if (strict)
+                    return ex_usage_error(PROG, "--K: '%s' is the same configuration as an "
+                                          "earlier entry (%s)", tok, d->label);
                 repeat = true;
             }
-            if (!strict && d->K == c.K && d->T == c.T) repeat = true;
         }
         if (!repeat) {
             if (o->n_cfg == MAX_CFG) return ex_usage_error(PROG, "--K: at most 8 configurations");
