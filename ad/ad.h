@@ -61,6 +61,8 @@ typedef enum ad_status {
 
 /* The message of the most recent failure on this thread ("" if none). */
 const char *ad_error(void);
+/* Its status (AD_OK if none): what an op that returned NULL failed with. */
+int ad_error_code(void);
 /* Sets the message (printf-style) and returns `code`, so callers can write
  * `return ad_fail(AD_ESHAPE, "matmul: ...")`. */
 int ad_fail(int code, const char *fmt, ...)
@@ -74,7 +76,7 @@ int ad_fail_wrap(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-void ad_error_clear(void);
+void ad_error_clear(void); /* message "" and code AD_OK */
 
 /* ---- values ------------------------------------------------------------ */
 

@@ -7,13 +7,21 @@
 #include "node.h"
 
 static _Thread_local char message[1024];
+static _Thread_local int last_code = AD_OK;
 
 const char *ad_error(void) { return message; }
 
-void ad_error_clear(void) { message[0] = '\0'; }
+int ad_error_code(void) { return last_code; }
+
+void ad_error_clear(void)
+{
+    message[0] = '\0';
+    last_code = AD_OK;
+}
 
 int ad_fail(int code, const char *fmt, ...)
 {
+    last_code = code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
@@ -23,6 +31,7 @@ int ad_fail(int code, const char *fmt, ...)
 
 int ad_fail_wrap(int code, const char *fmt, ...)
 {
+    last_code = code;
     char old[sizeof message / 2]; /* context first; the old message may be cut */
     snprintf(old, sizeof old, "%.*s", (int)sizeof old - 1, message);
     va_list ap;

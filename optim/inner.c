@@ -39,6 +39,14 @@ int hg_problem_check(const hg_problem *p)
     return AD_OK;
 }
 
+/* The status of an op chain (or callback) that returned NULL: what the op
+ * failed with, or AD_EARG if nothing set one (a callback's own NULL). */
+static int null_status(void)
+{
+    int code = ad_error_code();
+    return code == AD_OK ? AD_EARG : code;
+}
+
 void hg_state_free(hg_state *st)
 {
     free(st->w);
@@ -65,7 +73,7 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
              * respect to w" would also collect λ's own uses in g.  w0 gets a
              * node of its own that still leads back to λ. */
             st->w[i] = ad_scale(tp, st->w[i], 1);
-        if (rc == AD_OK && !st->w[i]) rc = ad_fail_wrap(AD_ENOMEM, "init: w0[%d]", i);
+        if (rc == AD_OK && !st->w[i]) rc = ad_fail_wrap(null_status(), "init: w0[%d]", i);
         if (rc == AD_OK && st->v &&
             !(st->v[i] = ad_const_fill(tp, st->w[i]->rank, st->w[i]->shape, 0)))
             rc = AD_ENOMEM;
@@ -91,7 +99,7 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
     for (int i = 0; i < st->n; i++)
         w[i] = (detached || !st->w[i]->requires_grad) ? ad_leaf(tp, st->w[i]) : st->w[i];
     ad_value *g = p->inner(tp, w, p->hyper, t, p->ctx);
-    if (!g) return ad_fail_wrap(AD_EARG, "inner loss at step %d failed", t);
+    if (!g) return ad_fail_wrap(null_status(), "inner loss at step %d failed", t);
     int rc = ad_grad(tp, g, st->n, w, gw, !detached);
     if (rc != AD_OK) return rc;
     if (detached) ad_no_record_begin(tp);
@@ -103,7 +111,7 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
             st->v[i] = dir;
         }
         st->w[i] = ad_sub(tp, w[i], times(tp, o->step_hyper, o->step, dir));
-        if (!st->w[i]) rc = ad_fail_wrap(AD_EARG, "inner step %d", t);
+        if (!st->w[i]) rc = ad_fail_wrap(null_status(), "inner step %d", t);
     }
     if (detached) ad_no_record_end(tp);
     return rc;

@@ -405,12 +405,18 @@ START_TEST(bad_arguments_are_errors)
     ck_assert_ptr_nonnull(strstr(ad_error(), "too many elements"));
     ck_assert_ptr_null(ad_tensor_new(4, (int[]){ 65536, 65536, 65536, 65536 }));
     ck_assert_ptr_nonnull(strstr(ad_error(), "too many elements"));
+    /* The status of the last failure, for ops that can only return NULL. */
+    ad_error_clear();
+    ck_assert_int_eq(ad_error_code(), AD_OK);
+    ck_assert_ptr_null(ad_tensor_new(2, (int[]){ 3, 0 }));
+    ck_assert_int_eq(ad_error_code(), AD_ESHAPE);
     /* A recorded op whose input lives on another tape. */
     ad_tape *a = ad_tape_new(1), *b = ad_tape_new(1);
     ad_value *x = ad_param_scalar(1);
     ad_value *c = ad_const_scalar(a, 2);
     ck_assert_ptr_null(ad_mul(b, c, x));
     ck_assert_ptr_nonnull(strstr(ad_error(), "mul: input 0 belongs to another tape"));
+    ck_assert_int_eq(ad_error_code(), AD_EARG);
     ad_value *copy = ad_detach(b, c); /* the way across */
     ad_value *y = ad_mul(b, copy, x);
     ck_assert_ptr_nonnull(y);
