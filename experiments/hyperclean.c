@@ -621,6 +621,15 @@ static int write_plot(const config *c, const char *name, const char *csv, int co
     fprintf(f, "set key outside right\nset grid\n");
     if (logy) fprintf(f, "set logscale y\nset format y '10^{%%L}'\n");
     if (!strcmp(ylabel, "F1")) fprintf(f, "set yrange [0:1]\n");
+    if (!strcmp(name, "hyperclean_val_loss")) {
+        /* The first few updates fall from ~1.2 to ~0.6 and would flatten the
+         * rest: frame the range after them, where the Ks differ. */
+        fprintf(f, "stats '%s' skip 1 using ($2 >= 10 ? $%d : 1/0) nooutput\n"
+                   "pad = (STATS_max - STATS_min) * 0.1 + 1e-4\n"
+                   "set yrange [STATS_min - pad : STATS_max + pad]\n"
+                   "set label 1 'y range fitted to hyper-iterations >= 10' at graph 0.98, graph 0.95 right\n",
+                csv, col);
+    }
     fprintf(f, "plot \\\n");
     for (int i = 0; i < n; i++)
         fprintf(f, "    '%s' skip 1 using 2:(($1 == %d) ? $%d : 1/0) with linespoints pt 7 ps "
