@@ -621,7 +621,7 @@ static int write_plot(const config *c, const char *name, const char *csv, int co
     fprintf(f, "set key outside right\nset grid\n");
     if (logy) fprintf(f, "set logscale y\nset format y '10^{%%L}'\n");
     if (!strcmp(ylabel, "F1")) fprintf(f, "set yrange [0:1]\n");
-    if (!strcmp(name, "hyperclean_val_loss")) {
+    if (!strcmp(name, "hyperclean_val_loss") && c->hyper_iters >= 20) {
         /* The first few updates fall from ~1.2 to ~0.6 and would flatten the
          * rest: frame the range after them, where the Ks differ. */
         fprintf(f, "stats '%s' skip 1 using ($2 >= 10 ? $%d : 1/0) nooutput\n"
