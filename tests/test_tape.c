@@ -298,6 +298,16 @@ END_TEST
 
 static const ad_op mystery_op = { "mystery", NULL };
 
+/* A backward rule that makes a temporary and then fails. */
+static int failing_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    (void)gin;
+    ad_scale(tp, g, 2); /* scratch the sweep must free */
+    (void)out;
+    return ad_fail(AD_EUNSUPPORTED, "failing: on purpose");
+}
+static const ad_op failing_op = { "failing", failing_backward };
+
 START_TEST(error_paths)
 {
     ck_assert_ptr_null(ad_tape_new(-1));
@@ -318,6 +328,14 @@ START_TEST(error_paths)
     ck_assert_int_eq(ad_grad(tp, m, 1, &x, &g, false), AD_ENOGRAD);
     ck_assert_str_eq(ad_error(), "grad: op 'mystery' has no backward rule");
     ck_assert_ptr_null(g);
+    /* A backward rule that fails: its status comes back and a plain sweep
+     * leaves no temporaries on the tape. */
+    ad_value *fo = ad_node_new(tp, &failing_op, 0, NULL, 1, &x);
+    fo->data[0] = 1;
+    size_t before = ad_tape_bytes(tp);
+    ck_assert_int_eq(ad_grad(tp, fo, 1, &x, &g, false), AD_EUNSUPPORTED);
+    ck_assert_str_eq(ad_error(), "failing: on purpose");
+    ck_assert_uint_eq(ad_tape_bytes(tp), before);
     /* A failed op upstream. */
     ck_assert_int_eq(ad_grad(tp, NULL, 1, &x, &g, false), AD_EARG);
     /* Bad shapes for leaves. */
