@@ -298,6 +298,8 @@ static const char *real_data_dir(void)
             return buf;
         }
     }
+    fprintf(stderr, "note: test_hyperclean: no MNIST under %s; using Fashion-MNIST\n",
+            root && *root ? root : "(no data root)");
     return data_find_dir(NULL, "fashion");
 }
 
