@@ -34,6 +34,41 @@ static bool shape_is(const ad_value *x, int rank, const int *shape)
     return true;
 }
 
+/* out += x summed by the layout l (x -> out, stride 0 where out has extent 1).
+ * The trailing axes that are all summed, or all kept and contiguous in out,
+ * form one run that a tight loop handles; the index walk only moves between
+ * runs.  Every out entry still receives x's entries in x's order, so the
+ * result is bit for bit that of one walk entry by entry. */
+static void sum_to_kernel(ad_real *out, const ad_real *x, size_t size, const bc_layout *l)
+{
+    size_t run = 1;
+    int kind = -1; /* 0: the run is summed into one entry, 1: it is kept */
+    int top = AD_MAX_RANK - 1; /* axes after top lie inside the run */
+    for (; top >= 0; top--) {
+        if (l->ext[top] == 1) continue;
+        int k = l->stride[0][top] == 0 ? 0 : 1;
+        if (kind < 0) kind = k;
+        if (k != kind || (kind == 1 && l->stride[0][top] != run)) break;
+        run *= (size_t)l->ext[top];
+    }
+    int i[AD_MAX_RANK] = { 0 };
+    for (size_t n = 0; n < size; n += run) {
+        ad_real *o = out + bc_offset(l, 0, i);
+        const ad_real *xs = x + n;
+        if (kind == 0) {
+            ad_real acc = *o;
+            for (size_t j = 0; j < run; j++) acc += xs[j];
+            *o = acc;
+        } else {
+            for (size_t j = 0; j < run; j++) o[j] += xs[j];
+        }
+        for (int a = top; a >= 0; a--) { /* the odometer, from the first axis outside */
+            if (++i[a] < l->ext[a]) break;
+            i[a] = 0;
+        }
+    }
+}
+
 /* x [..., big] summed into out [..., small]: walk x's padded index and add
  * into out at stride 0 along the summed axes. */
 ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
@@ -48,8 +83,7 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
     ad_value *out = ad_node_new(tp, &sum_to_op, rank, shape, 1, &x);
     if (!out) return NULL;
     for (size_t i = 0; i < out->size; i++) out->data[i] = 0;
-    int i[AD_MAX_RANK] = { 0 };
-    for (size_t n = 0; n < x->size; n++, bc_next(&l, i)) out->data[bc_offset(&l, 0, i)] += x->data[n];
+    sum_to_kernel(out->data, x->data, x->size, &l);
     return out;
 }
 
