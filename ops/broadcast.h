@@ -34,4 +34,40 @@ static inline void bc_next(const bc_layout *l, int i[AD_MAX_RANK])
     }
 }
 
+/* The trailing axes over which each of the first n operands is either
+ * contiguous or constant (stride 0) form a run that a tight loop can walk:
+ * returns its length, sets step[k] to 1 or 0 (operand k's stride inside the
+ * run) and *top to the last padded axis outside it (−1: the whole result). */
+static inline size_t bc_run(const bc_layout *l, int n, size_t step[2], int *top)
+{
+    size_t run = 1;
+    bool started = false;
+    int t = AD_MAX_RANK - 1;
+    for (; t >= 0; t--) {
+        if (l->ext[t] == 1) continue;
+        bool fits = true;
+        for (int k = 0; k < n; k++) {
+            if (!started) step[k] = l->stride[k][t] ? 1 : 0;
+            fits = fits && l->stride[k][t] == step[k] * run;
+        }
+        started = true;
+        if (!fits) break;
+        run *= (size_t)l->ext[t];
+    }
+    if (!started)
+        for (int k = 0; k < n; k++) step[k] = 0;
+    *top = t;
+    return run;
+}
+
+/* Advances the padded index i[4] to the next run: the odometer of bc_next on
+ * the axes up to top (those after it stay 0). */
+static inline void bc_next_run(const bc_layout *l, int i[AD_MAX_RANK], int top)
+{
+    for (int k = top; k >= 0; k--) {
+        if (++i[k] < l->ext[k]) return;
+        i[k] = 0;
+    }
+}
+
 #endif

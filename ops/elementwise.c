@@ -27,30 +27,14 @@ static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, 
         for (size_t i = 0; i < out->size; i++) o[i] = (ad_real)f(a->data[i], b->data[i]);
         return out;
     }
-    /* The trailing axes over which each operand is either contiguous or
-     * constant (stride 0) form one run, walked by a tight loop; the index walk
-     * only moves between runs. */
-    size_t run = 1, step[2] = { 0, 0 };
-    int top = AD_MAX_RANK - 1; /* axes after top lie inside the run */
-    bool started = false;
-    for (; top >= 0; top--) {
-        if (l.ext[top] == 1) continue;
-        if (!started) { /* the innermost axis sets each operand's step */
-            step[0] = l.stride[0][top] ? 1 : 0;
-            step[1] = l.stride[1][top] ? 1 : 0;
-            started = true;
-        }
-        if (l.stride[0][top] != step[0] * run || l.stride[1][top] != step[1] * run) break;
-        run *= (size_t)l.ext[top];
-    }
+    /* Runs of trailing axes go through a tight loop (see bc_run). */
+    size_t step[2];
+    int top;
+    size_t run = bc_run(&l, 2, step, &top);
     int i[AD_MAX_RANK] = { 0 };
-    for (size_t n = 0; n < out->size; n += run) {
+    for (size_t n = 0; n < out->size; n += run, bc_next_run(&l, i, top)) {
         const ad_real *pa = a->data + bc_offset(&l, 0, i), *pb = b->data + bc_offset(&l, 1, i);
         for (size_t j = 0; j < run; j++) o[n + j] = (ad_real)f(pa[j * step[0]], pb[j * step[1]]);
-        for (int k = top; k >= 0; k--) { /* the odometer, from the first axis outside */
-            if (++i[k] < l.ext[k]) break;
-            i[k] = 0;
-        }
     }
     return out;
 }

@@ -35,36 +35,25 @@ static bool shape_is(const ad_value *x, int rank, const int *shape)
 }
 
 /* out += x summed by the layout l (x -> out, stride 0 where out has extent 1).
- * The trailing axes that are all summed, or all kept and contiguous in out,
- * form one run that a tight loop handles; the index walk only moves between
- * runs.  Every out entry still receives x's entries in x's order, so the
- * result is bit for bit that of one walk entry by entry. */
+ * A run of trailing axes (bc_run) is either summed into one entry or added to
+ * a contiguous stretch of out by a tight loop.  Every out entry still
+ * receives x's entries in x's order, so the result is bit for bit that of a
+ * walk entry by entry. */
 static void sum_to_kernel(ad_real *out, const ad_real *x, size_t size, const bc_layout *l)
 {
-    size_t run = 1;
-    int kind = -1; /* 0: the run is summed into one entry, 1: it is kept */
-    int top = AD_MAX_RANK - 1; /* axes after top lie inside the run */
-    for (; top >= 0; top--) {
-        if (l->ext[top] == 1) continue;
-        int k = l->stride[0][top] == 0 ? 0 : 1;
-        if (kind < 0) kind = k;
-        if (k != kind || (kind == 1 && l->stride[0][top] != run)) break;
-        run *= (size_t)l->ext[top];
-    }
+    size_t step[2];
+    int top;
+    size_t run = bc_run(l, 1, step, &top);
     int i[AD_MAX_RANK] = { 0 };
-    for (size_t n = 0; n < size; n += run) {
+    for (size_t n = 0; n < size; n += run, bc_next_run(l, i, top)) {
         ad_real *o = out + bc_offset(l, 0, i);
         const ad_real *xs = x + n;
-        if (kind == 0) {
+        if (step[0] == 0) {
             ad_real acc = *o;
             for (size_t j = 0; j < run; j++) acc += xs[j];
             *o = acc;
         } else {
             for (size_t j = 0; j < run; j++) o[j] += xs[j];
-        }
-        for (int a = top; a >= 0; a--) { /* the odometer, from the first axis outside */
-            if (++i[a] < l->ext[a]) break;
-            i[a] = 0;
         }
     }
 }
