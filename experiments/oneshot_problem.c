@@ -198,7 +198,6 @@ int os_task_init(os_task *t, const os_hyper *hy, int n_s, int n_q, int T, bool s
     for (int j = 0; j < hy->n_task; j++) t->hyper[n++] = hy->center[j];
     t->off_rho = n;
     for (int l = 0; l < hy->n_layers; l++) t->hyper[n++] = hy->rho_raw[l];
-    t->off_step = n;
     t->hyper[n++] = hy->step;
     if (split) {
         t->off_h = n;

@@ -117,7 +117,7 @@ typedef struct os_task {
     ad_value *hs_node, *hq_node;     /* on rep_tp, when recorded */
     /* The problem's λ list and where each part sits in it (−1: absent). */
     ad_value *hyper[OS_MAX_HYPER];
-    int off_rep, off_center, off_rho, off_step, off_h;
+    int off_rep, off_center, off_rho, off_h; /* γ is last, hg_inner_opt.step_hyper */
     hg_problem problem;
 } os_task;
 

@@ -124,6 +124,7 @@ static ad_value *scale3(ad_tape *tp, ad_value *x) { return ad_scale(tp, x, -3); 
 static ad_value *plus2(ad_tape *tp, ad_value *x) { return ad_add_scalar(tp, x, 2); }
 static ad_value *pow_2_5(ad_tape *tp, ad_value *x) { return ad_pow(tp, x, 2.5); }
 static ad_value *pow_m1(ad_tape *tp, ad_value *x) { return ad_pow(tp, x, -1); }
+static ad_value *pow_0(ad_tape *tp, ad_value *x) { return ad_pow(tp, x, 0); }
 static ad_value *sum_all(ad_tape *tp, ad_value *x) { return ad_sum(tp, x); }
 static ad_value *mean_all(ad_tape *tp, ad_value *x) { return ad_mean(tp, x); }
 static ad_value *sum_ax0(ad_tape *tp, ad_value *x) { return ad_sum_axis(tp, x, 0); }
@@ -155,7 +156,7 @@ static const struct { const char *name; unary_op f; bool positive; } unaries[] =
     { "sigmoid", ad_sigmoid, false }, { "softplus", ad_softplus, false },
     { "relu", ad_relu, false },       { "square", ad_square, false },
     { "sqrt", ad_sqrt, true },        { "pow 2.5", pow_2_5, true },
-    { "pow -1", pow_m1, true },       { "sum", sum_all, false },
+    { "pow -1", pow_m1, true },       { "pow 0", pow_0, false },       { "sum", sum_all, false },
     { "mean", mean_all, false },      { "sum_axis 0", sum_ax0, false },
     { "sum_axis 1", sum_ax1, false }, { "mean_axis", mean_ax1, false },
     { "sqnorm", sqnorm, false },      { "sum_to row", sum_to_row, false },
