@@ -13,4 +13,5 @@
     X(hyperclean)    \
     X(oneshot)       \
     X(inner_opt)     \
-    X(divergence)
+    X(divergence)    \
+    X(select)
