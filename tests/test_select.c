@@ -81,8 +81,8 @@ START_TEST(argmax_values)
     tu_expect_values(ad_argmax(tp, n, 0), (double[]){ 1 }, 1, 0);
     ad_value *n0 = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ NAN, 3, 9 });
     tu_expect_values(ad_argmax(tp, n0, 0), (double[]){ 0 }, 1, 0);
+    ad_tape_free(tp); /* before the leaf its nodes use */
     ad_value_free(A);
-    ad_tape_free(tp);
 }
 END_TEST
 
@@ -108,9 +108,9 @@ START_TEST(kink_gradients)
     ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_minimum(tp, x, one)), 2, xs, gs, false), AD_OK);
     tu_expect_values(gs[0], (double[]){ 1, 1, 0.5, 0 }, 4, 0);
     tu_expect_values(gs[1], (double[]){ 1.5 }, 1, 0);
+    ad_tape_free(tp);
     ad_value_free(x);
     ad_value_free(one);
-    ad_tape_free(tp);
 }
 END_TEST
 
