@@ -14,4 +14,5 @@
     X(oneshot)       \
     X(inner_opt)     \
     X(divergence)    \
-    X(select)
+    X(select)        \
+    X(io)
