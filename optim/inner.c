@@ -11,6 +11,8 @@
  * caller's — so the estimators see one thing: a map from one state list to
  * the next. */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "ops/ops.h"
@@ -253,11 +255,22 @@ static int state_alloc(const hg_problem *p, hg_state *st)
     return st->w ? AD_OK : ad_fail(AD_ENOMEM, "inner: out of memory");
 }
 
-/* "<who>: <message of the failure>".  Callbacks run with the message
- * cleared, so an empty one means the callback failed without saying why:
- * a NULL it returned (`null`), or a bad status. */
-static int callback_failed(int code, const char *who, bool null)
+/* "<who>: <message of the failure>", who formatted from fmt.  Callbacks
+ * run with the message cleared, so an empty one means the callback failed
+ * without saying why: a NULL it returned (`null`), or a bad status.  (Only
+ * called on failure: the steps format nothing while all is well.) */
+static int callback_failed(int code, bool null, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static int callback_failed(int code, bool null, const char *fmt, ...)
 {
+    char who[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(who, sizeof who, fmt, ap);
+    va_end(ap);
     if (ad_error()[0]) return ad_fail_wrap(code, "%s", who);
     if (null) return ad_fail(code, "%s: returned NULL without a message", who);
     return ad_fail(code, "%s: returned status %d without a message", who, code);
@@ -268,18 +281,16 @@ static int init_optimizer_state(ad_tape *tp, const hg_problem *p, hg_state *st)
 {
     void *ctx;
     const hg_update *u = update_of(p, &ctx);
-    char who[96];
-    snprintf(who, sizeof who, "%s init", update_name(u));
     if (u->init) {
         ad_error_clear();
         int rc = u->init(tp, st->n_w, st->w, p->hyper, st->s, ctx);
-        if (rc != AD_OK) return callback_failed(rc, who, false);
+        if (rc != AD_OK) return callback_failed(rc, false, "%s init", update_name(u));
         for (int j = 0; j < st->n_s; j++) {
             const ad_value *w = st->w[j / u->n_state];
             char a[64], b[64];
-            if (!st->s[j]) return callback_failed(null_status(), who, true);
+            if (!st->s[j]) return callback_failed(null_status(), true, "%s init", update_name(u));
             if (!ad_same_shape(st->s[j], w))
-                return ad_fail(AD_ESHAPE, "%s: state %d of w[%d] is %s, w[%d] is %s", who,
+                return ad_fail(AD_ESHAPE, "%s init: state %d of w[%d] is %s, w[%d] is %s", update_name(u),
                                j % u->n_state, j / u->n_state, ad_shape_str(st->s[j], a, 64),
                                j / u->n_state, ad_shape_str(w, b, 64));
         }
@@ -299,7 +310,7 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
     if (detached) ad_no_record_begin(tp);
     ad_error_clear();
     rc = p->init(tp, p->hyper, st->w, p->ctx);
-    if (rc != AD_OK) rc = callback_failed(rc, "init", false);
+    if (rc != AD_OK) rc = callback_failed(rc, false, "init");
     for (int i = 0; i < p->n_w && rc == AD_OK; i++) {
         if (!st->w[i])
             rc = ad_error()[0] ? ad_fail_wrap(null_status(), "init: w0[%d]", i)
@@ -333,11 +344,7 @@ static int check_update_result(const hg_update *u, int t, int n, ad_value *const
 {
     char a[64], b[64];
     for (int j = 0; j < n; j++) {
-        if (!new[j]) {
-            char who[96];
-            snprintf(who, sizeof who, "%s (step %d)", update_name(u), t);
-            return callback_failed(null_status(), who, true);
-        }
+        if (!new[j]) return callback_failed(null_status(), true, "%s (step %d)", update_name(u), t);
         if (!ad_same_shape(new[j], old[j]))
             return ad_fail(AD_ESHAPE, "%s (step %d): entry %d of the new state is %s, was %s",
                            update_name(u), t, j, ad_shape_str(new[j], a, 64),
@@ -357,29 +364,24 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
         w[i] = (detached || !st->w[i]->requires_grad) ? ad_leaf(tp, st->w[i]) : st->w[i];
         if (!w[i]) return null_status();
     }
-    char who[64];
-    snprintf(who, sizeof who, "inner (step %d)", t);
     ad_error_clear();
     ad_value *g = p->inner(tp, w, p->hyper, t, p->ctx);
-    if (!g) return callback_failed(null_status(), who, true);
+    if (!g) return callback_failed(null_status(), true, "inner (step %d)", t);
     if (g->size != 1) {
         char a[64];
-        return ad_fail(AD_ESHAPE, "%s: returned a %s tensor; the inner loss must be a scalar", who,
-                       ad_shape_str(g, a, sizeof a));
+        return ad_fail(AD_ESHAPE, "inner (step %d): returned a %s tensor; the inner loss must be "
+                       "a scalar", t, ad_shape_str(g, a, sizeof a));
     }
     st->loss = (double)g->data[0];
     int rc = ad_grad(tp, g, st->n_w, w, gw, !detached);
-    if (rc != AD_OK) return ad_fail_wrap(rc, "%s: the gradient of the inner loss", who);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "inner (step %d): the gradient of the inner loss", t);
     void *ctx;
     const hg_update *u = update_of(p, &ctx);
     if (detached) ad_no_record_begin(tp);
     ad_error_clear();
     rc = u->step(tp, st->n_w, w, st->s, gw, p->hyper, t, next, next + st->n_w, ctx);
     if (detached) ad_no_record_end(tp);
-    if (rc != AD_OK) {
-        snprintf(who, sizeof who, "%s (step %d)", update_name(u), t);
-        return callback_failed(rc, who, false);
-    }
+    if (rc != AD_OK) return callback_failed(rc, false, "%s (step %d)", update_name(u), t);
     rc = check_update_result(u, t, n, st->w, next);
     for (int j = 0; j < n && rc == AD_OK; j++) st->w[j] = next[j];
     return rc;
