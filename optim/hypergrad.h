@@ -186,7 +186,12 @@ int hg_problem_check(const hg_problem *p);
 
 /* The inner optimizer's state: n_w parameter tensors w and n_s = n_w ×
  * n_state optimizer state tensors s, in one array (s = w + n_w): the list a
- * step maps to the next, Φ: (w_{t−1}, s_{t−1}, λ) ↦ (w_t, s_t). */
+ * step maps to the next, Φ: (w_{t−1}, s_{t−1}, λ) ↦ (w_t, s_t).  Whatever
+ * the optimizer, reverse mode walks this list: with x_t the list after
+ * step t (recorded steps, or a step replayed from hg_state_from_list),
+ *     ad_vjp_many(tp, n, x_t, v_t, n + n_hyper, {x_{t−1}, λ}, out, false)
+ * gives v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t of one step (hg_checkpoint
+ * does this a segment at a time). */
 typedef struct hg_state {
     int n_w, n_s;
     ad_value **w; /* n_w + n_s entries */
@@ -194,7 +199,8 @@ typedef struct hg_state {
     double loss;  /* g_t of the last hg_inner_step (NaN before the first) */
 } hg_state;
 
-/* Tensors in the state list of p: n_w × (1 + n_state). */
+/* Tensors in the state list of p: n_w × (1 + n_state).  p must have passed
+ * hg_problem_check. */
 int hg_state_len(const hg_problem *p);
 /* Runs w0 = init(λ) and s_0 into st (values on tp, caller-owned ones copied
  * onto it).  When `detached`, the result is a constant (no path back to λ). */
