@@ -187,11 +187,14 @@ int hg_problem_check(const hg_problem *p);
 /* The inner optimizer's state: n_w parameter tensors w and n_s = n_w ×
  * n_state optimizer state tensors s, in one array (s = w + n_w): the list a
  * step maps to the next, Φ: (w_{t−1}, s_{t−1}, λ) ↦ (w_t, s_t).  Whatever
- * the optimizer, reverse mode walks this list: with x_t the list after
- * step t (recorded steps, or a step replayed from hg_state_from_list),
+ * the optimizer, reverse mode walks this list one step at a time: replay
+ * step t from the saved list x_{t−1} (hg_state_from_list makes its entries
+ * leaves), then
  *     ad_vjp_many(tp, n, x_t, v_t, n + n_hyper, {x_{t−1}, λ}, out, false)
- * gives v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t of one step (hg_checkpoint
- * does this a segment at a time). */
+ * gives v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t (hg_checkpoint does this a
+ * segment at a time).  On one tape recording many steps, x_{t−1} is not a
+ * leaf and the sweep goes on through it: λ's entry would then collect the
+ * earlier steps' shares too. */
 typedef struct hg_state {
     int n_w, n_s;
     ad_value **w; /* n_w + n_s entries */
