@@ -131,7 +131,7 @@ typedef struct hg_inner_opt {
     hg_transform step_transform;
     hg_transform momentum_transform;
     double beta1, beta2;      /* in [0, 1) */
-    double eps, eps_root;     /* >= 0 */
+    double eps, eps_root;     /* >= 0, not both 0 */
     const hg_update *custom;  /* HG_CUSTOM: the update (not owned) */
 } hg_inner_opt;
 

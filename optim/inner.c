@@ -200,9 +200,11 @@ static int check_opt(const hg_problem *p)
             return ad_fail(AD_EARG, "problem: opt.beta1 must be in [0, 1), got %g", o->beta1);
         if (!(o->beta2 >= 0 && o->beta2 < 1))
             return ad_fail(AD_EARG, "problem: opt.beta2 must be in [0, 1), got %g", o->beta2);
-        if (!(o->eps >= 0 && o->eps_root >= 0 && isfinite(o->eps) && isfinite(o->eps_root)))
-            return ad_fail(AD_EARG, "problem: opt.eps and opt.eps_root must be finite and >= 0 "
-                                    "(hg_opt_%s fills the defaults)", adam ? "adam" : "rmsprop");
+        /* Both 0 is what a designated initializer leaves: the step would divide by |∇g|. */
+        if (!(o->eps >= 0 && o->eps_root >= 0 && isfinite(o->eps) && isfinite(o->eps_root)) ||
+            o->eps + o->eps_root == 0)
+            return ad_fail(AD_EARG, "problem: opt.eps and opt.eps_root must be finite, >= 0 and "
+                           "not both 0 (hg_opt_%s fills the defaults)", adam ? "adam" : "rmsprop");
     }
     int rc = check_named_hyper(p, o->step_hyper, "step_hyper");
     return rc == AD_OK ? check_named_hyper(p, o->momentum_hyper, "momentum_hyper") : rc;

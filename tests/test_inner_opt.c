@@ -439,6 +439,10 @@ START_TEST(custom_update_errors)
     t.problem.opt = (hg_inner_opt){ .kind = HG_ADAM, .step = 0.1, .beta1 = 0.9, .beta2 = 1 };
     ck_assert_int_eq(hg_krmd(&t.problem, 4, &h, NULL), AD_EARG);
     ck_assert_str_eq(ad_error(), "krmd: problem: opt.beta2 must be in [0, 1), got 1");
+    t.problem.opt = (hg_inner_opt){ .kind = HG_ADAM, .step = 0.1 }; /* ε = ε_root = 0 */
+    ck_assert_int_eq(hg_krmd(&t.problem, 4, &h, NULL), AD_EARG);
+    ck_assert_str_eq(ad_error(), "krmd: problem: opt.eps and opt.eps_root must be finite, >= 0 and "
+                                 "not both 0 (hg_opt_adam fills the defaults)");
     t.problem.opt = hg_opt_rmsprop(0.1);
     t.problem.opt.eps = -1;
     ck_assert_int_eq(hg_krmd(&t.problem, 4, &h, NULL), AD_EARG);
