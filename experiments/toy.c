@@ -492,7 +492,6 @@ static int figure1(const toy_opts *o, ex_outdir *od)
 
     /* K = 1..T, or ~150 log-spaced values when T is large. */
     int nK = 0, *Ks = malloc((size_t)(o->T < 400 ? o->T : 400) * sizeof *Ks);
-    hg_sweep_row *rows = NULL;
     if (Ks) {
         if (o->T <= 300) {
             for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
@@ -502,20 +501,19 @@ static int figure1(const toy_opts *o, ex_outdir *od)
                 if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
             }
         }
-        rows = malloc((size_t)nK * sizeof *rows);
     }
-    if (!Ks || !rows) {
-        free(Ks);
+    if (!Ks) {
         toy_free(&t);
         return lib_fail("fig1: out of memory");
     }
-    rc = hg_sweep(&t.problem, Ks, nK, rows, NULL, NULL, NULL);
+    hg_sweep_result sw;
+    rc = hg_sweep(&t.problem, Ks, nK, &sw, NULL);
     if (rc != AD_OK) {
         free(Ks);
-        free(rows);
         toy_free(&t);
         return lib_fail("fig1: sweep over K");
     }
+    const hg_sweep_row *rows = sw.rows;
     int status = 0;
     FILE *csv = ex_outdir_open(od, "fig1.csv");
     double worst = 0; /* max error/bound */
@@ -574,7 +572,7 @@ static int figure1(const toy_opts *o, ex_outdir *od)
     if (!status) ex_outdir_plot(od, "fig1.gp", "fig1.png");
     fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, ex_now() - t0);
     free(Ks);
-    free(rows);
+    hg_sweep_free(&sw);
     toy_free(&t);
     return status;
 }
@@ -589,17 +587,21 @@ static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *K
 {
     toy t;
     int rc = toy_init(&t, tr->lam[0][0], tr->lam[0][1], o->T, o->gamma, tilde);
-    hg_sweep_row rows[MAX_KS];
     double first = 0;
     *min_ratio = INFINITY;
     *rows_written = 0;
     for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
         toy_set_lambda(&t, tr->lam[tau][0], tr->lam[tau][1]);
-        rc = hg_sweep(&t.problem, Ks, nK, rows, NULL, NULL, NULL);
+        hg_sweep_result sw;
+        rc = hg_sweep(&t.problem, Ks, nK, &sw, NULL);
         if (rc != AD_OK) break;
+        const hg_sweep_row *rows = sw.rows;
         double nd = rows[0].cmp.norm_exact;
         if (tau == 0) first = nd;
-        if (!(nd > 1e-9 * first)) break;
+        if (!(nd > 1e-9 * first)) {
+            hg_sweep_free(&sw);
+            break;
+        }
         fprintf(csv, "%s,%d,%.17g,%.17g,%.17g", tilde ? "ftilde" : "f", tau, tr->lam[tau][0],
                 tr->lam[tau][1], nd);
         for (int i = 0; i < nK; i++) {
@@ -608,6 +610,7 @@ static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *K
         }
         fprintf(csv, "\n");
         ++*rows_written;
+        hg_sweep_free(&sw);
     }
     toy_free(&t);
     return rc;

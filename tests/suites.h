@@ -11,4 +11,8 @@
     X(data_more)     \
     X(taskinteract)  \
     X(hyperclean)    \
-    X(oneshot)
+    X(oneshot)       \
+    X(inner_opt)     \
+    X(divergence)    \
+    X(select)        \
+    X(io)
