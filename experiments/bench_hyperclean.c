@@ -37,7 +37,7 @@
 #include <string.h>
 
 #include "experiments/common.h"
-#include "experiments/data.h"
+#include "experiments/data/mnist.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
 

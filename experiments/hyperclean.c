@@ -42,7 +42,7 @@
 #include <unistd.h>
 
 #include "experiments/common.h"
-#include "experiments/data.h"
+#include "experiments/data/mnist.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/data.h"
+#include "experiments/data/mnist.h"
 #include "experiments/common.h"
 #include "ops/ops.h"
 

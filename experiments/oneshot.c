@@ -57,7 +57,7 @@
 #include <unistd.h>
 
 #include "experiments/common.h"
-#include "experiments/data_meta.h"
+#include "experiments/data/omniglot.h"
 #include "experiments/oneshot_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
@@ -383,7 +383,7 @@ static void world_free(world *w)
 static int world_load(const opts *o, world *w)
 {
     memset(w, 0, sizeof *w);
-    const char *dir = data_meta_find_dir(o->data, "omniglot");
+    const char *dir = data_find_dir(o->data, "omniglot");
     if (!dir) return ad_fail_wrap(AD_EIO, "Omniglot");
     double t0 = ex_now();
     int rc = data_omniglot_load(dir, 28, &w->om);

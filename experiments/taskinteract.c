@@ -713,7 +713,7 @@ static int load_data(const ti_opts *o, dataset *ds)
 {
     memset(ds, 0, sizeof *ds);
     const char *name = o->omniglot ? "omniglot" : "cifar";
-    const char *dir = data_meta_find_dir(o->data, name);
+    const char *dir = data_find_dir(o->data, name);
     if (!dir) return lib_fail("finding the data (give --data DIR)");
     int rc = o->omniglot ? data_omniglot_load(dir, 28, &ds->om)
                          : data_cifar_load(dir, &ds->train, &ds->test);

@@ -5,10 +5,10 @@
     X(elementwise)   \
     X(linalg)        \
     X(nn)            \
-    X(data)          \
+    X(data_mnist)    \
     X(hypergrad)     \
     X(models)        \
-    X(data_more)     \
+    X(data_omniglot_cifar) \
     X(taskinteract)  \
     X(hyperclean)    \
     X(oneshot)
