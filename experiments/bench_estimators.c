@@ -74,22 +74,22 @@ static int parse_args(int argc, char **argv, int *Ts, int *nT, int *K, int *repe
         char name[EX_FLAG_NAME_LEN];
         const char *val;
         if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
-            return ex_usage_error(PROG, "%s", ad_error());
+            return ex_usage_error_old(PROG, "%s", ad_error());
         if (!strcmp(name, "--T")) {
             if ((*nT = ex_parse_int_list(val, 1, MAX_T_VALUE, Ts, MAX_T)) < 1)
-                return ex_usage_error(PROG, "--T: expected up to %d whole numbers in 1..%d "
+                return ex_usage_error_old(PROG, "--T: expected up to %d whole numbers in 1..%d "
                                             "separated by commas, got '%s'",
                                       MAX_T, MAX_T_VALUE, val);
             for (int t = 0; t < *nT; t++)
                 for (int u = 0; u < t; u++)
                     if (Ts[u] == Ts[t])
-                        return ex_usage_error(PROG, "--T: %d is given twice", Ts[t]);
+                        return ex_usage_error_old(PROG, "--T: %d is given twice", Ts[t]);
         } else if (!strcmp(name, "--K")) {
             if (!ex_parse_int(val, 1, MAX_K_VALUE, K))
-                return ex_usage_error(PROG, "--K: expected a whole number in 1..%d, got '%s'",
+                return ex_usage_error_old(PROG, "--K: expected a whole number in 1..%d, got '%s'",
                                       MAX_K_VALUE, val);
         } else if (!ex_parse_int(val, 1, MAX_REPEATS, repeats)) { /* --repeats */
-            return ex_usage_error(PROG, "--repeats: expected a whole number in 1..%d, got '%s'",
+            return ex_usage_error_old(PROG, "--repeats: expected a whole number in 1..%d, got '%s'",
                                   MAX_REPEATS, val);
         }
     }

@@ -23,28 +23,6 @@ static bool starts_with_space(const char *s)
     return isspace((unsigned char)*s) != 0;
 }
 
-bool ex_parse_int(const char *s, int lo, int hi, int *out)
-{
-    if (starts_with_space(s)) return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
-
-bool ex_parse_double(const char *s, double *out)
-{
-    if (starts_with_space(s)) return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
-
 bool ex_parse_u64(const char *s, uint64_t *out)
 {
     /* A digit first: no white space and no sign (strtoull would take "-1",
@@ -93,7 +71,7 @@ int ex_flag_value(int argc, char **argv, int *i, const char *const *known, size_
     return AD_OK;
 }
 
-int ex_usage_error(const char *prog, const char *fmt, ...)
+int ex_usage_error_old(const char *prog, const char *fmt, ...)
 {
     fprintf(stderr, "%s: ", prog);
     va_list ap;
@@ -154,10 +132,10 @@ int ex_outdir_init(ex_outdir *od, const char *prog, const char *dir_fmt, ...)
     return 0;
 }
 
-/* Adds path to the list (quietly full after EX_MAX_FILES). */
+/* Adds path to the list (quietly full after EX_MAX_OUT_FILES). */
 static void outdir_record(ex_outdir *od, const char *path)
 {
-    if (od->n_files < EX_MAX_FILES) snprintf(od->files[od->n_files++], EX_PATH_LEN, "%s", path);
+    if (od->n_files < EX_MAX_OUT_FILES) snprintf(od->files[od->n_files++], EX_PATH_LEN, "%s", path);
 }
 
 FILE *ex_outdir_open(ex_outdir *od, const char *name)
@@ -252,7 +230,7 @@ int ex_gnuplot_warn(const char *prog, const char *dir, const char *script, const
     return rc;
 }
 
-void ex_gp_header(FILE *g, const char *writer, const char *png, int width, int height)
+void ex_gp_header_old(FILE *g, const char *writer, const char *png, int width, int height)
 {
     fprintf(g,
             "# Written by %s; run `gnuplot %.*s.gp` in this folder.\n"
@@ -270,97 +248,12 @@ void ex_gp_header(FILE *g, const char *writer, const char *png, int width, int h
 
 /* ---- time ---------------------------------------------------------------- */
 
-double ex_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void ex_fmt_duration(double s, char *buf, size_t len)
 {
     if (!(s >= 0) || s > 1e8) snprintf(buf, len, "?");
     else if (s < 60) snprintf(buf, len, "%.0fs", s);
     else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
     else snprintf(buf, len, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
-}
-
-double ex_median(double *x, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n == 0 ? NAN : n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
-/* ---- a child process ----------------------------------------------------- */
-
-/* The child's side: runs the work, sends the result, exits 0 only when the
- * work succeeded and every byte went through. */
-static _Noreturn void forked_child(int fd, const char *prog, ex_work work, void *arg,
-                                   void *result, size_t size)
-{
-    int rc = work(arg, result);
-    if (rc != AD_OK) fprintf(stderr, "%s: %s\n", prog, ad_error());
-    const char *p = result;
-    size_t left = size;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w <= 0) break;
-        p += w;
-        left -= (size_t)w;
-    }
-    close(fd);
-    fflush(stdout);
-    fflush(stderr);
-    _exit(rc == AD_OK && left == 0 ? 0 : 1);
-}
-
-/* Reads up to size bytes from fd; returns how many arrived. */
-static size_t read_all(int fd, void *buf, size_t size)
-{
-    char *p = buf;
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, p + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    return got;
-}
-
-int ex_run_forked(const char *prog, const char *label, ex_work work, void *arg, void *result,
-                  size_t size)
-{
-    int fd[2];
-    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        forked_child(fd[1], prog, work, arg, result, size);
-    }
-    close(fd[1]);
-    size_t got = read_all(fd[0], result, size);
-    close(fd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (got == size && WIFEXITED(status) && WEXITSTATUS(status) == 0) return AD_OK;
-    if (WIFSIGNALED(status))
-        return ad_fail(AD_EARG, "%s: the child process died of signal %d", label,
-                       WTERMSIG(status));
-    return ad_fail(AD_EARG, "%s failed (see the message above)", label);
 }
 
 double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes)

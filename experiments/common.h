@@ -33,18 +33,12 @@
 #include <stdio.h>
 
 #include "ad/ad.h"
+#include "experiments/kit/kit.h"
 
-/* The programs' exit statuses besides 0. */
-enum { EX_EXIT_LIB = 1, EX_EXIT_USAGE = 2 };
 
 /* The longest path the programs build, and the longest flag name. */
-enum { EX_PATH_LEN = 4096, EX_FLAG_NAME_LEN = 32 };
+enum { EX_FLAG_NAME_LEN = 32 };
 
-#if defined(__GNUC__)
-#define EX_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
-#else
-#define EX_PRINTF(fmt_arg, first_arg)
-#endif
 
 /* ---- flags --------------------------------------------------------------- */
 
@@ -52,10 +46,7 @@ enum { EX_PATH_LEN = 4096, EX_FLAG_NAME_LEN = 32 };
  * false and *out untouched.  White space is refused anywhere, before the
  * number too (where strtol would skip it), and so is anything after it. */
 
-/* A whole number in lo..hi, in decimal; a '-' or '+' sign is allowed. */
-bool ex_parse_int(const char *s, int lo, int hi, int *out);
-/* A finite number (what strtod reads: "-1.5", "2e-3", ...). */
-bool ex_parse_double(const char *s, double *out);
+/* ex_parse_int and ex_parse_double: see kit/kit.h. */
 /* A whole number >= 0 that fits in 64 bits (a seed), in decimal: digits
  * only, so any sign is refused ("-1" is not 2^64 − 1). */
 bool ex_parse_u64(const char *s, uint64_t *out);
@@ -76,7 +67,7 @@ int ex_flag_value(int argc, char **argv, int *i, const char *const *known, size_
 
 /* Prints "PROG: <message>" and the line "(PROG --help explains the flags)"
  * on stderr; returns EX_EXIT_USAGE. */
-int ex_usage_error(const char *prog, const char *fmt, ...) EX_PRINTF(2, 3);
+int ex_usage_error_old(const char *prog, const char *fmt, ...) EX_PRINTF(2, 3);
 
 /* ---- files and folders --------------------------------------------------- */
 
@@ -89,14 +80,14 @@ int ex_make_dirs(const char *path);
  * up in ferror, not in fclose).  AD_OK, or AD_EIO "error writing NAME". */
 int ex_close(FILE *f, const char *name);
 
-enum { EX_MAX_FILES = 32 };
+enum { EX_MAX_OUT_FILES = 32 };
 
 /* An output folder, and the list of files written into it (for the summary
  * a program prints at the end).  About 130 KB: allocate it. */
 typedef struct ex_outdir {
     const char *prog;                         /* prefixes every message */
     char dir[EX_PATH_LEN];
-    char files[EX_MAX_FILES][EX_PATH_LEN];    /* paths, in the order written */
+    char files[EX_MAX_OUT_FILES][EX_PATH_LEN];    /* paths, in the order written */
     int n_files;
     bool have_gnuplot;                        /* gnuplot is on PATH */
     int plots_failed;
@@ -140,19 +131,13 @@ int ex_gnuplot_warn(const char *prog, const char *dir, const char *script, const
  * files: a comment naming `writer` (e.g. "toy (experiments/toy.c)") and how
  * to rerun it, UTF-8, pngcairo if this gnuplot has it (else png), the
  * output file, ',' as the separator and a light grid. */
-void ex_gp_header(FILE *g, const char *writer, const char *png, int width, int height);
+void ex_gp_header_old(FILE *g, const char *writer, const char *png, int width, int height);
 
 /* ---- time ---------------------------------------------------------------- */
 
-/* Seconds on the monotonic clock (from an arbitrary start). */
-double ex_now(void);
 /* A duration for a progress line: "42s", "3m07s", "2h05m", or "?" when
  * negative, NaN or absurd. */
 void ex_fmt_duration(double seconds, char *buf, size_t len);
-/* The median of x[0..n), which it sorts (insertion sort: n is small);
- * NaN when n is 0. */
-double ex_median(double *x, int n);
-
 /* Classification helpers shared by the programs. */
 /* The fraction of rows of logits [n, n_classes] whose largest entry (first
  * on ties) is at the label y[i]; 0 for n <= 0. */
@@ -168,22 +153,5 @@ ad_value *ex_labels_tensor(const int *y, int n);
 int ex_sample_by_quota(ad_rng *rng, const unsigned char *labels, int n, int n_classes,
                        int *quota_train, int *quota_val, int *idx_train, int *idx_val,
                        int filled[2]);
-
-/* ---- a child process ----------------------------------------------------- */
-
-/* One piece of work: fills result and returns an ad_status. */
-typedef int (*ex_work)(void *arg, void *result);
-
-/* Runs work(arg, result) in a child process and copies *result (size bytes,
- * plain data) back through a pipe.  Why a child: its peak RSS (getrusage)
- * is its own and not the largest of all the work before it, and a crash
- * does not take the program down.  When work fails, the child prints
- * "PROG: <its message>".  Returns AD_OK when work returned AD_OK and all of
- * result arrived; otherwise a status whose message starts with label
- * ("K = 5"): "... failed (see the message above)" or "... the child process
- * died of signal N" (AD_EARG), or names the pipe or fork that failed
- * (AD_EIO). */
-int ex_run_forked(const char *prog, const char *label, ex_work work, void *arg, void *result,
-                  size_t size);
 
 #endif

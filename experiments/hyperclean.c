@@ -539,7 +539,7 @@ static int run_k_forked(run_ctx *ctx, int K, k_result *res)
 {
     char label[32];
     snprintf(label, sizeof label, "K = %d", K);
-    return ex_run_forked(PROG, label, k_job_run, &(k_job){ ctx, K }, res, sizeof *res);
+    return ex_run_forked(label, k_job_run, &(k_job){ ctx, K }, res, sizeof *res);
 }
 
 /* ---- the table and the plots ----------------------------------------------- */

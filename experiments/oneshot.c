@@ -179,14 +179,14 @@ static int parse_k_list(opts *o)
     const bool strict = o->k_list != NULL;
     const char *s = strict ? o->k_list : DEFAULT_K;
     o->n_cfg = 0;
-    if (!*s) return ex_usage_error(PROG, "--K: empty list");
+    if (!*s) return ex_usage_error_old(PROG, "--K: empty list");
     for (const char *p = s;;) { /* p is at the start of an entry */
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         char tok[32];
-        if (len == 0) return ex_usage_error(PROG, "--K: empty entry in '%s'", s);
+        if (len == 0) return ex_usage_error_old(PROG, "--K: empty entry in '%s'", s);
         if (len >= sizeof tok)
-            return ex_usage_error(PROG, "--K: entry '%.*s' too long", (int)len, p);
+            return ex_usage_error_old(PROG, "--K: entry '%.*s' too long", (int)len, p);
         memcpy(tok, p, len);
         tok[len] = '\0';
         cfg c;
@@ -204,7 +204,7 @@ static int parse_k_list(opts *o)
             snprintf(c.name, sizeof c.name, "K%d", K);
             snprintf(c.label, sizeof c.label, "%d-RMD", K);
         } else {
-            return ex_usage_error(PROG, "--K: expected numbers, 'full' or 'short', got '%s'",
+            return ex_usage_error_old(PROG, "--K: expected numbers, 'full' or 'short', got '%s'",
                                   tok);
         }
         bool repeat = false;
@@ -214,13 +214,13 @@ static int parse_k_list(opts *o)
              * T = 1, "short" is full RMD; any K >= T is "full"). */
             if (!strcmp(d->name, c.name) || (d->K == c.K && d->T == c.T)) {
                 if (strict)
-                    return ex_usage_error(PROG, "--K: '%s' is the same configuration as an "
+                    return ex_usage_error_old(PROG, "--K: '%s' is the same configuration as an "
                                           "earlier entry (%s)", tok, d->label);
                 repeat = true;
             }
         }
         if (!repeat) {
-            if (o->n_cfg == MAX_CFG) return ex_usage_error(PROG, "--K: at most 8 configurations");
+            if (o->n_cfg == MAX_CFG) return ex_usage_error_old(PROG, "--K: at most 8 configurations");
             o->cfgs[o->n_cfg++] = c;
         }
         if (!comma) break;
@@ -255,12 +255,12 @@ static int parse_args(int argc, char **argv, opts *o)
         char name[EX_FLAG_NAME_LEN];
         const char *val;
         if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
-            return ex_usage_error(PROG, "%s", ad_error());
+            return ex_usage_error_old(PROG, "%s", ad_error());
 
 #define INT_FLAG(flag, field, lo, hi, bit)                                                     \
     if (!strcmp(name, flag)) {                                                                 \
         if (!ex_parse_int(val, lo, hi, &o->field))                                             \
-            return ex_usage_error(PROG, flag ": expected a whole number in " #lo ".." #hi      \
+            return ex_usage_error_old(PROG, flag ": expected a whole number in " #lo ".." #hi      \
                                              ", got '%s'", val);                               \
         set |= bit;                                                                            \
         continue;                                                                              \
@@ -268,7 +268,7 @@ static int parse_args(int argc, char **argv, opts *o)
 #define POS_FLAG(flag, field)                                                                  \
     if (!strcmp(name, flag)) {                                                                 \
         if (!ex_parse_double(val, &o->field) || !(o->field > 0))                               \
-            return ex_usage_error(PROG, flag ": expected a finite number > 0, got '%s'", val); \
+            return ex_usage_error_old(PROG, flag ": expected a finite number > 0, got '%s'", val); \
         continue;                                                                              \
     }
         INT_FLAG("--channels", channels, 1, 1024, SET_CH)
@@ -288,19 +288,19 @@ static int parse_args(int argc, char **argv, opts *o)
 #undef POS_FLAG
         if (!strcmp(name, "--relerr-rho")) {
             if (!ex_parse_double(val, &o->relerr_rho) || o->relerr_rho < 0 || o->relerr_rho > 30)
-                return ex_usage_error(PROG, "--relerr-rho: expected a number in [0, 30], got '%s'",
+                return ex_usage_error_old(PROG, "--relerr-rho: expected a number in [0, 30], got '%s'",
                                       val);
         } else if (!strcmp(name, "--data")) {
-            if (!*val) return ex_usage_error(PROG, "--data: empty folder name");
+            if (!*val) return ex_usage_error_old(PROG, "--data: empty folder name");
             o->data = val;
         } else if (!strcmp(name, "--out")) {
-            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
+            if (!*val) return ex_usage_error_old(PROG, "--out: empty folder name");
             o->out = val;
             set |= SET_OUT;
         } else if (!strcmp(name, "--K")) {
             o->k_list = val;
         } else if (!ex_parse_u64(val, &o->seed)) { /* --seed */
-            return ex_usage_error(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
+            return ex_usage_error_old(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
         }
     }
     if (o->quick) { /* explicit flags win */
@@ -317,9 +317,9 @@ static int parse_args(int argc, char **argv, opts *o)
     o->cos_every_given = set & SET_COS;
     if (o->eval_every < 0) o->eval_every = o->iters >= 10 ? o->iters / 10 : 1;
     if (o->cos_every < 0) o->cos_every = o->iters >= 20 ? o->iters / 20 : 1;
-    if (o->rho0 > 30) return ex_usage_error(PROG, "--rho0: at most 30");
+    if (o->rho0 > 30) return ex_usage_error_old(PROG, "--rho0: at most 30");
     if (o->step0 < STEP_LO || o->step0 > STEP_HI)
-        return ex_usage_error(PROG, "--step0: must lie in [1e-3, 2]");
+        return ex_usage_error_old(PROG, "--step0: must lie in [1e-3, 2]");
     return parse_k_list(o);
 }
 
@@ -864,7 +864,7 @@ static int full_job_run(void *arg, void *out)
 
 static int compare_full_forked(os_task *tk, ad_value *const *g, hg_compare *cm)
 {
-    return ex_run_forked(PROG, "full RMD for the cosine", full_job_run, &(full_job){ tk, g }, cm,
+    return ex_run_forked("full RMD for the cosine", full_job_run, &(full_job){ tk, g }, cm,
                          sizeof *cm);
 }
 
@@ -1069,7 +1069,7 @@ static int run_cfg_work(void *arg, void *out)
 static int run_cfg_forked(run_ctx *ctx, result *res)
 {
     const char *label = ctx->o->cfgs[ctx->ci].label;
-    int rc = ex_run_forked(PROG, label, run_cfg_work, ctx, res, sizeof *res);
+    int rc = ex_run_forked(label, run_cfg_work, ctx, res, sizeof *res);
     if (rc == AD_OK && !res->ok) rc = ad_fail(AD_EARG, "%s failed (see the message above)", label);
     return rc;
 }
@@ -1279,7 +1279,7 @@ static int write_fig7(const opts *o, const result *r, bool have_relerr, const ch
     for (int i = 0; i < o->n_cfg; i++) n_trunc += r[i].ok && o->cfgs[i].truncated;
     FILE *g = open_out(o, "fig7.gp", "w");
     if (!g) return AD_EIO;
-    ex_gp_header(g, PROG " (experiments/oneshot.c)", "fig7.png", 1400, 1000);
+    ex_gp_header_old(g, PROG " (experiments/oneshot.c)", "fig7.png", 1400, 1000);
     fprintf(g,
             "set multiplot layout 2,2 title 'Figure 7: one-shot 5-way Omniglot, %d channels, "
             "T = %d, meta-batch %d, %d hyper-iterations'\n"

@@ -167,8 +167,8 @@ static int check_ks(ti_opts *o)
         }
         if (o->ks_set) {
             if (o->Ks[j] == o->Ks[k])
-                return ex_usage_error(PROG, "--K: %d is given twice", o->Ks[k]);
-            return ex_usage_error(PROG, "--K: %d and %d are both full RMD (K >= T = %d); "
+                return ex_usage_error_old(PROG, "--K: %d is given twice", o->Ks[k]);
+            return ex_usage_error_old(PROG, "--K: %d and %d are both full RMD (K >= T = %d); "
                                         "give one of them", o->Ks[j], o->Ks[k], o->T);
         }
         memmove(&o->Ks[k], &o->Ks[k + 1], sizeof *o->Ks * (size_t)(o->nK - k - 1));
@@ -198,68 +198,68 @@ static int parse_args(int argc, char **argv, ti_opts *o)
         char name[EX_FLAG_NAME_LEN];
         const char *val;
         if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
-            return ex_usage_error(PROG, "%s", ad_error());
+            return ex_usage_error_old(PROG, "%s", ad_error());
 
         double x;
         if (!strcmp(name, "--dataset")) {
             if (!strcmp(val, "cifar")) o->omniglot = false;
             else if (!strcmp(val, "omniglot")) o->omniglot = true;
-            else return ex_usage_error(PROG, "--dataset: expected cifar or omniglot, "
+            else return ex_usage_error_old(PROG, "--dataset: expected cifar or omniglot, "
                                              "got '%s'", val);
         } else if (!strcmp(name, "--data")) {
-            if (!*val) return ex_usage_error(PROG, "--data: empty folder name");
+            if (!*val) return ex_usage_error_old(PROG, "--data: empty folder name");
             o->data = val;
         } else if (!strcmp(name, "--out")) {
-            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
+            if (!*val) return ex_usage_error_old(PROG, "--out: empty folder name");
             o->out = val;
         } else if (!strcmp(name, "--trials")) {
             if (!ex_parse_int(val, 1, MAX_TRIALS, &o->trials))
-                return ex_usage_error(PROG, "--trials: expected a whole number in 1..1000, "
+                return ex_usage_error_old(PROG, "--trials: expected a whole number in 1..1000, "
                                             "got '%s'", val);
             o->trials_set = true;
         } else if (!strcmp(name, "--max-iters")) {
             if (!ex_parse_int(val, 1, 10000000, &o->max_iters))
-                return ex_usage_error(PROG, "--max-iters: expected a whole number in 1..10000000, "
+                return ex_usage_error_old(PROG, "--max-iters: expected a whole number in 1..10000000, "
                                             "got '%s'", val);
             o->max_iters_set = true;
         } else if (!strcmp(name, "--patience")) {
             if (!ex_parse_int(val, 1, 10000000, &o->patience))
-                return ex_usage_error(PROG, "--patience: expected a whole number in 1..10000000, "
+                return ex_usage_error_old(PROG, "--patience: expected a whole number in 1..10000000, "
                                             "got '%s'", val);
             o->patience_set = true;
         } else if (!strcmp(name, "--K")) {
             if ((o->nK = ex_parse_int_list(val, 1, 100000, o->Ks, MAX_KS)) < 1)
-                return ex_usage_error(PROG, "--K: expected up to %d whole numbers in 1..100000 "
+                return ex_usage_error_old(PROG, "--K: expected up to %d whole numbers in 1..100000 "
                                             "separated by commas, got '%s'", MAX_KS, val);
             o->ks_set = true;
         } else if (!strcmp(name, "--seed")) {
             if (!ex_parse_u64(val, &o->seed))
-                return ex_usage_error(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
+                return ex_usage_error_old(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
         } else if (!strcmp(name, "--T")) {
             if (!ex_parse_int(val, 1, 100000, &o->T))
-                return ex_usage_error(PROG, "--T: expected a whole number in 1..100000, "
+                return ex_usage_error_old(PROG, "--T: expected a whole number in 1..100000, "
                                             "got '%s'", val);
         } else if (!strcmp(name, "--chars")) {
             if (!ex_parse_int(val, 2, DATA_OMNIGLOT_BACKGROUND_CHARS, &o->chars))
-                return ex_usage_error(PROG, "--chars: expected a whole number in 2..964, "
+                return ex_usage_error_old(PROG, "--chars: expected a whole number in 2..964, "
                                             "got '%s'", val);
             o->chars_set = true;
         } else if (!strcmp(name, "--eval-every")) {
             if (!ex_parse_int(val, 1, 1000000, &o->eval_every))
-                return ex_usage_error(PROG, "--eval-every: expected a whole number >= 1, "
+                return ex_usage_error_old(PROG, "--eval-every: expected a whole number >= 1, "
                                             "got '%s'", val);
         } else if (!strcmp(name, "--fig-every")) {
             if (!ex_parse_int(val, 0, 1000000, &o->fig_every))
-                return ex_usage_error(PROG, "--fig-every: expected a whole number >= 0, "
+                return ex_usage_error_old(PROG, "--fig-every: expected a whole number >= 0, "
                                             "got '%s'", val);
             o->fig_every_set = true;
         } else if (!strcmp(name, "--B0")) {
             if (!ex_parse_double(val, &o->b0))
-                return ex_usage_error(PROG, "--B0: expected a finite number, got '%s'", val);
+                return ex_usage_error_old(PROG, "--B0: expected a finite number, got '%s'", val);
             o->b0_set = true;
         } else {
             if (!ex_parse_double(val, &x) || !(x > 0)) /* --gamma, --eta0 or --rho0 */
-                return ex_usage_error(PROG, "%s: expected a finite number > 0, got '%s'", name,
+                return ex_usage_error_old(PROG, "%s: expected a finite number > 0, got '%s'", name,
                                       val);
             if (!strcmp(name, "--gamma")) o->gamma = x;
             else if (!strcmp(name, "--eta0")) o->eta0 = x;
@@ -267,7 +267,7 @@ static int parse_args(int argc, char **argv, ti_opts *o)
         }
     }
     if (o->omniglot == false && o->chars_set)
-        return ex_usage_error(PROG, "--chars is for --dataset omniglot");
+        return ex_usage_error_old(PROG, "--chars is for --dataset omniglot");
     if (o->quick) {
         if (!o->trials_set) o->trials = 2;
         if (!o->max_iters_set) o->max_iters = 20;
@@ -302,7 +302,7 @@ static const char *k_label(int K, int T, char *buf, size_t len)
 /* The opening of every script: PNG terminal, CSV input. */
 static void gp_header(FILE *g, const char *png, int width, int height)
 {
-    ex_gp_header(g, PROG " (experiments/taskinteract.c)", png, width, height);
+    ex_gp_header_old(g, PROG " (experiments/taskinteract.c)", png, width, height);
 }
 
 /* ---- one run: a trial and a K -------------------------------------------- */

@@ -149,47 +149,47 @@ static int parse_args(int argc, char **argv, toy_opts *o)
         char name[EX_FLAG_NAME_LEN];
         const char *val;
         if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
-            return ex_usage_error(PROG, "%s", ad_error());
+            return ex_usage_error_old(PROG, "%s", ad_error());
 
         if (!strcmp(name, "--out")) {
-            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
+            if (!*val) return ex_usage_error_old(PROG, "--out: empty folder name");
             o->out = val;
             o->fig_flag_set = true;
         } else if (!strcmp(name, "--lambda")) {
             if (!parse_pair(val, o->lam))
-                return ex_usage_error(PROG, "--lambda: expected two finite numbers 'L1,L2', "
+                return ex_usage_error_old(PROG, "--lambda: expected two finite numbers 'L1,L2', "
                                             "got '%s'", val);
             o->lam_set = true;
         } else if (!strcmp(name, "--start")) {
             if (!parse_pair(val, o->start))
-                return ex_usage_error(PROG, "--start: expected two finite numbers 'L1,L2', "
+                return ex_usage_error_old(PROG, "--start: expected two finite numbers 'L1,L2', "
                                             "got '%s'", val);
             o->fig_flag_set = true;
         } else if (!strcmp(name, "--T")) {
             if (!ex_parse_int(val, 1, 100000, &o->T))
-                return ex_usage_error(PROG, "--T: expected a whole number in 1..100000, "
+                return ex_usage_error_old(PROG, "--T: expected a whole number in 1..100000, "
                                             "got '%s'", val);
         } else if (!strcmp(name, "--K")) {
             if (!ex_parse_int(val, 1, 100000, &o->K))
-                return ex_usage_error(PROG, "--K: expected a whole number in 1..100000, "
+                return ex_usage_error_old(PROG, "--K: expected a whole number in 1..100000, "
                                             "got '%s'", val);
             o->K_set = true;
         } else if (!strcmp(name, "--iters")) {
             if (!ex_parse_int(val, 1, 1000000, &o->iters))
-                return ex_usage_error(PROG, "--iters: expected a whole number in 1..1000000, "
+                return ex_usage_error_old(PROG, "--iters: expected a whole number in 1..1000000, "
                                             "got '%s'", val);
             o->fig_flag_set = true;
         } else { /* --gamma */
             if (!ex_parse_double(val, &o->gamma) || !(o->gamma > 0))
-                return ex_usage_error(PROG, "--gamma: expected a finite number > 0, got '%s'", val);
+                return ex_usage_error_old(PROG, "--gamma: expected a finite number > 0, got '%s'", val);
         }
     }
-    if (o->query && !o->lam_set) return ex_usage_error(PROG, "--query needs --lambda=L1,L2");
+    if (o->query && !o->lam_set) return ex_usage_error_old(PROG, "--query needs --lambda=L1,L2");
     if (o->query && o->fig_flag_set)
-        return ex_usage_error(PROG, "--out, --iters and --start "
+        return ex_usage_error_old(PROG, "--out, --iters and --start "
                                     "belong to figure mode, not --query");
     if (!o->query && (o->lam_set || o->K_set || o->tilde))
-        return ex_usage_error(PROG, "--lambda, --K and --tilde belong to --query mode");
+        return ex_usage_error_old(PROG, "--lambda, --K and --tilde belong to --query mode");
     return 0;
 }
 
@@ -267,7 +267,7 @@ static int run_query(const toy_opts *o)
 /* The opening of every script: PNG terminal, CSV input. */
 static void gp_header(FILE *g, const char *png, int width, int height)
 {
-    ex_gp_header(g, PROG " (experiments/toy.c)", png, width, height);
+    ex_gp_header_old(g, PROG " (experiments/toy.c)", png, width, height);
 }
 
 /* The closed form of the outer loss over the λ plane, for heat-map

@@ -11,4 +11,5 @@
     X(data_omniglot_cifar) \
     X(taskinteract)  \
     X(hyperclean)    \
-    X(oneshot)
+    X(oneshot)       \
+    X(kit)
