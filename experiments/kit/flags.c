@@ -186,6 +186,14 @@ static bool parse_value(const ex_flag *f, const char *s, char *why, size_t why_l
 
 /* ---- --help ---------------------------------------------------------------- */
 
+/* Columns of n bytes of UTF-8: continuation bytes take none. */
+static int width(const char *s, size_t n)
+{
+    int w = 0;
+    for (size_t i = 0; i < n; i++) w += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return w;
+}
+
 /* Prints text from column `col` on, wrapped before column 80, later lines
  * indented to col; `at` is the column the cursor is at. */
 static void wrap(FILE *out, const char *text, int at, int col)
@@ -198,7 +206,7 @@ static void wrap(FILE *out, const char *text, int at, int col)
     at = col;
     for (const char *p = text; *p;) {
         size_t w = strcspn(p, " ");
-        if (at > col && at + 1 + (int)w > 79) {
+        if (at > col && at + 1 + width(p, w) > 79) {
             fprintf(out, "\n%*s", col, "");
             at = col;
         } else if (at > col) {
@@ -206,7 +214,7 @@ static void wrap(FILE *out, const char *text, int at, int col)
             at++;
         }
         fwrite(p, 1, w, out);
-        at += (int)w;
+        at += width(p, w);
         p += w;
         while (*p == ' ') p++;
     }
@@ -243,8 +251,9 @@ static void print_help(const ex_cmd *c)
             snprintf(line + n, sizeof line - (size_t)n, " (%s%s%s%s%s%s)", what,
                      *what && f->def ? "; " : "", f->def ? "default " : "", f->def ? f->def : "",
                      f->quick ? "; --quick " : "", f->quick ? f->quick : "");
-        int at = fprintf(stdout, "  %s%s%s", f->name, *meta(f) ? " " : "", meta(f));
-        wrap(stdout, line, at, 21);
+        const char *m = meta(f);
+        fprintf(stdout, "  %s%s%s", f->name, *m ? " " : "", m);
+        wrap(stdout, line, 2 + width(f->name, strlen(f->name)) + (*m ? 1 + width(m, strlen(m)) : 0), 21);
     }
     fprintf(stdout, "  -h, --help%*sthis text\n", 9, "");
     fprintf(stdout, "Values follow a flag after '=' or as the next argument.\n%s",

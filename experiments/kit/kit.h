@@ -198,15 +198,16 @@ void ex_file_abandon(ex_file *f);
 /* Writes text[0..len) as DIR/NAME in one go (ex_file_open + commit). */
 int ex_out_save(ex_out *o, const char *name, const char *text, size_t len);
 
-/* The opening of a gnuplot script drawing a width x height PNG from CSV
- * files: who wrote it and how to rerun it, UTF-8, pngcairo if this gnuplot
- * has it (else png), the output file, ',' as separator, a light grid. */
-void ex_gp_header(FILE *g, const char *png, int width, int height);
-/* Runs `gnuplot SCRIPT` in the folder when plots are on, and records the
- * PNG (SCRIPT with .gp replaced by .png) if it was made.  A failure is a
- * warning printed and counted, not an error: the CSV files are the result
- * and the script redraws them later. */
-void ex_out_plot(ex_out *o, const char *script);
+/* Opens the gnuplot script DIR/name (an ex_file) and writes its opening:
+ * who wrote it and how to rerun it, UTF-8, pngcairo if this gnuplot has it
+ * (else png), a width x height PNG named like the script (.png for .gp),
+ * ',' as the separator of the CSV files it reads, a light grid. */
+int ex_gp_open(ex_file *g, ex_out *o, const char *name, int width, int height);
+/* ex_file_commit, then `gnuplot NAME` in the folder when plots are on; the
+ * PNG is recorded if it was made.  A plot that fails is a warning printed
+ * and counted, not an error: the CSV files are the result and the script
+ * redraws them later. */
+int ex_gp_commit(ex_file *g);
 
 /* ---- time, progress, memory ---------------------------------------------- */
 

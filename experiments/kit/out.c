@@ -213,20 +213,24 @@ int ex_out_save(ex_out *o, const char *name, const char *text, size_t len)
 
 /* ---- gnuplot ----------------------------------------------------------------- */
 
-void ex_gp_header(FILE *g, const char *png, int width, int height)
+int ex_gp_open(ex_file *g, ex_out *o, const char *name, int width, int height)
 {
-    fprintf(g,
-            "# Written by %s; run `gnuplot %.*s.gp` in this folder.\n"
+    int rc = ex_file_open(g, o, name);
+    if (rc != AD_OK) return rc;
+    int stem = (int)strlen(name) - (int)(strlen(name) > 3 ? 3 : 0); /* without ".gp" */
+    fprintf(g->f,
+            "# Written by %s; run `gnuplot %s` in this folder.\n"
             "set encoding utf8\n"
             "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
             "    set terminal pngcairo size %d,%d enhanced font 'Sans,10'\n"
             "} else {\n"
             "    set terminal png size %d,%d enhanced\n"
             "}\n"
-            "set output '%s'\n"
+            "set output '%.*s.png'\n"
             "set datafile separator ','\n"
             "set grid lt 0 lw 0.5\n",
-            ex_prog(), (int)(strlen(png) - 4), png, width, height, width, height, png);
+            ex_prog(), name, width, height, width, height, stem, name);
+    return AD_OK;
 }
 
 /* Runs `gnuplot script` in dir by fork and exec (no shell: nothing to
@@ -247,19 +251,23 @@ static int gnuplot(const char *dir, const char *script)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
-void ex_out_plot(ex_out *o, const char *script)
+int ex_gp_commit(ex_file *g)
 {
-    if (!o->plots || !o->writer) return;
-    char png[EX_NAME_LEN];
+    ex_out *o = g->out;
+    int rc = ex_file_commit(g);
+    if (rc != AD_OK || !o->plots || !o->writer) return rc;
+    const char *script = g->name;
+    char png[EX_NAME_LEN + 8];
     size_t n = strlen(script);
     snprintf(png, sizeof png, "%.*s.png", (int)(n > 3 ? n - 3 : n), script);
-    int rc = gnuplot(o->dir, script);
-    if (rc < 0)
+    int r = gnuplot(o->dir, script);
+    if (r < 0)
         fprintf(stderr, "%s: warning: cannot start gnuplot: %s\n", ex_prog(), strerror(errno));
-    else if (rc > 0)
+    else if (r > 0)
         fprintf(stderr, "%s: warning: gnuplot %s failed; %s was not made\n", ex_prog(), script, png);
-    char path[EX_PATH_LEN + EX_NAME_LEN];
+    char path[EX_PATH_LEN + 2 * EX_NAME_LEN];
     snprintf(path, sizeof path, "%s/%s", o->dir, png);
-    if (rc != 0) o->plots_failed++;
+    if (r != 0) o->plots_failed++;
     else if (access(path, R_OK) == 0) record(o, png);
+    return AD_OK;
 }
