@@ -167,6 +167,9 @@ typedef struct ex_out {
  * warning once.  EX_EUSAGE "--out: path too long"; AD_EIO when the folder
  * cannot be made or "DIR is in use by another run (process N)". */
 int ex_out_open(ex_out *o, const char *dir, bool want_plots);
+/* A folder other runs write too, without a lock or plots: for a file that
+ * joins their outputs (still written under a temporary name and renamed). */
+int ex_out_open_shared(ex_out *o, const char *dir);
 /* Releases the lock. */
 void ex_out_close(ex_out *o);
 /* Lists the files written, "  DIR/NAME" lines on stderr, then a warning if

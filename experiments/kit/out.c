@@ -79,7 +79,7 @@ static bool gnuplot_on_path(void)
     return false;
 }
 
-int ex_out_open(ex_out *o, const char *dir, bool want_plots)
+int ex_out_open_shared(ex_out *o, const char *dir)
 {
     memset(o, 0, sizeof *o);
     o->lock_fd = -1;
@@ -87,7 +87,12 @@ int ex_out_open(ex_out *o, const char *dir, bool want_plots)
     if (strlen(dir) + 1 + EX_NAME_LEN + 16 > EX_PATH_LEN)
         return ad_fail(EX_EUSAGE, "--out: path too long (%zu bytes)", strlen(dir));
     snprintf(o->dir, sizeof o->dir, "%s", dir);
-    int rc = make_dirs(dir);
+    return make_dirs(dir);
+}
+
+int ex_out_open(ex_out *o, const char *dir, bool want_plots)
+{
+    int rc = ex_out_open_shared(o, dir);
     if (rc == AD_OK) rc = lock_dir(o);
     o->plots = want_plots && gnuplot_on_path();
     if (rc == AD_OK && want_plots && !o->plots)
