@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "experiments/data/mnist.h"
-#include "experiments/common.h"
+#include "experiments/classify.h"
 #include "ops/ops.h"
 
 /* ---- the callbacks ------------------------------------------------------ */

@@ -148,6 +148,43 @@ START_TEST(test_flags_errors)
 }
 END_TEST
 
+/* The number parsers take the whole string or nothing: no white space
+ * before the number (where strtol, strtoull and strtod would skip it), no
+ * sign on a seed (strtoull would read " -1" as 2^64 − 1), nothing after it;
+ * lists have no empty entry and no spaces. */
+START_TEST(test_flags_strict)
+{
+    int v = 7;
+    ck_assert(ex_parse_int("-3", -5, 5, &v) && v == -3);
+    ck_assert(ex_parse_int("+3", -5, 5, &v) && v == 3);
+    v = 7;
+    const char *bad_int[] = { "", " 3", "\t3", " -3", "3 ", "3x", "6", "-6", "10x",
+                              "99999999999999999999", "- 3" };
+    for (size_t i = 0; i < sizeof bad_int / sizeof *bad_int; i++)
+        ck_assert_msg(!ex_parse_int(bad_int[i], -5, 5, &v) && v == 7, "ex_parse_int took '%s'",
+                      bad_int[i]);
+    double d = 7;
+    ck_assert(ex_parse_double("-5.07", &d) && d == -5.07);
+    ck_assert(ex_parse_double("1e-3", &d) && d == 1e-3);
+    d = 7;
+    const char *bad_double[] = { "", " 1", "\t1", " -1", "1 ", "1x", "inf", "nan", "1e999" };
+    for (size_t i = 0; i < sizeof bad_double / sizeof *bad_double; i++)
+        ck_assert_msg(!ex_parse_double(bad_double[i], &d) && d == 7,
+                      "ex_parse_double took '%s'", bad_double[i]);
+    char err[1024];
+    const char *bad_u64[] = { "", " 1", "\t1", "\n1", "-1", " -1", "+1", " +1", "1 ", "1x",
+                              "18446744073709551616", "0x10" };
+    for (size_t i = 0; i < sizeof bad_u64 / sizeof *bad_u64; i++)
+        ck_assert_msg(parse(err, "--seed", bad_u64[i], NULL) == EX_EXIT_USAGE, "--seed took '%s'",
+                      bad_u64[i]);
+    const char *bad_list[] = { ",", "1,", ",1", "1,,5", " 1", "1, 5", "1 ,5", "1,5 ",
+                               "1,5,25,50,60", "0,1", "1,101", "1;5" };
+    for (size_t i = 0; i < sizeof bad_list / sizeof *bad_list; i++)
+        ck_assert_msg(parse(err, "--K", bad_list[i], NULL) == EX_EXIT_USAGE, "--K took '%s'",
+                      bad_list[i]);
+}
+END_TEST
+
 /* ---- the output folder ------------------------------------------------------ */
 
 static bool exists(const char *path) { return access(path, F_OK) == 0; }
@@ -477,6 +514,7 @@ Suite *kit_suite(void)
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(tc, test_flags_values);
     tcase_add_test(tc, test_flags_errors);
+    tcase_add_test(tc, test_flags_strict);
     tcase_add_test(tc, test_out_files);
     tcase_add_test(tc, test_out_write_error);
     tcase_add_test(tc, test_table_csv);
