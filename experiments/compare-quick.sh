@@ -10,6 +10,7 @@
 # /tmp/base/build/release --buildtype=release) and build/release here. WORK receives a/ and b/
 # with every output. Data: $HYPERTAPE_DATA (default ../shared/data beside the repository).
 #
+# oneshot also runs 3 hyper-iterations and is resumed to its 6 (--resume).
 # Compared: every *.csv both runs wrote (column by column, dropping the columns whose header
 # names a time or a memory size: *seconds*, *_s, s_*, *sec*, *rss*), the stdout of toy --query
 # and of bench-estimators (its median_s column dropped); the gnuplot scripts (*.gp) are
@@ -34,6 +35,9 @@ run() {
   "$bin/taskinteract" --quick --out "$d/taskinteract" >"$d/ti-cifar.log" 2>&1
   "$bin/taskinteract" --quick --dataset omniglot --out "$d/taskinteract" >"$d/ti-omni.log" 2>&1
   "$bin/oneshot" --quick --out "$d/oneshot" >"$d/oneshot.log" 2>&1
+  "$bin/oneshot" --quick --hyper-iters 3 --relerr-tasks 0 --out "$d/oneshot-resumed" \
+    >"$d/oneshot-resumed.log" 2>&1
+  "$bin/oneshot" --quick --resume --out "$d/oneshot-resumed" >>"$d/oneshot-resumed.log" 2>&1
   "$bin/bench-estimators" --T 20,40 --K 5 --repeats 1 >"$d/bench-estimators.txt" 2>&1
   "$bin/bench-hyperclean" --csv --repeats 1 --n-train 500 --n-val 500 --K 1,5 \
     >"$d/bench-hyperclean.csv" 2>"$d/bench-hyperclean.log"
