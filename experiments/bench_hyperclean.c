@@ -270,6 +270,7 @@ static const ex_flag flags[] = {
     { "--T", EX_INT, &c.T, "100", 1, 100000, "inner steps" },
 };
 
+static int check_flags(void);
 static ex_cmd cmd = {
     PROG, "[--K 1,5,25,50,100] [--repeats N] [--csv] [--data DIR]\n"
     "                        [--dataset mnist|fashion] [--n-train N] [--n-val N] [--T N]",
@@ -279,13 +280,12 @@ static ex_cmd cmd = {
     "alone, and the tape's peak bytes.\n",
     EX_FLAGS(flags),
     "Exit status: 0 whether or not the targets are met, 1 on errors, 2 on bad usage.\n",
+    .check = check_flags,
 };
 
-/* Returns 0 to go on, or an exit status (−1 after --help). */
-static int parse_args(int argc, char **argv)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st;
     if (!strcmp(c.dataset, "fashion-mnist")) c.dataset = "fashion";
     if (!ex_given(&cmd, "--K")) { /* the default depths, each capped at T, without repeats */
         static const int ks[] = { 1, 5, 25, 50, 100 };
@@ -348,7 +348,7 @@ typedef struct k_row {
 
 int main(int argc, char **argv)
 {
-    int st = parse_args(argc, argv);
+    int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
     hc_data dt;
     char what[EX_PATH_LEN + 64];

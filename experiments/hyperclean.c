@@ -95,6 +95,7 @@ static const ex_flag flags[] = {
       "gamma, then exit" },
 };
 
+static int check_flags(void);
 static ex_cmd cmd = {
     PROG, "[flags]",
     "Data hypercleaning (Shaban et al. 2019, Sec. 4.2.1 and App. G.1): a linear\n"
@@ -107,13 +108,12 @@ static ex_cmd cmd = {
     "OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n"
     "Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN, files),\n"
     "2 on bad usage.\n",
+    .check = check_flags,
 };
 
-/* Returns 0 to go on, or an exit status (−1 after --help). */
-static int parse_args(int argc, char **argv)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st;
     config *c = &cfg;
     if (!strcmp(c->dataset, "fashion-mnist")) c->dataset = "fashion";
     if (c->exact_every < 0) /* about 50 evaluations */
@@ -610,7 +610,7 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
 
 int main(int argc, char **argv)
 {
-    int st = parse_args(argc, argv);
+    int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
     ex_out *od = malloc(sizeof *od);
     if (!od) return ex_exit(ad_fail(AD_ENOMEM, "out of memory"));

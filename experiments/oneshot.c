@@ -136,6 +136,7 @@ static const ex_flag flags[] = {
     { "--no-plots", EX_SWITCH, &opt.no_plots, .help = "do not run gnuplot" },
 };
 
+static int check_flags(void);
 static ex_cmd cmd = {
     PROG, "[flags]",
     "One-shot learning on Omniglot (Shaban et al. 2019, Sec. 4.3, App. G.3):\n"
@@ -155,6 +156,7 @@ static ex_cmd cmd = {
     "Progress goes to stderr; Table 4 to stdout and DIR/table4.md.\n"
     "OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n"
     "Exit status: 0 on success, 1 on a run-time failure, 2 on bad usage.\n",
+    .check = check_flags,
 };
 
 /* "1,10,25,full,short" into configurations (needs o->T).  A list given by
@@ -217,11 +219,9 @@ static int parse_k_list(opts *o)
     return 0;
 }
 
-/* Returns 0 to go on, or an exit status (−1 after --help). */
-static int parse_args(int argc, char **argv)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st;
     opts *o = &opt;
     o->eval_every_given = ex_given(&cmd, "--eval-every");
     o->cos_every_given = ex_given(&cmd, "--cos-every");
@@ -1161,7 +1161,7 @@ static int run(ex_out *od, const opts *o, world *w)
 
 int main(int argc, char **argv)
 {
-    int st = parse_args(argc, argv);
+    int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
     double t0 = ex_now();
     ex_out *od = malloc(sizeof *od);

@@ -101,6 +101,7 @@ static const ex_flag flags[] = {
       "period (0: never)", .quick = "5" },
 };
 
+static int check_flags(void);
 static ex_cmd cmd = {
     PROG, "[--dataset cifar|omniglot] [--data DIR] [--trials N] [--max-iters N]\n"
     "                    [--patience N] [--K LIST] [--out DIR] [--seed S] [--quick] [...]",
@@ -146,6 +147,7 @@ static ex_cmd cmd = {
     "table3.md (DIR/table3.md joins the datasets), fig6.png, C.png and their .gp.\n"
     "Exit status: 0 on success (also without gnuplot), 1 on a run-time failure,\n"
     "2 on a bad flag or value.\n",
+    .check = check_flags,
 };
 
 /* The truncation a K means: K >= T is full RMD (labelled so), whatever K. */
@@ -176,11 +178,9 @@ static int check_ks(ti_opts *o)
     return 0;
 }
 
-/* Returns 0 to go on, or an exit status (−1 after --help). */
-static int parse_args(int argc, char **argv)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st;
     ti_opts *o = &opts;
     o->omniglot = !strcmp(o->dataset, "omniglot");
     if (!o->omniglot && ex_given(&cmd, "--chars"))
@@ -709,7 +709,7 @@ static int run(const ti_opts *o)
 
 int main(int argc, char **argv)
 {
-    int st = parse_args(argc, argv);
+    int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
     return ex_exit(run(&opts));
 }

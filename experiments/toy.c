@@ -56,6 +56,7 @@ static const ex_flag flags[] = {
       "inner descent diverges)", .open = EX_OPEN_LO },
 };
 
+static int check_flags(void);
 static ex_cmd cmd = {
     "toy", "[--out DIR] [--T=N] [--gamma=G] [--iters=N] [--start=L1,L2]\n"
     "       toy --query --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]",
@@ -102,13 +103,12 @@ static ex_cmd cmd = {
     "Exit status: 0 on success (also when gnuplot is missing), 1 when the library\n"
     "reports an error (its message is printed) or a file cannot be written,\n"
     "2 on a bad flag or value.\n",
+    .check = check_flags,
 };
 
-/* Returns 0 to go on, or an exit status (−1 after --help). */
-static int parse_args(int argc, char **argv)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st;
     toy_opts *o = &opts;
     bool fig_flag = ex_given(&cmd, "--out") || ex_given(&cmd, "--iters") ||
                     ex_given(&cmd, "--start");
@@ -706,7 +706,7 @@ static int run_figures(const toy_opts *o)
 
 int main(int argc, char **argv)
 {
-    int st = parse_args(argc, argv);
+    int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
     return ex_exit(opts.query ? run_query(&opts) : run_figures(&opts));
 }

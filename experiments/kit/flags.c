@@ -343,5 +343,5 @@ int ex_flags_parse(ex_cmd *c, int argc, char **argv)
      * defaults apply, and flags given explicitly are read again over them. */
     int rc = parse_pass(c, argc, argv, false);
     if (rc == 0 && ex_given(c, "--quick")) rc = parse_pass(c, argc, argv, true);
-    return rc;
+    return rc == 0 && c->check ? c->check() : rc;
 }

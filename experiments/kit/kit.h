@@ -110,8 +110,9 @@ typedef struct ex_flag {
 } ex_flag;
 
 /* A program's command line: its name, what follows it in the usage line,
- * the prose printed before the flags and after them, and the table.
- * ex_flags_parse fills given. */
+ * the prose printed before the flags and after them, the table, and the
+ * checks across flags (NULL: none), which return 0 or an exit status
+ * (ex_usage_error).  ex_flags_parse fills given. */
 typedef struct ex_cmd {
     const char *prog;
     const char *usage;
@@ -119,14 +120,16 @@ typedef struct ex_cmd {
     const ex_flag *flags;
     int n_flags;
     const char *after;
+    int (*check)(void);
     uint64_t given; /* bit i: flags[i] was on the command line */
 } ex_cmd;
 #define EX_FLAGS(table) (table), (int)(sizeof(table) / sizeof *(table))
 
 /* Parses argv: "--name=value" or "--name value"; -h and --help print the
- * help on stdout.  Returns 0 to go on, −1 after --help, or EX_EXIT_USAGE
- * after printing "PROG: --flag: expected ..., got '...'" (naming the flag)
- * on stderr.  Also names the program for every message of the kit. */
+ * help on stdout.  Then runs cmd->check.  Returns 0 to go on, −1 after
+ * --help, or EX_EXIT_USAGE after printing "PROG: --flag: expected ...,
+ * got '...'" (naming the flag) on stderr.  Also names the program for every
+ * message of the kit. */
 int ex_flags_parse(ex_cmd *cmd, int argc, char **argv);
 /* Whether the flag was on the command line. */
 bool ex_given(const ex_cmd *cmd, const char *name);
