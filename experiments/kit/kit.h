@@ -10,16 +10,18 @@
  *         { "--quick", EX_SWITCH, &o.quick, .help = "a first look" },
  *         ...
  *     };
- *     static ex_cmd cmd = { "mine", "[flags]", "What it computes.\n", EX_FLAGS(flags) };
+ *     static int check(void) { return o.iters < o.T ? ex_usage_error("...") : 0; }  // optional
+    static ex_cmd cmd = { "mine", "[flags]", "What it computes.\n", EX_FLAGS(flags),
+                          .check = check };
  *
  *     int main(int argc, char **argv)
  *     {
- *         int st = ex_flags_parse(&cmd, argc, argv);     // --help, errors: exit 2
+ *         int st = ex_flags_parse(&cmd, argc, argv);     // --help; errors: exit 2
  *         if (st) return st < 0 ? 0 : st;
  *         ex_out out;
  *         int rc = ex_out_open(&out, o.out, true);      // mkdir -p, lock, gnuplot?
  *         ex_file csv;
- *         if (rc == AD_OK) rc = ex_file_open(&csv, &out, "loss.csv");
+ *         if (rc == AD_OK) rc = ex_csv_open(&csv, &out, "loss.csv", "iter,loss");
  *         ...fprintf(csv.f, ...) in the loop, ex_progress_line(...) on stderr...
  *         if (rc == AD_OK) rc = ex_file_commit(&csv);   // renamed into place
  *         ex_out_close(&out);
