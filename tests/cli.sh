@@ -77,7 +77,12 @@ if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DAT
   "$bin/oneshot" "${os[@]}" --hyper-iters 100000 --out "$work/os-kill" >/dev/null 2>&1 &
   parent=$!
   worker=""
-  for _ in $(seq 300); do worker=$(pgrep -P "$parent" | head -1); [ -n "$worker" ] && break; sleep 0.1; done
+  # (children and states from /proc: pgrep and ps need procps, which CI may lack)
+  for _ in $(seq 300); do
+    worker=$(awk -v p="$parent" '$4 == p { print $1; exit }' /proc/[0-9]*/stat 2>/dev/null)
+    [ -n "$worker" ] && break
+    sleep 0.1
+  done
   cases=$((cases + 1))
   if [ -z "$worker" ]; then
     echo "FAIL: oneshot started no worker"; failed=$((failed + 1))
@@ -85,7 +90,7 @@ if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DAT
     kill -KILL "$parent"
     wait "$parent" 2>/dev/null
     for _ in $(seq 50); do
-      state=$(ps -o stat= -p "$worker" 2>/dev/null)
+      state=$(awk '{ print $3 }' "/proc/$worker/stat" 2>/dev/null)
       [ -z "$state" ] || [ "${state#Z}" != "$state" ] && break
       sleep 0.1
     done
