@@ -21,6 +21,7 @@
 #include <check.h>
 #include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -119,6 +120,20 @@ void tu_put_be32(unsigned char *b, uint32_t v);
  * build folder, so a relative path would depend on where that is); else the
  * test fails, saying the root should hold `holding` ("mnist/"). */
 const char *tu_data_root(const char *holding);
+
+/* A shared dataset's folder, tu_data_root()/name ("mnist", "omniglot",
+ * "cifar"), written into dir.  CI has these datasets; a clone elsewhere may
+ * not.  When the folder does not exist:
+ *   - with CI set (to anything but "", "false" or "0") the test fails;
+ *   - otherwise it prints one line on stderr, "skipped: no folder <dir> ...",
+ *     and this returns false: the test should return at once.  (Check counts
+ *     it as passed; scripts/test.sh counts and reports it as skipped.)
+ * A folder that exists but lacks a file still fails, in any case:
+ *     char dir[1024];
+ *     if (!tu_data_dir("mnist", dir, sizeof dir)) return; */
+bool tu_data_dir(const char *name, char *dir, size_t len);
+/* True when the environment says this is CI (see tu_data_dir). */
+bool tu_in_ci(void);
 
 /* The status was `code`, and the message names `path` and contains `what`.
  * A macro, so that a failure reports the caller's line. */
