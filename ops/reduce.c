@@ -62,6 +62,8 @@ static void sum_to_kernel(double *out, const ad_real *x, size_t size, const bc_l
     }
 }
 
+enum { SUM_TO_STACK = 256 }; /* double sums kept on the stack (2 KiB) */
+
 /* x [..., big] summed into out [..., small]: walk x's padded index and add
  * into out at stride 0 along the summed axes.  The double build adds into
  * out's own data (the same additions as ever, bit for bit); the float build
@@ -80,15 +82,17 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
     if (!out) return NULL;
     double *acc = out->data;
 #else
+    /* Statistics and bias gradients (the usual targets) fit on the stack, so
+     * the heap sees the same calls as in the double build. */
     size_t size = ad_shape_size(rank, shape);
-    double one, *acc = size == 1 ? &one : malloc(size * sizeof *acc);
+    double small[SUM_TO_STACK], *acc = size <= SUM_TO_STACK ? small : malloc(size * sizeof *acc);
     if (!acc) {
         ad_fail(AD_ENOMEM, "sum_to: out of memory for %zu double sums", size);
         return NULL;
     }
     ad_value *out = ad_node_new(tp, &sum_to_op, rank, shape, 1, &x);
     if (!out) {
-        if (acc != &one) free(acc);
+        if (acc != small) free(acc);
         return NULL;
     }
 #endif
@@ -96,7 +100,7 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
     sum_to_kernel(acc, x->data, x->size, &l);
 #if !HT_REAL_IS_DOUBLE
     for (size_t i = 0; i < out->size; i++) out->data[i] = (ad_real)acc[i];
-    if (acc != &one) free(acc);
+    if (acc != small) free(acc);
 #endif
     return out;
 }
