@@ -95,7 +95,8 @@ static const ex_flag flags[] = {
       "gamma, then exit" },
     { "--oracle", EX_SWITCH, &cfg.oracle, .help = "print the validation and test loss and "
       "accuracy after the T inner steps with the oracle weights (sigma = 1 where the label is "
-      "intact, 0 where it was changed), the best lambda can do with this T and gamma, then exit" },
+      "intact, 0 where it was changed), a reference for what lambda can reach with this T and "
+      "gamma, then exit" },
 };
 
 static int check_flags(void);
@@ -527,9 +528,10 @@ static int gamma_check(const config *c, const hc_data *dt)
 
 /* ---- --oracle ------------------------------------------------------------- */
 
-/* What the outer problem could reach at best with this inner budget: ŵ
- * trained with σ = 1 on the examples whose label is intact and 0 on those
- * whose label was changed (λ = ±40: σ within 1e-17 of 1 and 0). */
+/* A reference for what the outer problem can reach with this inner budget:
+ * ŵ trained with σ = 1 on the examples whose label is intact and 0 on those
+ * whose label was changed (λ = ±40: σ within 1e-17 of 1 and 0).  Not a
+ * bound: other weights may do better on the validation set. */
 static int oracle(const config *c, const hc_data *dt)
 {
     hc_problem hc;
