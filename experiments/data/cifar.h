@@ -53,8 +53,9 @@
 #define DATA_CIFAR_CLASSES 10
 #define DATA_CIFAR_PIXELS 3072 /* 3 planes (R, G, B) of 32 x 32 */
 #define DATA_CIFAR_RECORD 3073 /* label byte + pixels */
-/* The largest unpacked file this loader accepts (the official 50000-image
- * training set is 154 MB), so a corrupt stream cannot eat all memory. */
+/* The largest unpacked file this loader accepts (an official batch is 31 MB,
+ * all 50000 training images in one file 154 MB), so a corrupt stream cannot
+ * eat all memory. */
 #define DATA_CIFAR_MAX_BYTES ((size_t)1 << 30)
 
 /* Which files a data_cifar came from. */
