@@ -123,10 +123,16 @@ if $have_data; then
   expect 1 'cifar10_test_jpeg.bin.gz: the shared JPEG-degraded subset' \
     sh "$scripts/get-cifar10.sh" --verify "$data/cifar"
   if $have_curl; then
+    # A mirror laid out as upstream's python/ folder: the three zips side by side.
+    mkdir "$work/mirror"
+    ln -s "$data/omniglot/images_background.zip" "$data/omniglot/images_evaluation.zip" \
+      "$data/omniglot/original_small/images_background_small1.zip" "$work/mirror/"
     om=$work/om
-    expect 0 'both Omniglot zips verified' env OMNIGLOT_MIRROR="file://$data/omniglot" \
+    expect 0 'every Omniglot zip verified' env OMNIGLOT_MIRROR="file://$work/mirror" \
       sh "$scripts/get-omniglot.sh" --download "$om"
     printf 'X' | dd of="$om/images_background.zip" bs=1 seek=1000 conv=notrunc 2>/dev/null
+    check "the small zip was not placed in original_small/" \
+      -f "$om/original_small/images_background_small1.zip"
     expect 1 'images_background.zip: SHA256 MISMATCH' sh "$scripts/get-omniglot.sh" --verify "$om"
   fi
 else
