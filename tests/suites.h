@@ -9,6 +9,7 @@
     X(hypergrad)     \
     X(models)        \
     X(data_omniglot_cifar) \
+    X(data_cifar)    \
     X(taskinteract)  \
     X(hyperclean)    \
     X(oneshot)       \
