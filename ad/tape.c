@@ -294,13 +294,14 @@ ad_value *ad_detach(ad_tape *tp, ad_value *v)
     return ad_const(tp, v->rank, v->shape, v->data);
 }
 
-void tape_free_temps(ad_tape *tp, uint64_t after_id)
+void tape_free_temps(ad_tape *tp, uint64_t after_id,
+                     bool (*held)(const ad_value *v, void *ctx), void *ctx)
 {
     step *s = open_step(tp);
     ad_value *v = s->tail;
     while (v && v->id > after_id) {
         ad_value *prev = v->prev;
-        if (v->acc_refs == 0 && v->n_uses == 0 && !v->op) {
+        if (v->n_uses == 0 && !v->op && !(held && held(v, ctx))) {
             list_unlink(&s->head, &s->tail, v);
             drop(tp, v);
         }
@@ -323,5 +324,5 @@ uint64_t ad_tape_mark(ad_tape *tp)
 
 void ad_tape_rewind(ad_tape *tp, uint64_t mark)
 {
-    if (tp) tape_free_temps(tp, mark);
+    if (tp) tape_free_temps(tp, mark, NULL, NULL);
 }
