@@ -1,27 +1,30 @@
 /* grad.c — the reverse sweep.
  *
- * 1. Collect: depth-first from the outputs through inputs, keeping only values
- *    on a gradient path whose id is at least the smallest target id (inputs
- *    always have smaller ids than their outputs, so nothing older can lead to
- *    a target: this is what keeps one inner step's grad from walking the
- *    whole history).
+ * 1. Collect: from the outputs through inputs, always taking the value with
+ *    the largest id next (a max-heap of ids), and keeping only values on a
+ *    gradient path whose id is at least the smallest target id.  Inputs have
+ *    smaller ids than their outputs, so values come out newest first — in
+ *    decreasing id order, a topological order — and the copies of a value
+ *    reached along several paths come out one after another.  (And nothing
+ *    older than the oldest target can lead to one: this is what keeps one
+ *    inner step's grad from walking the whole history.)
  * 2. Relevance: in increasing id order, a value is relevant when it is a
  *    target or one of its inputs is.
- * 3. Sweep: in decreasing id order (a topological order), each relevant node
- *    hands its accumulated gradient to its op's backward rule and adds the
- *    results into its inputs' accumulators.
+ * 3. Sweep: in decreasing id order, each relevant node hands its accumulated
+ *    gradient to its op's backward rule and adds the results into its
+ *    inputs' accumulators.
  *
  * With create_graph the rules' ops are recorded, so the gradients are nodes
  * themselves.  Without it the sweep records nothing and frees each
  * temporary as soon as no accumulator needs it, so memory stays near one
  * step's worth even when back-propagating through many steps.
  *
- * The sweep writes nothing into the values it walks: its scratch (which
- * values it has seen, which are targets or relevant, the gradient each has
- * accumulated) sits in arrays of its own, at the value's position in the
- * sorted order, found through a map from value ids.  Caller-owned leaves — λ,
- * the data — may be walked by sweeps on other threads at the same moment
- * (the thread contract at the top of ad.h). */
+ * The sweep writes nothing into the values it walks: its scratch (whether a
+ * value is a target or relevant, the gradient it has accumulated, where its
+ * inputs are) sits in arrays of its own, one slot per collected value in
+ * collection order.  Caller-owned leaves — λ, the data — may be walked by
+ * sweeps on other threads at the same moment (the thread contract at the
+ * top of ad.h). */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,65 +52,165 @@ static ad_value *acc_add(ad_tape *tp, ad_value *a, ad_value *b)
     return out;
 }
 
-static int by_id(const void *a, const void *b)
-{
-    uint64_t x = (*(ad_value *const *)a)->id, y = (*(ad_value *const *)b)->id;
-    return (x > y) - (x < y);
-}
-
 /* The sweep's scratch for one collected value. */
 typedef struct slot {
     ad_value *acc;          /* gradient accumulated so far, or NULL */
+    int held;               /* acc's entry in sweep.held, or -1 (see there) */
     int in[AD_MAX_INPUTS];  /* the inputs' positions in the order; -1: not collected */
     bool target, relevant;
 } slot;
+_Static_assert(AD_MAX_INPUTS == 4, "add_slot's initializer of slot.in names every input");
 
-typedef struct sweep {
+/* Collect's worklist entry: value v, reached as input `in` of the value at
+ * position `user` (user −1: v is an output). */
+typedef struct reach {
+    uint64_t id; /* v->id, the heap's key */
+    ad_value *v;
+    int user, in;
+} reach;
+
+/* A gradient a plain sweep made and keeps in some slots' acc, and how many:
+ * it is freed when the last lets go. */
+typedef struct held_grad {
+    ad_value *v;
+    int refs;
+} held_grad;
+
+struct sweep {
     ad_tape *tp;
     uint64_t start_id; /* values with a larger id were made by this sweep */
     bool create_graph;
     bool all_leaves;   /* ad_backward: every caller-owned parameter is a target */
-    value_list order;  /* the collected values, sorted by id */
+    value_list order;  /* the collected values, newest (largest id) first */
     slot *at;          /* at[j]: the scratch of order.v[j] */
-    id_map index;      /* id of a collected value → its position j */
-    id_map refs;       /* plain sweep: a value the sweep made → how many at[j].acc hold it */
-} sweep;
+    size_t at_cap;
+    reach *heap;       /* collect's max-heap by id */
+    size_t heap_n, heap_cap;
+    held_grad *held;   /* plain sweeps only */
+    size_t held_n, held_cap;
+    size_t node_held;  /* held_n when the running node's rule started */
+    uint64_t node_id;  /* the first id the running node's rule could make */
+};
+
+/* A sweep on tp, with the tape's spare working memory when it has one (a
+ * sweep started from inside another, by a backward rule, gets its own). */
+static sweep *sweep_begin(ad_tape *tp, bool create_graph, bool all_leaves)
+{
+    sweep **spare = tape_spare_sweep(tp), *s = *spare;
+    *spare = NULL;
+    if (!s && !(s = calloc(1, sizeof *s))) {
+        ad_fail(AD_ENOMEM, "grad: out of memory");
+        return NULL;
+    }
+    s->tp = tp;
+    s->create_graph = create_graph;
+    s->all_leaves = all_leaves;
+    s->order.n = s->heap_n = s->held_n = 0;
+    return s;
+}
+
+void sweep_free(sweep *s)
+{
+    if (!s) return;
+    free(s->order.v);
+    free(s->at);
+    free(s->heap);
+    free(s->held);
+    free(s);
+}
 
 static bool sweep_made(const sweep *s, const ad_value *v) { return !s->create_graph && v->id > s->start_id; }
 
-/* Position of v in the order, or -1 when the sweep did not collect it. */
-static int position(const sweep *s, const ad_value *v) { return id_map_get(&s->index, v->id, -1); }
+/* Room for one more entry in an array of `size`-byte entries. */
+static int room_for_one(void **a, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap) return AD_OK;
+    size_t c = *cap ? 2 * *cap : 16;
+    void *p = realloc(*a, c * size);
+    if (!p) return ad_fail(AD_ENOMEM, "grad: out of memory for the sweep's %zu entries", c);
+    *a = p;
+    *cap = c;
+    return AD_OK;
+}
 
-/* Depth-first from the outputs; then sorted by id and numbered in that order. */
+/* Position of v in the order, or -1 when the sweep did not collect it (a
+ * binary search: the order is sorted by id, largest first). */
+static int position(const sweep *s, const ad_value *v)
+{
+    size_t lo = 0, hi = s->order.n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t id = s->order.v[mid]->id;
+        if (id == v->id) return (int)mid;
+        if (id > v->id) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+/* ---- 1 and 2: collect, relevance ---- */
+
+static int heap_push(sweep *s, reach r)
+{
+    int rc = room_for_one((void **)&s->heap, s->heap_n, &s->heap_cap, sizeof *s->heap);
+    if (rc != AD_OK) return rc;
+    size_t i = s->heap_n++; /* sift up */
+    while (i > 0 && s->heap[(i - 1) / 2].id < r.id) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = r;
+    return AD_OK;
+}
+
+static reach heap_pop(sweep *s)
+{
+    reach top = s->heap[0], last = s->heap[--s->heap_n];
+    size_t i = 0, n = s->heap_n; /* sift the last entry down from the root */
+    for (size_t c; (c = 2 * i + 1) < n; i = c) {
+        if (c + 1 < n && s->heap[c + 1].id > s->heap[c].id) c++;
+        if (s->heap[c].id <= last.id) break;
+        s->heap[i] = s->heap[c];
+    }
+    if (n > 0) s->heap[i] = last;
+    return top;
+}
+
+/* Reaching v matters only on a gradient path not older than the targets. */
+static int reach_value(sweep *s, ad_value *v, int user, int in, uint64_t min_id)
+{
+    if (!v->requires_grad || v->id < min_id) return AD_OK;
+    return heap_push(s, (reach){ v->id, v, user, in });
+}
+
+/* Appends v to the order with a fresh slot. */
+static int add_slot(sweep *s, ad_value *v)
+{
+    if (s->order.n >= INT_MAX) return ad_fail(AD_ENOMEM, "grad: too many values");
+    int rc = room_for_one((void **)&s->at, s->order.n, &s->at_cap, sizeof *s->at);
+    if (rc != AD_OK) return rc;
+    s->at[s->order.n] = (slot){ .held = -1, .in = { -1, -1, -1, -1 },
+                                .target = s->all_leaves && !v->tape && !v->op };
+    return value_list_push(&s->order, v);
+}
+
 static int collect(sweep *s, int m, ad_value *const *ys, uint64_t min_id)
 {
-    value_list stack = { 0 };
     int rc = AD_OK;
-    for (int k = 0; k < m && rc == AD_OK; k++) rc = value_list_push(&stack, ys[k]);
-    while (rc == AD_OK && stack.n > 0) {
-        ad_value *v = stack.v[--stack.n];
-        if (!v->requires_grad || v->id < min_id) continue;
-        int *seen = id_map_at(&s->index, v->id, -1);
-        if (!seen) rc = AD_ENOMEM;
-        else if (*seen >= 0) continue;
-        else if (s->order.n >= INT_MAX) rc = ad_fail(AD_ENOMEM, "grad: too many values");
-        else *seen = (int)s->order.n;
-        if (rc == AD_OK) rc = value_list_push(&s->order, v);
-        for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) rc = value_list_push(&stack, v->inputs[i]);
+    for (int k = 0; k < m && rc == AD_OK; k++) rc = reach_value(s, ys[k], -1, 0, min_id);
+    while (rc == AD_OK && s->heap_n > 0) {
+        reach r = heap_pop(s);
+        size_t n = s->order.n;
+        bool seen = n > 0 && s->order.v[n - 1] == r.v; /* copies come out together */
+        if (!seen) {
+            rc = add_slot(s, r.v);
+            for (int i = 0; i < r.v->n_inputs && rc == AD_OK; i++)
+                rc = reach_value(s, r.v->inputs[i], (int)n, i, min_id);
+        }
+        if (r.user >= 0) s->at[r.user].in[r.in] = (int)(seen ? n - 1 : n);
     }
-    free(stack.v);
-    if (rc != AD_OK) return rc;
-    if (s->order.n > 1) qsort(s->order.v, s->order.n, sizeof *s->order.v, by_id);
-    s->at = calloc(s->order.n ? s->order.n : 1, sizeof *s->at);
-    if (!s->at) return ad_fail(AD_ENOMEM, "grad: out of memory for %zu values", s->order.n);
-    for (size_t j = 0; j < s->order.n; j++) /* ids already present: cannot fail */
-        *id_map_at(&s->index, s->order.v[j]->id, -1) = (int)j;
-    for (size_t j = 0; j < s->order.n; j++) {
-        ad_value *v = s->order.v[j];
-        for (int i = 0; i < v->n_inputs; i++) s->at[j].in[i] = position(s, v->inputs[i]);
-        s->at[j].target = s->all_leaves && !v->tape && !v->op;
-    }
-    return AD_OK;
+    if (rc != AD_OK) s->order.n = 0; /* nothing for finish to clear */
+    return rc;
 }
 
 /* Marks the targets xs (those collected) and then every value that leads to one. */
@@ -117,7 +220,7 @@ static void find_relevant(sweep *s, int n, ad_value *const *xs)
         int j = position(s, xs[i]);
         if (j >= 0) s->at[j].target = true;
     }
-    for (size_t j = 0; j < s->order.n; j++) {
+    for (size_t j = s->order.n; j-- > 0;) { /* oldest first: inputs before their users */
         slot *sj = &s->at[j];
         bool rel = sj->target;
         for (int i = 0; i < s->order.v[j]->n_inputs && !rel; i++)
@@ -126,44 +229,83 @@ static void find_relevant(sweep *s, int n, ad_value *const *xs)
     }
 }
 
-/* For tape_free_temps: a temporary the sweep still holds as an accumulator. */
-static bool held(const ad_value *v, void *ctx)
-{
-    return id_map_get(&((sweep *)ctx)->refs, v->id, 0) > 0;
-}
+/* ---- 3: the sweep ---- */
 
-static void unref(sweep *s, ad_value *a)
+/* g's entry in s->held, made on first sight; *h = -1 when the sweep keeps g
+ * anyway (a recorded sweep keeps every gradient; a seed may be the caller's).
+ * A backward rule hands back values it made itself, or gout — the node's own
+ * accumulator, entry `own` — so anything else made earlier is an error. */
+static int hold(sweep *s, ad_value *g, int own, int *h)
 {
-    if (!a || !sweep_made(s, a)) return;
-    int *refs = id_map_at(&s->refs, a->id, 0); /* present: cannot fail */
-    AD_ASSERT(*refs > 0, "an accumulator released more often than held");
-    if (--*refs == 0) tape_free_value(s->tp, a);
-}
-
-static int set_acc(sweep *s, int j, ad_value *g)
-{
-    if (sweep_made(s, g)) {
-        int *refs = id_map_at(&s->refs, g->id, 0);
-        if (!refs) return AD_ENOMEM;
-        ++*refs;
+    *h = -1;
+    if (!sweep_made(s, g)) return AD_OK;
+    if (own >= 0 && s->held[own].v == g) {
+        *h = own;
+        return AD_OK;
     }
-    s->at[j].acc = g;
+    for (size_t k = s->node_held; k < s->held_n; k++)
+        if (s->held[k].v == g) {
+            *h = (int)k;
+            return AD_OK;
+        }
+    AD_ASSERT(g->id >= s->node_id, "a backward rule returned a gradient of another node");
+    int rc = room_for_one((void **)&s->held, s->held_n, &s->held_cap, sizeof *s->held);
+    if (rc != AD_OK) return rc;
+    s->held[s->held_n] = (held_grad){ g, 0 };
+    *h = (int)s->held_n++;
     return AD_OK;
 }
 
-/* The one place gradient contributions meet: set, or add. */
-static int accumulate(sweep *s, int j, ad_value *g)
+/* Lets go of entry h: the last one to let go frees the value. */
+static void let_go(sweep *s, int h)
 {
-    ad_value *old = s->at[j].acc;
-    if (!old) return set_acc(s, j, g);
-    if (!s->create_graph && sweep_made(s, old) && id_map_get(&s->refs, old->id, 0) == 1) {
-        for (size_t i = 0; i < old->size; i++) old->data[i] += g->data[i];
+    if (h < 0) return;
+    AD_ASSERT(s->held[h].refs > 0, "a gradient released more often than held");
+    if (--s->held[h].refs == 0) tape_free_value(s->tp, s->held[h].v);
+}
+
+/* Empties a slot's accumulator. */
+static void clear_acc(sweep *s, slot *sl)
+{
+    int h = sl->held;
+    sl->acc = NULL;
+    sl->held = -1;
+    let_go(s, h);
+}
+
+static int set_acc(sweep *s, slot *sl, ad_value *g, int own)
+{
+    int h, rc = hold(s, g, own, &h);
+    if (rc != AD_OK) return rc;
+    if (h >= 0) s->held[h].refs++;
+    sl->acc = g;
+    sl->held = h;
+    return AD_OK;
+}
+
+/* For tape_free_temps: a value the running node's rule made that a slot
+ * holds (those it made earlier have smaller ids than any it asks about). */
+static bool holds(const ad_value *v, void *ctx)
+{
+    const sweep *s = ctx;
+    for (size_t k = s->node_held; k < s->held_n; k++)
+        if (s->held[k].v == v) return s->held[k].refs > 0;
+    return false;
+}
+
+/* The one place gradient contributions meet: set, or add.  `own` as in hold. */
+static int accumulate(sweep *s, int j, ad_value *g, int own)
+{
+    slot *sl = &s->at[j];
+    if (!sl->acc) return set_acc(s, sl, g, own);
+    if (sl->held >= 0 && s->held[sl->held].refs == 1) { /* plain, and ours alone */
+        for (size_t i = 0; i < sl->acc->size; i++) sl->acc->data[i] += g->data[i];
         return AD_OK;
     }
-    ad_value *sum = acc_add(s->tp, old, g);
+    ad_value *sum = acc_add(s->tp, sl->acc, g);
     if (!sum) return AD_ENOMEM;
-    int rc = set_acc(s, j, sum);
-    if (rc == AD_OK) unref(s, old);
+    int old = sl->held, rc = set_acc(s, sl, sum, -1);
+    if (rc == AD_OK) let_go(s, old);
     return rc;
 }
 
@@ -176,39 +318,35 @@ static int run_node(sweep *s, size_t j)
     if (!any) return AD_OK;
     if (!v->op->backward)
         return ad_fail(AD_ENOGRAD, "grad: op '%s' has no backward rule", v->op->name);
-    uint64_t mark = value_next_id();
+    s->node_id = value_next_id();
+    s->node_held = s->held_n;
     ad_value *gin[AD_MAX_INPUTS] = { 0 };
     int rc = v->op->backward(s->tp, v, sv->acc, gin);
     for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
         int u = sv->in[i];
         if (!gin[i] || u < 0 || !s->at[u].relevant) continue;
         AD_ASSERT(ad_same_shape(gin[i], v->inputs[i]), v->op->name);
-        rc = accumulate(s, u, gin[i]);
+        rc = accumulate(s, u, gin[i], sv->held);
     }
-    if (!s->create_graph) tape_free_temps(s->tp, mark, held, s);
+    if (!s->create_graph) tape_free_temps(s->tp, s->node_id, holds, s);
     return rc;
 }
 
-/* Clears every accumulator (in a plain sweep freeing the ones not kept) and
- * the sweep's own arrays. */
-static void finish(sweep *s, ad_value **keep, int n_keep)
+/* Empties every slot (in a plain sweep freeing what no one keeps) and hands
+ * the working memory back to the tape for the next sweep. */
+static void finish(sweep *s)
 {
-    for (int i = 0; i < n_keep; i++) /* a kept accumulator outlives the clearing */
-        if (keep[i] && id_map_get(&s->refs, keep[i]->id, 0) > 0) ++*id_map_at(&s->refs, keep[i]->id, 0);
-    for (size_t j = s->order.n; s->at && j-- > 0;) {
-        ad_value *a = s->at[j].acc;
-        s->at[j].acc = NULL;
-        unref(s, a);
-    }
-    free(s->order.v);
-    free(s->at);
-    id_map_free(&s->index);
-    id_map_free(&s->refs);
+    for (size_t j = 0; j < s->order.n; j++) clear_acc(s, &s->at[j]);
+    sweep **spare = tape_spare_sweep(s->tp);
+    if (!*spare) *spare = s;
+    else sweep_free(s);
 }
 
 static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *gys)
 {
     char a[64], b[64];
+    s->node_id = s->start_id; /* the seeds: made by the sweep itself, or the caller's */
+    s->node_held = 0;
     for (int k = 0; k < m; k++) {
         ad_value *y = ys[k], *g = gys ? gys[k] : NULL;
         if (!g) {
@@ -223,7 +361,7 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
         }
         int j = position(s, y);
         if (j < 0 || !s->at[j].relevant) continue;
-        int rc = accumulate(s, j, g);
+        int rc = accumulate(s, j, g, -1);
         if (rc != AD_OK) return rc;
     }
     return AD_OK;
@@ -232,15 +370,11 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
 static int run_sweep(sweep *s, int m, ad_value *const *ys, ad_value *const *gys)
 {
     int rc = seed_outputs(s, m, ys, gys);
-    for (size_t j = s->order.n; j-- > 0 && rc == AD_OK;) {
+    for (size_t j = 0; j < s->order.n && rc == AD_OK; j++) { /* newest first */
         slot *sj = &s->at[j];
         if (!sj->acc || !s->order.v[j]->op || !sj->relevant) continue;
         rc = run_node(s, j);
-        if (!sj->target) { /* its gradient has been passed on */
-            ad_value *a = sj->acc;
-            sj->acc = NULL;
-            unref(s, a);
-        }
+        if (!sj->target) clear_acc(s, sj); /* its gradient has been passed on */
     }
     return rc;
 }
@@ -270,7 +404,8 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
 {
     int rc = check_args(tp, m, ys, n, xs, gx);
     if (rc != AD_OK) return rc;
-    sweep s = { .tp = tp, .create_graph = create_graph };
+    sweep *s = sweep_begin(tp, create_graph, false);
+    if (!s) return AD_ENOMEM;
     uint64_t min_id = UINT64_MAX;
     for (int i = 0; i < n; i++) {
         if (xs[i]->id < min_id) min_id = xs[i]->id;
@@ -283,18 +418,22 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
         while (!ad_tape_recording(tp)) { ad_no_record_end(tp); depth++; }
     else
         ad_no_record_begin(tp);
-    s.start_id = value_next_id();
-    rc = collect(&s, m, ys, min_id);
+    s->start_id = value_next_id();
+    rc = collect(s, m, ys, min_id);
     if (rc == AD_OK) {
-        find_relevant(&s, n, xs);
-        rc = run_sweep(&s, m, ys, gys);
+        find_relevant(s, n, xs);
+        rc = run_sweep(s, m, ys, gys);
     }
     for (int i = 0; i < n && rc == AD_OK; i++) {
-        int j = position(&s, xs[i]);
-        gx[i] = j >= 0 && s.at[j].acc ? s.at[j].acc : zeros_like(tp, xs[i]);
-        if (!gx[i]) rc = AD_ENOMEM;
+        int j = position(s, xs[i]);
+        if (j >= 0 && s->at[j].acc) {
+            gx[i] = s->at[j].acc;
+            if (s->at[j].held >= 0) s->held[s->at[j].held].refs++; /* the caller's now */
+        } else if (!(gx[i] = zeros_like(tp, xs[i]))) {
+            rc = AD_ENOMEM;
+        }
     }
-    finish(&s, gx, rc == AD_OK ? n : 0);
+    finish(s);
     if (create_graph)
         while (depth-- > 0) ad_no_record_begin(tp);
     else
@@ -320,17 +459,18 @@ int ad_backward(ad_tape *tp, ad_value *y)
 {
     int rc = check_args(tp, 1, &y, 0, NULL, NULL);
     if (rc != AD_OK) return rc;
-    sweep s = { .tp = tp, .all_leaves = true };
+    sweep *s = sweep_begin(tp, false, true);
+    if (!s) return AD_ENOMEM;
     ad_no_record_begin(tp);
-    s.start_id = value_next_id();
-    rc = collect(&s, 1, &y, 0);
+    s->start_id = value_next_id();
+    rc = collect(s, 1, &y, 0);
     if (rc == AD_OK) {
-        find_relevant(&s, 0, NULL);
-        rc = run_sweep(&s, 1, &y, NULL);
+        find_relevant(s, 0, NULL);
+        rc = run_sweep(s, 1, &y, NULL);
     }
-    for (size_t j = 0; j < s.order.n && rc == AD_OK; j++) {
-        ad_value *p = s.order.v[j], *acc = s.at[j].acc;
-        if (!s.at[j].target || !acc) continue;
+    for (size_t j = 0; j < s->order.n && rc == AD_OK; j++) {
+        ad_value *p = s->order.v[j], *acc = s->at[j].acc;
+        if (!s->at[j].target || !acc) continue;
         /* The one write into a caller-owned leaf: see ad.h on threads. */
         if (!p->grad && !(p->grad = value_alloc(p->rank, p->shape, true))) {
             rc = AD_ENOMEM;
@@ -338,7 +478,7 @@ int ad_backward(ad_tape *tp, ad_value *y)
         }
         for (size_t i = 0; i < p->size; i++) p->grad->data[i] += acc->data[i];
     }
-    finish(&s, NULL, 0);
+    finish(s);
     ad_no_record_end(tp);
     return rc;
 }

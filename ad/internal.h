@@ -18,24 +18,12 @@ void tape_free_value(ad_tape *tp, ad_value *v); /* an unreferenced value */
 void tape_free_temps(ad_tape *tp, uint64_t after_id,
                      bool (*held)(const ad_value *v, void *ctx), void *ctx);
 
-/* id_map.c: a map from value ids to ints, for the sweep's scratch.  Zeroed
- * ({ 0 }) it is empty; free it with id_map_free. */
-typedef struct id_map_cell {
-    uint64_t id; /* 0: an empty cell */
-    int val;
-} id_map_cell;
-typedef struct id_map {
-    id_map_cell *cells; /* 2^bits cells, at most half of them used */
-    int bits;
-    size_t n;
-} id_map;
-/* The int stored for id, after storing `init` there if id was absent; NULL
- * (message set) when out of memory, which can only happen for an absent id.
- * The pointer is good until the next id_map_at. */
-int *id_map_at(id_map *m, uint64_t id, int init);
-/* The int stored for id, or `absent`. */
-int id_map_get(const id_map *m, uint64_t id, int absent);
-void id_map_free(id_map *m);
+/* grad.c: the reverse sweep and its working memory.  A tape keeps a spare
+ * one, so that sweeps in the steady state allocate nothing. */
+typedef struct sweep sweep;
+void sweep_free(sweep *s);
+/* tape.c: the tape's spare sweep (NULL while lent out, or before the first). */
+sweep **tape_spare_sweep(ad_tape *tp);
 
 /* A growable list of value pointers (the sweep's order, DOT's worklists). */
 typedef struct value_list {

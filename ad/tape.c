@@ -24,6 +24,7 @@ struct ad_tape {
     ad_value *carry; /* carried constants, a list through prev/next */
     size_t bytes, peak;
     int no_record;   /* depth of no-record scopes */
+    sweep *spare;    /* the reverse sweep's working memory, kept for the next sweep */
 };
 
 static void list_push(ad_value **head, ad_value **tail, ad_value *v)
@@ -155,6 +156,7 @@ void ad_tape_free(ad_tape *tp)
     if (!tp) return;
     while (tp->count > 0) release_oldest(tp);
     AD_ASSERT(tp->carry == NULL, "carried values outlived every user");
+    sweep_free(tp->spare);
     free(tp->steps);
     free(tp);
 }
@@ -185,6 +187,8 @@ void ad_no_record_end(ad_tape *tp)
 }
 
 bool ad_tape_recording(const ad_tape *tp) { return tp->no_record == 0; }
+
+sweep **tape_spare_sweep(ad_tape *tp) { return &tp->spare; }
 
 ad_value *tape_adopt(ad_tape *tp, ad_value *v)
 {
