@@ -121,16 +121,18 @@ void sweep_free(sweep *s)
 
 static bool sweep_made(const sweep *s, const ad_value *v) { return !s->create_graph && v->id > s->start_id; }
 
-/* Room for one more entry in an array of `size`-byte entries. */
-static int room_for_one(void **a, size_t n, size_t *cap, size_t size)
+/* Array a of *cap entries of `size` bytes, made twice as long (16 entries
+ * at first); NULL (message set; a and *cap unchanged) when out of memory. */
+static void *grow_array(void *a, size_t *cap, size_t size)
 {
-    if (n < *cap) return AD_OK;
     size_t c = *cap ? 2 * *cap : 16;
-    void *p = realloc(*a, c * size);
-    if (!p) return ad_fail(AD_ENOMEM, "grad: out of memory for the sweep's %zu entries", c);
-    *a = p;
+    void *p = realloc(a, c * size);
+    if (!p) {
+        ad_fail(AD_ENOMEM, "grad: out of memory for the sweep's %zu entries", c);
+        return NULL;
+    }
     *cap = c;
-    return AD_OK;
+    return p;
 }
 
 /* Position of v in the order, or -1 when the sweep did not collect it (a
@@ -152,8 +154,11 @@ static int position(const sweep *s, const ad_value *v)
 
 static int heap_push(sweep *s, reach r)
 {
-    int rc = room_for_one((void **)&s->heap, s->heap_n, &s->heap_cap, sizeof *s->heap);
-    if (rc != AD_OK) return rc;
+    if (s->heap_n == s->heap_cap) {
+        reach *h = grow_array(s->heap, &s->heap_cap, sizeof *h);
+        if (!h) return AD_ENOMEM;
+        s->heap = h;
+    }
     size_t i = s->heap_n++; /* sift up */
     while (i > 0 && s->heap[(i - 1) / 2].id < r.id) {
         s->heap[i] = s->heap[(i - 1) / 2];
@@ -187,8 +192,11 @@ static int reach_value(sweep *s, ad_value *v, int user, int in, uint64_t min_id)
 static int add_slot(sweep *s, ad_value *v)
 {
     if (s->order.n >= INT_MAX) return ad_fail(AD_ENOMEM, "grad: too many values");
-    int rc = room_for_one((void **)&s->at, s->order.n, &s->at_cap, sizeof *s->at);
-    if (rc != AD_OK) return rc;
+    if (s->order.n == s->at_cap) {
+        slot *at = grow_array(s->at, &s->at_cap, sizeof *at);
+        if (!at) return AD_ENOMEM;
+        s->at = at;
+    }
     s->at[s->order.n] = (slot){ .held = -1, .in = { -1, -1, -1, -1 },
                                 .target = s->all_leaves && !v->tape && !v->op };
     return value_list_push(&s->order, v);
@@ -249,8 +257,11 @@ static int hold(sweep *s, ad_value *g, int own, int *h)
             return AD_OK;
         }
     AD_ASSERT(g->id >= s->node_id, "a backward rule returned a gradient of another node");
-    int rc = room_for_one((void **)&s->held, s->held_n, &s->held_cap, sizeof *s->held);
-    if (rc != AD_OK) return rc;
+    if (s->held_n == s->held_cap) {
+        held_grad *more = grow_array(s->held, &s->held_cap, sizeof *more);
+        if (!more) return AD_ENOMEM;
+        s->held = more;
+    }
     s->held[s->held_n] = (held_grad){ g, 0 };
     *h = (int)s->held_n++;
     return AD_OK;
