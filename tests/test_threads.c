@@ -3,8 +3,9 @@
  * Several threads, each with tapes of its own, differentiate with respect to
  * one shared caller-owned λ (and read one shared constant G) at the same
  * time, over and over: ad_grad through an unrolled inner loop, a Hessian-
- * vector product, hg_krmd, hg_checkpoint and hg_fmd, and hg_krmd with the
- * inner step size γ as a second shared hyperparameter.  Every result must be
+ * vector product, hg_krmd, hg_checkpoint, hg_fmd, hg_implicit_cg and
+ * hg_neumann, and hg_krmd with the inner step size γ as a second shared
+ * hyperparameter.  Every result must be
  * bit for bit the one computed on one thread before the threads started.
  *
  * When a sweep kept its scratch in the values it visits, two sweeps through
@@ -118,6 +119,18 @@ static int job_fmd(ad_real *out)
     return copy_hyper(hg_fmd(&sh.toy.problem, d, NULL), 1, d, out);
 }
 
+static int job_implicit_cg(ad_real *out)
+{
+    ad_value *d[1];
+    return copy_hyper(hg_implicit_cg(&sh.toy.problem, 10, 1e-14, d, NULL), 1, d, out);
+}
+
+static int job_neumann(ad_real *out)
+{
+    ad_value *d[1];
+    return copy_hyper(hg_neumann(&sh.toy.problem, TOY_K, d, NULL), 1, d, out);
+}
+
 static int job_krmd_gamma(ad_real *out)
 {
     ad_value *d[2];
@@ -134,6 +147,8 @@ static const struct {
     { "hg_krmd", job_krmd, 2 },
     { "hg_checkpoint", job_checkpoint, 2 },
     { "hg_fmd", job_fmd, 2 },
+    { "hg_implicit_cg", job_implicit_cg, 2 },
+    { "hg_neumann", job_neumann, 2 },
     { "hg_krmd with a shared step size", job_krmd_gamma, 3 },
 };
 enum { N_JOBS = sizeof jobs / sizeof *jobs };
@@ -196,15 +211,16 @@ START_TEST(shared_lambda_bit_identical)
     shared_setup();
     for (int j = 0; j < N_JOBS; j++)
         ck_assert_msg(jobs[j].run(expected[j]) == AD_OK, "%s alone: %s", jobs[j].name, ad_error());
-    /* The references are the right numbers, not just repeatable ones: K-RMD
-     * and checkpointed K-RMD give the truncated unroll's h_{T−K} to rounding,
-     * FMD the closed form's exact dλ f̃. */
+    /* The references are the right numbers, not just repeatable ones: K-RMD,
+     * checkpointed K-RMD and the K-term Neumann series give the truncated
+     * unroll's h_{T−K} to rounding, FMD the closed form's exact dλ f̃. */
     double w_hat[2], h[2];
     toy_closed_form(&sh.toy, TOY_T, w_hat, h);
     for (int i = 0; i < 2; i++) {
         ck_assert_double_eq_tol(expected[2][i], expected[0][i], 1e-12);
         ck_assert_double_eq_tol(expected[3][i], expected[0][i], 1e-12);
         ck_assert_double_eq_tol(expected[4][i], h[i], 1e-10);
+        ck_assert_double_eq_tol(expected[6][i], expected[0][i], 1e-10);
     }
     worker wk[N_THREADS] = { 0 };
     pthread_t th[N_THREADS];
