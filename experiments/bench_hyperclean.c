@@ -26,7 +26,7 @@
  * Targets checked at the end: K=1 at least 2x faster than K=100; the tape
  * peak of K=1 at most 1/50 of K=100's; K=100 within 1.5x of its gemm-only
  * time.  The exit status is 0 whether or not they are met (a benchmark on a
- * shared machine should not fail a build), 1 on errors, 2 on bad usage.
+ * shared machine should not fail a build).
  */
 #define _XOPEN_SOURCE 700
 
@@ -36,8 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/common.h"
-#include "experiments/data.h"
+#include "experiments/kit/kit.h"
+#include "experiments/data/mnist.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
 
@@ -253,77 +253,49 @@ typedef struct config {
     const char *dataset, *data_dir;
 } config;
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-"usage: " PROG " [--K 1,5,25,50,100] [--repeats N] [--csv] [--data DIR]\n"
-"                        [--dataset mnist|fashion] [--n-train N] [--n-val N] [--T N]\n"
-"\n"
-"Times one data-hypercleaning hyper-iteration (hg_krmd, T = 100 inner steps,\n"
-"5000 + 5000 examples, d = 785) per K, over N repeats (default 5), and\n"
-"reports the median seconds, the GFLOP of its gemm calls (counted), the time\n"
-"those gemm calls take alone, and the tape's peak bytes.\n"
-"  --csv       print only K,median_s,gflop,gemm_only_s,peak_tape_bytes on stdout\n"
-"              (the line naming the data goes to stderr)\n"
-"  --K LIST    default 1,5,25,50,100 (with --T below 100: those below T, and T)\n"
-"  --data DIR  MNIST files (default: found as by the experiments; else\n"
-"              Fashion-MNIST; else synthetic features of the same size)\n");
-}
+static config c;
 
-static int parse_args(int argc, char **argv, config *c)
+static const ex_flag flags[] = {
+    { "--K", EX_INTS, c.Ks, NULL, 1, 100000, "truncation depths (default 1,5,25,50,100; with "
+      "--T below 100: those below T, and T)", .max_n = MAX_K, .n = &c.nK },
+    { "--repeats", EX_INT, &c.repeats, "5", 1, 1000, "timed hyper-iterations per K" },
+    { "--csv", EX_SWITCH, &c.csv, .help = "print only K,median_s,gflop,gemm_only_s,"
+      "peak_tape_bytes on stdout (the line naming the data goes to stderr)" },
+    { "--data", EX_TEXT, &c.data_dir, .help = "MNIST files (default: found as by the "
+      "experiments; else Fashion-MNIST; else synthetic features of the same size)", .meta = "DIR" },
+    { "--dataset", EX_CHOICE, &c.dataset, "mnist", .help = "mnist or fashion",
+      .choices = "mnist|fashion|fashion-mnist" },
+    { "--n-train", EX_INT, &c.n_train, "5000", 10, 60000, "training examples" },
+    { "--n-val", EX_INT, &c.n_val, "5000", 10, 60000, "validation examples" },
+    { "--T", EX_INT, &c.T, "100", 1, 100000, "inner steps" },
+};
+
+static int check_flags(void);
+static ex_cmd cmd = {
+    PROG, "[--K 1,5,25,50,100] [--repeats N] [--csv] [--data DIR]\n"
+    "                        [--dataset mnist|fashion] [--n-train N] [--n-val N] [--T N]",
+    "Times one data-hypercleaning hyper-iteration (hg_krmd, T = 100 inner steps,\n"
+    "5000 + 5000 examples, d = 785) per K, over N repeats, and reports the median\n"
+    "seconds, the GFLOP of its gemm calls (counted), the time those gemm calls take\n"
+    "alone, and the tape's peak bytes.\n",
+    EX_FLAGS(flags),
+    "Exit status: 0 whether or not the targets are met, 1 on errors, 2 on bad usage.\n",
+    .check = check_flags,
+};
+
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    *c = (config){ .Ks = { 1, 5, 25, 50, 100 }, .nK = 5, .repeats = 5, .n_train = 5000,
-                   .n_val = 5000, .T = 100, .dataset = "mnist" };
-    bool ks_given = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(a, "--csv")) {
-            c->csv = true;
-            continue;
+    if (!strcmp(c.dataset, "fashion-mnist")) c.dataset = "fashion";
+    if (!ex_given(&cmd, "--K")) { /* the default depths, each capped at T, without repeats */
+        static const int ks[] = { 1, 5, 25, 50, 100 };
+        for (int k = 0; k < 5; k++) {
+            int K = ks[k] < c.T ? ks[k] : c.T;
+            if (c.nK == 0 || c.Ks[c.nK - 1] != K) c.Ks[c.nK++] = K;
         }
-        if (!v) {
-            fprintf(stderr, PROG ": unknown flag or missing value: '%s' (try --help)\n", a);
-            return 2;
-        }
-        bool ok = true;
-        if (!strcmp(a, "--K")) {
-            ok = (c->nK = ex_parse_int_list(v, 1, 100000, c->Ks, MAX_K)) > 0;
-            ks_given = true;
-        }
-        else if (!strcmp(a, "--repeats")) ok = ex_parse_int(v, 1, 1000, &c->repeats);
-        else if (!strcmp(a, "--n-train")) ok = ex_parse_int(v, 10, 60000, &c->n_train);
-        else if (!strcmp(a, "--n-val")) ok = ex_parse_int(v, 10, 60000, &c->n_val);
-        else if (!strcmp(a, "--T")) ok = ex_parse_int(v, 1, 100000, &c->T);
-        else if (!strcmp(a, "--data")) c->data_dir = v;
-        else if (!strcmp(a, "--dataset")) {
-            ok = !strcmp(v, "mnist") || !strcmp(v, "fashion") || !strcmp(v, "fashion-mnist");
-            c->dataset = strcmp(v, "mnist") ? "fashion" : "mnist";
-        } else {
-            fprintf(stderr, PROG ": unknown flag '%s' (try --help)\n", a);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, PROG ": bad value '%s' for %s (try --help)\n", v, a);
-            return 2;
-        }
-        i++;
     }
-    if (!ks_given) { /* the default depths, each capped at T, without repeats */
-        int n = 0;
-        for (int k = 0; k < c->nK; k++) {
-            int K = c->Ks[k] < c->T ? c->Ks[k] : c->T;
-            if (n == 0 || c->Ks[n - 1] != K) c->Ks[n++] = K;
-        }
-        c->nK = n;
-    }
-    for (int k = 0; k < c->nK; k++)
-        if (c->Ks[k] > c->T) {
-            fprintf(stderr, PROG ": K = %d is larger than T = %d\n", c->Ks[k], c->T);
-            return 2;
-        }
+    for (int k = 0; k < c.nK; k++)
+        if (c.Ks[k] > c.T) return ex_usage_error("K = %d is larger than T = %d", c.Ks[k], c.T);
     return 0;
 }
 
@@ -331,26 +303,26 @@ static int parse_args(int argc, char **argv, config *c)
 
 /* Real data when some is found, else random features of the same shape
  * (the timing does not depend on the pixel values). */
-static int load(const config *c, hc_data *dt, char *what, size_t len)
+static int load(const config *cf, hc_data *dt, char *what, size_t len)
 {
-    const char *dir = data_find_dir(c->data_dir, c->dataset);
-    if (!dir && !c->data_dir && !strcmp(c->dataset, "mnist"))
+    const char *dir = data_find_dir(cf->data_dir, cf->dataset);
+    if (!dir && !cf->data_dir && !strcmp(cf->dataset, "mnist"))
         dir = data_find_dir(NULL, "fashion");
     if (dir) {
         snprintf(what, len, "%s", dir);
-        return hc_data_load(dt, dir, c->n_train, c->n_val, 0.5, 1, false);
+        return hc_data_load(dt, dir, cf->n_train, cf->n_val, 0.5, 1, false);
     }
-    if (c->data_dir) return AD_EIO; /* an explicit --data must exist */
+    if (cf->data_dir) return AD_EIO; /* an explicit --data must exist */
     snprintf(what, len, "synthetic (no MNIST or Fashion-MNIST found)");
     memset(dt, 0, sizeof *dt);
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    dt->n_train = c->n_train;
-    dt->n_val = c->n_val;
+    dt->n_train = cf->n_train;
+    dt->n_val = cf->n_val;
     dt->d = 785;
     dt->n_classes = 10;
-    dt->x_train = ad_tensor_rand(&rng, 2, (int[]){ c->n_train, dt->d }, 0, 1);
-    dt->x_val = ad_tensor_rand(&rng, 2, (int[]){ c->n_val, dt->d }, 0, 1);
+    dt->x_train = ad_tensor_rand(&rng, 2, (int[]){ cf->n_train, dt->d }, 0, 1);
+    dt->x_val = ad_tensor_rand(&rng, 2, (int[]){ cf->n_val, dt->d }, 0, 1);
     dt->y_train = ad_tensor_new(1, &dt->n_train);
     dt->y_val = ad_tensor_new(1, &dt->n_val);
     if (!dt->x_train || !dt->x_val || !dt->y_train || !dt->y_val) {
@@ -376,18 +348,15 @@ typedef struct k_row {
 
 int main(int argc, char **argv)
 {
-    config c;
-    int prc = parse_args(argc, argv, &c);
-    if (prc) return prc == 1 ? 0 : 2;
+    int st = ex_flags_parse(&cmd, argc, argv);
+    if (st) return st < 0 ? 0 : st;
     hc_data dt;
-    char what[4200];
-    if (load(&c, &dt, what, sizeof what) != AD_OK) {
-        fprintf(stderr, PROG ": %s\n", ad_error());
-        return 1;
-    }
+    char what[EX_PATH_LEN + 64];
+    int rc = load(&c, &dt, what, sizeof what);
+    if (rc != AD_OK) return ex_exit(rc);
     double gamma = hc_gamma_auto(dt.x_train, dt.n_classes, HC_DEFAULT_REG, NULL);
     hc_problem hc;
-    int rc = hc_problem_init(&hc, dt.x_train, dt.y_train, dt.x_val, dt.y_val, dt.n_classes, c.T,
+    rc = hc_problem_init(&hc, dt.x_train, dt.y_train, dt.x_val, dt.y_val, dt.n_classes, c.T,
                              gamma, HC_DEFAULT_REG);
     /* A λ away from 0, as during a run (the cost does not depend on it). */
     ad_rng rng;

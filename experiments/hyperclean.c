@@ -2,18 +2,15 @@
  * hyperclean.c — the data-hypercleaning experiment of Sec. 4.2.1 and
  * App. G.1: learn one weight σ(λᵢ) per training example, half of whose
  * labels are corrupted, by K-RMD hypergradients, for K = 1, 5, 25, 50, 100.
+ * --help lists every flag; the problem itself is hyperclean_problem.c.
  *
- *   hyperclean [--dataset mnist|fashion] [--data DIR] [--hyper-iters N]
- *              [--K 1,5,25,50,100] [--out DIR] [--seed S] [--quick] ...
- *
- * (--help lists every flag.)  The problem itself is hyperclean_problem.c.
- *
- * Each K runs in a child process (fork), so that its peak RSS
+ * Each K runs in a child process (ex_run_forked), so that its peak RSS
  * (getrusage ru_maxrss) is its own and not the largest K's, and so that the
  * exact hypergradients of Figure 5 — full RMD, the memory of K = T — are
  * computed after that peak was read: the K-RMD run saves λ every few
  * hyper-iterations and the child evaluates ‖dλf‖ at those iterates at the
- * end.
+ * end.  The children append their rows to the CSV files the parent opened
+ * (under a temporary name until the run is complete).
  *
  * Outputs in --out (default results/hyperclean):
  *   hyperclean.csv          one row per K and hyper-iteration τ, measured at
@@ -26,24 +23,16 @@
  *   hyperclean_val_loss.png validation loss against τ
  *   hyperclean_f1.png       F1 (λ < −3) against τ
  *   hyperclean_*.gp         the gnuplot scripts that drew them
- * Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN,
- * gnuplot), 2 on bad usage.
  */
-#define _XOPEN_SOURCE 700 /* getrusage, isatty */
-
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
-#include "experiments/common.h"
-#include "experiments/data.h"
+#include "experiments/data/mnist.h"
 #include "experiments/hyperclean_problem.h"
+#include "experiments/kit/kit.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
 
@@ -60,197 +49,86 @@ typedef struct config {
     int Ks[MAX_K], nK;
     uint64_t seed;
     double gamma, reg, corrupt, first_step_rms;
-    bool quick, plots, gamma_check, fork;
+    bool quick, no_plots, gamma_check, no_fork;
 } config;
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-"usage: " PROG " [flags]\n"
-"\n"
-"Data hypercleaning (Shaban et al. 2019, Sec. 4.2.1 and App. G.1): a linear\n"
-"classifier W (10 x 785, bias as a constant feature) is trained by T steps of\n"
-"gradient descent on n training examples, half of them given a random label;\n"
-"each example has a weight sigma(lambda_i), and lambda is learned by Adam on\n"
-"K-RMD hypergradients of the validation loss, for every K asked for.\n"
-"\n"
-"  --dataset NAME     mnist (default) or fashion\n"
-"  --data DIR         the folder of the four IDX files (default: $HYPERTAPE_DATA/mnist\n"
-"                     or $HYPERTAPE_DATA/fashion-mnist, then ../shared/data/mnist\n"
-"                     from the working folder, or /usr/share/datasets/fashion-mnist)\n"
-"  --hyper-iters N    Adam updates of lambda per K (default 1000, the paper's)\n"
-"  --K LIST           truncation depths, comma-separated (default 1,5,25,50,100;\n"
-"                     with --T below 100: those below T, and T)\n"
-"  --out DIR          output folder, created if missing (default results/hyperclean)\n"
-"  --seed S           seeds the choice of examples and the corruption (default 1)\n"
-"  --quick            a first look in about a minute: 1000 training and 1000\n"
-"                     validation examples, 50 hyper-iterations, exact\n"
-"                     hypergradients every 5; T = 100 and the test set as always\n"
-"  --n-train N        training examples (default 5000; quick 1000)\n"
-"  --n-val N          validation examples (default 5000; quick 1000)\n"
-"  --T N              inner gradient-descent steps (default 100)\n"
-"  --gamma G          inner step size (default: 1/L0, the inverse of the largest\n"
-"                     curvature of the inner loss at W = 0, measured on the\n"
-"                     training set; about 0.256 for MNIST, 0.089 for Fashion)\n"
-"  --reg R            weight of ||W||_F^2 in the inner loss (default %g)\n"
-"  --corrupt F        fraction of training examples relabelled (default 0.5)\n"
-"  --first-step R     the first Adam update of lambda has norm R*sqrt(n) for\n"
-"                     every K (about R per entry); eta0 is chosen per K to\n"
-"                     make it so (default 1: then F1 settles within about 150\n"
-"                     hyper-iterations, as App. G.1 reports)\n"
-"  --exact-every E    exact hypergradient (Figure 5) every E hyper-iterations,\n"
-"                     plus the first and the last; 0: never (default N/50;\n"
-"                     quick 5)\n"
-"  --no-plots         do not run gnuplot\n"
-"  --no-fork          run every K in this process (for debuggers and sanitizers;\n"
-"                     peak RSS then only grows from one K to the next)\n"
-"  --gamma-check      print the inner loss along the T steps at weights\n"
-"                     sigma(lambda) = 1, U[0,1], 0.5 and 0.01, for 0.5, 1, 1.5,\n"
-"                     2 and 3 times gamma, then exit\n"
-"  --help             this text\n"
-"\n"
-"Progress goes to stderr; the table to stdout and to DIR/hyperclean_table.md.\n"
-"OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n",
-            HC_DEFAULT_REG);
-}
+static config cfg = { .exact_every = -1 };
 
-static int bad_usage(const char *fmt, const char *a, const char *b)
-{
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, "\n" PROG ": try --help\n");
-    return 2;
-}
+static const ex_flag flags[] = {
+    { "--dataset", EX_CHOICE, &cfg.dataset, "mnist", .help = "mnist or fashion (Fashion-MNIST)",
+      .choices = "mnist|fashion|fashion-mnist" },
+    { "--data", EX_TEXT, &cfg.data_dir, .help = "the folder of the four IDX files (default: "
+      "$HYPERTAPE_DATA/mnist or $HYPERTAPE_DATA/fashion-mnist, then ../shared/data/mnist from "
+      "the working folder, or /usr/share/datasets/fashion-mnist)", .meta = "DIR" },
+    { "--hyper-iters", EX_INT, &cfg.hyper_iters, "1000", 1, 10000000, "Adam updates of lambda "
+      "per K (the paper's 1000)", .quick = "50" },
+    { "--K", EX_INTS, cfg.Ks, NULL, 1, 1000000, "truncation depths (default 1,5,25,50,100; with "
+      "--T below 100: those below T, and T)", .max_n = MAX_K, .n = &cfg.nK },
+    { "--out", EX_TEXT, &cfg.out_dir, "results/hyperclean", .help = "output folder, created if "
+      "missing", .meta = "DIR" },
+    { "--seed", EX_SEED, &cfg.seed, "1", .help = "seeds the choice of examples and the "
+      "corruption" },
+    { "--quick", EX_SWITCH, &cfg.quick, .help = "a first look in about a minute: 1000 training "
+      "and 1000 validation examples, 50 hyper-iterations, exact hypergradients every 5; T = 100 "
+      "and the test set as always" },
+    { "--n-train", EX_INT, &cfg.n_train, "5000", 10, 60000, "training examples", .quick = "1000" },
+    { "--n-val", EX_INT, &cfg.n_val, "5000", 10, 60000, "validation examples", .quick = "1000" },
+    { "--T", EX_INT, &cfg.T, "100", 1, 100000, "inner gradient-descent steps" },
+    { "--gamma", EX_REAL, &cfg.gamma, NULL, 0, HUGE_VAL, "inner step size (default: 1/L0, the "
+      "inverse of the largest curvature of the inner loss at W = 0, measured on the training "
+      "set; about 0.256 for MNIST, 0.089 for Fashion)", .open = EX_OPEN_LO },
+    { "--reg", EX_REAL, &cfg.reg, "0.001", 0, HUGE_VAL, "weight of ||W||_F^2 in the inner loss" },
+    { "--corrupt", EX_REAL, &cfg.corrupt, "0.5", 0, 1, "fraction of training examples "
+      "relabelled" },
+    { "--first-step", EX_REAL, &cfg.first_step_rms, "1", 0, HUGE_VAL, "the first Adam update of "
+      "lambda has norm R*sqrt(n) for every K (about R per entry); eta0 is chosen per K to make "
+      "it so (1: F1 then settles within about 150 hyper-iterations, as App. G.1 reports)",
+      .open = EX_OPEN_LO, .meta = "R" },
+    { "--exact-every", EX_INT, &cfg.exact_every, NULL, 0, 10000000, "exact hypergradient "
+      "(Figure 5) every E hyper-iterations, plus the first and the last; 0: never (default N/50)",
+      .quick = "5", .meta = "E" },
+    { "--no-plots", EX_SWITCH, &cfg.no_plots, .help = "do not run gnuplot" },
+    { "--no-fork", EX_SWITCH, &cfg.no_fork, .help = "run every K in this process (for debuggers "
+      "and sanitizers; peak RSS then only grows from one K to the next)" },
+    { "--gamma-check", EX_SWITCH, &cfg.gamma_check, .help = "print the inner loss along the T "
+      "steps at weights sigma(lambda) = 1, U[0,1], 0.5 and 0.01, for 0.5, 1, 1.5, 2 and 3 times "
+      "gamma, then exit" },
+};
 
-/* "1,5,25": distinct Ks, each run once. */
-static bool parse_ks(const char *s, config *c)
-{
-    c->nK = ex_parse_int_list(s, 1, 1000000, c->Ks, MAX_K);
-    for (int i = 0; i < c->nK; i++)
-        for (int j = 0; j < i; j++)
-            if (c->Ks[i] == c->Ks[j]) return false;
-    return c->nK > 0;
-}
+static int check_flags(void);
+static ex_cmd cmd = {
+    PROG, "[flags]",
+    "Data hypercleaning (Shaban et al. 2019, Sec. 4.2.1 and App. G.1): a linear\n"
+    "classifier W (10 x 785, bias as a constant feature) is trained by T steps of\n"
+    "gradient descent on n training examples, half of them given a random label;\n"
+    "each example has a weight sigma(lambda_i), and lambda is learned by Adam on\n"
+    "K-RMD hypergradients of the validation loss, for every K asked for.\n",
+    EX_FLAGS(flags),
+    "Progress goes to stderr; the table to stdout and to DIR/hyperclean_table.md.\n"
+    "OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n"
+    "Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN, files),\n"
+    "2 on bad usage.\n",
+    .check = check_flags,
+};
 
-/* Returns 0 to go on, 1 when --help was printed, 2 on bad usage. */
-static int parse_args(int argc, char **argv, config *c)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    *c = (config){ .dataset = "mnist", .out_dir = "results/hyperclean", .hyper_iters = -1,
-                   .n_train = -1, .n_val = -1, .T = 100, .exact_every = -1, .seed = 1,
-                   .gamma = 0, .reg = HC_DEFAULT_REG, .corrupt = 0.5,
-                   .first_step_rms = 1.0, .plots = true, .fork = true };
-    bool ks_given = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = NULL;
-        char name[64];
-        const char *eq = strchr(a, '=');
-        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
-        if (strncmp(a, "--", 2) != 0 || nlen >= sizeof name)
-            return bad_usage("unexpected argument '%s'%s", a, "");
-        memcpy(name, a, nlen);
-        name[nlen] = '\0';
-        bool flag = !strcmp(name, "--help") || !strcmp(name, "--quick") ||
-                    !strcmp(name, "--no-plots") || !strcmp(name, "--gamma-check") ||
-                    !strcmp(name, "--no-fork");
-        if (flag) {
-            if (eq) return bad_usage("%s takes no value%s", name, "");
-        } else if (eq) {
-            val = eq + 1;
-        } else if (i + 1 < argc) {
-            val = argv[++i];
-        } else {
-            return bad_usage("%s needs a value%s", name, "");
-        }
-        int l;
-        double d;
-        if (!strcmp(name, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(name, "--quick")) {
-            c->quick = true;
-        } else if (!strcmp(name, "--no-plots")) {
-            c->plots = false;
-        } else if (!strcmp(name, "--no-fork")) {
-            c->fork = false;
-        } else if (!strcmp(name, "--gamma-check")) {
-            c->gamma_check = true;
-        } else if (!strcmp(name, "--dataset")) {
-            if (strcmp(val, "mnist") && strcmp(val, "fashion") && strcmp(val, "fashion-mnist"))
-                return bad_usage("--dataset must be mnist or fashion, got '%s'%s", val, "");
-            c->dataset = strcmp(val, "mnist") ? "fashion" : "mnist";
-        } else if (!strcmp(name, "--data")) {
-            if (!*val) return bad_usage("--data needs a directory%s%s", "", "");
-            c->data_dir = val;
-        } else if (!strcmp(name, "--out")) {
-            if (!*val) return bad_usage("--out needs a directory%s%s", "", "");
-            c->out_dir = val;
-        } else if (!strcmp(name, "--hyper-iters")) {
-            if (!ex_parse_int(val, 1, 10000000, &l))
-                return bad_usage("--hyper-iters wants a whole number >= 1, got '%s'%s", val, "");
-            c->hyper_iters = l;
-        } else if (!strcmp(name, "--K")) {
-            if (!parse_ks(val, c))
-                return bad_usage("--K wants distinct whole numbers >= 1 separated by commas "
-                                 "(at most 16), got '%s'%s", val, "");
-            ks_given = true;
-        } else if (!strcmp(name, "--seed")) {
-            if (!ex_parse_u64(val, &c->seed))
-                return bad_usage("--seed wants a whole number >= 0, got '%s'%s", val, "");
-        } else if (!strcmp(name, "--n-train") || !strcmp(name, "--n-val")) {
-            if (!ex_parse_int(val, 10, 60000, &l))
-                return bad_usage("%s wants a whole number in 10..60000, got '%s'", name, val);
-            *(!strcmp(name, "--n-train") ? &c->n_train : &c->n_val) = l;
-        } else if (!strcmp(name, "--T")) {
-            if (!ex_parse_int(val, 1, 100000, &l))
-                return bad_usage("--T wants a whole number >= 1, got '%s'%s", val, "");
-            c->T = l;
-        } else if (!strcmp(name, "--exact-every")) {
-            if (!ex_parse_int(val, 0, 10000000, &l))
-                return bad_usage("--exact-every wants a whole number >= 0, got '%s'%s", val, "");
-            c->exact_every = l;
-        } else if (!strcmp(name, "--gamma") || !strcmp(name, "--reg") ||
-                   !strcmp(name, "--corrupt") || !strcmp(name, "--first-step")) {
-            if (!ex_parse_double(val, &d))
-                return bad_usage("%s wants a number, got '%s'", name, val);
-            if (!strcmp(name, "--gamma")) {
-                if (!(d > 0)) return bad_usage("--gamma must be > 0, got '%s'%s", val, "");
-                c->gamma = d;
-            } else if (!strcmp(name, "--reg")) {
-                if (!(d >= 0)) return bad_usage("--reg must be >= 0, got '%s'%s", val, "");
-                c->reg = d;
-            } else if (!strcmp(name, "--corrupt")) {
-                if (!(d >= 0 && d <= 1))
-                    return bad_usage("--corrupt must be in [0,1], got '%s'%s", val, "");
-                c->corrupt = d;
-            } else {
-                if (!(d > 0)) return bad_usage("--first-step must be > 0, got '%s'%s", val, "");
-                c->first_step_rms = d;
-            }
-        } else {
-            return bad_usage("unknown flag '%s'%s", name, "");
-        }
-    }
-    if (c->hyper_iters < 0) c->hyper_iters = c->quick ? 50 : 1000;
-    if (c->n_train < 0) c->n_train = c->quick ? 1000 : 5000;
-    if (c->n_val < 0) c->n_val = c->quick ? 1000 : 5000;
-    if (c->exact_every < 0) /* about 50 evaluations; 10 in the quick look */
-        c->exact_every = c->quick ? 5 : c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
-    if (!ks_given) { /* the paper's depths, each capped at T, without repeats */
+    config *c = &cfg;
+    if (!strcmp(c->dataset, "fashion-mnist")) c->dataset = "fashion";
+    if (c->exact_every < 0) /* about 50 evaluations */
+        c->exact_every = c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
+    if (!ex_given(&cmd, "--K")) { /* the paper's depths, each capped at T, without repeats */
         const int paper_ks[] = { 1, 5, 25, 50, 100 };
-        c->nK = 0;
         for (size_t k = 0; k < sizeof paper_ks / sizeof *paper_ks; k++) {
             int K = paper_ks[k] < c->T ? paper_ks[k] : c->T;
             if (c->nK == 0 || c->Ks[c->nK - 1] != K) c->Ks[c->nK++] = K;
         }
     }
     for (int k = 0; k < c->nK; k++)
-        if (c->Ks[k] > c->T) {
-            char kbuf[32], tbuf[32];
-            snprintf(kbuf, sizeof kbuf, "%d", c->Ks[k]);
-            snprintf(tbuf, sizeof tbuf, "%d", c->T);
-            return bad_usage("K = %s is larger than T = %s (K = T is already full RMD)", kbuf,
-                             tbuf);
-        }
+        if (c->Ks[k] > c->T)
+            return ex_usage_error("K = %d is larger than T = %d (K = T is already full RMD)",
+                                  c->Ks[k], c->T);
     return 0;
 }
 
@@ -261,26 +139,6 @@ static double norm2(const ad_value *v)
     double s = 0;
     for (size_t i = 0; i < v->size; i++) s += (double)v->data[i] * v->data[i];
     return sqrt(s);
-}
-
-static FILE *open_out(const config *c, const char *name, const char *mode, char *path, size_t len)
-{
-    snprintf(path, len, "%s/%s", c->out_dir, name);
-    FILE *f = fopen(path, mode);
-    if (!f) ad_fail(AD_EIO, "%s: cannot open for writing: %s", path, strerror(errno));
-    return f;
-}
-
-/* Resident set now, from /proc/self/statm (KiB; 0 if unknown). */
-static long rss_now_kb(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
-        fclose(f);
-    }
-    return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 /* ---- the cost model for the ETA ------------------------------------------ */
@@ -321,38 +179,6 @@ static double units_left(const config *c, int ki, int done)
     return u;
 }
 
-/* ---- progress on stderr ---------------------------------------------------- */
-
-typedef struct progress {
-    bool tty;
-    double last;
-} progress;
-
-static void progress_line(progress *pg, bool force, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void progress_line(progress *pg, bool force, const char *fmt, ...)
-{
-    double t = ex_now();
-    if (!force && t - pg->last < (pg->tty ? 0.25 : 15)) return;
-    pg->last = t;
-    va_list ap;
-    va_start(ap, fmt);
-    if (pg->tty) fputs("\r\033[K", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    if (!pg->tty) fputc('\n', stderr);
-    fflush(stderr);
-}
-
-static void progress_done(progress *pg)
-{
-    if (pg->tty) fputc('\n', stderr);
-}
-
 /* ---- one K (runs in a child process) --------------------------------------- */
 
 /* What a child sends back. */
@@ -371,8 +197,9 @@ typedef struct k_result {
 typedef struct run_ctx {
     const config *cfg;
     const hc_data *dt;
-    progress pg;
-    double t_start, u_rate; /* seconds per unit of cost, for the ETA */
+    ex_progress pg;
+    ex_file *csv, *xcsv; /* hyperclean.csv and hyperclean_exact.csv, open */
+    double t_start;
     int ki;
 } run_ctx;
 
@@ -390,15 +217,8 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     const hc_data *dt = ctx->dt;
     memset(res, 0, sizeof *res);
     res->K = K;
-    res->start_rss_kb = rss_now_kb();
-    char path[4200];
-    FILE *csv = open_out(c, "hyperclean.csv", "a", path, sizeof path);
-    if (!csv) return AD_EIO;
-    FILE *xcsv = open_out(c, "hyperclean_exact.csv", "a", path, sizeof path);
-    if (!xcsv) {
-        fclose(csv);
-        return AD_EIO;
-    }
+    res->start_rss_kb = ex_rss_now_kb();
+    FILE *csv = ctx->csv->f, *xcsv = ctx->xcsv->f;
     hc_problem hc;
     int rc = hc_problem_init(&hc, dt->x_train, dt->y_train, dt->x_val, dt->y_val, dt->n_classes,
                              c->T, c->gamma, c->reg);
@@ -457,15 +277,14 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
                 r.peak_tape_bytes);
         /* ETA: this K's measured rate, scaled to the rest by the cost model. */
         double rate = (ex_now() - t_loop) / (tau * unit_cost(K, c->T));
-        char eta_k[32], eta_all[32];
+        char eta_k[16], eta_all[16];
         double left_k = units_left(c, ctx->ki, tau) - units_left(c, ctx->ki + 1, 0);
-        ex_fmt_duration(left_k * rate, eta_k, sizeof eta_k);
-        ex_fmt_duration(units_left(c, ctx->ki, tau) * rate, eta_all, sizeof eta_all);
-        progress_line(&ctx->pg, tau == 1 || tau == N,
-                      PROG ": K=%d  iter %d/%d  val loss %.4f  val acc %.4f  F1(<-3) %.3f  "
-                      "%.2f s/it  ETA %s (this K), %s (all)",
-                      K, tau, N, hc.val_loss, hc.val_acc, f[MAIN_THRESH].f1, dt_it, eta_k,
-                      eta_all);
+        ex_progress_line(&ctx->pg, tau == 1 || tau == N,
+                         PROG ": K=%d  iter %d/%d  val loss %.4f  val acc %.4f  F1(<-3) %.3f  "
+                         "%.2f s/it  ETA %s (this K), %s (all)",
+                         K, tau, N, hc.val_loss, hc.val_acc, f[MAIN_THRESH].f1, dt_it,
+                         ex_duration(left_k * rate, eta_k),
+                         ex_duration(units_left(c, ctx->ki, tau) * rate, eta_all));
         fflush(csv);
     }
     res->loop_seconds = ex_now() - t_loop;
@@ -482,11 +301,9 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         for (int i = 0; i < N; i++) res->sec_mean += secs[i] / N;
         res->iter_mean = iter_sum / N;
         res->sec_median = ex_median(secs, N);
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        res->peak_rss_kb = ru.ru_maxrss; /* KiB on Linux; read before the exact pass */
+        res->peak_rss_kb = ex_peak_rss_kb(); /* read before the exact pass */
     }
-    progress_done(&ctx->pg);
+    ex_progress_end(&ctx->pg);
     /* Figure 5: exact hypergradients at the saved iterates. */
     double t_exact = ex_now();
     for (int s = 0; s < snaps && rc == AD_OK && !exact_free; s++) {
@@ -499,16 +316,16 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
             fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, snap_tau[s], cm.norm_exact,
                     cm.norm_est, cm.cosine, cm.rel_error, r.seconds);
             fflush(xcsv);
-            progress_line(&ctx->pg, s + 1 == snaps,
-                          PROG ": K=%d  exact hypergradient %d/%d (iter %d): |d f| %.4g, "
-                          "cos %.4f", K, s + 1, snaps, snap_tau[s], cm.norm_exact, cm.cosine);
+            ex_progress_line(&ctx->pg, s + 1 == snaps,
+                             PROG ": K=%d  exact hypergradient %d/%d (iter %d): |d f| %.4g, "
+                             "cos %.4f", K, s + 1, snaps, snap_tau[s], cm.norm_exact, cm.cosine);
         } else {
             ad_fail_wrap(rc, "K = %d, exact hypergradient at hyper-iteration %d", K, snap_tau[s]);
         }
         ad_value_free(d);
         ad_value_free(h);
     }
-    if (snaps > 0 && !exact_free) progress_done(&ctx->pg);
+    if (snaps > 0 && !exact_free) ex_progress_end(&ctx->pg);
     res->exact_seconds = ex_now() - t_exact;
     if (have_opt) opt_outer_free(&o);
     hc_problem_free(&hc);
@@ -516,9 +333,9 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     free(snap_lam);
     free(snap_h);
     free(snap_tau);
-    /* Both are closed whatever happens; a write error (a full disk) is an error. */
-    int rc_csv = ex_close(csv, "hyperclean.csv"), rc_xcsv = ex_close(xcsv, "hyperclean_exact.csv");
-    if (rc == AD_OK) rc = rc_csv != AD_OK ? rc_csv : rc_xcsv;
+    /* A write error (a full disk) is this K's error: the parent cannot see it. */
+    if (rc == AD_OK) rc = ex_file_check(ctx->csv);
+    if (rc == AD_OK) rc = ex_file_check(ctx->xcsv);
     return rc;
 }
 
@@ -539,7 +356,7 @@ static int run_k_forked(run_ctx *ctx, int K, k_result *res)
 {
     char label[32];
     snprintf(label, sizeof label, "K = %d", K);
-    return ex_run_forked(PROG, label, k_job_run, &(k_job){ ctx, K }, res, sizeof *res);
+    return ex_run_forked(label, k_job_run, &(k_job){ ctx, K }, res, sizeof *res);
 }
 
 /* ---- the table and the plots ----------------------------------------------- */
@@ -582,46 +399,38 @@ static void write_table(FILE *f, const config *c, const hc_data *dt, const char 
                "| 100 | 88.33 | 90.24 | 0.380 | 0.88 | 0.89/0.89/0.89 |\n");
 }
 
-static int write_summary_csv(const config *c, const k_result *r, int n)
+static int write_summary_csv(ex_out *od, const k_result *r, int n)
 {
-    char path[4200];
-    FILE *f = open_out(c, "hyperclean_summary.csv", "w", path, sizeof path);
-    if (!f) return AD_EIO;
-    fprintf(f, "K,test_acc,val_acc,val_loss,f1_lt_m4,f1_lt_m3,f1_lt_m1,precision_lt_m3,"
-               "recall_lt_m3,median_s,mean_s,mean_iter_s,loop_s,exact_s,peak_tape_bytes,"
-               "peak_rss_kb,start_rss_kb,eta0\n");
-    for (int i = 0; i < n; i++)
-        fprintf(f, "%d,%.6f,%.6f,%.9g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f,%zu,%ld,"
-                   "%ld,%.9g\n",
+    ex_file f;
+    int rc = ex_csv_open(&f, od, "hyperclean_summary.csv", "K,test_acc,val_acc,val_loss,"
+                         "f1_lt_m4,f1_lt_m3,f1_lt_m1,precision_lt_m3,recall_lt_m3,median_s,mean_s,"
+                         "mean_iter_s,loop_s,exact_s,peak_tape_bytes,peak_rss_kb,start_rss_kb,eta0");
+    for (int i = 0; i < n && rc == AD_OK; i++)
+        fprintf(f.f, "%d,%.6f,%.6f,%.9g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f,%zu,%ld,"
+                     "%ld,%.9g\n",
                 r[i].K, r[i].test_acc, r[i].val_acc, r[i].val_loss, r[i].f1[0].f1, r[i].f1[1].f1,
                 r[i].f1[2].f1, r[i].f1[1].precision, r[i].f1[1].recall, r[i].sec_median,
                 r[i].sec_mean, r[i].iter_mean, r[i].loop_seconds, r[i].exact_seconds,
                 r[i].peak_tape, r[i].peak_rss_kb, r[i].start_rss_kb, r[i].eta0);
-    return ex_close(f, path);
+    return rc == AD_OK ? ex_file_commit(&f) : rc;
 }
 
-/* One gnuplot script: `ylabel`, column `col` of `csv` against column 2,
- * one line per K. */
-static int write_plot(const config *c, const char *name, const char *csv, int col,
-                      const char *title, const char *ylabel, bool logy, const k_result *r, int n)
+/* One gnuplot script: column `col` of `csv` against column 2, one line per
+ * K, drawn into name.png. */
+static int write_plot(ex_out *od, const char *name, const char *csv, int col, const char *title,
+                      const char *ylabel, bool logy, const k_result *r, int n)
 {
-    char path[4200];
-    char gp[300];
+    char gp[64];
     snprintf(gp, sizeof gp, "%s.gp", name);
-    FILE *f = open_out(c, gp, "w", path, sizeof path);
-    if (!f) return AD_EIO;
-    fprintf(f, "# Drawn by " PROG "; run `gnuplot %s` in this folder to redraw.\n", gp);
-    fprintf(f, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-               "    set terminal pngcairo size 900,600 enhanced font 'sans,11'\n"
-               "} else {\n"
-               "    set terminal png size 900,600\n"
-               "}\n");
-    fprintf(f, "set output '%s.png'\nset datafile separator ','\n", name);
+    ex_file g;
+    int rc = ex_gp_open(&g, od, gp, 900, 600);
+    if (rc != AD_OK) return rc;
+    FILE *f = g.f;
     fprintf(f, "set title '%s'\nset xlabel 'hyper-iteration'\nset ylabel '%s'\n", title, ylabel);
-    fprintf(f, "set key outside right\nset grid\n");
+    fprintf(f, "set key outside right\n");
     if (logy) fprintf(f, "set logscale y\nset format y '10^{%%L}'\n");
     if (!strcmp(ylabel, "F1")) fprintf(f, "set yrange [0:1]\n");
-    if (!strcmp(name, "hyperclean_val_loss") && c->hyper_iters >= 20) {
+    if (!strcmp(name, "hyperclean_val_loss") && cfg.hyper_iters >= 20) {
         /* The first few updates fall from ~1.2 to ~0.6 and would flatten the
          * rest: frame the range after them, where the Ks differ. */
         fprintf(f, "stats '%s' skip 1 using ($2 >= 10 ? $%d : 1/0) nooutput\n"
@@ -635,22 +444,11 @@ static int write_plot(const config *c, const char *name, const char *csv, int co
         fprintf(f, "    '%s' skip 1 using 2:(($1 == %d) ? $%d : 1/0) with linespoints pt 7 ps "
                    "0.4 title 'K = %d'%s\n",
                 csv, r[i].K, col, r[i].K, i + 1 < n ? ", \\" : "");
-    return ex_close(f, path);
+    return ex_gp_commit(&g);
 }
 
-/* A plot that cannot be drawn is a warning, not a failure: the CSV files
- * and the table are the result, and the .gp scripts redraw them later. */
-static int run_gnuplot(const config *c, const char *name)
-{
-    char gp[128], png[128];
-    snprintf(gp, sizeof gp, "%s.gp", name);
-    snprintf(png, sizeof png, "%s.png", name);
-    return ex_gnuplot_warn(PROG, c->out_dir, gp, png) == 0;
-}
-
-/* Writes the three .gp scripts and draws them: returns how many PNGs were
- * drawn, or −1 (message set) when a script could not be written. */
-static int plots(const config *c, const k_result *r, int n)
+/* The three plots. */
+static int plots(ex_out *od, const k_result *r, int n)
 {
     struct { const char *name, *csv, *title, *ylabel; int col; bool logy; } p[] = {
         { "hyperclean_fig5", "hyperclean_exact.csv",
@@ -661,17 +459,10 @@ static int plots(const config *c, const k_result *r, int n)
         { "hyperclean_f1", "hyperclean.csv", "Flagging corrupted labels by {/Symbol l}_i < -3",
           "F1", 7, false },
     };
-    bool draw = c->plots && ex_gnuplot_on_path();
-    if (c->plots && !draw)
-        fprintf(stderr, PROG ": warning: gnuplot is not on PATH (scripts/setup.sh installs it); "
-                        "the .gp scripts are written, the PNGs are not\n");
-    int rc = AD_OK, drawn = 0;
-    for (size_t i = 0; i < sizeof p / sizeof *p && rc == AD_OK; i++) {
-        rc = write_plot(c, p[i].name, p[i].csv, p[i].col, p[i].title, p[i].ylabel, p[i].logy, r,
-                        n);
-        if (rc == AD_OK && draw) drawn += run_gnuplot(c, p[i].name);
-    }
-    return rc == AD_OK ? drawn : -1;
+    int rc = AD_OK;
+    for (size_t i = 0; i < sizeof p / sizeof *p && rc == AD_OK; i++)
+        rc = write_plot(od, p[i].name, p[i].csv, p[i].col, p[i].title, p[i].ylabel, p[i].logy, r, n);
+    return rc;
 }
 
 /* ---- --gamma-check -------------------------------------------------------- */
@@ -733,102 +524,103 @@ static int gamma_check(const config *c, const hc_data *dt)
 
 /* ---- main ----------------------------------------------------------------- */
 
-int main(int argc, char **argv)
+/* The data, from --data or found; prints what was loaded. */
+static int load(hc_data *dt, char *dir_out, size_t len)
 {
-    config cfg;
-    int prc = parse_args(argc, argv, &cfg);
-    if (prc) return prc == 1 ? 0 : 2;
     const char *dir = data_find_dir(cfg.data_dir, cfg.dataset);
-    if (!dir) {
-        fprintf(stderr, PROG ": %s\n", ad_error());
-        if (!strcmp(cfg.dataset, "mnist"))
-            fprintf(stderr, PROG ": scripts/get-mnist.sh says where to get MNIST; or run "
-                            "--dataset fashion (Debian's dataset-fashion-mnist)\n");
-        return 1;
+    if (!dir && !strcmp(cfg.dataset, "mnist")) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ad_error());
+        return ad_fail(AD_EIO, "%s\n" PROG ": scripts/get-mnist.sh says where to get MNIST; or "
+                       "run --dataset fashion (Debian's dataset-fashion-mnist)", why);
     }
-    char dir_copy[4096];
-    snprintf(dir_copy, sizeof dir_copy, "%s", dir);
-    printf("dataset: %s (%s)\n", cfg.dataset, dir_copy);
+    if (!dir) return AD_EIO;
+    snprintf(dir_out, len, "%s", dir);
+    printf("dataset: %s (%s)\n", cfg.dataset, dir_out);
     fflush(stdout);
-    hc_data dt;
     double t0 = ex_now();
-    if (hc_data_load(&dt, dir_copy, cfg.n_train, cfg.n_val, cfg.corrupt, cfg.seed,
-                     !cfg.gamma_check) != AD_OK) {
-        fprintf(stderr, PROG ": %s\n", ad_error());
-        return 1;
-    }
-    fprintf(stderr, PROG ": loaded %d + %d + %d examples in %.1f s\n", dt.n_train, dt.n_val,
-            dt.n_test, ex_now() - t0);
+    int rc = hc_data_load(dt, dir_out, cfg.n_train, cfg.n_val, cfg.corrupt, cfg.seed,
+                          !cfg.gamma_check);
+    if (rc != AD_OK) return rc;
+    fprintf(stderr, PROG ": loaded %d + %d + %d examples in %.1f s\n", dt->n_train, dt->n_val,
+            dt->n_test, ex_now() - t0);
     if (cfg.gamma == 0) { /* the default: 1/L0 (hc_gamma_auto) */
         double lmax;
-        cfg.gamma = hc_gamma_auto(dt.x_train, dt.n_classes, cfg.reg, &lmax);
+        cfg.gamma = hc_gamma_auto(dt->x_train, dt->n_classes, cfg.reg, &lmax);
         fprintf(stderr, PROG ": gamma = 1/(lambda_max(X^T X/n)/C + 2 reg) = 1/(%.4g/%d + %g) = "
-                        "%.4g\n", lmax, dt.n_classes, 2 * cfg.reg, cfg.gamma);
+                        "%.4g\n", lmax, dt->n_classes, 2 * cfg.reg, cfg.gamma);
     }
-    if (cfg.gamma_check) {
-        int rc = gamma_check(&cfg, &dt);
-        if (rc != AD_OK) fprintf(stderr, PROG ": %s\n", ad_error());
-        hc_data_free(&dt);
-        return rc == AD_OK ? 0 : 1;
-    }
-    int rc = ex_make_dirs(cfg.out_dir);
-    char path[4200];
-    FILE *f = NULL;
-    if (rc == AD_OK && (f = open_out(&cfg, "hyperclean.csv", "w", path, sizeof path))) {
-        fprintf(f, "K,iter,val_loss,val_acc,test_acc,f1_lt_m4,f1_lt_m3,f1_lt_m1,flagged_lt_m3,"
-                   "hypergrad_norm,hg_seconds,iter_seconds,peak_tape_bytes\n");
-        rc = ex_close(f, path);
-    } else if (rc == AD_OK) {
-        rc = AD_EIO;
-    }
-    if (rc == AD_OK && (f = open_out(&cfg, "hyperclean_exact.csv", "w", path, sizeof path))) {
-        fprintf(f, "K,iter,exact_norm,estimate_norm,cosine,rel_error,seconds\n");
-        rc = ex_close(f, path);
-    } else if (rc == AD_OK) {
-        rc = AD_EIO;
-    }
+    return AD_OK;
+}
+
+/* Every K, its rows into the two CSV files, then the table and the plots. */
+static int run(ex_out *od, const hc_data *dt, const char *dir)
+{
+    ex_file csv, xcsv;
+    int rc = ex_csv_open(&csv, od, "hyperclean.csv", "K,iter,val_loss,val_acc,test_acc,f1_lt_m4,"
+                         "f1_lt_m3,f1_lt_m1,flagged_lt_m3,hypergrad_norm,hg_seconds,iter_seconds,"
+                         "peak_tape_bytes");
+    if (rc != AD_OK) return rc;
+    rc = ex_csv_open(&xcsv, od, "hyperclean_exact.csv",
+                     "K,iter,exact_norm,estimate_norm,cosine,rel_error,seconds");
     if (rc != AD_OK) {
-        fprintf(stderr, PROG ": %s\n", ad_error());
-        hc_data_free(&dt);
-        return 1;
+        ex_file_abandon(&csv);
+        return rc;
     }
     printf("%d training examples (%d relabelled, %d corrupted), %d validation, %d test, "
            "d = %d; T = %d, gamma = %g, reg = %g; %d hyper-iterations per K, K = ",
-           dt.n_train, dt.n_relabelled, dt.n_corrupted, dt.n_val, dt.n_test, dt.d, cfg.T,
+           dt->n_train, dt->n_relabelled, dt->n_corrupted, dt->n_val, dt->n_test, dt->d, cfg.T,
            cfg.gamma, cfg.reg, cfg.hyper_iters);
     for (int k = 0; k < cfg.nK; k++) printf("%d%s", cfg.Ks[k], k + 1 < cfg.nK ? "," : "\n");
     printf("outputs in %s\n", cfg.out_dir);
     fflush(stdout);
-
     k_result res[MAX_K];
-    run_ctx ctx = { .cfg = &cfg, .dt = &dt, .pg = { .tty = isatty(2) != 0 }, .t_start = ex_now() };
+    run_ctx ctx = { .cfg = &cfg, .dt = dt, .csv = &csv, .xcsv = &xcsv, .t_start = ex_now() };
+    ex_progress_init(&ctx.pg);
     for (int k = 0; k < cfg.nK && rc == AD_OK; k++) {
         ctx.ki = k;
-        rc = cfg.fork ? run_k_forked(&ctx, cfg.Ks[k], &res[k]) : run_k(&ctx, cfg.Ks[k], &res[k]);
+        rc = cfg.no_fork ? run_k(&ctx, cfg.Ks[k], &res[k]) : run_k_forked(&ctx, cfg.Ks[k], &res[k]);
         if (rc == AD_OK)
             fprintf(stderr, PROG ": K=%d done: %.3f s per hypergradient (median), loop %.0f s, "
                             "exact pass %.0f s, peak tape %.1f MB, peak RSS %.0f MB\n",
                     cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,
                     res[k].peak_tape / 1e6, res[k].peak_rss_kb / 1024.0);
     }
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
+    if (rc == AD_OK) rc = ex_file_commit(&xcsv);
+    ex_file_abandon(&csv); /* after a failure: no partial file is left */
+    ex_file_abandon(&xcsv);
+    ex_file t;
     if (rc == AD_OK) {
-        write_table(stdout, &cfg, &dt, dir_copy, res, cfg.nK);
-        FILE *t = open_out(&cfg, "hyperclean_table.md", "w", path, sizeof path);
-        if (!t) rc = AD_EIO;
-        else {
-            write_table(t, &cfg, &dt, dir_copy, res, cfg.nK);
-            rc = ex_close(t, path);
-        }
+        write_table(stdout, &cfg, dt, dir, res, cfg.nK);
+        rc = ex_file_open(&t, od, "hyperclean_table.md");
     }
-    if (rc == AD_OK) rc = write_summary_csv(&cfg, res, cfg.nK);
-    int drawn = rc == AD_OK ? plots(&cfg, res, cfg.nK) : -1;
-    if (drawn < 0 && rc == AD_OK) rc = AD_EIO;
+    if (rc == AD_OK) {
+        write_table(t.f, &cfg, dt, dir, res, cfg.nK);
+        rc = ex_file_commit(&t);
+    }
+    if (rc == AD_OK) rc = write_summary_csv(od, res, cfg.nK);
+    if (rc == AD_OK) rc = plots(od, res, cfg.nK);
     if (rc == AD_OK)
         printf("\nwrote %s/hyperclean{.csv,_exact.csv,_summary.csv,_table.md}%s in %.0f s\n",
-               cfg.out_dir, drawn == 3 ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
+               cfg.out_dir, od->plots && !od->plots_failed ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
                ex_now() - ctx.t_start);
-    else
-        fprintf(stderr, PROG ": %s\n", ad_error());
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int st = ex_flags_parse(&cmd, argc, argv);
+    if (st) return st < 0 ? 0 : st;
+    ex_out *od = malloc(sizeof *od);
+    if (!od) return ex_exit(ad_fail(AD_ENOMEM, "out of memory"));
+    int rc = cfg.gamma_check ? AD_OK : ex_out_open(od, cfg.out_dir, !cfg.no_plots);
+    hc_data dt = { 0 };
+    char dir[EX_PATH_LEN];
+    if (rc == AD_OK) rc = load(&dt, dir, sizeof dir);
+    if (rc == AD_OK) rc = cfg.gamma_check ? gamma_check(&cfg, &dt) : run(od, &dt, dir);
     hc_data_free(&dt);
-    return rc == AD_OK ? 0 : 1;
+    if (!cfg.gamma_check) ex_out_close(od);
+    free(od);
+    return ex_exit(rc);
 }

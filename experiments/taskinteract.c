@@ -19,7 +19,8 @@
  * hypergradient (full RMD) is also computed every --fig-every
  * hyper-iterations, for Figure 6; its cost is not counted in "s/iter".
  *
- * Outputs in --out/<dataset>/ (default results/taskinteract/cifar, …):
+ * Outputs in --out/<dataset>/ (default results/taskinteract/cifar, …),
+ * each written under a temporary name and renamed when complete:
  *   iters.csv     one row per trial, K and hyper-iteration τ (at λ_τ,
  *                 before the τ-th update; τ = 0 is λ0)
  *   exact.csv     trial 0: ‖dλf‖ (exact) and cos(K-RMD, exact) at every
@@ -33,8 +34,6 @@
  *   fig6.png      Figure 6: validation loss, ‖dλf‖, cosine against τ
  *   C.png         the learned C as heat maps, one per K
  *   *.gp          the gnuplot scripts that drew them
- * Exit status: 0 on success (also when gnuplot is missing), 1 on a run-time
- * failure (data, memory, NaN, a file), 2 on bad usage.
  */
 #include <errno.h>
 #include <math.h>
@@ -43,12 +42,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/common.h"
+#include "experiments/kit/kit.h"
 #include "experiments/taskinteract_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
 
 #define PROG "taskinteract"
+#define STR_(x) #x
+#define STR(x) STR_(x)
 enum { MAX_KS = 8, MAX_TRIALS = 1000 };
 
 static const char *const cifar_names[DATA_CIFAR_CLASSES] = {
@@ -58,23 +59,52 @@ static const char *const cifar_names[DATA_CIFAR_CLASSES] = {
 /* ---- options ------------------------------------------------------------ */
 
 typedef struct ti_opts {
+    const char *dataset, *data, *out;
     bool omniglot, quick;
-    const char *data, *out;
     int trials, max_iters, patience, T, nK, Ks[MAX_KS];
     int chars, fig_every, eval_every;
     double gamma, eta0, rho0, b0;
-    bool b0_set;
     uint64_t seed;
-    bool trials_set, max_iters_set, patience_set, ks_set, chars_set, fig_every_set;
 } ti_opts;
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-"usage: taskinteract [--dataset cifar|omniglot] [--data DIR] [--trials N]\n"
-"                    [--max-iters N] [--patience N] [--K LIST] [--out DIR]\n"
-"                    [--seed S] [--quick] [more flags below]\n"
-"\n"
+static ti_opts opts;
+
+static const ex_flag flags[] = {
+    { "--dataset", EX_CHOICE, &opts.dataset, "cifar", .help = "cifar or omniglot",
+      .choices = "cifar|omniglot", .meta = "D" },
+    { "--data", EX_TEXT, &opts.data, .help = "the dataset's folder (default: "
+      "$HYPERTAPE_DATA/<D>, else ../shared/data/<D>)", .meta = "DIR" },
+    { "--trials", EX_INT, &opts.trials, "10", 1, MAX_TRIALS, "trials (seeds S, S+1, …)",
+      .quick = "2" },
+    { "--max-iters", EX_INT, &opts.max_iters, "5000", 1, 10000000, "most hyper-iterations per "
+      "run", .quick = "20" },
+    { "--patience", EX_INT, &opts.patience, "500", 1, 10000000, "early-stopping patience in "
+      "hyper-iterations", .quick = "15" },
+    { "--K", EX_INTS, opts.Ks, "1,5,25,100", 1, 100000, "truncations; at most one K >= T (each "
+      "is full RMD); --quick: 1,5,T", .max_n = MAX_KS, .n = &opts.nK },
+    { "--out", EX_TEXT, &opts.out, "results/taskinteract", .help = "output folder; files go to "
+      "DIR/<D>/", .meta = "DIR" },
+    { "--seed", EX_SEED, &opts.seed, "1", .help = "seed of trial 0" },
+    { "--quick", EX_SWITCH, &opts.quick, .help = "a tiny end-to-end run (under a minute); "
+      "flags given explicitly still apply" },
+    { "--T", EX_INT, &opts.T, "100", 1, 100000, "inner steps" },
+    { "--gamma", EX_REAL, &opts.gamma, "0.1", 0, HUGE_VAL, "inner step size", .open = EX_OPEN_LO },
+    { "--eta0", EX_REAL, &opts.eta0, "0.1", 0, HUGE_VAL, "Adam's η0, the same for every K (Adam's "
+      "first step has the same size whatever the gradient's norm)", .open = EX_OPEN_LO },
+    { "--rho0", EX_REAL, &opts.rho0, "0.01", 0, HUGE_VAL, "initial ρ", .open = EX_OPEN_LO },
+    { "--B0", EX_REAL, &opts.b0, NULL, .help = "initial B entries (default: see above)",
+      .meta = "B" },
+    { "--chars", EX_INT, &opts.chars, "100", 2, DATA_OMNIGLOT_BACKGROUND_CHARS, "Omniglot "
+      "characters (classes)", .quick = "20" },
+    { "--eval-every", EX_INT, &opts.eval_every, "10", 1, 1000000, "test-accuracy check period" },
+    { "--fig-every", EX_INT, &opts.fig_every, "10", 0, 1000000, "trial 0's exact-hypergradient "
+      "period (0: never)", .quick = "5" },
+};
+
+static int check_flags(void);
+static ex_cmd cmd = {
+    PROG, "[--dataset cifar|omniglot] [--data DIR] [--trials N] [--max-iters N]\n"
+    "                    [--patience N] [--K LIST] [--out DIR] [--seed S] [--quick] [...]",
 "Task interaction (Sec. 4.2.2, App. G.2, Table 3, Figure 6) of Shaban et al.,\n"
 "\"Truncated back-propagation for bilevel optimization\".  V linear models w_v,\n"
 "one per class (multiclass logistic regression W [V, d+1], bias feature):\n"
@@ -97,7 +127,7 @@ static void usage(FILE *out)
 "            per character 3 training and 3 validation drawers, the other 14\n"
 "            test (300 + 300 + 1400 images, 28×28).  V = 100, d = 784 + 1.\n"
 "Features: pixels standardized with the mean and spread of the training images\n"
-"(Omniglot spreads floored at %g), then scaled by s = √(4/(γ·λmax)), λmax the\n"
+"(Omniglot spreads floored at " STR(TI_OMNIGLOT_STD_FLOOR) "), then scaled by s = √(4/(γ·λmax)), λmax the\n"
 "top eigenvalue of XᵀX/n over the training rows: the training CE's curvature\n"
 "is then at most ½·λmax·s² = 2/γ anywhere, and 4/(γV) at W = 0 (raw\n"
 "standardized CIFAR pixels, λmax ≈ 10³, make γ = 0.1 diverge).  The inner\n"
@@ -110,41 +140,15 @@ static void usage(FILE *out)
 "--patience hyper-iterations, or after --max-iters; its result is the test\n"
 "accuracy at the best check (selected on the test set, as in the paper).\n"
 "s/iter counts the hypergradient and the Adam step only (not test checks nor\n"
-"Figure 6's exact hypergradients).\n"
-"\n", TI_OMNIGLOT_STD_FLOOR);
-    fprintf(out,
-"  --dataset D      cifar (default) or omniglot\n"
-"  --data DIR       the dataset's folder (default: $HYPERTAPE_DATA/<D>, else\n"
-"                   ../shared/data/<D>)\n"
-"  --trials N       trials (seeds S, S+1, …), 1..%d (default 10)\n"
-"  --max-iters N    most hyper-iterations per run (default 5000)\n"
-"  --patience N     early-stopping patience in hyper-iterations (default 500)\n"
-"  --K LIST         truncations, comma-separated, at most %d (default 1,5,25,100);\n"
-"                   no K twice, and at most one K >= T (each is full RMD)\n"
-"  --out DIR        output folder; files go to DIR/<D>/ (default\n"
-"                   results/taskinteract)\n"
-"  --seed S         seed of trial 0 (default 1)\n"
-"  --quick          a tiny end-to-end run (2 trials, 20 hyper-iterations, K = 1,\n"
-"                   5 and full, 20 Omniglot characters; under a minute); other\n"
-"                   flags given explicitly still apply\n"
-"  --T N            inner steps (default 100)\n"
-"  --gamma G        inner step size (default 0.1)\n"
-"  --eta0 E         Adam's η0 (default 0.1, the same for every K: Adam's first\n"
-"                   step has the same size whatever the gradient's norm)\n"
-"  --rho0 R         initial ρ (default 0.01)\n"
-"  --B0 B           initial B entries (default: see above)\n"
-"  --chars N        Omniglot characters (classes), 2..964 (default 100)\n"
-"  --eval-every N   test-accuracy check period (default 10)\n"
-"  --fig-every N    trial 0's exact-hypergradient period (default 10; 0: never)\n"
-"  -h, --help       this text\n"
-"Values may follow a flag after '=' or as the next argument.  Set\n"
-"OPENBLAS_NUM_THREADS=1 on a shared machine.  Progress goes to stderr.\n"
-"Outputs in DIR/<D>/: iters.csv, exact.csv, trials.csv, inner.csv, C.csv,\n"
-"table3.md (DIR/table3.md joins the datasets), fig6.png, C.png and their .gp.\n"
-"Exit status: 0 on success (also without gnuplot), 1 on a run-time failure,\n"
-"2 on a bad flag or value.\n",
-            MAX_TRIALS, MAX_KS);
-}
+"Figure 6's exact hypergradients).\n",
+    EX_FLAGS(flags),
+    "Set OPENBLAS_NUM_THREADS=1 on a shared machine.  Progress goes to stderr.\n"
+    "Outputs in DIR/<D>/: iters.csv, exact.csv, trials.csv, inner.csv, C.csv,\n"
+    "table3.md (DIR/table3.md joins the datasets), fig6.png, C.png and their .gp.\n"
+    "Exit status: 0 on success (also without gnuplot), 1 on a run-time failure,\n"
+    "2 on a bad flag or value.\n",
+    .check = check_flags,
+};
 
 /* The truncation a K means: K >= T is full RMD (labelled so), whatever K. */
 static int k_depth(int K, int T)
@@ -165,144 +169,38 @@ static int check_ks(ti_opts *o)
             k++;
             continue;
         }
-        if (o->ks_set) {
-            if (o->Ks[j] == o->Ks[k])
-                return ex_usage_error(PROG, "--K: %d is given twice", o->Ks[k]);
-            return ex_usage_error(PROG, "--K: %d and %d are both full RMD (K >= T = %d); "
-                                        "give one of them", o->Ks[j], o->Ks[k], o->T);
-        }
+        if (ex_given(&cmd, "--K"))
+            return ex_usage_error("--K: %d and %d are both full RMD (K >= T = %d); give one of "
+                                  "them", o->Ks[j], o->Ks[k], o->T);
         memmove(&o->Ks[k], &o->Ks[k + 1], sizeof *o->Ks * (size_t)(o->nK - k - 1));
         o->nK--;
     }
     return 0;
 }
 
-/* Returns 0 to go on, -1 after --help, or an exit status. */
-static int parse_args(int argc, char **argv, ti_opts *o)
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    *o = (ti_opts){ .out = "results/taskinteract", .trials = 10, .max_iters = 5000,
-                    .patience = 500, .T = 100, .nK = 4, .Ks = { 1, 5, 25, 100 }, .chars = 100,
-                    .fig_every = 10, .eval_every = 10, .gamma = 0.1, .eta0 = 0.1,
-                    .rho0 = 0.01, .seed = 1 };
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return -1;
-        }
-        if (!strcmp(a, "--quick")) { o->quick = true; continue; }
-        static const char *const known[] = { "--dataset", "--data", "--trials", "--max-iters",
-                                             "--patience", "--K", "--out", "--seed", "--T",
-                                             "--gamma", "--eta0", "--rho0", "--B0", "--chars",
-                                             "--eval-every", "--fig-every" };
-        char name[EX_FLAG_NAME_LEN];
-        const char *val;
-        if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
-            return ex_usage_error(PROG, "%s", ad_error());
-
-        double x;
-        if (!strcmp(name, "--dataset")) {
-            if (!strcmp(val, "cifar")) o->omniglot = false;
-            else if (!strcmp(val, "omniglot")) o->omniglot = true;
-            else return ex_usage_error(PROG, "--dataset: expected cifar or omniglot, "
-                                             "got '%s'", val);
-        } else if (!strcmp(name, "--data")) {
-            if (!*val) return ex_usage_error(PROG, "--data: empty folder name");
-            o->data = val;
-        } else if (!strcmp(name, "--out")) {
-            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
-            o->out = val;
-        } else if (!strcmp(name, "--trials")) {
-            if (!ex_parse_int(val, 1, MAX_TRIALS, &o->trials))
-                return ex_usage_error(PROG, "--trials: expected a whole number in 1..1000, "
-                                            "got '%s'", val);
-            o->trials_set = true;
-        } else if (!strcmp(name, "--max-iters")) {
-            if (!ex_parse_int(val, 1, 10000000, &o->max_iters))
-                return ex_usage_error(PROG, "--max-iters: expected a whole number in 1..10000000, "
-                                            "got '%s'", val);
-            o->max_iters_set = true;
-        } else if (!strcmp(name, "--patience")) {
-            if (!ex_parse_int(val, 1, 10000000, &o->patience))
-                return ex_usage_error(PROG, "--patience: expected a whole number in 1..10000000, "
-                                            "got '%s'", val);
-            o->patience_set = true;
-        } else if (!strcmp(name, "--K")) {
-            if ((o->nK = ex_parse_int_list(val, 1, 100000, o->Ks, MAX_KS)) < 1)
-                return ex_usage_error(PROG, "--K: expected up to %d whole numbers in 1..100000 "
-                                            "separated by commas, got '%s'", MAX_KS, val);
-            o->ks_set = true;
-        } else if (!strcmp(name, "--seed")) {
-            if (!ex_parse_u64(val, &o->seed))
-                return ex_usage_error(PROG, "--seed: expected a whole number >= 0, got '%s'", val);
-        } else if (!strcmp(name, "--T")) {
-            if (!ex_parse_int(val, 1, 100000, &o->T))
-                return ex_usage_error(PROG, "--T: expected a whole number in 1..100000, "
-                                            "got '%s'", val);
-        } else if (!strcmp(name, "--chars")) {
-            if (!ex_parse_int(val, 2, DATA_OMNIGLOT_BACKGROUND_CHARS, &o->chars))
-                return ex_usage_error(PROG, "--chars: expected a whole number in 2..964, "
-                                            "got '%s'", val);
-            o->chars_set = true;
-        } else if (!strcmp(name, "--eval-every")) {
-            if (!ex_parse_int(val, 1, 1000000, &o->eval_every))
-                return ex_usage_error(PROG, "--eval-every: expected a whole number >= 1, "
-                                            "got '%s'", val);
-        } else if (!strcmp(name, "--fig-every")) {
-            if (!ex_parse_int(val, 0, 1000000, &o->fig_every))
-                return ex_usage_error(PROG, "--fig-every: expected a whole number >= 0, "
-                                            "got '%s'", val);
-            o->fig_every_set = true;
-        } else if (!strcmp(name, "--B0")) {
-            if (!ex_parse_double(val, &o->b0))
-                return ex_usage_error(PROG, "--B0: expected a finite number, got '%s'", val);
-            o->b0_set = true;
-        } else {
-            if (!ex_parse_double(val, &x) || !(x > 0)) /* --gamma, --eta0 or --rho0 */
-                return ex_usage_error(PROG, "%s: expected a finite number > 0, got '%s'", name,
-                                      val);
-            if (!strcmp(name, "--gamma")) o->gamma = x;
-            else if (!strcmp(name, "--eta0")) o->eta0 = x;
-            else o->rho0 = x;
-        }
-    }
-    if (o->omniglot == false && o->chars_set)
-        return ex_usage_error(PROG, "--chars is for --dataset omniglot");
-    if (o->quick) {
-        if (!o->trials_set) o->trials = 2;
-        if (!o->max_iters_set) o->max_iters = 20;
-        if (!o->patience_set) o->patience = 15;
-        if (!o->chars_set) o->chars = 20;
-        if (!o->fig_every_set) o->fig_every = 5;
-        if (!o->ks_set) {
-            o->nK = 3;
-            o->Ks[0] = 1;
-            o->Ks[1] = 5;
-            o->Ks[2] = o->T;
-        }
+    ti_opts *o = &opts;
+    o->omniglot = !strcmp(o->dataset, "omniglot");
+    if (!o->omniglot && ex_given(&cmd, "--chars"))
+        return ex_usage_error("--chars is for --dataset omniglot");
+    if (o->quick && !ex_given(&cmd, "--K")) {
+        o->nK = 3;
+        o->Ks[0] = 1;
+        o->Ks[1] = 5;
+        o->Ks[2] = o->T;
     }
     return check_ks(o);
 }
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static int lib_fail(const char *what)
-{
-    fprintf(stderr, PROG ": %s: %s\n", what, ad_error());
-    return EX_EXIT_LIB;
-}
-
 static const char *k_label(int K, int T, char *buf, size_t len)
 {
     if (K >= T) snprintf(buf, len, "Full RMD");
     else snprintf(buf, len, "%d-RMD", K);
     return buf;
-}
-
-/* The opening of every script: PNG terminal, CSV input. */
-static void gp_header(FILE *g, const char *png, int width, int height)
-{
-    ex_gp_header(g, PROG " (experiments/taskinteract.c)", png, width, height);
 }
 
 /* ---- one run: a trial and a K -------------------------------------------- */
@@ -319,8 +217,9 @@ typedef struct run_result {
 typedef struct experiment {
     const ti_opts *o;
     const char *dataset;
-    ex_outdir *od;
-    FILE *iters_csv, *exact_csv, *inner_csv;
+    ex_out *od;
+    FILE *iters_csv, *exact_csv, *inner_csv; /* the f of the three ex_files below */
+    ex_file files[3];
     int V;
     run_result *res;   /* [trials][nK] */
     double *C_sum;     /* [nK][V·V]: sum over trials of the final C */
@@ -373,7 +272,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
     k_label(K, o->T, lab, sizeof lab);
 
     ti_problem p;
-    double b0 = o->b0_set ? o->b0 : ti_default_b0(V);
+    double b0 = ex_given(&cmd, "--B0") ? o->b0 : ti_default_b0(V);
     int rc = ti_problem_init(&p, dt, o->T, o->gamma, b0, o->rho0);
     opt_outer opt;
     bool opt_ok = false;
@@ -506,31 +405,32 @@ static void mean_std(const double *x, int n, double *mean, double *sd)
 static int write_tables(experiment *ex, double load_s)
 {
     const ti_opts *o = ex->o;
-    FILE *f = ex_outdir_open(ex->od, "trials.csv");
-    if (!f) return EX_EXIT_LIB;
-    fprintf(f, "trial,seed,K,iters,stopped_early,best_tau,best_test_acc,final_test_acc,"
-               "sec_per_iter,final_val_loss\n");
-    for (int t = 0; t < o->trials; t++)
+    ex_file csv;
+    int rc = ex_csv_open(&csv, ex->od, "trials.csv", "trial,seed,K,iters,stopped_early,best_tau,"
+                         "best_test_acc,final_test_acc,sec_per_iter,final_val_loss");
+    for (int t = 0; t < o->trials && rc == AD_OK; t++)
         for (int k = 0; k < o->nK; k++) {
             const run_result *r = &ex->res[t * o->nK + k];
-            fprintf(f, "%d,%llu,%d,%d,%d,%d,%.6f,%.6f,%.6f,%.6f\n", t,
+            fprintf(csv.f, "%d,%llu,%d,%d,%d,%d,%.6f,%.6f,%.6f,%.6f\n", t,
                     (unsigned long long)(o->seed + (uint64_t)t), o->Ks[k], r->iters,
                     r->stopped_early, r->best_tau, r->best_acc, r->final_acc,
                     r->seconds / (r->iters > 0 ? r->iters : 1), r->final_val_loss);
         }
-    int status = ex_outdir_close(ex->od, f, "trials.csv");
-    if (status) return status;
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
+    if (rc != AD_OK) return rc;
 
-    f = ex_outdir_open(ex->od, "table3.md");
-    if (!f) return EX_EXIT_LIB;
+    /* Table 3: into memory, then printed and saved. */
     int n = o->trials;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     double *acc = malloc(sizeof *acc * (size_t)n), *it = malloc(sizeof *it * (size_t)n);
-    if (!acc || !it) {
+    if (!f || !acc || !it) {
+        if (f) fclose(f);
+        free(text);
         free(acc);
         free(it);
-        fclose(f);
-        fprintf(stderr, PROG ": out of memory\n");
-        return EX_EXIT_LIB;
+        return ad_fail(AD_ENOMEM, "out of memory");
     }
     if (o->omniglot)
         fprintf(f, "### Table 3, Omniglot (in place of CIFAR-100: V = %d characters, 3 + 3 "
@@ -571,43 +471,35 @@ static int write_tables(experiment *ex, double load_s)
             ex_now() - ex->t_start);
     free(acc);
     free(it);
-    status = ex_outdir_close(ex->od, f, "table3.md");
-    if (status) return status;
-    /* print it (the path fits: the file was just written there) */
-    char path[EX_PATH_LEN];
-    FILE *in = snprintf(path, sizeof path, "%s/table3.md", ex->od->dir) < (int)sizeof path
-                   ? fopen(path, "r")
-                   : NULL;
-    if (in) {
-        char line[1024];
-        while (fgets(line, sizeof line, in)) fputs(line, stderr);
-        fclose(in);
-    }
-    return 0;
+    rc = fclose(f) == 0 ? ex_out_save(ex->od, "table3.md", text, len)
+                        : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) fputs(text, stderr);
+    free(text);
+    return rc;
 }
 
-/* DIR/table3.md: the datasets' tables one after the other. */
-static int join_tables(const ex_outdir *od, const char *out)
+/* DIR/table3.md: the datasets' tables one after the other.  Another run
+ * (the other dataset) may write it too: DIR itself is not locked. */
+static int join_tables(const char *out)
 {
-    char path[EX_PATH_LEN];
-    snprintf(path, sizeof path, "%s/table3.md", out);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, PROG ": cannot write %s: %s\n", path, strerror(errno));
-        return EX_EXIT_LIB;
-    }
+    ex_out *od = malloc(sizeof *od);
+    ex_file f;
+    int rc = od ? ex_out_open_shared(od, out) : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) rc = ex_file_open(&f, od, "table3.md");
     static const char *const sets[] = { "cifar", "omniglot" };
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < 2 && rc == AD_OK; s++) {
         char src[EX_PATH_LEN];
         snprintf(src, sizeof src, "%s/%s/table3.md", out, sets[s]);
         FILE *in = fopen(src, "r");
         if (!in) continue;
         char line[2048];
-        while (fgets(line, sizeof line, in)) fputs(line, f);
-        fputs("\n", f);
+        while (fgets(line, sizeof line, in)) fputs(line, f.f);
+        fputs("\n", f.f);
         fclose(in);
     }
-    return ex_outdir_close(od, f, path);
+    if (rc == AD_OK) rc = ex_file_commit(&f);
+    free(od);
+    return rc;
 }
 
 static int write_C(experiment *ex)
@@ -616,21 +508,20 @@ static int write_C(experiment *ex)
     int V = ex->V;
     size_t VV = (size_t)V * (size_t)V;
     bool mean = !o->omniglot; /* the same classes in every trial */
-    FILE *f = ex_outdir_open(ex->od, "C.csv");
-    if (!f) return EX_EXIT_LIB;
-    fprintf(f, "K,i,j,C\n");
-    for (int k = 0; k < o->nK; k++)
+    ex_file csv;
+    int rc = ex_csv_open(&csv, ex->od, "C.csv", "K,i,j,C");
+    for (int k = 0; k < o->nK && rc == AD_OK; k++)
         for (size_t i = 0; i < VV; i++)
-            fprintf(f, "%d,%zu,%zu,%.17g\n", o->Ks[k], i / (size_t)V, i % (size_t)V,
+            fprintf(csv.f, "%d,%zu,%zu,%.17g\n", o->Ks[k], i / (size_t)V, i % (size_t)V,
                     mean ? ex->C_sum[k * VV + i] / o->trials : ex->C_trial0[k * VV + i]);
-    int status = ex_outdir_close(ex->od, f, "C.csv");
-    if (status) return status;
-
-    FILE *g = ex_outdir_open(ex->od, "C.gp");
-    if (!g) return EX_EXIT_LIB;
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
     int cols = o->nK <= 2 ? o->nK : 2, rows = (o->nK + cols - 1) / cols;
-    gp_header(g, "C.png", o->omniglot ? 620 * cols : 600 * cols, o->omniglot ? 560 * rows : 540 * rows);
-    double b0 = o->b0_set ? o->b0 : ti_default_b0(V);
+    ex_file gf;
+    if (rc == AD_OK) rc = ex_gp_open(&gf, ex->od, "C.gp", o->omniglot ? 620 * cols : 600 * cols,
+                                     o->omniglot ? 560 * rows : 540 * rows);
+    if (rc != AD_OK) return rc;
+    FILE *g = gf.f;
+    double b0 = ex_given(&cmd, "--B0") ? o->b0 : ti_default_b0(V);
     double c0 = 2 * log1p(exp(b0));
     fprintf(g, "set multiplot layout %d,%d title 'Learned task interactions C_{ij} (%s; started at "
                "%.3g everywhere; diagonal unused, blank)'\n",
@@ -662,17 +553,16 @@ static int write_C(experiment *ex)
                 k_label(o->Ks[k], o->T, lab, sizeof lab), k);
     }
     fprintf(g, "unset multiplot\n");
-    status = ex_outdir_close(ex->od, g, "C.gp");
-    if (!status) ex_outdir_plot(ex->od, "C.gp", "C.png");
-    return status;
+    return ex_gp_commit(&gf);
 }
 
 static int write_fig6(experiment *ex)
 {
     const ti_opts *o = ex->o;
-    FILE *g = ex_outdir_open(ex->od, "fig6.gp");
-    if (!g) return EX_EXIT_LIB;
-    gp_header(g, "fig6.png", 1500, 480);
+    ex_file gf;
+    int rc = ex_gp_open(&gf, ex->od, "fig6.gp", 1500, 480);
+    if (rc != AD_OK) return rc;
+    FILE *g = gf.f;
     fprintf(g, "Ks = '");
     for (int k = 0; k < o->nK; k++) fprintf(g, "%s%d", k ? " " : "", o->Ks[k]);
     fprintf(g, "'; nK = words(Ks); T = %d\n"
@@ -697,9 +587,7 @@ static int write_fig6(experiment *ex)
                "unset multiplot\n",
             o->T, o->omniglot ? "Omniglot" : "CIFAR-10", (unsigned long long)o->seed,
             o->fig_every);
-    int status = ex_outdir_close(ex->od, g, "fig6.gp");
-    if (!status) ex_outdir_plot(ex->od, "fig6.gp", "fig6.png");
-    return status;
+    return ex_gp_commit(&gf);
 }
 
 /* ---- main ----------------------------------------------------------------- */
@@ -712,13 +600,11 @@ typedef struct dataset {
 static int load_data(const ti_opts *o, dataset *ds)
 {
     memset(ds, 0, sizeof *ds);
-    const char *name = o->omniglot ? "omniglot" : "cifar";
-    const char *dir = data_meta_find_dir(o->data, name);
-    if (!dir) return lib_fail("finding the data (give --data DIR)");
+    const char *dir = data_find_dir(o->data, o->dataset);
+    if (!dir) return ad_fail_wrap(AD_EIO, "finding the data (give --data DIR)");
     int rc = o->omniglot ? data_omniglot_load(dir, 28, &ds->om)
                          : data_cifar_load(dir, &ds->train, &ds->test);
-    if (rc != AD_OK) return lib_fail(o->omniglot ? "loading Omniglot" : "loading CIFAR-10");
-    return 0;
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, o->omniglot ? "loading Omniglot" : "loading CIFAR-10");
 }
 
 static void free_data(dataset *ds)
@@ -728,97 +614,102 @@ static void free_data(dataset *ds)
     data_omniglot_free(&ds->om);
 }
 
+/* Opens the output folder and the three CSV files written along the run. */
+static int open_outputs(experiment *ex)
+{
+    const ti_opts *o = ex->o;
+    char dir[EX_PATH_LEN];
+    if (snprintf(dir, sizeof dir, "%s/%s", o->out, ex->dataset) >= (int)sizeof dir)
+        return ad_fail(EX_EUSAGE, "--out: path too long");
+    int rc = ex_out_open(ex->od, dir, true);
+    static const char *const name[3] = { "iters.csv", "exact.csv", "inner.csv" };
+    static const char *const header[3] = {
+        "trial,K,tau,val_loss,val_acc,test_acc,norm_h,rho,C_mean,sec_hypergrad",
+        "K,tau,norm_exact,cosine,norm_est", "K,stage,t,g" };
+    for (int i = 0; i < 3 && rc == AD_OK; i++) {
+        rc = ex_csv_open(&ex->files[i], ex->od, name[i], header[i]);
+        if (rc != AD_OK)
+            for (int j = 0; j < i; j++) ex_file_abandon(&ex->files[j]);
+    }
+    if (rc == AD_OK) {
+        ex->iters_csv = ex->files[0].f;
+        ex->exact_csv = ex->files[1].f;
+        ex->inner_csv = ex->files[2].f;
+    }
+    return rc;
+}
+
+static int run_trials(experiment *ex, const dataset *ds, double load_s)
+{
+    const ti_opts *o = ex->o;
+    fprintf(stderr, PROG ": %s, %d trials, K =", ex->dataset, o->trials);
+    for (int k = 0; k < o->nK; k++) fprintf(stderr, " %d", o->Ks[k]);
+    fprintf(stderr, ", T = %d, γ = %g, at most %d hyper-iterations, patience %d; data "
+                    "loaded in %.1f s; output in %s\n",
+            o->T, o->gamma, o->max_iters, o->patience, load_s, ex->od->dir);
+    int rc = AD_OK;
+    for (int t = 0; t < o->trials && rc == AD_OK; t++) {
+        ti_data dt;
+        uint64_t seed = o->seed + (uint64_t)t;
+        rc = o->omniglot ? ti_data_omniglot(&dt, &ds->om, DATA_OMNIGLOT_BACKGROUND_CHARS,
+                                            o->chars, 3, 3, seed, o->gamma)
+                         : ti_data_cifar(&dt, &ds->train, &ds->test, 5, 5, seed, o->gamma);
+        if (rc != AD_OK) return ad_fail_wrap(rc, "preparing a trial's data");
+        fprintf(stderr, PROG ": trial %d (seed %llu): %d train, %d val, %d test examples, "
+                        "λmax(XᵀX/n) = %.4g, feature scale s = %.4g\n",
+                t, (unsigned long long)seed, dt.n_train, dt.n_val, dt.n_test, dt.lmax, dt.scale);
+        for (int k = 0; k < o->nK && rc == AD_OK; k++) {
+            rc = run_one(ex, &dt, t, k);
+            if (rc != AD_OK) rc = ad_fail_wrap(rc, "hyper-iterations");
+        }
+        ti_data_free(&dt);
+    }
+    for (int i = 0; i < 3 && rc == AD_OK; i++) rc = ex_file_commit(&ex->files[i]);
+    for (int i = 0; i < 3; i++) ex_file_abandon(&ex->files[i]); /* none left after a failure */
+    return rc;
+}
+
 static int run(const ti_opts *o)
 {
     double t0 = ex_now();
     for (int k = 0; k < o->nK; k++)
-        if (o->Ks[k] > o->T) {
-            fprintf(stderr, PROG ": note: K = %d > T = %d is full RMD\n", o->Ks[k], o->T);
-        }
-    dataset ds;
-    int status = load_data(o, &ds);
-    if (status) return status;
-    double load_s = ex_now() - t0;
+        if (o->Ks[k] > o->T) fprintf(stderr, PROG ": note: K = %d > T = %d is full RMD\n", o->Ks[k], o->T);
     int V = o->omniglot ? o->chars : DATA_CIFAR_CLASSES;
-
-    ex_outdir *od = calloc(1, sizeof *od);
-    experiment ex = { .o = o, .dataset = o->omniglot ? "omniglot" : "cifar", .od = od, .V = V,
-                      .t_start = t0 };
     size_t VV = (size_t)V * (size_t)V;
+    experiment ex = { .o = o, .dataset = o->dataset, .od = malloc(sizeof(ex_out)), .V = V,
+                      .t_start = t0 };
     ex.res = calloc((size_t)o->trials * (size_t)o->nK, sizeof *ex.res);
     ex.C_sum = calloc((size_t)o->nK * VV, sizeof *ex.C_sum);
     ex.C_trial0 = calloc((size_t)o->nK * VV, sizeof *ex.C_trial0);
-    if (!od || !ex.res || !ex.C_sum || !ex.C_trial0) {
-        fprintf(stderr, PROG ": out of memory\n");
-        status = EX_EXIT_LIB;
-    }
-    if (!status) status = ex_outdir_init(od, PROG, "%s/%s", o->out, ex.dataset);
-    if (!status) {
-        if (!od->have_gnuplot)
-            fprintf(stderr, PROG ": warning: gnuplot was not found on PATH; writing CSV files and "
-                            "scripts only\n");
-        if (!(ex.iters_csv = ex_outdir_open(od, "iters.csv")) ||
-            !(ex.exact_csv = ex_outdir_open(od, "exact.csv")) ||
-            !(ex.inner_csv = ex_outdir_open(od, "inner.csv")))
-            status = EX_EXIT_LIB;
-    }
-    if (!status) {
-        fprintf(ex.iters_csv, "trial,K,tau,val_loss,val_acc,test_acc,norm_h,rho,C_mean,"
-                              "sec_hypergrad\n");
-        fprintf(ex.exact_csv, "K,tau,norm_exact,cosine,norm_est\n");
-        fprintf(ex.inner_csv, "K,stage,t,g\n");
-        fprintf(stderr, PROG ": %s, %d trials, K =", ex.dataset, o->trials);
-        for (int k = 0; k < o->nK; k++) fprintf(stderr, " %d", o->Ks[k]);
-        fprintf(stderr, ", T = %d, γ = %g, at most %d hyper-iterations, patience %d; data "
-                        "loaded in %.1f s; output in %s\n",
-                o->T, o->gamma, o->max_iters, o->patience, load_s, od->dir);
-    }
-    for (int t = 0; t < o->trials && !status; t++) {
-        ti_data dt;
-        uint64_t seed = o->seed + (uint64_t)t;
-        int rc = o->omniglot ? ti_data_omniglot(&dt, &ds.om, DATA_OMNIGLOT_BACKGROUND_CHARS,
-                                                o->chars, 3, 3, seed, o->gamma)
-                             : ti_data_cifar(&dt, &ds.train, &ds.test, 5, 5, seed, o->gamma);
-        if (rc != AD_OK) {
-            status = lib_fail("preparing a trial's data");
-            break;
-        }
-        fprintf(stderr, PROG ": trial %d (seed %llu): %d train, %d val, %d test examples, "
-                        "λmax(XᵀX/n) = %.4g, feature scale s = %.4g\n",
-                t, (unsigned long long)seed, dt.n_train, dt.n_val, dt.n_test, dt.lmax, dt.scale);
-        for (int k = 0; k < o->nK && !status; k++)
-            if (run_one(&ex, &dt, t, k) != AD_OK) status = lib_fail("hyper-iterations");
-        ti_data_free(&dt);
-    }
-    FILE *fs[3] = { ex.iters_csv, ex.exact_csv, ex.inner_csv };
-    static const char *const fn[3] = { "iters.csv", "exact.csv", "inner.csv" };
-    for (int i = 0; i < 3; i++)
-        if (fs[i]) {
-            int s = ex_outdir_close(od, fs[i], fn[i]);
-            if (!status) status = s;
-        }
-    if (!status) status = write_tables(&ex, load_s);
-    if (!status) status = join_tables(od, o->out);
-    if (!status) status = write_fig6(&ex);
-    if (!status) status = write_C(&ex);
-    if (od) {
+    dataset ds = { 0 };
+    int rc = ex.od && ex.res && ex.C_sum && ex.C_trial0 ? open_outputs(&ex)
+                                                        : ad_fail(AD_ENOMEM, "out of memory");
+    bool opened = rc == AD_OK;
+    if (rc == AD_OK) rc = load_data(o, &ds);
+    if (rc == AD_OK) rc = run_trials(&ex, &ds, ex_now() - t0);
+    else if (opened)
+        for (int i = 0; i < 3; i++) ex_file_abandon(&ex.files[i]);
+    if (rc == AD_OK) rc = write_tables(&ex, ex_now() - t0);
+    if (rc == AD_OK) rc = join_tables(o->out);
+    if (rc == AD_OK) rc = write_fig6(&ex);
+    if (rc == AD_OK) rc = write_C(&ex);
+    if (opened) {
         fprintf(stderr, PROG ": done in %.1f s%s; files written:\n", ex_now() - t0,
-                status ? " (with errors)" : "");
-        ex_outdir_list(od);
+                rc ? " (with errors)" : "");
+        ex_out_list(ex.od);
+        ex_out_close(ex.od);
     }
     free(ex.res);
     free(ex.C_sum);
     free(ex.C_trial0);
-    free(od);
+    free(ex.od);
     free_data(&ds);
-    return status;
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    ti_opts o;
-    int rc = parse_args(argc, argv, &o);
-    if (rc < 0) return 0;
-    if (rc) return rc;
-    return run(&o);
+    int st = ex_flags_parse(&cmd, argc, argv);
+    if (st) return st < 0 ? 0 : st;
+    return ex_exit(run(&opts));
 }

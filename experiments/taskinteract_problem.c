@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/common.h"
+#include "experiments/classify.h"
 #include "ops/ops.h"
 
 /* ---- the callbacks ------------------------------------------------------ */

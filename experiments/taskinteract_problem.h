@@ -52,7 +52,8 @@
 
 #include <stdint.h>
 
-#include "experiments/data_meta.h"
+#include "experiments/data/cifar.h"
+#include "experiments/data/omniglot.h"
 #include "optim/hypergrad.h"
 
 /* Omniglot pixels that hardly vary over the training images would blow up

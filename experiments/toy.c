@@ -1,44 +1,22 @@
 /*
  * toy.c — the paper's toy problem (Sec. 4.1), end to end: Figures 1–4 as
  * CSV files, gnuplot scripts and PNGs, and a query mode that prints every
- * estimator's hypergradient at one λ.
- *
- *   g(w, λ) = ½ (w − λ)ᵀ G (w − λ),  G = diag(1, ½),  w0 = (2, 2)
- *   ŵ = w_T after T = 100 steps of gradient descent with γ = 0.1
- *   f(ŵ) = ‖ŵ‖² + 10 ‖sin ŵ‖²,   f̃(ŵ, λ) = f(ŵ) + 5 ‖λ − (1, 0)‖²
+ * estimator's hypergradient at one λ.  The problem is toy_problem.c; the
+ * choices the paper leaves open are listed in the help text below (--help).
  *
  *     toy                       all four figures into results/toy
  *     toy --query --lambda=1,1 --K=10
- *
- * Choices the paper leaves open, made here (also printed by --help):
- *   - the optimization trajectories (Figs. 2–4) start at λ0 = (−1, 1) and
- *     take 1000 SGD steps η_τ = η0/√τ, η0 set per K so that the first update
- *     has norm 0.6 (footnote 4).  λ0 lies in the basin of λ* (|λᵢ| < 1.75,
- *     where f's per-coordinate local maxima sit) and left of f̃'s optimum in
- *     λ1, so the 1-RMD path on f̃ crosses the region where h_{T−1} points
- *     against dλf̃ (Fig. 2, right).
- *   - Fig. 2 evaluates the ratio along the 1-RMD trajectories, as the paper
- *     does for f ("at each point λ_τ along the trajectory" of Fig. 4 left);
- *     for f̃ along the 1-RMD trajectory of Fig. 3.
- *   - λ*, the optimum of f: f ≥ 0 with equality only at ŵ = 0, and
- *     ŵ = C w0 + (I − C) λ with C = (I − γG)^T, so λ*ᵢ = −2Cᵢ/(1 − Cᵢ)
- *     exactly (offset from the origin because T steps do not solve g).
- *   - λ̃*, the optimum of f̃: f̃ is a sum of one function per coordinate, so
- *     each coordinate is minimized by a grid search (step 1e−4 on [−4, 4])
- *     refined by Newton's method on the closed-form derivative.  Both optima
- *     are then checked with the library: full RMD's hypergradient there.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/common.h"
+#include "experiments/kit/kit.h"
 #include "experiments/toy_problem.h"
 #include "optim/hypergrad.h"
 #include "optim/outer.h"
 
-#define PROG "toy"
 enum { MAX_KS = 8 };
 
 static const double FIRST_STEP_NORM = 0.6; /* footnote 4 */
@@ -57,23 +35,38 @@ typedef struct toy_opts {
     double start[2]; /* --start: λ0 of the trajectories */
     int T, K, iters;
     double gamma;
-    bool lam_set, K_set; /* to reject mode-specific flags in the other mode */
-    bool fig_flag_set;
 } toy_opts;
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-"usage: toy [--out DIR] [--T=N] [--gamma=G] [--iters=N] [--start=L1,L2]\n"
-"       toy --query --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]\n"
-"\n"
+static toy_opts opts;
+
+static const ex_flag flags[] = {
+    { "--out", EX_TEXT, &opts.out, "results/toy", .help = "figure mode: the output folder, "
+      "created if missing", .meta = "DIR" },
+    { "--iters", EX_INT, &opts.iters, "1000", 1, 1000000, "figure mode: hyper-iterations per "
+      "trajectory" },
+    { "--start", EX_PAIR, opts.start, "-1,1", .help = "figure mode: λ0 of the trajectories",
+      .meta = "L1,L2" },
+    { "--query", EX_SWITCH, &opts.query, .help = "query mode" },
+    { "--lambda", EX_PAIR, opts.lam, .help = "query mode: the point λ (required)",
+      .meta = "L1,L2" },
+    { "--K", EX_INT, &opts.K, "10", 1, 100000, "query mode: truncation / iterations / terms" },
+    { "--tilde", EX_SWITCH, &opts.tilde, .help = "query mode: use f̃ instead of f" },
+    { "--T", EX_INT, &opts.T, "100", 1, 100000, "inner steps" },
+    { "--gamma", EX_REAL, &opts.gamma, "0.1", 0, HUGE_VAL, "inner step size (above 2 the "
+      "inner descent diverges)", .open = EX_OPEN_LO },
+};
+
+static int check_flags(void);
+static ex_cmd cmd = {
+    "toy", "[--out DIR] [--T=N] [--gamma=G] [--iters=N] [--start=L1,L2]\n"
+    "       toy --query --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]",
 "The toy problem of Sec. 4.1 of Shaban et al., \"Truncated back-propagation\n"
 "for bilevel optimization\": λ, w in R², inner loss g(w,λ) = ½(w−λ)ᵀG(w−λ),\n"
 "G = diag(1, 1/2), ŵ = T steps of gradient descent with step γ from w0 = (2,2),\n"
 "outer loss f = ‖ŵ‖² + 10‖sin ŵ‖² (or f̃ = f + 5‖λ − (1,0)‖²).\n"
 "\n"
-"Figure mode (default) writes into DIR (default results/toy), for each figure\n"
-"figN.csv (the data), figN.gp (the gnuplot script) and figN.png:\n"
+"Figure mode (default) writes into DIR, for each figure figN.csv (the data),\n"
+"figN.gp (the gnuplot script) and figN.png:\n"
 "  fig1  at λ = (1,1): ‖h_{T−K} − dλf‖ and the Prop. 3.1 bound\n"
 "        (1−γα)^K/(γα)·‖∇ŵf‖·M_B, α = 1/2, M_B = ‖B_t‖ = γ‖G‖ = γ, vs K = 1..T;\n"
 "  fig2  the ratio h_{T−K}·dλf/‖dλf‖² for K = 1, 2, 5, 10, 25, 50 at the\n"
@@ -81,19 +74,21 @@ static void usage(FILE *out)
 "  fig3  trajectories on f̃ for K = 1, 5, 25, T, with the optimum of f̃ (red X);\n"
 "  fig4  trajectories on f for K = 1, 5, 25, T and ‖λ_τ − λ*‖ vs τ.\n"
 "Trajectories: SGD with η_τ = η0/√τ, η0 chosen per K so that the first update\n"
-"has norm 0.6, from λ0 = --start (default -1,1), for --iters steps (default\n"
-"1000).  Ks above T are dropped; K = T is full back-propagation.  PNGs need\n"
-"gnuplot (pngcairo if available, else png); without it the CSVs and scripts\n"
-"are still written and the program says so.\n"
-"Optima: λ* of f in closed form, λ*ᵢ = −2Cᵢ/(1 − Cᵢ) with C = (I − γG)^T\n"
-"(there ŵ = 0); λ̃* of f̃ by a grid search per coordinate (f̃ is a sum of one\n"
-"function per coordinate) refined by Newton's method; both are checked with\n"
-"full RMD's hypergradient there (printed).  Fig. 2's f panel stops once\n"
-"‖dλf‖ < 1e-9 of its first value: past that the ratio is rounding noise.\n"
-"The cost grows like T × iters; the default run takes a few seconds.\n"
-"  --out DIR       output folder, created if missing (default results/toy)\n"
-"  --iters N       hyper-iterations per trajectory, 1..1000000 (default 1000)\n"
-"  --start L1,L2   λ0 of the trajectories (default -1,1)\n"
+"has norm 0.6 (footnote 4), from λ0 = --start for --iters steps.  λ0 = (−1, 1)\n"
+"lies in the basin of λ* (|λᵢ| < 1.75, where f's per-coordinate local maxima\n"
+"sit) and left of f̃'s optimum in λ1, so the 1-RMD path on f̃ crosses the region\n"
+"where h_{T−1} points against dλf̃ (Fig. 2, right).  Ks above T are dropped;\n"
+"K = T is full back-propagation.  PNGs need gnuplot (pngcairo if available,\n"
+"else png); without it the CSVs and scripts are still written.\n"
+"Optima: λ* of f in closed form: f ≥ 0 with equality only at ŵ = 0, and\n"
+"ŵ = C w0 + (I − C) λ with C = (I − γG)^T, so λ*ᵢ = −2Cᵢ/(1 − Cᵢ) exactly\n"
+"(offset from the origin because T steps do not solve g); λ̃* of f̃ by a grid\n"
+"search per coordinate (step 1e−4 on [−4, 4]; f̃ is a sum of one function per\n"
+"coordinate) refined by Newton's method; both are checked with full RMD's\n"
+"hypergradient there (printed).  Fig. 2 evaluates the ratio along the 1-RMD\n"
+"trajectories, as the paper does for f; its f panel stops once ‖dλf‖ < 1e-9\n"
+"of its first value: past that the ratio is rounding noise.  The cost grows\n"
+"like T × iters; the default run takes a few seconds.\n"
 "\n"
 "Query mode prints one hypergradient per line, in this order:\n"
 "  krmd        K-RMD h_{T−K}                    (hg_krmd, K)\n"
@@ -102,105 +97,31 @@ static void usage(FILE *out)
 "  checkpoint  checkpointed RMD, same K         (hg_checkpoint, K)\n"
 "  cg          implicit differentiation, K CG iterations, tolerance 0\n"
 "  neumann     implicit differentiation, K-term Neumann series\n"
-"as `NAME v1 v2`, v = (dλ1, dλ2) printed with %%.17g, e.g.\n"
-"  krmd 7.224983909095207 4.4359241458061591      (--lambda=1,1 --K=10)\n"
-"  --query         query mode\n"
-"  --lambda L1,L2  the point λ (required)\n"
-"  --K K           truncation / iterations / terms, 1 <= K <= 100000 (default 10)\n"
-"  --tilde         use f̃ instead of f\n"
-"\n"
-"Both modes:\n"
-"  --T N           inner steps, 1 <= N <= 100000 (default 100)\n"
-"  --gamma G       inner step size, G > 0 (default 0.1; above 2 the inner\n"
-"                  descent diverges)\n"
-"  -h, --help      this text\n"
-"Values may follow a flag after '=' or as the next argument.\n"
-"Exit status: 0 on success (also when gnuplot is missing), 1 when the library\n"
-"reports an error (its message is printed) or a file cannot be written,\n"
-"2 on a bad flag or value.\n");
-}
+"as `NAME v1 v2`, v = (dλ1, dλ2) printed with %.17g, e.g.\n"
+"  krmd 7.224983909095207 4.4359241458061591      (--lambda=1,1 --K=10)\n",
+    EX_FLAGS(flags),
+    "Exit status: 0 on success (also when gnuplot is missing), 1 when the library\n"
+    "reports an error (its message is printed) or a file cannot be written,\n"
+    "2 on a bad flag or value.\n",
+    .check = check_flags,
+};
 
-/* "a,b" into two finite numbers. */
-static bool parse_pair(const char *s, double xy[2])
+/* The checks across flags, after parsing: 0 or an exit status. */
+static int check_flags(void)
 {
-    const char *comma = strchr(s, ',');
-    char first[128];
-    if (!comma || (size_t)(comma - s) >= sizeof first) return false;
-    memcpy(first, s, (size_t)(comma - s));
-    first[comma - s] = '\0';
-    return ex_parse_double(first, &xy[0]) && ex_parse_double(comma + 1, &xy[1]);
-}
-
-/* Returns 0 to go on, -1 after --help, or an exit status. */
-static int parse_args(int argc, char **argv, toy_opts *o)
-{
-    *o = (toy_opts){ .out = "results/toy", .start = { -1, 1 }, .T = 100, .K = 10,
-                     .iters = 1000, .gamma = 0.1 };
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return -1;
-        }
-        if (!strcmp(a, "--query")) { o->query = true; continue; }
-        if (!strcmp(a, "--tilde")) { o->tilde = true; continue; }
-        static const char *const known[] = { "--out", "--lambda", "--T", "--gamma", "--K",
-                                             "--iters", "--start" };
-        char name[EX_FLAG_NAME_LEN];
-        const char *val;
-        if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
-            return ex_usage_error(PROG, "%s", ad_error());
-
-        if (!strcmp(name, "--out")) {
-            if (!*val) return ex_usage_error(PROG, "--out: empty folder name");
-            o->out = val;
-            o->fig_flag_set = true;
-        } else if (!strcmp(name, "--lambda")) {
-            if (!parse_pair(val, o->lam))
-                return ex_usage_error(PROG, "--lambda: expected two finite numbers 'L1,L2', "
-                                            "got '%s'", val);
-            o->lam_set = true;
-        } else if (!strcmp(name, "--start")) {
-            if (!parse_pair(val, o->start))
-                return ex_usage_error(PROG, "--start: expected two finite numbers 'L1,L2', "
-                                            "got '%s'", val);
-            o->fig_flag_set = true;
-        } else if (!strcmp(name, "--T")) {
-            if (!ex_parse_int(val, 1, 100000, &o->T))
-                return ex_usage_error(PROG, "--T: expected a whole number in 1..100000, "
-                                            "got '%s'", val);
-        } else if (!strcmp(name, "--K")) {
-            if (!ex_parse_int(val, 1, 100000, &o->K))
-                return ex_usage_error(PROG, "--K: expected a whole number in 1..100000, "
-                                            "got '%s'", val);
-            o->K_set = true;
-        } else if (!strcmp(name, "--iters")) {
-            if (!ex_parse_int(val, 1, 1000000, &o->iters))
-                return ex_usage_error(PROG, "--iters: expected a whole number in 1..1000000, "
-                                            "got '%s'", val);
-            o->fig_flag_set = true;
-        } else { /* --gamma */
-            if (!ex_parse_double(val, &o->gamma) || !(o->gamma > 0))
-                return ex_usage_error(PROG, "--gamma: expected a finite number > 0, got '%s'", val);
-        }
-    }
-    if (o->query && !o->lam_set) return ex_usage_error(PROG, "--query needs --lambda=L1,L2");
-    if (o->query && o->fig_flag_set)
-        return ex_usage_error(PROG, "--out, --iters and --start "
-                                    "belong to figure mode, not --query");
-    if (!o->query && (o->lam_set || o->K_set || o->tilde))
-        return ex_usage_error(PROG, "--lambda, --K and --tilde belong to --query mode");
+    toy_opts *o = &opts;
+    bool fig_flag = ex_given(&cmd, "--out") || ex_given(&cmd, "--iters") ||
+                    ex_given(&cmd, "--start");
+    if (o->query && !ex_given(&cmd, "--lambda"))
+        return ex_usage_error("--query needs --lambda=L1,L2");
+    if (o->query && fig_flag)
+        return ex_usage_error("--out, --iters and --start belong to figure mode, not --query");
+    if (!o->query && (ex_given(&cmd, "--lambda") || ex_given(&cmd, "--K") || o->tilde))
+        return ex_usage_error("--lambda, --K and --tilde belong to --query mode");
     return 0;
 }
 
 /* ---- small helpers ------------------------------------------------------- */
-
-/* A library call failed: its message, and the exit status for it. */
-static int lib_fail(const char *what)
-{
-    fprintf(stderr, "toy: %s: %s\n", what, ad_error());
-    return EX_EXIT_LIB;
-}
 
 static void toy_set_lambda(toy *t, double l1, double l2)
 {
@@ -233,15 +154,11 @@ static int grad_w_outer(const hg_problem *p, double gw[2])
 static int run_query(const toy_opts *o)
 {
     toy t;
-    if (toy_init(&t, o->lam[0], o->lam[1], o->T, o->gamma, o->tilde) != AD_OK) {
-        toy_free(&t);
-        return lib_fail("setting up the toy problem");
-    }
+    int rc = toy_init(&t, o->lam[0], o->lam[1], o->T, o->gamma, o->tilde);
+    if (rc != AD_OK) rc = ad_fail_wrap(rc, "setting up the toy problem");
     static const char *const names[] = { "krmd", "exact", "fmd", "checkpoint", "cg", "neumann" };
-    int status = 0;
-    for (int e = 0; e < 6 && !status; e++) {
+    for (int e = 0; e < 6 && rc == AD_OK; e++) {
         ad_value *h = NULL;
-        int rc;
         switch (e) {
         case 0: rc = hg_krmd(&t.problem, o->K, &h, NULL); break;
         case 1: rc = hg_full_rmd(&t.problem, &h, NULL); break;
@@ -250,26 +167,16 @@ static int run_query(const toy_opts *o)
         case 4: rc = hg_implicit_cg(&t.problem, o->K, 0.0, &h, NULL); break;
         default: rc = hg_neumann(&t.problem, o->K, &h, NULL); break;
         }
-        if (rc != AD_OK) {
-            fflush(stdout);
-            status = lib_fail(names[e]);
-        } else {
-            printf("%s %.17g %.17g\n", names[e], (double)h->data[0], (double)h->data[1]);
-        }
+        if (rc != AD_OK) rc = ad_fail_wrap(rc, "%s", names[e]);
+        else printf("%s %.17g %.17g\n", names[e], (double)h->data[0], (double)h->data[1]);
         ad_value_free(h);
     }
+    fflush(stdout);
     toy_free(&t);
-    return status;
+    return rc;
 }
 
 /* ---- output files -------------------------------------------------------- */
-
-/* The opening of every script: PNG terminal, CSV input. */
-static void gp_header(FILE *g, const char *png, int width, int height)
-{
-    ex_gp_header(g, PROG " (experiments/toy.c)", png, width, height);
-}
-
 /* The closed form of the outer loss over the λ plane, for heat-map
  * backgrounds: ŵ = C w0 + (I − C) λ, C = (I − γG)^T. */
 static void gp_loss_functions(FILE *g, int T, double gamma)
@@ -467,13 +374,14 @@ static int exact_norm_at(const toy_opts *o, bool tilde, const double lam[2], dou
 
 /* ---- Figure 1 ------------------------------------------------------------ */
 
-static int figure1(const toy_opts *o, ex_outdir *od)
+static int figure1(const toy_opts *o, ex_out *od)
 {
     double t0 = ex_now();
     toy t;
-    if (toy_init(&t, 1, 1, o->T, o->gamma, false) != AD_OK) {
+    int rc = toy_init(&t, 1, 1, o->T, o->gamma, false);
+    if (rc != AD_OK) {
         toy_free(&t);
-        return lib_fail("fig1: setting up the toy problem");
+        return ad_fail_wrap(rc, "fig1: setting up the toy problem");
     }
     /* Prop. 3.1, eq. (10), g globally α-strongly convex:
      *   ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B,
@@ -481,10 +389,10 @@ static int figure1(const toy_opts *o, ex_outdir *od)
      * t ≥ 1 (the paper's Sec. 4.1), so M_B = ‖γG‖ = γ·max eig G = γ, and
      * α = min eig G = ½ (the paper: "α = 1/2, M_B = ‖γG‖ = γ"). */
     double alpha = 0.5, m_b = o->gamma * 1.0, gw[2], w_cf[2], h_cf[2];
-    int rc = grad_w_outer(&t.problem, gw);
+    rc = grad_w_outer(&t.problem, gw);
     if (rc != AD_OK) {
         toy_free(&t);
-        return lib_fail("fig1: ∇ŵf");
+        return ad_fail_wrap(rc, "fig1: ∇ŵf");
     }
     toy_closed_form(&t, o->T, w_cf, h_cf);
     double gw_norm = hypot(gw[0], gw[1]);
@@ -492,7 +400,7 @@ static int figure1(const toy_opts *o, ex_outdir *od)
 
     /* K = 1..T, or ~150 log-spaced values when T is large. */
     int nK = 0, *Ks = malloc((size_t)(o->T < 400 ? o->T : 400) * sizeof *Ks);
-    hg_sweep_row *rows = NULL;
+    hg_sweep_result sw = { 0 };
     if (Ks) {
         if (o->T <= 300) {
             for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
@@ -502,36 +410,22 @@ static int figure1(const toy_opts *o, ex_outdir *od)
                 if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
             }
         }
-        rows = malloc((size_t)nK * sizeof *rows);
     }
-    if (!Ks || !rows) {
-        free(Ks);
-        toy_free(&t);
-        return lib_fail("fig1: out of memory");
-    }
-    rc = hg_sweep(&t.problem, Ks, nK, rows, NULL, NULL, NULL);
-    if (rc != AD_OK) {
-        free(Ks);
-        free(rows);
-        toy_free(&t);
-        return lib_fail("fig1: sweep over K");
-    }
-    int status = 0;
-    FILE *csv = ex_outdir_open(od, "fig1.csv");
+    rc = !Ks ? ad_fail(AD_ENOMEM, "fig1: out of memory") : hg_sweep(&t.problem, Ks, nK, &sw, NULL);
+    const hg_sweep_row *rows = sw.rows;
+    ex_file csv;
+    if (rc == AD_OK) rc = ex_csv_open(&csv, od, "fig1.csv", "K,error,bound,error_closed_form");
+    else rc = ad_fail_wrap(rc, "fig1: sweep over K");
     double worst = 0; /* max error/bound */
-    if (!csv) status = EX_EXIT_LIB;
-    else {
-        fprintf(csv, "K,error,bound,error_closed_form\n");
-        for (int i = 0; i < nK; i++) {
-            double h[2], e_cf, bound = hg_prop31_bound(o->gamma, alpha, Ks[i], gw_norm, m_b);
-            toy_closed_form(&t, Ks[i], w_cf, h);
-            e_cf = hypot(h[0] - h_cf[0], h[1] - h_cf[1]);
-            fprintf(csv, "%d,%.17g,%.17g,%.17g\n", Ks[i], rows[i].cmp.abs_error, bound, e_cf);
-            if (bound > 0) worst = fmax(worst, rows[i].cmp.abs_error / bound);
-        }
-        status = ex_outdir_close(od, csv, "fig1.csv");
+    for (int i = 0; i < nK && rc == AD_OK; i++) {
+        double h[2], e_cf, bound = hg_prop31_bound(o->gamma, alpha, Ks[i], gw_norm, m_b);
+        toy_closed_form(&t, Ks[i], w_cf, h);
+        e_cf = hypot(h[0] - h_cf[0], h[1] - h_cf[1]);
+        fprintf(csv.f, "%d,%.17g,%.17g,%.17g\n", Ks[i], rows[i].cmp.abs_error, bound, e_cf);
+        if (bound > 0) worst = fmax(worst, rows[i].cmp.abs_error / bound);
     }
-    fprintf(stderr,
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
+    if (rc == AD_OK) fprintf(stderr,
             "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %g, M_B = %g\n"
             "      error K=1: %.3e (bound %.3e); K=%d: %.3e (bound %.3e); max error/bound %.3f%s\n",
             gw_norm, gw_cf, alpha, m_b, rows[0].cmp.abs_error,
@@ -540,20 +434,19 @@ static int figure1(const toy_opts *o, ex_outdir *od)
             hg_prop31_bound(o->gamma, alpha, Ks[nK > 1 ? nK - 2 : 0], gw_norm, m_b), worst,
             o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
 
-    FILE *g = status ? NULL : ex_outdir_open(od, "fig1.gp");
-    if (!status && !g) status = EX_EXIT_LIB;
-    if (g) {
-        gp_header(g, "fig1.png", 1300, 520);
-        gp_loss_functions(g, o->T, o->gamma);
-        fprintf(g,
+    ex_file g;
+    if (rc == AD_OK) rc = ex_gp_open(&g, od, "fig1.gp", 1300, 520);
+    if (rc == AD_OK) {
+        gp_loss_functions(g.f, o->T, o->gamma);
+        fprintf(g.f,
                 "set multiplot layout 1,2 title 'Figure 1: the outer loss f, and Prop. 3.1 at λ = (1,1)'\n"
                 "set title 'f(ŵ(λ)) over the λ plane'\n"
                 "set xlabel 'λ_1'; set ylabel 'λ_2'\n"
                 "set xrange [-4:4]; set yrange [-4:4]; set size ratio -1\n"
                 "set key bottom left opaque box\n"
                 "$point << EOD\n1,1\nEOD\n");
-        gp_background(g, "f");
-        fprintf(g,
+        gp_background(g.f, "f");
+        fprintf(g.f,
                 "plot $bg using 1:2:3 with image notitle, \\\n"
                 "     $point using 1:2 with points pt 7 ps 1.5 lc rgb 'black' title 'λ = (1,1)'\n"
                 "set size noratio; unset colorbox\n"
@@ -569,14 +462,13 @@ static int figure1(const toy_opts *o, ex_outdir *od)
                 "         title '(1−γα)^K/(γα) ‖∇_{ŵ}f‖ M_B,  α = %g, M_B = γ‖G‖ = %g'\n"
                 "unset multiplot\n",
                 o->T, alpha, m_b);
-        status = ex_outdir_close(od, g, "fig1.gp");
+        rc = ex_gp_commit(&g);
     }
-    if (!status) ex_outdir_plot(od, "fig1.gp", "fig1.png");
-    fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, ex_now() - t0);
+    if (rc == AD_OK) fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, ex_now() - t0);
     free(Ks);
-    free(rows);
+    hg_sweep_free(&sw);
     toy_free(&t);
-    return status;
+    return rc;
 }
 
 /* ---- Figure 2 ------------------------------------------------------------ */
@@ -589,17 +481,21 @@ static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *K
 {
     toy t;
     int rc = toy_init(&t, tr->lam[0][0], tr->lam[0][1], o->T, o->gamma, tilde);
-    hg_sweep_row rows[MAX_KS];
     double first = 0;
     *min_ratio = INFINITY;
     *rows_written = 0;
     for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
         toy_set_lambda(&t, tr->lam[tau][0], tr->lam[tau][1]);
-        rc = hg_sweep(&t.problem, Ks, nK, rows, NULL, NULL, NULL);
+        hg_sweep_result sw;
+        rc = hg_sweep(&t.problem, Ks, nK, &sw, NULL);
         if (rc != AD_OK) break;
+        const hg_sweep_row *rows = sw.rows;
         double nd = rows[0].cmp.norm_exact;
         if (tau == 0) first = nd;
-        if (!(nd > 1e-9 * first)) break;
+        if (!(nd > 1e-9 * first)) {
+            hg_sweep_free(&sw);
+            break;
+        }
         fprintf(csv, "%s,%d,%.17g,%.17g,%.17g", tilde ? "ftilde" : "f", tau, tr->lam[tau][0],
                 tr->lam[tau][1], nd);
         for (int i = 0; i < nK; i++) {
@@ -608,12 +504,13 @@ static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *K
         }
         fprintf(csv, "\n");
         ++*rows_written;
+        hg_sweep_free(&sw);
     }
     toy_free(&t);
     return rc;
 }
 
-static int figure2(const toy_opts *o, ex_outdir *od, const traj *tr_f, const traj *tr_ft)
+static int figure2(const toy_opts *o, ex_out *od, const traj *tr_f, const traj *tr_ft)
 {
     double t0 = ex_now();
     static const int base[] = { 1, 2, 5, 10, 25, 50 };
@@ -621,18 +518,22 @@ static int figure2(const toy_opts *o, ex_outdir *od, const traj *tr_f, const tra
     for (size_t i = 0; i < sizeof base / sizeof *base; i++)
         if (base[i] < o->T) Ks[nK++] = base[i];
     if (nK == 0) Ks[nK++] = o->T;
-    FILE *csv = ex_outdir_open(od, "fig2.csv");
-    if (!csv) return EX_EXIT_LIB;
-    fprintf(csv, "objective,tau,lambda1,lambda2,norm_dlam");
-    for (int i = 0; i < nK; i++) fprintf(csv, ",ratio_K%d", Ks[i]);
-    fprintf(csv, "\n");
+    ex_file csv;
+    int rc = ex_file_open(&csv, od, "fig2.csv");
+    if (rc != AD_OK) return rc;
+    fprintf(csv.f, "objective,tau,lambda1,lambda2,norm_dlam");
+    for (int i = 0; i < nK; i++) fprintf(csv.f, ",ratio_K%d", Ks[i]);
+    fprintf(csv.f, "\n");
     double min_f, min_ft;
     int n_f, n_ft;
-    int rc = fig2_rows(o, false, tr_f, Ks, nK, csv, &min_f, &n_f);
-    if (rc == AD_OK) rc = fig2_rows(o, true, tr_ft, Ks, nK, csv, &min_ft, &n_ft);
-    int status = ex_outdir_close(od, csv, "fig2.csv");
-    if (rc != AD_OK) return lib_fail("fig2");
-    if (status) return status;
+    rc = fig2_rows(o, false, tr_f, Ks, nK, csv.f, &min_f, &n_f);
+    if (rc == AD_OK) rc = fig2_rows(o, true, tr_ft, Ks, nK, csv.f, &min_ft, &n_ft);
+    if (rc != AD_OK) {
+        ex_file_abandon(&csv);
+        return ad_fail_wrap(rc, "fig2");
+    }
+    rc = ex_file_commit(&csv);
+    if (rc != AD_OK) return rc;
     fprintf(stderr,
             "fig2: ratio along the 1-RMD trajectories: f: %d iterates (until ‖dλf‖ < 1e-9 of its "
             "start), smallest ratio %.4g; f̃: %d iterates, smallest ratio %.4g\n",
@@ -640,10 +541,10 @@ static int figure2(const toy_opts *o, ex_outdir *od, const traj *tr_f, const tra
 
     char ks[128];
     ks_string(Ks, nK, ks, sizeof ks);
-    FILE *g = ex_outdir_open(od, "fig2.gp");
-    if (!g) return EX_EXIT_LIB;
-    gp_header(g, "fig2.png", 1300, 520);
-    fprintf(g,
+    ex_file g;
+    rc = ex_gp_open(&g, od, "fig2.gp", 1300, 520);
+    if (rc != AD_OK) return rc;
+    fprintf(g.f,
             "Ks = '%s'; nK = words(Ks)\n"
             "first_col = 6  # ratio_K<first K>\n"
             "set multiplot layout 1,2 title 'Figure 2: h_{T−K}·d_λf / ‖d_λf‖² along the 1-RMD trajectory'\n"
@@ -663,44 +564,42 @@ static int figure2(const toy_opts *o, ex_outdir *od, const traj *tr_f, const tra
             "unset multiplot\n"
             "# x is τ + 1 so that the start (τ = 0) fits on the log axis.\n",
             ks);
-    status = ex_outdir_close(od, g, "fig2.gp");
-    if (!status) ex_outdir_plot(od, "fig2.gp", "fig2.png");
+    rc = ex_gp_commit(&g);
     fprintf(stderr, "fig2: %.2f s\n", ex_now() - t0);
-    return status;
+    return rc;
 }
 
 /* ---- Figures 3 and 4: trajectories ---------------------------------------- */
 
 /* CSV: K, τ, λ, loss, ‖λ_τ − opt‖. */
-static int traj_csv(ex_outdir *od, const char *name, const traj *trs, int n, const double opt[2])
+static int traj_csv(ex_out *od, const char *name, const traj *trs, int n, const double opt[2])
 {
-    FILE *csv = ex_outdir_open(od, name);
-    if (!csv) return EX_EXIT_LIB;
-    fprintf(csv, "K,tau,lambda1,lambda2,loss,dist_to_opt\n");
-    for (int i = 0; i < n; i++)
+    ex_file csv;
+    int rc = ex_csv_open(&csv, od, name, "K,tau,lambda1,lambda2,loss,dist_to_opt");
+    for (int i = 0; i < n && rc == AD_OK; i++)
         for (int k = 0; k < trs[i].n; k++)
-            fprintf(csv, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", trs[i].K, k, trs[i].lam[k][0],
+            fprintf(csv.f, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", trs[i].K, k, trs[i].lam[k][0],
                     trs[i].lam[k][1], trs[i].loss[k],
                     hypot(trs[i].lam[k][0] - opt[0], trs[i].lam[k][1] - opt[1]));
-    return ex_outdir_close(od, csv, name);
+    return rc == AD_OK ? ex_file_commit(&csv) : rc;
 }
 
 /* Left: trajectories over the loss's heat map, optimum marked; right:
  * distance to the optimum against τ. */
-static int traj_gp(ex_outdir *od, const toy_opts *o, const traj_set *ts)
+static int traj_gp(ex_out *od, const toy_opts *o, const traj_set *ts)
 {
-    char gp[16], png[16], csv[16], ks[128];
+    char gp[16], csv[16], ks[128];
     snprintf(gp, sizeof gp, "fig%d.gp", ts->fig);
-    snprintf(png, sizeof png, "fig%d.png", ts->fig);
     snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
     int Ks[MAX_KS];
     for (int i = 0; i < ts->n; i++) Ks[i] = ts->tr[i].K;
     ks_string(Ks, ts->n, ks, sizeof ks);
     double box[4];
     traj_box(ts->tr, ts->n, ts->opt, box);
-    FILE *g = ex_outdir_open(od, gp);
-    if (!g) return EX_EXIT_LIB;
-    gp_header(g, png, 1300, 560);
+    ex_file gf;
+    int rc = ex_gp_open(&gf, od, gp, 1300, 560);
+    if (rc != AD_OK) return rc;
+    FILE *g = gf.f;
     gp_loss_functions(g, o->T, o->gamma);
     const char *optname = ts->tilde ? "λ̃*" : "λ*";
     fprintf(g,
@@ -733,9 +632,7 @@ static int traj_gp(ex_outdir *od, const toy_opts *o, const traj_set *ts)
             "         with lines lw 2 lc i title label(word(Ks, i) + 0)\n"
             "unset multiplot\n",
             csv, optname, optname, optname, csv);
-    int status = ex_outdir_close(od, g, gp);
-    if (!status) ex_outdir_plot(od, gp, png);
-    return status;
+    return ex_gp_commit(&gf);
 }
 
 /* The trajectories of Fig. 3 (f̃) or Fig. 4 (f), the optimum, and a summary. */
@@ -747,16 +644,15 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
     *ts = (traj_set){ .tilde = tilde, .fig = tilde ? 3 : 4 };
     const char *name = tilde ? "f̃" : "f", *optname = tilde ? "λ̃*" : "λ*";
     for (int i = 0; i < nK; i++) {
-        if (run_traj(o, tilde, Ks[i], &ts->tr[i]) != AD_OK) {
-            fprintf(stderr, "toy: fig%d: trajectory K=%d: %s\n", ts->fig, Ks[i], ad_error());
-            return EX_EXIT_LIB;
-        }
+        int rc = run_traj(o, tilde, Ks[i], &ts->tr[i]);
+        if (rc != AD_OK) return ad_fail_wrap(rc, "fig%d: trajectory K=%d", ts->fig, Ks[i]);
         ts->n++;
     }
     if (tilde) optimum_ftilde(o->T, o->gamma, ts->opt);
     else optimum_f(o->T, o->gamma, ts->opt);
     double opt_grad;
-    if (exact_norm_at(o, tilde, ts->opt, &opt_grad) != AD_OK) return lib_fail("optimum check");
+    int rc = exact_norm_at(o, tilde, ts->opt, &opt_grad);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "optimum check");
     fprintf(stderr, "fig%d: optimum of %s: %s = (%.17g, %.17g); full RMD there: ‖dλ%s‖ = %.3g\n",
             ts->fig, name, optname, ts->opt[0], ts->opt[1], name, opt_grad);
     for (int i = 0; i < ts->n; i++) {
@@ -771,54 +667,50 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
     return 0;
 }
 
-static int traj_set_write(const toy_opts *o, ex_outdir *od, const traj_set *ts)
+static int traj_set_write(const toy_opts *o, ex_out *od, const traj_set *ts)
 {
     char csv[16];
     snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
-    int status = traj_csv(od, csv, ts->tr, ts->n, ts->opt);
-    return status ? status : traj_gp(od, o, ts);
+    int rc = traj_csv(od, csv, ts->tr, ts->n, ts->opt);
+    return rc == AD_OK ? traj_gp(od, o, ts) : rc;
 }
 
 static int run_figures(const toy_opts *o)
 {
     double t0 = ex_now();
-    ex_outdir *od = calloc(1, sizeof *od);
+    ex_out *od = malloc(sizeof *od);
     traj_set *ts = calloc(2, sizeof *ts); /* [0]: f (Fig. 4), [1]: f̃ (Fig. 3) */
     if (!od || !ts) {
         free(od);
         free(ts);
-        fprintf(stderr, "toy: out of memory\n");
-        return EX_EXIT_LIB;
+        return ad_fail(AD_ENOMEM, "out of memory");
     }
     fprintf(stderr, "toy: T = %d, γ = %g, %d hyper-iterations from λ0 = (%g, %g), output in %s\n",
             o->T, o->gamma, o->iters, o->start[0], o->start[1], o->out);
-    int status = ex_outdir_init(od, PROG, "%s", o->out);
-    if (!status && !od->have_gnuplot)
-        fprintf(stderr, "toy: warning: gnuplot was not found on PATH; writing the CSV files and "
-                        "gnuplot scripts only (install gnuplot, then run `gnuplot figN.gp` in %s)\n",
-                o->out);
-    if (!status) status = figure1(o, od);
-    if (!status) status = traj_set_run(o, false, &ts[0]);
-    if (!status) status = traj_set_run(o, true, &ts[1]);
+    int rc = ex_out_open(od, o->out, true);
+    if (rc == AD_OK) rc = figure1(o, od);
+    if (rc == AD_OK) rc = traj_set_run(o, false, &ts[0]);
+    if (rc == AD_OK) rc = traj_set_run(o, true, &ts[1]);
     /* Fig. 2 runs along the K = 1 trajectories (the first of each set). */
-    if (!status) status = figure2(o, od, &ts[0].tr[0], &ts[1].tr[0]);
-    if (!status) status = traj_set_write(o, od, &ts[1]);
-    if (!status) status = traj_set_write(o, od, &ts[0]);
+    if (rc == AD_OK) rc = figure2(o, od, &ts[0].tr[0], &ts[1].tr[0]);
+    if (rc == AD_OK) rc = traj_set_write(o, od, &ts[1]);
+    if (rc == AD_OK) rc = traj_set_write(o, od, &ts[0]);
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < ts[k].n; i++) traj_free(&ts[k].tr[i]);
-    fprintf(stderr, "toy: done in %.1f s%s; files written:\n", ex_now() - t0,
-            status ? " (with errors)" : "");
-    ex_outdir_list(od);
+    if (rc != EX_EUSAGE) {
+        fprintf(stderr, "toy: done in %.1f s%s; files written:\n", ex_now() - t0,
+                rc ? " (with errors)" : "");
+        ex_out_list(od);
+    }
+    ex_out_close(od);
     free(od);
     free(ts);
-    return status;
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    toy_opts o;
-    int rc = parse_args(argc, argv, &o);
-    if (rc < 0) return 0;
-    if (rc) return rc;
-    return o.query ? run_query(&o) : run_figures(&o);
+    int st = ex_flags_parse(&cmd, argc, argv);
+    if (st) return st < 0 ? 0 : st;
+    return ex_exit(opts.query ? run_query(&opts) : run_figures(&opts));
 }

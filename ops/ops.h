@@ -117,4 +117,23 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride);
  * for 1 and 0). */
 ad_value *ad_batchnorm(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta, double eps);
 
+/* ---- select.c: ops that pick -------------------------------------------
+ * Piecewise linear; each backward rule is the gradient times a constant
+ * mask of the piece taken.  At a kink the gradient is PyTorch's subgradient:
+ * abs'(0) = 0, a tie in maximum/minimum gives each input half, clamp passes
+ * the gradient at its bounds.  NaN inputs give NaN results. */
+ad_value *ad_abs(ad_tape *tp, ad_value *x);
+/* −1, 0 or 1 (NaN for NaN): a constant, like ad_step. */
+ad_value *ad_sign(ad_tape *tp, ad_value *x);
+/* The larger / smaller of a and b, entry by entry, broadcasting. */
+ad_value *ad_maximum(ad_tape *tp, ad_value *a, ad_value *b);
+ad_value *ad_minimum(ad_tape *tp, ad_value *a, ad_value *b);
+/* min(max(x, lo), hi); lo ≤ hi, either may be ±INFINITY (one-sided). */
+ad_value *ad_clamp(ad_tape *tp, ad_value *x, double lo, double hi);
+/* The index of the largest entry along `axis` (negative counts from the
+ * end), which is removed: [N,C] with axis 1 -> [N].  Ties give the first,
+ * and a NaN counts as largest (NumPy's rule).  A constant of whole numbers:
+ * it has no gradient. */
+ad_value *ad_argmax(ad_tape *tp, ad_value *x, int axis);
+
 #endif

@@ -5,8 +5,18 @@
 
 #include "optim/hypergrad.h"
 
+/* Lists that can be compared entry by entry. */
+static bool comparable(int n, ad_value *const *h, ad_value *const *d)
+{
+    if (n < 0 || (n > 0 && (!h || !d))) return false;
+    for (int i = 0; i < n; i++)
+        if (!h[i] || !d[i] || h[i]->size != d[i]->size) return false;
+    return true;
+}
+
 hg_compare hg_compare_grads(int n, ad_value *const *h, ad_value *const *d)
 {
+    if (!comparable(n, h, d)) return (hg_compare){ NAN, NAN, NAN, NAN, NAN, NAN };
     double hd = 0, hh = 0, dd = 0, ee = 0;
     for (int i = 0; i < n; i++)
         for (size_t j = 0; j < h[i]->size; j++) {
@@ -46,30 +56,51 @@ static void print_table(FILE *out, const hg_sweep_row *rows, int nK, const hg_re
                 exact->seconds, exact->peak_tape_bytes);
 }
 
-int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_row *rows,
-             ad_value ***estimates, hg_report *exact_report, FILE *table)
+void hg_sweep_free(hg_sweep_result *r)
 {
-    if (!Ks || nK < 1 || !rows) return ad_fail(AD_EARG, "sweep: no K given");
-    int n = p ? p->n_hyper : 0;
-    ad_value **exact = calloc(n > 0 ? (size_t)n : 1, sizeof *exact);
-    ad_value **est = calloc(n > 0 ? (size_t)n : 1, sizeof *est);
-    hg_report er;
-    int rc = exact && est ? hg_full_rmd(p, exact, &er) : ad_fail(AD_ENOMEM, "sweep: out of memory");
+    if (!r) return;
+    if (r->estimates)
+        for (size_t i = 0; i < (size_t)r->nK * (size_t)r->n_hyper; i++) ad_value_free(r->estimates[i]);
+    if (r->exact)
+        for (int j = 0; j < r->n_hyper; j++) ad_value_free(r->exact[j]);
+    free(r->estimates);
+    free(r->exact);
+    free(r->rows);
+    *r = (hg_sweep_result){ 0 };
+}
+
+static int sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *r, FILE *table)
+{
+    if (!Ks || nK < 1) return ad_fail(AD_EARG, "no K given");
+    int rc = hg_problem_check(p);
+    if (rc != AD_OK) return rc;
+    int n = p->n_hyper;
+    r->nK = nK;
+    r->n_hyper = n;
+    r->rows = calloc((size_t)nK, sizeof *r->rows);
+    r->estimates = calloc((size_t)nK * (size_t)n, sizeof *r->estimates);
+    r->exact = calloc((size_t)n, sizeof *r->exact);
+    if (!r->rows || !r->estimates || !r->exact) return ad_fail(AD_ENOMEM, "out of memory");
+    rc = hg_full_rmd(p, r->exact, &r->exact_report);
     for (int i = 0; i < nK && rc == AD_OK; i++) {
-        rows[i].K = Ks[i];
-        rc = hg_krmd(p, Ks[i], est, &rows[i].report);
-        if (rc != AD_OK) break;
-        rows[i].cmp = hg_compare_grads(n, est, exact);
-        for (int j = 0; j < n; j++) {
-            if (estimates) estimates[i][j] = est[j];
-            else ad_value_free(est[j]);
-        }
+        ad_value **est = r->estimates + (size_t)i * (size_t)n;
+        r->rows[i].K = Ks[i];
+        rc = hg_krmd(p, Ks[i], est, &r->rows[i].report);
+        if (rc != AD_OK) rc = ad_fail_wrap(rc, "K = %d", Ks[i]);
+        else r->rows[i].cmp = hg_compare_grads(n, est, r->exact);
     }
-    if (rc == AD_OK && exact_report) *exact_report = er;
-    if (rc == AD_OK && table) print_table(table, rows, nK, &er);
-    if (exact)
-        for (int j = 0; j < n; j++) ad_value_free(exact[j]);
-    free(exact);
-    free(est);
+    if (rc == AD_OK && table) print_table(table, r->rows, nK, &r->exact_report);
     return rc;
+}
+
+int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *out, FILE *table)
+{
+    if (!out) return ad_fail(AD_EARG, "sweep: the result is NULL");
+    *out = (hg_sweep_result){ 0 };
+    int rc = sweep(p, Ks, nK, out, table);
+    if (rc != AD_OK) {
+        hg_sweep_free(out);
+        return ad_fail_wrap(rc, "sweep");
+    }
+    return AD_OK;
 }

@@ -9,7 +9,10 @@
 #include "ops/ops.h"
 #include "optim/hypergrad.h"
 
-enum { MAX_T = 64 }; /* tensors in a state list (w and v), or in λ */
+enum {
+    MAX_T = 64,     /* tensors in λ */
+    MAX_LIST = 256  /* tensors in a state list (w and the optimizer's state) */
+};
 
 static double now(void)
 {
@@ -26,139 +29,213 @@ static void free_list(int n, ad_value **v)
     }
 }
 
-/* dst[i] = caller-owned copies of src[i]; fails (freeing them) on NaN/Inf. */
-static int copy_out(const char *who, int n, ad_value *const *src, ad_value **dst)
+/* The status of an op chain or callback that returned NULL. */
+static int null_status(void)
+{
+    int code = ad_error_code();
+    return code == AD_OK ? AD_EARG : code;
+}
+
+/* Every public estimator names itself once, here, in front of whatever
+ * failed below it. */
+static int finish(const char *who, int rc)
+{
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "%s", who);
+}
+
+/* ---- what the inner loss did ----------------------------------------------
+ * The inner losses g_t the forward steps computed anyway (hg_state.loss). */
+
+typedef struct track {
+    int n;
+    double first, last, max_rise;
+    int max_rise_step, nonfinite_step;
+} track;
+
+static void track_loss(track *k, int t, double g)
+{
+    if (!k) return;
+    if (!isfinite(g) && k->nonfinite_step == 0) k->nonfinite_step = t;
+    if (k->n == 0) k->first = g;
+    else if (g - k->last > k->max_rise) {
+        k->max_rise = g - k->last;
+        k->max_rise_step = t;
+    }
+    k->last = g;
+    k->n++;
+}
+
+static bool track_diverged(const track *k)
+{
+    return k->nonfinite_step > 0 || k->last > k->first;
+}
+
+/* AD_ENONFINITE: "<what> is NaN", and the inner loss's story when it
+ * diverged, which is the usual reason. */
+static int fail_nonfinite(const track *k, double x, const char *what)
+{
+    const char *kind = isnan(x) ? "NaN" : "Inf";
+    if (k && k->nonfinite_step > 0)
+        return ad_fail(AD_ENONFINITE, "%s is %s; the inner loss was already not finite at step %d "
+                       "(g_1 = %g): the inner optimizer diverged", what, kind, k->nonfinite_step,
+                       k->first);
+    if (k && k->n > 0 && track_diverged(k))
+        return ad_fail(AD_ENONFINITE, "%s is %s; the inner loss rose from %g (step 1) to %g "
+                       "(step %d): the inner optimizer diverged", what, kind, k->first, k->last,
+                       k->n);
+    return ad_fail(AD_ENONFINITE, "%s is %s", what, kind);
+}
+
+/* dst[i] = caller-owned copies of src[i]; fails (freeing them) on NaN/Inf,
+ * naming the hyperparameter and the entry. */
+static int copy_out(const track *k, int n, ad_value *const *src, ad_value **dst)
 {
     int rc = AD_OK;
     for (int i = 0; i < n; i++) dst[i] = NULL;
     for (int i = 0; i < n && rc == AD_OK; i++) {
-        if (!(dst[i] = ad_value_copy(src[i]))) rc = AD_ENOMEM;
-        else if (ad_check_finite(who, dst[i]) != AD_OK)
-            rc = ad_fail_wrap(AD_ENONFINITE, "%s: hyperparameter %d", who, i);
+        if (!(dst[i] = ad_value_copy(src[i]))) {
+            rc = null_status();
+            break;
+        }
+        for (size_t j = 0; j < dst[i]->size; j++)
+            if (!isfinite((double)dst[i]->data[j])) {
+                char what[96];
+                snprintf(what, sizeof what, "the hypergradient of hyperparameter %d, entry %zu",
+                         i, j);
+                rc = fail_nonfinite(k, (double)dst[i]->data[j], what);
+                break;
+            }
     }
     if (rc != AD_OK) free_list(n, dst);
     return rc;
 }
 
-static int check_common(const char *who, const hg_problem *p, ad_value **dlam)
+static int check_common(const hg_problem *p, ad_value **dlam)
 {
     int rc = hg_problem_check(p);
-    if (rc != AD_OK) return ad_fail_wrap(rc, "%s", who);
-    if (!dlam) return ad_fail(AD_EARG, "%s: output array is NULL", who);
-    if (p->n_w > MAX_T / 2 || p->n_hyper > MAX_T)
-        return ad_fail(AD_EARG, "%s: too many tensors (at most %d w, %d λ)", who, MAX_T / 2, MAX_T);
+    if (rc != AD_OK) return rc;
+    if (!dlam) return ad_fail(AD_EARG, "output array is NULL");
+    if (hg_state_len(p) > MAX_LIST || p->n_hyper > MAX_T)
+        return ad_fail(AD_EARG, "too many tensors (at most %d in the state list, %d in λ)",
+                       MAX_LIST, MAX_T);
     return AD_OK;
 }
 
-static void fill_report(hg_report *r, double t0, size_t peak, size_t kept, double f)
+/* The outer loss at w, checked: a scalar, finite. */
+static int call_outer(ad_tape *tp, const hg_problem *p, ad_value *const *w, const track *k,
+                      ad_value **f)
 {
-    if (!r) return;
-    r->seconds = now() - t0;
-    r->peak_tape_bytes = peak;
-    r->checkpoint_bytes = kept;
-    r->outer_loss = f;
+    ad_error_clear();
+    *f = p->outer(tp, w, p->hyper, p->ctx);
+    if (!*f) {
+        int code = null_status();
+        return ad_error()[0] ? ad_fail_wrap(code, "outer")
+                             : ad_fail(code, "outer: returned NULL without a message");
+    }
+    if ((*f)->size != 1) {
+        char a[64];
+        return ad_fail(AD_ESHAPE, "outer: returned a %s tensor; the outer loss must be a scalar",
+                       ad_shape_str(*f, a, sizeof a));
+    }
+    double x = (double)(*f)->data[0];
+    return isfinite(x) ? AD_OK : fail_nonfinite(k, x, "the outer loss");
+}
+
+/* The report is filled when the forward pass ran: on success and on a
+ * non-finite result. */
+static void fill_report(hg_report *r, int rc, double t0, size_t peak, size_t kept, double f,
+                        const track *k)
+{
+    if (!r || (rc != AD_OK && rc != AD_ENONFINITE)) return;
+    *r = (hg_report){
+        .seconds = now() - t0,
+        .peak_tape_bytes = peak,
+        .checkpoint_bytes = kept,
+        .outer_loss = f,
+        .inner_loss_first = k->n ? k->first : NAN,
+        .inner_loss_last = k->n ? k->last : NAN,
+        .inner_loss_max_rise = k->max_rise,
+        .inner_loss_max_rise_step = k->max_rise_step,
+        .inner_nonfinite_step = k->nonfinite_step,
+        .diverged = track_diverged(k),
+    };
 }
 
 /* ---- K-RMD ------------------------------------------------------------- */
 
-int hg_krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
+static int krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
 {
-    int rc = check_common("krmd", p, dlam);
+    int rc = check_common(p, dlam);
     if (rc != AD_OK) return rc;
-    if (K < 1) return ad_fail(AD_EARG, "krmd: K must be >= 1, got %d", K);
+    if (K < 1) return ad_fail(AD_EARG, "K must be >= 1, got %d", K);
     double t0 = now();
     bool full = K >= p->T;
     /* The horizon is a guarantee, not the mechanism: the detached prefix
      * already cuts at T−K; the horizon keeps the prefix's own per-step
      * graphs (for ∇w g) from piling up. */
     ad_tape *tp = ad_tape_new(full ? AD_HORIZON_ALL : K);
-    if (!tp) return AD_ENOMEM;
-    hg_state st;
+    if (!tp) return null_status();
+    hg_state st = { 0 };
+    track k = { 0 };
     rc = hg_state_init(tp, p, &st, !full);
     for (int t = 1; t <= p->T && rc == AD_OK; t++) {
-        ad_tape_step(tp);
-        rc = hg_inner_step(tp, p, &st, t, t <= p->T - K);
+        rc = ad_tape_step(tp);
+        if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, t <= p->T - K);
+        if (rc == AD_OK) track_loss(&k, t, st.loss);
     }
     ad_value *f = NULL, *g[MAX_T];
-    if (rc == AD_OK) {
-        ad_tape_step(tp); /* the outer loss in a step of its own */
-        f = p->outer(tp, st.w, p->hyper, p->ctx);
-        rc = f ? ad_grad(tp, f, p->n_hyper, p->hyper, g, false)
-               : ad_fail_wrap(AD_EARG, "krmd: outer loss failed");
-    }
-    if (rc == AD_OK) rc = copy_out("krmd", p->n_hyper, g, dlam);
-    if (rc == AD_OK) fill_report(report, t0, ad_tape_peak_bytes(tp), 0, f->data[0]);
+    if (rc == AD_OK) rc = ad_tape_step(tp); /* the outer loss in a step of its own */
+    if (rc == AD_OK) rc = call_outer(tp, p, st.w, &k, &f);
+    if (rc == AD_OK) rc = ad_grad(tp, f, p->n_hyper, p->hyper, g, false);
+    if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, g, dlam);
+    fill_report(report, rc, t0, ad_tape_peak_bytes(tp), 0, f ? (double)f->data[0] : NAN, &k);
     if (st.w) hg_state_free(&st);
     ad_tape_free(tp);
     return rc;
 }
 
+int hg_krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
+{
+    return finish("krmd", krmd(p, K, dlam, report));
+}
+
 int hg_full_rmd(const hg_problem *p, ad_value **dlam, hg_report *report)
 {
-    return hg_krmd(p, p ? (p->T > 0 ? p->T : 1) : 1, dlam, report);
+    return finish("full_rmd", krmd(p, p ? (p->T > 0 ? p->T : 1) : 1, dlam, report));
 }
 
 /* ---- state lists as caller-owned copies ----------------------------------
- * Checkpointing and forward mode keep w (and v) between tapes: a "list" is
- * the 2n tensors w_0..w_{n−1}, v_0..v_{n−1} (n for gradient descent). */
-
-static int state_len(const hg_problem *p) { return p->opt.kind == HG_MOMENTUM ? 2 * p->n_w : p->n_w; }
-
-static void state_to_list(const hg_problem *p, const hg_state *st, ad_value **out)
-{
-    for (int i = 0; i < p->n_w; i++) {
-        out[i] = st->w[i];
-        if (st->v) out[p->n_w + i] = st->v[i];
-    }
-}
+ * Checkpointing and forward mode keep the state list (w, then the
+ * optimizer's state; hg_state_len entries) between tapes. */
 
 static int save_list(int n, ad_value *const *src, ad_value **dst, size_t *bytes)
 {
     for (int i = 0; i < n; i++) {
         if (!(dst[i] = ad_value_copy(src[i]))) {
             free_list(i, dst);
-            return AD_ENOMEM;
+            return null_status();
         }
         if (bytes) *bytes += dst[i]->size * sizeof(ad_real);
     }
     return AD_OK;
 }
 
-/* A state on tp whose tensors are leaves made from saved copies. */
-static int state_from_list(ad_tape *tp, const hg_problem *p, ad_value *const *saved, hg_state *st)
-{
-    st->n = p->n_w;
-    st->w = calloc((size_t)p->n_w, sizeof *st->w);
-    st->v = p->opt.kind == HG_MOMENTUM ? calloc((size_t)p->n_w, sizeof *st->v) : NULL;
-    if (!st->w || (p->opt.kind == HG_MOMENTUM && !st->v)) {
-        hg_state_free(st);
-        return ad_fail(AD_ENOMEM, "out of memory");
-    }
-    for (int i = 0; i < p->n_w; i++) {
-        st->w[i] = ad_leaf(tp, saved[i]);
-        if (st->v) st->v[i] = ad_leaf(tp, saved[p->n_w + i]);
-    }
-    return AD_OK;
-}
-
 /* Runs steps t0+1..t1 detached from a saved state on a short-lived tape,
- * and saves the final state in `out` (caller-owned). */
+ * and saves the final state in `out` (caller-owned).  Inner losses go to k
+ * (may be NULL). */
 static int advance(const hg_problem *p, ad_value *const *from, bool from_init, int t0, int t1,
-                   ad_value **out)
+                   ad_value **out, track *k)
 {
     ad_tape *tp = ad_tape_new(1);
-    if (!tp) return AD_ENOMEM;
+    if (!tp) return null_status();
     hg_state st = { 0 };
-    int rc = from_init ? hg_state_init(tp, p, &st, true) : state_from_list(tp, p, from, &st);
+    int rc = from_init ? hg_state_init(tp, p, &st, true) : hg_state_from_list(tp, p, from, &st);
     for (int t = t0 + 1; t <= t1 && rc == AD_OK; t++) {
-        ad_tape_step(tp);
-        rc = hg_inner_step(tp, p, &st, t, true);
+        rc = ad_tape_step(tp);
+        if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, true);
+        if (rc == AD_OK) track_loss(k, t, st.loss);
     }
-    ad_value *list[MAX_T];
-    if (rc == AD_OK) {
-        state_to_list(p, &st, list);
-        rc = save_list(state_len(p), list, out, NULL);
-    }
+    if (rc == AD_OK) rc = save_list(hg_state_len(p), st.w, out, NULL);
     if (st.w) hg_state_free(&st);
     ad_tape_free(tp);
     return rc;
@@ -167,47 +244,59 @@ static int advance(const hg_problem *p, ad_value *const *from, bool from_init, i
 int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses)
 {
     int rc = hg_problem_check(p);
-    if (rc != AD_OK) return ad_fail_wrap(rc, "inner_solve");
+    if (rc != AD_OK) return finish("inner_solve", rc);
     ad_tape *tp = ad_tape_new(1);
-    if (!tp) return AD_ENOMEM;
+    if (!tp) return finish("inner_solve", null_status());
     hg_state st = { 0 };
     rc = hg_state_init(tp, p, &st, true);
     for (int t = 0; t <= p->T && rc == AD_OK; t++) {
         if (t > 0) {
-            ad_tape_step(tp);
-            rc = hg_inner_step(tp, p, &st, t, true);
+            rc = ad_tape_step(tp);
+            if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, true);
         }
         if (rc == AD_OK && inner_losses) {
             ad_no_record_begin(tp);
+            ad_error_clear();
             ad_value *g = p->inner(tp, st.w, p->hyper, t, p->ctx);
             ad_no_record_end(tp);
-            if (g) inner_losses[t] = g->data[0];
-            else rc = ad_fail_wrap(AD_EARG, "inner_solve: inner loss at step %d", t);
+            if (g) inner_losses[t] = (double)g->data[0];
+            else rc = ad_error()[0] ? ad_fail_wrap(null_status(), "inner (at w_%d)", t)
+                                    : ad_fail(AD_EARG, "inner (at w_%d): returned NULL", t);
         }
     }
     if (rc == AD_OK && w_hat) rc = save_list(p->n_w, st.w, w_hat, NULL);
     if (st.w) hg_state_free(&st);
     ad_tape_free(tp);
-    return rc;
+    return finish("inner_solve", rc);
 }
 
 /* f at a saved ŵ: fills ∇ŵ f (n_w tensors, caller-owned), ∇λ f (n_hyper)
- * and the loss. */
-static int outer_grads(const hg_problem *p, ad_value *const *w_hat, ad_value **gw, ad_value **glam,
-                       double *f_out)
+ * and the loss (checked finite). */
+static int outer_grads(const hg_problem *p, ad_value *const *w_hat, const track *k,
+                       ad_value **gw, ad_value **glam, double *f_out)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    if (!tp) return AD_ENOMEM;
-    ad_value *w[MAX_T], *xs[2 * MAX_T], *g[2 * MAX_T];
-    for (int i = 0; i < p->n_w; i++) xs[i] = w[i] = ad_leaf(tp, w_hat[i]);
+    if (!tp) return null_status();
+    ad_value *w[MAX_LIST], *xs[MAX_LIST + MAX_T], *g[MAX_LIST + MAX_T], *f = NULL;
+    int rc = AD_OK;
+    for (int i = 0; i < p->n_w && rc == AD_OK; i++)
+        if (!(xs[i] = w[i] = ad_leaf(tp, w_hat[i]))) rc = null_status();
     for (int i = 0; i < p->n_hyper; i++) xs[p->n_w + i] = p->hyper[i];
-    ad_value *f = p->outer(tp, w, p->hyper, p->ctx);
-    int rc = f ? ad_grad(tp, f, p->n_w + p->n_hyper, xs, g, false)
-               : ad_fail_wrap(AD_EARG, "outer loss failed");
+    if (rc == AD_OK) rc = call_outer(tp, p, w, k, &f);
+    if (f) *f_out = (double)f->data[0];
+    if (rc == AD_OK) rc = ad_grad(tp, f, p->n_w + p->n_hyper, xs, g, false);
+    /* A NaN here would not always reach the result: CG stops at once on a
+     * NaN residual and returns ∂λf alone. */
+    for (int i = 0; i < p->n_w && rc == AD_OK; i++)
+        for (size_t j = 0; j < g[i]->size && rc == AD_OK; j++)
+            if (!isfinite((double)g[i]->data[j])) {
+                char what[96];
+                snprintf(what, sizeof what, "the gradient of the outer loss for w[%d], entry %zu", i, j);
+                rc = fail_nonfinite(k, (double)g[i]->data[j], what);
+            }
     if (rc == AD_OK) rc = save_list(p->n_w, g, gw, NULL);
     if (rc == AD_OK && (rc = save_list(p->n_hyper, g + p->n_w, glam, NULL)) != AD_OK)
         free_list(p->n_w, gw);
-    if (rc == AD_OK) *f_out = f->data[0];
     ad_tape_free(tp);
     return rc;
 }
@@ -227,20 +316,17 @@ static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, i
                            ad_value **abar, ad_value **lbar, size_t *peak)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    if (!tp) return AD_ENOMEM;
-    hg_state st;
-    int rc = state_from_list(tp, p, from, &st), n = state_len(p);
-    ad_value *xs[2 * MAX_T], *ys[MAX_T], *g[2 * MAX_T];
-    if (rc == AD_OK) state_to_list(p, &st, xs);
+    if (!tp) return null_status();
+    hg_state st = { 0 };
+    int n = hg_state_len(p), rc = hg_state_from_list(tp, p, from, &st);
+    ad_value *xs[MAX_LIST + MAX_T], *g[MAX_LIST + MAX_T];
+    if (rc == AD_OK) memcpy(xs, st.w, (size_t)n * sizeof *xs);
     for (int i = 0; i < p->n_hyper; i++) xs[n + i] = p->hyper[i];
     for (int t = t0 + 1; t <= t1 && rc == AD_OK; t++) {
-        ad_tape_step(tp);
-        rc = hg_inner_step(tp, p, &st, t, false);
+        rc = ad_tape_step(tp);
+        if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, false);
     }
-    if (rc == AD_OK) {
-        state_to_list(p, &st, ys);
-        rc = ad_vjp_many(tp, n, ys, abar, n + p->n_hyper, xs, g, false);
-    }
+    if (rc == AD_OK) rc = ad_vjp_many(tp, n, st.w, abar, n + p->n_hyper, xs, g, false);
     if (rc == AD_OK) {
         add_into(p->n_hyper, lbar, g + n, 1);
         for (int i = 0; i < n; i++)
@@ -252,18 +338,18 @@ static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, i
     return rc;
 }
 
-/* The adjoint at w0 through init(λ), when w0 depends on λ. */
+/* The adjoint at (w0, s0) through init(λ), when they depend on λ. */
 static int reverse_init(const hg_problem *p, ad_value **abar, ad_value **lbar)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    if (!tp) return AD_ENOMEM;
-    hg_state st;
-    int rc = hg_state_init(tp, p, &st, false);
+    if (!tp) return null_status();
+    hg_state st = { 0 };
+    int n = hg_state_len(p), rc = hg_state_init(tp, p, &st, false);
     ad_value *g[MAX_T];
     if (rc == AD_OK) {
         bool any = false;
-        for (int i = 0; i < p->n_w; i++) any |= st.w[i]->requires_grad;
-        if (any) rc = ad_vjp_many(tp, p->n_w, st.w, abar, p->n_hyper, p->hyper, g, false);
+        for (int i = 0; i < n; i++) any |= st.w[i]->requires_grad;
+        if (any) rc = ad_vjp_many(tp, n, st.w, abar, p->n_hyper, p->hyper, g, false);
         if (any && rc == AD_OK) add_into(p->n_hyper, lbar, g, 1);
         hg_state_free(&st);
     }
@@ -271,46 +357,52 @@ static int reverse_init(const hg_problem *p, ad_value **abar, ad_value **lbar)
     return rc;
 }
 
-int hg_checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
+static int checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
 {
-    int rc = check_common("checkpoint", p, dlam);
+    int rc = check_common(p, dlam);
     if (rc != AD_OK) return rc;
-    if (K < 1) return ad_fail(AD_EARG, "checkpoint: K must be >= 1, got %d", K);
+    if (K < 1) return ad_fail(AD_EARG, "K must be >= 1, got %d", K);
     double t0 = now();
-    int T = p->T, W = K < T ? K : T, start = T - W, n = state_len(p);
+    int T = p->T, W = K < T ? K : T, start = T - W, n = hg_state_len(p);
     int S = (int)ceil(sqrt((double)W)), m = (W + S - 1) / S; /* m segments of ≤ S steps */
     ad_value **ckpt = calloc((size_t)m * (size_t)n, sizeof *ckpt);
-    ad_value *abar[MAX_T] = { 0 }, *lbar[MAX_T] = { 0 }, *cur[MAX_T] = { 0 };
-    if (!ckpt) return ad_fail(AD_ENOMEM, "checkpoint: out of memory");
+    ad_value *abar[MAX_LIST] = { 0 }, *lbar[MAX_T] = { 0 }, *cur[MAX_LIST] = { 0 };
+    if (!ckpt) return ad_fail(AD_ENOMEM, "out of memory");
     size_t kept = 0, peak = 0;
-    double f = 0;
+    double f = NAN;
+    track k = { 0 };
     /* Forward: detached, saving the state at each segment start. */
-    rc = advance(p, NULL, true, 0, start, cur);
+    rc = advance(p, NULL, true, 0, start, cur, &k);
     for (int j = 0; j < m && rc == AD_OK; j++) {
         rc = save_list(n, cur, ckpt + (size_t)j * (size_t)n, &kept);
         int b0 = start + j * S, b1 = b0 + S < T ? b0 + S : T;
-        ad_value *next[MAX_T];
-        if (rc == AD_OK) rc = advance(p, cur, false, b0, b1, next);
+        ad_value *next[MAX_LIST];
+        if (rc == AD_OK) rc = advance(p, cur, false, b0, b1, next, &k);
         free_list(n, cur);
         if (rc == AD_OK) memcpy(cur, next, (size_t)n * sizeof *cur);
     }
-    /* The outer loss gives the first adjoint; v's adjoint starts at 0. */
-    if (rc == AD_OK) rc = outer_grads(p, cur, abar, lbar, &f);
+    /* The outer loss gives the first adjoint; the optimizer state's starts at 0. */
+    if (rc == AD_OK) rc = outer_grads(p, cur, &k, abar, lbar, &f);
     for (int i = p->n_w; i < n && rc == AD_OK; i++)
-        if (!(abar[i] = ad_tensor_new(cur[i]->rank, cur[i]->shape))) rc = AD_ENOMEM;
+        if (!(abar[i] = ad_tensor_new(cur[i]->rank, cur[i]->shape))) rc = null_status();
     for (int j = m - 1; j >= 0 && rc == AD_OK; j--) {
         int b0 = start + j * S, b1 = b0 + S < T ? b0 + S : T;
         rc = reverse_segment(p, ckpt + (size_t)j * (size_t)n, b0, b1, abar, lbar, &peak);
     }
     if (rc == AD_OK && start == 0) rc = reverse_init(p, abar, lbar);
-    if (rc == AD_OK) rc = copy_out("checkpoint", p->n_hyper, lbar, dlam);
-    if (rc == AD_OK) fill_report(report, t0, peak, kept, f);
+    if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, lbar, dlam);
+    fill_report(report, rc, t0, peak, kept, f, &k);
     free_list(n, cur);
     free_list(n, abar);
     free_list(p->n_hyper, lbar);
     for (int j = 0; j < m * n; j++) ad_value_free(ckpt[j]);
     free(ckpt);
     return rc;
+}
+
+int hg_checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
+{
+    return finish("checkpoint", checkpoint(p, K, dlam, report));
 }
 
 /* ---- forward mode ------------------------------------------------------ */
@@ -320,9 +412,9 @@ int hg_checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report
 static int jvp(ad_tape *tp, int m, ad_value *const *ys, int n, ad_value *const *xs,
                ad_value *const *zs, ad_value **out)
 {
-    ad_value *r[MAX_T], *u[2 * MAX_T];
+    ad_value *r[MAX_LIST], *u[MAX_LIST + MAX_T];
     for (int k = 0; k < m; k++)
-        if (!(r[k] = ad_leaf(tp, ad_const_fill(tp, ys[k]->rank, ys[k]->shape, 0)))) return AD_ENOMEM;
+        if (!(r[k] = ad_leaf(tp, ad_const_fill(tp, ys[k]->rank, ys[k]->shape, 0)))) return null_status();
     int rc = ad_vjp_many(tp, m, ys, r, n, xs, u, true);
     if (rc == AD_OK) rc = ad_vjp_many(tp, n, u, zs, m, r, out, false);
     return rc;
@@ -333,44 +425,40 @@ static int jvp(ad_tape *tp, int m, ad_value *const *ys, int n, ad_value *const *
 static int fmd_direction(const hg_problem *p, ad_value *const *e, ad_value **zw, size_t *peak,
                          size_t *kept)
 {
-    int n = state_len(p), rc;
-    ad_value *state[MAX_T] = { 0 }, *z[MAX_T] = { 0 };
-    /* t = 0: z0 = dw0/dλ e (zeros for v). */
+    int n = hg_state_len(p), rc;
+    ad_value *state[MAX_LIST] = { 0 }, *z[MAX_LIST] = { 0 };
+    /* t = 0: z0 = d(w0, s0)/dλ e. */
     {
         ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-        hg_state st;
-        ad_value *ys[MAX_T], *jz[MAX_T];
-        rc = hg_state_init(tp, p, &st, false);
+        hg_state st = { 0 };
+        ad_value *jz[MAX_LIST];
+        rc = tp ? hg_state_init(tp, p, &st, false) : null_status();
         if (rc == AD_OK) {
-            state_to_list(p, &st, ys);
-            rc = jvp(tp, n, ys, p->n_hyper, p->hyper, e, jz);
+            rc = jvp(tp, n, st.w, p->n_hyper, p->hyper, e, jz);
             if (rc == AD_OK) rc = save_list(n, jz, z, kept);
-            if (rc == AD_OK) rc = save_list(n, ys, state, kept);
+            if (rc == AD_OK) rc = save_list(n, st.w, state, kept);
             hg_state_free(&st);
         }
         ad_tape_free(tp);
     }
     for (int t = 1; t <= p->T && rc == AD_OK; t++) {
         ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-        hg_state st;
-        ad_value *xs[2 * MAX_T], *ys[MAX_T], *zs[2 * MAX_T], *jz[MAX_T];
-        rc = state_from_list(tp, p, state, &st);
+        hg_state st = { 0 };
+        ad_value *xs[MAX_LIST + MAX_T], *zs[MAX_LIST + MAX_T], *jz[MAX_LIST];
+        rc = tp ? hg_state_from_list(tp, p, state, &st) : null_status();
         if (rc != AD_OK) { ad_tape_free(tp); break; }
-        state_to_list(p, &st, xs);
-        for (int i = 0; i < n; i++) zs[i] = z[i];
+        memcpy(xs, st.w, (size_t)n * sizeof *xs);
+        memcpy(zs, z, (size_t)n * sizeof *zs);
         for (int i = 0; i < p->n_hyper; i++) {
             xs[n + i] = p->hyper[i];
             zs[n + i] = e[i];
         }
         rc = hg_inner_step(tp, p, &st, t, false);
-        if (rc == AD_OK) {
-            state_to_list(p, &st, ys);
-            rc = jvp(tp, n, ys, n + p->n_hyper, xs, zs, jz);
-        }
+        if (rc == AD_OK) rc = jvp(tp, n, st.w, n + p->n_hyper, xs, zs, jz);
         if (rc == AD_OK) /* z_t = A_t z_{t−1} + B_t e, and the new state */
             for (int i = 0; i < n; i++) {
                 memcpy(z[i]->data, jz[i]->data, z[i]->size * sizeof(ad_real));
-                memcpy(state[i]->data, ys[i]->data, state[i]->size * sizeof(ad_real));
+                memcpy(state[i]->data, st.w[i]->data, state[i]->size * sizeof(ad_real));
             }
         if (ad_tape_peak_bytes(tp) > *peak) *peak = ad_tape_peak_bytes(tp);
         hg_state_free(&st);
@@ -383,21 +471,22 @@ static int fmd_direction(const hg_problem *p, ad_value *const *e, ad_value **zw,
     return rc;
 }
 
-int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report)
+static int fmd(const hg_problem *p, ad_value **dlam, hg_report *report)
 {
-    int rc = check_common("fmd", p, dlam);
+    int rc = check_common(p, dlam);
     if (rc != AD_OK) return rc;
-    double t0 = now(), f = 0;
+    double t0 = now(), f = NAN;
     size_t peak = 0, kept = 0;
-    ad_value *w_hat[MAX_T] = { 0 }, *gw[MAX_T] = { 0 }, *glam[MAX_T] = { 0 }, *e[MAX_T] = { 0 };
-    rc = advance(p, NULL, true, 0, p->T, w_hat);
-    if (rc == AD_OK) rc = outer_grads(p, w_hat, gw, glam, &f);
+    track k = { 0 };
+    ad_value *w_hat[MAX_LIST] = { 0 }, *gw[MAX_LIST] = { 0 }, *glam[MAX_T] = { 0 }, *e[MAX_T] = { 0 };
+    rc = advance(p, NULL, true, 0, p->T, w_hat, &k);
+    if (rc == AD_OK) rc = outer_grads(p, w_hat, &k, gw, glam, &f);
     for (int i = 0; i < p->n_hyper && rc == AD_OK; i++)
-        if (!(e[i] = ad_tensor_new(p->hyper[i]->rank, p->hyper[i]->shape))) rc = AD_ENOMEM;
+        if (!(e[i] = ad_tensor_new(p->hyper[i]->rank, p->hyper[i]->shape))) rc = null_status();
     /* One forward pass per scalar hyperparameter: that is FMD's price. */
     for (int h = 0; h < p->n_hyper && rc == AD_OK; h++)
         for (size_t j = 0; j < p->hyper[h]->size && rc == AD_OK; j++) {
-            ad_value *zw[MAX_T];
+            ad_value *zw[MAX_LIST];
             size_t kept_one = 0;
             e[h]->data[j] = 1;
             rc = fmd_direction(p, e, zw, &peak, &kept_one);
@@ -406,17 +495,22 @@ int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report)
             if (rc != AD_OK) break;
             double s = 0; /* dλⱼ f = ∂λⱼ f + ⟨∇ŵ f, Z eⱼ⟩ */
             for (int i = 0; i < p->n_w; i++)
-                for (size_t k = 0; k < zw[i]->size; k++) s += (double)gw[i]->data[k] * zw[i]->data[k];
+                for (size_t q = 0; q < zw[i]->size; q++) s += (double)gw[i]->data[q] * zw[i]->data[q];
             glam[h]->data[j] += (ad_real)s;
             free_list(p->n_w, zw);
         }
-    if (rc == AD_OK) rc = copy_out("fmd", p->n_hyper, glam, dlam);
-    if (rc == AD_OK) fill_report(report, t0, peak, kept, f);
-    free_list(state_len(p), w_hat);
+    if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, glam, dlam);
+    fill_report(report, rc, t0, peak, kept, f, &k);
+    free_list(hg_state_len(p), w_hat);
     free_list(p->n_w, gw);
     free_list(p->n_hyper, glam);
     free_list(p->n_hyper, e);
     return rc;
+}
+
+int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report)
+{
+    return finish("fmd", fmd(p, dlam, report));
 }
 
 /* ---- implicit differentiation ------------------------------------------ */
@@ -424,37 +518,66 @@ int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report)
 typedef struct implicit {
     const hg_problem *p;
     ad_tape *tp;
-    ad_value *w[MAX_T];    /* leaves at ŵ */
-    ad_value *gw[MAX_T];   /* ∇w g(ŵ, λ), recorded */
-    ad_value *b[MAX_T];    /* ∇ŵ f (caller-owned) */
-    ad_value *glam[MAX_T]; /* ∂λ f (caller-owned) */
+    ad_value *w[MAX_LIST];  /* leaves at ŵ */
+    ad_value *gw[MAX_LIST]; /* ∇w g(ŵ, λ), recorded */
+    ad_value *b[MAX_LIST];  /* ∇ŵ f (caller-owned) */
+    ad_value *glam[MAX_T];  /* ∂λ f (caller-owned) */
     double f;
+    track k;
 } implicit;
 
-static int implicit_setup(const char *who, const hg_problem *p, implicit *im)
+/* Does λ reach the update other than through ŵ?  Then implicit
+ * differentiation, which sees only the stationary point, misses it. */
+static const char *hyper_in_optimizer(const hg_problem *p)
+{
+    if (p->opt.step_hyper) return "its step size";
+    if (p->opt.momentum_hyper) return "its momentum";
+    if (p->opt.kind == HG_CUSTOM && !p->opt.custom->ignores_hyper)
+        return "a custom update that does not declare ignores_hyper";
+    return NULL;
+}
+
+/* g(ŵ, λ, T) on im->tp, and its gradient, recorded. */
+static int implicit_inner(implicit *im)
+{
+    const hg_problem *p = im->p;
+    ad_error_clear();
+    ad_value *g = p->inner(im->tp, im->w, p->hyper, p->T, p->ctx);
+    if (!g)
+        return ad_error()[0] ? ad_fail_wrap(null_status(), "inner (at ŵ)")
+                             : ad_fail(AD_EARG, "inner (at ŵ): returned NULL without a message");
+    if (g->size != 1) {
+        char a[64];
+        return ad_fail(AD_ESHAPE, "inner (at ŵ): returned a %s tensor; the inner loss must be "
+                       "a scalar", ad_shape_str(g, a, sizeof a));
+    }
+    return ad_grad(im->tp, g, p->n_w, im->w, im->gw, true);
+}
+
+static int implicit_setup(const hg_problem *p, bool neumann, implicit *im)
 {
     memset(im, 0, sizeof *im);
     ad_value *unused[1];
-    int rc = check_common(who, p, unused);
+    int rc = check_common(p, unused);
     if (rc != AD_OK) return rc;
-    im->p = p; /* from here on implicit_free has lists to free (at most MAX_T long) */
-    if (p->opt.step_hyper || p->opt.momentum_hyper)
+    im->p = p; /* from here on implicit_free has lists to free */
+    const char *why = hyper_in_optimizer(p);
+    if (why)
         return ad_fail(AD_EUNSUPPORTED,
-                       "%s: a hyperparameter drives the inner optimizer (%s); implicit "
+                       "a hyperparameter drives the inner optimizer (%s); implicit "
                        "differentiation sees only the stationary point, which does not depend "
-                       "on it — use K-RMD, checkpointing or FMD", who,
-                       p->opt.step_hyper ? "step size" : "momentum");
-    ad_value *w_hat[MAX_T] = { 0 };
-    rc = advance(p, NULL, true, 0, p->T, w_hat);
-    if (rc == AD_OK) rc = outer_grads(p, w_hat, im->b, im->glam, &im->f);
-    if (rc == AD_OK && !(im->tp = ad_tape_new(AD_HORIZON_ALL))) rc = AD_ENOMEM;
-    if (rc == AD_OK) {
-        for (int i = 0; i < p->n_w; i++) im->w[i] = ad_leaf(im->tp, w_hat[i]);
-        ad_value *g = p->inner(im->tp, im->w, p->hyper, p->T, p->ctx);
-        rc = g ? ad_grad(im->tp, g, p->n_w, im->w, im->gw, true)
-               : ad_fail_wrap(AD_EARG, "%s: inner loss failed", who);
-    }
-    free_list(state_len(p), w_hat);
+                       "on it — use K-RMD, checkpointing or FMD", why);
+    if (neumann && p->opt.kind != HG_GD && p->opt.kind != HG_MOMENTUM)
+        return ad_fail(AD_EUNSUPPORTED, "the Neumann series is gradient descent's, and the inner "
+                                        "optimizer is not: use implicit_cg, K-RMD or FMD");
+    ad_value *w_hat[MAX_LIST] = { 0 };
+    rc = advance(p, NULL, true, 0, p->T, w_hat, &im->k);
+    if (rc == AD_OK) rc = outer_grads(p, w_hat, &im->k, im->b, im->glam, &im->f);
+    if (rc == AD_OK && !(im->tp = ad_tape_new(AD_HORIZON_ALL))) rc = null_status();
+    for (int i = 0; i < p->n_w && rc == AD_OK; i++)
+        if (!(im->w[i] = ad_leaf(im->tp, w_hat[i]))) rc = null_status();
+    if (rc == AD_OK) rc = implicit_inner(im);
+    free_list(hg_state_len(p), w_hat);
     return rc;
 }
 
@@ -470,7 +593,7 @@ static void implicit_free(implicit *im)
  * The result is copied into `out` (caller-owned, same shapes). */
 static int hess_vec(implicit *im, ad_value *const *v, ad_value **out)
 {
-    ad_value *hv[MAX_T];
+    ad_value *hv[MAX_LIST];
     uint64_t mark = ad_tape_mark(im->tp); /* each product is scratch: memory stays flat */
     int rc = ad_vjp_many(im->tp, im->p->n_w, im->gw, v, im->p->n_w, im->w, hv, false);
     for (int i = 0; i < im->p->n_w && rc == AD_OK; i++)
@@ -480,16 +603,14 @@ static int hess_vec(implicit *im, ad_value *const *v, ad_value **out)
 }
 
 /* dλf = ∂λf − ∇²_{λw} g · v, the mixed term again a vjp of ∇w g. */
-static int implicit_finish(const char *who, implicit *im, ad_value *const *v, ad_value **dlam,
-                           hg_report *report, double t0)
+static int implicit_finish(implicit *im, ad_value *const *v, ad_value **dlam)
 {
     ad_value *mixed[MAX_T];
     int rc = ad_vjp_many(im->tp, im->p->n_w, im->gw, v, im->p->n_hyper, im->p->hyper, mixed, false);
     if (rc == AD_OK) {
         add_into(im->p->n_hyper, im->glam, mixed, -1);
-        rc = copy_out(who, im->p->n_hyper, im->glam, dlam);
+        rc = copy_out(&im->k, im->p->n_hyper, im->glam, dlam);
     }
-    if (rc == AD_OK) fill_report(report, t0, ad_tape_peak_bytes(im->tp), 0, im->f);
     return rc;
 }
 
@@ -517,20 +638,17 @@ static int new_like(int n, ad_value *const *x, ad_value **out)
     return AD_OK;
 }
 
-int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam, hg_report *report)
+static int implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam,
+                       hg_report *report)
 {
     double t0 = now();
-    if (iters < 1) return ad_fail(AD_EARG, "implicit_cg: iterations must be >= 1, got %d", iters);
+    if (iters < 1) return ad_fail(AD_EARG, "iterations must be >= 1, got %d", iters);
     if (!(tol >= 0 && tol < INFINITY)) /* a NaN would skip the solve and still succeed */
-        return ad_fail(AD_EARG, "implicit_cg: tolerance must be finite and >= 0, got %g", tol);
+        return ad_fail(AD_EARG, "tolerance must be finite and >= 0, got %g", tol);
     implicit im;
-    int rc = implicit_setup("implicit_cg", p, &im);
-    if (rc != AD_OK) {
-        implicit_free(&im);
-        return rc;
-    }
-    int n = p->n_w;
-    ad_value *x[MAX_T] = { 0 }, *r[MAX_T] = { 0 }, *d[MAX_T] = { 0 }, *hd[MAX_T] = { 0 };
+    int rc = implicit_setup(p, false, &im);
+    int n = rc == AD_OK ? p->n_w : 0;
+    ad_value *x[MAX_LIST] = { 0 }, *r[MAX_LIST] = { 0 }, *d[MAX_LIST] = { 0 }, *hd[MAX_LIST] = { 0 };
     if (rc == AD_OK && (rc = new_like(n, im.b, x)) == AD_OK && (rc = new_like(n, im.b, hd)) == AD_OK &&
         (rc = save_list(n, im.b, r, NULL)) == AD_OK)
         rc = save_list(n, im.b, d, NULL);
@@ -542,8 +660,8 @@ int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam, 
         if (rc != AD_OK) break;
         double dhd = list_dot(n, d, hd);
         if (!(dhd > 0)) {
-            rc = ad_fail(AD_ENONFINITE, "implicit_cg: the inner Hessian is not positive "
-                                        "definite along a search direction (dᵀHd = %g)", dhd);
+            rc = ad_fail(AD_ENONFINITE, "the inner Hessian is not positive definite along a "
+                                        "search direction (dᵀHd = %g)", dhd);
             break;
         }
         double alpha = rr / dhd;
@@ -555,7 +673,8 @@ int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam, 
                 d[i]->data[j] = r[i]->data[j] + (ad_real)(rr_new / rr) * d[i]->data[j];
         rr = rr_new;
     }
-    if (rc == AD_OK) rc = implicit_finish("implicit_cg", &im, x, dlam, report, t0);
+    if (rc == AD_OK) rc = implicit_finish(&im, x, dlam);
+    fill_report(report, rc, t0, im.tp ? ad_tape_peak_bytes(im.tp) : 0, 0, im.f, &im.k);
     free_list(n, x);
     free_list(n, r);
     free_list(n, d);
@@ -564,19 +683,20 @@ int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam, 
     return rc;
 }
 
-int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
+int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam, hg_report *report)
+{
+    return finish("implicit_cg", implicit_cg(p, iters, tol, dlam, report));
+}
+
+static int neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
 {
     double t0 = now();
-    if (K < 1) return ad_fail(AD_EARG, "neumann: K must be >= 1, got %d", K);
+    if (K < 1) return ad_fail(AD_EARG, "K must be >= 1, got %d", K);
     implicit im;
-    int rc = implicit_setup("neumann", p, &im);
-    if (rc != AD_OK) {
-        implicit_free(&im);
-        return rc;
-    }
-    int n = p->n_w;
-    double gamma = p->opt.step;
-    ad_value *term[MAX_T] = { 0 }, *sum[MAX_T] = { 0 }, *hterm[MAX_T] = { 0 };
+    int rc = implicit_setup(p, true, &im);
+    int n = rc == AD_OK ? p->n_w : 0;
+    double gamma = rc == AD_OK ? p->opt.step : 0;
+    ad_value *term[MAX_LIST] = { 0 }, *sum[MAX_LIST] = { 0 }, *hterm[MAX_LIST] = { 0 };
     if (rc == AD_OK && (rc = save_list(n, im.b, term, NULL)) == AD_OK &&
         (rc = save_list(n, im.b, sum, NULL)) == AD_OK)
         rc = new_like(n, im.b, hterm);
@@ -589,10 +709,16 @@ int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
     }
     for (int i = 0; i < n && rc == AD_OK; i++)
         for (size_t j = 0; j < sum[i]->size; j++) sum[i]->data[j] *= (ad_real)gamma;
-    if (rc == AD_OK) rc = implicit_finish("neumann", &im, sum, dlam, report, t0);
+    if (rc == AD_OK) rc = implicit_finish(&im, sum, dlam);
+    fill_report(report, rc, t0, im.tp ? ad_tape_peak_bytes(im.tp) : 0, 0, im.f, &im.k);
     free_list(n, term);
     free_list(n, sum);
     free_list(n, hterm);
     implicit_free(&im);
     return rc;
+}
+
+int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
+{
+    return finish("neumann", neumann(p, K, dlam, report));
 }

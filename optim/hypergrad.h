@@ -4,8 +4,9 @@
  *
  *     min_λ f(ŵ(λ), λ)   where ŵ = w_T,  w_t = Φ(w_{t−1}, λ, t)
  *
- * Φ is a step of a differentiable inner optimizer (gradient descent or heavy
- * ball) on the inner loss g(w, λ, t).  A problem is three callbacks that
+ * Φ is a step of a differentiable inner optimizer (gradient descent, heavy
+ * ball, Adam, RMSprop, or the caller's own, written with ops) on the inner
+ * loss g(w, λ, t).  A problem is three callbacks that
  * build graphs — w0(λ), g(w, λ, t), f(w, λ) — plus T and the optimizer:
  *
  *     static ad_value *inner(ad_tape *tp, ad_value *const *w,
@@ -19,7 +20,17 @@
  *                      .init = init, .inner = inner, .outer = outer,
  *                      .opt = { .kind = HG_GD, .step = 0.1 } };
  *     ad_value *h;  hg_report r;
- *     hg_krmd(&p, 10, &h, &r);       // 10-step truncated back-propagation
+ *     if (hg_krmd(&p, 10, &h, &r) != AD_OK)  // 10-step truncated back-prop
+ *         fprintf(stderr, "%s\n", ad_error());
+ *     else if (r.diverged)                   // the inner loss ended above g_1
+ *         fprintf(stderr, "warning: inner loss %g -> %g\n",
+ *                 r.inner_loss_first, r.inner_loss_last);
+ *
+ * Adam as the inner optimizer, its step size learned on a log scale
+ * (θ = log γ is one of the hyperparameters, rank 0):
+ *
+ *     p.opt = hg_opt_adam(0);
+ *     p.opt.step_hyper = log_gamma;  p.opt.step_transform = HG_EXP;
  *
  * Estimators (each returns dλ as caller-owned tensors shaped like λ, and a
  * report of what it cost):
@@ -42,21 +53,92 @@
 
 /* ---- the problem -------------------------------------------------------- */
 
-typedef enum { HG_GD, HG_MOMENTUM } hg_inner_kind;
+/* The inner optimizer's kinds.  Each is an update Φ on the state list
+ * (w, s): the parameters and the optimizer's own state tensors.
+ *   GD:        w ← w − γ ∇w g
+ *   MOMENTUM:  v ← μ v + ∇w g;  w ← w − γ v              (heavy ball; s = v)
+ *   ADAM:      m ← β1 m + (1 − β1) ∇w g;  v ← β2 v + (1 − β2) (∇w g)²;
+ *              w ← w − γ m̂ / (√(v̂ + ε_root) + ε),
+ *              m̂ = m / (1 − β1ᵗ), v̂ = v / (1 − β2ᵗ)       (s = m, v)
+ *   RMSPROP:   v ← β2 v + (1 − β2) (∇w g)²;
+ *              w ← w − γ ∇w g / (√(v + ε_root) + ε)      (s = v; PyTorch's α is β2)
+ *   CUSTOM:    the caller's hg_update (below).
+ * Every state tensor starts at zero (a custom update may say otherwise). */
+typedef enum { HG_GD, HG_MOMENTUM, HG_ADAM, HG_RMSPROP, HG_CUSTOM } hg_inner_kind;
+
+/* How a hyperparameter θ becomes the optimizer's setting. */
+typedef enum {
+    HG_IDENTITY, /* the setting is θ */
+    HG_EXP,      /* e^θ: θ is log γ, so γ stays positive and is learned on a log scale */
+    HG_SIGMOID   /* 1/(1 + e^−θ): stays in (0, 1), for a momentum */
+} hg_transform;
+
+/* A custom inner optimizer: the update Φ written with ops, so that
+ * back-propagation goes through it.  Its state is n_state tensors per
+ * parameter tensor: state[i·n_state + k] is state k of w[i].
+ *
+ *     // w ← w − e^θ ⊙ ∇w g: one learned log step size per coordinate,
+ *     // θ = lam[1] shaped like w[0]
+ *     static int step(ad_tape *tp, int n_w, ad_value *const *w,
+ *                     ad_value *const *state, ad_value *const *gw,
+ *                     ad_value *const *lam, int t, ad_value **w_new,
+ *                     ad_value **state_new, void *ctx)
+ *     {
+ *         w_new[0] = ad_sub(tp, w[0], ad_mul(tp, ad_exp(tp, lam[1]), gw[0]));
+ *         return w_new[0] ? AD_OK : ad_error_code();
+ *     }
+ *     static const hg_update per_coord = { .name = "per-coordinate GD", .step = step };
+ *     ... .opt = { .kind = HG_CUSTOM, .custom = &per_coord } ...
+ */
+typedef struct hg_update {
+    const char *name; /* in messages ("update" if NULL) */
+    int n_state;      /* state tensors per parameter tensor, 0..HG_MAX_STATE */
+    /* s_0 (optional; NULL: every state tensor is zeros shaped like its w).
+     * Values made on tp, as ops of w0 and λ if need be. */
+    int (*init)(ad_tape *tp, int n_w, ad_value *const *w0, ad_value *const *lam,
+                ad_value **state0, void *ctx);
+    /* One step t (1..T): w_t and s_t from w_{t−1}, s_{t−1}, the gradient
+     * gw = ∇w g(w_{t−1}, λ, t), λ and t.  Fills w_new[n_w] and
+     * state_new[n_w·n_state] with values made on tp by ops (each keeps its
+     * input's shape); returns AD_OK or a status (ad_fail). */
+    int (*step)(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *state,
+                ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
+                ad_value **state_new, void *ctx);
+    /* true when init and step never read lam: only then may implicit
+     * differentiation (which sees only the stationary point) be used. */
+    bool ignores_hyper;
+    void *ctx; /* handed to init and step */
+} hg_update;
+
+enum { HG_MAX_STATE = 8 };
 
 /* The inner optimizer.  step (γ) and momentum (μ) are numbers, unless
  * step_hyper / momentum_hyper point at a rank-0 hyperparameter (one of
  * hg_problem.hyper) that holds them, so γ or μ is learned with the rest;
- * NULL (what a designated initializer leaves) means "use the number".
- *   GD:        w ← w − γ ∇w g
- *   momentum:  v ← μ v + ∇w g;  w ← w − γ v     (v starts at 0)            */
+ * NULL (what a designated initializer leaves) means "use the number".  A
+ * hyperparameter passes through its transform first (HG_IDENTITY, the
+ * zero value, uses it as it is).  beta1, beta2, eps and eps_root are read by
+ * Adam and RMSprop only: hg_opt_adam / hg_opt_rmsprop fill PyTorch's
+ * defaults.  ε_root > 0 keeps Adam differentiable where a gradient entry is
+ * exactly 0 (√ has an infinite slope at 0, and 0·∞ is NaN); ε_root = 0 is
+ * the textbook update. */
 typedef struct hg_inner_opt {
     hg_inner_kind kind;
     double step;
     double momentum;
     ad_value *step_hyper;     /* NULL or one of hyper[], rank 0 */
-    ad_value *momentum_hyper; /* NULL or one of hyper[], rank 0 */
+    ad_value *momentum_hyper; /* NULL or one of hyper[], rank 0 (HG_MOMENTUM) */
+    hg_transform step_transform;
+    hg_transform momentum_transform;
+    double beta1, beta2;      /* in [0, 1) */
+    double eps, eps_root;     /* >= 0, not both 0 */
+    const hg_update *custom;  /* HG_CUSTOM: the update (not owned) */
 } hg_inner_opt;
+
+/* Adam with step γ, β1 = 0.9, β2 = 0.999, ε = 1e-8, ε_root = 1e-16. */
+hg_inner_opt hg_opt_adam(double step);
+/* RMSprop with step γ, β2 = 0.99, ε = 1e-8, ε_root = 1e-16. */
+hg_inner_opt hg_opt_rmsprop(double step);
 
 typedef struct hg_problem {
     int n_w;          /* number of parameter tensors w */
@@ -69,18 +151,32 @@ typedef struct hg_problem {
      * tensors (λ itself, say: the inner optimizer then starts from a copy on
      * tp, so that ∇w g does not also collect λ's own uses in g). */
     int (*init)(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx);
-    /* The inner loss at step t (1..T): a scalar. */
+    /* The inner loss at step t (1..T), at w_{t−1}: a scalar. */
     ad_value *(*inner)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx);
     /* The outer loss at ŵ: a scalar. */
     ad_value *(*outer)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx);
 } hg_problem;
 
-/* What an estimate cost. */
+/* What an estimate cost, and how the inner optimization went.
+ *
+ * The inner losses are the ones the steps computed anyway: g_t =
+ * g(w_{t−1}, λ, t) for t = 1..T.  `diverged` is set when one of them is not
+ * finite, or when the last ends above the first (the inner optimizer made
+ * things worse: usually a step size too large).  An estimator still returns
+ * AD_OK for a finite divergence — the number is the derivative of what was
+ * computed — so check the flag; it fails with AD_ENONFINITE when the outer
+ * loss or the hypergradient is not finite, and fills the report then too. */
 typedef struct hg_report {
     double seconds;
     size_t peak_tape_bytes;  /* the tape's peak */
     size_t checkpoint_bytes; /* state kept outside the tape (checkpoints, Z) */
     double outer_loss;       /* f(ŵ, λ) */
+    double inner_loss_first; /* g_1, at w0 */
+    double inner_loss_last;  /* g_T, at w_{T−1} */
+    double inner_loss_max_rise; /* the largest g_t − g_{t−1} (0 if it never rose) */
+    int inner_loss_max_rise_step; /* that t (0 if none) */
+    int inner_nonfinite_step;     /* the first t whose g_t is NaN/Inf, or 0 */
+    bool diverged;
 } hg_report;
 
 /* Checks the problem's fields; AD_EARG with a message naming the bad one. */
@@ -88,20 +184,38 @@ int hg_problem_check(const hg_problem *p);
 
 /* ---- the inner optimizer, one step at a time ---------------------------- */
 
-/* The inner optimizer's state: w and (for momentum) v, n_w tensors each. */
+/* The inner optimizer's state: n_w parameter tensors w and n_s = n_w ×
+ * n_state optimizer state tensors s, in one array (s = w + n_w): the list a
+ * step maps to the next, Φ: (w_{t−1}, s_{t−1}, λ) ↦ (w_t, s_t).  Whatever
+ * the optimizer, reverse mode walks this list one step at a time: replay
+ * step t from the saved list x_{t−1} (hg_state_from_list makes its entries
+ * leaves), then
+ *     ad_vjp_many(tp, n, x_t, v_t, n + n_hyper, {x_{t−1}, λ}, out, false)
+ * gives v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t (hg_checkpoint does this a
+ * segment at a time).  On one tape recording many steps, x_{t−1} is not a
+ * leaf and the sweep goes on through it: λ's entry would then collect the
+ * earlier steps' shares too. */
 typedef struct hg_state {
-    int n;
-    ad_value **w, **v; /* v is NULL for gradient descent */
+    int n_w, n_s;
+    ad_value **w; /* n_w + n_s entries */
+    ad_value **s; /* = w + n_w */
+    double loss;  /* g_t of the last hg_inner_step (NaN before the first) */
 } hg_state;
 
-/* Runs w0 = init(λ) into st (values on tp, caller-owned ones copied onto it;
- * v = 0).  When `detached`,
- * the result is a constant (no path back to λ). */
+/* Tensors in the state list of p: n_w × (1 + n_state).  p must have passed
+ * hg_problem_check. */
+int hg_state_len(const hg_problem *p);
+/* Runs w0 = init(λ) and s_0 into st (values on tp, caller-owned ones copied
+ * onto it).  When `detached`, the result is a constant (no path back to λ). */
 int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached);
-/* One inner step t.  Recorded (create_graph through ∇w g) unless `detached`,
- * in which case the new state is a constant. */
+/* A state on tp from a saved list (n_w + n_s caller-owned tensors, as
+ * hg_state_len says): each entry a new leaf, so gradients stop there. */
+int hg_state_from_list(ad_tape *tp, const hg_problem *p, ad_value *const *saved, hg_state *st);
+/* One inner step t: w ← Φ(w, s, ∇w g(w, λ, t), λ, t).  Recorded
+ * (create_graph through ∇w g) unless `detached`, in which case the new state
+ * is a constant.  Sets st->loss to g_t. */
 int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached);
-void hg_state_free(hg_state *st); /* frees the arrays (values are the tape's) */
+void hg_state_free(hg_state *st); /* frees the array (values are the tape's) */
 /* Runs the inner optimizer for T detached steps (memory of one step) and
  * returns ŵ as n_w caller-owned tensors in w_hat (may be NULL).  When
  * inner_losses is not NULL it receives g(w_t, λ, t) for t = 0..T (T + 1
@@ -111,15 +225,24 @@ int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses);
 /* ---- estimators ----------------------------------------------------------
  * dlam: an array of n_hyper pointers that receive new caller-owned tensors
  * (free each with ad_value_free).  report may be NULL.  All return AD_OK or
- * a status with ad_error() set; AD_ENONFINITE if the result has NaN/Inf. */
+ * a status with ad_error() set, naming the estimator, then the callback
+ * (init / inner / outer / the update) and the step t where it failed, e.g.
+ *     krmd: inner (step 3): returned a [3,4] tensor; the inner loss must be a scalar
+ * AD_ENONFINITE when the outer loss or an entry of the hypergradient is NaN
+ * or Inf (the message names the hyperparameter and entry, and says when the
+ * inner loss diverged first).  Any inner optimizer works with K-RMD,
+ * checkpointing and FMD. */
 int hg_krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
 int hg_full_rmd(const hg_problem *p, ad_value **dlam, hg_report *report);
 /* K as in hg_krmd (K ≥ T: full); segments of about √min(K,T) steps. */
 int hg_checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
 int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report);
 /* Implicit differentiation at ŵ; fails with AD_EUNSUPPORTED when a
- * hyperparameter drives the inner optimizer (step size or momentum): its
- * effect is invisible at a stationary point. */
+ * hyperparameter drives the inner optimizer (step size or momentum, or a
+ * custom update that does not declare ignores_hyper): its effect is
+ * invisible at a stationary point.  hg_neumann's series is gradient
+ * descent's, with opt.step: it also refuses Adam, RMSprop and custom updates
+ * (hg_implicit_cg does not depend on the optimizer). */
 int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam,
                    hg_report *report);
 int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
@@ -135,7 +258,8 @@ typedef struct hg_compare {
     double ratio;     /* h·d / ‖d‖² (Fig. 2) */
 } hg_compare;
 
-/* h and d are n tensor lists, compared as one long vector each. */
+/* h and d are n tensor lists, compared as one long vector each.  Every
+ * field is NaN when they cannot be (a NULL, or sizes that differ). */
 hg_compare hg_compare_grads(int n, ad_value *const *h, ad_value *const *d);
 /* Proposition 3.1: ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B, for a
  * γα in (0, 1]. */
@@ -145,15 +269,25 @@ double hg_prop31_bound(double gamma, double alpha, int K, double grad_w_norm, do
 
 typedef struct hg_sweep_row {
     int K;
-    hg_compare cmp;
+    hg_compare cmp;   /* the K-RMD estimate against the exact hypergradient */
     hg_report report;
 } hg_sweep_row;
 
+/* What hg_sweep allocates; release with hg_sweep_free. */
+typedef struct hg_sweep_result {
+    int nK, n_hyper;
+    hg_sweep_row *rows;    /* nK rows, in the order of Ks */
+    ad_value **estimates;  /* nK × n_hyper: estimates[i·n_hyper + j] is λ_j's
+                              entry for K = Ks[i] */
+    ad_value **exact;      /* n_hyper: the exact hypergradient (full RMD) */
+    hg_report exact_report;
+} hg_sweep_result;
+
 /* For each K in Ks: the K-RMD estimate, compared with the exact (full RMD)
- * hypergradient, and its cost.  rows[nK] is filled; estimates[i] (optional,
- * may be NULL) receives the n_hyper tensors for K = Ks[i] (caller frees).
- * If table is not NULL, prints a table there.  exact_report may be NULL. */
-int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_row *rows,
-             ad_value ***estimates, hg_report *exact_report, FILE *table);
+ * hypergradient, and its cost.  Fills *out (everything in it is new and
+ * the caller's: hg_sweep_free); on failure *out is empty and needs no
+ * free.  If table is not NULL, prints a table there. */
+int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *out, FILE *table);
+void hg_sweep_free(hg_sweep_result *r);
 
 #endif

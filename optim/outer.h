@@ -16,6 +16,8 @@
 #ifndef HYPERTAPE_OPTIM_OUTER_H
 #define HYPERTAPE_OPTIM_OUTER_H
 
+#include <stdio.h>
+
 #include "ad/ad.h"
 
 typedef enum { OPT_SGD, OPT_ADAM } opt_kind;
@@ -41,5 +43,18 @@ int opt_outer_step(opt_outer *o, ad_value *const *grads);
 /* The η0 for which the first update from `grads` has norm `target`. */
 double opt_outer_eta0_for_norm(opt_kind kind, int n, ad_value *const *grads, double target);
 void opt_outer_free(opt_outer *o);
+
+/* Writes o's state — kind, step settings, updates done and Adam's moments,
+ * not the parameters — to f, in a binary layout of this machine (resume on
+ * the machine that saved).  AD_OK, or AD_EIO when a write fails. */
+int opt_outer_save(const opt_outer *o, FILE *f);
+/* Reads what opt_outer_save wrote into o, which must have been initialized
+ * (opt_outer_init) with the same kind over parameters of the same total
+ * size.  AD_EFORMAT, with a message naming the field, when f ends early,
+ * holds another kind or size, or a value no optimizer can hold (a step eta0
+ * that is not finite and positive, β outside [0, 1), ε not positive, a
+ * negative step count, a moment that is not finite, a negative second
+ * moment).  o is unchanged on failure. */
+int opt_outer_load(opt_outer *o, FILE *f);
 
 #endif

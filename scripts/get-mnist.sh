@@ -7,7 +7,7 @@
 #   scripts/get-mnist.sh --download DIR    fetch the missing ones into DIR, then check
 #
 # The experiments find the files through --data DIR, or $HYPERTAPE_DATA/mnist
-# (see experiments/data.h).  Exit status: 0 all four files verified (or only
+# (see experiments/data/files.h).  Exit status: 0 all four files verified (or only
 # information printed), 1 a file missing, mismatching or not downloadable,
 # 2 bad usage.
 #

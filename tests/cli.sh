@@ -26,7 +26,8 @@ expect() {
     printf '%s\n' "$out" | tail -5 | sed 's/^/    /'
     failed=$((failed + 1))
   else
-    echo "ok: $*"
+    local line="$*"
+    echo "ok: ${line:0:300}"
   fi
 }
 
@@ -61,15 +62,72 @@ if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DAT
   if [ -n "$ckpt" ]; then
     # A resumed run may ask for more hyper-iterations than the checkpoint's run did.
     expect 0 "" -- "$bin/oneshot" "${os[@]}" --hyper-iters 3 --resume
+    # One byte changed inside the checkpoint's fields: its CRC says so.
+    cp "$ckpt" "$ckpt.keep"
+    printf 'X' | dd of="$ckpt" bs=1 seek=200 conv=notrunc status=none
+    expect 1 "$(basename "$ckpt") is damaged: the CRC32" -- "$bin/oneshot" "${os[@]}" --hyper-iters 5 --resume
+    mv "$ckpt.keep" "$ckpt"
     head -c 100 "$ckpt" > "$ckpt.cut" && mv "$ckpt.cut" "$ckpt"
     expect 1 "$(basename "$ckpt") is truncated" -- "$bin/oneshot" "${os[@]}" --hyper-iters 5 --resume
   else
     echo "FAIL: oneshot left no checkpoint in $work/os"
     failed=$((failed + 1))
   fi
+  # The parent killed while a configuration trains: its worker must die with it.
+  "$bin/oneshot" "${os[@]}" --hyper-iters 100000 --out "$work/os-kill" >/dev/null 2>&1 &
+  parent=$!
+  worker=""
+  # (children and states from /proc: pgrep and ps need procps, which CI may lack)
+  for _ in $(seq 300); do
+    worker=$(awk -v p="$parent" '$4 == p { print $1; exit }' /proc/[0-9]*/stat 2>/dev/null)
+    [ -n "$worker" ] && break
+    sleep 0.1
+  done
+  cases=$((cases + 1))
+  if [ -z "$worker" ]; then
+    echo "FAIL: oneshot started no worker"; failed=$((failed + 1))
+  else
+    kill -KILL "$parent"
+    wait "$parent" 2>/dev/null
+    for _ in $(seq 50); do
+      state=$(awk '{ print $3 }' "/proc/$worker/stat" 2>/dev/null)
+      [ -z "$state" ] || [ "${state#Z}" != "$state" ] && break
+      sleep 0.1
+    done
+    if [ -n "$state" ] && [ "${state#Z}" = "$state" ]; then
+      echo "FAIL: the worker $worker outlived its killed parent"; failed=$((failed + 1))
+      kill -KILL "$worker" 2>/dev/null
+    else
+      echo "ok: a killed oneshot leaves no worker"
+    fi
+  fi
 else
   echo "note: no Omniglot found: the checkpoint cases are not checked"
 fi
+
+# ---- the run kit: the example experiment, the output folder, workers ----------
+ex=(--hyper-iters 5 --out "$work/ex")
+expect 0 "" -- "$bin/example-l2" "${ex[@]}"
+if [ "$(wc -l <"$work/ex/sweep.csv")" -ne 16 ] || [ -n "$(ls -A "$work/ex" | grep -v '^\.lock$' | grep '^\.')" ]; then
+  echo "FAIL: example-l2 wrote $(wc -l <"$work/ex/sweep.csv") lines (want 16) or left a temporary file"
+  failed=$((failed + 1))
+fi
+expect 2 "--out: path too long" -- "$bin/example-l2" --out "$work/$(printf 'x%.0s' {1..5000})"
+# A write error (here a file size limit, as a full disk) names the file and the reason, and
+# leaves neither the file nor its temporary behind.
+expect 1 "sweep.csv: File too large" -- bash -c "trap '' XFSZ; ulimit -f 1; exec \"\$0\" \"\$@\"" \
+  "$bin/example-l2" --hyper-iters 300 --out "$work/full"
+if [ -e "$work/full/sweep.csv" ] || [ -n "$(ls -A "$work/full" | grep -v '^\.lock$')" ]; then
+  echo "FAIL: a failed write left files in $work/full: $(ls -A "$work/full")"
+  failed=$((failed + 1))
+fi
+# A second run on a folder another run holds is refused.
+"$bin/example-l2" --hyper-iters 100000 --out "$work/busy" >/dev/null 2>&1 &
+first=$!
+for _ in $(seq 100); do [ -s "$work/busy/.lock" ] && break; sleep 0.1; done
+expect 1 "is in use by another run (process $first)" -- "$bin/example-l2" --out "$work/busy"
+kill "$first" 2>/dev/null
+wait "$first" 2>/dev/null
 
 echo "cli: $cases cases, $failed failed"
 [ "$failed" -eq 0 ]

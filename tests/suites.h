@@ -5,11 +5,16 @@
     X(elementwise)   \
     X(linalg)        \
     X(nn)            \
-    X(data)          \
+    X(data_mnist)    \
     X(hypergrad)     \
     X(models)        \
-    X(data_more)     \
+    X(data_omniglot_cifar) \
     X(taskinteract)  \
     X(hyperclean)    \
     X(oneshot)       \
+    X(kit)           \
+    X(inner_opt)     \
+    X(divergence)    \
+    X(select)        \
+    X(io)            \
     X(threads)

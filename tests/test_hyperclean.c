@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/data.h"
-#include "experiments/common.h"
+#include "experiments/data/mnist.h"
+#include "experiments/classify.h"
 #include "experiments/hyperclean_problem.h"
 #include "optim/hypergrad.h"
 

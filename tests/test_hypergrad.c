@@ -446,15 +446,17 @@ START_TEST(sweep_table)
     toy t;
     toy_init(&t, 1, 1, 100, 0.1, false);
     const int Ks[] = { 1, 10, 100 };
-    hg_sweep_row rows[3];
+    hg_sweep_result sw;
     FILE *out = tmpfile();
-    ck_assert_int_eq(hg_sweep(&t.problem, Ks, 3, rows, NULL, NULL, out), AD_OK);
+    ck_assert_int_eq(hg_sweep(&t.problem, Ks, 3, &sw, out), AD_OK);
+    const hg_sweep_row *rows = sw.rows;
     ck_assert_double_lt(rows[0].cmp.cosine, rows[1].cmp.cosine + 1e-12);
     ck_assert_double_lt(rows[2].cmp.rel_error, 1e-12);
     ck_assert_double_gt(rows[0].cmp.rel_error, rows[1].cmp.rel_error);
     ck_assert_uint_lt(rows[0].report.peak_tape_bytes, rows[2].report.peak_tape_bytes);
     ck_assert_int_gt(ftell(out), 100);
     fclose(out);
+    hg_sweep_free(&sw);
     toy_free(&t);
 }
 END_TEST

@@ -2,15 +2,13 @@
  * on small synthetic data: the coupling term against loops and its closed-
  * form gradient, the hypergradient against central differences of the
  * outer loss, truncation, the inner descent, the sampler, the eigenvalue
- * helper and the default λ0; and the strict flag parsers of
- * experiments/common.h that taskinteract reads its flags with.  No files
- * are read; the whole suite takes well under a second. */
+ * helper and the default λ0.  No files are read; the whole suite takes well
+ * under a second. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/common.h"
 #include "experiments/taskinteract_problem.h"
 #include "ops/ops.h"
 #include "optim/hypergrad.h"
@@ -236,53 +234,6 @@ START_TEST(top_eigenvalue)
 }
 END_TEST
 
-/* The flag parsers take the whole string or nothing: no white space before
- * the number (where strtol, strtoull and strtod would skip it), no sign on
- * a seed (strtoull would read " -1" as 2^64 − 1), nothing after it. */
-START_TEST(strict_flag_parsers)
-{
-    uint64_t u = 7;
-    ck_assert(ex_parse_u64("0", &u) && u == 0);
-    ck_assert(ex_parse_u64("18446744073709551615", &u) && u == UINT64_MAX);
-    u = 7;
-    const char *bad_u64[] = { "", " 1", "\t1", "\n1", "-1", " -1", "+1", " +1", "1 ", "1x",
-                              "18446744073709551616", "0x10" };
-    for (size_t i = 0; i < sizeof bad_u64 / sizeof *bad_u64; i++)
-        ck_assert_msg(!ex_parse_u64(bad_u64[i], &u) && u == 7, "ex_parse_u64 took '%s'",
-                      bad_u64[i]);
-
-    int v = 7;
-    ck_assert(ex_parse_int("-3", -5, 5, &v) && v == -3);
-    ck_assert(ex_parse_int("+3", -5, 5, &v) && v == 3);
-    v = 7;
-    const char *bad_int[] = { "", " 3", "\t3", " -3", "3 ", "3x", "6", "-6", "10x",
-                              "99999999999999999999", "- 3" };
-    for (size_t i = 0; i < sizeof bad_int / sizeof *bad_int; i++)
-        ck_assert_msg(!ex_parse_int(bad_int[i], -5, 5, &v) && v == 7, "ex_parse_int took '%s'",
-                      bad_int[i]);
-
-    double d = 7;
-    ck_assert(ex_parse_double("-5.07", &d) && d == -5.07);
-    ck_assert(ex_parse_double("1e-3", &d) && d == 1e-3);
-    d = 7;
-    const char *bad_double[] = { "", " 1", "\t1", " -1", "1 ", "1x", "inf", "nan", "1e999" };
-    for (size_t i = 0; i < sizeof bad_double / sizeof *bad_double; i++)
-        ck_assert_msg(!ex_parse_double(bad_double[i], &d) && d == 7,
-                      "ex_parse_double took '%s'", bad_double[i]);
-
-    int ks[3];
-    ck_assert_int_eq(ex_parse_int_list("1,5,25", 1, 100, ks, 3), 3);
-    ck_assert(ks[0] == 1 && ks[1] == 5 && ks[2] == 25);
-    /* Repeats are the caller's to refuse (taskinteract --K does). */
-    ck_assert_int_eq(ex_parse_int_list("1,1", 1, 100, ks, 3), 2);
-    const char *bad_list[] = { "", ",", "1,", ",1", "1,,5", " 1", "1, 5", "1 ,5", "1,5 ",
-                               "1,5,25,50", "0,1", "1,101", "1;5" };
-    for (size_t i = 0; i < sizeof bad_list / sizeof *bad_list; i++)
-        ck_assert_msg(ex_parse_int_list(bad_list[i], 1, 100, ks, 3) == -1,
-                      "ex_parse_int_list took '%s'", bad_list[i]);
-}
-END_TEST
-
 Suite *taskinteract_suite(void);
 Suite *taskinteract_suite(void)
 {
@@ -294,7 +245,6 @@ Suite *taskinteract_suite(void)
     tcase_add_test(tc, inner_descent_and_current_values);
     tcase_add_test(tc, balanced_sampler);
     tcase_add_test(tc, top_eigenvalue);
-    tcase_add_test(tc, strict_flag_parsers);
     suite_add_tcase(s, tc);
     return s;
 }

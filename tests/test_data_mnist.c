@@ -1,4 +1,4 @@
-/* test_data.c — the IDX / MNIST loaders (experiments/data.h).
+/* test_data_mnist.c — the IDX / MNIST loaders (experiments/data/mnist.h).
  *
  * Two halves.  The real files: MNIST must be present (CI has it), so a
  * missing copy fails the suite instead of skipping it; their counts, first
@@ -22,12 +22,12 @@
 
 #include <zlib.h>
 
-#include "experiments/data.h"
+#include "experiments/data/mnist.h"
 #include "testutil.h"
 
-Suite *data_suite(void);
+Suite *data_mnist_suite(void);
 
-static void tmp_top_setup(void) { tu_tmp_top_setup("test_data"); }
+static void tmp_top_setup(void) { tu_tmp_top_setup("test_data_mnist"); }
 
 /* ---- building IDX files ------------------------------------------------- */
 
@@ -572,14 +572,14 @@ START_TEST(test_find_dir)
                   strstr(ad_error(), "--data"), "%s", ad_error());
     env_leave(&s);
 
-    ck_assert_ptr_null(data_find_dir(NULL, "cifar"));
-    ck_assert_msg(strstr(ad_error(), "unknown dataset 'cifar'"), "%s", ad_error());
+    ck_assert_ptr_null(data_find_dir(NULL, "imagenet"));
+    ck_assert_msg(strstr(ad_error(), "unknown dataset 'imagenet'"), "%s", ad_error());
 }
 END_TEST
 
-Suite *data_suite(void)
+Suite *data_mnist_suite(void)
 {
-    Suite *s = suite_create("data");
+    Suite *s = suite_create("data_mnist");
 
     TCase *real = tcase_create("real");
     tcase_set_timeout(real, 60); /* ~1 s normally; generous for valgrind */

@@ -1,4 +1,4 @@
-/* data_omniglot.c — Omniglot read in place from its zips; see data_meta.h.
+/* omniglot.c — Omniglot read in place from its zips; see omniglot.h.
  *
  * Three passes over the zips, all before any pixel is decoded:
  *   1. scan: every entry name is parsed as <top>/<Alphabet>/<character>/
@@ -48,8 +48,7 @@
 #include <stb_image.h>
 #include <zip.h>
 
-#include "experiments/data.h"
-#include "experiments/data_meta.h"
+#include "experiments/data/omniglot.h"
 
 enum {
     OM_W = DATA_OMNIGLOT_SIDE,

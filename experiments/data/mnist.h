@@ -1,5 +1,5 @@
 /*
- * data.h — loading MNIST-style datasets (IDX files) for the experiments.
+ * mnist.h — loading MNIST-style datasets (IDX files) for the experiments.
  *
  * The data-hypercleaning experiment trains on MNIST or Fashion-MNIST, which
  * both ship as four IDX files, usually gzipped.  This module reads them into
@@ -42,13 +42,14 @@
  * On failure the output struct is left zeroed and nothing is leaked, so
  * calling the matching free function on it is always safe.
  */
-#ifndef HYPERTAPE_EXPERIMENTS_DATA_H
-#define HYPERTAPE_EXPERIMENTS_DATA_H
+#ifndef HYPERTAPE_EXPERIMENTS_DATA_MNIST_H
+#define HYPERTAPE_EXPERIMENTS_DATA_MNIST_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "ad/ad.h"
+#include "experiments/data/files.h"
 
 /* The largest payload (elements after the header) this loader accepts.
  * MNIST's training images are 47 MB; the limit exists so that a corrupt
@@ -110,22 +111,8 @@ typedef struct data_mnist {
 int data_mnist_load(const char *dir, data_mnist *out);
 void data_mnist_free(data_mnist *m);
 
-/* Where the files of `dataset` ("mnist", or "fashion" / "fashion-mnist")
- * are.  The first of these that applies wins:
- *   1. flag_dir, if not NULL or empty (the experiment's --data DIR):
- *      returned as given, unchecked, so a wrong --data fails loudly on load
- *      instead of silently using other data;
- *   2. $HYPERTAPE_DATA/mnist, or $HYPERTAPE_DATA/fashion-mnist
- *      (HYPERTAPE_DATA is the shared data root);
- *   3. for mnist: ../shared/data/mnist, relative to the working directory;
- *      for fashion: /usr/share/datasets/fashion-mnist, where Debian's
- *      dataset-fashion-mnist package installs the four standard files.
- * Candidates 2 and 3 count only if they hold the training images file
- * (gzipped or not).  Returns flag_dir itself, or a pointer to a thread-local
- * buffer that the next call on this thread overwrites.  Returns NULL, with a
- * message listing every place tried (AD_EIO) or naming an unknown dataset
- * (AD_EARG), when nothing is found. */
-const char *data_find_dir(const char *flag_dir, const char *dataset);
+/* data_find_dir(flag_dir, "mnist") or (…, "fashion") finds the folder
+ * (files.h). */
 
 /* ---- features ---------------------------------------------------------- */
 
@@ -146,60 +133,5 @@ int data_features(const data_images *im, const int *idx, int n, bool add_bias,
  * Returns AD_EARG, writing nothing, if an index or a label is out of range. */
 int data_one_hot(const data_labels *lb, const int *idx, int n, int n_classes,
                  ad_real *out);
-
-/* ---- building blocks the loaders share ------------------------------------
- * Defined in data_idx.c and used by data_cifar.c and data_omniglot.c too; a
- * program has no need of them. */
-
-/* "dir/name", newly allocated (caller frees), or NULL when out of memory. */
-char *data_join(const char *dir, const char *name);
-/* Whether path can be opened for reading. */
-bool data_file_exists(const char *path);
-/* AD_OK when n >= 0 and every index lies in [0, limit) (with idx NULL, the
- * indices are 0..n-1); otherwise AD_EARG with a message starting "who: ". */
-int data_check_idx(const char *who, const int *idx, int n, int limit);
-
-/* A file read through zlib, so that a gzipped file and its unpacked copy
- * read the same; zlib also checks the gzip checksum at the end.
- *
- *     data_gz f;
- *     if (data_gz_open(&f, path) != AD_OK) return ...;   // message set
- *     size_t got;
- *     data_gz_stop why = data_gz_read(&f, buf, len, &got);
- *     if (why != DATA_GZ_END && why != DATA_GZ_TRUNCATED)
- *         rc = data_gz_fail(&f, why, "pixels");            // before the close
- *     data_gz_close(&f);
- */
-struct gzFile_s; /* zlib's gzFile points to one */
-
-/* Why a read returned fewer bytes than asked, or DATA_GZ_END if it did
- * not. */
-typedef enum data_gz_stop {
-    DATA_GZ_END,       /* all bytes read, or a clean end of file */
-    DATA_GZ_TRUNCATED, /* the gzip stream stops in the middle */
-    DATA_GZ_CORRUPT,   /* bad deflate data, bad checksum, bad gzip header */
-    DATA_GZ_IO,        /* the operating system failed to read */
-    DATA_GZ_NOMEM,     /* zlib ran out of memory */
-} data_gz_stop;
-
-typedef struct data_gz {
-    struct gzFile_s *gz;
-    const char *path; /* for messages; not owned */
-    const char *zmsg; /* zlib's message after a failed read; valid until the close */
-    int sys_errno;    /* errno after a failed read */
-} data_gz;
-
-/* AD_OK, or AD_EIO "PATH: cannot open: ..." (AD_ENOMEM when zlib could not
- * allocate). */
-int data_gz_open(data_gz *f, const char *path);
-/* Reads up to len bytes into buf; *got says how many arrived.  DATA_GZ_END
- * when all len arrived or the file ended cleanly before. */
-data_gz_stop data_gz_read(data_gz *f, void *buf, size_t len, size_t *got);
-/* The message for a read that failed (DATA_GZ_IO, _NOMEM or _CORRUPT; the
- * callers word a truncation themselves, knowing how much arrived): "PATH:
- * read error while reading the PART: ...", or without PART (NULL) "PATH:
- * read error: ...".  Returns the status. */
-int data_gz_fail(const data_gz *f, data_gz_stop why, const char *part);
-void data_gz_close(data_gz *f);
 
 #endif

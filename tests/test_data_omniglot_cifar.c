@@ -1,4 +1,5 @@
-/* test_data_more.c — the Omniglot and CIFAR-10 loaders (experiments/data_meta.h).
+/* test_data_omniglot_cifar.c — the Omniglot and CIFAR-10 loaders
+ * (experiments/data/omniglot.h, cifar.h).
  *
  * Three kinds of test.  The real files: Omniglot and CIFAR-10 must be
  * present (CI has them), so a missing copy fails the suite; the pinned
@@ -32,12 +33,13 @@
 #include <zip.h>
 #include <zlib.h>
 
-#include "experiments/data_meta.h"
+#include "experiments/data/cifar.h"
+#include "experiments/data/omniglot.h"
 #include "testutil.h"
 
-Suite *data_more_suite(void);
+Suite *data_omniglot_cifar_suite(void);
 
-static void tmp_top_setup(void) { tu_tmp_top_setup("test_data_more"); }
+static void tmp_top_setup(void) { tu_tmp_top_setup("test_data_omniglot_cifar"); }
 
 /* ---- checking failures -------------------------------------------------- */
 
@@ -809,8 +811,8 @@ END_TEST
 
 START_TEST(test_find_dir)
 {
-    ck_assert_str_eq(data_meta_find_dir("/some/where", "omniglot"), "/some/where");
-    ck_assert_ptr_null(data_meta_find_dir(NULL, "imagenet"));
+    ck_assert_str_eq(data_find_dir("/some/where", "omniglot"), "/some/where");
+    ck_assert_ptr_null(data_find_dir(NULL, "imagenet"));
     ck_assert_msg(strstr(ad_error(), "imagenet") != NULL, "%s", ad_error());
 
     /* Run from an empty folder, so ../shared/data is not there either. */
@@ -823,15 +825,15 @@ START_TEST(test_find_dir)
     ck_assert_int_eq(chdir(work), 0);
     tu_tmp_mkdir("omniglot");
     setenv("HYPERTAPE_DATA", tu_tmp_root(), 1);
-    ck_assert_ptr_null(data_meta_find_dir(NULL, "omniglot"));
+    ck_assert_ptr_null(data_find_dir(NULL, "omniglot"));
     ck_assert_msg(strstr(ad_error(), DATA_OMNIGLOT_BACKGROUND) != NULL, "%s", ad_error());
     tu_write_raw(tu_tmp_path("omniglot/" DATA_OMNIGLOT_BACKGROUND), "x", 1);
-    const char *d = data_meta_find_dir("", "omniglot");
+    const char *d = data_find_dir("", "omniglot");
     ck_assert_ptr_nonnull(d);
     ck_assert_str_eq(d, tu_tmp_path("omniglot"));
-    ck_assert_ptr_null(data_meta_find_dir(NULL, "cifar"));
+    ck_assert_ptr_null(data_find_dir(NULL, "cifar"));
     unsetenv("HYPERTAPE_DATA");
-    ck_assert_ptr_null(data_meta_find_dir(NULL, "cifar"));
+    ck_assert_ptr_null(data_find_dir(NULL, "cifar"));
     ck_assert_msg(strstr(ad_error(), "not set") != NULL, "%s", ad_error());
     ck_assert_int_eq(chdir(cwd), 0); /* as it was, for CK_FORK=no */
     if (had)
@@ -961,9 +963,9 @@ START_TEST(test_cifar_broken)
 }
 END_TEST
 
-Suite *data_more_suite(void)
+Suite *data_omniglot_cifar_suite(void)
 {
-    Suite *s = suite_create("data_more");
+    Suite *s = suite_create("data_omniglot_cifar");
 
     TCase *real = tcase_create("real");
     tcase_set_timeout(real, 120); /* ~2 s normally, ~4 s under ASan */

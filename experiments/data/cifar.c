@@ -1,4 +1,4 @@
-/* data_cifar.c — CIFAR-10 binary records, gzipped or not; see data_meta.h.
+/* cifar.c — CIFAR-10 binary records, gzipped or not; see cifar.h.
  *
  * A file is a bare sequence of 3073-byte records with no header, so the
  * only checks possible are the ones made here: the unpacked length is a
@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/data.h"
-#include "experiments/data_meta.h"
+#include "experiments/data/cifar.h"
 
 enum {
     CF_P = DATA_CIFAR_PIXELS,

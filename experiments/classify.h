@@ -1,0 +1,24 @@
+/* classify.h — what the classification problems share (hyperclean,
+ * taskinteract): accuracy from logits, labels as a tensor, and drawing
+ * training and validation examples by class quota.  Experiment-layer code. */
+#ifndef HYPERTAPE_EXPERIMENTS_CLASSIFY_H
+#define HYPERTAPE_EXPERIMENTS_CLASSIFY_H
+
+#include "ad/ad.h"
+
+/* The fraction of rows of logits [n, n_classes] whose largest entry (first
+ * on ties) is at the label y[i]; 0 for n <= 0. */
+double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes);
+/* A new caller-owned [n] tensor holding the whole-number labels y. */
+ad_value *ex_labels_tensor(const int *y, int n);
+/* Draws disjoint training and validation index sets by class quota: walks a
+ * seeded permutation of 0..n−1 and gives example i (label c) to training while
+ * quota_train[c] lasts, then to validation while quota_val[c] lasts.  Labels
+ * at or above n_classes are skipped.  The quotas are consumed; filled[2]
+ * receives how many of each were drawn (fewer than asked when a class runs
+ * out: the caller says what that means).  AD_OK or AD_ENOMEM. */
+int ex_sample_by_quota(ad_rng *rng, const unsigned char *labels, int n, int n_classes,
+                       int *quota_train, int *quota_val, int *idx_train, int *idx_val,
+                       int filled[2]);
+
+#endif

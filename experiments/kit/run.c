@@ -1,0 +1,173 @@
+/* run.c — time, progress lines, memory, and work in a child process that
+ * dies with its parent; see kit.h. */
+#define _DEFAULT_SOURCE /* getrusage, isatty */
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include "experiments/kit/kit.h"
+
+/* ---- time -------------------------------------------------------------------- */
+
+double ex_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *ex_duration(double s, char buf[16])
+{
+    if (!(s >= 0) || s > 1e8) snprintf(buf, 16, "?");
+    else if (s < 60) snprintf(buf, 16, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, 16, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(buf, 16, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
+    return buf;
+}
+
+bool ex_due(double *last, double every)
+{
+    double t = ex_now();
+    if (t - *last < every) return false;
+    *last = t;
+    return true;
+}
+
+double ex_median(double *x, int n)
+{
+    for (int i = 1; i < n; i++) /* insertion sort: n is small */
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+    return n == 0 ? NAN : n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* ---- progress ------------------------------------------------------------------ */
+
+void ex_progress_init(ex_progress *p)
+{
+    *p = (ex_progress){ .tty = isatty(STDERR_FILENO) != 0, .last = -1e9 };
+}
+
+void ex_progress_line(ex_progress *p, bool force, const char *fmt, ...)
+{
+    double t = ex_now();
+    if (!force && t - p->last < (p->tty ? 0.25 : 15)) return;
+    p->last = t;
+    if (p->tty) fputs("\r\033[K", stderr);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (!p->tty) fputc('\n', stderr);
+    p->open = p->tty;
+    fflush(stderr);
+}
+
+void ex_progress_end(ex_progress *p)
+{
+    if (p->open) fputc('\n', stderr);
+    p->open = false;
+}
+
+/* ---- memory -------------------------------------------------------------------- */
+
+long ex_peak_rss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0; /* KiB on Linux */
+}
+
+long ex_rss_now_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+        fclose(f);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* ---- a child process ------------------------------------------------------------ */
+
+/* The child's side: dies with the parent, runs the work, sends the result,
+ * exits 0 only when the work succeeded and every byte went through. */
+static _Noreturn void child(int fd, pid_t parent, ex_work work, void *arg, void *result,
+                            size_t size)
+{
+#ifdef __linux__
+    /* SIGKILL when the parent dies; then the parent may have died before
+     * this line, leaving us adopted: check. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    if (getppid() != parent) _exit(1);
+    int rc = work(arg, result);
+    if (rc != AD_OK) fprintf(stderr, "%s: %s\n", ex_prog(), ad_error());
+    const char *p = result;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        p += w;
+        left -= (size_t)w;
+    }
+    close(fd);
+    fflush(NULL); /* rows the work wrote to files, then stdout and stderr */
+    _exit(rc == AD_OK && left == 0 ? 0 : 1);
+}
+
+/* Reads up to size bytes from fd; returns how many arrived. */
+static size_t read_all(int fd, void *buf, size_t size)
+{
+    char *p = buf;
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, p + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size)
+{
+    int fd[2];
+    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
+    fflush(NULL); /* else both processes would write what is buffered */
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        child(fd[1], parent, work, arg, result, size);
+    }
+    close(fd[1]);
+    size_t got = read_all(fd[0], result, size);
+    close(fd[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got == size && WIFEXITED(status) && WEXITSTATUS(status) == 0) return AD_OK;
+    if (WIFSIGNALED(status))
+        return ad_fail(AD_EARG, "%s: the child process died of signal %d", label,
+                       WTERMSIG(status));
+    return ad_fail(AD_EARG, "%s failed (see the message above)", label);
+}
