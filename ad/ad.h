@@ -190,7 +190,10 @@ int ad_tape_horizon(const ad_tape *tp);
 int ad_tape_step(ad_tape *tp);
 long ad_tape_current_step(const ad_tape *tp);
 size_t ad_tape_steps_held(const ad_tape *tp);
-/* Bytes of values the tape owns now, and the most it has owned. */
+/* Bytes of values the tape owns now, and the most it has owned.  (Not
+ * counted: the reverse sweep's working arrays — about 40 bytes per value it
+ * walks, plus slack and collect's heap — which the tape keeps, sized for its
+ * largest sweep, until it is freed.) */
 size_t ad_tape_bytes(const ad_tape *tp);
 size_t ad_tape_peak_bytes(const ad_tape *tp);
 void ad_tape_reset_peak(ad_tape *tp);
