@@ -119,7 +119,10 @@ void sweep_free(sweep *s)
     free(s);
 }
 
-static bool sweep_made(const sweep *s, const ad_value *v) { return !s->create_graph && v->id > s->start_id; }
+static bool sweep_made(const sweep *s, const ad_value *v)
+{
+    return !s->create_graph && v->id > s->start_id;
+}
 
 /* Array a of *cap entries of `size` bytes, made twice as long (16 entries
  * at first); NULL (message set; a and *cap unchanged) when out of memory. */
