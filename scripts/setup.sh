@@ -3,13 +3,15 @@
 # Idempotent: packages already installed are left alone, and `apt-get update` runs only when
 # something is missing. Works as root (as CI runs) or through sudo.
 #
-# The sanitizer build (build/asan) uses gcc's -fsanitize=address,undefined: its runtimes
-# (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev),
-# so neither clang nor libclang-rt is needed.
+# The sanitizer build build/asan uses gcc's -fsanitize=address,undefined: its runtimes
+# (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
+# The ThreadSanitizer build build/tsan uses clang, whose sanitizer runtimes are in libclang-rt-dev
+# (only recommended by clang, and recommends are not installed here).
 set -euo pipefail
 
 packages=(
   gcc libc6-dev             # compiler (present on most machines; listed for a minimal Debian)
+  clang libclang-rt-dev     # ThreadSanitizer build (scripts/test.sh's build/tsan)
   meson ninja-build pkg-config
   libopenblas-dev           # BLAS (cblas.h)
   check                     # unit-test framework

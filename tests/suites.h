@@ -17,4 +17,5 @@
     X(inner_opt)     \
     X(divergence)    \
     X(select)        \
-    X(io)
+    X(io)            \
+    X(threads)
