@@ -181,12 +181,9 @@ static int slurp(ex_ckpt *c)
     return rc;
 }
 
-int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
+/* Checks the header of the bytes in c->buf: kind, version, length, CRC. */
+static int check_header(ex_ckpt *c, const char *path, const char *kind, int version)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->path, sizeof c->path, "%s", path);
-    int rc = slurp(c);
-    if (rc != AD_OK) return rc;
     char magic[32] = "", k[64] = "";
     int format = 0, ver = 0, used = 0;
     size_t n = 0;
@@ -212,6 +209,41 @@ int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
         return ad_fail(AD_EFORMAT, "%s is damaged: the CRC32 of its fields is %08lx, its "
                        "header says %08lx", path, got, crc);
     return AD_OK;
+}
+
+int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    int rc = slurp(c);
+    return rc == AD_OK ? check_header(c, path, kind, version) : rc;
+}
+
+int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version)
+{
+    if (ex_par_size() == 1) return ex_ckpt_open(c, path, kind, version);
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    /* Rank 0 reads; the others get its status (and message) or its bytes. */
+    struct { int rc; unsigned long long len; } head = { AD_OK, 0 };
+    char msg[1024] = "";
+    if (ex_par_rank() == 0) {
+        head.rc = slurp(c);
+        head.len = c->len;
+        if (head.rc != AD_OK) snprintf(msg, sizeof msg, "%s", ad_error());
+    }
+    int rc = ex_par_bcast(&head, sizeof head, 0);
+    if (rc == AD_OK && head.rc != AD_OK) {
+        rc = ex_par_bcast(msg, sizeof msg, 0);
+        return rc == AD_OK ? ad_fail(head.rc, "%s", msg) : rc;
+    }
+    if (rc == AD_OK && ex_par_rank() > 0) {
+        c->len = (size_t)head.len;
+        if (!(c->buf = malloc(c->len + 1))) return ad_fail(AD_ENOMEM, "%s: out of memory", path);
+        c->buf[c->len] = '\0';
+    }
+    if (rc == AD_OK) rc = ex_par_bcast(c->buf, c->len, 0);
+    return rc == AD_OK ? check_header(c, path, kind, version) : rc;
 }
 
 /* The next field's header, which must be `field` of `type`: *n its count
