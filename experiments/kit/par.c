@@ -185,6 +185,9 @@ static void *worker_main(void *arg)
         int item = p->items ? p->items[pos] : p->offset + pos;
         int rc = p->fn(p->ctx, w->index, item);
         if (rc == AD_OK) continue;
+        /* Items after this one need not run; those before it were handed out
+         * already and finish, so the failure reported is the first in order. */
+        atomic_store(&p->stop, true);
         pthread_mutex_lock(&p->lock);
         if (pos < p->fail_pos) { /* ad_error is per thread: carry the message */
             p->fail_pos = pos;
@@ -192,9 +195,6 @@ static void *worker_main(void *arg)
             snprintf(p->fail_msg, sizeof p->fail_msg, "%s", ad_error());
         }
         pthread_mutex_unlock(&p->lock);
-        /* Items after this one need not run; those before it were handed out
-         * already and finish, so the failure reported is the first in order. */
-        atomic_store(&p->stop, true);
     }
     return NULL;
 }
