@@ -685,8 +685,8 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
     double t_start = ex_now();
     rc = run_ks(dt, res, text, len);
     for (int k = 0; k < cfg.nK && rc == AD_OK; k++) { /* the rows, in K order */
-        fwrite(text[0][k], 1, len[0][k], csv.f);
-        fwrite(text[1][k], 1, len[1][k], xcsv.f);
+        if (len[0][k] > 0) fwrite(text[0][k], 1, len[0][k], csv.f);
+        if (len[1][k] > 0) fwrite(text[1][k], 1, len[1][k], xcsv.f);
         fprintf(stderr, PROG ": K=%d done: %.3f s per hypergradient (median), loop %.0f s, "
                         "exact pass %.0f s, peak tape %.1f MB, peak RSS %.0f MB\n",
                 cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,

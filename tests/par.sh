@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # par.sh — the programs' parallel runs give the numbers of the one-thread run, bit for bit:
 # oneshot (meta-batch, meta-validation and meta-test tasks), taskinteract (trials) and hyperclean
-# (Ks) at --threads 1, 2 and 3, then under `mpirun -n 2` (and -n 3), on the local machine only.
+# (Ks) at --threads 1, 2 (and 3), then under `mpirun -n 2` (and -n 3), on the local machine only.
 # Compared: every CSV file, column by column, without the columns whose header names a time or
 # a memory size (*seconds*, *_s, s_*, *sec*, *rss*), and oneshot's checkpoints from their first
 # field to their timings (the run's identity, the iteration, λ and the RNG, every bit). oneshot is also
 # stopped after 2 hyper-iterations and resumed to 4 under mpirun, against the same in one
 # process.
 #
-# Registered by tests/meson.build as the test `par`: $1 the build's experiments folder, $2 the
-# source root, $3 'mpi' when the build has MPI. Exit status 77 (skipped) without the Omniglot
-# and MNIST folders; the MPI part is skipped, with a line saying so, without MPI or mpirun.
+# Registered by tests/meson.build as the test `par-programs`: $1 the build's experiments folder,
+# $2 the source root, $3 'mpi' when the build has MPI, $4 'short' in a sanitized build (several
+# times slower): there only oneshot at 1 and 3 threads, hyperclean at 1 and 2, and oneshot under
+# mpirun -n 2, stopped and resumed too. Exit status 77 (skipped) without the Omniglot and MNIST
+# folders; the MPI part is skipped, with a line saying so, without MPI or mpirun.
 set -uo pipefail
 
 bin=$1
 cd "$2" || exit 1
 mpi=${3:-nompi}
+short=${4:-full}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OPENBLAS_NUM_THREADS=1
@@ -73,10 +76,14 @@ same() {
 
 # run LOG COMMAND...: runs it; a failure is reported with the end of its output.
 run() {
-  local log=$1
+  local log=$1 status
   shift
-  if ! "$@" >"$log" 2>&1; then
-    echo "FAIL: $* -> status $?:"
+  "$@" >"$log" 2>&1
+  status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "FAIL: $* -> status $status:"
+    # the messages (any rank's, a sanitizer's), then the end of the output
+    grep -E 'rank [0-9]+:|runtime error|ERROR: |: error|failed' "$log" | head -10 | sed 's/^/    /'
     tail -5 "$log" | sed 's/^/    /'
     failed=$((failed + 1))
     return 1
@@ -92,25 +99,25 @@ ti=(--dataset omniglot --chars 5 --trials 3 --max-iters 4 --T 10 --K 1,10 --fig-
 hc=(--T 5 --hyper-iters 3 --n-train 100 --n-val 100 --K 1,2,5 --exact-every 1 --no-plots)
 
 # ---- threads ------------------------------------------------------------------
-for n in 1 2 3; do
+# 4 tasks on 3 threads (workers with 2 tasks and with 1), 3 trials on 2, 3 Ks on 2 or 3.
+for n in 1 3; do
   run "$work/os$n.log" "$bin/oneshot" "${os[@]}" --threads "$n" --out "$work/os$n"
-  run "$work/ti$n.log" "$bin/taskinteract" "${ti[@]}" --threads "$n" --out "$work/ti$n"
+done
+for n in 1 2; do
   run "$work/hc$n.log" "$bin/hyperclean" "${hc[@]}" --threads "$n" --out "$work/hc$n"
 done
-run "$work/hcnf.log" "$bin/hyperclean" "${hc[@]}" --threads 2 --no-fork --out "$work/hcnf"
-# A meta-batch of one task, and of 3 tasks on 2 threads: workers without a task, or with two.
-run "$work/osb1.log" "$bin/oneshot" "${os[@]}" --meta-batch 1 --threads 1 --out "$work/osb1"
-run "$work/osb1t.log" "$bin/oneshot" "${os[@]}" --meta-batch 1 --threads 3 --out "$work/osb1t"
-run "$work/osb3.log" "$bin/oneshot" "${os[@]}" --meta-batch 3 --threads 1 --out "$work/osb3"
-run "$work/osb3t.log" "$bin/oneshot" "${os[@]}" --meta-batch 3 --threads 2 --out "$work/osb3t"
-for n in 2 3; do
-  same "$work/os1" "$work/os$n" "oneshot --threads $n"
-  same "$work/ti1" "$work/ti$n" "taskinteract --threads $n"
-  same "$work/hc1" "$work/hc$n" "hyperclean --threads $n"
-done
-same "$work/hc1" "$work/hcnf" "hyperclean --threads 2 --no-fork"
-same "$work/osb1" "$work/osb1t" "oneshot --meta-batch 1 --threads 3"
-same "$work/osb3" "$work/osb3t" "oneshot --meta-batch 3 --threads 2"
+same "$work/os1" "$work/os3" "oneshot --threads 3"
+same "$work/hc1" "$work/hc2" "hyperclean --threads 2"
+if [ "$short" != short ]; then
+  run "$work/os2.log" "$bin/oneshot" "${os[@]}" --threads 2 --out "$work/os2"
+  for n in 1 2; do
+    run "$work/ti$n.log" "$bin/taskinteract" "${ti[@]}" --threads "$n" --out "$work/ti$n"
+  done
+  run "$work/hcnf.log" "$bin/hyperclean" "${hc[@]}" --threads 3 --no-fork --out "$work/hcnf"
+  same "$work/os1" "$work/os2" "oneshot --threads 2"
+  same "$work/ti1" "$work/ti2" "taskinteract --threads 2"
+  same "$work/hc1" "$work/hcnf" "hyperclean --threads 3 --no-fork"
+fi
 
 # ---- MPI ranks ------------------------------------------------------------------
 if [ "$mpi" != mpi ] || ! command -v mpirun >/dev/null 2>&1; then
@@ -124,16 +131,20 @@ else
   # Open MPI's own allocations are not this project's: no leak report for them under ASan.
   export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
   run "$work/os-m2.log" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${os[@]}" --threads 1 --out "$work/os-m2"
-  run "$work/os-m3.log" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${os[@]}" --threads 2 --out "$work/os-m3"
-  run "$work/osb1-m2.log" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${os[@]}" --meta-batch 1 --threads 1 \
-    --out "$work/osb1-m2"
-  run "$work/ti-m2.log" "${mpi_run[@]}" -n 2 "$bin/taskinteract" "${ti[@]}" --threads 1 --out "$work/ti-m2"
-  run "$work/hc-m2.log" "${mpi_run[@]}" -n 2 "$bin/hyperclean" "${hc[@]}" --threads 1 --out "$work/hc-m2"
   same "$work/os1" "$work/os-m2" "mpirun -n 2 oneshot"
-  same "$work/os1" "$work/os-m3" "mpirun -n 3 oneshot --threads 2"
-  same "$work/osb1" "$work/osb1-m2" "mpirun -n 2 oneshot --meta-batch 1 (a rank without a task)"
-  same "$work/ti1" "$work/ti-m2" "mpirun -n 2 taskinteract"
-  same "$work/hc1" "$work/hc-m2" "mpirun -n 2 hyperclean"
+  if [ "$short" != short ]; then
+    # A meta-batch of 2 on 3 ranks of 2 threads: a rank without a task of the meta-batch.
+    run "$work/osb2.log" "$bin/oneshot" "${os[@]}" --meta-batch 2 --threads 1 --out "$work/osb2"
+    run "$work/osb2-m3.log" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${os[@]}" --meta-batch 2 \
+      --threads 2 --out "$work/osb2-m3"
+    run "$work/ti-m2.log" "${mpi_run[@]}" -n 2 "$bin/taskinteract" "${ti[@]}" --threads 1 \
+      --out "$work/ti-m2"
+    run "$work/hc-m2.log" "${mpi_run[@]}" -n 2 "$bin/hyperclean" "${hc[@]}" --threads 1 \
+      --out "$work/hc-m2"
+    same "$work/osb2" "$work/osb2-m3" "mpirun -n 3 oneshot --meta-batch 2 --threads 2"
+    same "$work/ti1" "$work/ti-m2" "mpirun -n 2 taskinteract"
+    same "$work/hc1" "$work/hc-m2" "mpirun -n 2 hyperclean"
+  fi
   # Stopped after 2 hyper-iterations, resumed to 4: in one process, and under mpirun.
   run "$work/osr.log" "$bin/oneshot" "${os[@]}" --hyper-iters 2 --threads 1 --out "$work/osr"
   run "$work/osr.log" "$bin/oneshot" "${os[@]}" --resume --threads 1 --out "$work/osr"

@@ -44,10 +44,24 @@ static int launched_size(void)
 }
 
 /* Ranks > 0 print nothing (rank 0 prints the progress and the tables for
- * all): stdout and stderr go to /dev/null, and failure messages to a copy
- * of the original stderr (ex_err). */
+ * all): the stdio streams stdout and stderr go to /dev/null, and failure
+ * messages to the original stderr (ex_err).  With glibc only the streams
+ * are replaced, so what is written to file descriptor 2 directly (a
+ * sanitizer's report) still shows; elsewhere the descriptors themselves go
+ * to /dev/null. */
 static int quiet_rank(void)
 {
+#if defined(__GLIBC__)
+    FILE *null = fopen("/dev/null", "w");
+    if (!null)
+        return ad_fail(AD_EIO, "rank %d: cannot open /dev/null: %s", par.rank, strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    par.err = stderr;
+    stdout = null;
+    stderr = null;
+    return AD_OK;
+#else
     int fd = dup(STDERR_FILENO);
     FILE *err = fd >= 0 ? fdopen(fd, "w") : NULL;
     int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -62,6 +76,7 @@ static int quiet_rank(void)
     setvbuf(err, NULL, _IOLBF, 0);
     par.err = err;
     return AD_OK;
+#endif
 }
 
 int ex_par_init(int *argc, char ***argv)
