@@ -641,7 +641,7 @@ typedef struct cfg_run {
     int ev_mine;
 } cfg_run;
 
-/* The most tasks this rank gets of n (the size of rank 0's block). */
+/* How many of n tasks this rank gets (its block's size). */
 static int rank_share(int n)
 {
     int first, end;
@@ -664,7 +664,7 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     int B = r->o.meta_batch, n_ev = r->o.val_tasks > r->o.test_tasks ? r->o.val_tasks
                                                                        : r->o.test_tasks;
     int most = rank_share(B) > rank_share(n_ev) ? rank_share(B) : rank_share(n_ev);
-    r->n_workers = r->o.threads < most ? r->o.threads : most;
+    r->n_workers = r->o.threads < most ? r->o.threads : most > 0 ? most : 1;
     r->numel = os_hyper_numel(&r->hy);
     r->tk = calloc((size_t)r->n_workers, sizeof *r->tk);
     r->task = calloc((size_t)r->n_workers, sizeof *r->task);
