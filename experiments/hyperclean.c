@@ -9,8 +9,10 @@
  * exact hypergradients of Figure 5 — full RMD, the memory of K = T — are
  * computed after that peak was read: the K-RMD run saves λ every few
  * hyper-iterations and the child evaluates ‖dλf‖ at those iterates at the
- * end.  The children append their rows to the CSV files the parent opened
- * (under a temporary name until the run is complete).
+ * end.  The Ks run --threads at a time (under mpirun, in blocks on the
+ * ranks); each child writes its rows into a temporary file of its own, and
+ * the parent copies them into the CSV files in K order, so the files do not
+ * depend on how many ran at once.
  *
  * Outputs in --out (default results/hyperclean):
  *   hyperclean.csv          one row per K and hyper-iteration τ, measured at

@@ -18,6 +18,14 @@
  * the logs are ex_tables, the checkpoint an ex_ckpt, the progress an
  * ex_progress.
  *
+ * Parallel: the tasks of a meta-batch, of the meta-validation, of the
+ * meta-test and of the relative-error curves run on --threads workers (each
+ * with its own os_task, on the shared λ) and, under mpirun, in blocks on the
+ * ranks; each task's result is kept apart and they are reduced in task
+ * order (ex_par_fold for the hypergradients), so every number written is
+ * the one-thread run's.  Under mpirun the configurations run in the
+ * process itself (MPI does not cross fork) and rank 0 alone writes.
+ *
  * Outputs in --out (default results/oneshot), per configuration NAME
  * (K1, K10, K25, full, short), each written under a temporary name and
  * renamed when complete:
@@ -1015,6 +1023,68 @@ static int run_cfg_forked(run_ctx *ctx, result *res)
 
 /* ---- Fig. 7, plot 4: relative error against K at a fixed λ ----------------- */
 
+/* The curves' items: (task, variant) pairs, each on a worker with its own
+ * copy of λ (the variants set ρ) and its own os_task. */
+typedef struct relerr_ctx {
+    const opts *o;
+    world *w;
+    const os_hyper *base; /* λ, with the learned ρ */
+    os_hyper *hy;         /* [n_workers] */
+    os_task *tk;          /* [n_workers] */
+    int n_var, nK;
+    const int *Ks;
+    double *rec;          /* [items][nK][3]: relative error, cosine, seconds */
+    atomic_int done;
+    ex_progress pg;
+    int n_items;
+} relerr_ctx;
+
+/* Variants: 0 the learned ρ, 1 ρ = 0 (no regulariser), 2 every ρ_l set to
+ * --relerr-rho (Prop. 3.1's strong convexity made larger by hand). */
+static const char *const relerr_var_name[3] = { "reg", "rho0", "rho_set" };
+
+/* Item i (an ex_item_fn): task i / n_var under variant i % n_var, its
+ * K-RMD hypergradients for every K against full RMD. */
+static int relerr_item(void *arg, int worker, int item)
+{
+    relerr_ctx *x = arg;
+    int ti = item / x->n_var, v = item % x->n_var;
+    os_hyper *hy = &x->hy[worker];
+    os_task *tk = &x->tk[worker];
+    int rc = os_hyper_copy(hy, x->base);
+    if (rc != AD_OK) return rc;
+    if (v == 2)
+        for (int l = 0; l < hy->n_layers; l++)
+            hy->rho_raw[l]->data[0] = (ad_real)log(expm1(x->o->relerr_rho));
+    tk->no_reg = v == 1;
+    /* The representation depends on λ_rep alone: loading under any variant
+     * gives the same h. */
+    rc = task_load(tk, &x->w->val[ti], true);
+    ad_value *d[OS_MAX_HYPER];
+    if (rc == AD_OK) rc = os_task_hypergrad(tk, x->o->T, d, NULL);
+    if (rc != AD_OK) return rc;
+    for (int k = 0; k < x->nK && rc == AD_OK; k++) {
+        ad_value *h[OS_MAX_HYPER];
+        hg_report r;
+        rc = os_task_hypergrad(tk, x->Ks[k], h, &r);
+        if (rc != AD_OK) break;
+        hg_compare cm = hg_compare_grads(hy->n_list, h, d);
+        double *rec = x->rec + ((size_t)item * (size_t)x->nK + (size_t)k) * 3;
+        rec[0] = cm.rel_error;
+        rec[1] = cm.cosine;
+        rec[2] = r.seconds;
+        for (int i = 0; i < hy->n_list; i++) ad_value_free(h[i]);
+    }
+    for (int i = 0; i < hy->n_list; i++) ad_value_free(d[i]);
+    int n = atomic_fetch_add(&x->done, 1) + 1;
+    if (rc == AD_OK)
+        ex_progress_line(&x->pg, false, PROG ": relative error vs K: %d of %d (task, variant) "
+                         "done%s", n, x->n_items, ex_par_size() > 1 ? " on rank 0" : "");
+    return rc;
+}
+
+/* Fig. 7, plot 4: every (task, variant) on the workers and ranks, the rows
+ * and the means over tasks in the serial order (task, variant, K). */
 static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_from)
 {
     double t_start = ex_now();
@@ -1024,8 +1094,9 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
     seed_rng(&rng0, o->seed, RNG_LAMBDA0);
     int rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng0, o->rho0, o->step0);
     if (rc != AD_OK) return rc;
-    /* The final λ of full RMD (of the first configuration if none is full). */
-    for (int pass = 0; pass < 2; pass++)
+    /* The final λ of full RMD (of the first configuration if none is full),
+     * read by rank 0 and sent to the others. */
+    for (int pass = 0; pass < 2 && ex_par_rank() == 0; pass++)
         for (int i = 0; i < o->n_cfg; i++) {
             const cfg *c = &o->cfgs[i];
             if (pass == 0 && strcmp(c->name, "full") != 0) continue;
@@ -1039,65 +1110,54 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
             }
         }
     ad_error_clear();
+    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
+        rc = ex_par_bcast(hy.list[i]->data, sizeof(ad_real) * hy.list[i]->size, 0);
     int Ks[64], nK = 0;
     static const int base[] = { 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 35, 40, 45, 50,
                                 60, 70, 80, 90, 100 };
     for (size_t i = 0; i < sizeof base / sizeof *base; i++)
         if (base[i] < o->T) Ks[nK++] = base[i];
     Ks[nK++] = o->T;
-    os_task tk;
-    rc = os_task_init(&tk, &hy, N_WAY * K_SHOT, N_WAY * K_QUERY, o->T, true);
-    if (rc != AD_OK) {
-        os_hyper_free(&hy);
-        return rc;
-    }
     int n_tasks = o->relerr_tasks < w->n_val ? o->relerr_tasks : w->n_val;
-    /* Variants: 0 the learned ρ, 1 ρ = 0 (no regulariser), 2 every ρ_l set
-     * to --relerr-rho (Prop. 3.1's strong convexity made larger by hand). */
-    int n_var = o->relerr_rho > 0 ? 3 : 2;
-    static const char *const var_name[3] = { "reg", "rho0", "rho_set" };
-    double nu_learned[OS_MAX_LAYERS];
-    for (int l = 0; l < hy.n_layers; l++) nu_learned[l] = hy.rho_raw[l]->data[0];
+    int n_var = o->relerr_rho > 0 ? 3 : 2, n_items = n_tasks * n_var, first, end;
+    ex_par_block(n_items, &first, &end);
+    int n_workers = o->threads < end - first ? o->threads : end - first > 0 ? end - first : 1;
+    relerr_ctx x = { .o = o, .w = w, .base = &hy, .n_var = n_var, .nK = nK, .Ks = Ks,
+                     .n_items = n_items };
+    ex_progress_init(&x.pg);
+    atomic_init(&x.done, 0);
+    x.hy = calloc((size_t)n_workers, sizeof *x.hy);
+    x.tk = calloc((size_t)n_workers, sizeof *x.tk);
+    x.rec = calloc((size_t)n_items * (size_t)nK * 3, sizeof *x.rec);
     double *mean = calloc((size_t)3 * (size_t)nK, sizeof *mean);
     double *mean_cos = calloc((size_t)3 * (size_t)nK, sizeof *mean_cos);
-    ex_file csv;
-    rc = !mean || !mean_cos ? ad_fail(AD_ENOMEM, "out of memory")
-                            : ex_csv_open(&csv, od, "relerr.csv", "variant,task,K,rel_error,cosine,seconds");
-    bool opened = rc == AD_OK;
-    ex_progress pg;
-    ex_progress_init(&pg);
-    for (int ti = 0; ti < n_tasks && rc == AD_OK; ti++) {
-        rc = task_load(&tk, &w->val[ti], true);
-        for (int v = 0; v < n_var && rc == AD_OK; v++) {
-            tk.no_reg = v == 1;
-            for (int l = 0; l < hy.n_layers; l++)
-                hy.rho_raw[l]->data[0] = (ad_real)(v == 2 ? log(expm1(o->relerr_rho)) : nu_learned[l]);
-            ad_value *d[OS_MAX_HYPER];
-            rc = os_task_hypergrad(&tk, o->T, d, NULL);
-            bool have_d = rc == AD_OK;
-            for (int k = 0; k < nK && rc == AD_OK; k++) {
-                ad_value *h[OS_MAX_HYPER];
-                hg_report r;
-                rc = os_task_hypergrad(&tk, Ks[k], h, &r);
-                if (rc != AD_OK) break;
-                hg_compare cm = hg_compare_grads(hy.n_list, h, d);
-                fprintf(csv.f, "%s,%d,%d,%.9g,%.9f,%.3f\n", var_name[v], ti, Ks[k], cm.rel_error,
-                        cm.cosine, r.seconds);
-                mean[v * nK + k] += cm.rel_error / n_tasks;
-                mean_cos[v * nK + k] += cm.cosine / n_tasks;
-                for (int i = 0; i < hy.n_list; i++) ad_value_free(h[i]);
-                ex_progress_line(&pg, k + 2 == nK, PROG ": relative error vs K: task %d/%d, %s, "
-                                 "K = %d: %.3g", ti + 1, n_tasks, var_name[v], Ks[k], cm.rel_error);
-            }
-            if (have_d)
-                for (int i = 0; i < hy.n_list; i++) ad_value_free(d[i]);
-        }
+    if (rc == AD_OK && (!x.hy || !x.tk || !x.rec || !mean || !mean_cos))
+        rc = ad_fail(AD_ENOMEM, "out of memory");
+    int n_hy = 0, n_tk = 0;
+    for (int i = 0; i < n_workers && rc == AD_OK; i++) {
+        ad_rng r0 = rng0; /* any λ: os_hyper_copy overwrites it */
+        rc = os_hyper_init(&x.hy[i], mdl_cnn_omniglot(o->channels), &r0, o->rho0, o->step0);
+        if (rc == AD_OK) n_hy++;
+        if (rc == AD_OK) rc = os_task_init(&x.tk[i], &x.hy[i], N_WAY * K_SHOT, N_WAY * K_QUERY,
+                                           o->T, true);
+        if (rc == AD_OK) n_tk++;
     }
-    ex_progress_end(&pg);
-    tk.no_reg = false;
-    for (int l = 0; l < hy.n_layers; l++) hy.rho_raw[l]->data[0] = (ad_real)nu_learned[l];
-    if (opened && rc == AD_OK) rc = ex_file_commit(&csv);
-    if (opened) ex_file_abandon(&csv);
+    if (rc == AD_OK) rc = ex_par_run(n_workers, n_items, relerr_item, &x);
+    if (rc == AD_OK) rc = ex_par_share(x.rec, sizeof *x.rec * (size_t)nK * 3, n_items);
+    ex_progress_end(&x.pg);
+    ex_file csv;
+    if (rc == AD_OK)
+        rc = ex_csv_open(&csv, od, "relerr.csv", "variant,task,K,rel_error,cosine,seconds");
+    for (int ti = 0; ti < n_tasks && rc == AD_OK; ti++)
+        for (int v = 0; v < n_var; v++)
+            for (int k = 0; k < nK; k++) {
+                const double *rec = x.rec + ((size_t)(ti * n_var + v) * (size_t)nK + (size_t)k) * 3;
+                fprintf(csv.f, "%s,%d,%d,%.9g,%.9f,%.3f\n", relerr_var_name[v], ti, Ks[k],
+                        rec[0], rec[1], rec[2]);
+                mean[v * nK + k] += rec[0] / n_tasks;
+                mean_cos[v * nK + k] += rec[1] / n_tasks;
+            }
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
     if (rc == AD_OK)
         rc = ex_csv_open(&csv, od, "relerr_mean.csv", "K,rel_error_reg,rel_error_rho0,"
                          "rel_error_rho_set,cosine_reg,cosine_rho0,cosine_rho_set");
@@ -1112,9 +1172,13 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
                 *lambda_from, n_tasks, o->relerr_rho, mean[0], mean[nK], mean[2 * nK], Ks[k2],
                 mean[k2], mean[nK + k2], mean[2 * nK + k2], ex_now() - t_start);
     }
+    for (int i = 0; i < n_tk; i++) os_task_free(&x.tk[i]);
+    for (int i = 0; i < n_hy; i++) os_hyper_free(&x.hy[i]);
+    free(x.hy);
+    free(x.tk);
+    free(x.rec);
     free(mean);
     free(mean_cos);
-    os_task_free(&tk);
     os_hyper_free(&hy);
     return rc;
 }
@@ -1298,7 +1362,7 @@ static int run(ex_out *od, const opts *o, world *w)
     }
     bool have_relerr = false;
     const char *lambda_from = "";
-    if (o->relerr_tasks > 0 && ex_par_rank() == 0) { /* on one rank, one worker */
+    if (o->relerr_tasks > 0) {
         int rc = relerr_run(o, w, od, &lambda_from);
         if (rc == AD_OK) have_relerr = true;
         else {

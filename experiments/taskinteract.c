@@ -18,6 +18,9 @@
  * accuracy at the best check is the trial's result.  In trial 0 the exact
  * hypergradient (full RMD) is also computed every --fig-every
  * hyper-iterations, for Figure 6; its cost is not counted in "s/iter".
+ * The trials run --threads at a time (under mpirun, in blocks on the
+ * ranks), each writing its rows into memory; they are written in trial
+ * order, so the files do not depend on how many ran at once.
  *
  * Outputs in --out/<dataset>/ (default results/taskinteract/cifar, …),
  * each written under a temporary name and renamed when complete:
