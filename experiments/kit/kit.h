@@ -359,9 +359,7 @@ typedef int (*ex_item_fn)(void *ctx, int worker, int item);
  * on one worker; fn must only read what items share.  Returns AD_OK, or
  * after a failure the status and message of the first failed item in the
  * order given (the items handed out before it still run; once a failure is
- * seen no further item is handed out).  Not for MPI calls inside fn.
- * With glibc, the first pool of more than one thread sets malloc to one
- * arena that keeps its memory (see par.c: far fewer page faults). */
+ * seen no further item is handed out).  Not for MPI calls inside fn. */
 int ex_pool_run(int n_threads, int n, const int *items, ex_item_fn fn, void *ctx);
 /* ex_pool_run on this rank's block of items 0..n−1 (ex_par_block), in
  * order.  Not collective: a rank without items returns at once. */

@@ -12,10 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#if defined(__GLIBC__)
-#include <limits.h>
-#include <malloc.h>
-#endif
 #if EX_HAVE_MPI
 #include <mpi.h>
 #endif
@@ -218,32 +214,11 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Workers allocate and free tensors all the time.  By default glibc gives
- * each thread an arena of its own, trims the arenas' heaps and serves large
- * blocks by mmap, so freed memory goes back to the kernel and returns as
- * page faults: oneshot at 64 channels, T = 50, a meta-batch of 4 took
- * 746 619 page faults and 13 % more CPU time on 2 threads than on 1 (276 053
- * faults).  One arena, never trimmed, blocks up to 32 MiB from the heap:
- * 344 197 faults and 3 % more CPU time (perf stat; the rest is the second
- * tape's first touch).  Set once, before the first worker thread starts. */
-static void tune_malloc(void)
-{
-#if defined(__GLIBC__)
-    static bool done;
-    if (done) return;
-    done = true;
-    mallopt(M_ARENA_MAX, 1);
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, INT_MAX);
-#endif
-}
-
 static int pool_run(int n_threads, int n, const int *items, int offset, ex_item_fn fn, void *ctx)
 {
     if (n <= 0) return AD_OK;
     if (n_threads > n) n_threads = n;
     if (n_threads < 1) n_threads = 1;
-    if (n_threads > 1) tune_malloc();
     pool p = { .fn = fn, .ctx = ctx, .items = items, .n = n, .offset = offset, .fail_pos = n };
     atomic_init(&p.next, 0);
     atomic_init(&p.stop, false);
