@@ -270,7 +270,8 @@ typedef struct ad_dot_opts {
                          seeds "seed" itself) */
     bool ids;         /* each value's id, "#12": creation order, the order the
                          reverse sweep goes by */
-    bool steps;       /* one frame per step around the values it made */
+    bool steps;       /* one frame per step around the values it made (which
+                         then say no "step N" themselves) */
 } ad_dot_opts;
 /* The graph that reaches any of roots[0..n), drawn with opts (NULL: none). */
 int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opts *opts);

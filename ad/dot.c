@@ -73,7 +73,7 @@ static void write_node(FILE *out, const ad_value *v, const ad_dot_opts *o, const
         fputs(": ", out);
     }
     fprintf(out, "%s\\n%s", what, shape);
-    if (v->step >= 0) fprintf(out, "\\nstep %ld", v->step);
+    if (v->step >= 0 && !o->steps) fprintf(out, "\\nstep %ld", v->step); /* else framed */
     if (o->values > 0) write_entries(out, v, o->values);
     fprintf(out, "\", shape=%s%s];\n", v->op ? "box" : "ellipse",
             v->step == -2 ? ", style=dashed" : v->requires_grad && !v->op
@@ -107,7 +107,8 @@ static void write_steps(FILE *out, const value_list *all, const ad_dot_opts *o)
         for (size_t i = 0; i < all->n; i++)
             if (all->v[i]->step > last && (s < 0 || all->v[i]->step < s)) s = all->v[i]->step;
         if (s < 0) return;
-        fprintf(out, "  subgraph cluster_step%ld {\n    label=\"step %ld\"; color=gray;\n", s, s);
+        fprintf(out, "  subgraph cluster_step%ld {\n", s);
+        fprintf(out, "    label=\"step %ld\"; color=gray; fontname=\"Helvetica\";\n", s);
         for (size_t i = 0; i < all->n; i++)
             if (all->v[i]->step == s) write_node(out, all->v[i], o, "    ");
         fputs("  }\n", out);
