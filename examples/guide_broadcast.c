@@ -38,8 +38,10 @@ int main(void)
     /* b[j] was used once per row, so its gradient adds up column j of ∂L/∂y;
      * c[i] once per column, so it adds up row i of x ⊙ ∂L/∂y.  Adding up
      * along the stretched axes is ad_sum_to: */
-    show("sum_to(y, [3])", ad_sum_to(tp, y, 1, (int[]){ 3 }));
-    show("sum_to(x*y,[2,1])", ad_sum_to(tp, ad_mul(tp, x, y), 2, (int[]){ 2, 1 }));
+    ad_value *sb = ad_sum_to(tp, y, 1, (int[]){ 3 });
+    ad_value *sc = ad_sum_to(tp, ad_mul(tp, x, y), 2, (int[]){ 2, 1 });
+    show("sum_to(y, [3])", sb);
+    show("sum_to(x*y,[2,1])", sc);
 
     /* The pair is adjoint: <broadcast_to(v), G> = <v, sum_to(G)> for every v, G. */
     ad_value *v = ad_tensor_from(1, (int[]){ 3 }, (ad_real[]){ 1, -2, 3 });
@@ -48,7 +50,9 @@ int main(void)
     ad_value *rhs = ad_dot(tp, v, ad_sum_to(tp, G, 1, (int[]){ 3 }));
     printf("<broadcast_to(v), G> = %g   <v, sum_to(G)> = %g\n", (double)lhs->data[0],
            (double)rhs->data[0]);
-    int rc = lhs->data[0] == rhs->data[0] ? 0 : 1;
+    int rc = lhs->data[0] != rhs->data[0]; /* the sums are the same additions: equal exactly */
+    for (int k = 0; k < 3; k++) rc |= g[0]->data[k] != sb->data[k];
+    for (int k = 0; k < 2; k++) rc |= g[1]->data[k] != sc->data[k];
     ad_tape_free(tp);
     ad_value *leaves[] = { x, b, c, v, G };
     for (int i = 0; i < 5; i++) ad_value_free(leaves[i]);

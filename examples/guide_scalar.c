@@ -37,10 +37,9 @@ int main(int argc, char **argv)
     }
     ad_value *dx;
     int rc = ad_grad(tp, yv, 1, &x, &dx, false); /* the reverse pass */
-    if (rc != AD_OK) {
-        fprintf(stderr, "error: %s\n", ad_error());
-    } else {
+    if (rc == AD_OK) {
         printf("tape:    y = %.12f   dy/dx = %.12f\n", yv->data[0], dx->data[0]);
+        if (fabs(dx->data[0] - x_bar) > 1e-15) rc = ad_fail(AD_EARG, "tape and hand disagree");
         /* What the tape holds: each value knows its op and its inputs. */
         ad_value *v[] = { yv, sx, x };
         for (int i = 0; i < 3; i++) {
@@ -52,6 +51,7 @@ int main(int argc, char **argv)
                    v[i]->op ? v[i]->op->name : "leaf", ins, v[i]->data[0]);
         }
     }
+    if (rc != AD_OK) fprintf(stderr, "error: %s\n", ad_error());
     ad_tape_free(tp);
     ad_value_free(x);
     return rc == AD_OK ? 0 : 1;

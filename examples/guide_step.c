@@ -38,7 +38,9 @@ int main(int argc, char **argv)
                    ab[0]->data[1], 1 - gamma * 1, 1 - gamma * 0.5);
             printf("B_1ᵀ v = (%.4f, %.4f)   γG     = diag(%.4f, %.4f)\n", ab[1]->data[0],
                    ab[1]->data[1], gamma * 1, gamma * 0.5);
-            if (fabs(ab[0]->data[1] - 0.95) + fabs(ab[1]->data[1] - 0.05) > 1e-12) rc = AD_EARG;
+            double off = fabs(ab[0]->data[0] - 0.9) + fabs(ab[0]->data[1] - 0.95) +
+                         fabs(ab[1]->data[0] - 0.1) + fabs(ab[1]->data[1] - 0.05);
+            if (off > 1e-12) rc = ad_fail(AD_EARG, "A_1 or B_1 is not what the formula says");
         }
     }
     if (rc != AD_OK || !w1) fprintf(stderr, "error: %s\n", ad_error());
