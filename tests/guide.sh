@@ -23,6 +23,10 @@
 # build, so another build skips (exit 77, meson's "skipped").  Exit status 0 when all agrees.
 set -uo pipefail
 
+if [ $# -lt 3 ] || [ $# -gt 4 ] || { [ $# -eq 4 ] && [ "$4" != --update ]; }; then
+  echo "usage: bash tests/guide.sh EXAMPLES_DIR SOURCE_ROOT REAL [--update]" >&2
+  exit 2
+fi
 exdir=$1 root=$2 real=$3 update=${4:-}
 if [ "$real" != double ]; then
   echo "skipped: docs/guide.md quotes the double build's output, this build is $real"
