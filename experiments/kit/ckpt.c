@@ -181,12 +181,10 @@ static int slurp(ex_ckpt *c)
     return rc;
 }
 
-int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
+/* Checks the header line of c->buf[0..len) and the fields' length and CRC. */
+static int verify(ex_ckpt *c, const char *kind, int version)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->path, sizeof c->path, "%s", path);
-    int rc = slurp(c);
-    if (rc != AD_OK) return rc;
+    const char *path = c->path;
     char magic[32] = "", k[64] = "";
     int format = 0, ver = 0, used = 0;
     size_t n = 0;
@@ -212,6 +210,28 @@ int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
         return ad_fail(AD_EFORMAT, "%s is damaged: the CRC32 of its fields is %08lx, its "
                        "header says %08lx", path, got, crc);
     return AD_OK;
+}
+
+int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    int rc = slurp(c);
+    return rc == AD_OK ? verify(c, kind, version) : rc;
+}
+
+int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
+                     const char *kind, int version)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", name);
+    if (len > MAX_BYTES)
+        return ad_fail(AD_EFORMAT, "%s is not a checkpoint (larger than 4 GiB)", name);
+    if (!(c->buf = malloc(len + 1))) return ad_fail(AD_ENOMEM, "%s: out of memory", name);
+    if (len > 0) memcpy(c->buf, data, len);
+    c->buf[len] = '\0';
+    c->len = len;
+    return verify(c, kind, version);
 }
 
 /* The next field's header, which must be `field` of `type`: *n its count

@@ -334,6 +334,10 @@ int ex_ckpt_commit(ex_ckpt *c, ex_out *o, const char *name, const char *kind, in
  * a KIND checkpoint, not ...", "...was written by version N", "...is
  * truncated", "...is damaged (CRC ...)". */
 int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version);
+/* ex_ckpt_open on a copy of data[0..len), named `name` in messages as the
+ * path would be (the fuzz target's entry; a checkpoint held in memory). */
+int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
+                     const char *kind, int version);
 /* The next field must be `field` of the right type: AD_EFORMAT naming the
  * file and field otherwise, or when a value is out of range or not finite. */
 int ex_ckpt_get_int(ex_ckpt *c, const char *field, long long lo, long long hi, long long *out);
