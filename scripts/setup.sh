@@ -4,8 +4,9 @@
 # something is missing. Works as root (as CI runs) or through sudo.
 #
 # The sanitizer build (build/asan) uses gcc's -fsanitize=address,undefined: its runtimes
-# (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev),
-# so neither clang nor libclang-rt is needed.
+# (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
+# The fuzz targets (build/fuzz) need clang and libFuzzer, whose runtime (with clang's ASan and
+# UBSan) is in libclang-rt-14-dev.
 set -euo pipefail
 
 packages=(
@@ -17,6 +18,7 @@ packages=(
   libstb-dev                # stb_image (Omniglot PNGs) and stb_image_write
   libzip-dev                # reading the Omniglot zips in place
   gnuplot-nox               # figures of the experiments
+  clang libclang-rt-14-dev  # the libFuzzer targets of tests/fuzz (clang's ASan/UBSan runtimes too)
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )
 

@@ -6,6 +6,9 @@
 #                                                             need double)
 #   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
 #                 UndefinedBehaviorSanitizer, warnings are errors
+#   build/fuzz    clang, -Dfuzz=true, ASan + UBSan            the libFuzzer targets of
+#                                                             tests/fuzz, each run for
+#                                                             $FUZZ_SECONDS (default 5)
 #
 # It ends with every Check summary line it found in the test logs, then one line
 # "N passed, N failed" summed over the double and asan runs. A build that does not compile, or a
@@ -129,6 +132,26 @@ if build asan -Dreal=double --buildtype=debug -Db_sanitize=address,undefined -Db
   run_tests asan 3 \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+fi
+
+# The fuzz targets (tests/fuzz): a smoke run of each, FUZZ_SECONDS apiece (a longer run by hand:
+# tests/fuzz/run.sh build/fuzz 600).  A target that ran clean counts as one test passed; a
+# crash (or UB, a leak, a timeout, an allocation over 512 MB) as one failed.
+if CC=clang build fuzz -Dfuzz=true -Dtests=false -Db_sanitize=address,undefined \
+     -Db_lundef=false; then
+  step "fuzz smoke run (${FUZZ_SECONDS:-5}s per target)"
+  fuzz_out=$(bash tests/fuzz/run.sh build/fuzz "${FUZZ_SECONDS:-5}" 2>&1)
+  fuzz_rc=$?
+  printf '%s\n' "$fuzz_out"
+  fuzz_ok=$(grep -c '^fuzz-.*no crash$' <<<"$fuzz_out")
+  fuzz_bad=$(grep -c '^fuzz-.*CRASHED' <<<"$fuzz_out")
+  passed=$((passed + fuzz_ok))
+  failed=$((failed + fuzz_bad))
+  report+=("build/fuzz: $(tail -n 1 <<<"$fuzz_out")")
+  while IFS= read -r line; do report+=("build/fuzz: $line"); done < <(grep '^fuzz-.*CRASHED' <<<"$fuzz_out")
+  if [ "$fuzz_rc" -ne 0 ] && [ "$fuzz_bad" -eq 0 ]; then
+    fail "build/fuzz: tests/fuzz/run.sh exited with $fuzz_rc"
+  fi
 fi
 
 printf '\n=== summary (%ds in all)\n' "$SECONDS"
