@@ -6,7 +6,7 @@
 # The sanitizer build (build/asan) uses gcc's -fsanitize=address,undefined: its runtimes
 # (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
 # The fuzz targets (build/fuzz) need clang and libFuzzer, whose runtime (with clang's ASan and
-# UBSan) is in libclang-rt-14-dev.
+# UBSan) is in libclang-rt-dev (only recommended by clang; recommends are not installed here).
 set -euo pipefail
 
 packages=(
@@ -18,7 +18,7 @@ packages=(
   libstb-dev                # stb_image (Omniglot PNGs) and stb_image_write
   libzip-dev                # reading the Omniglot zips in place
   gnuplot-nox               # figures of the experiments
-  clang libclang-rt-14-dev  # the libFuzzer targets of tests/fuzz (clang's ASan/UBSan runtimes too)
+  clang libclang-rt-dev     # libFuzzer targets of tests/fuzz (libFuzzer, clang's ASan/UBSan)
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )
 
