@@ -63,17 +63,17 @@ for t in "${targets[@]}"; do
     crashed=$((crashed + 1))
     continue
   fi
+  limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512)
   regress=("$src/regress/$t"/*)
   if [ -e "${regress[0]}" ]; then
-    if ! "$exe" "${regress[@]}" >"$log" 2>&1; then
+    if ! "$exe" "${limits[@]}" "${regress[@]}" >"$log" 2>&1; then
       echo "fuzz-$t: CRASHED on a regression input (tests/fuzz/regress/$t); see $log"
       tail -n 20 "$log"
       crashed=$((crashed + 1))
       continue
     fi
   fi
-  "$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-    -print_final_stats=1 -artifact_prefix="$art/" "$corpus" "$build/fuzz-seeds/$t" >"$log" 2>&1
+  "$exe" -max_total_time="$seconds" "${limits[@]}" -print_final_stats=1 -artifact_prefix="$art/" "$corpus" "$build/fuzz-seeds/$t" >"$log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
@@ -83,7 +83,9 @@ for t in "${targets[@]}"; do
     echo "fuzz-$t: CRASHED (exit $rc) after ${runs:-?} runs; input in $art/; log $log"
     grep -m 1 -E 'ERROR|runtime error|fuzz: |out-of-memory|timeout' "$log"
   else
-    echo "fuzz-$t: ${runs:-?} runs in ${seconds}s, ${cov:-cov: ?}, corpus $(ls "$corpus" | wc -l) inputs, no crash"
+    nreg=0
+    [ -e "${regress[0]}" ] && nreg=${#regress[@]}
+    echo "fuzz-$t: ${runs:-?} runs in ${seconds}s, ${cov:-cov: ?}, corpus $(ls "$corpus" | wc -l) inputs, $nreg regression inputs, no crash"
   fi
 done
 echo "fuzz: ${#targets[@]} targets, $total_runs runs, $crashed crashed"
