@@ -4,6 +4,8 @@
  * is the incoming gradient stretched back over what was summed, and the
  * gradient of a stretch is a sum.  Writing both as ops closes the loop, so
  * any order of derivative goes through. */
+#include <stdlib.h>
+
 #include "broadcast.h"
 #include "ops.h"
 
@@ -38,18 +40,20 @@ static bool shape_is(const ad_value *x, int rank, const int *shape)
  * A run of trailing axes (bc_run) is either summed into one entry or added to
  * a contiguous stretch of out by a tight loop.  Every out entry still
  * receives x's entries in x's order, so the result is bit for bit that of a
- * walk entry by entry. */
-static void sum_to_kernel(ad_real *out, const ad_real *x, size_t size, const bc_layout *l)
+ * walk entry by entry.  out is double in every build: a float build sums
+ * float entries in double, as PyTorch does, because a float sum of many
+ * terms loses digits that the hypergradients need (issue 14). */
+static void sum_to_kernel(double *out, const ad_real *x, size_t size, const bc_layout *l)
 {
     size_t step[2];
     int top;
     size_t run = bc_run(l, 1, step, &top);
     int i[AD_MAX_RANK] = { 0 };
     for (size_t n = 0; n < size; n += run, bc_next_run(l, i, top)) {
-        ad_real *o = out + bc_offset(l, 0, i);
+        double *o = out + bc_offset(l, 0, i);
         const ad_real *xs = x + n;
         if (step[0] == 0) {
-            ad_real acc = *o;
+            double acc = *o;
             for (size_t j = 0; j < run; j++) acc += xs[j];
             *o = acc;
         } else {
@@ -58,8 +62,12 @@ static void sum_to_kernel(ad_real *out, const ad_real *x, size_t size, const bc_
     }
 }
 
+enum { SUM_TO_STACK = 256 }; /* double sums kept on the stack (2 KiB) */
+
 /* x [..., big] summed into out [..., small]: walk x's padded index and add
- * into out at stride 0 along the summed axes. */
+ * into out at stride 0 along the summed axes.  The double build adds into
+ * out's own data (the same additions as ever, bit for bit); the float build
+ * into a double scratch array, rounded to float once at the end. */
 ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 {
     if (!x || ad_check_shape("sum_to", rank, shape) != AD_OK) return NULL;
@@ -69,10 +77,31 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
     for (int i = 0; i < rank; i++) target.shape[i] = shape[i];
     bc_layout l;
     if (bc_to("sum_to", &target, x->rank, x->shape, &l) != AD_OK) return NULL;
+#if HT_REAL_IS_DOUBLE
     ad_value *out = ad_node_new(tp, &sum_to_op, rank, shape, 1, &x);
     if (!out) return NULL;
-    for (size_t i = 0; i < out->size; i++) out->data[i] = 0;
-    sum_to_kernel(out->data, x->data, x->size, &l);
+    double *acc = out->data;
+#else
+    /* Statistics and bias gradients (the usual targets) fit on the stack, so
+     * the heap sees the same calls as in the double build. */
+    size_t size = ad_shape_size(rank, shape);
+    double small[SUM_TO_STACK], *acc = size <= SUM_TO_STACK ? small : malloc(size * sizeof *acc);
+    if (!acc) {
+        ad_fail(AD_ENOMEM, "sum_to: out of memory for %zu double sums", size);
+        return NULL;
+    }
+    ad_value *out = ad_node_new(tp, &sum_to_op, rank, shape, 1, &x);
+    if (!out) {
+        if (acc != small) free(acc);
+        return NULL;
+    }
+#endif
+    for (size_t i = 0; i < out->size; i++) acc[i] = 0;
+    sum_to_kernel(acc, x->data, x->size, &l);
+#if !HT_REAL_IS_DOUBLE
+    for (size_t i = 0; i < out->size; i++) out->data[i] = (ad_real)acc[i];
+    if (acc != small) free(acc);
+#endif
     return out;
 }
 

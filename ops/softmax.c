@@ -51,14 +51,19 @@ static int softmax_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **
 
 static const ad_op softmax_op = { "softmax", softmax_backward };
 
-/* x [N,C] -> out [N,C]; each row exp(x − max) / Σ exp(x − max). */
+/* x [N,C] -> out [N,C]; each row exp(x − max) / Σ exp(x − max).  The sum is
+ * of the exps in double, before the float build rounds them. */
 static void softmax_forward(ad_real *out, const ad_real *x, int N, int C)
 {
     for (int i = 0; i < N; i++) {
         const ad_real *xi = x + (size_t)i * C;
         ad_real *oi = out + (size_t)i * C;
         double m = row_max(xi, C), s = 0;
-        for (int j = 0; j < C; j++) s += (oi[j] = (ad_real)exp(xi[j] - m));
+        for (int j = 0; j < C; j++) {
+            double e = exp(xi[j] - m);
+            oi[j] = (ad_real)e;
+            s += e;
+        }
         for (int j = 0; j < C; j++) oi[j] = (ad_real)(oi[j] / s);
     }
 }

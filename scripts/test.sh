@@ -2,18 +2,20 @@
 # Sets up the machine, builds hypertape three ways and runs the test suite:
 #
 #   build/double  -Dreal=double, warnings are errors          built and tested
-#   build/float   -Dreal=float,  warnings are errors          built only (the gradient checks
-#                                                             need double)
+#   build/float   -Dreal=float,  warnings are errors          built and tested, and its one-shot
+#                                                             hypergradients compared with the
+#                                                             double build's (tests/oneshot_fvd.c)
 #   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
 #                 UndefinedBehaviorSanitizer, warnings are errors
 #   build/fuzz    clang, -Dfuzz=true, ASan + UBSan            the libFuzzer targets of
 #                                                             tests/fuzz, each run for
 #                                                             $FUZZ_SECONDS (default 5)
 #
-# It ends with every Check summary line it found in the test logs, then one line
-# "N passed, N failed" summed over the double and asan runs. A build that does not compile, or a
-# test that fails without a Check summary, counts as (at least) one failure. The exit status is
-# non-zero if anything failed.
+# It ends with every Check summary line it found in the test logs, one line per shared dataset
+# whose tests were skipped because its folder is missing (CI=true makes that a failure instead),
+# then one line "N passed, N failed" summed over the three runs (skipped checks in neither). A
+# build that does not compile, or a test that fails without a Check summary, counts as (at least)
+# one failure. The exit status is non-zero if anything failed.
 set -uo pipefail
 
 # shellcheck source=scripts/common.sh
@@ -23,6 +25,7 @@ cd "$repo" || exit 1
 passed=0
 failed=0
 report=()    # the summary's lines, printed at the end
+skips=()     # "skipped: ..." lines of the tests (a missing dataset), one per check and build
 
 fail() {     # fail MESSAGE: one failure that is not a test's
   failed=$((failed + 1))
@@ -50,28 +53,32 @@ build() {
 }
 
 # summarize NAME TESTLOG: reads a meson testlog.txt; prints the report lines of each test, then a
-# last line "COUNTS passed failed". A test whose output holds a Check summary counts its checks;
-# one that fails after a clean Check summary (a leak or crash at exit) counts one failure more;
-# one without a Check summary counts as one test (exit status 77 is meson's "skipped"). Check's
-# own lines naming a failed test are kept too, at most 20 per build.
+# last line "COUNTS passed failed skipped". A test whose output holds a Check summary counts its
+# checks; one that fails after a clean Check summary (a leak or crash at exit) counts one failure
+# more; one without a Check summary counts as one test (exit status 77 is meson's "skipped").
+# A check that printed a line "skipped: ..." (tests/testutil.h, tu_data_dir) passed in Check's
+# count but is counted as skipped here, and its line is printed prefixed "SKIP ". Check's own
+# lines naming a failed test are kept too, at most 20 per build.
 summarize() {
   awk -v build="build/$1" '
     function flush() {
       if (name == "") return
       if (nchk > 0) {
+        P -= nskip; S += nskip
         if (result != "exit status 0" && f == 0) {
           F++; print build ": " name ": FAILED (" result ") after its Check summary"
         }
       } else if (result == "exit status 0") {
         P++; print build ": " name ": ok (no Check summary)"
       } else if (result == "exit status 77") {
-        print build ": " name ": skipped"
+        S++; print build ": " name ": skipped"
       } else {
         F++; print build ": " name ": FAILED (" result "), no Check summary"
       }
       name = ""
     }
-    /^=+ [0-9]+\/[0-9]+ =+$/ { flush(); name = "?"; result = ""; nchk = 0; f = 0; next }
+    /^=+ [0-9]+\/[0-9]+ =+$/ { flush(); name = "?"; result = ""; nchk = 0; f = 0; nskip = 0; next }
+    name != "" && /^skipped: / { nskip++; print "SKIP " $0; next }
     name != "" && /^test: / && name == "?" { sub(/^test: +/, ""); name = $0; next }
     name != "" && /^result: / && result == "" { sub(/^result: +/, ""); result = $0; next }
     name != "" && /^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+$/ {
@@ -83,14 +90,14 @@ summarize() {
     }
     # the Check lines that say which test failed where ("file.c:12:F:tcase:test:0: message")
     name != "" && nchk > 0 && /^[^ :]+:[0-9]+:[FE]:/ && ++shown <= 20 { print }
-    END { flush(); printf "COUNTS %d %d\n", P, F }
+    END { flush(); printf "COUNTS %d %d %d\n", P, F, S }
   ' "$2"
 }
 
 # run_tests NAME TIMEOUT_MULTIPLIER [VAR=value...]: runs meson test in build/NAME with those
 # variables in its environment, and adds up its results.
 run_tests() {
-  local name=$1 dir=build/$1 multiplier=$2 rc out counts p f
+  local name=$1 dir=build/$1 multiplier=$2 rc out counts p f s line
   shift 2
   step "test $dir"
   rm -f "$dir"/meson-logs/testlog*
@@ -103,13 +110,15 @@ run_tests() {
   fi
   out=$(summarize "$name" "$dir/meson-logs/testlog.txt")
   counts=$(tail -n 1 <<<"$out")
-  read -r _ p f <<<"$counts"
+  read -r _ p f s <<<"$counts"
   if [ "$out" != "$counts" ]; then
-    while IFS= read -r line; do report+=("$line"); done < <(sed '$d' <<<"$out")
+    while IFS= read -r line; do
+      if [[ $line == "SKIP "* ]]; then skips+=("${line#SKIP }"); else report+=("$line"); fi
+    done < <(sed '$d' <<<"$out")
   fi
   passed=$((passed + p))
   failed=$((failed + f))
-  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ] && [ "$s" -eq 0 ]; then
     fail "$dir: no test ran"
   elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     fail "$dir: meson test exited with $rc"
@@ -123,8 +132,18 @@ if build double -Dreal=double; then
   run_tests double 1
 fi
 
+# ---- the float build: its suite, and its one-shot hypergradients against the double build's.
+# build/double writes the reference (tests/oneshot_fvd.c, %.17g); the float build's
+# float-vs-double tests read it from HYPERTAPE_DOUBLE_REF and fail if it is missing.
+fvd_ref=$repo/build/double/oneshot-fvd-reference.txt
+rm -f "$fvd_ref"
+if [ -x build/double/tests/oneshot-fvd ] &&
+  ! OPENBLAS_NUM_THREADS=1 build/double/tests/oneshot-fvd --print > "$fvd_ref"; then
+  fail "build/double: oneshot-fvd --print FAILED: no reference for the float build"
+  rm -f "$fvd_ref"
+fi
 if build float -Dreal=float; then
-  report+=("build/float: built (tests are not run in float)")
+  run_tests float 1 HYPERTAPE_DOUBLE_REF="$fvd_ref"
 fi
 
 # Sanitized code runs several times slower: give each test three times its timeout.
@@ -156,5 +175,8 @@ fi
 
 printf '\n=== summary (%ds in all)\n' "$SECONDS"
 for line in "${report[@]}"; do printf '%s\n' "$line"; done
+if [ "${#skips[@]}" -gt 0 ]; then  # one line per missing folder, with its checks over all builds
+  printf '%s\n' "${skips[@]}" | sort | uniq -c | sed -E 's/^ *([0-9]+) /\1 checks /'
+fi
 printf '%d passed, %d failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ]

@@ -12,7 +12,15 @@
  *                 for two independent random directions v
  * The error of one entry is |a − n| / max(1, |a|, |n|): relative for large
  * entries, absolute near zero, so it never divides by a tiny number.
- * Inputs should keep away from kinks (relu at 0, max ties). */
+ * Inputs should keep away from kinks (relu at 0, max ties).
+ *
+ * In the float build the finite differences cannot use such small steps:
+ * the harness overrides the step (2^-10, and 2^-12 for second order) and
+ * the tolerances (at least 1e-2), measures an entry's error on the scale of
+ * the largest entry of its vector, and lets an entry that fails the central
+ * difference pass on a one-sided one (a kink within the step on the other
+ * side).  It still fails on a wrong rule or a wrong float kernel; see
+ * gradcheck.c for the numbers. */
 #ifndef HYPERTAPE_TESTS_GRADCHECK_H
 #define HYPERTAPE_TESTS_GRADCHECK_H
 
@@ -21,9 +29,9 @@
 typedef ad_value *(*gc_build)(ad_tape *tp, ad_value *const *x, void *ctx);
 
 typedef struct gc_opts {
-    double eps;      /* finite-difference step (default 1e-6) */
-    double tol;      /* first-order tolerance (default 1e-6) */
-    double tol2;     /* second-order tolerance (default 1e-5) */
+    double eps;      /* finite-difference step (default 1e-6; float: 2^-10) */
+    double tol;      /* first-order tolerance (default 1e-6; float: 1e-2) */
+    double tol2;     /* second-order tolerance (default 1e-5; float: 1e-2) */
     bool skip_second; /* only for ops documented as first-order only (none now) */
 } gc_opts;
 

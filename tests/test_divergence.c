@@ -10,6 +10,7 @@
 #include "experiments/toy_problem.h"
 #include "ops/ops.h"
 #include "optim/hypergrad.h"
+#include "testutil.h"
 
 typedef int (*estimator)(const hg_problem *p, ad_value **h, hg_report *r);
 
@@ -69,8 +70,8 @@ START_TEST(report_converging)
         memset(&r, 0xff, sizeof r);
         ck_assert_int_eq(ests[e].f(&t.problem, &h, &r), AD_OK);
         ck_assert_msg(!r.diverged, "%s", ests[e].name);
-        ck_assert_double_eq_tol(r.inner_loss_first, first, 1e-15);
-        ck_assert_double_eq_tol(r.inner_loss_last, last, 1e-15 * first);
+        ck_assert_double_eq_tol(r.inner_loss_first, first, TU_TOL(8));
+        ck_assert_double_eq_tol(r.inner_loss_last, last, TU_TOL(8) * first);
         ck_assert_double_eq(r.inner_loss_max_rise, 0);
         ck_assert_int_eq(r.inner_loss_max_rise_step, 0);
         ck_assert_int_eq(r.inner_nonfinite_step, 0);

@@ -1,6 +1,7 @@
 /* test_elementwise.c — elementwise ops and reductions: hand-computed
  * forwards, then first- and second-order gradient checks for each. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -41,19 +42,19 @@ START_TEST(unary_forward)
     tu_expect_values(ad_add_scalar(tp, X, 1), (double[]){ 0, 1.5, 3 }, 3, 0);
     tu_expect_values(ad_relu(tp, X), (double[]){ 0, 0.5, 2 }, 3, 0);
     tu_expect_values(ad_square(tp, X), (double[]){ 1, 0.25, 4 }, 3, 0);
-    tu_expect_values(ad_exp(tp, X), (double[]){ exp(-1), exp(0.5), exp(2) }, 3, 1e-15);
-    tu_expect_values(ad_sigmoid(tp, X), (double[]){ 1 / (1 + exp(1)), 1 / (1 + exp(-0.5)), 1 / (1 + exp(-2)) }, 3, 1e-15);
-    tu_expect_values(ad_softplus(tp, X), (double[]){ log1p(exp(-1)), log1p(exp(0.5)), log1p(exp(2)) }, 3, 1e-15);
-    tu_expect_values(ad_tanh(tp, X), (double[]){ tanh(-1), tanh(0.5), tanh(2) }, 3, 1e-15);
-    tu_expect_values(ad_sin(tp, X), (double[]){ sin(-1), sin(0.5), sin(2) }, 3, 1e-15);
-    tu_expect_values(ad_cos(tp, X), (double[]){ cos(-1), cos(0.5), cos(2) }, 3, 1e-15);
+    tu_expect_values(ad_exp(tp, X), (double[]){ exp(-1), exp(0.5), exp(2) }, 3, TU_TOL(8));
+    tu_expect_values(ad_sigmoid(tp, X), (double[]){ 1 / (1 + exp(1)), 1 / (1 + exp(-0.5)), 1 / (1 + exp(-2)) }, 3, TU_TOL(2));
+    tu_expect_values(ad_softplus(tp, X), (double[]){ log1p(exp(-1)), log1p(exp(0.5)), log1p(exp(2)) }, 3, TU_TOL(4));
+    tu_expect_values(ad_tanh(tp, X), (double[]){ tanh(-1), tanh(0.5), tanh(2) }, 3, TU_TOL(2));
+    tu_expect_values(ad_sin(tp, X), (double[]){ sin(-1), sin(0.5), sin(2) }, 3, TU_TOL(2));
+    tu_expect_values(ad_cos(tp, X), (double[]){ cos(-1), cos(0.5), cos(2) }, 3, TU_TOL(2));
     ad_value *P = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 4, 9 });
     tu_expect_values(ad_sqrt(tp, P), (double[]){ 1, 2, 3 }, 3, 0);
-    tu_expect_values(ad_log(tp, P), (double[]){ 0, log(4), log(9) }, 3, 1e-15);
-    tu_expect_values(ad_pow(tp, P, 1.5), (double[]){ 1, 8, 27 }, 3, 1e-12);
+    tu_expect_values(ad_log(tp, P), (double[]){ 0, log(4), log(9) }, 3, TU_TOL(4));
+    tu_expect_values(ad_pow(tp, P, 1.5), (double[]){ 1, 8, 27 }, 3, TU_TOL(4) * 27);
     /* softplus must not overflow where log(1 + eˣ) would. */
     ad_value *big = ad_softplus(tp, ad_const_scalar(tp, 800));
-    tu_expect_values(big, (double[]){ 800 }, 1, 1e-12);
+    tu_expect_values(big, (double[]){ 800 }, 1, TU_TOL(4) * 800);
     ad_tape_free(tp);
 }
 END_TEST
@@ -74,6 +75,28 @@ START_TEST(reductions_forward)
     tu_expect_values(ad_sum_to(tp, A, 2, (int[]){ 2, 1 }), (double[]){ 6, 15 }, 2, 0);
     ad_value *r = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
     tu_expect_values(ad_broadcast_to(tp, r, 2, (int[]){ 2, 3 }), (double[]){ 1, 2, 3, 1, 2, 3 }, 6, 0);
+    ad_tape_free(tp);
+}
+END_TEST
+
+/* Sums accumulate in double in both builds (ops/reduce.c): 1 and then 1000
+ * halves of float's ε.  Added up in float, every half ulp rounds away and the
+ * sum stays 1; in double it is 1 + 500 ε, itself a float, so both builds must
+ * give exactly that — along a summed run, over rows into a kept contiguous
+ * stretch, along an axis, and in a dot product. */
+START_TEST(sums_accumulate_in_double)
+{
+    enum { N = 1001 };
+    ad_real x[N], x2[2 * N];
+    const double half = FLT_EPSILON / 2, want = 1 + 500.0 * FLT_EPSILON;
+    for (int i = 0; i < N; i++) x[i] = x2[2 * i] = x2[2 * i + 1] = (ad_real)(i == 0 ? 1 : half);
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *X = ad_const(tp, 1, (int[]){ N }, x), *X2 = ad_const(tp, 2, (int[]){ N, 2 }, x2);
+    tu_expect_values(ad_sum(tp, X), (double[]){ want }, 1, 0);
+    tu_expect_values(ad_sum_to(tp, X2, 2, (int[]){ 1, 2 }), (double[]){ want, want }, 2, 0);
+    tu_expect_values(ad_sum_axis(tp, X2, 0), (double[]){ want, want }, 2, 0);
+    tu_expect_values(ad_dot(tp, X, ad_const_fill(tp, 1, (int[]){ N }, 1)), (double[]){ want }, 1, 0);
+    tu_expect_values(ad_mean(tp, X), (double[]){ want / N }, 1, TU_TOL(1) * want / N);
     ad_tape_free(tp);
 }
 END_TEST
@@ -190,7 +213,7 @@ static ad_value *dot_op(ad_tape *tp, ad_value *const *x, void *ctx)
 START_TEST(step_is_constant)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    ad_value *x = ad_param_from(1, (int[]){ 4 }, (ad_real[]){ -1, 0, 2, 1e-300 });
+    ad_value *x = ad_param_from(1, (int[]){ 4 }, (ad_real[]){ -1, 0, 2, TU_REAL_MIN });
     ad_value *s = ad_step(tp, x);
     tu_expect_values(s, (double[]){ 0, 0, 1, 1 }, 4, 0);
     ck_assert(!s->requires_grad);
@@ -246,6 +269,7 @@ Suite *elementwise_suite(void)
     tcase_add_test(tc, binary_broadcast_forward);
     tcase_add_test(tc, unary_forward);
     tcase_add_test(tc, reductions_forward);
+    tcase_add_test(tc, sums_accumulate_in_double);
     tcase_add_loop_test(tc, binary_gradients, 0, sizeof binaries / sizeof *binaries);
     tcase_add_loop_test(tc, unary_gradients, 0, sizeof unaries / sizeof *unaries);
     tcase_add_test(tc, dot_gradient);

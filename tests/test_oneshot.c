@@ -11,7 +11,8 @@
  *                       the proof that the trick is exact;
  *   hypergrad_matches_fd    the full-RMD hypergradient against central
  *                       differences of the outer loss along a random
- *                       direction of λ (every part: λ_rep, c, ν, γ);
+ *                       direction of λ (every part: λ_rep, c, ν, γ); double
+ *                       build only (see oneshot_suite);
  *   no_reg_and_eval     with ρ dropped the ν gradient is exactly 0;
  *                       evaluation gives a finite loss and an accuracy in
  *                       [0,1] in both formulations, and the same one. */
@@ -20,8 +21,12 @@
 #include <stdlib.h>
 
 #include "experiments/oneshot_problem.h"
+#include "testutil.h"
 
 enum { NS = 5, NQ = 10, TINY_T = 3, SIDE = 16 };
+/* Two formulations of the same hypergradient, relative: ε-units of
+ * rounding through a few convolutions, batch-norms and T = 3 steps. */
+enum { OS_ULPS = 1024 };
 
 static mdl_cnn tiny_net(void)
 {
@@ -92,15 +97,15 @@ START_TEST(split_equals_naive)
         hg_report rn, rs;
         ck_assert_int_eq(os_task_hypergrad(&f.naive, Ks[k], gn, &rn), AD_OK);
         ck_assert_int_eq(os_task_hypergrad(&f.split, Ks[k], gs, &rs), AD_OK);
-        ck_assert_double_eq_tol(rn.outer_loss, rs.outer_loss, 1e-12);
+        tu_expect_close(rn.outer_loss, rs.outer_loss, 64);
         int n = f.hy.n_list;
         hg_compare c = hg_compare_grads(n, gs, gn);
-        ck_assert_double_lt(c.rel_error, 1e-10);
+        ck_assert_double_le(c.rel_error, TU_TOL(OS_ULPS));
         /* Tensor by tensor too, so that a small part cannot hide. */
         double rep_norm = 0;
         for (int i = 0; i < n; i++) {
             hg_compare ci = hg_compare_grads(1, &gs[i], &gn[i]);
-            if (ci.abs_error > 1e-10 * ci.norm_exact + 1e-14 * c.norm_exact)
+            if (ci.abs_error > TU_TOL(OS_ULPS) * (ci.norm_exact + c.norm_exact))
                 ck_abort_msg("K = %d, λ tensor %d: ‖split − naive‖ = %g, ‖naive‖ = %g", Ks[k], i,
                              ci.abs_error, ci.norm_exact);
             if (i < f.hy.n_rep) rep_norm += ci.norm_exact * ci.norm_exact;
@@ -115,6 +120,14 @@ START_TEST(split_equals_naive)
 }
 END_TEST
 
+/* Double build only.  In float the outer loss along this direction carries
+ * rounding noise of about 4e-7 (3 ulps), so steps below 1e-5 are off by 1 %
+ * or more, and larger steps meet relu and max-pool switches amplified by the
+ * 5-image batch-norm: central differences at 2^-14, 2^-12 and 2^-8 gave
+ * −5.77, −4.08 and −20.9 for a derivative of −3.50 (measured).  The float
+ * build's one-shot hypergradient is checked against the double build's
+ * instead (tests/oneshot_fvd.c, float-vs-double-*). */
+#if HT_REAL_IS_DOUBLE
 START_TEST(hypergrad_matches_fd)
 {
     fixture f;
@@ -155,6 +168,7 @@ START_TEST(hypergrad_matches_fd)
     fixture_free(&f);
 }
 END_TEST
+#endif
 
 START_TEST(no_reg_and_eval)
 {
@@ -165,7 +179,7 @@ START_TEST(no_reg_and_eval)
     ad_value *gn[OS_MAX_HYPER], *gs[OS_MAX_HYPER];
     ck_assert_int_eq(os_task_hypergrad(&f.naive, TINY_T, gn, NULL), AD_OK);
     ck_assert_int_eq(os_task_hypergrad(&f.split, TINY_T, gs, NULL), AD_OK);
-    ck_assert_double_lt(hg_compare_grads(n, gs, gn).rel_error, 1e-10);
+    ck_assert_double_le(hg_compare_grads(n, gs, gn).rel_error, TU_TOL(OS_ULPS));
     int nu = f.hy.n_rep + f.hy.n_task;
     for (int l = 0; l < f.hy.n_layers; l++) ck_assert_double_eq(norm(gs[nu + l]), 0);
     ck_assert_double_gt(norm(gs[n - 1]), 0); /* γ still matters */
@@ -180,15 +194,15 @@ START_TEST(no_reg_and_eval)
     ck_assert_int_eq(os_task_evaluate(&f.split, &as, &ls), AD_OK);
     ck_assert(an >= 0 && an <= 1 && isfinite(ln));
     ck_assert_double_eq(an, as);
-    ck_assert_double_eq_tol(ln, ls, 1e-12);
+    tu_expect_close(ln, ls, 64);
     /* Without the recorded rep forward, a hypergradient is refused. */
     ad_value *g[OS_MAX_HYPER];
     ck_assert_int_eq(os_task_hypergrad(&f.split, 1, g, NULL), AD_EARG);
     /* γ is kept in range. */
     f.hy.step->data[0] = -1;
     ck_assert(os_hyper_clamp_step(&f.hy, 1e-3, 2));
-    ck_assert_double_eq(f.hy.step->data[0], 1e-3);
-    ck_assert_double_eq_tol(os_hyper_rho(&f.hy, 0), 0.5, 1e-12);
+    ck_assert_double_eq(f.hy.step->data[0], (ad_real)1e-3);
+    tu_expect_close(os_hyper_rho(&f.hy, 0), 0.5, 4);
     fixture_free(&f);
 }
 END_TEST
@@ -200,7 +214,9 @@ Suite *oneshot_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, split_equals_naive);
+#if HT_REAL_IS_DOUBLE
     tcase_add_test(tc, hypergrad_matches_fd);
+#endif
     tcase_add_test(tc, no_reg_and_eval);
     suite_add_tcase(s, tc);
     return s;

@@ -12,10 +12,13 @@
 #include "experiments/taskinteract_problem.h"
 #include "ops/ops.h"
 #include "optim/hypergrad.h"
+#include "testutil.h"
 
-/* Tolerances for the real type the library was built with. */
-#define TI_TIGHT (sizeof(ad_real) == sizeof(double) ? 1e-12 : 1e-5)
-#define TI_FD (sizeof(ad_real) == sizeof(double) ? 1e-6 : 2e-2)
+/* Tolerances for the real type the library was built with (testutil.h):
+ * rounding, and central differences. */
+enum { TI_ULPS = 8 };
+#define TI_TIGHT TU_TOL(TI_ULPS)
+#define TI_FD TU_FD_TOL
 
 /* A tiny dataset: V classes, P random features + bias, n training and m
  * validation rows, labels in turn 0..V−1, each class's mean shifted so the
@@ -123,7 +126,7 @@ START_TEST(hypergradient_matches_finite_differences)
      * rounding. */
     for (int i = 0; i < V; i++) ck_assert_double_le(fabs(h[0]->data[i * V + i]), 1e-6 * TI_FD);
     /* Central differences on every entry of B and on ν. */
-    const double eps = sizeof(ad_real) == sizeof(double) ? 1e-5 : 1e-2;
+    const double eps = fmax(1e-5, TU_FD_STEP);
     double worst = 0, norm = 0;
     for (int t = 0; t < 2; t++)
         for (size_t k = 0; k < p.lam[t]->size; k++) {
@@ -133,7 +136,7 @@ START_TEST(hypergradient_matches_finite_differences)
             p.lam[t]->data[k] = (ad_real)(keep - eps);
             double fm = outer_at(&p);
             p.lam[t]->data[k] = keep;
-            double fd = (fp - fm) / (2 * eps);
+            double fd = (fp - fm) / ((double)(ad_real)(keep + eps) - (double)(ad_real)(keep - eps));
             worst = fmax(worst, fabs(fd - h[t]->data[k]));
             norm = fmax(norm, fabs(h[t]->data[k]));
         }
