@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds hypertape three ways and runs the test suite:
+# Sets up the machine, builds hypertape four ways and runs the test suite:
 #
 #   build/double  -Dreal=double, warnings are errors          built and tested
 #   build/float   -Dreal=float,  warnings are errors          built and tested, and its one-shot
@@ -13,9 +13,10 @@
 #
 # It ends with every Check summary line it found in the test logs, one line per shared dataset
 # whose tests were skipped because its folder is missing (CI=true makes that a failure instead),
-# then one line "N passed, N failed" summed over the three runs (skipped checks in neither). A
-# build that does not compile, or a test that fails without a Check summary, counts as (at least)
-# one failure. The exit status is non-zero if anything failed.
+# then one line "N passed, N failed" summed over the three test runs and the fuzz smoke run (each
+# target one test; skipped checks in neither). A build that does not compile, or a test that
+# fails without a Check summary, counts as (at least) one failure. The exit status is non-zero if
+# anything failed.
 set -uo pipefail
 
 # shellcheck source=scripts/common.sh
