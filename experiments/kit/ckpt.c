@@ -9,6 +9,7 @@
 #define _DEFAULT_SOURCE /* open_memstream, fmemopen */
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -315,7 +316,10 @@ int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n, double l
 
 int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n, double lo, double hi)
 {
-    return get_doubles(c, field, n, lo, hi, store_real, v);
+    /* In the float build a range wider than float's would let a finite
+     * double through as Inf: the range is cut to what ad_real holds. */
+    double top = sizeof(ad_real) < sizeof(double) ? FLT_MAX : DBL_MAX;
+    return get_doubles(c, field, n, lo > -top ? lo : -top, hi < top ? hi : top, store_real, v);
 }
 
 int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap)

@@ -391,6 +391,8 @@ int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
  * file and field otherwise, or when a value is out of range or not finite. */
 int ex_ckpt_get_int(ex_ckpt *c, const char *field, long long lo, long long hi, long long *out);
 int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n, double lo, double hi);
+/* As ex_ckpt_get_f64 into ad_real; [lo, hi] is cut to ad_real's finite
+ * range (±FLT_MAX in the float build), so every value read is finite. */
 int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n, double lo, double hi);
 int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap);
 /* A state xoshiro can be in (not all zero). */

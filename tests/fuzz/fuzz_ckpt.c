@@ -11,6 +11,7 @@
  * and stops at the first failure, as a program does.  Field names with a
  * meaning: "rng" (a generator's state), "adam" (Adam's state over 3
  * numbers), names starting with 't' (tables); other bytes are text. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +53,18 @@ static int read_field(ex_ckpt *c, const char *name, int type, uint64_t count, in
         return rc;
     }
     size_t n = count < MAX_VALUES ? (size_t)count : 1; /* a wrong count: refused */
-    if (type == T_F64 && count % 2) return ex_ckpt_get_reals(c, name, r, n, -1e300, 1e300);
-    if (type == T_F64) return ex_ckpt_get_f64(c, name, v, n, -1e300, 1e300);
+    if (type == T_F64 && count % 2) { /* odd counts as ad_real, even as double: both getters */
+        int rc = ex_ckpt_get_reals(c, name, r, n, -1e300, 1e300);
+        for (size_t k = 0; rc == AD_OK && k < n; k++)
+            fuzz_require(isfinite(r[k]) && r[k] >= -1e300 && r[k] <= 1e300, "a real out of range");
+        return rc;
+    }
+    if (type == T_F64) {
+        int rc = ex_ckpt_get_f64(c, name, v, n, -1e300, 1e300);
+        for (size_t k = 0; rc == AD_OK && k < n; k++)
+            fuzz_require(isfinite(v[k]) && v[k] >= -1e300 && v[k] <= 1e300, "a double out of range");
+        return rc;
+    }
     if (type == T_BYTES && strcmp(name, "rng") == 0) {
         ad_rng g;
         int rc = ex_ckpt_get_rng(c, name, &g);
