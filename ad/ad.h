@@ -28,6 +28,25 @@
  * Errors: calls that can fail return an ad_status (0 = AD_OK) or NULL, and
  * leave a message in ad_error().  Ops given a NULL input return NULL and keep
  * the first message, so a whole expression can be checked once at the end.
+ *
+ * Threads — the contract:
+ *   - A tape, and every value it owns, is used by one thread at a time (one
+ *     tape per thread is the usual way).
+ *   - A caller-owned leaf (a hyperparameter λ, a data tensor) may be read by
+ *     any number of tapes on any threads at once: by ops, and by ad_grad,
+ *     ad_vjp, ad_vjp_many and ad_hvp with respect to it or through it.  A
+ *     sweep keeps its scratch to itself and writes nothing into the values
+ *     it walks; it only reads their fields.
+ *   - ad_backward is the one sweep that writes caller-owned leaves: it adds
+ *     into leaf->grad of every parameter it reaches.  It, and the caller's
+ *     own writes to a leaf (ad_zero_grad, ad_set_requires_grad,
+ *     ad_value_set_name, its data, ad_value_free), must not run while
+ *     another thread uses that leaf.
+ *   - The library's global state is safe to share: the error message and
+ *     code are per thread, value ids come from one atomic counter, and an
+ *     ad_rng is the caller's own struct (one per thread).
+ * So the hypergradient estimators of optim/hypergrad.h may run on several
+ * threads on one problem, as long as its callbacks only read what they share.
  */
 #ifndef HYPERTAPE_AD_H
 #define HYPERTAPE_AD_H
@@ -111,11 +130,6 @@ struct ad_value {
     int n_uses;           /* held nodes that name it as an input */
     ad_value *grad;       /* ad_backward's accumulator, owned by this leaf */
     ad_value *prev, *next; /* the owning step's list */
-
-    /* Scratch for one reverse sweep. */
-    uint64_t visit_epoch, target_epoch, relevant_epoch;
-    ad_value *acc; /* gradient accumulated so far */
-    int acc_refs;  /* how many nodes' acc point here (sweep-made values) */
 };
 
 /* Caller-owned leaves. `shape` has `rank` entries; data are copied. */
@@ -176,7 +190,10 @@ int ad_tape_horizon(const ad_tape *tp);
 int ad_tape_step(ad_tape *tp);
 long ad_tape_current_step(const ad_tape *tp);
 size_t ad_tape_steps_held(const ad_tape *tp);
-/* Bytes of values the tape owns now, and the most it has owned. */
+/* Bytes of values the tape owns now, and the most it has owned.  (Not
+ * counted: the reverse sweep's working arrays — about 40 bytes per value it
+ * walks, plus slack and collect's heap — which the tape keeps, sized for its
+ * largest sweep, until it is freed.) */
 size_t ad_tape_bytes(const ad_tape *tp);
 size_t ad_tape_peak_bytes(const ad_tape *tp);
 void ad_tape_reset_peak(ad_tape *tp);
@@ -225,7 +242,8 @@ int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
             bool create_graph);
 /* Adds dy/dp into p->grad for every caller-owned leaf p that wants a
  * gradient and that y depends on (y must be a scalar).  p->grad is a
- * caller-owned tensor that ad_value_free(p) frees. */
+ * caller-owned tensor that ad_value_free(p) frees.  It writes those leaves:
+ * no other thread may use them meanwhile (see threads, at the top). */
 int ad_backward(ad_tape *tp, ad_value *y);
 /* Sets every entry of leaf->grad to zero (if it has one). */
 void ad_zero_grad(ad_value *leaf);

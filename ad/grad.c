@@ -1,21 +1,31 @@
 /* grad.c — the reverse sweep.
  *
- * 1. Collect: depth-first from the outputs through inputs, keeping only values
- *    on a gradient path whose id is at least the smallest target id (inputs
- *    always have smaller ids than their outputs, so nothing older can lead to
- *    a target: this is what keeps one inner step's grad from walking the
- *    whole history).
+ * 1. Collect: from the outputs through inputs, always taking the value with
+ *    the largest id next (a max-heap of ids), and keeping only values on a
+ *    gradient path whose id is at least the smallest target id.  Inputs have
+ *    smaller ids than their outputs, so values come out newest first — in
+ *    decreasing id order, a topological order — and the copies of a value
+ *    reached along several paths come out one after another.  (And nothing
+ *    older than the oldest target can lead to one: this is what keeps one
+ *    inner step's grad from walking the whole history.)
  * 2. Relevance: in increasing id order, a value is relevant when it is a
  *    target or one of its inputs is.
- * 3. Sweep: in decreasing id order (a topological order), each relevant node
- *    hands its accumulated gradient to its op's backward rule and adds the
- *    results into its inputs' accumulators.
+ * 3. Sweep: in decreasing id order, each relevant node hands its accumulated
+ *    gradient to its op's backward rule and adds the results into its
+ *    inputs' accumulators.
  *
  * With create_graph the rules' ops are recorded, so the gradients are nodes
  * themselves.  Without it the sweep records nothing and frees each
  * temporary as soon as no accumulator needs it, so memory stays near one
- * step's worth even when back-propagating through many steps. */
-#include <stdatomic.h>
+ * step's worth even when back-propagating through many steps.
+ *
+ * The sweep writes nothing into the values it walks: its scratch (whether a
+ * value is a target or relevant, the gradient it has accumulated, where its
+ * inputs are) sits in arrays of its own, one slot per collected value in
+ * collection order.  Caller-owned leaves — λ, the data — may be walked by
+ * sweeps on other threads at the same moment (the thread contract at the
+ * top of ad.h). */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,129 +52,315 @@ static ad_value *acc_add(ad_tape *tp, ad_value *a, ad_value *b)
     return out;
 }
 
-static int by_id(const void *a, const void *b)
-{
-    uint64_t x = (*(ad_value *const *)a)->id, y = (*(ad_value *const *)b)->id;
-    return (x > y) - (x < y);
-}
+/* The sweep's scratch for one collected value. */
+typedef struct slot {
+    ad_value *acc;          /* gradient accumulated so far, or NULL */
+    int held;               /* acc's entry in sweep.held, or -1 (see there) */
+    int in[AD_MAX_INPUTS];  /* the inputs' positions in the order; -1: not collected */
+    bool target, relevant;
+} slot;
+_Static_assert(AD_MAX_INPUTS == 4, "add_slot's initializer of slot.in names every input");
 
-typedef struct sweep {
+/* Collect's worklist entry: value v, reached as input `in` of the value at
+ * position `user` (user −1: v is an output). */
+typedef struct reach {
+    uint64_t id; /* v->id, the heap's key */
+    ad_value *v;
+    int user, in;
+} reach;
+
+/* A gradient a plain sweep made and keeps in some slots' acc, and how many:
+ * it is freed when the last lets go. */
+typedef struct held_grad {
+    ad_value *v;
+    int refs;
+} held_grad;
+
+struct sweep {
     ad_tape *tp;
-    uint64_t epoch;
     uint64_t start_id; /* values with a larger id were made by this sweep */
     bool create_graph;
     bool all_leaves;   /* ad_backward: every caller-owned parameter is a target */
-    value_list order;         /* the collected values, sorted by id */
-} sweep;
+    value_list order;  /* the collected values, newest (largest id) first */
+    slot *at;          /* at[j]: the scratch of order.v[j] */
+    size_t at_cap;
+    reach *heap;       /* collect's max-heap by id */
+    size_t heap_n, heap_cap;
+    held_grad *held;   /* plain sweeps only */
+    size_t held_n, held_cap;
+    size_t node_held;  /* held_n when the running node's rule started */
+    uint64_t node_id;  /* the first id the running node's rule could make */
+};
 
-/* One counter for the process, not one per thread: the epochs are stamped into values that
- * threads share (caller-owned parameters), and a second thread starting again from 1 would
- * take another thread's stale stamps for its own. Sweeps that share leaves must still not run
- * at the same time. */
-static uint64_t next_epoch(void)
+/* A sweep on tp, with the tape's spare working memory when it has one (a
+ * sweep started from inside another, by a backward rule, gets its own). */
+static sweep *sweep_begin(ad_tape *tp, bool create_graph, bool all_leaves)
 {
-    static _Atomic uint64_t epoch;
-    return atomic_fetch_add(&epoch, 1) + 1;
+    sweep **spare = tape_spare_sweep(tp), *s = *spare;
+    *spare = NULL;
+    if (!s && !(s = calloc(1, sizeof *s))) {
+        ad_fail(AD_ENOMEM, "grad: out of memory");
+        return NULL;
+    }
+    s->tp = tp;
+    s->create_graph = create_graph;
+    s->all_leaves = all_leaves;
+    s->order.n = s->heap_n = s->held_n = 0;
+    return s;
 }
 
-static bool is_target(const sweep *s, const ad_value *v) { return v->target_epoch == s->epoch; }
-static bool is_relevant(const sweep *s, const ad_value *v) { return v->relevant_epoch == s->epoch; }
-static bool sweep_made(const sweep *s, const ad_value *v) { return !s->create_graph && v->id > s->start_id; }
+void sweep_free(sweep *s)
+{
+    if (!s) return;
+    free(s->order.v);
+    free(s->at);
+    free(s->heap);
+    free(s->held);
+    free(s);
+}
+
+static bool sweep_made(const sweep *s, const ad_value *v)
+{
+    return !s->create_graph && v->id > s->start_id;
+}
+
+/* Array a of *cap entries of `size` bytes, made twice as long (16 entries
+ * at first); NULL (message set; a and *cap unchanged) when out of memory. */
+static void *grow_array(void *a, size_t *cap, size_t size)
+{
+    size_t c = *cap ? 2 * *cap : 16;
+    void *p = realloc(a, c * size);
+    if (!p) {
+        ad_fail(AD_ENOMEM, "grad: out of memory for the sweep's %zu entries", c);
+        return NULL;
+    }
+    *cap = c;
+    return p;
+}
+
+/* Position of v in the order, or -1 when the sweep did not collect it (a
+ * binary search: the order is sorted by id, largest first). */
+static int position(const sweep *s, const ad_value *v)
+{
+    size_t lo = 0, hi = s->order.n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t id = s->order.v[mid]->id;
+        if (id == v->id) return (int)mid;
+        if (id > v->id) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+/* ---- 1 and 2: collect, relevance ---- */
+
+static int heap_push(sweep *s, reach r)
+{
+    if (s->heap_n == s->heap_cap) {
+        reach *h = grow_array(s->heap, &s->heap_cap, sizeof *h);
+        if (!h) return AD_ENOMEM;
+        s->heap = h;
+    }
+    size_t i = s->heap_n++; /* sift up */
+    while (i > 0 && s->heap[(i - 1) / 2].id < r.id) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = r;
+    return AD_OK;
+}
+
+static reach heap_pop(sweep *s)
+{
+    reach top = s->heap[0], last = s->heap[--s->heap_n];
+    size_t i = 0, n = s->heap_n; /* sift the last entry down from the root */
+    for (size_t c; (c = 2 * i + 1) < n; i = c) {
+        if (c + 1 < n && s->heap[c + 1].id > s->heap[c].id) c++;
+        if (s->heap[c].id <= last.id) break;
+        s->heap[i] = s->heap[c];
+    }
+    if (n > 0) s->heap[i] = last;
+    return top;
+}
+
+/* Reaching v matters only on a gradient path not older than the targets. */
+static int reach_value(sweep *s, ad_value *v, int user, int in, uint64_t min_id)
+{
+    if (!v->requires_grad || v->id < min_id) return AD_OK;
+    return heap_push(s, (reach){ v->id, v, user, in });
+}
+
+/* Appends v to the order with a fresh slot. */
+static int add_slot(sweep *s, ad_value *v)
+{
+    if (s->order.n >= INT_MAX) return ad_fail(AD_ENOMEM, "grad: too many values");
+    if (s->order.n == s->at_cap) {
+        slot *at = grow_array(s->at, &s->at_cap, sizeof *at);
+        if (!at) return AD_ENOMEM;
+        s->at = at;
+    }
+    s->at[s->order.n] = (slot){ .held = -1, .in = { -1, -1, -1, -1 },
+                                .target = s->all_leaves && !v->tape && !v->op };
+    return value_list_push(&s->order, v);
+}
 
 static int collect(sweep *s, int m, ad_value *const *ys, uint64_t min_id)
 {
-    value_list stack = { 0 };
     int rc = AD_OK;
-    for (int k = 0; k < m && rc == AD_OK; k++) rc = value_list_push(&stack, ys[k]);
-    while (rc == AD_OK && stack.n > 0) {
-        ad_value *v = stack.v[--stack.n];
-        if (v->visit_epoch == s->epoch || !v->requires_grad || v->id < min_id) continue;
-        v->visit_epoch = s->epoch;
-        if (s->all_leaves && !v->tape && !v->op) v->target_epoch = s->epoch;
-        rc = value_list_push(&s->order, v);
-        for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) rc = value_list_push(&stack, v->inputs[i]);
+    for (int k = 0; k < m && rc == AD_OK; k++) rc = reach_value(s, ys[k], -1, 0, min_id);
+    while (rc == AD_OK && s->heap_n > 0) {
+        reach r = heap_pop(s);
+        size_t n = s->order.n;
+        bool seen = n > 0 && s->order.v[n - 1] == r.v; /* copies come out together */
+        if (!seen) {
+            rc = add_slot(s, r.v);
+            for (int i = 0; i < r.v->n_inputs && rc == AD_OK; i++)
+                rc = reach_value(s, r.v->inputs[i], (int)n, i, min_id);
+        }
+        if (r.user >= 0) s->at[r.user].in[r.in] = (int)(seen ? n - 1 : n);
     }
-    free(stack.v);
-    if (rc != AD_OK) return rc;
-    if (s->order.n > 1) qsort(s->order.v, s->order.n, sizeof *s->order.v, by_id);
-    for (size_t j = 0; j < s->order.n; j++) {
-        ad_value *v = s->order.v[j];
-        bool rel = is_target(s, v);
-        for (int i = 0; i < v->n_inputs && !rel; i++) rel = is_relevant(s, v->inputs[i]);
-        if (rel) v->relevant_epoch = s->epoch;
-    }
-    return AD_OK;
-}
-
-static void unref(sweep *s, ad_value *a)
-{
-    if (a && sweep_made(s, a) && --a->acc_refs == 0) tape_free_value(s->tp, a);
-}
-
-static void set_acc(sweep *s, ad_value *u, ad_value *g)
-{
-    u->acc = g;
-    if (sweep_made(s, g)) g->acc_refs++;
-}
-
-/* The one place gradient contributions meet: set, or add. */
-static int accumulate(sweep *s, ad_value *u, ad_value *g)
-{
-    ad_value *old = u->acc;
-    if (!old) {
-        set_acc(s, u, g);
-        return AD_OK;
-    }
-    if (!s->create_graph && sweep_made(s, old) && old->acc_refs == 1) {
-        for (size_t i = 0; i < old->size; i++) old->data[i] += g->data[i];
-        return AD_OK;
-    }
-    ad_value *sum = acc_add(s->tp, old, g);
-    if (!sum) return AD_ENOMEM;
-    set_acc(s, u, sum);
-    unref(s, old);
-    return AD_OK;
-}
-
-static int run_node(sweep *s, ad_value *v)
-{
-    bool any = false;
-    for (int i = 0; i < v->n_inputs; i++) any |= is_relevant(s, v->inputs[i]);
-    if (!any) return AD_OK;
-    if (!v->op->backward)
-        return ad_fail(AD_ENOGRAD, "grad: op '%s' has no backward rule", v->op->name);
-    uint64_t mark = value_next_id();
-    ad_value *gin[AD_MAX_INPUTS] = { 0 };
-    int rc = v->op->backward(s->tp, v, v->acc, gin);
-    for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
-        ad_value *u = v->inputs[i];
-        if (!gin[i] || !is_relevant(s, u)) continue;
-        AD_ASSERT(ad_same_shape(gin[i], u), v->op->name);
-        rc = accumulate(s, u, gin[i]);
-    }
-    if (!s->create_graph) tape_free_temps(s->tp, mark);
+    if (rc != AD_OK) s->order.n = 0; /* nothing for finish to clear */
     return rc;
 }
 
-/* Clears every accumulator; in a plain sweep frees the ones not kept. */
-static void finish(sweep *s, ad_value **keep, int n_keep)
+/* Marks the targets xs (those collected) and then every value that leads to one. */
+static void find_relevant(sweep *s, int n, ad_value *const *xs)
 {
-    for (int i = 0; i < n_keep; i++)
-        if (keep[i] && sweep_made(s, keep[i])) keep[i]->acc_refs++;
-    for (size_t j = s->order.n; j-- > 0;) {
-        ad_value *v = s->order.v[j];
-        ad_value *a = v->acc;
-        v->acc = NULL;
-        unref(s, a);
+    for (int i = 0; i < n; i++) {
+        int j = position(s, xs[i]);
+        if (j >= 0) s->at[j].target = true;
     }
-    for (int i = 0; i < n_keep; i++)
-        if (keep[i] && sweep_made(s, keep[i])) keep[i]->acc_refs--;
-    free(s->order.v);
+    for (size_t j = s->order.n; j-- > 0;) { /* oldest first: inputs before their users */
+        slot *sj = &s->at[j];
+        bool rel = sj->target;
+        for (int i = 0; i < s->order.v[j]->n_inputs && !rel; i++)
+            rel = sj->in[i] >= 0 && s->at[sj->in[i]].relevant;
+        sj->relevant = rel;
+    }
+}
+
+/* ---- 3: the sweep ---- */
+
+/* g's entry in s->held, made on first sight; *h = -1 when the sweep keeps g
+ * anyway (a recorded sweep keeps every gradient; a seed may be the caller's).
+ * A backward rule hands back values it made itself, or gout — the node's own
+ * accumulator, entry `own` — so anything else made earlier is an error. */
+static int hold(sweep *s, ad_value *g, int own, int *h)
+{
+    *h = -1;
+    if (!sweep_made(s, g)) return AD_OK;
+    if (own >= 0 && s->held[own].v == g) {
+        *h = own;
+        return AD_OK;
+    }
+    for (size_t k = s->node_held; k < s->held_n; k++)
+        if (s->held[k].v == g) {
+            *h = (int)k;
+            return AD_OK;
+        }
+    AD_ASSERT(g->id >= s->node_id, "a backward rule returned a gradient of another node");
+    if (s->held_n == s->held_cap) {
+        held_grad *more = grow_array(s->held, &s->held_cap, sizeof *more);
+        if (!more) return AD_ENOMEM;
+        s->held = more;
+    }
+    s->held[s->held_n] = (held_grad){ g, 0 };
+    *h = (int)s->held_n++;
+    return AD_OK;
+}
+
+/* Lets go of entry h: the last one to let go frees the value. */
+static void let_go(sweep *s, int h)
+{
+    if (h < 0) return;
+    AD_ASSERT(s->held[h].refs > 0, "a gradient released more often than held");
+    if (--s->held[h].refs == 0) tape_free_value(s->tp, s->held[h].v);
+}
+
+/* Empties a slot's accumulator. */
+static void clear_acc(sweep *s, slot *sl)
+{
+    int h = sl->held;
+    sl->acc = NULL;
+    sl->held = -1;
+    let_go(s, h);
+}
+
+static int set_acc(sweep *s, slot *sl, ad_value *g, int own)
+{
+    int h, rc = hold(s, g, own, &h);
+    if (rc != AD_OK) return rc;
+    if (h >= 0) s->held[h].refs++;
+    sl->acc = g;
+    sl->held = h;
+    return AD_OK;
+}
+
+/* For tape_free_temps: a value the running node's rule made that a slot
+ * holds (those it made earlier have smaller ids than any it asks about). */
+static bool holds(const ad_value *v, void *ctx)
+{
+    const sweep *s = ctx;
+    for (size_t k = s->node_held; k < s->held_n; k++)
+        if (s->held[k].v == v) return s->held[k].refs > 0;
+    return false;
+}
+
+/* The one place gradient contributions meet: set, or add.  `own` as in hold. */
+static int accumulate(sweep *s, int j, ad_value *g, int own)
+{
+    slot *sl = &s->at[j];
+    if (!sl->acc) return set_acc(s, sl, g, own);
+    if (sl->held >= 0 && s->held[sl->held].refs == 1) { /* plain, and ours alone */
+        for (size_t i = 0; i < sl->acc->size; i++) sl->acc->data[i] += g->data[i];
+        return AD_OK;
+    }
+    ad_value *sum = acc_add(s->tp, sl->acc, g);
+    if (!sum) return AD_ENOMEM;
+    int old = sl->held, rc = set_acc(s, sl, sum, -1);
+    if (rc == AD_OK) let_go(s, old);
+    return rc;
+}
+
+static int run_node(sweep *s, size_t j)
+{
+    ad_value *v = s->order.v[j];
+    const slot *sv = &s->at[j];
+    bool any = false;
+    for (int i = 0; i < v->n_inputs; i++) any |= sv->in[i] >= 0 && s->at[sv->in[i]].relevant;
+    if (!any) return AD_OK;
+    if (!v->op->backward)
+        return ad_fail(AD_ENOGRAD, "grad: op '%s' has no backward rule", v->op->name);
+    s->node_id = value_next_id();
+    s->node_held = s->held_n;
+    ad_value *gin[AD_MAX_INPUTS] = { 0 };
+    int rc = v->op->backward(s->tp, v, sv->acc, gin);
+    for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
+        int u = sv->in[i];
+        if (!gin[i] || u < 0 || !s->at[u].relevant) continue;
+        AD_ASSERT(ad_same_shape(gin[i], v->inputs[i]), v->op->name);
+        rc = accumulate(s, u, gin[i], sv->held);
+    }
+    if (!s->create_graph) tape_free_temps(s->tp, s->node_id, holds, s);
+    return rc;
+}
+
+/* Empties every slot (in a plain sweep freeing what no one keeps) and hands
+ * the working memory back to the tape for the next sweep. */
+static void finish(sweep *s)
+{
+    for (size_t j = 0; j < s->order.n; j++) clear_acc(s, &s->at[j]);
+    sweep **spare = tape_spare_sweep(s->tp);
+    if (!*spare) *spare = s;
+    else sweep_free(s);
 }
 
 static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *gys)
 {
     char a[64], b[64];
+    s->node_id = s->start_id; /* the seeds: made by the sweep itself, or the caller's */
+    s->node_held = 0;
     for (int k = 0; k < m; k++) {
         ad_value *y = ys[k], *g = gys ? gys[k] : NULL;
         if (!g) {
@@ -177,8 +373,9 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
             return ad_fail(AD_ESHAPE, "vjp: seed %s does not match output %s",
                            ad_shape_str(g, a, 64), ad_shape_str(y, b, 64));
         }
-        if (!is_relevant(s, y)) continue;
-        int rc = accumulate(s, y, g);
+        int j = position(s, y);
+        if (j < 0 || !s->at[j].relevant) continue;
+        int rc = accumulate(s, j, g, -1);
         if (rc != AD_OK) return rc;
     }
     return AD_OK;
@@ -187,15 +384,11 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
 static int run_sweep(sweep *s, int m, ad_value *const *ys, ad_value *const *gys)
 {
     int rc = seed_outputs(s, m, ys, gys);
-    for (size_t j = s->order.n; j-- > 0 && rc == AD_OK;) {
-        ad_value *v = s->order.v[j];
-        if (!v->acc || !v->op || !is_relevant(s, v)) continue;
-        rc = run_node(s, v);
-        if (!is_target(s, v)) { /* its gradient has been passed on */
-            ad_value *a = v->acc;
-            v->acc = NULL;
-            unref(s, a);
-        }
+    for (size_t j = 0; j < s->order.n && rc == AD_OK; j++) { /* newest first */
+        slot *sj = &s->at[j];
+        if (!sj->acc || !s->order.v[j]->op || !sj->relevant) continue;
+        rc = run_node(s, j);
+        if (!sj->target) clear_acc(s, sj); /* its gradient has been passed on */
     }
     return rc;
 }
@@ -225,10 +418,10 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
 {
     int rc = check_args(tp, m, ys, n, xs, gx);
     if (rc != AD_OK) return rc;
-    sweep s = { .tp = tp, .epoch = next_epoch(), .create_graph = create_graph };
+    sweep *s = sweep_begin(tp, create_graph, false);
+    if (!s) return AD_ENOMEM;
     uint64_t min_id = UINT64_MAX;
     for (int i = 0; i < n; i++) {
-        xs[i]->target_epoch = s.epoch;
         if (xs[i]->id < min_id) min_id = xs[i]->id;
         gx[i] = NULL;
     }
@@ -239,19 +432,26 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
         while (!ad_tape_recording(tp)) { ad_no_record_end(tp); depth++; }
     else
         ad_no_record_begin(tp);
-    s.start_id = value_next_id();
-    rc = collect(&s, m, ys, min_id);
-    if (rc == AD_OK) rc = run_sweep(&s, m, ys, gys);
-    for (int i = 0; i < n && rc == AD_OK; i++) {
-        gx[i] = xs[i]->acc ? xs[i]->acc : zeros_like(tp, xs[i]);
-        if (!gx[i]) rc = AD_ENOMEM;
+    s->start_id = value_next_id();
+    rc = collect(s, m, ys, min_id);
+    if (rc == AD_OK) {
+        find_relevant(s, n, xs);
+        rc = run_sweep(s, m, ys, gys);
     }
-    finish(&s, gx, rc == AD_OK ? n : 0);
+    for (int i = 0; i < n && rc == AD_OK; i++) {
+        int j = position(s, xs[i]);
+        if (j >= 0 && s->at[j].acc) {
+            gx[i] = s->at[j].acc;
+            if (s->at[j].held >= 0) s->held[s->at[j].held].refs++; /* the caller's now */
+        } else if (!(gx[i] = zeros_like(tp, xs[i]))) {
+            rc = AD_ENOMEM;
+        }
+    }
+    finish(s);
     if (create_graph)
         while (depth-- > 0) ad_no_record_begin(tp);
     else
         ad_no_record_end(tp);
-    for (int i = 0; i < n; i++) xs[i]->target_epoch = 0;
     if (rc != AD_OK)
         for (int i = 0; i < n; i++) gx[i] = NULL;
     return rc;
@@ -273,21 +473,26 @@ int ad_backward(ad_tape *tp, ad_value *y)
 {
     int rc = check_args(tp, 1, &y, 0, NULL, NULL);
     if (rc != AD_OK) return rc;
-    sweep s = { .tp = tp, .epoch = next_epoch(), .all_leaves = true };
+    sweep *s = sweep_begin(tp, false, true);
+    if (!s) return AD_ENOMEM;
     ad_no_record_begin(tp);
-    s.start_id = value_next_id();
-    rc = collect(&s, 1, &y, 0);
-    if (rc == AD_OK) rc = run_sweep(&s, 1, &y, NULL);
-    for (size_t j = 0; j < s.order.n && rc == AD_OK; j++) {
-        ad_value *p = s.order.v[j];
-        if (!is_target(&s, p) || !p->acc) continue;
+    s->start_id = value_next_id();
+    rc = collect(s, 1, &y, 0);
+    if (rc == AD_OK) {
+        find_relevant(s, 0, NULL);
+        rc = run_sweep(s, 1, &y, NULL);
+    }
+    for (size_t j = 0; j < s->order.n && rc == AD_OK; j++) {
+        ad_value *p = s->order.v[j], *acc = s->at[j].acc;
+        if (!s->at[j].target || !acc) continue;
+        /* The one write into a caller-owned leaf: see ad.h on threads. */
         if (!p->grad && !(p->grad = value_alloc(p->rank, p->shape, true))) {
             rc = AD_ENOMEM;
             break;
         }
-        for (size_t i = 0; i < p->size; i++) p->grad->data[i] += p->acc->data[i];
+        for (size_t i = 0; i < p->size; i++) p->grad->data[i] += acc->data[i];
     }
-    finish(&s, NULL, 0);
+    finish(s);
     ad_no_record_end(tp);
     return rc;
 }

@@ -13,8 +13,17 @@ uint64_t value_next_id(void);
 /* tape.c */
 ad_value *tape_adopt(ad_tape *tp, ad_value *v); /* into the open step */
 void tape_free_value(ad_tape *tp, ad_value *v); /* an unreferenced value */
-/* Frees the open step's unreferenced constants made after `after_id`. */
-void tape_free_temps(ad_tape *tp, uint64_t after_id);
+/* Frees the open step's unreferenced constants made after `after_id`, except
+ * those for which held(v, ctx) is true (held may be NULL: none are). */
+void tape_free_temps(ad_tape *tp, uint64_t after_id,
+                     bool (*held)(const ad_value *v, void *ctx), void *ctx);
+
+/* grad.c: the reverse sweep and its working memory.  A tape keeps a spare
+ * one, so that sweeps in the steady state allocate nothing. */
+typedef struct sweep sweep;
+void sweep_free(sweep *s);
+/* tape.c: the tape's spare sweep (NULL while lent out, or before the first). */
+sweep **tape_spare_sweep(ad_tape *tp);
 
 /* A growable list of value pointers (the sweep's order, DOT's worklists). */
 typedef struct value_list {

@@ -24,6 +24,7 @@ struct ad_tape {
     ad_value *carry; /* carried constants, a list through prev/next */
     size_t bytes, peak;
     int no_record;   /* depth of no-record scopes */
+    sweep *spare;    /* the reverse sweep's working memory, kept for the next sweep */
 };
 
 static void list_push(ad_value **head, ad_value **tail, ad_value *v)
@@ -155,6 +156,7 @@ void ad_tape_free(ad_tape *tp)
     if (!tp) return;
     while (tp->count > 0) release_oldest(tp);
     AD_ASSERT(tp->carry == NULL, "carried values outlived every user");
+    sweep_free(tp->spare);
     free(tp->steps);
     free(tp);
 }
@@ -185,6 +187,8 @@ void ad_no_record_end(ad_tape *tp)
 }
 
 bool ad_tape_recording(const ad_tape *tp) { return tp->no_record == 0; }
+
+sweep **tape_spare_sweep(ad_tape *tp) { return &tp->spare; }
 
 ad_value *tape_adopt(ad_tape *tp, ad_value *v)
 {
@@ -294,13 +298,14 @@ ad_value *ad_detach(ad_tape *tp, ad_value *v)
     return ad_const(tp, v->rank, v->shape, v->data);
 }
 
-void tape_free_temps(ad_tape *tp, uint64_t after_id)
+void tape_free_temps(ad_tape *tp, uint64_t after_id,
+                     bool (*held)(const ad_value *v, void *ctx), void *ctx)
 {
     step *s = open_step(tp);
     ad_value *v = s->tail;
     while (v && v->id > after_id) {
         ad_value *prev = v->prev;
-        if (v->acc_refs == 0 && v->n_uses == 0 && !v->op) {
+        if (v->n_uses == 0 && !v->op && !(held && held(v, ctx))) {
             list_unlink(&s->head, &s->tail, v);
             drop(tp, v);
         }
@@ -323,5 +328,5 @@ uint64_t ad_tape_mark(ad_tape *tp)
 
 void ad_tape_rewind(ad_tape *tp, uint64_t mark)
 {
-    if (tp) tape_free_temps(tp, mark);
+    if (tp) tape_free_temps(tp, mark, NULL, NULL);
 }

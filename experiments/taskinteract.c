@@ -115,14 +115,16 @@ static ex_cmd cmd = {
 "For every trial the K-RMD hypergradient is used for each K in --K (K >= T is\n"
 "full RMD), all from the same λ0 on the same data.\n"
 "\n"
-"Data (the paper's ResNet-18 features cannot be obtained here: no ImageNet-\n"
-"pretrained weights or precomputed features are available offline, and\n"
-"CIFAR-100 is not in the shared data; so raw pixels are used, and the 100-class\n"
-"case is Omniglot):\n"
-"  cifar     CIFAR-10 (<data>/cifar, JPEG-degraded copy): 5 training and 5\n"
-"            validation images per class (m = 50 + 50) drawn per trial from the\n"
-"            4000 shared training images; tested on the whole 10000-image test\n"
-"            set.  V = 10, d = 3072 + 1.\n"
+"Data (the paper uses ImageNet-pretrained ResNet-18 features of CIFAR-10 and\n"
+"CIFAR-100; this program has no pretrained network and no CIFAR-100 reader, so\n"
+"it uses raw pixels, and its 100-class case is Omniglot):\n"
+"  cifar     CIFAR-10: 5 training and 5 validation images per class\n"
+"            (m = 50 + 50) drawn per trial from the training images; tested on\n"
+"            the whole 10000-image test set.  V = 10, d = 3072 + 1.  The folder\n"
+"            holds the official binary version (data_batch_1..5.bin and\n"
+"            test_batch.bin, 50000 + 10000 images; scripts/get-cifar10.sh), as is\n"
+"            or in its cifar-10-batches-bin/, or the shared subset (4000 + 10000\n"
+"            JPEG-degraded images); the official files win when both are there.\n"
 "  omniglot  100 characters of the background set (seeded choice), each a class;\n"
 "            per character 3 training and 3 validation drawers, the other 14\n"
 "            test (300 + 300 + 1400 images, 28×28).  V = 100, d = 784 + 1.\n"
@@ -225,6 +227,7 @@ typedef struct experiment {
     double *C_sum;     /* [nK][V·V]: sum over trials of the final C */
     double *C_trial0;  /* [nK][V·V] */
     double t_start;
+    const char *source; /* the files read, for table3.md; static */
 } experiment;
 
 /* g(W_t) for t = 0..T into inner.csv; returns whether it fell at every step
@@ -470,11 +473,11 @@ static int write_tables(experiment *ex, double load_s)
                "hyper-iterations, patience %d (test accuracy checked every %d); mean ± std over "
                "trials of the test accuracy at the best check.  \"Avg. iter.\": hyper-iterations "
                "run; \"best iter.\": mean τ of the best check; Sec/iter: hypergradient + Adam "
-               "step, wall clock on a shared 2-core machine; arithmetic in %s (the library's real "
-               "type).  Data loaded in %.1f s; the whole run took %.0f s.\n",
+               "step, wall clock; arithmetic in %s (the library's real type).  Data: %s, loaded "
+               "in %.1f s; the whole run took %.0f s.\n",
             n, (unsigned long long)o->seed, (unsigned long long)(o->seed + (uint64_t)n - 1), o->T,
             o->gamma, o->eta0, o->max_iters, o->patience, o->eval_every,
-            sizeof(ad_real) == sizeof(double) ? "double" : "float", load_s,
+            sizeof(ad_real) == sizeof(double) ? "double" : "float", ex->source, load_s,
             ex_now() - ex->t_start);
     free(acc);
     free(it);
@@ -651,9 +654,9 @@ static int run_trials(experiment *ex, const dataset *ds, double load_s)
     const ti_opts *o = ex->o;
     fprintf(stderr, PROG ": %s, %d trials, K =", ex->dataset, o->trials);
     for (int k = 0; k < o->nK; k++) fprintf(stderr, " %d", o->Ks[k]);
-    fprintf(stderr, ", T = %d, γ = %g, at most %d hyper-iterations, patience %d; data "
+    fprintf(stderr, ", T = %d, γ = %g, at most %d hyper-iterations, patience %d; data: %s, "
                     "loaded in %.1f s; output in %s\n",
-            o->T, o->gamma, o->max_iters, o->patience, load_s, ex->od->dir);
+            o->T, o->gamma, o->max_iters, o->patience, ex->source, load_s, ex->od->dir);
     int rc = AD_OK;
     for (int t = 0; t < o->trials && rc == AD_OK; t++) {
         ti_data dt;
@@ -693,10 +696,14 @@ static int run(const ti_opts *o)
                                                         : ad_fail(AD_ENOMEM, "out of memory");
     bool opened = rc == AD_OK;
     if (rc == AD_OK) rc = load_data(o, &ds);
-    if (rc == AD_OK) rc = run_trials(&ex, &ds, ex_now() - t0);
+    double load_s = ex_now() - t0;
+    if (rc == AD_OK)
+        ex.source = o->omniglot ? "Omniglot's " DATA_OMNIGLOT_BACKGROUND
+                                : data_cifar_source_name(ds.train.source);
+    if (rc == AD_OK) rc = run_trials(&ex, &ds, load_s);
     else if (opened)
         for (int i = 0; i < 3; i++) ex_file_abandon(&ex.files[i]);
-    if (rc == AD_OK) rc = write_tables(&ex, ex_now() - t0);
+    if (rc == AD_OK) rc = write_tables(&ex, load_s);
     if (rc == AD_OK) rc = join_tables(o->out);
     if (rc == AD_OK) rc = write_fig6(&ex);
     if (rc == AD_OK) rc = write_C(&ex);

@@ -3,14 +3,16 @@
 # Idempotent: packages already installed are left alone, and `apt-get update` runs only when
 # something is missing. Works as root (as CI runs) or through sudo.
 #
-# The sanitizer build (build/asan) uses gcc's -fsanitize=address,undefined: its runtimes
+# The sanitizer build build/asan uses gcc's -fsanitize=address,undefined: its runtimes
 # (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
-# The fuzz targets (build/fuzz) need clang and libFuzzer, whose runtime (with clang's ASan and
-# UBSan) is in libclang-rt-dev (only recommended by clang; recommends are not installed here).
+# The ThreadSanitizer build build/tsan uses clang, whose sanitizer runtimes are in libclang-rt-dev
+# (only recommended by clang, and recommends are not installed here); the fuzz targets
+# (build/fuzz) need the same clang, and libFuzzer from that package.
 set -euo pipefail
 
 packages=(
   gcc libc6-dev             # compiler (present on most machines; listed for a minimal Debian)
+  clang libclang-rt-dev     # scripts/test.sh's build/tsan (ThreadSanitizer) and build/fuzz (libFuzzer)
   meson ninja-build pkg-config
   libopenblas-dev           # BLAS (cblas.h)
   check                     # unit-test framework
@@ -18,7 +20,6 @@ packages=(
   libstb-dev                # stb_image (Omniglot PNGs) and stb_image_write
   libzip-dev                # reading the Omniglot zips in place
   gnuplot-nox               # figures of the experiments
-  clang libclang-rt-dev     # libFuzzer targets of tests/fuzz (libFuzzer, clang's ASan/UBSan)
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )
 

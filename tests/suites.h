@@ -9,6 +9,7 @@
     X(hypergrad)     \
     X(models)        \
     X(data_omniglot_cifar) \
+    X(data_cifar)    \
     X(taskinteract)  \
     X(hyperclean)    \
     X(oneshot)       \
@@ -16,4 +17,5 @@
     X(inner_opt)     \
     X(divergence)    \
     X(select)        \
-    X(io)
+    X(io)            \
+    X(threads)

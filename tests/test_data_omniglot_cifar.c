@@ -6,9 +6,13 @@
  * values (pixel sums, single downsampled pixels, label histograms, moments)
  * were computed independently in Python: zipfile plus a small PNG decoder
  * written for the purpose and an exact rational area average for Omniglot,
- * the gzip module for CIFAR.  Small files with known answers: PNGs and zips
+ * the gzip module for CIFAR.  CIFAR-10 is either the shared JPEG subset
+ * (pinned as above) or, on a reader's machine, the official binary version
+ * from scripts/get-cifar10.sh (counts, labels and the training set's
+ * published per-channel moments).  Small files with known answers: PNGs and zips
  * built here, whose downsampled pixels are worked out by hand, and upstream's
- * 5-alphabet images_background_small1.zip, checked at several sizes against
+ * 5-alphabet images_background_small1.zip (omniglot/original_small/, which
+ * scripts/get-omniglot.sh fetches too), checked at several sizes against
  * a direct double-precision area average.  Broken files: each written to a
  * fresh temporary directory and broken in one way, each of which must give
  * the right status, a message naming the file (and the zip entry), and a
@@ -254,6 +258,60 @@ START_TEST(test_split)
 }
 END_TEST
 
+/* Both sets: the well-known start of data_batch_1 and the class counts of
+ * its first 4000 images (the subset's training images) and of the test set. */
+static void cifar_real_labels(const data_cifar *tr, const data_cifar *te)
+{
+    const int first[10] = {6, 9, 9, 4, 1, 1, 2, 7, 8, 3};
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(tr->labels[i], first[i]);
+    int hist_te[10] = {0}, hist_tr[10] = {0};
+    const int want_tr[10] = {396, 366, 420, 384, 422, 393, 414, 385, 407, 413};
+    for (int i = 0; i < te->n; i++)
+        hist_te[te->labels[i]]++;
+    for (int i = 0; i < 4000; i++)
+        hist_tr[tr->labels[i]]++;
+    for (int k = 0; k < 10; k++) {
+        ck_assert_int_eq(hist_te[k], 1000);
+        ck_assert_int_eq(hist_tr[k], want_tr[k]);
+    }
+}
+
+/* The official binary version (a reader's copy from scripts/get-cifar10.sh;
+ * not in CI, so this branch was never run here): the test set's first
+ * labels (cat, ship, ship, airplane), 5000 training images per class, and
+ * the training set's per-channel mean and spread of pixel/255, the
+ * normalization constants quoted across the CIFAR-10 literature
+ * (0.49139968, 0.48215841, 0.44653091; 0.24703223, 0.24348513, 0.26158784). */
+static void cifar_real_official(const data_cifar *tr, const data_cifar *te)
+{
+    ck_assert_int_eq(tr->n, 50000);
+    ck_assert_int_eq(te->n, 10000);
+    cifar_real_labels(tr, te);
+    const int first_te[4] = {3, 8, 8, 0};
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(te->labels[i], first_te[i]);
+    int hist[10] = {0};
+    for (int i = 0; i < tr->n; i++)
+        hist[tr->labels[i]]++;
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_eq(hist[k], 5000);
+    const double want_mean[3] = {0.49139968, 0.48215841, 0.44653091};
+    const double want_std[3] = {0.24703223, 0.24348513, 0.26158784};
+    for (int c = 0; c < 3; c++) {
+        double s = 0, q = 0;
+        for (size_t i = 0; i < (size_t)tr->n; i++)
+            for (int p = 0; p < 1024; p++) {
+                double x = tr->pixels[i * 3072 + (size_t)c * 1024 + (size_t)p] / 255.0;
+                s += x;
+                q += x * x;
+            }
+        double n = (double)tr->n * 1024, mean = s / n;
+        ck_assert_double_eq_tol(mean, want_mean[c], 1e-4);
+        ck_assert_double_eq_tol(sqrt(q / n - mean * mean), want_std[c], 1e-4);
+    }
+}
+
 START_TEST(test_cifar_real)
 {
     char dir[1024];
@@ -262,25 +320,20 @@ START_TEST(test_cifar_real)
     int rc = data_cifar_load(dir, &tr, &te);
     ck_assert_msg(rc == AD_OK, "CIFAR-10 must be loadable from %s (CI has it): %s", dir,
                   ad_error());
+    if (tr.source == DATA_CIFAR_OFFICIAL) {
+        cifar_real_official(&tr, &te);
+        data_cifar_free(&tr);
+        data_cifar_free(&te);
+        return;
+    }
+    /* The shared subset: the first 4000 training images, and the test file
+     * sorted by class. */
+    ck_assert_int_eq(tr.source, DATA_CIFAR_SUBSET);
     ck_assert_int_eq(tr.n, 4000);
     ck_assert_int_eq(te.n, 10000);
-
-    /* The well-known start of data_batch_1; the test file is sorted by class. */
-    const int first[10] = {6, 9, 9, 4, 1, 1, 2, 7, 8, 3};
-    for (int i = 0; i < 10; i++)
-        ck_assert_int_eq(tr.labels[i], first[i]);
+    cifar_real_labels(&tr, &te);
     ck_assert_int_eq(te.labels[0], 0);
     ck_assert_int_eq(te.labels[9999], 9);
-    int hist_te[10] = {0}, hist_tr[10] = {0};
-    const int want_tr[10] = {396, 366, 420, 384, 422, 393, 414, 385, 407, 413};
-    for (int i = 0; i < te.n; i++)
-        hist_te[te.labels[i]]++;
-    for (int i = 0; i < tr.n; i++)
-        hist_tr[tr.labels[i]]++;
-    for (int k = 0; k < 10; k++) {
-        ck_assert_int_eq(hist_te[k], 1000);
-        ck_assert_int_eq(hist_tr[k], want_tr[k]);
-    }
 
     /* Pixels: sums and CRC-32 of all pixel bytes (Python's gzip module). */
     uint64_t s_tr = 0, s_te = 0;

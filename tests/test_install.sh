@@ -42,8 +42,11 @@ cc -std=c11 -O2 consumer.c -o consumer $(pkg-config --cflags --libs hypertape) -
 # ---- end of the README's lines ----
 
 [ -f dlam.npy ] || fail "consumer did not write dlam.npy"
-ldd ./consumer | grep -q "libhypertape.so.0 => $PREFIX/lib/x86_64-linux-gnu/" ||
-  { ldd ./consumer >&2; fail "consumer does not load libhypertape from $PREFIX"; }
+# ldd's output is kept first: `ldd | grep -q` under pipefail fails when grep quits early
+# and ldd dies of SIGPIPE.
+libs=$(ldd ./consumer)
+grep -q "libhypertape.so.0 => $PREFIX/lib/x86_64-linux-gnu/" <<<"$libs" ||
+  { printf '%s\n' "$libs" >&2; fail "consumer does not load libhypertape from $PREFIX"; }
 
 # The umbrella header on its own, as strictly as the library is compiled.
 printf '#include <hypertape/hypertape.h>\nint main(void) { return ad_error_code(); }\n' > alone.c

@@ -3,12 +3,19 @@
  * A file is a bare sequence of 3073-byte records with no header, so the
  * only checks possible are the ones made here: the unpacked length is a
  * positive whole number of records, the gzip stream is intact to its
- * checksum, and every label byte is a class 0..9.  The file is read whole
- * into one buffer that grows as data arrive, then split in place into
- * labels and pixels.
+ * checksum, and every label byte is a class 0..9; an official batch must
+ * also hold exactly 10000 records, which catches a file cut at a record
+ * boundary.  The file is read whole into one buffer that grows as data
+ * arrive, then split in place into labels and pixels.
+ *
+ * The official archive is read extracted rather than in place: tar is on
+ * every system, the six plain files can each be checked (by size here, by
+ * sha256 in scripts/get-cifar10.sh), and a tar reader of our own would be
+ * one more parser to trust.
  *
  * Size letters: n images, P = 3072 pixel bytes, R = 3073 record bytes. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +131,108 @@ int data_cifar_read(const char *path, data_cifar *out)
     return AD_OK;
 }
 
+int data_cifar_read_batches(const char *const *paths, int n, int each, data_cifar *out)
+{
+    if (!out)
+        return ad_fail(AD_EARG, "data_cifar_read_batches: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!paths || n < 1 || each < 1 || (int64_t)n * each > INT32_MAX)
+        return ad_fail(AD_EARG, "data_cifar_read_batches: %d files of %d records: both "
+                       "must be >= 1 (and their product fit an int)", n, each);
+    for (int b = 0; b < n; b++)
+        if (!paths[b])
+            return ad_fail(AD_EARG, "data_cifar_read_batches: paths[%d] is NULL", b);
+    size_t total = (size_t)n * (size_t)each;
+    unsigned char *labels = malloc(total), *pixels = malloc(total * CF_P);
+    int rc = labels && pixels ? AD_OK : ad_fail(AD_ENOMEM, "%s: out of memory for %zu "
+                                                "images", paths[0], total);
+    for (int b = 0; b < n && rc == AD_OK; b++) {
+        data_cifar one;
+        rc = data_cifar_read(paths[b], &one);
+        if (rc == AD_OK && one.n != each)
+            rc = ad_fail(AD_EFORMAT, "%s: %d records, expected %d: truncated, or not a "
+                         "file of this set", paths[b], one.n, each);
+        if (rc == AD_OK) {
+            size_t at = (size_t)b * (size_t)each;
+            memcpy(labels + at, one.labels, (size_t)each);
+            memcpy(pixels + at * CF_P, one.pixels, (size_t)each * CF_P);
+        }
+        data_cifar_free(&one);
+    }
+    if (rc != AD_OK) {
+        free(labels);
+        free(pixels);
+        return rc;
+    }
+    out->n = (int)total;
+    out->labels = labels;
+    out->pixels = pixels;
+    return AD_OK;
+}
+
+/* Whether `folder` holds test_batch.bin or data_batch_1.bin (either is
+ * enough: the loader then names whatever else is missing). */
+static int cf_has_official(const char *folder, bool *has)
+{
+    char *te = data_join(folder, DATA_CIFAR_OFFICIAL_TEST);
+    char *b1 = data_join(folder, DATA_CIFAR_OFFICIAL_BATCH1);
+    int rc = te && b1 ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    *has = rc == AD_OK && (data_file_exists(te) || data_file_exists(b1));
+    free(te);
+    free(b1);
+    return rc;
+}
+
+/* The official set from `folder`: data_batch_1..5.bin, then test_batch.bin. */
+static int cf_load_official(const char *folder, data_cifar *train, data_cifar *test)
+{
+    char *tr[DATA_CIFAR_OFFICIAL_BATCHES] = { NULL }, *te = NULL;
+    int rc = AD_OK;
+    for (int b = 0; b < DATA_CIFAR_OFFICIAL_BATCHES && rc == AD_OK; b++) {
+        char name[32];
+        snprintf(name, sizeof name, "data_batch_%d.bin", b + 1);
+        if (!(tr[b] = data_join(folder, name)))
+            rc = ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    }
+    if (rc == AD_OK && !(te = data_join(folder, DATA_CIFAR_OFFICIAL_TEST)))
+        rc = ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    if (rc == AD_OK)
+        rc = data_cifar_read_batches((const char *const *)tr, DATA_CIFAR_OFFICIAL_BATCHES,
+                                     DATA_CIFAR_BATCH_RECORDS, train);
+    if (rc == AD_OK)
+        rc = data_cifar_read_batches((const char *const *)&te, 1, DATA_CIFAR_BATCH_RECORDS,
+                                     test);
+    for (int b = 0; b < DATA_CIFAR_OFFICIAL_BATCHES; b++)
+        free(tr[b]);
+    free(te);
+    return rc;
+}
+
+/* The subset from `dir`: DATA_CIFAR_TRAIN, then DATA_CIFAR_TEST. */
+static int cf_load_subset(const char *dir, data_cifar *train, data_cifar *test)
+{
+    char *tr = data_join(dir, DATA_CIFAR_TRAIN), *te = data_join(dir, DATA_CIFAR_TEST);
+    int rc = tr && te ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    if (rc == AD_OK)
+        rc = data_cifar_read(tr, train);
+    if (rc == AD_OK)
+        rc = data_cifar_read(te, test);
+    free(tr);
+    free(te);
+    return rc;
+}
+
+/* Whether dir holds a file of the subset. */
+static int cf_has_subset(const char *dir, bool *has)
+{
+    char *tr = data_join(dir, DATA_CIFAR_TRAIN), *te = data_join(dir, DATA_CIFAR_TEST);
+    int rc = tr && te ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    *has = rc == AD_OK && (data_file_exists(te) || data_file_exists(tr));
+    free(tr);
+    free(te);
+    return rc;
+}
+
 int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
 {
     if (!train || !test)
@@ -132,19 +241,49 @@ int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
     memset(test, 0, sizeof *test);
     if (!dir)
         return ad_fail(AD_EARG, "data_cifar_load: dir is NULL");
-    char *tr = data_join(dir, DATA_CIFAR_TRAIN), *te = data_join(dir, DATA_CIFAR_TEST);
-    int rc = tr && te ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    /* The official files in dir, else in dir/cifar-10-batches-bin, else
+     * the subset in dir. */
+    char *sub = data_join(dir, DATA_CIFAR_OFFICIAL_DIR);
+    const char *official = NULL;
+    bool has = false, subset = false;
+    int rc = sub ? cf_has_official(dir, &has) : ad_fail(AD_ENOMEM, "data_cifar_load: out "
+                                                         "of memory");
+    if (rc == AD_OK && has)
+        official = dir;
+    if (rc == AD_OK && !official && (rc = cf_has_official(sub, &has)) == AD_OK && has)
+        official = sub;
+    if (rc == AD_OK && !official)
+        rc = cf_has_subset(dir, &subset);
+    data_cifar_source src = official ? DATA_CIFAR_OFFICIAL : DATA_CIFAR_SUBSET;
+    if (rc == AD_OK && !official && !subset)
+        rc = ad_fail(AD_EIO, "%s: no CIFAR-10 files: expected the official binary version "
+                     "(test_batch.bin and data_batch_1.bin … data_batch_5.bin, here or in "
+                     "%s/; scripts/get-cifar10.sh fetches them) or the shared subset "
+                     "(%s, %s)", dir, DATA_CIFAR_OFFICIAL_DIR, DATA_CIFAR_TRAIN,
+                     DATA_CIFAR_TEST);
     if (rc == AD_OK)
-        rc = data_cifar_read(tr, train);
-    if (rc == AD_OK)
-        rc = data_cifar_read(te, test);
+        rc = official ? cf_load_official(official, train, test)
+                      : cf_load_subset(dir, train, test);
+    free(sub);
     if (rc != AD_OK) {
         data_cifar_free(train);
         data_cifar_free(test);
+        return rc;
     }
-    free(tr);
-    free(te);
-    return rc;
+    train->source = test->source = src;
+    return AD_OK;
+}
+
+const char *data_cifar_source_name(data_cifar_source source)
+{
+    switch (source) {
+    case DATA_CIFAR_OFFICIAL:
+        return "the official binary version (data_batch_1..5.bin, test_batch.bin)";
+    case DATA_CIFAR_SUBSET:
+        return "the shared JPEG-degraded subset (" DATA_CIFAR_TRAIN ", " DATA_CIFAR_TEST ")";
+    default:
+        return "the files named";
+    }
 }
 
 void data_cifar_free(data_cifar *c)

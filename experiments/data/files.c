@@ -156,27 +156,32 @@ int data_check_idx(const char *who, const int *idx, int n, int limit)
 /* ---- public: finding the data ------------------------------------------- */
 
 /* The search: --data as given, else $HYPERTAPE_DATA + env_sub, else a fixed
- * fallback folder; a candidate counts when it holds the dataset's probe file. */
+ * fallback folder; a candidate counts when it holds one of the dataset's
+ * probe files. */
+enum { DATA_MAX_PROBES = 3 };
 typedef struct data_where {
     const char *name;     /* "mnist", as data_find_dir is asked */
     const char *env_sub;  /* "/mnist": appended to $HYPERTAPE_DATA */
     const char *fallback; /* "../shared/data/mnist" */
-    const char *probe;    /* the file that must be there */
-    bool unpacked_ok;     /* the probe without its ".gz" counts too */
+    const char *probe[DATA_MAX_PROBES]; /* files, one of which must be there */
+    bool unpacked_ok;     /* a probe without its ".gz" counts too */
     const char *hint;     /* the last way out the message offers */
 } data_where;
 
 static const data_where data_places[] = {
-    { "mnist", "/mnist", "../shared/data/mnist", "train-images-idx3-ubyte.gz", true,
+    { "mnist", "/mnist", "../shared/data/mnist", { "train-images-idx3-ubyte.gz" }, true,
       "fetch the files with scripts/get-mnist.sh --download DIR" },
     { "fashion", "/fashion-mnist", "/usr/share/datasets/fashion-mnist",
-      "train-images-idx3-ubyte.gz", true, "install Debian's dataset-fashion-mnist" },
+      { "train-images-idx3-ubyte.gz" }, true, "install Debian's dataset-fashion-mnist" },
     { "fashion-mnist", "/fashion-mnist", "/usr/share/datasets/fashion-mnist",
-      "train-images-idx3-ubyte.gz", true, "install Debian's dataset-fashion-mnist" },
-    { "omniglot", "/omniglot", "../shared/data/omniglot", "images_background.zip", false,
-      "put omniglot/ in the data root" },
-    { "cifar", "/cifar", "../shared/data/cifar", "cifar10_test_jpeg.bin.gz", false,
-      "put cifar/ in the data root" },
+      { "train-images-idx3-ubyte.gz" }, true, "install Debian's dataset-fashion-mnist" },
+    { "omniglot", "/omniglot", "../shared/data/omniglot", { "images_background.zip" }, false,
+      "fetch the files with scripts/get-omniglot.sh --download DIR" },
+    /* The official binary version extracted (as is, or its folder's files),
+     * or the shared subset: cifar.h. */
+    { "cifar", "/cifar", "../shared/data/cifar",
+      { "test_batch.bin", "cifar-10-batches-bin/test_batch.bin", "cifar10_test_jpeg.bin.gz" },
+      false, "fetch the official files with scripts/get-cifar10.sh --download DIR" },
 };
 
 /* Appends to a message being built in a fixed buffer (truncating quietly). */
@@ -198,11 +203,19 @@ static bool data_try_dir(char *buf, size_t len, const char *prefix, const char *
         data_note(msg, msg_len, "; %s%s (path too long)", prefix, suffix);
         return false;
     }
-    char *path = w->unpacked_ok ? data_std_path(buf, w->probe) : data_join(buf, w->probe);
-    bool ok = path && data_file_exists(path);
-    free(path);
+    bool ok = false;
+    char names[512] = "";
+    for (int i = 0; i < DATA_MAX_PROBES && w->probe[i] && !ok; i++) {
+        char *path = w->unpacked_ok ? data_std_path(buf, w->probe[i])
+                                    : data_join(buf, w->probe[i]);
+        ok = path && data_file_exists(path);
+        free(path);
+        bool last = i + 1 == DATA_MAX_PROBES || !w->probe[i + 1];
+        data_note(names, sizeof names, "%s%s", i == 0 ? "" : last ? " or " : ", ",
+                  w->probe[i]);
+    }
     if (!ok)
-        data_note(msg, msg_len, "; %s (no %s there)", buf, w->probe);
+        data_note(msg, msg_len, "; %s (no %s there)", buf, names);
     return ok;
 }
 

@@ -28,8 +28,11 @@
  *   3. ../shared/data/<dataset>, relative to the working directory; for
  *      fashion: /usr/share/datasets/fashion-mnist, where Debian's
  *      dataset-fashion-mnist package installs the four standard files.
- * Candidates 2 and 3 count only if they hold the dataset's first standard
- * file (for MNIST and Fashion-MNIST the training images, gzipped or not).
+ * Candidates 2 and 3 count only if they hold the dataset's probe file: for
+ * MNIST and Fashion-MNIST the training images (gzipped or not), for
+ * Omniglot images_background.zip, for CIFAR-10 test_batch.bin (in the
+ * folder or in its cifar-10-batches-bin/) or the shared subset's
+ * cifar10_test_jpeg.bin.gz.
  * Returns flag_dir itself, or a pointer to a thread-local buffer that the
  * next call on this thread overwrites.  Returns NULL, with a message listing
  * every place tried (AD_EIO) or naming an unknown dataset (AD_EARG), when
