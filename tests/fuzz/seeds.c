@@ -5,8 +5,9 @@
  * The seeds are the real files cut down, when the shared data are there
  * (DATA_ROOT, else $HYPERTAPE_DATA): MNIST's IDX headers with their first
  * two images or labels (the count set to 2), raw and gzipped; CIFAR-10's
- * first two records, raw and gzipped; the first real Omniglot PNGs, and a
- * zip holding the first character's 20 drawings, stored and deflated.
+ * first two records, raw and gzipped (and as a batch file of two); the
+ * first real Omniglot PNGs, and a zip holding the first character's 20
+ * drawings, stored and deflated.
  * Without the data, the same shapes are built from scratch (and said so).
  * Always built here: the PNGs and zips the tests build (1-bit and 8-bit
  * gray), checkpoints written by the kit's own writer, .npy files written by
@@ -121,6 +122,11 @@ static void seeds_cifar(const char *data)
     put_raw("cifar", "two-records.bin", rec, sizeof rec);
     put_gz("cifar", "two-records.bin.gz", rec, sizeof rec);
     put_gz("cifar", "one-record.bin.gz", rec, R);
+    /* fuzz-cifar-batches: byte 0 = 1 (batches of 2 records), then the file. */
+    static unsigned char batch[1 + 2 * R];
+    batch[0] = 1;
+    memcpy(batch + 1, rec, sizeof rec);
+    put_raw("cifar-batches", "batch-of-two.bin", batch, sizeof batch);
 }
 
 /* ---- PNGs and zips --------------------------------------------------------- */
