@@ -27,9 +27,10 @@ static int check_new_params(const opt_outer *o, int n, ad_value *const *params)
 }
 
 /* Appends group {eta0, sqrt_decay, betas and eps of `like`} over params to o,
- * growing its arrays; on failure o is as it was (a grown array is harmless). */
-static int append_group(opt_outer *o, double eta0, bool sqrt_decay, const opt_group *like,
-                        int n, ad_value *const *params)
+ * growing its arrays; on failure o is as it was (a grown array is harmless).
+ * `like` is taken by value: it may be a group of o, which growing moves. */
+static int append_group(opt_outer *o, double eta0, bool sqrt_decay, opt_group like, int n,
+                        ad_value *const *params)
 {
     if (!(eta0 > 0) || !isfinite(eta0))
         return ad_fail(AD_EARG, "outer optimizer: step eta0 must be positive, got %g", eta0);
@@ -57,8 +58,8 @@ static int append_group(opt_outer *o, double eta0, bool sqrt_decay, const opt_gr
     }
     o->groups[o->n_groups++] = (opt_group){ .first = o->n, .n = n, .offset = o->dim, .dim = dim,
                                             .eta0 = eta0, .sqrt_decay = sqrt_decay,
-                                            .beta1 = like->beta1, .beta2 = like->beta2,
-                                            .eps = like->eps };
+                                            .beta1 = like.beta1, .beta2 = like.beta2,
+                                            .eps = like.eps };
     memcpy(o->params + o->n, params, sizeof *params * (size_t)n);
     o->n += n;
     o->dim += dim;
@@ -73,7 +74,7 @@ int opt_outer_init(opt_outer *o, opt_kind kind, double eta0, bool sqrt_decay, in
     if (kind != OPT_SGD && kind != OPT_ADAM)
         return ad_fail(AD_EARG, "outer optimizer: unknown kind %d", (int)kind);
     const opt_group defaults = { .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8 };
-    int rc = append_group(o, eta0, sqrt_decay, &defaults, n, params);
+    int rc = append_group(o, eta0, sqrt_decay, defaults, n, params);
     if (rc != AD_OK) opt_outer_free(o);
     return rc;
 }
@@ -86,7 +87,7 @@ int opt_outer_add_group(opt_outer *o, double eta0, bool sqrt_decay, int n,
     if (o->tau > 0)
         return ad_fail(AD_EARG, "outer optimizer: groups are added before the first step "
                        "(%d done)", o->tau);
-    return append_group(o, eta0, sqrt_decay, &o->groups[0], n, params);
+    return append_group(o, eta0, sqrt_decay, o->groups[0], n, params);
 }
 
 void opt_outer_free(opt_outer *o)
@@ -244,7 +245,8 @@ static void settings_of(const opt_group *g, int32_t *sqrt_decay, double step[4])
 
 int opt_outer_save(const opt_outer *o, FILE *f)
 {
-    if (!o || o->n_groups < 1 || !f) return ad_fail(AD_EARG, "outer optimizer: save: NULL argument");
+    if (!o || o->n_groups < 1 || !f)
+        return ad_fail(AD_EARG, "outer optimizer: save: a NULL argument or an empty optimizer");
     uint64_t dim = o->dim;
     int64_t tau = o->tau;
     int32_t decay;
@@ -344,12 +346,13 @@ static int read_head(const opt_outer *o, FILE *f, opt_group *gs, int64_t *tau)
 
 int opt_outer_load(opt_outer *o, FILE *f)
 {
-    if (!o || o->n_groups < 1 || !f) return ad_fail(AD_EARG, "outer optimizer: load: NULL argument");
+    if (!o || o->n_groups < 1 || !f)
+        return ad_fail(AD_EARG, "outer optimizer: load: a NULL argument or an empty optimizer");
     opt_group *gs = malloc(sizeof *gs * (size_t)o->n_groups);
     double *m = NULL, *v = NULL;
     int64_t tau = 0;
     int rc = gs ? read_head(o, f, gs, &tau) : ad_fail(AD_ENOMEM, "outer optimizer: out of memory");
-    if (rc == AD_OK && (tau < 0 || tau > INT32_MAX))
+    if (rc == AD_OK && (tau < 0 || tau >= INT_MAX)) /* INT_MAX: no next step could be counted */
         rc = ad_fail(AD_EFORMAT, "outer optimizer: the step count is %lld", (long long)tau);
     if (rc == AD_OK && o->kind == OPT_ADAM && o->dim > 0) {
         m = malloc(sizeof *m * o->dim);

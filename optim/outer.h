@@ -65,7 +65,8 @@ typedef struct opt_outer {
  * each step updates in place, with step eta0 (> 0), decaying as η0/√τ when
  * sqrt_decay, and Adam's defaults β1 = 0.9, β2 = 0.999, ε = 1e-8.  AD_OK, or
  * AD_EARG (a parameter that is NULL, made by a tape, or listed twice; a bad
- * eta0) or AD_ENOMEM, with o left empty (opt_outer_free on it is harmless).
+ * eta0 or kind) or AD_ENOMEM, with o left empty (opt_outer_free on it is
+ * harmless).
  * The tensors must outlive o; release o with opt_outer_free. */
 int opt_outer_init(opt_outer *o, opt_kind kind, double eta0, bool sqrt_decay, int n,
                    ad_value *const *params);

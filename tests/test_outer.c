@@ -6,6 +6,7 @@
  * and of several (version 2); NULL arguments. */
 #include <check.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,11 +86,13 @@ START_TEST(updates_against_plain_c)
     const double g0[5] = { 0.5, -2, 3e-3, 0, 7 };
     for (int adam = 0; adam < 2; adam++)
         for (int decay = 0; decay < 2; decay++) {
-            ad_value *p[2] = { vec(true, 2, (double[]){ 1, -1 }), vec(true, 3, (double[]){ 0, 2, 5 }) };
+            ad_value *p[2] = { vec(true, 2, (double[]){ 1, -1 }),
+                               vec(true, 3, (double[]){ 0, 2, 5 }) };
             ad_value *g[2] = { vec(false, 2, g0), vec(false, 3, g0 + 2) };
             double ref[5] = { 1, -1, 0, 2, 5 }, m[5] = { 0 }, v[5] = { 0 };
             opt_outer o;
-            ck_assert_int_eq(opt_outer_init(&o, adam ? OPT_ADAM : OPT_SGD, 0.3, decay, 2, p), AD_OK);
+            opt_kind kind = adam ? OPT_ADAM : OPT_SGD;
+            ck_assert_int_eq(opt_outer_init(&o, kind, 0.3, decay, 2, p), AD_OK);
             for (int tau = 1; tau <= 4; tau++) {
                 for (int k = 0; k < 5; k++) { /* the gradient changes from step to step */
                     ad_real *at = k < 2 ? &g[0]->data[k] : &g[1]->data[k - 2];
@@ -98,7 +101,8 @@ START_TEST(updates_against_plain_c)
                     if (adam) {
                         m[k] = 0.9 * m[k] + 0.1 * gr;
                         v[k] = 0.999 * v[k] + 0.001 * gr * gr;
-                        step = m[k] / (1 - pow(0.9, tau)) / (sqrt(v[k] / (1 - pow(0.999, tau))) + 1e-8);
+                        double mh = m[k] / (1 - pow(0.9, tau)), vh = v[k] / (1 - pow(0.999, tau));
+                        step = mh / (sqrt(vh) + 1e-8);
                     }
                     ref[k] -= (decay ? 0.3 / sqrt(tau) : 0.3) * step;
                 }
@@ -371,23 +375,32 @@ static int load(opt_outer *o, const void *buf, size_t len)
     return rc;
 }
 
-/* A state of one group is layout version 1, written here from its
- * description (what every checkpoint held before groups existed): it loads,
- * and saving it again gives the same bytes. */
-START_TEST(one_group_is_version_1)
+/* A version-1 state (the layout every checkpoint used before groups) of Adam
+ * over 3 numbers after tau steps, written here from the layout's description
+ * in outer.c. */
+enum { V1_DIM = 3, V1_LEN = 8 + 8 + 32 + 8 + 8 + 16 * V1_DIM };
+
+static void v1_state(unsigned char blob[V1_LEN], int64_t tau)
 {
-    enum { DIM = 3 };
-    unsigned char blob[8 + 8 + 32 + 8 + 8 + 16 * DIM], *b = blob;
+    unsigned char *b = blob;
     int32_t head[2] = { OPT_ADAM, 1 };
-    double step[4] = { 0.25, 0.8, 0.99, 1e-6 }, mv[2 * DIM] = { 0.1, -0.2, 0.3, 0.01, 0.04, 0.09 };
-    uint64_t dim = DIM;
-    int64_t tau = 7;
+    double step[4] = { 0.25, 0.8, 0.99, 1e-6 };
+    double mv[2 * V1_DIM] = { 0.1, -0.2, 0.3, 0.01, 0.04, 0.09 };
+    uint64_t dim = V1_DIM;
     memcpy(b, "HTOPTOU1", 8), b += 8;
     memcpy(b, head, sizeof head), b += sizeof head;
     memcpy(b, step, sizeof step), b += sizeof step;
     memcpy(b, &dim, sizeof dim), b += sizeof dim;
     memcpy(b, &tau, sizeof tau), b += sizeof tau;
     memcpy(b, mv, sizeof mv);
+}
+
+/* A state of one group is written in layout version 1: a hand-written one
+ * loads, and saving it again gives the same bytes. */
+START_TEST(one_group_is_version_1)
+{
+    unsigned char blob[V1_LEN];
+    v1_state(blob, 7);
     ad_value *p[2] = { vec(true, 1, (double[]){ 1 }), vec(true, 2, (double[]){ 2, 3 }) };
     opt_outer o;
     ck_assert_int_eq(opt_outer_init(&o, OPT_ADAM, 1, false, 2, p), AD_OK);
@@ -398,7 +411,7 @@ START_TEST(one_group_is_version_1)
     ck_assert(o.m[1] == -0.2 && o.v[2] == 0.09);
     size_t len;
     char *again = save(&o, &len);
-    ck_assert_uint_eq(len, sizeof blob);
+    ck_assert_uint_eq(len, V1_LEN);
     ck_assert(memcmp(again, blob, len) == 0);
     free(again);
     /* A version-1 state does not fit an optimizer of two groups, even of the same size. */
@@ -409,6 +422,35 @@ START_TEST(one_group_is_version_1)
     expect_message("in 1 groups, this one of kind 1 over 3 in 2");
     opt_outer_free(&o), opt_outer_free(&two);
     ad_value_free(p[0]), ad_value_free(p[1]);
+}
+END_TEST
+
+/* The step count: a state of INT_MAX steps could not step again (τ + 1
+ * overflows), so load refuses it; one fewer loads, steps once, and then
+ * the step is refused.  (fuzz-ckpt found the first: regress/ckpt/
+ * adam-steps-int-max.bin.) */
+START_TEST(step_count_bounds)
+{
+    unsigned char blob[V1_LEN];
+    ad_value *p = vec(true, 3, (double[]){ 1, 2, 3 }), *g = vec(false, 3, (double[]){ 1, 1, 1 });
+    opt_outer o;
+    ck_assert_int_eq(opt_outer_init(&o, OPT_ADAM, 1, false, 1, &p), AD_OK);
+    v1_state(blob, INT_MAX);
+    ck_assert_int_eq(load(&o, blob, sizeof blob), AD_EFORMAT);
+    expect_message("the step count is 2147483647");
+    v1_state(blob, -1);
+    ck_assert_int_eq(load(&o, blob, sizeof blob), AD_EFORMAT);
+    ck_assert_int_eq(o.tau, 0);
+    v1_state(blob, INT_MAX - 1);
+    ck_assert_int_eq(load(&o, blob, sizeof blob), AD_OK);
+    ck_assert_int_eq(opt_outer_step(&o, &g), AD_OK);
+    ck_assert_int_eq(o.tau, INT_MAX);
+    snapshot s = snap(&o);
+    ck_assert_int_eq(opt_outer_step(&o, &g), AD_EARG);
+    expect_message("no more can be counted");
+    expect_unchanged(&o, &s);
+    opt_outer_free(&o);
+    ad_value_free(p), ad_value_free(g);
 }
 END_TEST
 
@@ -444,7 +486,8 @@ START_TEST(groups_save_load)
         ck_assert(memcmp(p[i]->data, q[i]->data, sizeof(ad_real) * p[i]->size) == 0);
 
     snapshot s = snap(&b);
-    /* group 1's beta2 (after magic 8, head 8, dim 8, tau 8, group 0's 48, group 1's n, decay, dim 16, eta0 8, beta1 8) */
+    /* group 1's beta2: after magic, head, dim, tau (32), group 0 (48), group 1's n, sqrt_decay,
+     * dim (16), eta0, beta1 (16) */
     double *beta2 = (double *)(buf + 32 + 48 + 16 + 16), keep = *beta2;
     *beta2 = 1;
     ck_assert_int_eq(load(&b, buf, len), AD_EFORMAT);
@@ -541,6 +584,7 @@ Suite *outer_suite(void)
     tcase_add_test(tc, parameter_overflow_refused);
     tcase_add_test(tc, settings_checked);
     tcase_add_test(tc, one_group_is_version_1);
+    tcase_add_test(tc, step_count_bounds);
     tcase_add_test(tc, groups_save_load);
     tcase_add_test(tc, null_arguments);
     suite_add_tcase(s, tc);
