@@ -1,0 +1,649 @@
+/*
+ * bench_ops.c — what each op costs at the shapes the experiments use, and
+ * what one one-shot hyper-iteration costs end to end.
+ *
+ *   bench-ops [--csv] [--repeats N] [--match TEXT]
+ *   bench-ops --oneshot [--K 1,10,50] [--repeats N] [--channels 64] [--T 50]
+ *             [--meta-batch 4] [--csv] [--dump DIR]
+ *
+ * Op mode.  Every case is one op (or the hypercleaning inner loss, a small
+ * composition) on caller-owned inputs that want gradients, and four
+ * timings, each the median over the repeats:
+ *   fwd      the op on a recording tape (the node is kept);
+ *   bwd      a plain vector-Jacobian product with a random seed (a detached
+ *            inner step's ∇w g, and the outer sweep through forward nodes);
+ *   bwd_rec  the same product recorded (create_graph: a recorded inner step);
+ *   hvp      a plain product back through that recorded gradient with
+ *            random directions (what K-RMD's outer sweep does through a
+ *            recorded step: a Hessian-vector product).
+ * tape_fwd and tape_rec are the bytes the tape holds after the forward and
+ * after forward + recorded backward.  Each repeat starts from an empty
+ * tape, so allocation is counted as it is in the programs.  Shapes:
+ *   one-shot (64 channels): conv 3×3 pad 1 at every block's input, support
+ *   (5 images) and query (75); 2×2 max-pool, batch-norm (training) and
+ *   relu at the conv outputs and pooled maps; the bias broadcast of a conv;
+ *   the classifier and the cross-entropy of 5 classes;
+ *   hypercleaning: X [5000,785] · Wᵀ [785,10], the weighted cross-entropy
+ *   of [5000,10], σ(λ) of [5000], ‖W‖², and the inner loss g(W, λ) whole.
+ * scripts/bench_torch.py runs the same cases in PyTorch and joins the two.
+ *
+ * One-shot mode.  The hyper-iteration of experiments/oneshot.c through the
+ * same code (oneshot_problem.c: the split formulation, Adam with step
+ * 1e-2, ρ0 = 0.1, γ0 = 0.03) on random images of Omniglot's shape: per
+ * task the representation recorded, then os_task_hypergrad at K; the
+ * meta-batch's mean hypergradient then one Adam update.  Per K: the median
+ * seconds of a hyper-iteration and the largest tape peak.  --dump DIR
+ * writes λ0, the first task and its hypergradient at each K (raw float64
+ * files and a manifest) so that bench_torch.py --check DIR can confirm it
+ * computes the same thing.
+ *
+ * Threads: OpenBLAS's (OPENBLAS_NUM_THREADS); the header line says how
+ * many.  Exit status: 0, 1 on a failure, 2 on bad usage.
+ */
+#define _XOPEN_SOURCE 700
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiments/common.h"
+#include "experiments/oneshot_problem.h"
+#include "models/models.h"
+#include "ops/ops.h"
+#include "optim/outer.h"
+
+#define PROG "bench-ops"
+enum { MAX_IN = 3, MAX_REPEATS = 1000, MAX_K = 8 };
+
+typedef struct opts {
+    bool csv, oneshot;
+    int repeats; /* 0: adaptive (op mode) or 5 (one-shot mode) */
+    const char *match, *dump;
+    int channels, T, meta_batch, n_k;
+    int Ks[MAX_K];
+} opts;
+
+/* ---- the op cases --------------------------------------------------------- */
+
+typedef enum {
+    C_CONV, C_POOL, C_BN, C_RELU, C_BIAS, C_MUL, C_LINEAR, C_CE,
+    C_HC_MATMUL, C_HC_CE, C_HC_SIGMOID, C_HC_SQNORM, C_HC_INNER
+} case_kind;
+
+typedef struct op_case {
+    const char *op;
+    case_kind kind;
+    int n, c, h, w; /* the main input's shape (rank from kind) */
+} op_case;
+
+/* The one-shot network (64 channels): block 1 on [N,1,28,28], block 2 on
+ * [N,64,14,14], block 3 on [N,64,7,7], block 4 on [N,64,3,3]; support N = 5,
+ * query N = 75.  A block is conv -> pool -> batch-norm -> relu. */
+static const op_case cases[] = {
+    { "conv2d", C_CONV, 5, 1, 28, 28 },      { "conv2d", C_CONV, 75, 1, 28, 28 },
+    { "conv2d", C_CONV, 5, 64, 14, 14 },     { "conv2d", C_CONV, 75, 64, 14, 14 },
+    { "conv2d", C_CONV, 5, 64, 7, 7 },       { "conv2d", C_CONV, 75, 64, 7, 7 },
+    { "conv2d", C_CONV, 5, 64, 3, 3 },       { "conv2d", C_CONV, 75, 64, 3, 3 },
+    { "maxpool2d", C_POOL, 5, 64, 28, 28 },  { "maxpool2d", C_POOL, 75, 64, 28, 28 },
+    { "maxpool2d", C_POOL, 5, 64, 14, 14 },  { "maxpool2d", C_POOL, 75, 64, 14, 14 },
+    { "maxpool2d", C_POOL, 5, 64, 7, 7 },    { "maxpool2d", C_POOL, 75, 64, 7, 7 },
+    { "maxpool2d", C_POOL, 5, 64, 3, 3 },    { "maxpool2d", C_POOL, 75, 64, 3, 3 },
+    { "batchnorm", C_BN, 5, 64, 14, 14 },    { "batchnorm", C_BN, 75, 64, 14, 14 },
+    { "batchnorm", C_BN, 5, 64, 7, 7 },      { "batchnorm", C_BN, 75, 64, 7, 7 },
+    { "batchnorm", C_BN, 5, 64, 3, 3 },      { "batchnorm", C_BN, 75, 64, 3, 3 },
+    { "batchnorm", C_BN, 5, 64, 1, 1 },      { "batchnorm", C_BN, 75, 64, 1, 1 },
+    { "relu", C_RELU, 5, 64, 14, 14 },       { "relu", C_RELU, 75, 64, 14, 14 },
+    { "relu", C_RELU, 5, 64, 3, 3 },         { "relu", C_RELU, 75, 64, 7, 7 },
+    { "add_bias", C_BIAS, 5, 64, 28, 28 },   { "add_bias", C_BIAS, 75, 64, 7, 7 },
+    { "mul", C_MUL, 5, 64, 7, 7 },           { "mul", C_MUL, 75, 64, 7, 7 },
+    { "linear", C_LINEAR, 5, 64, 0, 0 },     { "linear", C_LINEAR, 75, 64, 0, 0 },
+    { "cross_entropy", C_CE, 5, 5, 0, 0 },   { "cross_entropy", C_CE, 75, 5, 0, 0 },
+    { "hc_matmul", C_HC_MATMUL, 5000, 785, 0, 0 },
+    { "hc_cross_entropy", C_HC_CE, 5000, 10, 0, 0 },
+    { "hc_sigmoid", C_HC_SIGMOID, 5000, 0, 0, 0 },
+    { "hc_sqnorm", C_HC_SQNORM, 785, 10, 0, 0 },
+    { "hc_inner", C_HC_INNER, 5000, 785, 0, 0 },
+};
+enum { N_CASES = sizeof cases / sizeof cases[0] };
+
+static const int N_OUT = 64, N_CLASSES = 5, HC_CLASSES = 10;
+static const double HC_REG = 1e-3;
+
+/* "5x64x14x14": the main input's shape, as the PyTorch script names it. */
+static void case_shape(const op_case *c, char *buf, size_t len)
+{
+    switch (c->kind) {
+    case C_LINEAR: case C_CE: case C_HC_MATMUL: case C_HC_CE: case C_HC_SQNORM: case C_HC_INNER:
+        snprintf(buf, len, "%dx%d", c->n, c->c);
+        break;
+    case C_HC_SIGMOID: snprintf(buf, len, "%d", c->n); break;
+    default: snprintf(buf, len, "%dx%dx%dx%d", c->n, c->c, c->h, c->w);
+    }
+}
+
+/* The case's inputs (caller-owned): in[0..*n_in) want gradients, `fixed`
+ * holds what does not (labels, X); NULL entries are absent. */
+typedef struct case_inputs {
+    ad_value *in[MAX_IN];
+    int n_in;
+    ad_value *fixed[2];
+} case_inputs;
+
+static ad_value *param_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi)
+{
+    ad_value *v = ad_tensor_rand(rng, rank, shape, lo, hi);
+    if (v) v->requires_grad = true;
+    return v;
+}
+
+static ad_value *labels_rand(ad_rng *rng, int n, int classes)
+{
+    ad_value *y = ad_tensor_new(1, &n);
+    if (y)
+        for (int i = 0; i < n; i++) y->data[i] = (ad_real)ad_rng_below(rng, (uint64_t)classes);
+    return y;
+}
+
+static void inputs_free(case_inputs *ci)
+{
+    for (int i = 0; i < MAX_IN; i++) ad_value_free(ci->in[i]);
+    for (int i = 0; i < 2; i++) ad_value_free(ci->fixed[i]);
+    memset(ci, 0, sizeof *ci);
+}
+
+static int inputs_make(const op_case *c, ad_rng *rng, case_inputs *ci)
+{
+    memset(ci, 0, sizeof *ci);
+    int x4[4] = { c->n, c->c, c->h, c->w }, b = 1;
+    switch (c->kind) {
+    case C_CONV: {
+        double bound = sqrt(6.0 / (c->c * 9)); /* He, as the model starts */
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 4, (int[]){ N_OUT, c->c, 3, 3 }, -bound, bound);
+        ci->in[2] = param_rand(rng, 1, &N_OUT, -0.1, 0.1);
+        ci->n_in = 3;
+        break;
+    }
+    case C_POOL: case C_RELU:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->n_in = 1;
+        break;
+    case C_BN:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 1, &c->c, 0.5, 1.5);
+        ci->in[2] = param_rand(rng, 1, &c->c, -0.5, 0.5);
+        ci->n_in = 3;
+        break;
+    case C_BIAS:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 4, (int[]){ 1, c->c, 1, 1 }, -1, 1);
+        ci->n_in = 2;
+        break;
+    case C_MUL:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 4, x4, -1, 1);
+        ci->n_in = 2;
+        break;
+    case C_LINEAR:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -1, 1);
+        ci->in[1] = param_rand(rng, 2, (int[]){ N_CLASSES, c->c }, -0.3, 0.3);
+        ci->in[2] = param_rand(rng, 1, &N_CLASSES, -0.1, 0.1);
+        ci->n_in = 3;
+        break;
+    case C_CE:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -2, 2);
+        ci->fixed[0] = labels_rand(rng, c->n, c->c);
+        ci->n_in = 1;
+        break;
+    case C_HC_MATMUL:
+        ci->fixed[0] = ad_tensor_rand(rng, 2, (int[]){ c->n, c->c }, 0, 1);
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->c, HC_CLASSES }, -0.01, 0.01);
+        ci->n_in = 1;
+        break;
+    case C_HC_CE:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -2, 2);
+        ci->in[1] = param_rand(rng, 1, &c->n, -1, 1);
+        ci->fixed[0] = labels_rand(rng, c->n, c->c);
+        ci->n_in = 2;
+        break;
+    case C_HC_SIGMOID:
+        ci->in[0] = param_rand(rng, 1, &c->n, -3, 3);
+        ci->n_in = 1;
+        break;
+    case C_HC_SQNORM:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -1, 1);
+        ci->n_in = 1;
+        break;
+    case C_HC_INNER:
+        ci->fixed[0] = ad_tensor_rand(rng, 2, (int[]){ c->n, c->c }, 0, 1);
+        ci->fixed[1] = labels_rand(rng, c->n, HC_CLASSES);
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->c, HC_CLASSES }, -0.01, 0.01);
+        ci->in[1] = param_rand(rng, 1, &c->n, -1, 1);
+        ci->n_in = 2;
+        break;
+    }
+    for (int i = 0; i < ci->n_in; i++) b = b && ci->in[i];
+    if (c->kind == C_CE || c->kind == C_HC_MATMUL || c->kind == C_HC_CE) b = b && ci->fixed[0];
+    if (c->kind == C_HC_INNER) b = b && ci->fixed[0] && ci->fixed[1];
+    return b ? AD_OK : ad_fail(AD_ENOMEM, "out of memory for the inputs");
+}
+
+/* The op of the case on its inputs. */
+static ad_value *case_run(ad_tape *tp, const op_case *c, const case_inputs *ci)
+{
+    ad_value *const *x = ci->in;
+    switch (c->kind) {
+    case C_CONV: return ad_conv2d(tp, x[0], x[1], x[2], 1, 1);
+    case C_POOL: return ad_maxpool2d(tp, x[0], 2, 2);
+    case C_BN: return ad_batchnorm(tp, x[0], x[1], x[2], MDL_BN_EPS);
+    case C_RELU: return ad_relu(tp, x[0]);
+    case C_BIAS: return ad_add(tp, x[0], x[1]);
+    case C_MUL: return ad_mul(tp, x[0], x[1]);
+    case C_LINEAR: return ad_linear(tp, x[0], x[1], x[2]);
+    case C_CE: return ad_cross_entropy(tp, x[0], ci->fixed[0], NULL, AD_REDUCE_MEAN);
+    case C_HC_MATMUL: return ad_matmul(tp, ci->fixed[0], x[0], false, false);
+    case C_HC_CE:
+        return ad_cross_entropy(tp, x[0], ci->fixed[0], ad_sigmoid(tp, x[1]), AD_REDUCE_MEAN);
+    case C_HC_SIGMOID: return ad_sigmoid(tp, x[0]);
+    case C_HC_SQNORM: return ad_sqnorm(tp, x[0]);
+    case C_HC_INNER: { /* hyperclean_problem.c's g(W, λ) */
+        ad_value *logits = ad_matmul(tp, ci->fixed[0], x[0], false, false);
+        ad_value *ce = ad_cross_entropy(tp, logits, ci->fixed[1], ad_sigmoid(tp, x[1]),
+                                        AD_REDUCE_MEAN);
+        return ad_add(tp, ce, ad_scale(tp, ad_sqnorm(tp, x[0]), HC_REG));
+    }
+    }
+    return NULL;
+}
+
+/* ---- timing one case ------------------------------------------------------ */
+
+enum { T_FWD, T_BWD, T_REC, T_HVP, N_TIMES };
+static const char *const time_names[N_TIMES] = { "fwd", "bwd", "bwd_rec", "hvp" };
+
+typedef struct case_result {
+    double t[N_TIMES]; /* median seconds */
+    size_t tape_fwd, tape_rec;
+    int repeats;
+} case_result;
+
+/* One repeat: fills t[] with seconds and the tape byte counts. */
+static int one_repeat(ad_tape *tp, const op_case *c, const case_inputs *ci, ad_value *gy,
+                      ad_value *const *v, double t[N_TIMES], size_t *tape_fwd, size_t *tape_rec)
+{
+    ad_value *gx[MAX_IN], *hv[MAX_IN];
+    ad_tape_reset(tp);
+    double t0 = ex_now();
+    ad_value *y = case_run(tp, c, ci);
+    double t1 = ex_now();
+    if (!y) return ad_error_code();
+    *tape_fwd = ad_tape_bytes(tp);
+    int rc = ad_vjp(tp, y, gy, ci->n_in, ci->in, gx, false);
+    double t2 = ex_now();
+    ad_tape_reset(tp);
+    if (rc == AD_OK && !(y = case_run(tp, c, ci))) rc = ad_error_code();
+    double t3 = ex_now();
+    if (rc == AD_OK) rc = ad_vjp(tp, y, gy, ci->n_in, ci->in, gx, true);
+    double t4 = ex_now();
+    *tape_rec = ad_tape_bytes(tp);
+    if (rc == AD_OK) rc = ad_vjp_many(tp, ci->n_in, gx, v, ci->n_in, ci->in, hv, false);
+    double t5 = ex_now();
+    ad_tape_reset(tp);
+    t[T_FWD] = t1 - t0;
+    t[T_BWD] = t2 - t1;
+    t[T_REC] = t4 - t3;
+    t[T_HVP] = t5 - t4;
+    return rc;
+}
+
+/* Repeats (fixed, or adaptive: at least 5 and until 0.25 s have passed, at
+ * most MAX_REPEATS) after one untimed warm-up. */
+static int time_case(const op_case *c, int repeats, case_result *res)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 1234);
+    case_inputs ci;
+    ad_value *gy = NULL, *v[MAX_IN] = { 0 };
+    double *samples[N_TIMES] = { 0 };
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    int rc = tp ? inputs_make(c, &rng, &ci) : AD_ENOMEM;
+    if (rc != AD_OK) {
+        ad_tape_free(tp);
+        return rc;
+    }
+    /* The seeds: one forward to learn the output's shape. */
+    ad_no_record_begin(tp);
+    ad_value *y = case_run(tp, c, &ci);
+    ad_no_record_end(tp);
+    if (!y) rc = ad_error_code();
+    if (rc == AD_OK && !(gy = ad_tensor_randn(&rng, y->rank, y->shape, 1))) rc = AD_ENOMEM;
+    for (int i = 0; i < ci.n_in && rc == AD_OK; i++)
+        if (!(v[i] = ad_tensor_randn(&rng, ci.in[i]->rank, ci.in[i]->shape, 1))) rc = AD_ENOMEM;
+    int cap = repeats > 0 ? repeats : MAX_REPEATS;
+    for (int k = 0; k < N_TIMES && rc == AD_OK; k++)
+        if (!(samples[k] = malloc(sizeof(double) * (size_t)cap))) rc = AD_ENOMEM;
+    double t[N_TIMES];
+    if (rc == AD_OK) rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
+    int n = 0;
+    double start = ex_now();
+    while (rc == AD_OK && n < cap && (repeats > 0 || n < 5 || ex_now() - start < 0.25)) {
+        rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
+        for (int k = 0; k < N_TIMES; k++) samples[k][n] = t[k];
+        n++;
+    }
+    for (int k = 0; k < N_TIMES && rc == AD_OK; k++) res->t[k] = ex_median(samples[k], n);
+    res->repeats = n;
+    for (int k = 0; k < N_TIMES; k++) free(samples[k]);
+    for (int i = 0; i < MAX_IN; i++) ad_value_free(v[i]);
+    ad_value_free(gy);
+    ad_tape_free(tp);
+    inputs_free(&ci);
+    return rc;
+}
+
+static int run_ops(const opts *o)
+{
+    if (o->csv) {
+        printf("op,shape");
+        for (int k = 0; k < N_TIMES; k++) printf(",%s_s", time_names[k]);
+        printf(",tape_fwd_bytes,tape_rec_bytes,repeats\n");
+    } else {
+        printf("%-17s %-14s %10s %10s %10s %10s %11s %11s %7s\n", "op", "shape", "fwd ms",
+               "bwd ms", "bwd_rec ms", "hvp ms", "tape fwd KB", "tape rec KB", "repeats");
+    }
+    int shown = 0;
+    for (int i = 0; i < N_CASES; i++) {
+        const op_case *c = &cases[i];
+        char shape[64], name[96];
+        case_shape(c, shape, sizeof shape);
+        snprintf(name, sizeof name, "%s %s", c->op, shape);
+        if (o->match && !strstr(name, o->match)) continue;
+        case_result r = { 0 };
+        int rc = time_case(c, o->repeats, &r);
+        if (rc != AD_OK) {
+            fprintf(stderr, PROG ": %s: %s\n", name, ad_error());
+            return EX_EXIT_LIB;
+        }
+        if (o->csv)
+            printf("%s,%s,%.9f,%.9f,%.9f,%.9f,%zu,%zu,%d\n", c->op, shape, r.t[0], r.t[1],
+                   r.t[2], r.t[3], r.tape_fwd, r.tape_rec, r.repeats);
+        else
+            printf("%-17s %-14s %10.4f %10.4f %10.4f %10.4f %11.1f %11.1f %7d\n", c->op, shape,
+                   1e3 * r.t[0], 1e3 * r.t[1], 1e3 * r.t[2], 1e3 * r.t[3], r.tape_fwd / 1024.0,
+                   r.tape_rec / 1024.0, r.repeats);
+        fflush(stdout);
+        shown++;
+    }
+    if (shown == 0) {
+        fprintf(stderr, PROG ": no case matches '%s'\n", o->match);
+        return EX_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* ---- the one-shot hyper-iteration ----------------------------------------- */
+
+enum { OS_SUPPORT = 5, OS_QUERY = 75, OS_SIDE = 28 };
+
+/* A random task: images uniform in [0, 1] (Omniglot's ink range), labels
+ * 0..4 in turn. */
+static void random_task(ad_rng *rng, ad_real *x_s, int *y_s, ad_real *x_q, int *y_q)
+{
+    for (int i = 0; i < OS_SUPPORT * OS_SIDE * OS_SIDE; i++) x_s[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_QUERY * OS_SIDE * OS_SIDE; i++) x_q[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_SUPPORT; i++) y_s[i] = i % 5;
+    for (int i = 0; i < OS_QUERY; i++) y_q[i] = i % 5;
+}
+
+/* name.f64: n doubles; one manifest line "name rank d0 d1 ...". */
+static int dump_tensor(FILE *man, const char *dir, const char *name, int rank, const int *shape,
+                       const ad_real *data)
+{
+    char path[EX_PATH_LEN];
+    snprintf(path, sizeof path, "%s/%s.f64", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) return ad_fail(AD_EIO, "cannot write %s", path);
+    size_t n = ad_shape_size(rank, shape);
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        double d = (double)data[i];
+        ok = fwrite(&d, sizeof d, 1, f) == 1;
+    }
+    int rc = ex_close(f, path);
+    if (!ok) return ad_fail(AD_EIO, "error writing %s", path);
+    if (rc != AD_OK) return rc;
+    fprintf(man, "%s %d", name, rank);
+    for (int i = 0; i < rank; i++) fprintf(man, " %d", shape[i]);
+    fprintf(man, "\n");
+    return AD_OK;
+}
+
+static int dump_ints(FILE *man, const char *dir, const char *name, int n, const int *v)
+{
+    ad_real *r = malloc(sizeof(ad_real) * (size_t)n);
+    int rc = r ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; i < n && rc == AD_OK; i++) r[i] = (ad_real)v[i];
+    if (rc == AD_OK) rc = dump_tensor(man, dir, name, 1, &n, r);
+    free(r);
+    return rc;
+}
+
+/* λ0, the task and its hypergradient at every K, for bench_torch.py --check. */
+static int dump_first_task(const opts *o, os_hyper *hy, os_task *tk, const ad_real *x_s,
+                           const int *y_s, const ad_real *x_q, const int *y_q)
+{
+    int rc = ex_make_dirs(o->dump);
+    if (rc != AD_OK) return rc;
+    char path[EX_PATH_LEN];
+    snprintf(path, sizeof path, "%s/manifest.txt", o->dump);
+    FILE *man = fopen(path, "w");
+    if (!man) return ad_fail(AD_EIO, "cannot write %s", path);
+    fprintf(man, "config channels %d T %d support %d query %d bn_eps %g real %s\n", o->channels,
+            o->T, OS_SUPPORT, OS_QUERY, MDL_BN_EPS, sizeof(ad_real) == 8 ? "double" : "float");
+    char name[64];
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
+        snprintf(name, sizeof name, "lam_%02d", i);
+        rc = dump_tensor(man, o->dump, name, hy->list[i]->rank, hy->list[i]->shape, hy->list[i]->data);
+    }
+    int xs[4] = { OS_SUPPORT, 1, OS_SIDE, OS_SIDE }, xq[4] = { OS_QUERY, 1, OS_SIDE, OS_SIDE };
+    if (rc == AD_OK) rc = dump_tensor(man, o->dump, "x_s", 4, xs, x_s);
+    if (rc == AD_OK) rc = dump_tensor(man, o->dump, "x_q", 4, xq, x_q);
+    if (rc == AD_OK) rc = dump_ints(man, o->dump, "y_s", OS_SUPPORT, y_s);
+    if (rc == AD_OK) rc = dump_ints(man, o->dump, "y_q", OS_QUERY, y_q);
+    for (int k = 0; k < o->n_k && rc == AD_OK; k++) {
+        ad_value *g[OS_MAX_HYPER] = { 0 };
+        rc = os_task_hypergrad(tk, o->Ks[k], g, NULL);
+        for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
+            snprintf(name, sizeof name, "grad_K%d_%02d", o->Ks[k], i);
+            rc = dump_tensor(man, o->dump, name, g[i]->rank, g[i]->shape, g[i]->data);
+        }
+        for (int i = 0; i < hy->n_list; i++) ad_value_free(g[i]);
+    }
+    int rc2 = ex_close(man, path);
+    return rc != AD_OK ? rc : rc2;
+}
+
+/* One hyper-iteration: meta_batch tasks' hypergradients at K, their mean,
+ * one Adam update.  *peak gets the largest tape peak (estimator and
+ * representation tapes together). */
+static int hyper_iteration(const opts *o, int K, ad_rng *rng, os_hyper *hy, os_task *tk,
+                           opt_outer *adam, ad_value **gsum, ad_real *x_s, int *y_s,
+                           ad_real *x_q, int *y_q, size_t *peak)
+{
+    int rc = AD_OK;
+    for (int i = 0; i < hy->n_list; i++) memset(gsum[i]->data, 0, gsum[i]->size * sizeof(ad_real));
+    for (int b = 0; b < o->meta_batch && rc == AD_OK; b++) {
+        ad_value *g[OS_MAX_HYPER] = { 0 };
+        hg_report r;
+        random_task(rng, x_s, y_s, x_q, y_q);
+        rc = os_task_load(tk, x_s, y_s, x_q, y_q, true);
+        if (rc == AD_OK) rc = os_task_hypergrad(tk, K, g, &r);
+        if (rc != AD_OK) break;
+        size_t p = r.peak_tape_bytes + os_task_rep_tape_bytes(tk);
+        if (p > *peak) *peak = p;
+        for (int i = 0; i < hy->n_list; i++) {
+            for (size_t k = 0; k < g[i]->size; k++) gsum[i]->data[k] += g[i]->data[k] / o->meta_batch;
+            ad_value_free(g[i]);
+        }
+    }
+    if (rc == AD_OK) rc = opt_outer_step(adam, gsum);
+    os_hyper_clamp_step(hy, 1e-3, 2.0); /* oneshot's STEP_LO, STEP_HI */
+    return rc;
+}
+
+static int run_oneshot(const opts *o)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    os_hyper hy;
+    os_task tk;
+    opt_outer adam;
+    memset(&hy, 0, sizeof hy);
+    memset(&tk, 0, sizeof tk);
+    memset(&adam, 0, sizeof adam);
+    ad_value *gsum[OS_MAX_HYPER] = { 0 };
+    ad_real *x_s = malloc(sizeof(ad_real) * OS_SUPPORT * OS_SIDE * OS_SIDE);
+    ad_real *x_q = malloc(sizeof(ad_real) * OS_QUERY * OS_SIDE * OS_SIDE);
+    int y_s[OS_SUPPORT], y_q[OS_QUERY];
+    int repeats = o->repeats > 0 ? o->repeats : 5;
+    double *secs = malloc(sizeof(double) * (size_t)repeats);
+    int rc = x_s && x_q && secs ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng, 0.1, 0.03);
+    if (rc == AD_OK) rc = os_task_init(&tk, &hy, OS_SUPPORT, OS_QUERY, o->T, true);
+    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
+        if (!(gsum[i] = ad_tensor_new(hy.list[i]->rank, hy.list[i]->shape))) rc = AD_ENOMEM;
+    if (rc == AD_OK && o->dump) {
+        random_task(&rng, x_s, y_s, x_q, y_q);
+        rc = os_task_load(&tk, x_s, y_s, x_q, y_q, true);
+        if (rc == AD_OK) rc = dump_first_task(o, &hy, &tk, x_s, y_s, x_q, y_q);
+        if (rc == AD_OK) fprintf(stderr, PROG ": wrote %s/manifest.txt and its files\n", o->dump);
+    }
+    if (rc == AD_OK) {
+        if (o->csv) printf("K,T,channels,meta_batch,median_s,min_s,max_s,peak_tape_bytes,repeats\n");
+        else printf("%6s %4s %8s %10s %9s %9s %13s %7s\n", "K", "T", "channels", "median s",
+                    "min s", "max s", "peak tape MB", "repeats");
+    }
+    /* Every K starts from the same λ0 and the same tasks, with a fresh Adam. */
+    ad_value *lam0[OS_MAX_HYPER] = { 0 };
+    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
+        if (!(lam0[i] = ad_value_copy(hy.list[i]))) rc = AD_ENOMEM;
+    for (int k = 0; k < o->n_k && rc == AD_OK; k++) {
+        int K = o->Ks[k];
+        ad_rng task_rng;
+        ad_rng_seed(&task_rng, 99);
+        for (int i = 0; i < hy.n_list; i++)
+            memcpy(hy.list[i]->data, lam0[i]->data, lam0[i]->size * sizeof(ad_real));
+        if (rc == AD_OK) rc = opt_outer_init(&adam, OPT_ADAM, 1e-2, false, hy.n_list, hy.list);
+        size_t peak = 0;
+        /* One untimed hyper-iteration first (the allocator and BLAS warm up). */
+        for (int r = -1; r < repeats && rc == AD_OK; r++) {
+            double t0 = ex_now();
+            rc = hyper_iteration(o, K, &task_rng, &hy, &tk, &adam, gsum, x_s, y_s, x_q, y_q, &peak);
+            if (r >= 0) secs[r] = ex_now() - t0;
+        }
+        opt_outer_free(&adam);
+        if (rc != AD_OK) break;
+        double lo = secs[0], hi = secs[0];
+        for (int r = 1; r < repeats; r++) {
+            lo = fmin(lo, secs[r]);
+            hi = fmax(hi, secs[r]);
+        }
+        double med = ex_median(secs, repeats);
+        if (o->csv)
+            printf("%d,%d,%d,%d,%.6f,%.6f,%.6f,%zu,%d\n", K, o->T, o->channels, o->meta_batch,
+                   med, lo, hi, peak, repeats);
+        else
+            printf("%6d %4d %8d %10.3f %9.3f %9.3f %13.1f %7d\n", K, o->T, o->channels, med, lo,
+                   hi, peak / 1e6, repeats);
+        fflush(stdout);
+    }
+    if (rc != AD_OK) fprintf(stderr, PROG ": one-shot: %s\n", ad_error());
+    for (int i = 0; i < OS_MAX_HYPER; i++) {
+        ad_value_free(gsum[i]);
+        ad_value_free(lam0[i]);
+    }
+    os_task_free(&tk);
+    os_hyper_free(&hy);
+    free(x_s);
+    free(x_q);
+    free(secs);
+    return rc == AD_OK ? 0 : EX_EXIT_LIB;
+}
+
+/* ---- flags ---------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"usage: " PROG " [--csv] [--repeats N] [--match TEXT]\n"
+"       " PROG " --oneshot [--K LIST] [--repeats N] [--channels N] [--T N]\n"
+"                 [--meta-batch N] [--csv] [--dump DIR]\n"
+"\n"
+"Times the ops at the one-shot (64 channels) and hypercleaning shapes: forward on\n"
+"a recording tape, plain backward, recorded backward (create_graph) and a\n"
+"Hessian-vector product back through it; median of the repeats (default: at\n"
+"least 5 and 0.25 s per case).  --match keeps the cases whose 'op shape'\n"
+"contains TEXT.\n"
+"\n"
+"--oneshot times one-shot hyper-iterations (experiments/oneshot.c's, on random\n"
+"images): per K (default 1,10,T) the median of --repeats (default 5) hyper-\n"
+"iterations of --meta-batch tasks (default 4), --T inner steps (default 50),\n"
+"--channels (default 64).  --dump DIR also writes lambda0, the first task and its\n"
+"hypergradients for scripts/bench_torch.py --check DIR.\n"
+"\n"
+"OpenBLAS threads: OPENBLAS_NUM_THREADS.  Exit status 0, 1 on failure, 2 on bad usage.\n");
+}
+
+static int parse(int argc, char **argv, opts *o)
+{
+    static const char *const known[] = { "--repeats", "--match", "--K", "--channels", "--T",
+                                         "--meta-batch", "--dump" };
+    *o = (opts){ .channels = 64, .T = 50, .meta_batch = 4 };
+    const char *k_list = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val;
+        char name[EX_FLAG_NAME_LEN];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        if (!strcmp(a, "--csv")) { o->csv = true; continue; }
+        if (!strcmp(a, "--oneshot")) { o->oneshot = true; continue; }
+        if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
+            return ex_usage_error(PROG, "%s", ad_error());
+        bool ok = true;
+        if (!strcmp(name, "--repeats")) ok = ex_parse_int(val, 1, MAX_REPEATS, &o->repeats);
+        else if (!strcmp(name, "--match")) o->match = val;
+        else if (!strcmp(name, "--K")) k_list = val;
+        else if (!strcmp(name, "--channels")) ok = ex_parse_int(val, 1, 1024, &o->channels);
+        else if (!strcmp(name, "--T")) ok = ex_parse_int(val, 1, 100000, &o->T);
+        else if (!strcmp(name, "--meta-batch")) ok = ex_parse_int(val, 1, 1000, &o->meta_batch);
+        else if (!strcmp(name, "--dump")) o->dump = val;
+        if (!ok) return ex_usage_error(PROG, "%s: bad value '%s'", name, val);
+    }
+    if (k_list) {
+        o->n_k = ex_parse_int_list(k_list, 1, 100000, o->Ks, MAX_K);
+        if (o->n_k < 1) return ex_usage_error(PROG, "--K: want up to %d numbers >= 1, got '%s'",
+                                              MAX_K, k_list);
+    } else {
+        o->n_k = 0;
+        int def[3] = { 1, 10, o->T };
+        for (int k = 0; k < 3; k++)
+            if (def[k] <= o->T && (o->n_k == 0 || def[k] > o->Ks[o->n_k - 1])) o->Ks[o->n_k++] = def[k];
+    }
+    if (!o->oneshot && (k_list || o->dump))
+        return ex_usage_error(PROG, "--K and --dump go with --oneshot");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc != 0) return rc < 0 ? 0 : rc;
+    fprintf(stderr, PROG ": %s build, OpenBLAS %d thread(s)\n",
+            sizeof(ad_real) == 8 ? "double" : "float", openblas_get_num_threads());
+    return o.oneshot ? run_oneshot(&o) : run_ops(&o);
+}
