@@ -11,4 +11,5 @@
     X(data_more)     \
     X(taskinteract)  \
     X(hyperclean)    \
-    X(oneshot)
+    X(oneshot)       \
+    X(kernels)
