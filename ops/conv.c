@@ -1,30 +1,41 @@
 /* conv.c — 2-D convolution (cross-correlation, as in every NN library), NCHW,
- * by im2col + one gemm.
+ * by im2col + gemm over blocks of images.
  *
- *   cols = im2col(x)                      [C·kh·kw, N·P·Q]
- *   y    = reshape(w) · cols              [O, N·P·Q]        (ad_matmul)
- *   out  = swap_blocks(y)                 [N, O, P, Q]
- *   out += reshape(b) as [1,O,1,1]
+ * Three ops, each the others' backward:
+ *   y  = conv2d(x, w, b)            y = w · col(x) + b          [N,O,P,Q]
+ *   dx = conv_data_grad(g, w)       col2im(wᵀ · g)              [N,C,H,W]
+ *   dw = conv_weight_grad(x, g)     g · col(x)ᵀ                 [O,C,kh,kw]
+ * where col(x) is the im2col unfolding [C·kh·kw, N·P·Q] and g is read as
+ * [O, N·P·Q].  All three are bilinear; with ⟨u, col2im(c)⟩ = ⟨col(u), c⟩
+ * their vector-Jacobian products are again these ops:
+ *   conv2d:           dx = conv_data_grad(g, w), dw = conv_weight_grad(x, g),
+ *                     db = Σ_{n,p,q} g
+ *   conv_data_grad:   dg = conv2d(u, w),         dw = conv_weight_grad(u, g)
+ *   conv_weight_grad: dx = conv_data_grad(g, v), dg = conv2d(x, v)
+ * so every order of derivative goes through, and no unfolded copy of x is
+ * kept on the tape: each op unfolds what it needs into scratch and frees it
+ * (the input x is kept instead, 1/(kh·kw) of the columns).
  *
- * Putting the whole batch on the columns axis makes one large gemm (good for
- * BLAS) instead of N small ones; the price is the swap of the first two axes
- * at the end.  im2col and col2im are linear and each other's adjoint, and
- * swap_blocks is its own (with the block counts exchanged), so each is the
- * other's backward rule and every order of derivative goes through; the rest
- * is ordinary ops.
- *
- * Memory: cols holds kh·kw copies of x (zero-padded) and stays on the tape
- * for the weight gradient — the usual im2col trade.
+ * The batch is cut into blocks whose columns fit CONV_BLOCK_ENTRIES reals
+ * (≈ 4 MB in float), one gemm per block: large enough for BLAS, small
+ * enough for the unfolded block to stay in cache between im2col and gemm.
+ * A block's gemm gives [O, m·P·Q] (m images); the result wants [m, O, P·Q],
+ * so each block is copied out with its first two axes swapped (and the bias
+ * added on the way).
  *
  * Sizes: N images, C channels in, O out, H×W in, kh×kw kernel, P×Q out with
- * P = (H + 2·pad − kh)/stride + 1. */
+ * P = (H + 2·pad − kh)/stride + 1; K = C·kh·kw rows of col(x). */
+#include <cblas.h>
 #include <limits.h>
+#include <stdlib.h>
 
 #include "ad/node.h"
 #include "ops.h"
 
-/* The geometry of one convolution; im2col and col2im nodes keep it in
- * iattr in this order, so col2im can rebuild x's shape. */
+enum { CONV_BLOCK_ENTRIES = 1 << 20 };
+
+/* The geometry of one convolution; every node keeps it in iattr in this
+ * order (the data gradient needs H and W, the weight gradient kh and kw). */
 typedef struct conv_geom {
     int N, C, H, W, kh, kw, stride, pad;
 } conv_geom;
@@ -42,27 +53,46 @@ static conv_geom geom_load(const int *a)
     return (conv_geom){ a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7] };
 }
 
-/* ---- im2col / col2im --------------------------------------------------- */
+/* Derived sizes: P, Q, K = C·kh·kw, PQ = P·Q. */
+typedef struct conv_dims {
+    int P, Q, K;
+    size_t PQ, in_image; /* P·Q, and C·H·W: one image of x */
+} conv_dims;
 
-static ad_value *im2col(ad_tape *tp, ad_value *x, const conv_geom *g);
-static ad_value *col2im(ad_tape *tp, ad_value *cols, const conv_geom *g);
-
-static int im2col_backward(ad_tape *tp, ad_value *out, ad_value *gout, ad_value **gin)
+static conv_dims dims_of(const conv_geom *g)
 {
-    conv_geom g = geom_load(out->iattr);
-    gin[0] = col2im(tp, gout, &g);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    conv_dims d;
+    d.P = out_extent(g->H, g->kh, g->stride, g->pad);
+    d.Q = out_extent(g->W, g->kw, g->stride, g->pad);
+    d.K = g->C * g->kh * g->kw;
+    d.PQ = (size_t)d.P * (size_t)d.Q;
+    d.in_image = (size_t)g->C * g->H * g->W;
+    return d;
 }
 
-static int col2im_backward(ad_tape *tp, ad_value *out, ad_value *gout, ad_value **gin)
+/* Images per block: as many as keep m·P·Q columns of K rows within the
+ * budget, at least one. */
+static int block_images(const conv_geom *g, const conv_dims *d)
 {
-    conv_geom g = geom_load(out->iattr);
-    gin[0] = im2col(tp, gout, &g);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    size_t per = (size_t)d->K * d->PQ, m = per ? CONV_BLOCK_ENTRIES / per : 1;
+    if (m < 1) m = 1;
+    return m < (size_t)g->N ? (int)m : g->N;
 }
 
-static const ad_op im2col_op = { "im2col", im2col_backward };
-static const ad_op col2im_op = { "col2im", col2im_backward };
+/* c [m,n] = op(a) · op(b) (+ c when accumulate), row-major. */
+static void gemm(bool ta, bool tb, int m, int n, int k, const ad_real *a, int lda,
+                 const ad_real *b, int ldb, bool accumulate, ad_real *c)
+{
+    enum CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
+#if HT_REAL_IS_DOUBLE
+    cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, 1.0, a, lda, b, ldb, accumulate ? 1.0 : 0.0, c, n);
+#else
+    cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, n);
+#endif
+}
+
+/* ---- unfolding --------------------------------------------------------- */
 
 /* Both kernels walk the same index space: row r = (c, i, j) of the kernel,
  * column (n, p, q) of the output; the pixel is
@@ -82,107 +112,272 @@ static col_span span_of(const conv_geom *g, int Q, int j)
     return s;
 }
 
-/* x [N,C,H,W] -> cols [C·kh·kw, N·P·Q]. */
-static void im2col_kernel(ad_real *cols, const ad_real *x, const conv_geom *g, int P, int Q)
+/* One row of Q cells of the unfolding: the pixels row[w0 + q·stride] for q
+ * in the span, zeros outside it (the padding).  Only the margins are
+ * zeroed, and a unit stride copies a contiguous stretch. */
+static void unfold_row(ad_real *restrict dst, const ad_real *restrict row, col_span s, int Q,
+                       int stride)
 {
+    for (int q = 0; q < s.lo; q++) dst[q] = 0;
+    if (stride == 1) {
+        const ad_real *src = row + s.w0;
+        for (int q = s.lo; q < s.hi; q++) dst[q] = src[q];
+    } else {
+        for (int q = s.lo; q < s.hi; q++) dst[q] = row[s.w0 + q * stride];
+    }
+    for (int q = s.hi; q < Q; q++) dst[q] = 0;
+}
+
+/* The adjoint of unfold_row: each cell in the span is added back. */
+static void fold_row(ad_real *restrict row, const ad_real *restrict src, col_span s, int stride)
+{
+    if (stride == 1) {
+        ad_real *dst = row + s.w0;
+        for (int q = s.lo; q < s.hi; q++) dst[q] += src[q];
+    } else {
+        for (int q = s.lo; q < s.hi; q++) row[s.w0 + q * stride] += src[q];
+    }
+}
+
+/* m images x [m,C,H,W] -> cols [K, m·P·Q]. */
+static void im2col_kernel(ad_real *cols, const ad_real *x, int m, const conv_geom *g,
+                          const conv_dims *d)
+{
+    int P = d->P, Q = d->Q;
     for (int c = 0; c < g->C; c++)
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 col_span s = span_of(g, Q, j);
-                for (int n = 0; n < g->N; n++) {
-                    const ad_real *plane = x + ((size_t)n * g->C + (size_t)c) * g->H * g->W;
+                for (int n = 0; n < m; n++) {
+                    const ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
                     for (int p = 0; p < P; p++, cols += Q) {
                         int h = p * g->stride - g->pad + i;
-                        for (int q = 0; q < Q; q++) cols[q] = 0;
-                        if (h < 0 || h >= g->H) continue;
-                        const ad_real *row = plane + (size_t)h * g->W;
-                        for (int q = s.lo; q < s.hi; q++) cols[q] = row[s.w0 + q * g->stride];
+                        if (h < 0 || h >= g->H)
+                            for (int q = 0; q < Q; q++) cols[q] = 0;
+                        else
+                            unfold_row(cols, plane + (size_t)h * g->W, s, Q, g->stride);
                     }
                 }
             }
 }
 
-/* cols [C·kh·kw, N·P·Q] -> x [N,C,H,W] (zeroed by the caller): each cell is
- * added back to the pixel it was read from. */
-static void col2im_kernel(ad_real *x, const ad_real *cols, const conv_geom *g, int P, int Q)
+/* cols [K, m·P·Q] -> m images x [m,C,H,W] (zeroed by the caller): each cell
+ * is added back to the pixel it was read from, rows in order, so a pixel
+ * under several windows receives its terms in the order (i, j). */
+static void col2im_kernel(ad_real *x, const ad_real *cols, int m, const conv_geom *g,
+                          const conv_dims *d)
 {
+    int P = d->P, Q = d->Q;
     for (int c = 0; c < g->C; c++)
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 col_span s = span_of(g, Q, j);
-                for (int n = 0; n < g->N; n++) {
-                    ad_real *plane = x + ((size_t)n * g->C + (size_t)c) * g->H * g->W;
+                for (int n = 0; n < m; n++) {
+                    ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
                     for (int p = 0; p < P; p++, cols += Q) {
                         int h = p * g->stride - g->pad + i;
-                        if (h < 0 || h >= g->H) continue;
-                        ad_real *row = plane + (size_t)h * g->W;
-                        for (int q = s.lo; q < s.hi; q++) row[s.w0 + q * g->stride] += cols[q];
+                        if (h >= 0 && h < g->H) fold_row(plane + (size_t)h * g->W, cols, s, g->stride);
                     }
                 }
             }
 }
 
-/* x [N,C,H,W] -> cols [C·kh·kw, N·P·Q] (a copy per kernel offset). */
-static ad_value *im2col(ad_tape *tp, ad_value *x, const conv_geom *g)
+/* y [O, m·PQ] -> out [m, O, PQ] (+ b[o] when b). */
+static void unswap_block(ad_real *out, const ad_real *y, int m, int O, size_t PQ, const ad_real *b)
 {
-    if (!x) return NULL;
-    int P = out_extent(g->H, g->kh, g->stride, g->pad), Q = out_extent(g->W, g->kw, g->stride, g->pad);
-    int shape[2] = { g->C * g->kh * g->kw, g->N * P * Q };
-    ad_value *out = ad_node_new(tp, &im2col_op, 2, shape, 1, &x);
-    if (!out) return NULL;
-    geom_store(out->iattr, g);
-    im2col_kernel(out->data, x->data, g, P, Q);
-    return out;
-}
-
-/* cols [C·kh·kw, N·P·Q] -> x [N,C,H,W]: the adjoint, each cell added back to
- * the pixel it was read from (a pixel under several windows gets the sum). */
-static ad_value *col2im(ad_tape *tp, ad_value *cols, const conv_geom *g)
-{
-    if (!cols) return NULL;
-    int P = out_extent(g->H, g->kh, g->stride, g->pad), Q = out_extent(g->W, g->kw, g->stride, g->pad);
-    ad_value *out = ad_node_new(tp, &col2im_op, 4, (int[]){ g->N, g->C, g->H, g->W }, 1, &cols);
-    if (!out) return NULL;
-    geom_store(out->iattr, g);
-    for (size_t k = 0; k < out->size; k++) out->data[k] = 0;
-    col2im_kernel(out->data, cols->data, g, P, Q);
-    return out;
-}
-
-/* ---- swap_blocks ------------------------------------------------------- */
-
-/* The gemm gives [O, N·P·Q]; the result is [N, O, P, Q].  Viewing the first
- * as [A=O, B=N, inner=P·Q], the second is its first two axes swapped.  The
- * swap is a permutation, so its adjoint is the reverse swap; taking the target
- * shape as an argument saves a reshape (a copy) on each side. */
-static ad_value *swap_blocks(ad_tape *tp, ad_value *x, int A, int B, int rank, const int *shape);
-
-static int swap_blocks_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
-{
-    ad_value *x = out->inputs[0];
-    gin[0] = swap_blocks(tp, g, out->iattr[1], out->iattr[0], x->rank, x->shape);
-    return gin[0] ? AD_OK : AD_ENOMEM;
-}
-
-static const ad_op swap_blocks_op = { "swap_blocks", swap_blocks_backward };
-
-/* x viewed as [A, B, inner] -> out [B, A, inner], given the shape `shape`. */
-static ad_value *swap_blocks(ad_tape *tp, ad_value *x, int A, int B, int rank, const int *shape)
-{
-    if (!x) return NULL;
-    size_t inner = x->size / ((size_t)A * (size_t)B);
-    AD_ASSERT(inner * A * B == x->size && ad_shape_size(rank, shape) == x->size,
-              "swap_blocks: the blocks do not tile the tensor");
-    ad_value *out = ad_node_new(tp, &swap_blocks_op, rank, shape, 1, &x);
-    if (!out) return NULL;
-    out->iattr[0] = A;
-    out->iattr[1] = B;
-    for (int a = 0; a < A; a++)
-        for (int b = 0; b < B; b++) {
-            const ad_real *src = x->data + ((size_t)a * B + (size_t)b) * inner;
-            ad_real *dst = out->data + ((size_t)b * A + (size_t)a) * inner;
-            for (size_t k = 0; k < inner; k++) dst[k] = src[k];
+    for (int n = 0; n < m; n++)
+        for (int o = 0; o < O; o++) {
+            const ad_real *src = y + ((size_t)o * m + (size_t)n) * PQ;
+            ad_real *dst = out + ((size_t)n * O + (size_t)o) * PQ;
+            ad_real bo = b ? b[o] : 0;
+            if (b)
+                for (size_t k = 0; k < PQ; k++) dst[k] = src[k] + bo;
+            else
+                for (size_t k = 0; k < PQ; k++) dst[k] = src[k];
         }
+}
+
+/* g [m, O, PQ] -> y [O, m·PQ], the block's gradient as the gemm reads it. */
+static void swap_block(ad_real *y, const ad_real *g, int m, int O, size_t PQ)
+{
+    for (int n = 0; n < m; n++)
+        for (int o = 0; o < O; o++) {
+            const ad_real *src = g + ((size_t)n * O + (size_t)o) * PQ;
+            ad_real *dst = y + ((size_t)o * m + (size_t)n) * PQ;
+            for (size_t k = 0; k < PQ; k++) dst[k] = src[k];
+        }
+}
+
+/* Scratch for one call: the unfolded block [K, m·PQ] and the block in gemm
+ * layout [O, m·PQ]. */
+typedef struct conv_scratch {
+    ad_real *cols, *y;
+    int nb; /* images per block */
+} conv_scratch;
+
+static int scratch_get(conv_scratch *s, const conv_geom *g, const conv_dims *d, int O,
+                       const char *who)
+{
+    s->nb = block_images(g, d);
+    size_t cols = (size_t)d->K * d->PQ * (size_t)s->nb, y = (size_t)O * d->PQ * (size_t)s->nb;
+    s->cols = malloc(cols * sizeof(ad_real));
+    s->y = malloc(y * sizeof(ad_real));
+    if (s->cols && s->y) return AD_OK;
+    free(s->cols);
+    free(s->y);
+    return ad_fail(AD_ENOMEM, "%s: out of memory for %zu scratch entries", who, cols + y);
+}
+
+static void scratch_free(conv_scratch *s)
+{
+    free(s->cols);
+    free(s->y);
+}
+
+/* ---- the three kernels ------------------------------------------------- */
+
+/* x [N,C,H,W], w [O,K], b [O] or NULL -> out [N,O,P,Q]. */
+static void conv_forward_kernel(ad_real *out, const ad_real *x, const ad_real *w, const ad_real *b,
+                                int O, const conv_geom *g, const conv_scratch *s)
+{
+    conv_dims d = dims_of(g);
+    for (int n0 = 0; n0 < g->N; n0 += s->nb) {
+        int m = g->N - n0 < s->nb ? g->N - n0 : s->nb, cols = m * (int)d.PQ;
+        im2col_kernel(s->cols, x + (size_t)n0 * d.in_image, m, g, &d);
+        gemm(false, false, O, cols, d.K, w, d.K, s->cols, cols, false, s->y);
+        unswap_block(out + (size_t)n0 * O * d.PQ, s->y, m, O, d.PQ, b);
+    }
+}
+
+/* gy [N,O,P,Q], w [O,K] -> dx [N,C,H,W] = col2im(wᵀ · gy). */
+static void conv_data_kernel(ad_real *dx, const ad_real *gy, const ad_real *w, int O,
+                             const conv_geom *g, const conv_scratch *s)
+{
+    conv_dims d = dims_of(g);
+    for (size_t k = 0; k < (size_t)g->N * d.in_image; k++) dx[k] = 0;
+    for (int n0 = 0; n0 < g->N; n0 += s->nb) {
+        int m = g->N - n0 < s->nb ? g->N - n0 : s->nb, cols = m * (int)d.PQ;
+        swap_block(s->y, gy + (size_t)n0 * O * d.PQ, m, O, d.PQ);
+        gemm(true, false, d.K, cols, O, w, d.K, s->y, cols, false, s->cols);
+        col2im_kernel(dx + (size_t)n0 * d.in_image, s->cols, m, g, &d);
+    }
+}
+
+/* x [N,C,H,W], gy [N,O,P,Q] -> dw [O,K] = gy · col(x)ᵀ, the blocks'
+ * products added up by the gemm itself (beta = 1 after the first). */
+static void conv_weight_kernel(ad_real *dw, const ad_real *x, const ad_real *gy, int O,
+                               const conv_geom *g, const conv_scratch *s)
+{
+    conv_dims d = dims_of(g);
+    for (int n0 = 0; n0 < g->N; n0 += s->nb) {
+        int m = g->N - n0 < s->nb ? g->N - n0 : s->nb, cols = m * (int)d.PQ;
+        im2col_kernel(s->cols, x + (size_t)n0 * d.in_image, m, g, &d);
+        swap_block(s->y, gy + (size_t)n0 * O * d.PQ, m, O, d.PQ);
+        gemm(false, true, O, d.K, cols, s->y, cols, s->cols, cols, n0 > 0, dw);
+    }
+}
+
+/* ---- the ops ----------------------------------------------------------- */
+
+static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, const conv_geom *g);
+static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const conv_geom *g);
+static ad_value *conv_weight_grad(ad_tape *tp, ad_value *x, ad_value *gy, const conv_geom *g);
+
+/* db = Σ over n, p, q of g [N,O,P,Q], as [O]. */
+static ad_value *bias_grad(ad_tape *tp, ad_value *g)
+{
+    int O = g->shape[1];
+    return ad_reshape(tp, ad_sum_to(tp, g, 4, (int[]){ 1, O, 1, 1 }), 1, &O);
+}
+
+static int conv_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    conv_geom ge = geom_load(out->iattr);
+    ad_value *x = out->inputs[0], *w = out->inputs[1];
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_data_grad(tp, g, w, &ge))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_weight_grad(tp, x, g, &ge))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 2) && !(gin[2] = bias_grad(tp, g))) return AD_ENOMEM;
+    return AD_OK;
+}
+
+/* out = conv_data_grad(gy, w): linear in gy (adjoint: conv2d) and in w. */
+static int conv_data_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value **gin)
+{
+    conv_geom ge = geom_load(out->iattr);
+    ad_value *gy = out->inputs[0], *w = out->inputs[1];
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_op(tp, u, w, NULL, &ge))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_weight_grad(tp, u, gy, &ge))) return AD_ENOMEM;
+    return AD_OK;
+}
+
+/* out = conv_weight_grad(x, gy): linear in x (adjoint: the data gradient)
+ * and in gy (adjoint: conv2d). */
+static int conv_weight_grad_backward(ad_tape *tp, ad_value *out, ad_value *v, ad_value **gin)
+{
+    conv_geom ge = geom_load(out->iattr);
+    ad_value *x = out->inputs[0], *gy = out->inputs[1];
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_data_grad(tp, gy, v, &ge))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_op(tp, x, v, NULL, &ge))) return AD_ENOMEM;
+    return AD_OK;
+}
+
+static const ad_op conv2d_op = { "conv2d", conv_backward };
+static const ad_op conv_data_grad_op = { "conv_data_grad", conv_data_grad_backward };
+static const ad_op conv_weight_grad_op = { "conv_weight_grad", conv_weight_grad_backward };
+
+/* Each op takes its scratch before it makes its node, so a failure leaves
+ * nothing on the tape. */
+
+/* x [N,C,H,W], w [O,C,kh,kw], b [O] or NULL -> [N,O,P,Q] */
+static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, const conv_geom *g)
+{
+    if (!x || !w) return NULL;
+    conv_dims d = dims_of(g);
+    int O = w->shape[0];
+    conv_scratch s;
+    if (scratch_get(&s, g, &d, O, "conv2d") != AD_OK) return NULL;
+    ad_value *in[3] = { x, w, b };
+    ad_value *out = ad_node_new(tp, &conv2d_op, 4, (int[]){ g->N, O, d.P, d.Q }, b ? 3 : 2, in);
+    if (out) {
+        geom_store(out->iattr, g);
+        conv_forward_kernel(out->data, x->data, w->data, b ? b->data : NULL, O, g, &s);
+    }
+    scratch_free(&s);
+    return out;
+}
+
+/* gy [N,O,P,Q], w [O,C,kh,kw] -> [N,C,H,W] */
+static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const conv_geom *g)
+{
+    if (!gy || !w) return NULL;
+    conv_dims d = dims_of(g);
+    conv_scratch s;
+    if (scratch_get(&s, g, &d, w->shape[0], "conv2d backward") != AD_OK) return NULL;
+    ad_value *in[2] = { gy, w };
+    ad_value *out = ad_node_new(tp, &conv_data_grad_op, 4, (int[]){ g->N, g->C, g->H, g->W }, 2, in);
+    if (out) {
+        geom_store(out->iattr, g);
+        conv_data_kernel(out->data, gy->data, w->data, w->shape[0], g, &s);
+    }
+    scratch_free(&s);
+    return out;
+}
+
+/* x [N,C,H,W], gy [N,O,P,Q] -> [O,C,kh,kw] */
+static ad_value *conv_weight_grad(ad_tape *tp, ad_value *x, ad_value *gy, const conv_geom *g)
+{
+    if (!x || !gy) return NULL;
+    int O = gy->shape[1];
+    conv_dims d = dims_of(g);
+    conv_scratch s;
+    if (scratch_get(&s, g, &d, O, "conv2d backward") != AD_OK) return NULL;
+    ad_value *in[2] = { x, gy };
+    ad_value *out = ad_node_new(tp, &conv_weight_grad_op, 4, (int[]){ O, g->C, g->kh, g->kw }, 2, in);
+    if (out) {
+        geom_store(out->iattr, g);
+        conv_weight_kernel(out->data, x->data, gy->data, O, g, &s);
+    }
+    scratch_free(&s);
     return out;
 }
 
@@ -225,10 +420,5 @@ ad_value *ad_conv2d(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, int stri
     if (check_conv(x, w, b, stride, pad) != AD_OK) return NULL;
     conv_geom g = { x->shape[0], x->shape[1], x->shape[2], x->shape[3],
                     w->shape[2], w->shape[3], stride, pad };
-    int O = w->shape[0], P = out_extent(g.H, g.kh, stride, pad), Q = out_extent(g.W, g.kw, stride, pad);
-    ad_value *wmat = ad_reshape(tp, w, 2, (int[]){ O, g.C * g.kh * g.kw });
-    ad_value *y = ad_matmul(tp, wmat, im2col(tp, x, &g), false, false); /* [O, N·P·Q] */
-    ad_value *out = swap_blocks(tp, y, O, g.N, 4, (int[]){ g.N, O, P, Q });
-    if (b) out = ad_add(tp, out, ad_reshape(tp, b, 4, (int[]){ 1, O, 1, 1 }));
-    return out;
+    return conv_op(tp, x, w, b, &g);
 }
