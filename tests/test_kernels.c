@@ -229,6 +229,147 @@ START_TEST(conv_keeps_no_columns)
 }
 END_TEST
 
+/* ---- batch-norm ---------------------------------------------------------- */
+
+/* The composition the fused forward replaced, op by op. */
+static ad_value *bn_composed(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta, double eps)
+{
+    int stat[4] = { 1, x->shape[1], 1, 1 };
+    double per = 1.0 / (double)(x->size / (size_t)x->shape[1]);
+    ad_value *mean = ad_scale(tp, ad_sum_to(tp, x, x->rank, stat), per);
+    ad_value *xc = ad_sub(tp, x, mean);
+    ad_value *var = ad_scale(tp, ad_sum_to(tp, ad_square(tp, xc), x->rank, stat), per);
+    ad_value *y = ad_mul(tp, xc, ad_pow(tp, ad_add_scalar(tp, var, eps), -0.5));
+    if (gamma) y = ad_mul(tp, y, ad_reshape(tp, gamma, x->rank, stat));
+    if (beta) y = ad_add(tp, y, ad_reshape(tp, beta, x->rank, stat));
+    return y;
+}
+
+/* y, ∇⟨u, y⟩ and the Hessian-vector product along vs, for inputs xs[0..n)
+ * (x, then γ and β when n = 3), by the fused op or by the composition: 1 +
+ * 2n caller-owned copies in out. */
+static void bn_run(bool fused, int n, ad_value *const *xs, ad_value *u, ad_value *const *vs,
+                   ad_value **out)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *gamma = n == 3 ? xs[1] : NULL, *beta = n == 3 ? xs[2] : NULL, *g[3], *hv[3];
+    ad_value *y = fused ? ad_batchnorm(tp, xs[0], gamma, beta, 1e-3)
+                        : bn_composed(tp, xs[0], gamma, beta, 1e-3);
+    ck_assert_int_eq(ad_vjp(tp, y, u, n, xs, g, true), AD_OK);
+    ck_assert_int_eq(ad_vjp_many(tp, n, g, vs, n, xs, hv, false), AD_OK);
+    out[0] = ad_value_copy(y);
+    for (int i = 0; i < n; i++) {
+        out[1 + i] = ad_value_copy(g[i]);
+        out[1 + n + i] = ad_value_copy(hv[i]);
+    }
+    ad_tape_free(tp);
+}
+
+/* Forward: the composition's values (in the double build the very same
+ * numbers: the same sums in the same order, the same operations).
+ * Gradients of every input and the Hessian-vector product: the
+ * composition's, to round-off. */
+START_TEST(batchnorm_matches_composition)
+{
+    static const int shapes[2][4] = { { 6, 5, 0, 0 }, { 4, 3, 5, 7 } };
+    int rank = _i < 2 ? 2 : 4, n = _i % 2 == 0 ? 3 : 1;
+    const int *sh = shapes[_i / 2];
+    ad_rng rng;
+    ad_rng_seed(&rng, 121 + (uint64_t)_i);
+    ad_value *xs[3] = { gc_param(&rng, rank, sh, -3, 5, 0), gc_param(&rng, 1, &sh[1], 0.5, 2, 0),
+                        gc_param(&rng, 1, &sh[1], -1, 1, 0) };
+    ad_value *vs[3] = { ad_tensor_randn(&rng, rank, sh, 1), ad_tensor_randn(&rng, 1, &sh[1], 1),
+                        ad_tensor_randn(&rng, 1, &sh[1], 1) };
+    ad_value *u = ad_tensor_randn(&rng, rank, sh, 1), *fused[7], *composed[7];
+    bn_run(true, n, xs, u, vs, fused);
+    bn_run(false, n, xs, u, vs, composed);
+    double exact = sizeof(ad_real) == 8 ? 0 : 1e-5; /* float: the sums differ (double vs float) */
+    for (int k = 0; k < 1 + 2 * n; k++) {
+        double tol = k == 0 ? exact : 1e-11 + exact;
+        for (size_t j = 0; j < fused[k]->size; j++) {
+            double a = fused[k]->data[j], b = composed[k]->data[j];
+            ck_assert_msg(fabs(a - b) <= tol * fmax(1, fabs(b)), "%s %d entry %zu: %.17g vs %.17g",
+                          k == 0 ? "forward" : k <= n ? "gradient" : "HVP", k, j, a, b);
+        }
+    }
+    for (int k = 0; k < 1 + 2 * n; k++) {
+        ad_value_free(fused[k]);
+        ad_value_free(composed[k]);
+    }
+    for (int i = 0; i < 3; i++) {
+        ad_value_free(xs[i]);
+        ad_value_free(vs[i]);
+    }
+    ad_value_free(u);
+}
+END_TEST
+
+/* The backward ops as functions: the input gradient dx(x, g, γ) and the γ
+ * gradient dγ(x, g) of y = batchnorm(x, γ, β), taken by recorded
+ * vector-Jacobian products, pass the first- and second-order checks — the
+ * second and third derivatives of batch-norm, through bn_input_grad,
+ * bn_gamma_grad, bn_normalize and bn_invstd. */
+typedef struct bn_vjp_case {
+    int rank;
+    bool gamma_grad; /* dγ (else dx) */
+    ad_value *beta;
+} bn_vjp_case;
+
+static ad_value *call_bn_vjp(ad_tape *tp, ad_value *const *in, void *ctx)
+{
+    const bn_vjp_case *c = ctx;
+    int depth = 0; /* recorded even when the harness evaluates without recording */
+    while (!ad_tape_recording(tp)) {
+        ad_no_record_end(tp);
+        depth++;
+    }
+    ad_value *x = ad_scale(tp, in[0], 1), *gamma = ad_scale(tp, in[2], 1), *d = NULL;
+    ad_value *y = ad_batchnorm(tp, x, gamma, c->beta, 1e-3);
+    if (y && ad_vjp(tp, y, in[1], 1, c->gamma_grad ? &gamma : &x, &d, true) != AD_OK) d = NULL;
+    while (depth-- > 0) ad_no_record_begin(tp);
+    return d;
+}
+
+START_TEST(batchnorm_backward_ops_gradients)
+{
+    bn_vjp_case c = { _i < 2 ? 2 : 4, _i % 2 == 1, NULL };
+    int shape[4] = { 4, 3, 2, 3 };
+    if (c.rank == 2) shape[0] = 6;
+    ad_rng rng;
+    ad_rng_seed(&rng, 131 + (uint64_t)_i);
+    ad_value *in[3] = { gc_param(&rng, c.rank, shape, -2, 2, 0),   /* x */
+                        gc_param(&rng, c.rank, shape, -1, 1, 0),   /* the seed g */
+                        gc_param(&rng, 1, (int[]){ 3 }, 0.5, 2, 0) }; /* γ */
+    c.beta = ad_tensor_rand(&rng, 1, (int[]){ 3 }, -1, 1);
+    ck_assert_msg(gc_check(c.gamma_grad ? "bn_gamma_grad" : "bn_input_grad", call_bn_vjp, &c, 3, in,
+                           NULL) == 0, "rank %d", c.rank);
+    for (int i = 0; i < 3; i++) ad_value_free(in[i]);
+    ad_value_free(c.beta);
+}
+END_TEST
+
+/* What the forward leaves on the tape: y and the [2,C] statistics; without
+ * a gradient to take, y alone. */
+START_TEST(batchnorm_keeps_stats_only)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 141);
+    ad_value *x = gc_param(&rng, 4, (int[]){ 5, 8, 6, 6 }, -1, 1, 0);
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *y = ad_batchnorm(tp, x, NULL, NULL, 1e-5);
+    ck_assert_ptr_nonnull(y);
+    size_t y_bytes = y->size * sizeof(ad_real), recorded = ad_tape_bytes(tp);
+    ck_assert_uint_le(recorded, y_bytes + 2 * 8 * sizeof(ad_real) + 2 * 1024);
+    ad_tape_reset(tp);
+    ad_no_record_begin(tp);
+    ck_assert_ptr_nonnull(ad_batchnorm(tp, x, NULL, NULL, 1e-5));
+    ad_no_record_end(tp);
+    ck_assert_uint_lt(ad_tape_bytes(tp), recorded);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 Suite *kernels_suite(void);
 Suite *kernels_suite(void)
 {
@@ -243,6 +384,11 @@ Suite *kernels_suite(void)
     tcase_add_loop_test(tc, conv_blocks_match_definition, 0, sizeof conv_geos / sizeof *conv_geos);
     tcase_add_loop_test(tc, conv_backward_ops_gradients, 0, 8);
     tcase_add_test(tc, conv_keeps_no_columns);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("batchnorm");
+    tcase_add_loop_test(tc, batchnorm_matches_composition, 0, 4);
+    tcase_add_loop_test(tc, batchnorm_backward_ops_gradients, 0, 4);
+    tcase_add_test(tc, batchnorm_keeps_stats_only);
     suite_add_tcase(s, tc);
     return s;
 }
