@@ -16,12 +16,14 @@
  * kept on the tape: each op unfolds what it needs into scratch and frees it
  * (the input x is kept instead, 1/(kh·kw) of the columns).
  *
- * The batch is cut into blocks whose columns fit CONV_BLOCK_ENTRIES reals
- * (≈ 4 MB in float), one gemm per block: large enough for BLAS, small
- * enough for the unfolded block to stay in cache between im2col and gemm.
- * A block's gemm gives [O, m·P·Q] (m images); the result wants [m, O, P·Q],
- * so each block is copied out with its first two axes swapped (and the bias
- * added on the way).
+ * The batch is cut into blocks, one gemm per block: an image alone when its
+ * P·Q gives the gemm enough columns (CONV_IMAGE_COLS), else as many images
+ * as fit CONV_BLOCK_ENTRIES reals of columns (≈ 4 MB in float): large
+ * enough for BLAS, small enough for the unfolded block to stay in cache
+ * between im2col and gemm.  A block's gemm gives [O, m·P·Q] (m images); the
+ * result wants [m, O, P·Q], so a block of several images is copied out with
+ * its first two axes swapped (and the bias added on the way); for one image
+ * the two layouts are the same and the gemm works in place.
  *
  * Sizes: N images, C channels in, O out, H×W in, kh×kw kernel, P×Q out with
  * P = (H + 2·pad − kh)/stride + 1; K = C·kh·kw rows of col(x). */
@@ -32,7 +34,7 @@
 #include "ad/node.h"
 #include "ops.h"
 
-enum { CONV_BLOCK_ENTRIES = 1 << 20 };
+enum { CONV_BLOCK_ENTRIES = 1 << 20, CONV_IMAGE_COLS = 128 };
 
 /* The geometry of one convolution; every node keeps it in iattr in this
  * order (the data gradient needs H and W, the weight gradient kh and kw). */
@@ -70,10 +72,13 @@ static conv_dims dims_of(const conv_geom *g)
     return d;
 }
 
-/* Images per block: as many as keep m·P·Q columns of K rows within the
- * budget, at least one. */
+/* Images per block: one when an image alone gives the gemm CONV_IMAGE_COLS
+ * columns (then its result is already in place: no swap, and its columns
+ * stay in cache); otherwise as many as keep m·P·Q columns of K rows within
+ * the budget, at least one. */
 static int block_images(const conv_geom *g, const conv_dims *d)
 {
+    if (d->PQ >= CONV_IMAGE_COLS) return 1;
     size_t per = (size_t)d->K * d->PQ, m = per ? CONV_BLOCK_ENTRIES / per : 1;
     if (m < 1) m = 1;
     return m < (size_t)g->N ? (int)m : g->N;
@@ -208,8 +213,8 @@ static void swap_block(ad_real *y, const ad_real *g, int m, int O, size_t PQ)
         }
 }
 
-/* Scratch for one call: the unfolded block [K, m·PQ] and the block in gemm
- * layout [O, m·PQ]. */
+/* Scratch for one call: the unfolded block [K, m·PQ] and, for blocks of
+ * several images, the block in gemm layout [O, m·PQ]. */
 typedef struct conv_scratch {
     ad_real *cols, *y;
     int nb; /* images per block */
@@ -219,10 +224,10 @@ static int scratch_get(conv_scratch *s, const conv_geom *g, const conv_dims *d, 
                        const char *who)
 {
     s->nb = block_images(g, d);
-    size_t cols = (size_t)d->K * d->PQ * (size_t)s->nb, y = (size_t)O * d->PQ * (size_t)s->nb;
+    size_t cols = (size_t)d->K * d->PQ * (size_t)s->nb, y = s->nb > 1 ? (size_t)O * d->PQ * (size_t)s->nb : 0;
     s->cols = malloc(cols * sizeof(ad_real));
-    s->y = malloc(y * sizeof(ad_real));
-    if (s->cols && s->y) return AD_OK;
+    s->y = y ? malloc(y * sizeof(ad_real)) : NULL;
+    if (s->cols && (s->y || !y)) return AD_OK;
     free(s->cols);
     free(s->y);
     return ad_fail(AD_ENOMEM, "%s: out of memory for %zu scratch entries", who, cols + y);
@@ -236,6 +241,9 @@ static void scratch_free(conv_scratch *s)
 
 /* ---- the three kernels ------------------------------------------------- */
 
+/* For a block of one image, [1, O, PQ] is [O, 1·PQ]: the gemm reads and
+ * writes the tensors themselves, and the swaps are skipped. */
+
 /* x [N,C,H,W], w [O,K], b [O] or NULL -> out [N,O,P,Q]. */
 static void conv_forward_kernel(ad_real *out, const ad_real *x, const ad_real *w, const ad_real *b,
                                 int O, const conv_geom *g, const conv_scratch *s)
@@ -243,9 +251,17 @@ static void conv_forward_kernel(ad_real *out, const ad_real *x, const ad_real *w
     conv_dims d = dims_of(g);
     for (int n0 = 0; n0 < g->N; n0 += s->nb) {
         int m = g->N - n0 < s->nb ? g->N - n0 : s->nb, cols = m * (int)d.PQ;
+        ad_real *ob = out + (size_t)n0 * O * d.PQ;
         im2col_kernel(s->cols, x + (size_t)n0 * d.in_image, m, g, &d);
-        gemm(false, false, O, cols, d.K, w, d.K, s->cols, cols, false, s->y);
-        unswap_block(out + (size_t)n0 * O * d.PQ, s->y, m, O, d.PQ, b);
+        if (s->nb > 1) {
+            gemm(false, false, O, cols, d.K, w, d.K, s->cols, cols, false, s->y);
+            unswap_block(ob, s->y, m, O, d.PQ, b);
+            continue;
+        }
+        if (b) /* the gemm adds onto the bias */
+            for (int o = 0; o < O; o++)
+                for (size_t k = 0; k < d.PQ; k++) ob[(size_t)o * d.PQ + k] = b[o];
+        gemm(false, false, O, cols, d.K, w, d.K, s->cols, cols, b != NULL, ob);
     }
 }
 
@@ -257,8 +273,12 @@ static void conv_data_kernel(ad_real *dx, const ad_real *gy, const ad_real *w, i
     for (size_t k = 0; k < (size_t)g->N * d.in_image; k++) dx[k] = 0;
     for (int n0 = 0; n0 < g->N; n0 += s->nb) {
         int m = g->N - n0 < s->nb ? g->N - n0 : s->nb, cols = m * (int)d.PQ;
-        swap_block(s->y, gy + (size_t)n0 * O * d.PQ, m, O, d.PQ);
-        gemm(true, false, d.K, cols, O, w, d.K, s->y, cols, false, s->cols);
+        const ad_real *gb = gy + (size_t)n0 * O * d.PQ;
+        if (s->nb > 1) {
+            swap_block(s->y, gb, m, O, d.PQ);
+            gb = s->y;
+        }
+        gemm(true, false, d.K, cols, O, w, d.K, gb, cols, false, s->cols);
         col2im_kernel(dx + (size_t)n0 * d.in_image, s->cols, m, g, &d);
     }
 }
@@ -271,9 +291,13 @@ static void conv_weight_kernel(ad_real *dw, const ad_real *x, const ad_real *gy,
     conv_dims d = dims_of(g);
     for (int n0 = 0; n0 < g->N; n0 += s->nb) {
         int m = g->N - n0 < s->nb ? g->N - n0 : s->nb, cols = m * (int)d.PQ;
+        const ad_real *gb = gy + (size_t)n0 * O * d.PQ;
         im2col_kernel(s->cols, x + (size_t)n0 * d.in_image, m, g, &d);
-        swap_block(s->y, gy + (size_t)n0 * O * d.PQ, m, O, d.PQ);
-        gemm(false, true, O, d.K, cols, s->y, cols, s->cols, cols, n0 > 0, dw);
+        if (s->nb > 1) {
+            swap_block(s->y, gb, m, O, d.PQ);
+            gb = s->y;
+        }
+        gemm(false, true, O, d.K, cols, gb, cols, s->cols, cols, n0 > 0, dw);
     }
 }
 

@@ -115,12 +115,15 @@ static void conv_naive(const conv_geo *g, const ad_value *x, const ad_value *w, 
                 }
 }
 
-/* Shapes whose unfolded input spans several blocks of the kernel (about 2^20
- * entries each), with a remainder: 5 images of 16 × 53 × 53 under a 3×3
- * kernel unfold to 144 × 2809 ≈ 4·10^5 entries each, two to a block; and a
- * strided, padded, rectangular case of one block. */
+/* Shapes that cut the batch into blocks in each of the kernel's ways: maps
+ * of 128 outputs or more go one image per block (5 images of 16 × 53 × 53:
+ * the weight gradient adds up five gemms); smaller maps go several images
+ * per block of about 2^20 unfolded entries (5 images of 400 × 10 × 10 under
+ * a 3×3 kernel unfold to 3600 × 100 entries each: blocks of 2, 2 and 1);
+ * and a strided, padded, rectangular case of one block. */
 static const conv_geo conv_geos[] = {
     { 5, 16, 53, 53, 3, 3, 3, 1, 1 },
+    { 5, 400, 10, 10, 3, 3, 3, 1, 1 },
     { 3, 4, 9, 11, 5, 3, 2, 2, 1 },
 };
 
