@@ -118,30 +118,81 @@ static col_span span_of(const conv_geom *g, int Q, int j)
 }
 
 /* One row of Q cells of the unfolding: the pixels row[w0 + q·stride] for q
- * in the span, zeros outside it (the padding).  Only the margins are
- * zeroed, and a unit stride copies a contiguous stretch. */
+ * in the span, zeros outside it (the padding). */
 static void unfold_row(ad_real *restrict dst, const ad_real *restrict row, col_span s, int Q,
                        int stride)
 {
     for (int q = 0; q < s.lo; q++) dst[q] = 0;
-    if (stride == 1) {
-        const ad_real *src = row + s.w0;
-        for (int q = s.lo; q < s.hi; q++) dst[q] = src[q];
-    } else {
-        for (int q = s.lo; q < s.hi; q++) dst[q] = row[s.w0 + q * stride];
-    }
+    for (int q = s.lo; q < s.hi; q++) dst[q] = row[s.w0 + q * stride];
     for (int q = s.hi; q < Q; q++) dst[q] = 0;
 }
 
 /* The adjoint of unfold_row: each cell in the span is added back. */
 static void fold_row(ad_real *restrict row, const ad_real *restrict src, col_span s, int stride)
 {
-    if (stride == 1) {
-        ad_real *dst = row + s.w0;
-        for (int q = s.lo; q < s.hi; q++) dst[q] += src[q];
-    } else {
-        for (int q = s.lo; q < s.hi; q++) row[s.w0 + q * stride] += src[q];
+    for (int q = s.lo; q < s.hi; q++) row[s.w0 + q * stride] += src[q];
+}
+
+/* With stride 1 and Q = W (same padding) a kernel offset (i, j) unfolds one
+ * image's plane into P rows that are the plane itself shifted by
+ * (i − pad)·W + (j − pad): one long copy for the rows whose h is inside,
+ * then zeros where h or w falls outside.  Row by row, a 3×3 map would cost a
+ * call per three entries.  `flat` describes the rows whose h is inside. */
+typedef struct flat_rows {
+    int p_lo, p_hi; /* rows with h = p − pad + i in 0..H−1 */
+    size_t first, n; /* the copied stretch: from cell p_lo·Q + lo, n cells */
+} flat_rows;
+
+static bool is_flat(const conv_geom *g, int Q) { return g->stride == 1 && Q == g->W; }
+
+static flat_rows flat_of(const conv_geom *g, int P, int Q, int i, col_span s)
+{
+    flat_rows f = { g->pad - i, g->H + g->pad - i, 0, 0 };
+    if (f.p_lo < 0) f.p_lo = 0;
+    if (f.p_hi > P) f.p_hi = P;
+    if (f.p_hi < f.p_lo || s.hi <= s.lo) f.p_hi = f.p_lo; /* nothing inside */
+    size_t cells = (size_t)(f.p_hi - f.p_lo) * (size_t)Q;
+    if (cells > 0) {
+        f.first = (size_t)f.p_lo * Q + (size_t)s.lo;
+        f.n = cells - (size_t)s.lo - (size_t)(Q - s.hi);
     }
+    return f;
+}
+
+/* dst [P,Q] <- the plane shifted for offset (i, j), zeros outside. */
+static void unfold_flat(ad_real *restrict dst, const ad_real *restrict plane, const conv_geom *g,
+                        int P, int Q, int i, col_span s)
+{
+    flat_rows f = flat_of(g, P, Q, i, s);
+    /* cell k of dst reads plane[k + shift]; k ≥ first keeps that index ≥ 0 */
+    ptrdiff_t shift = (ptrdiff_t)(i - g->pad) * g->W + s.w0;
+    const ad_real *src = plane + ((ptrdiff_t)f.first + shift);
+    for (size_t k = 0; k < f.n; k++) dst[f.first + k] = src[k];
+    /* The cells the copy did not cover, or covered with a neighbour row's pixel. */
+    for (size_t k = 0; k < (size_t)f.p_lo * Q; k++) dst[k] = 0;
+    for (int p = f.p_lo; p < f.p_hi; p++) {
+        ad_real *row = dst + (size_t)p * Q;
+        for (int q = 0; q < s.lo; q++) row[q] = 0;
+        for (int q = s.hi; q < Q; q++) row[q] = 0;
+    }
+    for (size_t k = (size_t)f.p_hi * Q; k < (size_t)P * Q; k++) dst[k] = 0;
+}
+
+/* The adjoint: src [P,Q] added back into the plane.  The cells outside the
+ * image are set to zero first (src is the caller's scratch), so that the one
+ * long addition adds nothing where they land. */
+static void fold_flat(ad_real *restrict plane, ad_real *restrict src, const conv_geom *g, int P,
+                      int Q, int i, col_span s)
+{
+    flat_rows f = flat_of(g, P, Q, i, s);
+    for (int p = f.p_lo; p < f.p_hi; p++) {
+        ad_real *row = src + (size_t)p * Q;
+        for (int q = 0; q < s.lo; q++) row[q] = 0;
+        for (int q = s.hi; q < Q; q++) row[q] = 0;
+    }
+    ptrdiff_t shift = (ptrdiff_t)(i - g->pad) * g->W + s.w0;
+    ad_real *dst = plane + ((ptrdiff_t)f.first + shift);
+    for (size_t k = 0; k < f.n; k++) dst[k] += src[f.first + k];
 }
 
 /* m images x [m,C,H,W] -> cols [K, m·P·Q]. */
@@ -149,12 +200,18 @@ static void im2col_kernel(ad_real *cols, const ad_real *x, int m, const conv_geo
                           const conv_dims *d)
 {
     int P = d->P, Q = d->Q;
+    bool flat = is_flat(g, Q);
     for (int c = 0; c < g->C; c++)
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 col_span s = span_of(g, Q, j);
                 for (int n = 0; n < m; n++) {
                     const ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
+                    if (flat) {
+                        unfold_flat(cols, plane, g, P, Q, i, s);
+                        cols += d->PQ;
+                        continue;
+                    }
                     for (int p = 0; p < P; p++, cols += Q) {
                         int h = p * g->stride - g->pad + i;
                         if (h < 0 || h >= g->H)
@@ -168,17 +225,23 @@ static void im2col_kernel(ad_real *cols, const ad_real *x, int m, const conv_geo
 
 /* cols [K, m·P·Q] -> m images x [m,C,H,W] (zeroed by the caller): each cell
  * is added back to the pixel it was read from, rows in order, so a pixel
- * under several windows receives its terms in the order (i, j). */
-static void col2im_kernel(ad_real *x, const ad_real *cols, int m, const conv_geom *g,
-                          const conv_dims *d)
+ * under several windows receives its terms in the order (i, j).  cols is
+ * scratch: the flat path zeroes its cells that fall outside the image. */
+static void col2im_kernel(ad_real *x, ad_real *cols, int m, const conv_geom *g, const conv_dims *d)
 {
     int P = d->P, Q = d->Q;
+    bool flat = is_flat(g, Q);
     for (int c = 0; c < g->C; c++)
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 col_span s = span_of(g, Q, j);
                 for (int n = 0; n < m; n++) {
                     ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
+                    if (flat) {
+                        fold_flat(plane, cols, g, P, Q, i, s);
+                        cols += d->PQ;
+                        continue;
+                    }
                     for (int p = 0; p < P; p++, cols += Q) {
                         int h = p * g->stride - g->pad + i;
                         if (h >= 0 && h < g->H) fold_row(plane + (size_t)h * g->W, cols, s, g->stride);
