@@ -370,6 +370,51 @@ START_TEST(batchnorm_keeps_stats_only)
 }
 END_TEST
 
+/* ---- relu ------------------------------------------------------------------ */
+
+/* relu's backward as a function: dx(x, u) = u where x > 0, taken by a
+ * recorded product, passes the first- and second-order checks (linear in u,
+ * and x only chooses). */
+static ad_value *call_relu_vjp(ad_tape *tp, ad_value *const *in, void *ctx)
+{
+    (void)ctx;
+    int depth = 0;
+    while (!ad_tape_recording(tp)) {
+        ad_no_record_end(tp);
+        depth++;
+    }
+    ad_value *x = ad_scale(tp, in[0], 1), *d = NULL;
+    ad_value *y = ad_relu(tp, x);
+    if (y && ad_vjp(tp, y, in[1], 1, &x, &d, true) != AD_OK) d = NULL;
+    while (depth-- > 0) ad_no_record_begin(tp);
+    return d;
+}
+
+START_TEST(relu_backward_op)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 151);
+    ad_value *in[2] = { gc_param(&rng, 2, (int[]){ 4, 5 }, -1, 1, 0.1),
+                        gc_param(&rng, 2, (int[]){ 4, 5 }, -1, 1, 0) };
+    ck_assert(gc_check("relu_mask", call_relu_vjp, NULL, 2, in, NULL) == 0);
+    /* values: the seed where x > 0, zeros elsewhere */
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(1, (int[]){ 4 }, (ad_real[]){ -1, 2, 0, 3 }), *g;
+    ad_value *u = ad_tensor_from(1, (int[]){ 4 }, (ad_real[]){ 5, 6, 7, -8 });
+    size_t before = ad_tape_bytes(tp);
+    ad_value *y = ad_relu(tp, x);
+    size_t fwd = ad_tape_bytes(tp) - before;
+    ck_assert_int_eq(ad_vjp(tp, y, u, 1, &x, &g, true), AD_OK);
+    tu_expect_values(g, (double[]){ 0, 6, 0, -8 }, 4, 0);
+    /* one value, the gradient, and no mask beside it */
+    ck_assert_uint_eq(ad_tape_bytes(tp) - before, 2 * fwd);
+    ad_tape_free(tp);
+    ad_value_free(x);
+    ad_value_free(u);
+    for (int i = 0; i < 2; i++) ad_value_free(in[i]);
+}
+END_TEST
+
 Suite *kernels_suite(void);
 Suite *kernels_suite(void)
 {
@@ -389,6 +434,9 @@ Suite *kernels_suite(void)
     tcase_add_loop_test(tc, batchnorm_matches_composition, 0, 4);
     tcase_add_loop_test(tc, batchnorm_backward_ops_gradients, 0, 4);
     tcase_add_test(tc, batchnorm_keeps_stats_only);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("relu");
+    tcase_add_test(tc, relu_backward_op);
     suite_add_tcase(s, tc);
     return s;
 }
