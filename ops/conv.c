@@ -364,6 +364,41 @@ static void conv_weight_kernel(ad_real *dw, const ad_real *x, const ad_real *gy,
     }
 }
 
+/* With stride 1 and a square kernel padded by at most k − 1, the data
+ * gradient is itself a convolution: of gy by w flipped in space with its
+ * channel axes exchanged, padded by k − 1 − pad (the "full" correlation).
+ * That unfolds gy and multiplies into dx, where the general path multiplies
+ * into columns of x's unfolding ([C·kh·kw, ·], zeroed first by the BLAS)
+ * and folds them back, adding into every pixel kh·kw times.  It pays when
+ * dx has channels enough for a gemm's rows and the map is not tiny
+ * (bench-ops, 3×3 kernel, O = 64: 10-13 % faster from 7×7 maps up; 2x
+ * slower at C = 1, 20 % slower on 3×3 maps). */
+enum { CONV_FLIP_MIN_C = 16, CONV_FLIP_MIN_PQ = 16 };
+
+static bool data_grad_as_conv(const conv_geom *g, const conv_dims *d)
+{
+    return g->stride == 1 && g->kh == g->kw && g->pad <= g->kh - 1 && g->C >= CONV_FLIP_MIN_C &&
+           d->PQ >= CONV_FLIP_MIN_PQ;
+}
+
+/* The geometry of that convolution: gy [N,O,P,Q] in, dx [N,C,H,W] out. */
+static conv_geom flipped_geom(const conv_geom *g, int O, const conv_dims *d)
+{
+    return (conv_geom){ g->N, O, d->P, d->Q, g->kh, g->kw, 1, g->kh - 1 - g->pad };
+}
+
+/* w [O,C,kh,kw] -> wf [C,O,kh,kw] with wf[c,o,i,j] = w[o,c,kh−1−i,kw−1−j]. */
+static void flip_weights(ad_real *wf, const ad_real *w, int O, int C, int kh, int kw)
+{
+    size_t k2 = (size_t)kh * kw;
+    for (int o = 0; o < O; o++)
+        for (int c = 0; c < C; c++) {
+            const ad_real *src = w + ((size_t)o * C + (size_t)c) * k2;
+            ad_real *dst = wf + ((size_t)c * O + (size_t)o) * k2;
+            for (size_t t = 0; t < k2; t++) dst[t] = src[k2 - 1 - t];
+        }
+}
+
 /* ---- the ops ----------------------------------------------------------- */
 
 static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, const conv_geom *g);
@@ -438,14 +473,32 @@ static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const co
 {
     if (!gy || !w) return NULL;
     conv_dims d = dims_of(g);
+    int O = w->shape[0];
+    bool as_conv = data_grad_as_conv(g, &d);
+    conv_geom gf = flipped_geom(g, O, &d);
+    conv_dims df = dims_of(&gf);
     conv_scratch s;
-    if (scratch_get(&s, g, &d, w->shape[0], "conv2d backward") != AD_OK) return NULL;
+    int rc = as_conv ? scratch_get(&s, &gf, &df, g->C, "conv2d backward")
+                     : scratch_get(&s, g, &d, O, "conv2d backward");
+    if (rc != AD_OK) return NULL;
+    ad_real *wf = as_conv ? malloc(sizeof(ad_real) * w->size) : NULL;
+    if (as_conv && !wf) {
+        scratch_free(&s);
+        ad_fail(AD_ENOMEM, "conv2d backward: out of memory for %zu entries", w->size);
+        return NULL;
+    }
     ad_value *in[2] = { gy, w };
     ad_value *out = ad_node_new(tp, &conv_data_grad_op, 4, (int[]){ g->N, g->C, g->H, g->W }, 2, in);
     if (out) {
         geom_store(out->iattr, g);
-        conv_data_kernel(out->data, gy->data, w->data, w->shape[0], g, &s);
+        if (as_conv) {
+            flip_weights(wf, w->data, O, g->C, g->kh, g->kw);
+            conv_forward_kernel(out->data, gy->data, wf, NULL, g->C, &gf, &s);
+        } else {
+            conv_data_kernel(out->data, gy->data, w->data, O, g, &s);
+        }
     }
+    free(wf);
     scratch_free(&s);
     return out;
 }

@@ -197,8 +197,11 @@ START_TEST(conv_backward_ops_gradients)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 101 + (uint64_t)_i);
-    conv_vjp_case c = { 1 + _i % 2, _i / 2 % 2, _i >= 4, NULL };
-    int N = 2, C = 2, H = 5, W = 4, O = 3, kh = 3, kw = 2;
+    /* stride 1 or 2, pad 0 or 1, data or weight gradient, a 3×2 kernel on 2
+     * channels or a 3×3 one on 16 (with stride 1 the second takes the
+     * flipped-convolution path of the data gradient) */
+    conv_vjp_case c = { 1 + _i % 2, _i / 2 % 2, _i / 4 % 2 == 1, NULL };
+    int N = 2, C = _i >= 8 ? 16 : 2, H = 5, W = 4, O = 3, kh = 3, kw = _i >= 8 ? 3 : 2;
     int P = (H + 2 * c.pad - kh) / c.stride + 1, Q = (W + 2 * c.pad - kw) / c.stride + 1;
     ad_value *x = gc_param(&rng, 4, (int[]){ N, C, H, W }, -1, 1, 0);
     ad_value *w = gc_param(&rng, 4, (int[]){ O, C, kh, kw }, -1, 1, 0);
@@ -427,7 +430,7 @@ Suite *kernels_suite(void)
     tc = tcase_create("conv");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, conv_blocks_match_definition, 0, sizeof conv_geos / sizeof *conv_geos);
-    tcase_add_loop_test(tc, conv_backward_ops_gradients, 0, 8);
+    tcase_add_loop_test(tc, conv_backward_ops_gradients, 0, 16);
     tcase_add_test(tc, conv_keeps_no_columns);
     suite_add_tcase(s, tc);
     tc = tcase_create("batchnorm");
