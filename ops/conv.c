@@ -14,7 +14,9 @@
  *   conv_weight_grad: dx = conv_data_grad(g, v), dg = conv2d(x, v)
  * so every order of derivative goes through, and no unfolded copy of x is
  * kept on the tape: each op unfolds what it needs into scratch and frees it
- * (the input x is kept instead, 1/(kh·kw) of the columns).
+ * (the input x is kept instead, 1/(kh·kw) of the columns).  With stride 1
+ * the data gradient is also a plain convolution of g (by w flipped), which
+ * is how it is computed where that is faster (data_grad_as_conv).
  *
  * The batch is cut into blocks, one gemm per block: an image alone when its
  * P·Q gives the gemm enough columns (CONV_IMAGE_COLS), else as many images
