@@ -166,10 +166,13 @@ static void unfold_flat(ad_real *restrict dst, const ad_real *restrict plane, co
                         int P, int Q, int i, col_span s)
 {
     flat_rows f = flat_of(g, P, Q, i, s);
-    /* cell k of dst reads plane[k + shift]; k ≥ first keeps that index ≥ 0 */
+    /* cell k of dst reads plane[k + shift]; k ≥ first keeps that index ≥ 0
+     * (the pointer is formed only when there is something to copy) */
     ptrdiff_t shift = (ptrdiff_t)(i - g->pad) * g->W + s.w0;
-    const ad_real *src = plane + ((ptrdiff_t)f.first + shift);
-    for (size_t k = 0; k < f.n; k++) dst[f.first + k] = src[k];
+    if (f.n > 0) {
+        const ad_real *src = plane + ((ptrdiff_t)f.first + shift);
+        for (size_t k = 0; k < f.n; k++) dst[f.first + k] = src[k];
+    }
     /* The cells the copy did not cover, or covered with a neighbour row's pixel. */
     for (size_t k = 0; k < (size_t)f.p_lo * Q; k++) dst[k] = 0;
     for (int p = f.p_lo; p < f.p_hi; p++) {
@@ -193,8 +196,10 @@ static void fold_flat(ad_real *restrict plane, ad_real *restrict src, const conv
         for (int q = s.hi; q < Q; q++) row[q] = 0;
     }
     ptrdiff_t shift = (ptrdiff_t)(i - g->pad) * g->W + s.w0;
-    ad_real *dst = plane + ((ptrdiff_t)f.first + shift);
-    for (size_t k = 0; k < f.n; k++) dst[k] += src[f.first + k];
+    if (f.n > 0) {
+        ad_real *dst = plane + ((ptrdiff_t)f.first + shift);
+        for (size_t k = 0; k < f.n; k++) dst[k] += src[f.first + k];
+    }
 }
 
 /* m images x [m,C,H,W] -> cols [K, m·P·Q]. */

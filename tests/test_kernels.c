@@ -120,11 +120,15 @@ static void conv_naive(const conv_geo *g, const ad_value *x, const ad_value *w, 
  * the weight gradient adds up five gemms); smaller maps go several images
  * per block of about 2^20 unfolded entries (5 images of 400 × 10 × 10 under
  * a 3×3 kernel unfold to 3600 × 100 entries each: blocks of 2, 2 and 1);
- * and a strided, padded, rectangular case of one block. */
+ * a strided, padded, rectangular case of one block; and kernels taller
+ * than the padding covers (the shifted-copy path with rows that fall
+ * wholly outside the image: a 5×3 kernel, and a 3×3 one on a single row). */
 static const conv_geo conv_geos[] = {
     { 5, 16, 53, 53, 3, 3, 3, 1, 1 },
     { 5, 400, 10, 10, 3, 3, 3, 1, 1 },
     { 3, 4, 9, 11, 5, 3, 2, 2, 1 },
+    { 2, 3, 4, 6, 2, 5, 3, 1, 1 },
+    { 1, 2, 1, 3, 2, 3, 3, 1, 1 },
 };
 
 START_TEST(conv_blocks_match_definition)
