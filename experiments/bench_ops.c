@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ad/node.h" /* --tape reads the ops' names */
 #include "experiments/common.h"
 #include "experiments/oneshot_problem.h"
 #include "models/models.h"
@@ -58,7 +59,7 @@
 enum { MAX_IN = 3, MAX_REPEATS = 1000, MAX_K = 8 };
 
 typedef struct opts {
-    bool csv, oneshot;
+    bool csv, oneshot, tape;
     int repeats; /* 0: adaptive (op mode) or 5 (one-shot mode) */
     const char *match, *dump;
     int channels, T, meta_batch, n_k;
@@ -572,6 +573,191 @@ static int run_oneshot(const opts *o)
     return rc == AD_OK ? 0 : EX_EXIT_LIB;
 }
 
+/* ---- what one recorded step keeps (--tape) -------------------------------- */
+
+/* Whether node v's backward rule reads the data of its input i, or of its
+ * own output: the rules of ops/ as written today, transcribed by hand (a
+ * product reads the other factor only when that factor's gradient is
+ * wanted; an op that only moves, adds or sums reads nothing).  A value no
+ * rule reads is kept on the tape only because its step is not released. */
+static bool is_op(const ad_value *v, const char *name) { return v->op && !strcmp(v->op->name, name); }
+
+static bool rule_reads_input(const ad_value *v, int i)
+{
+    bool other_needs = i < 2 && v->n_inputs >= 2 && v->inputs[1 - i]->requires_grad;
+    if (is_op(v, "matmul") || is_op(v, "mul") || is_op(v, "dot") || is_op(v, "conv2d") ||
+        is_op(v, "conv_data_grad") || is_op(v, "conv_weight_grad"))
+        return i < 2 && other_needs;
+    if (is_op(v, "div")) return i == 1;
+    if (is_op(v, "log") || is_op(v, "square") || is_op(v, "pow") || is_op(v, "relu") ||
+        is_op(v, "sin") || is_op(v, "cos") || is_op(v, "softplus"))
+        return i == 0;
+    if (is_op(v, "pick") || is_op(v, "unpick") || is_op(v, "relu_mask")) return i == 1;
+    if (is_op(v, "pool_select") || is_op(v, "pool_scatter")) return i == 0;
+    if (is_op(v, "batchnorm")) return i <= 2; /* x, the statistics, γ */
+    return is_op(v, "bn_input_grad") || is_op(v, "bn_gamma_grad") || is_op(v, "bn_normalize") ||
+           is_op(v, "bn_invstd");
+}
+
+static bool rule_reads_output(const ad_value *v)
+{
+    return is_op(v, "exp") || is_op(v, "sigmoid") || is_op(v, "tanh") || is_op(v, "sqrt") ||
+           is_op(v, "div") || is_op(v, "log_softmax") || is_op(v, "softmax") || is_op(v, "bn_invstd");
+}
+
+typedef struct step_values {
+    ad_value **v;
+    size_t n, cap;
+} step_values;
+
+/* Collects the values of `step` that out reaches through inputs (once each). */
+static int collect_step(step_values *sv, ad_value *out, long step)
+{
+    if (!out || !out->tape || out->step != step) return AD_OK;
+    for (size_t k = 0; k < sv->n; k++)
+        if (sv->v[k] == out) return AD_OK;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? 2 * sv->cap : 256;
+        ad_value **p = realloc(sv->v, cap * sizeof *p);
+        if (!p) return ad_fail(AD_ENOMEM, "out of memory");
+        sv->v = p;
+        sv->cap = cap;
+    }
+    sv->v[sv->n++] = out;
+    for (int i = 0; i < out->n_inputs; i++) {
+        int rc = collect_step(sv, out->inputs[i], step);
+        if (rc != AD_OK) return rc;
+    }
+    return AD_OK;
+}
+
+/* Prints, by op, the bytes of the step's values a later backward rule reads
+ * and those it never reads; `keep` (the step's results) count as read. */
+static void print_step(const char *what, const step_values *sv, ad_value *const *keep, int n_keep,
+                       size_t total)
+{
+    enum { MAX_ROWS = 64 };
+    struct tape_row {
+        const char *op;
+        int n;
+        size_t read, unread;
+    } rows[MAX_ROWS];
+    int n_rows = 0;
+    size_t read = 0, unread = 0;
+    for (size_t k = 0; k < sv->n; k++) {
+        ad_value *v = sv->v[k];
+        bool r = rule_reads_output(v);
+        for (int j = 0; j < n_keep; j++) r = r || keep[j] == v;
+        for (size_t u = 0; u < sv->n && !r; u++)
+            for (int i = 0; i < sv->v[u]->n_inputs; i++)
+                r = r || (sv->v[u]->inputs[i] == v && rule_reads_input(sv->v[u], i));
+        const char *op = v->op ? v->op->name : "(constant)";
+        int row = 0;
+        while (row < n_rows && strcmp(rows[row].op, op)) row++;
+        if (row == n_rows && n_rows < MAX_ROWS) rows[n_rows++] = (struct tape_row){ op, 0, 0, 0 };
+        if (row == MAX_ROWS) continue;
+        size_t b = v->size * sizeof(ad_real);
+        rows[row].n++;
+        if (r) rows[row].read += b, read += b;
+        else rows[row].unread += b, unread += b;
+    }
+    printf("%s: %zu bytes on the tape for the step\n", what, total);
+    printf("  %-18s %7s %14s %14s\n", "op", "values", "read later B", "never read B");
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].read + rows[i].unread >= 1024)
+            printf("  %-18s %7d %14zu %14zu\n", rows[i].op, rows[i].n, rows[i].read, rows[i].unread);
+    printf("  data a backward rule reads later %zu B, data none reads %zu B, the rest (headers, "
+           "values the step's results do not reach) %zd B\n\n", read, unread,
+           (ptrdiff_t)total - (ptrdiff_t)(read + unread));
+}
+
+/* One recorded hypercleaning step (hyperclean_problem.c's g on random data
+ * of MNIST's size, ∇W g recorded, W − γ∇W g) and one recorded one-shot
+ * inner step (64 channels, 5 support images, oneshot_problem.c's g). */
+static int run_tape(void)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    step_values sv = { 0 };
+    int rc = AD_OK;
+    { /* hypercleaning */
+        int n = 5000, d = 785, C = 10;
+        ad_value *X = ad_tensor_rand(&rng, 2, (int[]){ n, d }, 0, 1), *y = labels_rand(&rng, n, C);
+        ad_value *lam = ad_tensor_new(1, &n);
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        if (!X || !y || !lam || !tp) rc = ad_fail(AD_ENOMEM, "out of memory");
+        if (rc == AD_OK) {
+            ad_set_requires_grad(lam, true);
+            ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
+            ad_tape_step(tp);
+            size_t b0 = ad_tape_bytes(tp);
+            ad_value *logits = ad_matmul(tp, X, W, false, false);
+            ad_value *g = ad_add(tp, ad_cross_entropy(tp, logits, y, ad_sigmoid(tp, lam), AD_REDUCE_MEAN),
+                                 ad_scale(tp, ad_sqnorm(tp, W), HC_REG));
+            rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
+            ad_value *W2 = rc == AD_OK ? ad_sub(tp, W, ad_scale(tp, gw, 0.25)) : NULL;
+            if (rc == AD_OK && !W2) rc = ad_error_code();
+            long step = ad_tape_current_step(tp);
+            if (rc == AD_OK) rc = collect_step(&sv, W2, step);
+            if (rc == AD_OK) rc = collect_step(&sv, g, step);
+            if (rc == AD_OK)
+                print_step("hypercleaning, one recorded step (n 5000, d 785, C 10)", &sv, &W2, 1,
+                           ad_tape_bytes(tp) - b0);
+        }
+        ad_tape_free(tp);
+        ad_value_free(X);
+        ad_value_free(y);
+        ad_value_free(lam);
+    }
+    sv.n = 0;
+    if (rc == AD_OK) { /* one-shot */
+        mdl_cnn net = mdl_cnn_omniglot(64);
+        mdl_shapes shapes;
+        ad_value *all[MDL_MAX_PARAMS] = { 0 }, *w[MDL_MAX_PARAMS], *w2[MDL_MAX_PARAMS], *gw[MDL_MAX_PARAMS];
+        ad_value *nu[3] = { 0 }, *gam = ad_param_scalar(0.03f), *ys = labels_rand(&rng, OS_SUPPORT, 5);
+        ad_value *hs = ad_tensor_rand(&rng, 4, (int[]){ OS_SUPPORT, 64, 7, 7 }, 0, 1);
+        for (int l = 0; l < 3; l++) nu[l] = ad_param_scalar(-2.25f);
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        rc = mdl_cnn_shapes(&net, &shapes);
+        if (rc == AD_OK) rc = mdl_init_params(&shapes, &rng, all, true);
+        if (rc == AD_OK && !(gam && ys && hs && nu[0] && nu[1] && nu[2] && tp)) rc = ad_fail(AD_ENOMEM, "out of memory");
+        int n_rep = MDL_CNN_BLOCK_PARAMS * net.n_rep, n_task = shapes.n - n_rep;
+        ad_value **c = all + n_rep;
+        if (rc == AD_OK) {
+            ad_set_requires_grad(hs, true);
+            for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
+            ad_tape_step(tp);
+            size_t b0 = ad_tape_bytes(tp);
+            ad_value *g = ad_cross_entropy(tp, mdl_cnn_task_forward(tp, &net, hs, w), ys, NULL, AD_REDUCE_MEAN);
+            ad_value *sq[3] = { 0 };
+            for (int j = 0; j < n_task; j++) { /* oneshot_problem.c's layers: 4, 4, 2 tensors */
+                int l = j / MDL_CNN_BLOCK_PARAMS < 2 ? j / MDL_CNN_BLOCK_PARAMS : 2;
+                ad_value *t = ad_sqnorm(tp, ad_sub(tp, w[j], c[j]));
+                sq[l] = sq[l] ? ad_add(tp, sq[l], t) : t;
+            }
+            for (int l = 0; l < 3; l++) g = ad_add(tp, g, ad_mul(tp, ad_softplus(tp, nu[l]), sq[l]));
+            rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
+            for (int j = 0; j < n_task && rc == AD_OK; j++)
+                if (!(w2[j] = ad_sub(tp, w[j], ad_mul(tp, gam, gw[j])))) rc = ad_error_code();
+            long step = ad_tape_current_step(tp);
+            for (int j = 0; j < n_task && rc == AD_OK; j++) rc = collect_step(&sv, w2[j], step);
+            if (rc == AD_OK) rc = collect_step(&sv, g, step);
+            if (rc == AD_OK)
+                print_step("one-shot, one recorded inner step (64 channels, 5 support images)", &sv, w2,
+                           n_task, ad_tape_bytes(tp) - b0);
+        }
+        ad_tape_free(tp);
+        mdl_free_params(shapes.n, all);
+        for (int l = 0; l < 3; l++) ad_value_free(nu[l]);
+        ad_value_free(gam);
+        ad_value_free(ys);
+        ad_value_free(hs);
+    }
+    free(sv.v);
+    if (rc != AD_OK) fprintf(stderr, PROG ": --tape: %s\n", ad_error());
+    return rc == AD_OK ? 0 : EX_EXIT_LIB;
+}
+
 /* ---- flags ---------------------------------------------------------------- */
 
 static void usage(FILE *out)
@@ -580,6 +766,7 @@ static void usage(FILE *out)
 "usage: " PROG " [--csv] [--repeats N] [--match TEXT]\n"
 "       " PROG " --oneshot [--K LIST] [--repeats N] [--channels N] [--T N]\n"
 "                 [--meta-batch N] [--csv] [--dump DIR]\n"
+"       " PROG " --tape\n"
 "\n"
 "Times the ops at the one-shot (64 channels) and hypercleaning shapes: forward on\n"
 "a recording tape, plain backward, recorded backward (create_graph) and a\n"
@@ -592,6 +779,10 @@ static void usage(FILE *out)
 "iterations of --meta-batch tasks (default 4), --T inner steps (default 50),\n"
 "--channels (default 64).  --dump DIR also writes lambda0, the first task and its\n"
 "hypergradients for scripts/bench_torch.py --check DIR.\n"
+"\n"
+"--tape lists what one recorded hypercleaning step and one recorded one-shot\n"
+"inner step leave on the tape, by op: the bytes some backward rule reads later\n"
+"and the bytes none does (kept only until the step is released).\n"
 "\n"
 "OpenBLAS threads: OPENBLAS_NUM_THREADS.  Exit status 0, 1 on failure, 2 on bad usage.\n");
 }
@@ -611,6 +802,7 @@ static int parse(int argc, char **argv, opts *o)
         }
         if (!strcmp(a, "--csv")) { o->csv = true; continue; }
         if (!strcmp(a, "--oneshot")) { o->oneshot = true; continue; }
+        if (!strcmp(a, "--tape")) { o->tape = true; continue; }
         if (ex_flag_value(argc, argv, &i, known, sizeof known / sizeof *known, name, &val) != AD_OK)
             return ex_usage_error(PROG, "%s", ad_error());
         bool ok = true;
@@ -645,5 +837,6 @@ int main(int argc, char **argv)
     if (rc != 0) return rc < 0 ? 0 : rc;
     fprintf(stderr, PROG ": %s build, OpenBLAS %d thread(s)\n",
             sizeof(ad_real) == 8 ? "double" : "float", openblas_get_num_threads());
+    if (o.tape) return run_tape();
     return o.oneshot ? run_oneshot(&o) : run_ops(&o);
 }
