@@ -307,14 +307,14 @@ def random_task(gen, dtype):
 
 
 def torch_oneshot(a, K):
-    """Median seconds of a hyper-iteration (after one untimed) and the max RSS so far."""
+    """Median seconds of a hyper-iteration (after one untimed): wall clock and process CPU."""
     torch.manual_seed(1)
     lam = init_lambda(a.channels, torch.float32)
     opt = torch.optim.Adam(lam, lr=1e-2)
     gen = torch.Generator().manual_seed(99)
-    secs = []
+    secs, cpus = [], []
     for r in range(a.repeats + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         gsum = [torch.zeros_like(p) for p in lam]
         for _ in range(a.meta_batch):
             g, _ = hypergrad(lam, *random_task(gen, torch.float32), K, a.T)
@@ -327,7 +327,8 @@ def torch_oneshot(a, K):
             lam[21].clamp_(1e-3, 2.0)
         if r > 0:
             secs.append(time.perf_counter() - t0)
-    return statistics.median(secs)
+            cpus.append(time.process_time() - c0)
+    return statistics.median(secs), statistics.median(cpus)
 
 
 def cmd_oneshot(a):
@@ -338,20 +339,25 @@ def cmd_oneshot(a):
             rows = run_csv([a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
                             "--T", str(a.T), "--channels", str(a.channels), "--meta-batch",
                             str(a.meta_batch), "--repeats", str(a.repeats)], a.threads)
-            ht_rounds.append({int(row["K"]): float(row["median_s"]) for row in rows})
+            ht_rounds.append({int(row["K"]): (float(row["median_s"]), float(row["cpu_median_s"]))
+                              for row in rows})
         pt_rounds.append({K: torch_oneshot(a, K) for K in Ks})
         print(f"bench_torch.py: round {r + 1} of {a.rounds} done", file=sys.stderr)
     print(f"# one-shot hyper-iteration: {a.channels} channels, T = {a.T}, meta-batch "
           f"{a.meta_batch}; median of {a.repeats} per round, median of {a.rounds} round(s); "
-          f"{a.threads} thread(s)")
-    print("%6s %12s %12s %8s" % ("K", "PyTorch s", "hypertape s", "ratio"))
+          f"{a.threads} thread(s); wall clock and process CPU seconds")
+    head = "%6s %10s %10s" % ("K", "PyTorch s", "cpu s")
+    if a.hypertape:
+        head += " %12s %10s %8s %8s" % ("hypertape s", "cpu s", "ratio", "cpu ratio")
+    print(head)
     for K in Ks:
-        p = statistics.median(r[K] for r in pt_rounds)
-        line = "%6d %12.3f" % (K, p)
+        p = [statistics.median(r[K][i] for r in pt_rounds) for i in (0, 1)]
+        line = "%6d %10.3f %10.3f" % (K, p[0], p[1])
         if a.hypertape:
-            h = statistics.median(r[K] for r in ht_rounds)
-            per = " ".join("%.3f/%.3f" % (hr[K], pr[K]) for hr, pr in zip(ht_rounds, pt_rounds))
-            line += " %12.3f %8.2f   (rounds, ht/pt: %s)" % (h, h / p, per)
+            h = [statistics.median(r[K][i] for r in ht_rounds) for i in (0, 1)]
+            per = " ".join("%.3f/%.3f" % (hr[K][0], pr[K][0]) for hr, pr in zip(ht_rounds, pt_rounds))
+            line += " %12.3f %10.3f %8.2f %8.2f   (wall, ht/pt per round: %s)" % (
+                h[0], h[1], h[0] / p[0], h[1] / p[1], per)
         print(line)
 
 
