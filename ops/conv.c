@@ -161,44 +161,52 @@ static flat_rows flat_of(const conv_geom *g, int P, int Q, int i, col_span s)
     return f;
 }
 
-/* dst [P,Q] <- the plane shifted for offset (i, j), zeros outside. */
-static void unfold_flat(ad_real *restrict dst, const ad_real *restrict plane, const conv_geom *g,
-                        int P, int Q, int i, col_span s)
+/* The shift of offset (i, j): cell k of the unfolded plane reads pixel
+ * k + shift of the plane (for the cells inside the image). */
+static ptrdiff_t flat_shift(const conv_geom *g, int i, col_span s)
 {
-    flat_rows f = flat_of(g, P, Q, i, s);
-    /* cell k of dst reads plane[k + shift]; k ≥ first keeps that index ≥ 0
-     * (the pointer is formed only when there is something to copy) */
-    ptrdiff_t shift = (ptrdiff_t)(i - g->pad) * g->W + s.w0;
-    if (f.n > 0) {
-        const ad_real *src = plane + ((ptrdiff_t)f.first + shift);
-        for (size_t k = 0; k < f.n; k++) dst[f.first + k] = src[k];
+    return (ptrdiff_t)(i - g->pad) * g->W + s.w0;
+}
+
+/* Zeroes the margin cells (q < lo or q ≥ hi) of rows p_lo..p_hi−1 of a
+ * [P,Q] plane, column by column: a loop per row would be a memset call per
+ * one or two cells. */
+static void zero_margins(ad_real *dst, const flat_rows *f, int Q, col_span s)
+{
+    for (int q = 0; q < s.lo; q++)
+        for (int p = f->p_lo; p < f->p_hi; p++) dst[(size_t)p * Q + (size_t)q] = 0;
+    for (int q = s.hi; q < Q; q++)
+        for (int p = f->p_lo; p < f->p_hi; p++) dst[(size_t)p * Q + (size_t)q] = 0;
+}
+
+/* dst [P,Q] <- the plane shifted for offset (i, j), zeros outside; f and
+ * shift are that offset's (flat_of, flat_shift), the same for every image
+ * and channel. */
+static void unfold_flat(ad_real *restrict dst, const ad_real *restrict plane, const flat_rows *f,
+                        ptrdiff_t shift, int P, int Q, col_span s)
+{
+    /* k ≥ first keeps the index k + shift ≥ 0 (and the pointer is formed
+     * only when there is something to copy) */
+    if (f->n > 0) {
+        const ad_real *src = plane + ((ptrdiff_t)f->first + shift);
+        for (size_t k = 0; k < f->n; k++) dst[f->first + k] = src[k];
     }
     /* The cells the copy did not cover, or covered with a neighbour row's pixel. */
-    for (size_t k = 0; k < (size_t)f.p_lo * Q; k++) dst[k] = 0;
-    for (int p = f.p_lo; p < f.p_hi; p++) {
-        ad_real *row = dst + (size_t)p * Q;
-        for (int q = 0; q < s.lo; q++) row[q] = 0;
-        for (int q = s.hi; q < Q; q++) row[q] = 0;
-    }
-    for (size_t k = (size_t)f.p_hi * Q; k < (size_t)P * Q; k++) dst[k] = 0;
+    for (size_t k = 0; k < (size_t)f->p_lo * Q; k++) dst[k] = 0;
+    zero_margins(dst, f, Q, s);
+    for (size_t k = (size_t)f->p_hi * Q; k < (size_t)P * Q; k++) dst[k] = 0;
 }
 
 /* The adjoint: src [P,Q] added back into the plane.  The cells outside the
  * image are set to zero first (src is the caller's scratch), so that the one
  * long addition adds nothing where they land. */
-static void fold_flat(ad_real *restrict plane, ad_real *restrict src, const conv_geom *g, int P,
-                      int Q, int i, col_span s)
+static void fold_flat(ad_real *restrict plane, ad_real *restrict src, const flat_rows *f,
+                      ptrdiff_t shift, int Q, col_span s)
 {
-    flat_rows f = flat_of(g, P, Q, i, s);
-    for (int p = f.p_lo; p < f.p_hi; p++) {
-        ad_real *row = src + (size_t)p * Q;
-        for (int q = 0; q < s.lo; q++) row[q] = 0;
-        for (int q = s.hi; q < Q; q++) row[q] = 0;
-    }
-    ptrdiff_t shift = (ptrdiff_t)(i - g->pad) * g->W + s.w0;
-    if (f.n > 0) {
-        ad_real *dst = plane + ((ptrdiff_t)f.first + shift);
-        for (size_t k = 0; k < f.n; k++) dst[k] += src[f.first + k];
+    zero_margins(src, f, Q, s);
+    if (f->n > 0) {
+        ad_real *dst = plane + ((ptrdiff_t)f->first + shift);
+        for (size_t k = 0; k < f->n; k++) dst[k] += src[f->first + k];
     }
 }
 
@@ -212,10 +220,12 @@ static void im2col_kernel(ad_real *cols, const ad_real *x, int m, const conv_geo
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 col_span s = span_of(g, Q, j);
+                flat_rows f = flat ? flat_of(g, P, Q, i, s) : (flat_rows){ 0, 0, 0, 0 };
+                ptrdiff_t shift = flat_shift(g, i, s);
                 for (int n = 0; n < m; n++) {
                     const ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
                     if (flat) {
-                        unfold_flat(cols, plane, g, P, Q, i, s);
+                        unfold_flat(cols, plane, &f, shift, P, Q, s);
                         cols += d->PQ;
                         continue;
                     }
@@ -242,10 +252,12 @@ static void col2im_kernel(ad_real *x, ad_real *cols, int m, const conv_geom *g, 
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
                 col_span s = span_of(g, Q, j);
+                flat_rows f = flat ? flat_of(g, P, Q, i, s) : (flat_rows){ 0, 0, 0, 0 };
+                ptrdiff_t shift = flat_shift(g, i, s);
                 for (int n = 0; n < m; n++) {
                     ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
                     if (flat) {
-                        fold_flat(plane, cols, g, P, Q, i, s);
+                        fold_flat(plane, cols, &f, shift, Q, s);
                         cols += d->PQ;
                         continue;
                     }
