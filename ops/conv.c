@@ -210,22 +210,50 @@ static void fold_flat(ad_real *restrict plane, ad_real *restrict src, const flat
     }
 }
 
+/* Everything about a kernel offset (i, j) that does not depend on the
+ * channel or the image, worked out once per call for up to CONV_OFFSETS
+ * offsets (a 3×3 map costs about as much to work this out as to copy). */
+enum { CONV_OFFSETS = 64 };
+
+typedef struct offset_plan {
+    col_span s;
+    flat_rows f;     /* when the shifted-copy path applies */
+    ptrdiff_t shift;
+} offset_plan;
+
+static offset_plan plan_of(const conv_geom *g, int P, int Q, int i, int j, bool flat)
+{
+    offset_plan pl = { span_of(g, Q, j), { 0, 0, 0, 0 }, 0 };
+    if (flat) pl.f = flat_of(g, P, Q, i, pl.s);
+    pl.shift = flat_shift(g, i, pl.s);
+    return pl;
+}
+
+/* The plans of every offset into plans[] when they fit (returns true). */
+static bool plan_all(offset_plan *plans, const conv_geom *g, int P, int Q, bool flat)
+{
+    if (g->kh * g->kw > CONV_OFFSETS) return false;
+    for (int i = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++) plans[i * g->kw + j] = plan_of(g, P, Q, i, j, flat);
+    return true;
+}
+
 /* m images x [m,C,H,W] -> cols [K, m·P·Q]. */
 static void im2col_kernel(ad_real *cols, const ad_real *x, int m, const conv_geom *g,
                           const conv_dims *d)
 {
     int P = d->P, Q = d->Q;
     bool flat = is_flat(g, Q);
+    offset_plan plans[CONV_OFFSETS];
+    bool planned = plan_all(plans, g, P, Q, flat);
     for (int c = 0; c < g->C; c++)
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
-                col_span s = span_of(g, Q, j);
-                flat_rows f = flat ? flat_of(g, P, Q, i, s) : (flat_rows){ 0, 0, 0, 0 };
-                ptrdiff_t shift = flat_shift(g, i, s);
+                offset_plan pl = planned ? plans[i * g->kw + j] : plan_of(g, P, Q, i, j, flat);
                 for (int n = 0; n < m; n++) {
                     const ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
                     if (flat) {
-                        unfold_flat(cols, plane, &f, shift, P, Q, s);
+                        unfold_flat(cols, plane, &pl.f, pl.shift, P, Q, pl.s);
                         cols += d->PQ;
                         continue;
                     }
@@ -234,7 +262,7 @@ static void im2col_kernel(ad_real *cols, const ad_real *x, int m, const conv_geo
                         if (h < 0 || h >= g->H)
                             for (int q = 0; q < Q; q++) cols[q] = 0;
                         else
-                            unfold_row(cols, plane + (size_t)h * g->W, s, Q, g->stride);
+                            unfold_row(cols, plane + (size_t)h * g->W, pl.s, Q, g->stride);
                     }
                 }
             }
@@ -248,22 +276,22 @@ static void col2im_kernel(ad_real *x, ad_real *cols, int m, const conv_geom *g, 
 {
     int P = d->P, Q = d->Q;
     bool flat = is_flat(g, Q);
+    offset_plan plans[CONV_OFFSETS];
+    bool planned = plan_all(plans, g, P, Q, flat);
     for (int c = 0; c < g->C; c++)
         for (int i = 0; i < g->kh; i++)
             for (int j = 0; j < g->kw; j++) {
-                col_span s = span_of(g, Q, j);
-                flat_rows f = flat ? flat_of(g, P, Q, i, s) : (flat_rows){ 0, 0, 0, 0 };
-                ptrdiff_t shift = flat_shift(g, i, s);
+                offset_plan pl = planned ? plans[i * g->kw + j] : plan_of(g, P, Q, i, j, flat);
                 for (int n = 0; n < m; n++) {
                     ad_real *plane = x + (size_t)n * d->in_image + (size_t)c * g->H * g->W;
                     if (flat) {
-                        fold_flat(plane, cols, &f, shift, Q, s);
+                        fold_flat(plane, cols, &pl.f, pl.shift, Q, pl.s);
                         cols += d->PQ;
                         continue;
                     }
                     for (int p = 0; p < P; p++, cols += Q) {
                         int h = p * g->stride - g->pad + i;
-                        if (h >= 0 && h < g->H) fold_row(plane + (size_t)h * g->W, cols, s, g->stride);
+                        if (h >= 0 && h < g->H) fold_row(plane + (size_t)h * g->W, cols, pl.s, g->stride);
                     }
                 }
             }
