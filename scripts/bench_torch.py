@@ -339,7 +339,8 @@ def cmd_oneshot(a):
             rows = run_csv([a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
                             "--T", str(a.T), "--channels", str(a.channels), "--meta-batch",
                             str(a.meta_batch), "--repeats", str(a.repeats)], a.threads)
-            ht_rounds.append({int(row["K"]): (float(row["median_s"]), float(row["cpu_median_s"]))
+            ht_rounds.append({int(row["K"]): (float(row["median_s"]),
+                                              float(row.get("cpu_median_s", "nan")))
                               for row in rows})
         pt_rounds.append({K: torch_oneshot(a, K) for K in Ks})
         print(f"bench_torch.py: round {r + 1} of {a.rounds} done", file=sys.stderr)
