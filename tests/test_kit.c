@@ -412,7 +412,7 @@ START_TEST(test_outer_save_load)
     ck_assert_int_eq(opt_outer_step(&a, &g), AD_OK);
     ck_assert_int_eq(opt_outer_step(&b, &g), AD_OK);
     for (int i = 0; i < 3; i++) ck_assert(p->data[i] == q->data[i]);
-    ck_assert(b.tau == 4 && b.eta0 == 0.1 && b.sqrt_decay);
+    ck_assert(b.tau == 4 && b.groups[0].eta0 == 0.1 && b.groups[0].sqrt_decay);
 
     /* Damaged states: a negative second moment, NaN first moment, cut short. */
     double *v = (double *)(buf + 8 + 8 + 32 + 8 + 8) + 3; /* v[0] after m[3] */

@@ -10,7 +10,8 @@
  * fields; the fuzzer then reaches every getter with every kind of damage),
  * and stops at the first failure, as a program does.  Field names with a
  * meaning: "rng" (a generator's state), "adam" (Adam's state over 3
- * numbers), names starting with 't' (tables); other bytes are text. */
+ * numbers), "adam2" (the same numbers in two groups, 1 + 2), names starting
+ * with 't' (tables); other bytes are text. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,12 +72,29 @@ static int read_field(ex_ckpt *c, const char *name, int type, uint64_t count, in
         fuzz_require(rc != AD_OK || (g.s[0] | g.s[1] | g.s[2] | g.s[3]), "an all-zero rng");
         return rc;
     }
-    if (type == T_BYTES && strcmp(name, "adam") == 0) {
+    if (type == T_BYTES && (strcmp(name, "adam") == 0 || strcmp(name, "adam2") == 0)) {
+        /* adam2: two groups, over one number and over two (a version-2 state) */
+        static ad_value *pair[2], *pair_g[2];
+        if (!pair[0])
+            for (int k = 0; k < 2; k++) {
+                pair[k] = ad_param_from(1, (int[]){ k + 1 }, (ad_real[]){ 0, 0 });
+                pair_g[k] = ad_tensor_from(1, (int[]){ k + 1 }, (ad_real[]){ 1, 1 });
+            }
+        static ad_value *g;
+        if (!g) g = ad_tensor_from(1, (int[]){ ADAM_DIM }, (ad_real[]){ 1, 1, 1 });
         opt_outer o;
         ad_value *p = (ad_value *)adam_param;
-        int rc = opt_outer_init(&o, OPT_ADAM, 0.1, false, 1, &p);
+        bool two = name[4] == '2';
+        int rc = opt_outer_init(&o, OPT_ADAM, 0.1, false, 1, two ? pair : &p);
+        if (rc == AD_OK && two) rc = opt_outer_add_group(&o, 0.1, false, 1, pair + 1);
         fuzz_require(rc == AD_OK, "opt_outer_init");
         rc = ex_ckpt_get_outer(c, name, &o);
+        if (rc == AD_OK) { /* what load accepts, a step can use: it fails only on overflow */
+            for (int k = 0; k < o.n; k++)
+                memset(o.params[k]->data, 0, sizeof(ad_real) * o.params[k]->size);
+            int st = opt_outer_step(&o, two ? pair_g : &g);
+            fuzz_require(st == AD_OK || st == AD_ENONFINITE, "a loaded state a step refuses");
+        }
         opt_outer_free(&o);
         return rc;
     }

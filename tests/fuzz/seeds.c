@@ -259,9 +259,15 @@ static void seeds_ckpt(void)
     ad_rng_seed(&rng, 7);
     ad_value *p = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 0.5, -1, 2 });
     ad_value *g = ad_tensor_from(1, (int[]){ 3 }, (ad_real[]){ 0.1, 0.2, -0.3 });
-    opt_outer adam;
+    opt_outer adam, adam2; /* adam2: the same numbers in two groups, 1 + 2 (layout version 2) */
+    ad_value *q[2] = { ad_param_scalar(0.5), ad_param_from(1, (int[]){ 2 }, (ad_real[]){ -1, 2 }) };
+    ad_value *gq[2] = { ad_tensor_scalar(0.1),
+                        ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 0.2, -0.3 }) };
     if (!p || !g || opt_outer_init(&adam, OPT_ADAM, 0.1, true, 1, &p) != AD_OK ||
-        opt_outer_step(&adam, &g) != AD_OK)
+        opt_outer_step(&adam, &g) != AD_OK ||
+        opt_outer_init(&adam2, OPT_ADAM, 0.1, true, 1, q) != AD_OK ||
+        opt_outer_add_group(&adam2, 0.01, false, 1, q + 1) != AD_OK ||
+        opt_outer_step(&adam2, gq) != AD_OK)
         die("cannot make an Adam state", ad_error());
     ex_table t = { .name = "tr", .header = "a,b,c", .fmt = "%g", .n_cols = 3 };
     ex_table_push(&t, (double[]){ 1, 0.5, 2 });
@@ -273,6 +279,7 @@ static void seeds_ckpt(void)
     ex_ckpt_put_rng(&c, "rng", &rng);
     ex_ckpt_put_f64(&c, "seconds", (double[]){ 1.5, 0.25 }, 2);
     ex_ckpt_put_outer(&c, "adam", &adam);
+    ex_ckpt_put_outer(&c, "adam2", &adam2);
     ex_ckpt_put_table(&c, &t);
     ex_ckpt_put_int(&c, "test_tasks", 10);
     if (c.rc != AD_OK || fclose(c.f) != 0) die("checkpoint", ad_error());
@@ -292,6 +299,8 @@ static void seeds_ckpt(void)
     ex_ckpt_free(&c);
     ex_table_free(&t);
     opt_outer_free(&adam);
+    opt_outer_free(&adam2);
+    for (int i = 0; i < 2; i++) ad_value_free(q[i]), ad_value_free(gq[i]);
     ad_value_free(p);
     ad_value_free(g);
 }
