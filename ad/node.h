@@ -50,6 +50,22 @@ ad_value *ad_node_new(ad_tape *tp, const ad_op *op, int rank, const int *shape,
 bool ad_input_needs_grad(const ad_value *out, int i);
 /* The first NULL among inputs makes an op return NULL: this checks that. */
 bool ad_any_null(int n, ad_value *const *v);
+/* AD_OK when every input may be used; otherwise the status, with a message
+ * "who: input i ..." (a NULL input keeps a pending message: it is an earlier
+ * failure passed on; a released value or freed leaf is named with its step
+ * and the horizon).  ad_node_new runs it; an op that reads its inputs' data
+ * before making its node (to choose a shape, say) runs it first. */
+int ad_check_inputs(ad_tape *tp, const char *who, int n, ad_value *const *inputs);
+
+/* Scratch memory for a kernel (im2col columns, say), from the tape's pool:
+ * at least `bytes`, 64-byte aligned, uninitialised (NaN bytes in the
+ * AddressSanitizer build); NULL with a message when out of memory.  Give it
+ * back with the same `bytes` before the op returns (at the latest before
+ * ad_tape_free, which checks).  It reuses released blocks of
+ * the same size class and is not counted in ad_tape_bytes (it is in
+ * ad_tape_pool_bytes while taken).  One thread, like the tape. */
+void *ad_scratch_take(ad_tape *tp, size_t bytes);
+void ad_scratch_give(ad_tape *tp, void *mem, size_t bytes);
 
 /* An internal invariant, checked in every build.  Not for user input. */
 #define AD_ASSERT(cond, hint)                                                 \
