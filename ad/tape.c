@@ -316,16 +316,22 @@ int ad_value_check(const char *who, const ad_value *v)
     return value_check_use(NULL, who, "the value", v);
 }
 
-int ad_check_inputs(ad_tape *tp, const char *who, int n, ad_value *const *inputs)
+int value_check_list(const ad_tape *tp, const char *who, const char *role, int n,
+                     ad_value *const *v)
 {
-    if (n > 0 && !inputs) return value_check_use(tp, who, "the input list", NULL);
+    if (n > 0 && !v) return value_check_use(tp, who, "the list of values", NULL);
     for (int i = 0; i < n; i++) {
-        char what[32];
-        snprintf(what, sizeof what, "input %d", i);
-        int rc = value_check_use(tp, who, what, inputs[i]);
+        char what[48];
+        snprintf(what, sizeof what, "%s %d", role, i);
+        int rc = value_check_use(tp, who, what, v[i]);
         if (rc != AD_OK) return rc;
     }
     return AD_OK;
+}
+
+int ad_check_inputs(ad_tape *tp, const char *who, int n, ad_value *const *inputs)
+{
+    return value_check_list(tp, who, "input", n, inputs);
 }
 
 /* ---- settings and accounting --------------------------------------------- */
