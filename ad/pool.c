@@ -86,6 +86,8 @@ struct pool {
     size_t used, free;    /* block bytes handed out, and kept free */
     size_t peak_used, peak_total;
     size_t live_headers;
+    ad_value *spare_headers; /* structs out of the FIFO, for new values (a list through next) */
+    size_t n_spare_headers;
     size_t n_fresh, n_reused, n_scratch;
     grave kept;
 };
@@ -266,7 +268,9 @@ void ad_scratch_give(ad_tape *tp, void *mem, size_t bytes)
 
 /* ---- headers, and the FIFOs of released ones ----------------------------- */
 
-enum { POOL_KEEP = 2048, GLOBAL_KEEP = 4096 };
+/* Ring sizes: powers of two (the ring index is masked).  A tape also keeps
+ * up to POOL_SPARE_HEADERS structs that left its ring, for its next values. */
+enum { POOL_KEEP = 2048, GLOBAL_KEEP = 4096, POOL_SPARE_HEADERS = 64 };
 
 static void header_free(ad_value *v)
 {
@@ -276,8 +280,13 @@ static void header_free(ad_value *v)
 
 ad_value *pool_header(pool *p)
 {
-    ad_value *v = calloc(1, sizeof *v);
-    if (!v) {
+    ad_value *v = p->spare_headers;
+    if (v) { /* one that left the FIFO: reused rather than freed and made again */
+        p->spare_headers = v->next;
+        p->n_spare_headers--;
+        free((char *)v->name);
+        memset(v, 0, sizeof *v);
+    } else if (!(v = calloc(1, sizeof *v))) {
         ad_fail(AD_ENOMEM, "out of memory for a value");
         return NULL;
     }
@@ -285,9 +294,9 @@ ad_value *pool_header(pool *p)
     return v;
 }
 
-/* Pushes v on ring g (allocated on first use with `cap` entries) and returns
- * the entry it pushed out, if any, for the caller to free; v itself when the
- * ring cannot be allocated. */
+/* Pushes v on ring g (allocated on first use with `cap` entries, a power of
+ * two) and returns the entry it pushed out, if any, for the caller to free;
+ * v itself when the ring cannot be allocated. */
 static ad_value *grave_push(grave *g, size_t cap, ad_value *v)
 {
     if (!g->v) {
@@ -297,10 +306,10 @@ static ad_value *grave_push(grave *g, size_t cap, ad_value *v)
     ad_value *out = NULL;
     if (g->n == g->cap) {
         out = g->v[g->first];
-        g->first = (g->first + 1) % g->cap;
+        g->first = (g->first + 1) & (g->cap - 1);
         g->n--;
     }
-    g->v[(g->first + g->n++) % g->cap] = v;
+    g->v[(g->first + g->n++) & (g->cap - 1)] = v;
     return out;
 }
 
@@ -308,7 +317,16 @@ void pool_bury(pool *p, ad_value *v)
 {
     p->live_headers--;
     ad_value *out = grave_push(&p->kept, POOL_KEEP, v);
-    if (out) header_free(out);
+    if (!out) return;
+#ifndef POOL_ASAN
+    if (p->n_spare_headers < POOL_SPARE_HEADERS) { /* for the next value */
+        out->next = p->spare_headers;
+        p->spare_headers = out;
+        p->n_spare_headers++;
+        return;
+    }
+#endif
+    header_free(out); /* under ASan always: its quarantine watches it from here */
 }
 
 /* The process-wide FIFO: structs of freed leaves, and those a freed tape
@@ -358,13 +376,17 @@ void pool_free(pool *p)
     ad_value *batch[64];
     size_t n = 0;
     for (size_t i = 0; i < p->kept.n; i++) {
-        ad_value *v = p->kept.v[(p->kept.first + i) % p->kept.cap];
+        ad_value *v = p->kept.v[(p->kept.first + i) & (p->kept.cap - 1)];
         v->tape = NULL;
         batch[n++] = v;
         if (n == 64 || i + 1 == p->kept.n) {
             global_bury_n(n, batch);
             n = 0;
         }
+    }
+    for (ad_value *v = p->spare_headers, *next; v; v = next) {
+        next = v->next;
+        header_free(v);
     }
     free(p->kept.v);
     free(p->cls);
@@ -376,10 +398,11 @@ void pool_stats(const pool *p, ad_tape_stats *st)
     size_t header = sizeof(ad_value), kept = p->kept.n;
     size_t meta = p->n_nodes * sizeof(pool_node) + p->cls_cap * sizeof(pool_class)
                   + p->kept.cap * sizeof(ad_value *);
-    st->pool_bytes = p->used + p->free + (p->live_headers + kept) * header + meta;
+    size_t headers = (p->live_headers + kept + p->n_spare_headers) * header;
+    st->pool_bytes = p->used + p->free + headers + meta;
     st->pool_free_bytes = p->free;
     st->pool_peak_block_bytes = p->peak_total;
-    st->pool_header_bytes = (p->live_headers + kept) * header;
+    st->pool_header_bytes = headers;
     st->blocks_fresh = p->n_fresh;
     st->blocks_reused = p->n_reused;
     st->released_kept = kept;

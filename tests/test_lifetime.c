@@ -635,7 +635,9 @@ START_TEST(released_structs_kept_are_bounded)
     ad_tape_stats st;
     ad_tape_get_stats(tp, &st);
     ck_assert_uint_eq(st.released_kept, 2048);
-    ck_assert_uint_eq(st.pool_header_bytes, (2048 + 2) * sizeof(ad_value));
+    /* The structs: 2 live values, the 2048 kept, and a few spare ones. */
+    ck_assert_uint_ge(st.pool_header_bytes, (2048 + 2) * sizeof(ad_value));
+    ck_assert_uint_le(st.pool_header_bytes, (2048 + 2 + 64) * sizeof(ad_value));
     ad_tape_free(tp);
 }
 END_TEST
