@@ -28,16 +28,20 @@
  * Lifetimes: a released value (its step fell off the horizon, or the tape was
  * reset or freed, or it was rewound) and a freed leaf may not be used again.
  * Such a use is reported, not read: its struct is kept a while, marked dead,
- * with its data pointer NULL, so an op given it returns NULL with AD_EARG and
- * a message naming its step, how it was released and the tape's horizon:
+ * with its data pointer NULL, so an op given it, and every function above the
+ * reverse sweep's section, fails with AD_EARG and a message naming its step,
+ * how it was released and the tape's horizon:
  *     add: input 0 ('w'), made at step 3, was released when step 5 opened: a
  *     tape with horizon K = 1 keeps the open step and the last K closed ones
- *     (keep a copy with ad_value_copy, or raise K); the tape is at step 5, ...
+ *     (keep a copy with ad_value_copy, or raise K); the tape is at step 5,
+ *     holding steps 4..5
  * ad_value_check(who, v) runs the same check.  Each tape keeps the structs of
  * its last 2048 released values, and the process those of the last 4096
  * freed leaves and values of freed tapes; a use of an older one is undefined
- * in a release build (AddressSanitizer reports it as a heap-use-after-free).
- * Reading v->data of a released value directly dereferences NULL.
+ * (the struct may hold another value by then; AddressSanitizer reports it as
+ * a heap-use-after-free).  Reading v->data of a released value directly
+ * dereferences NULL.  The checks cost a compare per input and a few stores
+ * per value made, nothing per entry; they are always on.
  *
  * Memory: a value's data come from its tape's pool, which keeps released
  * blocks by size class for the next values of that size, across steps,

@@ -20,22 +20,34 @@
  * ad_tape_reset keeps the free blocks for the next round (a tape reset per
  * hyper-iteration reuses them); ad_tape_trim and ad_tape_free give them back.
  *
+ * The price: blocks are not split or merged, and a tape's free blocks serve
+ * only that tape, so a process holds more than malloc would have kept in use
+ * at once.  The one-shot program's representation tape (recorded forward,
+ * then a plain sweep whose temporaries come in sizes the forward never asks
+ * for again) keeps about 1.3 times its peak live bytes, and another tape
+ * running meanwhile cannot use them: its peak RSS grew from 297 to 355 MB at
+ * K = 1 (page faults fell from 1.5 million to 97 thousand).  Giving blocks
+ * back at ad_tape_reset or ad_tape_rewind was measured too: the faults came
+ * back, the RSS stayed within 10 % of this.
+ *
  * Headers: a value's struct is its own small allocation, apart from its data.
  * When a value is released its data go back to the pool, but its struct is
  * kept, marked dead (magic, why, when), in a FIFO of the last POOL_KEEP
  * released values: a stale pointer to it then reads a dead header, and
  * ad_value_check reports the use instead of reading garbage.  Beyond that
- * the struct is freed; a use of it is undefined (AddressSanitizer reports
- * it).  When the tape is freed its FIFO joins a process-wide one that also
- * keeps the structs of freed caller-owned leaves.
+ * the struct is reused for a new value of the tape (at most POOL_SPARE_HEADERS
+ * wait for one) or freed; a use of it is undefined (AddressSanitizer, under
+ * which they are always freed, reports it).  When the tape is freed its FIFO
+ * joins a process-wide one that also keeps the structs of freed
+ * caller-owned leaves.
  *
  * AddressSanitizer: a free block is poisoned (its bookkeeping lives outside
  * it), so a read through a stale data pointer is reported while the block is
  * free; a block handed out is poisoned past the bytes asked, so an overflow
  * is reported even in a block bigger than asked, and its bytes are set to
  * 0xff (NaN), so that a kernel that reads a result it has not written shows
- * NaN in the tests.  A struct leaving a FIFO is freed, in every build, and
- * ASan's own quarantine watches it from there. */
+ * NaN in the tests.  A struct leaving a FIFO is freed, and ASan's own
+ * quarantine watches it from there. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +79,8 @@ typedef struct pool_node {
 } pool_node;
 
 typedef struct pool_class {
-    size_t bytes;   /* 0: an empty slot of the table */
-    pool_node *top; /* the block freed last */
+    size_t bytes;   /* the blocks' size */
+    pool_node *top; /* the block freed last, or NULL */
 } pool_class;
 
 /* The released headers a FIFO keeps: a ring of `cap` entries. */
