@@ -28,7 +28,9 @@ static void write_node(FILE *out, const ad_value *v)
 
 int ad_dot_write(FILE *out, ad_value *root)
 {
-    if (!out || !root) return ad_fail(AD_EARG, "dot: %s is NULL", out ? "root" : "file");
+    if (!out) return ad_fail(AD_EARG, "dot: file is NULL");
+    int live = value_check_arg(NULL, "dot", "the root", root); /* NULL, or released */
+    if (live != AD_OK) return live;
     value_list pending = { 0 }, done = { 0 };
     int rc = value_list_push(&pending, root);
     fprintf(out, "digraph hypertape {\n  rankdir=BT;\n  node [fontname=\"Helvetica\"];\n");

@@ -37,6 +37,10 @@ uint64_t value_next_id(void);
  * (an op given NULL passes the first failure on).  tp may be NULL. */
 int value_check_use(const ad_tape *tp, const char *who, const char *what,
                     const ad_value *v);
+/* The same for an argument of a call that returns a status: a NULL v is
+ * AD_EARG with its own message, whatever message is pending. */
+int value_check_arg(const ad_tape *tp, const char *who, const char *what,
+                    const ad_value *v);
 /* value_check_use on v[0..n), each named "<role> i": the first failure. */
 int value_check_list(const ad_tape *tp, const char *who, const char *role, int n,
                      ad_value *const *v);

@@ -311,9 +311,15 @@ int value_check_use(const ad_tape *tp, const char *who, const char *what,
                    who, what);
 }
 
+int value_check_arg(const ad_tape *tp, const char *who, const char *what, const ad_value *v)
+{
+    if (!v) return ad_fail(AD_EARG, "%s: %s is NULL", who ? who : "?", what);
+    return value_check_use(tp, who, what, v);
+}
+
 int ad_value_check(const char *who, const ad_value *v)
 {
-    return value_check_use(NULL, who, "the value", v);
+    return value_check_arg(NULL, who, "the value", v);
 }
 
 int value_check_list(const ad_tape *tp, const char *who, const char *role, int n,

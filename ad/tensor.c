@@ -131,7 +131,7 @@ ad_value *ad_param_scalar(ad_real value)
 
 int ad_set_requires_grad(ad_value *leaf, bool on)
 {
-    int rc = value_check_use(NULL, "set_requires_grad", "the value", leaf);
+    int rc = value_check_arg(NULL, "set_requires_grad", "the value", leaf);
     if (rc != AD_OK) return rc;
     if (leaf->tape)
         return ad_fail(AD_EARG, "set_requires_grad: only caller-owned leaves "
@@ -168,7 +168,7 @@ ad_value *ad_value_copy(const ad_value *v)
 
 int ad_value_set_name(ad_value *v, const char *name)
 {
-    int rc = value_check_use(NULL, "value_set_name", "the value", v);
+    int rc = value_check_arg(NULL, "value_set_name", "the value", v);
     if (rc != AD_OK) return rc;
     char *copy = NULL;
     if (name && !(copy = strdup(name)))
@@ -211,7 +211,7 @@ char *ad_shape_str(const ad_value *v, char *buf, size_t len)
 int ad_check_finite(const char *who, const ad_value *v)
 {
     if (!who) who = "check_finite";
-    int rc = value_check_use(NULL, who, "the value", v);
+    int rc = value_check_arg(NULL, who, "the value", v);
     if (rc != AD_OK) return rc;
     for (size_t i = 0; i < v->size; i++)
         if (!isfinite((double)v->data[i]))

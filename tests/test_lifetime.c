@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ad/io.h"
 #include "ad/node.h"
 #include "ops/ops.h"
 #include "testutil.h"
@@ -110,6 +111,9 @@ START_TEST(value_used_after_reset)
     expect_fail(ad_check_finite("loss", v), AD_EARG, "loss: the value, made at step 2");
     expect_fail(ad_set_requires_grad(v, true), AD_EARG, "set_requires_grad: the value");
     expect_fail(ad_value_set_name(v, "late"), AD_EARG, "value_set_name: the value");
+    expect_fail(ad_dot_write(stderr, v), AD_EARG, "dot: the root, made at step 2");
+    expect_fail(ad_print(stderr, "v", v), AD_EARG, "print: the value, made at step 2");
+    expect_fail(ad_save_npy("never-written.npy", v), AD_EARG, "save_npy: the value, made at step 2");
     ad_tape_free(tp);
     ad_value_free(x);
 }
@@ -398,7 +402,9 @@ START_TEST(null_everywhere)
     EXPECT_EARG(ad_hvp(tp, x, 1, &x, NULL, &g, false), "hvp");
     EXPECT_EARG(ad_hvp(NULL, x, 1, &x, &x, &g, false), "tape is NULL");
     EXPECT_EARG(ad_dot_write(NULL, x), "dot: file is NULL");
-    EXPECT_EARG(ad_dot_write(stderr, NULL), "dot: root is NULL");
+    EXPECT_EARG(ad_dot_write(stderr, NULL), "dot: the root is NULL");
+    EXPECT_EARG(ad_print(stderr, "x", NULL), "print: the value is NULL");
+    EXPECT_EARG(ad_save_npy("unused.npy", NULL), "save_npy: the value is NULL");
     /* Quiet by design: the frees take NULL as free() does, ad_zero_grad too. */
     ad_error_clear();
     ad_tape_free(NULL);
@@ -430,6 +436,10 @@ START_TEST(null_input_messages)
     ck_assert_ptr_nonnull(strstr(ad_error(), "matmul"));
     ck_assert_ptr_null(ad_detach(tp, bad));
     ck_assert_ptr_nonnull(strstr(ad_error(), "matmul")); /* still the first failure */
+    /* A call that returns a status names its own NULL argument, pending message or not. */
+    expect_fail(ad_value_check("mine", NULL), AD_EARG, "mine: the value is NULL");
+    ad_fail(AD_EIO, "an earlier failure");
+    expect_fail(ad_check_finite("loss", NULL), AD_EARG, "loss: the value is NULL");
     ad_tape_free(tp);
     ad_value_free(x);
 }
