@@ -119,7 +119,11 @@ static void write_steps(FILE *out, const value_list *all, const ad_dot_opts *o)
 int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opts *opts)
 {
     if (!out) return ad_fail(AD_EARG, "dot: file is NULL");
-    if (n < 1 || !roots || ad_any_null(n, roots)) return ad_fail(AD_EARG, "dot: root is NULL");
+    if (n < 1 || !roots) return ad_fail(AD_EARG, "dot: the root list is NULL or empty");
+    for (int k = 0; k < n; k++) { /* NULL or released roots are reported, not walked */
+        int live = value_check_arg(NULL, "dot", "the root", roots[k]);
+        if (live != AD_OK) return live;
+    }
     const ad_dot_opts o = opts ? *opts : (ad_dot_opts){ 0 };
     if (o.values < 0) return ad_fail(AD_EARG, "dot: values = %d is negative", o.values);
     value_list all = { 0 };
@@ -148,6 +152,5 @@ int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opt
 
 int ad_dot_write(FILE *out, ad_value *root)
 {
-    if (!root) return ad_fail(AD_EARG, "dot: %s is NULL", out ? "root" : "file");
     return ad_dot_write_opts(out, 1, &root, NULL);
 }

@@ -84,7 +84,8 @@ static void walk(printer *p, int axis, size_t offset, bool measure)
 
 int ad_print(FILE *out, const char *label, const ad_value *v)
 {
-    if (!v) return ad_fail(AD_EARG, "print: value is NULL");
+    int live = ad_value_check("print", v); /* NULL, or released: nothing to read */
+    if (live != AD_OK) return live;
     if (!out) out = stdout;
     char shape[64], details[128] = "";
     ad_shape_str(v, shape, sizeof shape);
@@ -172,7 +173,9 @@ static size_t npy_header(char *h, size_t cap, const ad_value *v)
 
 int ad_save_npy(const char *path, const ad_value *v)
 {
-    if (!path || !v) return ad_fail(AD_EARG, "save_npy: %s is NULL", path ? "value" : "path");
+    if (!path) return ad_fail(AD_EARG, "save_npy: path is NULL");
+    int live = ad_value_check("save_npy", v); /* NULL, or released: nothing to read */
+    if (live != AD_OK) return live;
     char header[512];
     size_t hlen = npy_header(header, sizeof header, v);
     unsigned char pre[10];

@@ -242,7 +242,7 @@ ad_value *ad_pow(ad_tape *tp, ad_value *x, double p) { return unary(tp, &pow_op,
 
 ad_value *ad_step(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "step", 1, &x) != AD_OK) return NULL;
     ad_value *out = ad_const_fill(tp, x->rank, x->shape, 0);
     if (out)
         for (size_t i = 0; i < x->size; i++) out->data[i] = x->data[i] > 0 ? 1 : 0;

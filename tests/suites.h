@@ -20,4 +20,5 @@
     X(io)            \
     X(threads)       \
     X(kernels)       \
-    X(outer)
+    X(outer)         \
+    X(lifetime)
