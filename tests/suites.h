@@ -18,4 +18,5 @@
     X(divergence)    \
     X(select)        \
     X(io)            \
-    X(threads)
+    X(threads)       \
+    X(partial)
