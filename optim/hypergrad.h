@@ -349,7 +349,8 @@ double hg_contraction(const hg_problem *p, double alpha, double L);
  *   profile  Σ_{k>K} ‖B_tᵀ v_t‖ over the measured window W, plus the
  *            tail beyond it: a geometric fit c_k ≈ C r^k of the window's
  *            second half, decaying at max(r, q) (far back the shares fall
- *            at the slowest rate the step map allows), summed to T; all
+ *            at the slowest rate the step map allows; q alone from the
+ *            last share when the window is too short to fit), summed to T; all
  *            over ‖h_{T−W}‖.  (An upper estimate where shares do not
  *            cancel; exact when they all point one way and W = T.)
  *   bound    Proposition 3.1, (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B, with α

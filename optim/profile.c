@@ -334,6 +334,10 @@ static int choose_by_profile(const hg_profile *pr, double q, double tol, double 
      * allows, q: a window that saw only faster modes would underestimate
      * the tail, so it decays at the slower of the two. */
     if (isfinite(r) && q >= 0 && q < 1 && q > r) r = q;
+    if (!isfinite(r) && q >= 0 && q < 1) { /* too few points to fit: q from the last share */
+        r = q;
+        c_W = pr->contrib_norm[W - 1];
+    }
     c->tail_rate = r;
     bool tail_known = W == T || isfinite(r);
     if (!tail_known) return 0;

@@ -19,4 +19,5 @@
     X(select)        \
     X(io)            \
     X(threads)       \
-    X(partial)
+    X(partial)       \
+    X(profile)
