@@ -655,7 +655,8 @@ START_TEST(profile_errors)
     toy_free(&t);
     ck_assert_int_eq(toy_init(&t, 1, 1, 100, 60, false), AD_OK);
     ck_assert_int_eq(hg_truncation_profile(&t.problem, 5, NULL, &pr), AD_ENONFINITE);
-    ck_assert_msg(strncmp(ad_error(), "profile: the outer loss is Inf", 30) == 0, "%s", ad_error());
+    ck_assert_msg(strncmp(ad_error(), "profile: the outer loss is ", 27) == 0 &&
+                  strstr(ad_error(), "the inner optimizer diverged"), "%s", ad_error()); /* Inf, or NaN in float */
     ck_assert_ptr_null(pr.h);
     toy_free(&t);
 }
