@@ -346,13 +346,15 @@ double hg_contraction(const hg_problem *p, double alpha, double L);
 /* ---- choosing K -------------------------------------------------------------
  * The smallest K whose estimated relative truncation error
  * ‖h_{T−K} − dλf‖ / ‖dλf‖ is below tol, two ways:
- *   profile  Σ_{k>K} ‖B_tᵀ v_t‖ over the measured window W, plus the
- *            tail beyond it: a geometric fit c_k ≈ C r^k of the window's
- *            second half, decaying at max(r, q) (far back the shares fall
- *            at the slowest rate the step map allows; q alone from the
- *            last share when the window is too short to fit), summed to T; all
- *            over ‖h_{T−W}‖.  (An upper estimate where shares do not
- *            cancel; exact when they all point one way and W = T.)
+ *   profile  inside the measured window W, ‖h_{T−K} − h_{T−W}‖ when the
+ *            profile kept every row (exact), else Σ_{k>K} ‖B_tᵀ v_t‖ (an
+ *            upper estimate: shares that partly cancel count in full);
+ *            plus the tail beyond W: a geometric fit c_k ≈ C r^k of the
+ *            window's second half, decaying at max(r, q) (far back the
+ *            shares fall at the slowest rate the step map allows; q alone
+ *            from the last share when the window is too short to fit),
+ *            summed to T; all over ‖h_{T−W}‖.  With W = T there is no tail
+ *            and the kept rows give the true error.
  *   bound    Proposition 3.1, (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B, with α
  *            measured (written as q^K/(1 − q), q = max|1 − γλ| over
  *            [α, L], the same when γ(α + L) ≤ 2), for gradient descent with
@@ -368,6 +370,7 @@ typedef struct hg_choice {
     double est_error;       /* the estimated relative error at K */
     double rate;            /* r of the geometric fit (NaN: too few points) */
     double tail_rate;       /* the rate the tail was summed at: max(r, q) */
+    bool exact_in_window;   /* the window's errors came from the kept rows */
     double m_b;             /* the M_B the bound used (0: no bound) */
     int window;             /* the profile's K */
 } hg_choice;
@@ -376,6 +379,8 @@ typedef struct hg_choose_opts {
     int window;       /* the profile's K (0: min(T, 100)) */
     int lanczos_iters;/* 0: 30 */
     double m_b;       /* M_B when known (0: estimated from the profile) */
+    bool norms_only;  /* keep no rows (window × dim λ numbers): the window's
+                         errors are then the sums of the shares' norms */
 } hg_choose_opts;
 
 /* Measures the profile and the curvature, then chooses (opts may be NULL).

@@ -320,6 +320,27 @@ static double fitted_tail(double c_W, double r, int W, int K, int T)
     return c_W * (pow(r, K - W + 1) - pow(r, T - W + 1)) / (1 - r);
 }
 
+static bool every_row_kept(const hg_profile *pr)
+{
+    for (int i = 0; i < pr->K * pr->n_hyper; i++)
+        if (!pr->h || !pr->h[i]) return false;
+    return true;
+}
+
+/* ‖h_{T−K} − h_{T−W}‖ over all of λ, from the kept rows. */
+static double row_distance(const hg_profile *pr, int K, int W)
+{
+    double s = 0;
+    for (int j = 0; j < pr->n_hyper; j++) {
+        const ad_value *a = pr->h[(size_t)(K - 1) * pr->n_hyper + j], *b = pr->h[(size_t)(W - 1) * pr->n_hyper + j];
+        for (size_t i = 0; i < a->size; i++) {
+            double d = (double)a->data[i] - b->data[i];
+            s += d * d;
+        }
+    }
+    return sqrt(s);
+}
+
 /* The profile's estimate of the absolute error at each K: the measured
  * shares beyond K inside the window, then the fitted tail.  0 when it
  * gives none (a window short of T without a fit). */
@@ -341,15 +362,21 @@ static int choose_by_profile(const hg_profile *pr, double q, double tol, double 
     c->tail_rate = r;
     bool tail_known = W == T || isfinite(r);
     if (!tail_known) return 0;
-    double beyond = W == T ? pr->init_norm : fitted_tail(c_W, r, W, W, T);
-    /* Inside the window, from the deepest K down: err(K) = Σ_{k>K} c_k + beyond. */
+    double beyond = W == T ? 0 : fitted_tail(c_W, r, W, W, T);
+    /* Inside the window, from the deepest K down: err(K) = ‖h_{T−K} − h_{T−W}‖
+     * when every row was kept, else the upper estimate Σ_{k>K} c_k; plus
+     * the tail.  The smallest K whose error and every deeper one's are
+     * below tol. */
+    bool rows = every_row_kept(pr);
+    c->exact_in_window = rows;
     int best = 0;
-    double sum = beyond;
+    double sum = W == T ? pr->init_norm : 0;
     for (int K = W; K >= 1; K--) {
-        double err = K == T ? 0 : sum / H;
+        double in = rows ? row_distance(pr, K, W) : sum;
+        double err = K == T ? 0 : (in + beyond) / H;
         err_at[K - 1] = err;
         if (err < tol) best = K;
-        else break; /* errors only grow as K falls */
+        else break;
         sum += pr->contrib_norm[K - 1];
     }
     if (best > 0) return best;
@@ -418,7 +445,8 @@ int hg_choose_k(const hg_problem *p, double tol, const hg_choose_opts *opts, hg_
     if (W > p->T) W = p->T;
     hg_profile pr;
     hg_curvature cv;
-    rc = hg_truncation_profile(p, W, NULL, &pr);
+    bool norms = opts && opts->norms_only;
+    rc = hg_truncation_profile(p, W, &(hg_profile_opts){ .keep_all = !norms }, &pr);
     if (rc == AD_OK) {
         rc = hg_curvature_estimate(p, opts ? opts->lanczos_iters : 0, &cv);
         if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, tol, opts ? opts->m_b : 0, out);

@@ -593,10 +593,46 @@ START_TEST(toy_choose_k)
     ck_assert_int_eq(hg_choose_k(&t.problem, 0.01, NULL, &ch, NULL), AD_OK);
     ck_assert_int_eq(ch.K, K_star);
     ck_assert_str_eq(ch.decided_by, "profile");
+    ck_assert(ch.exact_in_window);
+    ck_assert_int_eq(hg_choose_k(&t.problem, 0.01, &(hg_choose_opts){ .norms_only = true }, &ch, NULL),
+                     AD_OK);
+    ck_assert(!ch.exact_in_window);
+    ck_assert_int_eq(ch.K, K_star); /* the two coordinates' shares never point apart */
     /* From a short window the estimate errs on the safe side. */
     ck_assert_int_eq(hg_choose_k(&t.problem, 0.01, &(hg_choose_opts){ .window = 20 }, &ch, NULL), AD_OK);
     ck_assert_int_ge(ch.K, K_star);
     ck_assert_int_le(ch.K, 90);
+    toy_free(&t);
+}
+END_TEST
+
+/* Heavy ball with μ = 0.8 spirals: its shares change sign, so their norms
+ * add up to far more than the error.  With every row kept the window's
+ * error is the true one (hg_krmd at each K says which K is enough); the
+ * norms alone ask for more. */
+START_TEST(kept_rows_see_cancellation)
+{
+    toy t;
+    ck_assert_int_eq(toy_init(&t, 1, 1, 100, 0.1, false), AD_OK);
+    t.problem.opt = (hg_inner_opt){ .kind = HG_MOMENTUM, .step = 0.1, .momentum = 0.8 };
+    ad_value *exact, *h;
+    ck_assert_int_eq(hg_full_rmd(&t.problem, &exact, NULL), AD_OK);
+    int K_star = 100;
+    for (int K = 99; K >= 1; K--) {
+        ck_assert_int_eq(hg_krmd(&t.problem, K, &h, NULL), AD_OK);
+        double err = hg_compare_grads(1, &h, &exact).rel_error;
+        ad_value_free(h);
+        if (err >= 0.01) break;
+        K_star = K;
+    }
+    hg_choice rows, norms;
+    ck_assert_int_eq(hg_choose_k(&t.problem, 0.01, NULL, &rows, NULL), AD_OK);
+    ck_assert_int_eq(hg_choose_k(&t.problem, 0.01, &(hg_choose_opts){ .norms_only = true }, &norms,
+                                 NULL), AD_OK);
+    ck_assert_int_eq(rows.K_profile, K_star);
+    ck_assert_int_eq(rows.K_bound, 0); /* the bound is gradient descent's */
+    ck_assert_msg(norms.K_profile > K_star + 5, "norms %d, truth %d", norms.K_profile, K_star); /* 47, 36 */
+    ad_value_free(exact);
     toy_free(&t);
 }
 END_TEST
@@ -675,6 +711,7 @@ Suite *profile_suite(void)
     tcase_add_test(tc, heavy_ball_rate);
     tcase_add_test(tc, ridge_choose_k);
     tcase_add_test(tc, toy_choose_k);
+    tcase_add_test(tc, kept_rows_see_cancellation);
     tcase_add_test(tc, sweep_is_one_pass);
     tcase_add_test(tc, profile_errors);
     suite_add_tcase(s, tc);
