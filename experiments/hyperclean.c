@@ -259,10 +259,21 @@ static int profile_keep(prof_snaps *ps, const config *c, int tau, const ad_value
     return AD_OK;
 }
 
+/* (share at k = 1)·q^{k−1}, drawn beside the profile: NaN once it leaves the
+ * profile's own range by more than a factor 10 (q > 1 would flatten the
+ * plot). */
+static double q_line(const double *share, int K, double q, int k)
+{
+    double lo = INFINITY, hi = 0, y = share[0] * pow(q, k - 1);
+    for (int i = 0; i < K; i++)
+        if (share[i] > 0) lo = fmin(lo, share[i]), hi = fmax(hi, share[i]);
+    return y >= lo / 10 && y <= hi * 10 ? y : NAN;
+}
+
 /* The profiles at the kept λs into hyperclean_profile_K<K>.csv: per (τ, k)
  * the share's norm ‖B_tᵀ v_t‖ (t = T − k + 1), ‖v_t‖, ‖h_{T−k}‖, and per τ
  * q, α, L, the fitted rate of the shares and the K for a 1 % relative
- * error, repeated on its rows; q_line = (share at k = 1)·q^{k−1}. */
+ * error, repeated on its rows; q_line (q_line above). */
 static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
 {
     ex_table tab = { .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,fit_rate,"
@@ -283,7 +294,7 @@ static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
             rc = ex_table_push(&tab, (double[]){ ps->tau[s], k, pr.contrib_norm[k - 1],
                                                  pr.adjoint_norm[k - 1], pr.h_norm[k - 1], cv.q,
                                                  cv.alpha, cv.L, ch.rate, ch.K,
-                                                 pr.contrib_norm[0] * pow(cv.q, k - 1) });
+                                                 q_line(pr.contrib_norm, pr.K, cv.q, k) });
         if (rc == AD_OK)
             ex_progress_line(&ctx->pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
                              "shares fall %.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs "
