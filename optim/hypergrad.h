@@ -45,6 +45,12 @@
  *                  implicit differentiation at ŵ (treats ŵ as a stationary
  *                  point of g): conjugate gradient on ∇²g v = ∇ŵf, or the
  *                  K-term Neumann series that h_{T−K} approximates (Sec. 3.3).
+ *   hg_truncation_profile
+ *                  K-RMD for every depth k ≤ K at once: one reverse pass,
+ *                  a step at a time, gives each h_{T−k} and each step's
+ *                  share of it.  With hg_curvature_estimate (how fast the
+ *                  shares can fall) it chooses K for a tolerance
+ *                  (hg_choose_k), and hg_sweep compares depths with it.
  */
 #ifndef HYPERTAPE_OPTIM_HYPERGRAD_H
 #define HYPERTAPE_OPTIM_HYPERGRAD_H
@@ -193,8 +199,9 @@ int hg_problem_check(const hg_problem *p);
  *     ad_vjp_many(tp, n, x_t, v_t, n + n_hyper, {x_{t−1}, λ}, out, false)
  * gives v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t (hg_checkpoint does this a
  * segment at a time).  On one tape recording many steps, x_{t−1} is not a
- * leaf and the sweep goes on through it: λ's entry would then collect the
- * earlier steps' shares too. */
+ * leaf and ad_vjp_many goes on through it (λ's entry would then collect the
+ * earlier steps' shares too); ad_vjp_partial stops there, which is how
+ * hg_truncation_profile walks the steps of one tape. */
 typedef struct hg_state {
     int n_w, n_s;
     ad_value **w; /* n_w + n_s entries */
