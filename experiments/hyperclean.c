@@ -298,8 +298,9 @@ static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
         if (rc == AD_OK)
             ex_progress_line(&ctx->pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
                              "shares fall %.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs "
-                             "K = %d (%s)", K, s + 1, ps->n, ps->tau[s], ch.rate, cv.q, cv.alpha,
-                             cv.L, ch.K, ch.decided_by);
+                             "K = %d (%s; profile %d, bound %d)", K, s + 1, ps->n, ps->tau[s],
+                             ch.rate, cv.q, cv.alpha, cv.L, ch.K, ch.decided_by, ch.K_profile,
+                             ch.K_bound);
         hg_profile_free(&pr);
     }
     if (ps->n > 0) ex_progress_end(&ctx->pg);

@@ -811,9 +811,10 @@ static int profile_point(cfg_run *r, int it)
     if (rc == AD_OK) rc = ex_table_save(&r->prof, r->ctx->od, name);
     if (rc == AD_OK)
         fprintf(stderr, PROG ": %s  iter %d: truncation profile over T = %d in %.1f s: shares fall "
-                        "%.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs K = %d (%s)\n",
+                        "%.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs K = %d (%s; "
+                        "profile %d, bound %d)\n",
                 r->c->label, it, T, hd->seconds, hd->rate, hd->q, hd->alpha, hd->L, hd->K,
-                decided[hd->decided]);
+                decided[hd->decided], hd->K_profile, hd->K_bound);
     free(hd);
     r->st.other_s += ex_now() - t0;
     return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "%s, hyper-iteration %d", r->c->label, it);
