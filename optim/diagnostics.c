@@ -91,7 +91,8 @@ static int sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *r,
     r->exact_report = pr.report;
     for (int i = 0; i < nK && rc == AD_OK; i++) {
         int k = Ks[i] < T ? Ks[i] : T;
-        ad_value **est = r->estimates + (size_t)i * (size_t)n, **h = pr.h + (size_t)(k - 1) * (size_t)n;
+        ad_value **est = r->estimates + (size_t)i * (size_t)n;
+        ad_value **h = pr.h + (size_t)(k - 1) * (size_t)n;
         for (int j = 0; j < n && rc == AD_OK; j++)
             if (!(est[j] = ad_value_copy(h[j]))) rc = ad_error_code();
         r->rows[i] = (hg_sweep_row){ .K = Ks[i], .cmp = hg_compare_grads(n, est, r->exact),

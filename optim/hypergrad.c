@@ -486,7 +486,8 @@ static int profile(const hg_problem *p, int K, const hg_profile_opts *opts, hg_p
     if (rc == AD_OK) rc = pass_outer(&ps, f);
     for (int r = W; r >= 1 && rc == AD_OK; r--) rc = pass_step(&ps, r);
     /* h_{T−K}, checked finite as every estimator's result. */
-    if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, ps.h, out->h + (size_t)(W - 1) * (size_t)p->n_hyper);
+    ad_value **last = out->h + (size_t)(W - 1) * (size_t)p->n_hyper;
+    if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, ps.h, last);
     fill_report(&out->report, rc, t0, ps.tp ? ad_tape_peak_bytes(ps.tp) : 0, 0,
                 f ? (double)f->data[0] : NAN, &k);
     free_list(n, ps.v);
@@ -494,7 +495,11 @@ static int profile(const hg_problem *p, int K, const hg_profile_opts *opts, hg_p
     free(ps.keep);
     free(ps.states);
     ad_tape_free(ps.tp);
-    if (rc != AD_OK) hg_profile_free(out);
+    if (rc != AD_OK) { /* nothing to free, but the report (NaN, divergence) as the estimators' */
+        hg_report r = out->report;
+        hg_profile_free(out);
+        out->report = r;
+    }
     return rc;
 }
 

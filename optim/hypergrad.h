@@ -315,7 +315,8 @@ typedef struct hg_profile_opts {
 
 /* Fills *out (everything new; hg_profile_free).  K ≥ 1; K ≥ T means all T
  * steps (K = T rows).  Errors as the estimators (AD_ENONFINITE when h_{T−K}
- * is not finite); on failure *out is empty and needs no free. */
+ * is not finite); on failure *out holds nothing to free, only its report
+ * (filled as the estimators fill theirs). */
 int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opts,
                           hg_profile *out);
 void hg_profile_free(hg_profile *pr); /* NULL, or twice, is fine */

@@ -238,7 +238,8 @@ static int curvature(const hg_problem *p, int iters, hg_curvature *out)
     int m = iters, steps = 0;
     if (rc == AD_OK && (size_t)m > h.dim) m = (int)h.dim;
     double *a = calloc((size_t)m + 1, sizeof *a), *b = calloc((size_t)m + 1, sizeof *b);
-    double *T = calloc((size_t)m * (size_t)m + 1, sizeof *T), *V = calloc((size_t)m * (size_t)m + 1, sizeof *V);
+    size_t mm = (size_t)m * (size_t)m + 1;
+    double *T = calloc(mm, sizeof *T), *V = calloc(mm, sizeof *V);
     double *d = calloc((size_t)m + 1, sizeof *d);
     if (rc == AD_OK && (!a || !b || !T || !V || !d)) rc = ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) rc = lanczos(&h, m, a, b, &steps);
@@ -260,9 +261,8 @@ static int curvature(const hg_problem *p, int iters, hg_curvature *out)
             .alpha_resid = b_last * fabs(V[(steps - 1) * steps + lo]),
             .L_resid = b_last * fabs(V[(steps - 1) * steps + hi]),
             .gamma = setting(p->opt.step_hyper, p->opt.step_transform, p->opt.step),
-            .momentum = p->opt.kind == HG_MOMENTUM
-                            ? setting(p->opt.momentum_hyper, p->opt.momentum_transform, p->opt.momentum)
-                            : 0,
+            .momentum = p->opt.kind != HG_MOMENTUM ? 0
+                        : setting(p->opt.momentum_hyper, p->opt.momentum_transform, p->opt.momentum),
             .q = hg_contraction(p, d[lo], d[hi]),
             .seconds = now() - t0,
             .peak_tape_bytes = h.tp ? ad_tape_peak_bytes(h.tp) : 0,
@@ -332,7 +332,8 @@ static double row_distance(const hg_profile *pr, int K, int W)
 {
     double s = 0;
     for (int j = 0; j < pr->n_hyper; j++) {
-        const ad_value *a = pr->h[(size_t)(K - 1) * pr->n_hyper + j], *b = pr->h[(size_t)(W - 1) * pr->n_hyper + j];
+        const ad_value *a = pr->h[(size_t)(K - 1) * pr->n_hyper + j];
+        const ad_value *b = pr->h[(size_t)(W - 1) * pr->n_hyper + j];
         for (size_t i = 0; i < a->size; i++) {
             double d = (double)a->data[i] - b->data[i];
             s += d * d;
@@ -415,7 +416,8 @@ int hg_choose_k_from(const hg_profile *pr, const hg_curvature *cv, double tol, d
     if (!out) return ad_fail(AD_EARG, "choose_k: the result is NULL");
     if (!pr || pr->K < 1 || !pr->contrib_norm)
         return ad_fail(AD_EARG, "choose_k: the profile is empty");
-    if (!(tol > 0 && tol < 1)) return ad_fail(AD_EARG, "choose_k: tol must be in (0, 1), got %g", tol);
+    if (!(tol > 0 && tol < 1))
+        return ad_fail(AD_EARG, "choose_k: tol must be in (0, 1), got %g", tol);
     *out = (hg_choice){ .window = pr->K, .rate = NAN, .tail_rate = NAN };
     double H = pr->h_norm[pr->K - 1]; /* ‖h_{T−W}‖: the best estimate of ‖dλf‖ at hand */
     if (!(H > 0)) H = DBL_MIN;
@@ -440,7 +442,8 @@ int hg_choose_k(const hg_problem *p, double tol, const hg_choose_opts *opts, hg_
     int rc = hg_problem_check(p);
     if (rc != AD_OK) return ad_fail_wrap(rc, "choose_k");
     if (!out) return ad_fail(AD_EARG, "choose_k: the result is NULL");
-    if (!(tol > 0 && tol < 1)) return ad_fail(AD_EARG, "choose_k: tol must be in (0, 1), got %g", tol);
+    if (!(tol > 0 && tol < 1))
+        return ad_fail(AD_EARG, "choose_k: tol must be in (0, 1), got %g", tol);
     int W = opts && opts->window > 0 ? opts->window : DEFAULT_WINDOW;
     if (W > p->T) W = p->T;
     hg_profile pr;

@@ -694,6 +694,7 @@ START_TEST(profile_errors)
     ck_assert_msg(strncmp(ad_error(), "profile: the outer loss is ", 27) == 0 &&
                   strstr(ad_error(), "the inner optimizer diverged"), "%s", ad_error()); /* Inf, or NaN in float */
     ck_assert_ptr_null(pr.h);
+    ck_assert(pr.report.diverged && pr.report.inner_nonfinite_step > 1);
     toy_free(&t);
 }
 END_TEST
