@@ -273,12 +273,14 @@ static double q_line(const double *share, int K, double q, int k)
 /* The profiles at the kept λs into hyperclean_profile_K<K>.csv: per (τ, k)
  * the share's norm ‖B_tᵀ v_t‖ (t = T − k + 1), ‖v_t‖, ‖h_{T−k}‖, and per τ
  * q, α, L, the fitted rate of the shares and the K for a 1 % relative
- * error, repeated on its rows; q_line (q_line above). */
+ * error, repeated on its rows; q_line (q_line above); rel_error =
+ * ‖h_{T−k} − dλf‖ / ‖dλf‖, the truncation error of depth k itself. */
 static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
 {
     ex_table tab = { .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,fit_rate,"
-                               "K_1pct,q_line",
-                     .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g", .n_cols = 11 };
+                               "K_1pct,q_line,rel_error",
+                     .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
+                     .n_cols = 12 };
     int rc = AD_OK;
     for (int s = 0; s < ps->n && rc == AD_OK; s++) {
         memcpy(hc->lam->data, ps->lam + (size_t)s * hc->lam->size, sizeof(ad_real) * hc->lam->size);
@@ -294,7 +296,8 @@ static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
             rc = ex_table_push(&tab, (double[]){ ps->tau[s], k, pr.contrib_norm[k - 1],
                                                  pr.adjoint_norm[k - 1], pr.h_norm[k - 1], cv.q,
                                                  cv.alpha, cv.L, ch.rate, ch.K,
-                                                 q_line(pr.contrib_norm, pr.K, cv.q, k) });
+                                                 q_line(pr.contrib_norm, pr.K, cv.q, k),
+                                                 hg_profile_rel_error(&pr, k) });
         if (rc == AD_OK)
             ex_progress_line(&ctx->pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
                              "shares fall %.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs "

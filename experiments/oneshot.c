@@ -740,7 +740,7 @@ static bool profile_due(const opts *o, int it)
 }
 
 /* What the child of profile_point sends back: a summary, then T rows of
- * (share, adjoint, ‖h‖). */
+ * (share, adjoint, ‖h‖, relative error of h_{T−k}). */
 typedef struct prof_head {
     double q, alpha, L, rate, seconds;
     int K, K_profile, K_bound, decided; /* decided: 0 profile, 1 bound, 2 both, 3 T */
@@ -769,9 +769,10 @@ static int prof_job_run(void *arg, void *out)
                            ch.K_bound, ch.decided_by[0] == 'T' ? 3 : !strcmp(ch.decided_by, "bound")
                                                                  ? 1 : strchr(ch.decided_by, ' ') ? 2 : 0 };
         for (int k = 0; k < pr.K; k++) {
-            rows[3 * k] = pr.contrib_norm[k];
-            rows[3 * k + 1] = pr.adjoint_norm[k];
-            rows[3 * k + 2] = pr.h_norm[k];
+            rows[4 * k] = pr.contrib_norm[k];
+            rows[4 * k + 1] = pr.adjoint_norm[k];
+            rows[4 * k + 2] = pr.h_norm[k];
+            rows[4 * k + 3] = hg_profile_rel_error(&pr, k + 1);
         }
     }
     hg_profile_free(&pr);
@@ -786,25 +787,25 @@ static int profile_point(cfg_run *r, int it)
     static const char *const decided[] = { "profile", "bound", "profile and bound", "T" };
     double t0 = ex_now();
     int T = r->c->T;
-    size_t size = sizeof(prof_head) + sizeof(double) * 3 * (size_t)T;
+    size_t size = sizeof(prof_head) + sizeof(double) * 4 * (size_t)T;
     prof_head *hd = malloc(size);
     int rc = hd ? task_load(&r->tk, &r->task, true) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK)
         rc = ex_run_forked("truncation profile", prof_job_run, &(prof_job){ &r->tk, T }, hd, size);
     if (!r->prof.header)
         r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
-                                        "fit_rate,K_1pct,q_line",
-                              .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g",
-                              .n_cols = 11 };
+                                        "fit_rate,K_1pct,q_line,rel_error",
+                              .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
+                              .n_cols = 12 };
     const double *rows = hd ? (const double *)(hd + 1) : NULL;
     double lo = INFINITY, hi = 0; /* the q line is drawn within 10× of the shares' range */
     for (int k = 0; k < T && rc == AD_OK; k++)
-        if (rows[3 * k] > 0) lo = fmin(lo, rows[3 * k]), hi = fmax(hi, rows[3 * k]);
+        if (rows[4 * k] > 0) lo = fmin(lo, rows[4 * k]), hi = fmax(hi, rows[4 * k]);
     for (int k = 1; k <= T && rc == AD_OK; k++) {
-        double ql = rows[0] * pow(hd->q, k - 1);
-        rc = ex_table_push(&r->prof, (double[]){ it, k, rows[3 * k - 3], rows[3 * k - 2],
-                                                 rows[3 * k - 1], hd->q, hd->alpha, hd->L, hd->rate,
-                                                 hd->K, ql >= lo / 10 && ql <= hi * 10 ? ql : NAN });
+        const double *row = rows + 4 * (k - 1), ql = rows[0] * pow(hd->q, k - 1);
+        rc = ex_table_push(&r->prof, (double[]){ it, k, row[0], row[1], row[2], hd->q, hd->alpha,
+                                                 hd->L, hd->rate, hd->K,
+                                                 ql >= lo / 10 && ql <= hi * 10 ? ql : NAN, row[3] });
     }
     char name[64];
     snprintf(name, sizeof name, "profile_%s.csv", r->c->name);

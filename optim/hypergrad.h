@@ -320,6 +320,10 @@ typedef struct hg_profile_opts {
 int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opts,
                           hg_profile *out);
 void hg_profile_free(hg_profile *pr); /* NULL, or twice, is fine */
+/* ‖h_{T−k} − h_{T−K}‖ / ‖h_{T−K}‖ from the kept rows k and K: with K = T
+ * the relative truncation error of depth k (0 at k = K).  NaN when row k
+ * was not kept, k is out of 1..K, or h_{T−K} is 0. */
+double hg_profile_rel_error(const hg_profile *pr, int k);
 
 /* ---- the contraction rate ------------------------------------------------
  * How fast the profile can fall: Lanczos on H = ∇²_w g(ŵ, λ, T) with

@@ -342,6 +342,15 @@ static double row_distance(const hg_profile *pr, int K, int W)
     return sqrt(s);
 }
 
+double hg_profile_rel_error(const hg_profile *pr, int k)
+{
+    if (!pr || !pr->h || k < 1 || k > pr->K) return NAN;
+    for (int j = 0; j < pr->n_hyper; j++)
+        if (!pr->h[(size_t)(k - 1) * pr->n_hyper + j]) return NAN;
+    double H = pr->h_norm[pr->K - 1];
+    return H > 0 ? row_distance(pr, k, pr->K) / H : NAN;
+}
+
 /* The profile's estimate of the absolute error at each K: the measured
  * shares beyond K inside the window, then the fitted tail.  0 when it
  * gives none (a window short of T without a fit). */

@@ -98,6 +98,18 @@ START_TEST(toy_every_depth_from_one_pass)
         tu_expect_close(pr.adjoint_norm[k - 1], hypot(adj[0], adj[1]), PASS_ULPS);
         tu_expect_close(pr.h_norm[k - 1], hypot(got->data[0], got->data[1]), 4);
     }
+    /* The relative truncation error of each depth, from the kept rows. */
+    double exact[2];
+    toy_closed_form(&t, 100, w_hat, exact);
+    for (int k = 1; k <= 100; k += 11) {
+        toy_closed_form(&t, k, w_hat, h);
+        double want = hypot(h[0] - exact[0], h[1] - exact[1]) / hypot(exact[0], exact[1]);
+        ck_assert_msg(fabs(hg_profile_rel_error(&pr, k) - want) <= TU_TOL(PASS_ULPS),
+                      "k = %d: %.17g, closed form %.17g", k, hg_profile_rel_error(&pr, k), want);
+    }
+    ck_assert_double_eq(hg_profile_rel_error(&pr, 100), 0);
+    ck_assert(isnan(hg_profile_rel_error(&pr, 0)) && isnan(hg_profile_rel_error(&pr, 101)));
+    ck_assert(isnan(hg_profile_rel_error(NULL, 1)));
     /* Rows against hg_krmd at the same depth. */
     const int ks[] = { 1, 2, 10, 37, 99, 100 };
     for (size_t j = 0; j < sizeof ks / sizeof *ks; j++) {
@@ -129,6 +141,7 @@ START_TEST(toy_keeps_what_is_asked)
     ck_assert_int_eq(hg_truncation_profile(&t.problem, 1000, NULL, &pr), AD_OK);
     ck_assert_int_eq(pr.K, 40);
     for (int k = 1; k < 40; k++) ck_assert_ptr_null(pr.h[k - 1]);
+    ck_assert(isnan(hg_profile_rel_error(&pr, 3))); /* row 3 not kept */
     ad_value *exact;
     ck_assert_int_eq(hg_full_rmd(&t.problem, &exact, NULL), AD_OK);
     expect_lists_close(1, &pr.h[39], &exact, "toy, all steps, against full RMD", 40);
