@@ -267,8 +267,28 @@ void ad_zero_grad(ad_value *leaf);
 int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,
            ad_value *const *vs, ad_value **hv, bool create_graph);
 
+/* ---- Graphviz ---------------------------------------------------------- */
+
 /* Writes the graph that reaches `root` in Graphviz DOT: one box per value
- * with its op, shape and step; leaves and carried constants drawn apart. */
+ * with its op, shape and step; leaves and carried constants drawn apart.
+ * Render with  dot -Tpng graph.dot -o graph.png.  AD_OK, AD_EARG for a NULL
+ * file or root, AD_EIO when a write fails. */
 int ad_dot_write(FILE *out, ad_value *root);
+
+/* What ad_dot_write_opts adds to that compact drawing; all zero is the same
+ * drawing as ad_dot_write's. */
+typedef struct ad_dot_opts {
+    int values;       /* each value's first `values` entries, "= [2, 1.8, …]" (0: none) */
+    bool input_index; /* each edge labelled with the input it is: 0, 1, … */
+    bool names;       /* an unnamed constant named by its contents when that is
+                         one number: "ones", "zeros", "0.5" (a sweep names its
+                         seeds "seed" itself) */
+    bool ids;         /* each value's id, "#12": creation order, the order the
+                         reverse sweep goes by */
+    bool steps;       /* one frame per step around the values it made (which
+                         then say no "step N" themselves) */
+} ad_dot_opts;
+/* The graph that reaches any of roots[0..n), drawn with opts (NULL: none). */
+int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opts *opts);
 
 #endif

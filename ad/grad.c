@@ -447,6 +447,7 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
                                "pass a seed gradient (ad_vjp)", ad_shape_str(y, a, 64));
             g = ad_const_fill(s->tp, y->rank, y->shape, 1);
             if (!g) return AD_ENOMEM;
+            ad_value_set_name(g, "seed"); /* so a drawing of a recorded sweep says so */
         } else if (!ad_same_shape(g, y)) {
             return ad_fail(AD_ESHAPE, "vjp: seed %s does not match output %s",
                            ad_shape_str(g, a, 64), ad_shape_str(y, b, 64));

@@ -376,14 +376,20 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     opt_outer o = { 0 };
     bool have_opt = false;
     prof_snaps ps = { 0 };
+    ex_watch watch; /* a diverged run stops here, exit status 1 */
+    ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --first-step: the "
+                  "outer one)");
     double target = c->first_step_rms * sqrt((double)n), t_loop = ex_now(), iter_sum = 0;
     for (int tau = 1; tau <= N && rc == AD_OK; tau++) {
         double t_it = ex_now();
         ad_value *h = NULL;
         hg_report r;
         rc = hg_krmd(&hc.problem, K, &h, &r);
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &r);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, tau, hc.val_loss);
         if (rc != AD_OK) {
             ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
+            ad_value_free(h);
             break;
         }
         if (tau == 1) { /* η0 such that the first update has norm `target` */
@@ -434,6 +440,8 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         ad_value *w = NULL;
         rc = hc_train(&hc, &w);
         if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &res->val_loss, &res->val_acc);
+        if (rc == AD_OK && (rc = ex_watch_val(&watch, N + 1, res->val_loss)) != AD_OK)
+            ad_fail_wrap(rc, "K = %d, after the last update", K);
         res->test_acc = NAN;
         if (rc == AD_OK && dt->x_test)
             rc = hc_evaluate(w, dt->x_test, dt->y_test, NULL, &res->test_acc);

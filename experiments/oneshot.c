@@ -624,6 +624,7 @@ typedef struct cfg_run {
     ckpt_state st;
     ex_progress pg;
     ex_table prof; /* profile_NAME.csv */
+    ex_watch watch; /* a diverged run stops, exit status 1 */
     bool have_tk, have_adam;
 } cfg_run;
 
@@ -634,6 +635,8 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     r->c = &r->o.cfgs[ctx->ci];
     r->ctx = ctx;
     ex_progress_init(&r->pg);
+    ex_watch_init(&r->watch, "a step size too large? (--step0: the inner one to start with, "
+                  "--lr: the outer one)");
     ad_rng rng0;
     seed_rng(&rng0, r->o.seed, RNG_LAMBDA0);
     seed_rng(&r->st.rng, r->o.seed, RNG_TRAIN);
@@ -689,6 +692,12 @@ static int cfg_validate(cfg_run *r, int it, double *acc)
 {
     double t0 = ex_now(), loss = 0;
     int rc = evaluate_tasks(&r->tk, r->ctx->w->val, r->ctx->w->n_val, acc, &loss, NULL);
+    if (isnan(r->watch.val_first) && r->lg.va.n_rows > 0) { /* resumed: λ0's, from the log */
+        r->watch.val_first = r->lg.va.rows[3];
+        r->watch.val_first_iter = (int)r->lg.va.rows[0];
+    }
+    if (rc == AD_OK && (rc = ex_watch_val(&r->watch, it, loss)) != AD_OK)
+        ad_fail_wrap(rc, "%s, meta-validation after hyper-iteration %d", r->c->label, it);
     if (rc == AD_OK) rc = ex_table_push(&r->lg.va, (double[]){ it, r->st.train_s, *acc, loss });
     r->st.other_s += ex_now() - t0;
     return rc;
@@ -714,6 +723,11 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         if (rc == AD_OK) rc = task_load(&r->tk, &r->task, true);
         if (rc == AD_OK) rc = os_task_hypergrad(&r->tk, r->c->K, g, &rep);
         if (rc != AD_OK) break;
+        if ((rc = ex_watch_inner(&r->watch, &rep)) != AD_OK) {
+            ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
+            for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
+            break;
+        }
         *loss += rep.outer_loss / o->meta_batch;
         if (rep.peak_tape_bytes > r->st.peak_tape) r->st.peak_tape = rep.peak_tape_bytes;
         if (os_task_rep_tape_bytes(&r->tk) > r->st.peak_rep) r->st.peak_rep = os_task_rep_tape_bytes(&r->tk);

@@ -21,6 +21,8 @@
 enum { MAX_KS = 8 };
 
 static const double FIRST_STEP_NORM = 0.6; /* footnote 4 */
+/* What a diverged run's message suggests (ex_watch). */
+#define TOY_HINT "lower --gamma, the inner step size (gradient descent on g diverges above 2)"
 
 /* f̃ in gnuplot's enhanced text: f with a tilde printed over it, then a
  * space ("&{x}" is blank space as wide as an x).  A combining tilde U+0303
@@ -174,16 +176,20 @@ static int run_query(const toy_opts *o)
     int rc = toy_init(&t, o->lam[0], o->lam[1], o->T, o->gamma, o->tilde);
     if (rc != AD_OK) rc = ad_fail_wrap(rc, "setting up the toy problem");
     static const char *const names[] = { "krmd", "exact", "fmd", "checkpoint", "cg", "neumann" };
+    ex_watch watch; /* a diverged inner loop: no numbers, exit status 1 */
+    ex_watch_init(&watch, TOY_HINT);
     for (int e = 0; e < 6 && rc == AD_OK; e++) {
         ad_value *h = NULL;
+        hg_report r;
         switch (e) {
-        case 0: rc = hg_krmd(&t.problem, o->K, &h, NULL); break;
-        case 1: rc = hg_full_rmd(&t.problem, &h, NULL); break;
-        case 2: rc = hg_fmd(&t.problem, &h, NULL); break;
-        case 3: rc = hg_checkpoint(&t.problem, o->K, &h, NULL); break;
-        case 4: rc = hg_implicit_cg(&t.problem, o->K, 0.0, &h, NULL); break;
-        default: rc = hg_neumann(&t.problem, o->K, &h, NULL); break;
+        case 0: rc = hg_krmd(&t.problem, o->K, &h, &r); break;
+        case 1: rc = hg_full_rmd(&t.problem, &h, &r); break;
+        case 2: rc = hg_fmd(&t.problem, &h, &r); break;
+        case 3: rc = hg_checkpoint(&t.problem, o->K, &h, &r); break;
+        case 4: rc = hg_implicit_cg(&t.problem, o->K, 0.0, &h, &r); break;
+        default: rc = hg_neumann(&t.problem, o->K, &h, &r); break;
         }
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &r);
         if (rc != AD_OK) rc = ad_fail_wrap(rc, "%s", names[e]);
         else printf("%s %.17g %.17g\n", names[e], (double)h->data[0], (double)h->data[1]);
         ad_value_free(h);
@@ -302,13 +308,22 @@ static int run_traj(const toy_opts *o, bool tilde, int K, traj *tr)
     }
     opt_outer opt;
     bool moving = false;
+    ex_watch watch; /* a diverged run stops here, exit status 1 */
+    ex_watch_init(&watch, TOY_HINT);
     for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
         tr->lam[tau][0] = t.lam->data[0];
         tr->lam[tau][1] = t.lam->data[1];
         ad_value *h = NULL;
         hg_report r;
         rc = hg_krmd(&t.problem, K, &h, &r);
-        if (rc != AD_OK) break;
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &r);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, tau, r.outer_loss);
+        if (rc != AD_OK) {
+            ad_fail_wrap(rc, "%s trajectory of K = %d, hyper-iteration %d", tilde ? "f̃" : "f", K,
+                         tau);
+            ad_value_free(h);
+            break;
+        }
         tr->loss[tau] = r.outer_loss;
         if (tau == 0) {
             /* Below 1e−10 the start is stationary to rounding: η0 = 0.6/‖h‖
@@ -470,6 +485,9 @@ static int figure1(const toy_opts *o, ex_out *od)
     }
     rc = !Ks ? ad_fail(AD_ENOMEM, "fig1: out of memory") : hg_sweep(&t.problem, Ks, nK, &sw, NULL);
     const hg_sweep_row *rows = sw.rows;
+    ex_watch watch;
+    ex_watch_init(&watch, TOY_HINT);
+    if (rc == AD_OK) rc = ex_watch_inner(&watch, &sw.exact_report);
     ex_file csv;
     if (rc == AD_OK) rc = ex_csv_open(&csv, od, "fig1.csv", "K,error,bound,error_closed_form");
     else rc = ad_fail_wrap(rc, "fig1: sweep over K");

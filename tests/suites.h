@@ -19,5 +19,7 @@
     X(select)        \
     X(io)            \
     X(threads)       \
+    X(kernels)       \
+    X(outer)         \
     X(partial)       \
     X(profile)

@@ -9,6 +9,7 @@
 #define _DEFAULT_SOURCE /* open_memstream, fmemopen */
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -181,12 +182,10 @@ static int slurp(ex_ckpt *c)
     return rc;
 }
 
-int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
+/* Checks the header line of c->buf[0..len) and the fields' length and CRC. */
+static int verify(ex_ckpt *c, const char *kind, int version)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->path, sizeof c->path, "%s", path);
-    int rc = slurp(c);
-    if (rc != AD_OK) return rc;
+    const char *path = c->path;
     char magic[32] = "", k[64] = "";
     int format = 0, ver = 0, used = 0;
     size_t n = 0;
@@ -212,6 +211,28 @@ int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
         return ad_fail(AD_EFORMAT, "%s is damaged: the CRC32 of its fields is %08lx, its "
                        "header says %08lx", path, got, crc);
     return AD_OK;
+}
+
+int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    int rc = slurp(c);
+    return rc == AD_OK ? verify(c, kind, version) : rc;
+}
+
+int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
+                     const char *kind, int version)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", name);
+    if (len > MAX_BYTES)
+        return ad_fail(AD_EFORMAT, "%s is not a checkpoint (larger than 4 GiB)", name);
+    if (!(c->buf = malloc(len + 1))) return ad_fail(AD_ENOMEM, "%s: out of memory", name);
+    if (len > 0) memcpy(c->buf, data, len);
+    c->buf[len] = '\0';
+    c->len = len;
+    return verify(c, kind, version);
 }
 
 /* The next field's header, which must be `field` of `type`: *n its count
@@ -295,7 +316,10 @@ int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n, double l
 
 int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n, double lo, double hi)
 {
-    return get_doubles(c, field, n, lo, hi, store_real, v);
+    /* In the float build a range wider than float's would let a finite
+     * double through as Inf: the range is cut to what ad_real holds. */
+    double top = sizeof(ad_real) < sizeof(double) ? FLT_MAX : DBL_MAX;
+    return get_doubles(c, field, n, lo > -top ? lo : -top, hi < top ? hi : top, store_real, v);
 }
 
 int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap)
