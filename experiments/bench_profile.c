@@ -13,6 +13,9 @@
  *   bench-profile --what sweep|loop [--Ks 1,5,25,50,100]
  *       hg_sweep over the Ks (one profile over all T steps), or what
  *       hg_sweep did before: hg_full_rmd, then hg_krmd for each K.
+ *   bench-profile --what curvature
+ *       hg_curvature_estimate with 30 Lanczos steps (what hyperclean adds
+ *       to each profile), and the α, L, q it finds.
  */
 #include <math.h>
 #include <stdio.h>
@@ -33,8 +36,8 @@ static struct {
 } o;
 
 static const ex_flag flags[] = {
-    { "--what", EX_CHOICE, &o.what, "ab", .help = "ab, krmd, profile, sweep or loop (see above)",
-      .choices = "ab|krmd|profile|sweep|loop" },
+    { "--what", EX_CHOICE, &o.what, "ab", .help = "ab, krmd, profile, sweep, loop or curvature "
+      "(see above)", .choices = "ab|krmd|profile|sweep|loop|curvature" },
     { "--K", EX_INT, &o.K, "100", 1, 100000, "the depth of krmd and of the profile" },
     { "--Ks", EX_INTS, o.Ks, "1,5,25,50,100", 1, 100000, "the depths of a sweep", .max_n = MAX_K,
       .n = &o.nK },
@@ -47,7 +50,7 @@ static const ex_flag flags[] = {
 };
 
 static ex_cmd cmd = {
-    PROG, "[--what ab|krmd|profile|sweep|loop] [--K N] [--Ks LIST] [--repeats N]",
+    PROG, "[--what ab|krmd|profile|sweep|loop|curvature] [--K N] [--Ks LIST] [--repeats N]",
     "The truncation profile's cost beside one K-RMD, and hg_sweep's before and\n"
     "after it became one pass, on data hypercleaning (MNIST).  Seconds are the\n"
     "library's own (hg_report.seconds: the estimate, without loading the data).\n",
@@ -92,6 +95,18 @@ static int run_sweep(hg_problem *p, timed *t)
     return rc;
 }
 
+static int run_curvature(hg_problem *p, timed *t)
+{
+    hg_curvature cv;
+    int rc = hg_curvature_estimate(p, 30, &cv);
+    if (rc == AD_OK) {
+        *t = (timed){ cv.seconds, cv.peak_tape_bytes };
+        fprintf(stderr, PROG ": α %.6g (residual %.2g), L %.6g (residual %.2g), q %.6g, %d steps\n",
+                cv.alpha, cv.alpha_resid, cv.L, cv.L_resid, cv.q, cv.iters);
+    }
+    return rc;
+}
+
 /* hg_sweep as it was: the exact hypergradient, then one K-RMD per K. */
 static int run_loop(hg_problem *p, timed *t)
 {
@@ -128,6 +143,7 @@ static int bench(hg_problem *p)
         case 'k': rc = run_krmd(p, o.K, &ta); break;
         case 'p': rc = run_profile(p, o.K, &ta); break;
         case 's': rc = run_sweep(p, &ta); break;
+        case 'c': rc = run_curvature(p, &ta); break;
         default: rc = run_loop(p, &ta); break;
         }
         a[i] = ta.seconds;
