@@ -302,13 +302,28 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
  * With create_graph the sweep is recorded: gx are nodes on the tape and can
  * be differentiated again.  gx are owned by the open step.  An x that y does
  * not depend on gets zeros.  Fails with AD_ENOGRAD, naming the op, when a node
- * on a path has no backward rule. */
+ * on a path has no backward rule; when a backward rule fails (an op inside
+ * it failed, or it returned a status), with that op's status and message
+ * after "grad: the backward rule of 'OP'".  A message set before a sweep
+ * that succeeds is left as it was. */
 int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
            ad_value **gx, bool create_graph);
 /* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].
  * (gys[k] may be NULL only for a scalar ys[k].) */
 int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
                 int n, ad_value *const *xs, ad_value **gx, bool create_graph);
+/* Partial derivatives: ad_vjp_many where every xs[i] counts as an
+ * independent input.  The sweep stops at each x — it adds what reaches x
+ * from the outputs and goes no further back — so a path from an output to
+ * one x through another x is not followed.  Example: y = x·λ with x = λ²;
+ * ad_vjp_partial(…, {x, λ}, …) gives (λ, x), where ad_vjp_many gives
+ * (λ, x + 2λ²) (λ's entry also takes the path through x).  A
+ * step-by-step reverse pass uses it: from the state after step t, with
+ * targets (the state before step t, λ), it gives A_tᵀ v and λ's share of
+ * that one step only, and walks that step's graph, not the whole tape.
+ * Ownership, create_graph and errors as for ad_vjp_many. */
+int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
+                   int n, ad_value *const *xs, ad_value **gx, bool create_graph);
 /* ad_vjp with gy = 1 for a scalar y. */
 int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
             bool create_graph);

@@ -44,12 +44,16 @@ int main(void)
     ad_value *lam[2] = { ad_param_scalar(-3), ad_param_scalar(log(0.1)) }, *h[2];
     hg_problem p = { .n_w = 1, .n_hyper = 2, .hyper = lam, .T = 50, .init = init, .inner = inner,
                      .outer = outer, .opt = { .step_hyper = lam[1], .step_transform = HG_EXP } };
-    hg_sweep_result sw; /* K-RMD for each K, and full RMD */
+    hg_sweep_result sw; /* K-RMD for each K, and full RMD, from one reverse pass */
     int rc = hg_sweep(&p, (int[]){ 1, 5, 25, 50 }, 4, &sw, NULL);
+    hg_report one; /* the tape K-RMD needs with that K alone */
     for (int i = 0; rc == AD_OK && i < sw.nK; i++)
-        printf("K = %2d: d rho %9.6f  d theta %9.6f  cosine %.6f  peak tape %6zu B\n", sw.rows[i].K,
-               sw.estimates[2 * i]->data[0], sw.estimates[2 * i + 1]->data[0],
-               sw.rows[i].cmp.cosine, sw.rows[i].report.peak_tape_bytes);
+        if ((rc = hg_krmd(&p, sw.rows[i].K, h, &one)) == AD_OK) {
+            printf("K = %2d: d rho %9.6f  d theta %9.6f  cosine %.6f  peak tape %6zu B\n",
+                   sw.rows[i].K, sw.estimates[2 * i]->data[0], sw.estimates[2 * i + 1]->data[0],
+                   sw.rows[i].cmp.cosine, one.peak_tape_bytes);
+            ad_value_free(h[0]), ad_value_free(h[1]);
+        }
     opt_outer o = { 0 }; /* then 100 steps of Adam on λ along 5-RMD's estimate */
     if (rc == AD_OK) hg_sweep_free(&sw), rc = opt_outer_init(&o, OPT_ADAM, 0.1, false, 2, lam);
     hg_report r[2]; /* the first hyper-iteration's and the last one's */

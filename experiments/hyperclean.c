@@ -22,6 +22,13 @@
  *   hyperclean_fig5.png     Figure 5: ‖dλf‖ against τ, log scale
  *   hyperclean_val_loss.png validation loss against τ
  *   hyperclean_f1.png       F1 (λ < −3) against τ
+ *   hyperclean_profile_K<K>.csv  the truncation profile at λ_τ of K's run,
+ *                           every --profile-every hyper-iterations: every
+ *                           h_{T−k}, k = 1..T, from one reverse pass
+ *                           (hg_truncation_profile), the contraction rate
+ *                           q of ∇²g (hg_curvature_estimate) and the K a
+ *                           1 % relative error needs (hg_choose_k_from)
+ *   hyperclean_profile.png  the shares' norms against k, with q^k beside them
  *   hyperclean_*.gp         the gnuplot scripts that drew them
  */
 #include <math.h>
@@ -45,14 +52,14 @@ enum { MAIN_THRESH = 1 };
 
 typedef struct config {
     const char *dataset, *data_dir, *out_dir;
-    int hyper_iters, n_train, n_val, T, exact_every;
+    int hyper_iters, n_train, n_val, T, exact_every, profile_every;
     int Ks[MAX_K], nK;
     uint64_t seed;
     double gamma, reg, corrupt, first_step_rms;
     bool quick, no_plots, gamma_check, oracle, no_fork;
 } config;
 
-static config cfg = { .exact_every = -1 };
+static config cfg = { .exact_every = -1, .profile_every = -1 };
 
 static const ex_flag flags[] = {
     { "--dataset", EX_CHOICE, &cfg.dataset, "mnist", .help = "mnist or fashion (Fashion-MNIST)",
@@ -87,6 +94,11 @@ static const ex_flag flags[] = {
     { "--exact-every", EX_INT, &cfg.exact_every, NULL, 0, 10000000, "exact hypergradient "
       "(Figure 5) every E hyper-iterations, plus the first and the last; 0: never (default N/50)",
       .quick = "5", .meta = "E" },
+    { "--profile-every", EX_INT, &cfg.profile_every, NULL, 0, 10000000, "truncation profile "
+      "(every h_{T-k}, k = 1..T, from one reverse pass) and contraction rate at lambda every P "
+      "hyper-iterations of each K, plus the first and the last; computed after K's loop, at "
+      "the saved lambdas, so that full RMD's memory stays out of K's peak; 0: never (default "
+      "N/5)", .quick = "25", .meta = "P" },
     { "--no-plots", EX_SWITCH, &cfg.no_plots, .help = "do not run gnuplot" },
     { "--no-fork", EX_SWITCH, &cfg.no_fork, .help = "run every K in this process (for debuggers "
       "and sanitizers; peak RSS then only grows from one K to the next)" },
@@ -122,6 +134,7 @@ static int check_flags(void)
     if (!strcmp(c->dataset, "fashion-mnist")) c->dataset = "fashion";
     if (c->exact_every < 0) /* about 50 evaluations */
         c->exact_every = c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
+    if (c->profile_every < 0) c->profile_every = c->hyper_iters >= 5 ? c->hyper_iters / 5 : 1;
     if (!ex_given(&cmd, "--K")) { /* the paper's depths, each capped at T, without repeats */
         const int paper_ks[] = { 1, 5, 25, 50, 100 };
         for (size_t k = 0; k < sizeof paper_ks / sizeof *paper_ks; k++) {
@@ -213,6 +226,129 @@ static void f1_all(const ad_value *lam, const unsigned char *corrupted, hc_f1 *o
         out[j] = hc_flag_f1(lam->data, corrupted, (int)lam->size, thresholds[j]);
 }
 
+/* ---- the truncation profile ------------------------------------------------- */
+
+/* λ at the hyper-iterations whose profile is measured: kept during K's loop
+ * and profiled after it, because a profile over all T steps holds full RMD's
+ * tape, which must not count in K's peak RSS. */
+typedef struct prof_snaps {
+    int n, cap;
+    int *tau;
+    ad_real *lam; /* n × n_train */
+} prof_snaps;
+
+static bool profile_due(const config *c, int tau)
+{
+    return c->profile_every > 0 && (tau == 1 || tau == c->hyper_iters || tau % c->profile_every == 0);
+}
+
+static int profile_keep(prof_snaps *ps, const config *c, int tau, const ad_value *lam)
+{
+    if (!profile_due(c, tau)) return AD_OK;
+    if (ps->n == ps->cap) {
+        int cap = ps->cap ? 2 * ps->cap : 16;
+        int *t = realloc(ps->tau, sizeof *t * (size_t)cap);
+        if (t) ps->tau = t;
+        ad_real *l = realloc(ps->lam, sizeof *l * lam->size * (size_t)cap);
+        if (l) ps->lam = l;
+        if (!t || !l) return ad_fail(AD_ENOMEM, "out of memory");
+        ps->cap = cap;
+    }
+    ps->tau[ps->n] = tau;
+    memcpy(ps->lam + (size_t)ps->n++ * lam->size, lam->data, sizeof(ad_real) * lam->size);
+    return AD_OK;
+}
+
+/* (share at k = 1)·q^{k−1}, drawn beside the profile: NaN once it leaves the
+ * profile's own range by more than a factor 10 (q > 1 would flatten the
+ * plot). */
+static double q_line(const double *share, int K, double q, int k)
+{
+    double lo = INFINITY, hi = 0, y = share[0] * pow(q, k - 1);
+    for (int i = 0; i < K; i++)
+        if (share[i] > 0) lo = fmin(lo, share[i]), hi = fmax(hi, share[i]);
+    return y >= lo / 10 && y <= hi * 10 ? y : NAN;
+}
+
+/* The profiles at the kept λs into hyperclean_profile_K<K>.csv: per (τ, k)
+ * the share's norm ‖B_tᵀ v_t‖ (t = T − k + 1), ‖v_t‖, ‖h_{T−k}‖, and per τ
+ * q, α, L, the fitted rate of the shares and the K for a 1 % relative
+ * error, repeated on its rows; q_line (q_line above); rel_error =
+ * ‖h_{T−k} − dλf‖ / ‖dλf‖, the truncation error of depth k itself. */
+static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
+{
+    ex_table tab = { .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,fit_rate,"
+                               "K_1pct,q_line,rel_error",
+                     .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
+                     .n_cols = 12 };
+    int rc = AD_OK;
+    for (int s = 0; s < ps->n && rc == AD_OK; s++) {
+        memcpy(hc->lam->data, ps->lam + (size_t)s * hc->lam->size, sizeof(ad_real) * hc->lam->size);
+        hg_profile pr;
+        hg_curvature cv;
+        hg_choice ch;
+        rc = hg_truncation_profile(&hc->problem, hc->problem.T, &(hg_profile_opts){ .keep_all = true },
+                                   &pr); /* every row: the 1 % choice sees the true errors */
+        if (rc != AD_OK) break;
+        rc = hg_curvature_estimate(&hc->problem, 30, &cv);
+        if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, 0.01, 0, &ch);
+        for (int k = 1; k <= pr.K && rc == AD_OK; k++)
+            rc = ex_table_push(&tab, (double[]){ ps->tau[s], k, pr.contrib_norm[k - 1],
+                                                 pr.adjoint_norm[k - 1], pr.h_norm[k - 1], cv.q,
+                                                 cv.alpha, cv.L, ch.rate, ch.K,
+                                                 q_line(pr.contrib_norm, pr.K, cv.q, k),
+                                                 hg_profile_rel_error(&pr, k) });
+        if (rc == AD_OK)
+            ex_progress_line(&ctx->pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
+                             "shares fall %.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs "
+                             "K = %d (%s; profile %d, bound %d)", K, s + 1, ps->n, ps->tau[s],
+                             ch.rate, cv.q, cv.alpha, cv.L, ch.K, ch.decided_by, ch.K_profile,
+                             ch.K_bound);
+        hg_profile_free(&pr);
+    }
+    if (ps->n > 0) ex_progress_end(&ctx->pg);
+    char name[64];
+    snprintf(name, sizeof name, "hyperclean_profile_K%d.csv", K);
+    if (rc == AD_OK && ps->n > 0) rc = ex_table_save(&tab, ctx->csv->out, name);
+    if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, truncation profile", K);
+    ex_table_free(&tab);
+    free(ps->tau);
+    free(ps->lam);
+    return rc;
+}
+
+/* Left: the profile at the last λ of each K's run, q^k beside it (dashed);
+ * right: the largest K's profiles along its run. */
+static int profile_plot(ex_out *od, const int *Ks, int nK)
+{
+    if (cfg.profile_every <= 0 || nK < 1) return AD_OK;
+    ex_file g;
+    int rc = ex_gp_open(&g, od, "hyperclean_profile.gp", 1300, 560);
+    if (rc != AD_OK) return rc;
+    FILE *f = g.f;
+    int N = cfg.hyper_iters, Kl = Ks[nK - 1];
+    fprintf(f, "set multiplot layout 1,2 title 'Truncation profile: the share ‖B_t^T v_t‖ of the "
+               "k-th step back (t = T−k+1), T = %d'\n"
+               "set xlabel 'k (steps back)'; set ylabel 'norm'\n"
+               "set logscale y; set format y '10^{%%L}'\nset key outside bottom center horizontal\n"
+               "set title 'at the last λ of each run (dashed: share at k = 1 times q^{k−1})'\nplot \\\n",
+            cfg.T);
+    for (int i = 0; i < nK; i++)
+        fprintf(f, "  'hyperclean_profile_K%d.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with lines "
+                   "lw 2 lc %d title 'K = %d run', \\\n"
+                   "  '' skip 1 using 2:($1 == %d ? $11 : NaN) with lines dt 2 lc %d notitle%s\n",
+                Ks[i], N, i + 1, Ks[i], N, i + 1, i + 1 < nK ? ", \\" : "");
+    fprintf(f, "set title 'along the K = %d run (by hyper-iteration)'\nplot \\\n", Kl);
+    int n = 0;
+    for (int tau = 1; tau <= N; tau++) n += profile_due(&cfg, tau);
+    for (int tau = 1, i = 0; tau <= N; tau++)
+        if (profile_due(&cfg, tau))
+            fprintf(f, "  'hyperclean_profile_K%d.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with "
+                       "lines lw 2 title 'τ = %d'%s\n", Kl, tau, tau, ++i < n ? ", \\" : "");
+    fprintf(f, "unset multiplot\n");
+    return ex_gp_commit(&g);
+}
+
 /* Runs the K-RMD sweep for one K and fills *res; writes its rows of
  * hyperclean.csv and hyperclean_exact.csv. */
 static int run_k(run_ctx *ctx, int K, k_result *res)
@@ -239,6 +375,7 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         rc = ad_fail(AD_ENOMEM, "out of memory");
     opt_outer o = { 0 };
     bool have_opt = false;
+    prof_snaps ps = { 0 };
     ex_watch watch; /* a diverged run stops here, exit status 1 */
     ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --first-step: the "
                   "outer one)");
@@ -276,6 +413,7 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
             }
             snap_tau[snaps++] = tau;
         }
+        if (rc == AD_OK) rc = profile_keep(&ps, c, tau, hc.lam);
         if (rc == AD_OK) rc = opt_outer_step(&o, &h);
         if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
         ad_value_free(h);
@@ -339,6 +477,8 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     }
     if (snaps > 0 && !exact_free) ex_progress_end(&ctx->pg);
     res->exact_seconds = ex_now() - t_exact;
+    if (rc == AD_OK) rc = profile_pass(ctx, &hc, K, &ps);
+    else free(ps.tau), free(ps.lam);
     if (have_opt) opt_outer_free(&o);
     hc_problem_free(&hc);
     free(secs);
@@ -474,7 +614,7 @@ static int plots(ex_out *od, const k_result *r, int n)
     int rc = AD_OK;
     for (size_t i = 0; i < sizeof p / sizeof *p && rc == AD_OK; i++)
         rc = write_plot(od, p[i].name, p[i].csv, p[i].col, p[i].title, p[i].ylabel, p[i].logy, r, n);
-    return rc;
+    return rc == AD_OK ? profile_plot(od, cfg.Ks, cfg.nK) : rc;
 }
 
 /* ---- --gamma-check -------------------------------------------------------- */

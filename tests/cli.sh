@@ -123,8 +123,9 @@ if [ -e "$work/full/sweep.csv" ] || [ -n "$(ls -A "$work/full" | grep -v '^\.loc
   echo "FAIL: a failed write left files in $work/full: $(ls -A "$work/full")"
   failed=$((failed + 1))
 fi
-# A second run on a folder another run holds is refused.
-"$bin/example-l2" --hyper-iters 100000 --out "$work/busy" >/dev/null 2>&1 &
+# A second run on a folder another run holds is refused.  (The first must still be running: at
+# the default --lr it diverges after ~80 hyper-iterations, a few seconds, and stops.)
+"$bin/example-l2" --hyper-iters 100000 --lr 1e-4 --out "$work/busy" >/dev/null 2>&1 &
 first=$!
 for _ in $(seq 100); do [ -s "$work/busy/.lock" ] && break; sleep 0.1; done
 expect 1 "is in use by another run (process $first)" -- "$bin/example-l2" --out "$work/busy"

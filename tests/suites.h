@@ -21,4 +21,6 @@
     X(threads)       \
     X(kernels)       \
     X(outer)         \
-    X(lifetime)
+    X(lifetime)      \
+    X(partial)       \
+    X(profile)

@@ -71,6 +71,33 @@ START_TEST(released_value_is_reported)
 }
 END_TEST
 
+/* The gradient sweeps check their outputs, inputs and directions the same
+ * way: a released value is named with its step, not walked. */
+START_TEST(sweep_refuses_released_values)
+{
+    ad_tape *tp = ad_tape_new(1);
+    ad_value *x = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
+    ad_value *w = ad_mul(tp, x, x);  /* step 0 */
+    ad_value *y0 = ad_sum(tp, w);    /* step 0 */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* step 2: step 0 released */
+    ad_value *g = NULL;
+    ad_error_clear();
+    expect_fail(ad_grad(tp, y0, 1, &x, &g, false), AD_EARG,
+                "grad: output 0, made at step 0, was released when step 2 opened");
+    ck_assert_ptr_null(g);
+    ad_value *y = ad_sum(tp, ad_mul(tp, x, x));
+    expect_fail(ad_grad(tp, y, 1, &w, &g, false), AD_EARG, "grad: input 0, made at step 0");
+    expect_fail(ad_hvp(tp, y, 1, &x, &w, &g, false), AD_EARG,
+                "hvp: direction 0, made at step 0");
+    /* and the tape still works */
+    ck_assert_int_eq(ad_grad(tp, y, 1, &x, &g, false), AD_OK);
+    tu_expect_values(g, (double[]){ 2, 4, 6 }, 3, 0);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 /* A value a later step still uses is carried, not released: it stays usable
  * until its last user goes, and is then reported with the step it was made
  * at (kept when it was carried). */
@@ -683,6 +710,7 @@ Suite *lifetime_suite(void)
     Suite *s = suite_create("lifetime");
     TCase *tc = tcase_create("misuse");
     tcase_add_test(tc, released_value_is_reported);
+    tcase_add_test(tc, sweep_refuses_released_values);
     tcase_add_test(tc, carried_value_keeps_its_step);
     tcase_add_test(tc, value_used_after_reset);
     tcase_add_test(tc, value_used_after_tape_free);
