@@ -25,9 +25,37 @@
  * of it that a held step still uses stays alive, but as a constant, so the
  * gradient path through it is cut.  That is K-step truncated back-propagation.
  *
+ * Lifetimes: a released value (its step fell off the horizon, or the tape was
+ * reset or freed, or it was rewound) and a freed leaf may not be used again.
+ * Such a use is reported, not read: its struct is kept a while, marked dead,
+ * with its data pointer NULL, so an op given it, and every function above the
+ * reverse sweep's section, fails with AD_EARG and a message naming its step,
+ * how it was released and the tape's horizon:
+ *     add: input 0 ('w'), made at step 3, was released when step 5 opened: a
+ *     tape with horizon K = 1 keeps the open step and the last K closed ones
+ *     (keep a copy with ad_value_copy, or raise K); the tape is at step 5,
+ *     holding steps 4..5
+ * ad_value_check(who, v) runs the same check.  Each tape keeps the structs of
+ * its last 2048 released values, and the process those of the last 4096
+ * freed leaves and values of freed tapes; a use of an older one is undefined
+ * (the struct may hold another value by then; AddressSanitizer reports it as
+ * a heap-use-after-free).  Reading v->data of a released value directly
+ * dereferences NULL.  The checks cost a compare per input and a few stores
+ * per value made, nothing per entry; they are always on.
+ *
+ * Memory: a value's data come from its tape's pool, which keeps released
+ * blocks by size class for the next values of that size, across steps,
+ * sweeps and ad_tape_reset, and gives them back at ad_tape_trim and
+ * ad_tape_free.  ad_tape_bytes counts the values alive; ad_tape_pool_bytes
+ * what the pool holds from the system (see ad_tape_stats).
+ *
  * Errors: calls that can fail return an ad_status (0 = AD_OK) or NULL, and
  * leave a message in ad_error().  Ops given a NULL input return NULL and keep
- * the first message, so a whole expression can be checked once at the end.
+ * the first message, so a whole expression can be checked once at the end
+ * (when no message is pending, one is set: "op: input 0 is NULL").  A NULL
+ * tape or argument anywhere in this header gives AD_EARG and a message,
+ * never a crash: functions returning a count give 0, ad_tape_horizon and
+ * ad_tape_current_step give AD_EARG; the two frees accept NULL quietly.
  *
  * Threads — the contract:
  *   - A tape, and every value it owns, is used by one thread at a time (one
@@ -43,8 +71,10 @@
  *     ad_value_set_name, its data, ad_value_free), must not run while
  *     another thread uses that leaf.
  *   - The library's global state is safe to share: the error message and
- *     code are per thread, value ids come from one atomic counter, and an
- *     ad_rng is the caller's own struct (one per thread).
+ *     code are per thread, value ids come from one atomic counter, the
+ *     process-wide FIFO of freed structs (see lifetimes) is behind a lock,
+ *     and an ad_rng is the caller's own struct (one per thread).  A tape's
+ *     pool is the tape's, like its values.
  * So the hypergradient estimators of optim/hypergrad.h may run on several
  * threads on one problem, as long as its callbacks only read what they share.
  */
@@ -112,8 +142,9 @@ struct ad_value {
     int rank;
     int shape[AD_MAX_RANK];
     size_t size; /* product of shape; 1 for a scalar */
-    ad_real *data;
+    ad_real *data;      /* NULL once the value is released or freed */
     bool requires_grad; /* a parameter, or computed from one while recording */
+    uint32_t magic;     /* lifetime checks: live, or released (ad_value_check) */
 
     /* The node (op == NULL for leaves and constants). */
     const ad_op *op;
@@ -123,13 +154,18 @@ struct ad_value {
     double rattr[AD_MAX_RATTR]; /* op attributes: scales, exponents */
 
     /* Bookkeeping (read-only for users). */
-    const char *name;     /* optional label for DOT export; not owned */
+    const char *name;     /* optional label (DOT, messages): the value's own copy */
     ad_tape *tape;        /* owner, or NULL for a caller-owned leaf */
     long step;            /* step that made it; -1 caller-owned; -2 carried */
     uint64_t id;          /* creation order: inputs always have smaller ids */
     int n_uses;           /* held nodes that name it as an input */
+    int gone;             /* once released: how (lifetime checks) */
     ad_value *grad;       /* ad_backward's accumulator, owned by this leaf */
     ad_value *prev, *next; /* the owning step's list */
+    long made_step;       /* step that made it, kept when carried; -1 caller-owned */
+    size_t data_bytes;    /* the bytes of the block behind data (tape values) */
+    long gone_step;       /* once released: the tape's open step then */
+    int gone_horizon;     /* once released: the tape's horizon then */
 };
 
 /* Caller-owned leaves. `shape` has `rank` entries; data are copied. */
@@ -143,17 +179,28 @@ ad_value *ad_param_scalar(ad_real value);
 /* Marks (or unmarks) a caller-owned leaf as wanting a gradient. */
 int ad_set_requires_grad(ad_value *leaf, bool on);
 /* Frees a caller-owned leaf and its grad; NULL is fine. Values that belong to
- * a tape are not freed here (the tape owns them) and are left untouched. */
+ * a tape are not freed here (the tape owns them) and are left untouched.  A
+ * leaf freed twice, or a released value, is reported in ad_error() and left
+ * alone.  Free a leaf after the last tape that uses it is reset or freed: a
+ * node of a held step keeps a pointer to it, and a sweep through that node
+ * reads it (an op a backward rule gives it then fails with the message above). */
 void ad_value_free(ad_value *v);
 /* A new caller-owned leaf holding a copy of v's data (no gradient path). */
 ad_value *ad_value_copy(const ad_value *v);
-void ad_value_set_name(ad_value *v, const char *name);
+/* Labels v with a copy of `name` (NULL removes the label); AD_OK, AD_EARG
+ * for a NULL or released v, AD_ENOMEM. */
+int ad_value_set_name(ad_value *v, const char *name);
+/* AD_OK when v may be used; AD_EARG, with a message that starts "who: " and
+ * says why (NULL; released: its step, how, and the horizon; a freed leaf),
+ * when not. */
+int ad_value_check(const char *who, const ad_value *v);
 
 /* Shape helpers. */
-bool ad_same_shape(const ad_value *a, const ad_value *b);
-/* Writes "[5000,785]" into buf (at least 64 bytes) and returns buf. */
+bool ad_same_shape(const ad_value *a, const ad_value *b); /* false for NULL */
+/* Writes "[5000,785]" into buf (at least 64 bytes) and returns buf
+ * ("(null)" for a NULL v). */
 char *ad_shape_str(const ad_value *v, char *buf, size_t len);
-size_t ad_shape_size(int rank, const int *shape);
+size_t ad_shape_size(int rank, const int *shape); /* 0 for a NULL shape, rank > 0 */
 /* Checks rank in 0..4 and every extent >= 1; names `who` in the message. */
 int ad_check_shape(const char *who, int rank, const int *shape);
 /* AD_OK if every entry is finite, else AD_ENONFINITE with `who` named. */
@@ -161,15 +208,15 @@ int ad_check_finite(const char *who, const ad_value *v);
 
 /* A small seeded PRNG (xoshiro256**), so results repeat bit for bit. */
 typedef struct ad_rng { uint64_t s[4]; } ad_rng;
-void ad_rng_seed(ad_rng *rng, uint64_t seed);
+int ad_rng_seed(ad_rng *rng, uint64_t seed); /* AD_OK; AD_EARG for NULL */
 uint64_t ad_rng_next(ad_rng *rng);
 double ad_rng_uniform(ad_rng *rng);         /* [0, 1) */
 double ad_rng_normal(ad_rng *rng);          /* N(0, 1) */
 uint64_t ad_rng_below(ad_rng *rng, uint64_t n); /* uniform in [0, n); 0 when n = 0 */
 /* Shuffles a[0..n) in place (Fisher–Yates, from the last entry down). */
-void ad_rng_shuffle(ad_rng *rng, int *a, int n);
+int ad_rng_shuffle(ad_rng *rng, int *a, int n);
 /* out[0..n) = a random permutation of 0..n−1 (identity, then shuffled). */
-void ad_rng_permutation(ad_rng *rng, int *out, int n);
+int ad_rng_permutation(ad_rng *rng, int *out, int n);
 ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev);
 ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi);
 
@@ -179,10 +226,12 @@ ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, dou
 
 /* A new tape with step 0 open. horizon: K >= 1, or AD_HORIZON_ALL. */
 ad_tape *ad_tape_new(int horizon);
+/* Releases every value and gives all the tape's memory back; NULL is fine. */
 void ad_tape_free(ad_tape *tp);
 /* Releases every step (all values the tape owns); the tape starts again at
- * an open step 0. Peak bytes are kept (see ad_tape_reset_peak). */
-void ad_tape_reset(ad_tape *tp);
+ * an open step 0. Peak bytes are kept (see ad_tape_reset_peak), and so are
+ * the pool's free blocks, for the values of the next round. */
+int ad_tape_reset(ad_tape *tp);
 int ad_tape_set_horizon(ad_tape *tp, int horizon);
 int ad_tape_horizon(const ad_tape *tp);
 /* Closes the open step and opens the next.  If more than K closed steps are
@@ -196,27 +245,50 @@ size_t ad_tape_steps_held(const ad_tape *tp);
  * largest sweep, until it is freed.) */
 size_t ad_tape_bytes(const ad_tape *tp);
 size_t ad_tape_peak_bytes(const ad_tape *tp);
-void ad_tape_reset_peak(ad_tape *tp);
+int ad_tape_reset_peak(ad_tape *tp);
+
+/* The memory behind the tape's values, from its pool.  ad_tape_bytes counts
+ * each live value as its 256-byte struct and its data, whatever the pool
+ * keeps; the pool's own footprint is counted here. */
+typedef struct ad_tape_stats {
+    size_t bytes, peak_bytes;  /* ad_tape_bytes, ad_tape_peak_bytes */
+    size_t pool_bytes;         /* all the pool holds from the system: data
+                                  blocks in use and free (rounded up to their
+                                  size class), value structs (live, and
+                                  released ones kept for the lifetime checks)
+                                  and its own lists */
+    size_t pool_free_bytes;    /* of which data blocks kept free for reuse */
+    size_t pool_header_bytes;  /* of which value structs */
+    size_t pool_peak_block_bytes; /* the most data-block bytes it has held */
+    size_t blocks_fresh;       /* data blocks taken from the system so far */
+    size_t blocks_reused;      /* data blocks the pool handed out again */
+    size_t released_kept;      /* released values whose use is still reported */
+} ad_tape_stats;
+int ad_tape_get_stats(const ad_tape *tp, ad_tape_stats *stats);
+size_t ad_tape_pool_bytes(const ad_tape *tp); /* stats.pool_bytes */
+/* Gives the pool's free data blocks back to the system (values stay). */
+int ad_tape_trim(ad_tape *tp);
 
 /* No-record scopes nest. Inside one, ops compute values but build no nodes:
  * results are constants owned by the open step.  Every end must match a
- * begin, like braces: an unmatched end is a bug in the calling program and
- * stops it with an internal-error message. */
-void ad_no_record_begin(ad_tape *tp);
-void ad_no_record_end(ad_tape *tp);
+ * begin, like braces: an end without an open scope changes nothing and
+ * returns AD_EARG with a message. */
+int ad_no_record_begin(ad_tape *tp);
+int ad_no_record_end(ad_tape *tp);
 bool ad_tape_recording(const ad_tape *tp);
 
 /* Scratch in a long-lived step: ad_tape_rewind frees the open step's
  * constants made since ad_tape_mark that no node uses (results already
  * copied out, say).  Values with nodes are kept. */
 uint64_t ad_tape_mark(ad_tape *tp);
-void ad_tape_rewind(ad_tape *tp, uint64_t mark);
+int ad_tape_rewind(ad_tape *tp, uint64_t mark);
 
 /* A constant owned by the open step (no gradient). */
 ad_value *ad_const(ad_tape *tp, int rank, const int *shape, const ad_real *data);
 ad_value *ad_const_fill(ad_tape *tp, int rank, const int *shape, ad_real value);
 ad_value *ad_const_scalar(ad_tape *tp, ad_real value);
-/* A constant copy of v's data in the open step: the gradient path stops. */
+/* A constant copy of v's data in the open step: the gradient path stops.
+ * (ad_detach and ad_leaf given NULL return NULL, as ops do.) */
 ad_value *ad_detach(ad_tape *tp, ad_value *v);
 /* A copy of v's data in the open step that is a new leaf wanting a gradient:
  * gradients can be taken with respect to it, and stop there.  (An inner
@@ -230,13 +302,28 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
  * With create_graph the sweep is recorded: gx are nodes on the tape and can
  * be differentiated again.  gx are owned by the open step.  An x that y does
  * not depend on gets zeros.  Fails with AD_ENOGRAD, naming the op, when a node
- * on a path has no backward rule. */
+ * on a path has no backward rule; when a backward rule fails (an op inside
+ * it failed, or it returned a status), with that op's status and message
+ * after "grad: the backward rule of 'OP'".  A message set before a sweep
+ * that succeeds is left as it was. */
 int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
            ad_value **gx, bool create_graph);
 /* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].
  * (gys[k] may be NULL only for a scalar ys[k].) */
 int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
                 int n, ad_value *const *xs, ad_value **gx, bool create_graph);
+/* Partial derivatives: ad_vjp_many where every xs[i] counts as an
+ * independent input.  The sweep stops at each x — it adds what reaches x
+ * from the outputs and goes no further back — so a path from an output to
+ * one x through another x is not followed.  Example: y = x·λ with x = λ²;
+ * ad_vjp_partial(…, {x, λ}, …) gives (λ, x), where ad_vjp_many gives
+ * (λ, x + 2λ²) (λ's entry also takes the path through x).  A
+ * step-by-step reverse pass uses it: from the state after step t, with
+ * targets (the state before step t, λ), it gives A_tᵀ v and λ's share of
+ * that one step only, and walks that step's graph, not the whole tape.
+ * Ownership, create_graph and errors as for ad_vjp_many. */
+int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
+                   int n, ad_value *const *xs, ad_value **gx, bool create_graph);
 /* ad_vjp with gy = 1 for a scalar y. */
 int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
             bool create_graph);
@@ -252,8 +339,28 @@ void ad_zero_grad(ad_value *leaf);
 int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,
            ad_value *const *vs, ad_value **hv, bool create_graph);
 
+/* ---- Graphviz ---------------------------------------------------------- */
+
 /* Writes the graph that reaches `root` in Graphviz DOT: one box per value
- * with its op, shape and step; leaves and carried constants drawn apart. */
+ * with its op, shape and step; leaves and carried constants drawn apart.
+ * Render with  dot -Tpng graph.dot -o graph.png.  AD_OK, AD_EARG for a NULL
+ * file or root, AD_EIO when a write fails. */
 int ad_dot_write(FILE *out, ad_value *root);
+
+/* What ad_dot_write_opts adds to that compact drawing; all zero is the same
+ * drawing as ad_dot_write's. */
+typedef struct ad_dot_opts {
+    int values;       /* each value's first `values` entries, "= [2, 1.8, …]" (0: none) */
+    bool input_index; /* each edge labelled with the input it is: 0, 1, … */
+    bool names;       /* an unnamed constant named by its contents when that is
+                         one number: "ones", "zeros", "0.5" (a sweep names its
+                         seeds "seed" itself) */
+    bool ids;         /* each value's id, "#12": creation order, the order the
+                         reverse sweep goes by */
+    bool steps;       /* one frame per step around the values it made (which
+                         then say no "step N" themselves) */
+} ad_dot_opts;
+/* The graph that reaches any of roots[0..n), drawn with opts (NULL: none). */
+int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opts *opts);
 
 #endif

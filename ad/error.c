@@ -22,6 +22,10 @@ void ad_error_clear(void)
 int ad_fail(int code, const char *fmt, ...)
 {
     last_code = code;
+    if (!fmt) { /* a caller's slip must not become a crash here */
+        snprintf(message, sizeof message, "(failure %d without a message)", code);
+        return code;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
@@ -32,6 +36,7 @@ int ad_fail(int code, const char *fmt, ...)
 int ad_fail_wrap(int code, const char *fmt, ...)
 {
     last_code = code;
+    if (!fmt) return code; /* no context to add */
     char old[sizeof message / 2]; /* context first; the old message may be cut */
     snprintf(old, sizeof old, "%.*s", (int)sizeof old - 1, message);
     va_list ap;

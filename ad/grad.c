@@ -19,6 +19,27 @@
  * temporary as soon as no accumulator needs it, so memory stays near one
  * step's worth even when back-propagating through many steps.
  *
+ * Partial derivatives (ad_vjp_partial): the targets are cut points.  Collect
+ * does not go on through a target's inputs, so a target's gradient is only
+ * what reaches it from the outputs, never passed further back, and the
+ * walk stays between the outputs and the targets.  This is what a
+ * step-by-step reverse pass needs: from the state after step t, the targets
+ * (state before step t, λ) give v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t of
+ * that one step.  Without the cut, λ's entry would also collect every
+ * earlier step's share (through the state before step t), and the walk
+ * would go back through the whole tape.  The id floor is the same rule as
+ * above: a caller-owned λ is old, so the floor is low, but the cut already
+ * bounds the walk.  Raising the floor above λ would be wrong: a value made
+ * from λ before the cut points (e^λ computed once at the start and read at
+ * every step) still leads to λ, and its path is part of the partial.
+ *
+ * Backward rules are checked: the sweep clears the error channel before
+ * each rule, and a rule that returns a status other than AD_OK, or during
+ * which an op failed (ad_error_code() is set), fails the sweep with that
+ * op's status and message, named after the node's op.  So a rule may
+ * simply return AD_OK after building gin[] with ops.  A message that was
+ * set before the sweep is put back when the sweep succeeds.
+ *
  * The sweep writes nothing into the values it walks: its scratch (whether a
  * value is a target or relevant, the gradient it has accumulated, where its
  * inputs are) sits in arrays of its own, one slot per collected value in
@@ -26,6 +47,7 @@
  * sweeps on other threads at the same moment (the thread contract at the
  * top of ad.h). */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +103,9 @@ struct sweep {
     uint64_t start_id; /* values with a larger id were made by this sweep */
     bool create_graph;
     bool all_leaves;   /* ad_backward: every caller-owned parameter is a target */
+    bool cut;          /* ad_vjp_partial: collect stops at the targets */
+    uint64_t *cut_ids; /* the targets' ids, sorted (cut sweeps only) */
+    size_t cut_n, cut_cap;
     value_list order;  /* the collected values, newest (largest id) first */
     slot *at;          /* at[j]: the scratch of order.v[j] */
     size_t at_cap;
@@ -94,7 +119,7 @@ struct sweep {
 
 /* A sweep on tp, with the tape's spare working memory when it has one (a
  * sweep started from inside another, by a backward rule, gets its own). */
-static sweep *sweep_begin(ad_tape *tp, bool create_graph, bool all_leaves)
+static sweep *sweep_begin(ad_tape *tp, bool create_graph, bool all_leaves, bool cut)
 {
     sweep **spare = tape_spare_sweep(tp), *s = *spare;
     *spare = NULL;
@@ -105,7 +130,8 @@ static sweep *sweep_begin(ad_tape *tp, bool create_graph, bool all_leaves)
     s->tp = tp;
     s->create_graph = create_graph;
     s->all_leaves = all_leaves;
-    s->order.n = s->heap_n = s->held_n = 0;
+    s->cut = cut;
+    s->order.n = s->heap_n = s->held_n = s->cut_n = 0;
     return s;
 }
 
@@ -116,6 +142,7 @@ void sweep_free(sweep *s)
     free(s->at);
     free(s->heap);
     free(s->held);
+    free(s->cut_ids);
     free(s);
 }
 
@@ -205,6 +232,39 @@ static int add_slot(sweep *s, ad_value *v)
     return value_list_push(&s->order, v);
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A cut sweep's targets, by id, sorted for is_cut. */
+static int set_cut_points(sweep *s, int n, ad_value *const *xs)
+{
+    while (s->cut_cap < (size_t)n) {
+        uint64_t *ids = grow_array(s->cut_ids, &s->cut_cap, sizeof *ids);
+        if (!ids) return AD_ENOMEM;
+        s->cut_ids = ids;
+    }
+    for (int i = 0; i < n; i++) s->cut_ids[i] = xs[i]->id;
+    s->cut_n = (size_t)n;
+    qsort(s->cut_ids, s->cut_n, sizeof *s->cut_ids, cmp_id);
+    return AD_OK;
+}
+
+/* Whether collect stops at v: a target of a cut sweep (binary search). */
+static bool is_cut(const sweep *s, const ad_value *v)
+{
+    size_t lo = 0, hi = s->cut_n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->cut_ids[mid] == v->id) return true;
+        if (s->cut_ids[mid] < v->id) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
+}
+
 static int collect(sweep *s, int m, ad_value *const *ys, uint64_t min_id)
 {
     int rc = AD_OK;
@@ -215,7 +275,10 @@ static int collect(sweep *s, int m, ad_value *const *ys, uint64_t min_id)
         bool seen = n > 0 && s->order.v[n - 1] == r.v; /* copies come out together */
         if (!seen) {
             rc = add_slot(s, r.v);
-            for (int i = 0; i < r.v->n_inputs && rc == AD_OK; i++)
+            /* A cut point keeps its slot.in at -1: the sweep will not run its
+             * node, and what lies behind it is not collected. */
+            bool cut = s->cut_n > 0 && is_cut(s, r.v);
+            for (int i = 0; i < r.v->n_inputs && rc == AD_OK && !cut; i++)
                 rc = reach_value(s, r.v->inputs[i], (int)n, i, min_id);
         }
         if (r.user >= 0) s->at[r.user].in[r.in] = (int)(seen ? n - 1 : n);
@@ -323,6 +386,20 @@ static int accumulate(sweep *s, int j, ad_value *g, int own)
     return rc;
 }
 
+/* A backward rule returned `rc`, and ad_error_code() says whether an op
+ * failed while it ran (the channel was cleared before): AD_OK when neither,
+ * else the op's status (or the rule's, when no op failed) with a message
+ * naming the node's op. */
+static int check_rule(const ad_value *v, int rc)
+{
+    int code = ad_error_code();
+    if (rc == AD_OK && code == AD_OK) return AD_OK;
+    if (code == AD_OK) /* the rule failed without saying why */
+        return ad_fail(rc, "grad: the backward rule of '%s' failed (status %d) and left no "
+                       "message", v->op->name, rc);
+    return ad_fail_wrap(code, "grad: the backward rule of '%s'", v->op->name);
+}
+
 static int run_node(sweep *s, size_t j)
 {
     ad_value *v = s->order.v[j];
@@ -335,7 +412,8 @@ static int run_node(sweep *s, size_t j)
     s->node_id = value_next_id();
     s->node_held = s->held_n;
     ad_value *gin[AD_MAX_INPUTS] = { 0 };
-    int rc = v->op->backward(s->tp, v, sv->acc, gin);
+    ad_error_clear(); /* so that check_rule sees what this rule did */
+    int rc = check_rule(v, v->op->backward(s->tp, v, sv->acc, gin));
     for (int i = 0; i < v->n_inputs && rc == AD_OK; i++) {
         int u = sv->in[i];
         if (!gin[i] || u < 0 || !s->at[u].relevant) continue;
@@ -369,6 +447,7 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
                                "pass a seed gradient (ad_vjp)", ad_shape_str(y, a, 64));
             g = ad_const_fill(s->tp, y->rank, y->shape, 1);
             if (!g) return AD_ENOMEM;
+            ad_value_set_name(g, "seed"); /* so a drawing of a recorded sweep says so */
         } else if (!ad_same_shape(g, y)) {
             return ad_fail(AD_ESHAPE, "vjp: seed %s does not match output %s",
                            ad_shape_str(g, a, 64), ad_shape_str(y, b, 64));
@@ -402,6 +481,11 @@ static int check_args(ad_tape *tp, int m, ad_value *const *ys, int n,
     if (ad_any_null(m, ys)) return ad_fail(AD_EARG, "grad: an output is NULL "
                                            "(an earlier op failed: check its message)");
     if (ad_any_null(n, xs)) return ad_fail(AD_EARG, "grad: an input is NULL");
+    /* A released value (beyond the horizon, or its tape trimmed) is named with
+     * the step that made it and when it went, not walked. */
+    int rc = value_check_list(tp, "grad", "output", m, ys);
+    if (rc == AD_OK) rc = value_check_list(tp, "grad", "input", n, xs);
+    if (rc != AD_OK) return rc;
     for (int k = 0; k < m; k++)
         if (ys[k]->tape && ys[k]->tape != tp)
             return ad_fail(AD_EARG, "grad: output %d belongs to another tape", k);
@@ -413,18 +497,45 @@ static ad_value *zeros_like(ad_tape *tp, const ad_value *x)
     return ad_const_fill(tp, x->rank, x->shape, 0);
 }
 
-int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
-                int n, ad_value *const *xs, ad_value **gx, bool create_graph)
+/* The error channel as it was before a sweep, which clears it before each
+ * backward rule (check_rule): put back when the sweep succeeds, so that a
+ * caller's earlier message survives a sweep that did not fail. */
+typedef struct earlier_error {
+    int code;
+    char message[1024];
+} earlier_error;
+
+static void error_save(earlier_error *e)
+{
+    e->code = ad_error_code();
+    e->message[0] = '\0';
+    if (e->code != AD_OK || ad_error()[0])
+        snprintf(e->message, sizeof e->message, "%s", ad_error());
+}
+
+static void error_restore(const earlier_error *e, int rc)
+{
+    if (rc != AD_OK) return;
+    if (e->code != AD_OK || e->message[0]) ad_fail(e->code, "%s", e->message);
+    else ad_error_clear();
+}
+
+/* ad_vjp_many and ad_vjp_partial: the same sweep, with or without cuts. */
+static int vjp(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys, int n,
+               ad_value *const *xs, ad_value **gx, bool create_graph, bool cut)
 {
     int rc = check_args(tp, m, ys, n, xs, gx);
     if (rc != AD_OK) return rc;
-    sweep *s = sweep_begin(tp, create_graph, false);
+    sweep *s = sweep_begin(tp, create_graph, false, cut);
     if (!s) return AD_ENOMEM;
+    earlier_error before;
+    error_save(&before);
     uint64_t min_id = UINT64_MAX;
     for (int i = 0; i < n; i++) {
         if (xs[i]->id < min_id) min_id = xs[i]->id;
         gx[i] = NULL;
     }
+    if (cut) rc = set_cut_points(s, n, xs);
     /* Recording state: a plain sweep records nothing; a recorded one records
      * even inside a caller's no-record scope (that is what was asked). */
     int depth = 0;
@@ -433,7 +544,7 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
     else
         ad_no_record_begin(tp);
     s->start_id = value_next_id();
-    rc = collect(s, m, ys, min_id);
+    if (rc == AD_OK) rc = collect(s, m, ys, min_id);
     if (rc == AD_OK) {
         find_relevant(s, n, xs);
         rc = run_sweep(s, m, ys, gys);
@@ -454,7 +565,20 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
         ad_no_record_end(tp);
     if (rc != AD_OK)
         for (int i = 0; i < n; i++) gx[i] = NULL;
+    error_restore(&before, rc);
     return rc;
+}
+
+int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
+                int n, ad_value *const *xs, ad_value **gx, bool create_graph)
+{
+    return vjp(tp, m, ys, gys, n, xs, gx, create_graph, false);
+}
+
+int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
+                   int n, ad_value *const *xs, ad_value **gx, bool create_graph)
+{
+    return vjp(tp, m, ys, gys, n, xs, gx, create_graph, true);
 }
 
 int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
@@ -473,8 +597,10 @@ int ad_backward(ad_tape *tp, ad_value *y)
 {
     int rc = check_args(tp, 1, &y, 0, NULL, NULL);
     if (rc != AD_OK) return rc;
-    sweep *s = sweep_begin(tp, false, true);
+    sweep *s = sweep_begin(tp, false, true, false);
     if (!s) return AD_ENOMEM;
+    earlier_error before;
+    error_save(&before);
     ad_no_record_begin(tp);
     s->start_id = value_next_id();
     rc = collect(s, 1, &y, 0);
@@ -494,6 +620,7 @@ int ad_backward(ad_tape *tp, ad_value *y)
     }
     finish(s);
     ad_no_record_end(tp);
+    error_restore(&before, rc);
     return rc;
 }
 
@@ -507,6 +634,8 @@ int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,
 {
     if (n < 1 || !vs || !hv) return ad_fail(AD_EARG, "hvp: bad arguments");
     if (ad_any_null(n, vs)) return ad_fail(AD_EARG, "hvp: a direction is NULL");
+    int live = value_check_list(tp, "hvp", "direction", n, vs);
+    if (live != AD_OK) return live;
     ad_value **g = calloc((size_t)n, sizeof *g);
     if (!g) return ad_fail(AD_ENOMEM, "hvp: out of memory");
     /* H v = d/dx (∇y · v): the vjp of the recorded gradient with seed v. */

@@ -41,7 +41,9 @@ struct ad_op {
 };
 
 /* Makes the result of an op in the open step, data uninitialised.
- * If any input is NULL, returns NULL (the earlier message stands).
+ * If any input is NULL, returns NULL (the earlier message stands, or one is
+ * set when none is pending); a released input or freed leaf gives NULL with
+ * AD_EARG and a message naming its step and the horizon (ad_check_inputs).
  * Records a node (op, inputs) when the tape is recording and some input
  * wants a gradient; otherwise the result is a constant. */
 ad_value *ad_node_new(ad_tape *tp, const ad_op *op, int rank, const int *shape,
@@ -50,6 +52,23 @@ ad_value *ad_node_new(ad_tape *tp, const ad_op *op, int rank, const int *shape,
 bool ad_input_needs_grad(const ad_value *out, int i);
 /* The first NULL among inputs makes an op return NULL: this checks that. */
 bool ad_any_null(int n, ad_value *const *v);
+/* AD_OK when every input may be used; otherwise the status, with a message
+ * "who: input i ..." (a NULL input keeps a pending message: it is an earlier
+ * failure passed on; a released value or freed leaf is named with its step
+ * and the horizon).  ad_node_new runs it; an op that reads an input's data
+ * before making its node (indices, labels), makes a constant without a node
+ * (ad_const_fill), or hands an input back unchanged runs it first. */
+int ad_check_inputs(ad_tape *tp, const char *who, int n, ad_value *const *inputs);
+
+/* Scratch memory for a kernel (im2col columns, say), from the tape's pool:
+ * at least `bytes`, 64-byte aligned, uninitialised (NaN bytes in the
+ * AddressSanitizer build); NULL with a message when out of memory.  Give it
+ * back with the same `bytes` before the op returns (at the latest before
+ * ad_tape_free, which checks).  It reuses released blocks of the same size
+ * class, and is not counted in ad_tape_bytes (ad_tape_pool_bytes counts it).
+ * One thread, like the tape. */
+void *ad_scratch_take(ad_tape *tp, size_t bytes);
+void ad_scratch_give(ad_tape *tp, void *mem, size_t bytes);
 
 /* An internal invariant, checked in every build.  Not for user input. */
 #define AD_ASSERT(cond, hint)                                                 \

@@ -17,6 +17,10 @@ uint64_t value_next_id(void) { return atomic_fetch_add_explicit(&next_id, 1, mem
 
 size_t ad_shape_size(int rank, const int *shape)
 {
+    if (rank > 0 && !shape) {
+        ad_fail(AD_EARG, "shape_size: shape is NULL for rank %d", rank);
+        return 0;
+    }
     size_t n = 1;
     for (int i = 0; i < rank; i++) n *= (size_t)shape[i];
     return n;
@@ -24,6 +28,7 @@ size_t ad_shape_size(int rank, const int *shape)
 
 int ad_check_shape(const char *who, int rank, const int *shape)
 {
+    if (!who) who = "check_shape";
     if (rank < 0 || rank > AD_MAX_RANK)
         return ad_fail(AD_ESHAPE, "%s: rank %d is outside 0..%d", who, rank,
                        AD_MAX_RANK);
@@ -45,32 +50,42 @@ int ad_check_shape(const char *who, int rank, const int *shape)
     return AD_OK;
 }
 
-/* Data start on a 64-byte boundary after the struct, for BLAS and SIMD. */
+/* A value counts its struct rounded up to 64 bytes (what one block holding
+ * the struct and then 64-byte aligned data took, when a value was one block)
+ * and its data: the same count whatever the allocator does underneath. */
 static size_t header_bytes(void) { return (sizeof(ad_value) + 63) & ~(size_t)63; }
+_Static_assert(sizeof(ad_value) <= 256, "tape byte counts assume a 256-byte value header");
 
 size_t value_bytes(const ad_value *v)
 {
     return header_bytes() + v->size * sizeof(ad_real);
 }
 
+void value_init(ad_value *v, int rank, const int *shape, size_t size)
+{
+    v->rank = rank;
+    for (int i = 0; i < rank; i++) v->shape[i] = shape[i];
+    v->size = size;
+    v->magic = AD_MAGIC_LIVE;
+    v->step = v->made_step = -1;
+    v->id = value_next_id();
+}
+
 ad_value *value_alloc(int rank, const int *shape, bool zero)
 {
     if (ad_check_shape("tensor", rank, shape) != AD_OK) return NULL;
     size_t size = ad_shape_size(rank, shape);
-    size_t bytes = header_bytes() + size * sizeof(ad_real);
-    ad_value *v = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-    if (!v) {
-        ad_fail(AD_ENOMEM, "out of memory allocating %zu bytes", bytes);
+    size_t bytes = (size * sizeof(ad_real) + 63) & ~(size_t)63; /* 64-byte aligned data */
+    ad_value *v = calloc(1, sizeof *v);
+    ad_real *data = v ? aligned_alloc(64, bytes) : NULL;
+    if (!data) {
+        free(v);
+        ad_fail(AD_ENOMEM, "out of memory allocating %zu bytes", header_bytes() + bytes);
         return NULL;
     }
-    memset(v, 0, sizeof *v);
-    v->rank = rank;
-    for (int i = 0; i < rank; i++) v->shape[i] = shape[i];
-    v->size = size;
-    v->data = (ad_real *)((char *)v + header_bytes());
+    value_init(v, rank, shape, size);
+    v->data = data;
     if (zero) memset(v->data, 0, size * sizeof(ad_real));
-    v->step = -1;
-    v->id = value_next_id();
     return v;
 }
 
@@ -116,7 +131,8 @@ ad_value *ad_param_scalar(ad_real value)
 
 int ad_set_requires_grad(ad_value *leaf, bool on)
 {
-    if (!leaf) return ad_fail(AD_EARG, "set_requires_grad: value is NULL");
+    int rc = value_check_arg(NULL, "set_requires_grad", "the value", leaf);
+    if (rc != AD_OK) return rc;
     if (leaf->tape)
         return ad_fail(AD_EARG, "set_requires_grad: only caller-owned leaves "
                                 "can be marked; this value belongs to a tape");
@@ -126,24 +142,49 @@ int ad_set_requires_grad(ad_value *leaf, bool on)
 
 void ad_value_free(ad_value *v)
 {
-    if (!v || v->tape) return;
+    if (!v) return;
+    if (v->magic != AD_MAGIC_LIVE) { /* freed twice, or released: report, touch nothing */
+        value_check_use(NULL, "value_free", "the value", v);
+        return;
+    }
+    if (v->tape) return;
     ad_value_free(v->grad);
-    free(v);
+    free(v->data);
+    /* The struct stays readable a while, marked dead, so that a later use of
+     * the leaf is reported (see pool.c). */
+    v->data = NULL;
+    v->grad = NULL;
+    v->magic = AD_MAGIC_DEAD;
+    v->gone = AD_GONE_LEAF;
+    v->requires_grad = false;
+    graveyard_bury(v);
 }
 
 ad_value *ad_value_copy(const ad_value *v)
 {
-    if (!v) return NULL;
+    if (value_check_use(NULL, "value_copy", "the value", v) != AD_OK) return NULL;
     return ad_tensor_from(v->rank, v->shape, v->data);
 }
 
-void ad_value_set_name(ad_value *v, const char *name)
+int ad_value_set_name(ad_value *v, const char *name)
 {
-    if (v) v->name = name;
+    int rc = value_check_arg(NULL, "value_set_name", "the value", v);
+    if (rc != AD_OK) return rc;
+    char *copy = NULL;
+    if (name && !(copy = strdup(name)))
+        return ad_fail(AD_ENOMEM, "value_set_name: out of memory for a %zu-byte name",
+                       strlen(name) + 1);
+    free((char *)v->name);
+    v->name = copy;
+    return AD_OK;
 }
 
 bool ad_same_shape(const ad_value *a, const ad_value *b)
 {
+    if (!a || !b) {
+        ad_fail(AD_EARG, "same_shape: value %s is NULL", a ? "b" : "a");
+        return false;
+    }
     if (a->rank != b->rank) return false;
     for (int i = 0; i < a->rank; i++)
         if (a->shape[i] != b->shape[i]) return false;
@@ -152,6 +193,14 @@ bool ad_same_shape(const ad_value *a, const ad_value *b)
 
 char *ad_shape_str(const ad_value *v, char *buf, size_t len)
 {
+    if (!buf || len == 0) {
+        ad_fail(AD_EARG, "shape_str: no buffer");
+        return buf;
+    }
+    if (!v) {
+        snprintf(buf, len, "(null)");
+        return buf;
+    }
     size_t n = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < v->rank && n < len; i++)
         n += (size_t)snprintf(buf + n, len - n, i ? ",%d" : "%d", v->shape[i]);
@@ -161,7 +210,9 @@ char *ad_shape_str(const ad_value *v, char *buf, size_t len)
 
 int ad_check_finite(const char *who, const ad_value *v)
 {
-    if (!v) return ad_fail(AD_EARG, "%s: value is NULL", who);
+    if (!who) who = "check_finite";
+    int rc = value_check_arg(NULL, who, "the value", v);
+    if (rc != AD_OK) return rc;
     for (size_t i = 0; i < v->size; i++)
         if (!isfinite((double)v->data[i]))
             return ad_fail(AD_ENONFINITE, "%s: entry %zu is %s", who, i,
@@ -179,15 +230,21 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-void ad_rng_seed(ad_rng *rng, uint64_t seed)
+int ad_rng_seed(ad_rng *rng, uint64_t seed)
 {
+    if (!rng) return ad_fail(AD_EARG, "rng_seed: rng is NULL");
     for (int i = 0; i < 4; i++) rng->s[i] = splitmix64(&seed);
+    return AD_OK;
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t ad_rng_next(ad_rng *rng)
 {
+    if (!rng) {
+        ad_fail(AD_EARG, "rng: rng is NULL");
+        return 0;
+    }
     uint64_t *s = rng->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0];
@@ -217,23 +274,32 @@ uint64_t ad_rng_below(ad_rng *rng, uint64_t n)
     return x % n;
 }
 
-void ad_rng_shuffle(ad_rng *rng, int *a, int n)
+int ad_rng_shuffle(ad_rng *rng, int *a, int n)
 {
+    if (!rng || (!a && n > 1))
+        return ad_fail(AD_EARG, "rng_shuffle: %s is NULL", rng ? "the array" : "rng");
     for (int i = n - 1; i > 0; i--) {
         int j = (int)ad_rng_below(rng, (uint64_t)i + 1), t = a[i];
         a[i] = a[j];
         a[j] = t;
     }
+    return AD_OK;
 }
 
-void ad_rng_permutation(ad_rng *rng, int *out, int n)
+int ad_rng_permutation(ad_rng *rng, int *out, int n)
 {
+    if (!rng || (!out && n > 0))
+        return ad_fail(AD_EARG, "rng_permutation: %s is NULL", rng ? "the array" : "rng");
     for (int i = 0; i < n; i++) out[i] = i;
-    ad_rng_shuffle(rng, out, n);
+    return ad_rng_shuffle(rng, out, n);
 }
 
 ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev)
 {
+    if (!rng) {
+        ad_fail(AD_EARG, "tensor_randn: rng is NULL");
+        return NULL;
+    }
     ad_value *v = value_alloc(rank, shape, false);
     if (v)
         for (size_t i = 0; i < v->size; i++)
@@ -243,6 +309,10 @@ ad_value *ad_tensor_randn(ad_rng *rng, int rank, const int *shape, double stddev
 
 ad_value *ad_tensor_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi)
 {
+    if (!rng) {
+        ad_fail(AD_EARG, "tensor_rand: rng is NULL");
+        return NULL;
+    }
     ad_value *v = value_alloc(rank, shape, false);
     if (v)
         for (size_t i = 0; i < v->size; i++)

@@ -87,9 +87,14 @@ static int run(ex_out *out, const hg_problem *pr, opt_outer *adam)
     int Ks[MAX_KS + 1], nK = o.nK, rc = ex_csv_open(&csv, out, "sweep.csv", "iter,K,cosine,rel_error,val_loss");
     for (int k = 0; k < nK; k++) Ks[k] = o.Ks[k];
     Ks[nK++] = o.K; /* the last row is the one Adam follows */
+    ex_watch watch; /* a loss blowing up stops the run: exit status 1 */
+    ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --lr: the outer one)");
     for (int it = 1; it <= o.iters && rc == AD_OK; it++) {
         hg_sweep_result sw;
         int swept = rc = hg_sweep(pr, Ks, nK, &sw, NULL);
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &sw.exact_report);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, it, sw.rows[0].report.outer_loss);
+        if (rc != AD_OK) ad_fail_wrap(rc, "hyper-iteration %d", it);
         for (int k = 0; k < nK - 1 && rc == AD_OK; k++)
             fprintf(csv.f, "%d,%d,%.9f,%.9g,%.9g\n", it, Ks[k], sw.rows[k].cmp.cosine,
                     sw.rows[k].cmp.rel_error, sw.rows[k].report.outer_loss);

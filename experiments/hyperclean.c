@@ -24,6 +24,13 @@
  *   hyperclean_fig5.png     Figure 5: ‖dλf‖ against τ, log scale
  *   hyperclean_val_loss.png validation loss against τ
  *   hyperclean_f1.png       F1 (λ < −3) against τ
+ *   hyperclean_profile_K<K>.csv  the truncation profile at λ_τ of K's run,
+ *                           every --profile-every hyper-iterations: every
+ *                           h_{T−k}, k = 1..T, from one reverse pass
+ *                           (hg_truncation_profile), the contraction rate
+ *                           q of ∇²g (hg_curvature_estimate) and the K a
+ *                           1 % relative error needs (hg_choose_k_from)
+ *   hyperclean_profile.png  the shares' norms against k, with q^k beside them
  *   hyperclean_*.gp         the gnuplot scripts that drew them
  */
 #include <errno.h>
@@ -48,14 +55,14 @@ enum { MAIN_THRESH = 1 };
 
 typedef struct config {
     const char *dataset, *data_dir, *out_dir;
-    int hyper_iters, n_train, n_val, T, exact_every, threads;
+    int hyper_iters, n_train, n_val, T, exact_every, profile_every, threads;
     int Ks[MAX_K], nK;
     uint64_t seed;
     double gamma, reg, corrupt, first_step_rms;
     bool quick, no_plots, gamma_check, oracle, no_fork;
 } config;
 
-static config cfg = { .exact_every = -1 };
+static config cfg = { .exact_every = -1, .profile_every = -1 };
 
 static const ex_flag flags[] = {
     { "--dataset", EX_CHOICE, &cfg.dataset, "mnist", .help = "mnist or fashion (Fashion-MNIST)",
@@ -90,6 +97,11 @@ static const ex_flag flags[] = {
     { "--exact-every", EX_INT, &cfg.exact_every, NULL, 0, 10000000, "exact hypergradient "
       "(Figure 5) every E hyper-iterations, plus the first and the last; 0: never (default N/50)",
       .quick = "5", .meta = "E" },
+    { "--profile-every", EX_INT, &cfg.profile_every, NULL, 0, 10000000, "truncation profile "
+      "(every h_{T-k}, k = 1..T, from one reverse pass) and contraction rate at lambda every P "
+      "hyper-iterations of each K, plus the first and the last; computed after K's loop, at "
+      "the saved lambdas, so that full RMD's memory stays out of K's peak; 0: never (default "
+      "N/5)", .quick = "25", .meta = "P" },
     { "--no-plots", EX_SWITCH, &cfg.no_plots, .help = "do not run gnuplot" },
     { "--no-fork", EX_SWITCH, &cfg.no_fork, .help = "run every K in this process (for debuggers "
       "and sanitizers; peak RSS then only grows from one K to the next), on --threads threads" },
@@ -132,6 +144,7 @@ static int check_flags(void)
     if (!ex_given(&cmd, "--threads")) c->threads = ex_par_threads();
     if (c->exact_every < 0) /* about 50 evaluations */
         c->exact_every = c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
+    if (c->profile_every < 0) c->profile_every = c->hyper_iters >= 5 ? c->hyper_iters / 5 : 1;
     if (!ex_given(&cmd, "--K")) { /* the paper's depths, each capped at T, without repeats */
         const int paper_ks[] = { 1, 5, 25, 50, 100 };
         for (size_t k = 0; k < sizeof paper_ks / sizeof *paper_ks; k++) {
@@ -209,13 +222,13 @@ typedef struct k_result {
 } k_result;
 
 /* What the Ks share while they run.  Each K writes its rows of
- * hyperclean.csv and hyperclean_exact.csv into files of its own
- * (rows[ki][0..1], temporary and anonymous), copied into those files in K
- * order when every K is done. */
+ * hyperclean.csv, hyperclean_exact.csv and hyperclean_profile_K<K>.csv into
+ * files of its own (rows[ki][0..2], temporary and anonymous), copied into
+ * those files in K order when every K is done. */
 typedef struct run_ctx {
     const config *cfg;
     const hc_data *dt;
-    FILE *(*rows)[2];  /* [nK] */
+    FILE *(*rows)[3];  /* [nK] */
     struct k_result *res; /* [nK]: where a thread puts its K's result (--no-fork) */
     int parallel;      /* Ks at once on this rank (for the ETA) */
 } run_ctx;
@@ -224,6 +237,141 @@ static void f1_all(const ad_value *lam, const unsigned char *corrupted, hc_f1 *o
 {
     for (int j = 0; j < N_THRESH; j++)
         out[j] = hc_flag_f1(lam->data, corrupted, (int)lam->size, thresholds[j]);
+}
+
+/* ---- the truncation profile ------------------------------------------------- */
+
+/* λ at the hyper-iterations whose profile is measured: kept during K's loop
+ * and profiled after it, because a profile over all T steps holds full RMD's
+ * tape, which must not count in K's peak RSS. */
+typedef struct prof_snaps {
+    int n, cap;
+    int *tau;
+    ad_real *lam; /* n × n_train */
+} prof_snaps;
+
+static bool profile_due(const config *c, int tau)
+{
+    return c->profile_every > 0 && (tau == 1 || tau == c->hyper_iters || tau % c->profile_every == 0);
+}
+
+static int profile_keep(prof_snaps *ps, const config *c, int tau, const ad_value *lam)
+{
+    if (!profile_due(c, tau)) return AD_OK;
+    if (ps->n == ps->cap) {
+        int cap = ps->cap ? 2 * ps->cap : 16;
+        int *t = realloc(ps->tau, sizeof *t * (size_t)cap);
+        if (t) ps->tau = t;
+        ad_real *l = realloc(ps->lam, sizeof *l * lam->size * (size_t)cap);
+        if (l) ps->lam = l;
+        if (!t || !l) return ad_fail(AD_ENOMEM, "out of memory");
+        ps->cap = cap;
+    }
+    ps->tau[ps->n] = tau;
+    memcpy(ps->lam + (size_t)ps->n++ * lam->size, lam->data, sizeof(ad_real) * lam->size);
+    return AD_OK;
+}
+
+/* (share at k = 1)·q^{k−1}, drawn beside the profile: NaN once it leaves the
+ * profile's own range by more than a factor 10 (q > 1 would flatten the
+ * plot). */
+static double q_line(const double *share, int K, double q, int k)
+{
+    double lo = INFINITY, hi = 0, y = share[0] * pow(q, k - 1);
+    for (int i = 0; i < K; i++)
+        if (share[i] > 0) lo = fmin(lo, share[i]), hi = fmax(hi, share[i]);
+    return y >= lo / 10 && y <= hi * 10 ? y : NAN;
+}
+
+/* The profiles at the kept λs into hyperclean_profile_K<K>.csv: per (τ, k)
+ * the share's norm ‖B_tᵀ v_t‖ (t = T − k + 1), ‖v_t‖, ‖h_{T−k}‖, and per τ
+ * q, α, L, the fitted rate of the shares and the K for a 1 % relative
+ * error, repeated on its rows; q_line (q_line above); rel_error =
+ * ‖h_{T−k} − dλf‖ / ‖dλf‖, the truncation error of depth k itself. */
+static const char PROFILE_HEADER[] = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
+                                    "fit_rate,K_1pct,q_line,rel_error";
+
+static int profile_pass(ex_progress *pg, FILE *out, hc_problem *hc, int K, prof_snaps *ps)
+{
+    ex_table tab = { .header = PROFILE_HEADER,
+                     .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
+                     .n_cols = 12 };
+    int rc = AD_OK;
+    for (int s = 0; s < ps->n && rc == AD_OK; s++) {
+        memcpy(hc->lam->data, ps->lam + (size_t)s * hc->lam->size, sizeof(ad_real) * hc->lam->size);
+        hg_profile pr;
+        hg_curvature cv;
+        hg_choice ch;
+        rc = hg_truncation_profile(&hc->problem, hc->problem.T, &(hg_profile_opts){ .keep_all = true },
+                                   &pr); /* every row: the 1 % choice sees the true errors */
+        if (rc != AD_OK) break;
+        rc = hg_curvature_estimate(&hc->problem, 30, &cv);
+        if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, 0.01, 0, &ch);
+        for (int k = 1; k <= pr.K && rc == AD_OK; k++)
+            rc = ex_table_push(&tab, (double[]){ ps->tau[s], k, pr.contrib_norm[k - 1],
+                                                 pr.adjoint_norm[k - 1], pr.h_norm[k - 1], cv.q,
+                                                 cv.alpha, cv.L, ch.rate, ch.K,
+                                                 q_line(pr.contrib_norm, pr.K, cv.q, k),
+                                                 hg_profile_rel_error(&pr, k) });
+        if (rc == AD_OK)
+            ex_progress_line(pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
+                             "shares fall %.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs "
+                             "K = %d (%s; profile %d, bound %d)", K, s + 1, ps->n, ps->tau[s],
+                             ch.rate, cv.q, cv.alpha, cv.L, ch.K, ch.decided_by, ch.K_profile,
+                             ch.K_bound);
+        hg_profile_free(&pr);
+    }
+    if (ps->n > 0) ex_progress_end(pg);
+    if (rc == AD_OK) ex_table_write(&tab, out);
+    if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, truncation profile", K);
+    ex_table_free(&tab);
+    free(ps->tau);
+    free(ps->lam);
+    return rc;
+}
+
+/* hyperclean_profile_K<K>.csv: the header and the rows K's run wrote. */
+static int write_profile(ex_out *od, int K, const char *rows, size_t len)
+{
+    char name[64];
+    snprintf(name, sizeof name, "hyperclean_profile_K%d.csv", K);
+    ex_file f;
+    int rc = ex_csv_open(&f, od, name, PROFILE_HEADER);
+    if (rc != AD_OK) return rc;
+    fwrite(rows, 1, len, f.f);
+    return ex_file_commit(&f);
+}
+
+/* Left: the profile at the last λ of each K's run, q^k beside it (dashed);
+ * right: the largest K's profiles along its run. */
+static int profile_plot(ex_out *od, const int *Ks, int nK)
+{
+    if (cfg.profile_every <= 0 || nK < 1) return AD_OK;
+    ex_file g;
+    int rc = ex_gp_open(&g, od, "hyperclean_profile.gp", 1300, 560);
+    if (rc != AD_OK) return rc;
+    FILE *f = g.f;
+    int N = cfg.hyper_iters, Kl = Ks[nK - 1];
+    fprintf(f, "set multiplot layout 1,2 title 'Truncation profile: the share ‖B_t^T v_t‖ of the "
+               "k-th step back (t = T−k+1), T = %d'\n"
+               "set xlabel 'k (steps back)'; set ylabel 'norm'\n"
+               "set logscale y; set format y '10^{%%L}'\nset key outside bottom center horizontal\n"
+               "set title 'at the last λ of each run (dashed: share at k = 1 times q^{k−1})'\nplot \\\n",
+            cfg.T);
+    for (int i = 0; i < nK; i++)
+        fprintf(f, "  'hyperclean_profile_K%d.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with lines "
+                   "lw 2 lc %d title 'K = %d run', \\\n"
+                   "  '' skip 1 using 2:($1 == %d ? $11 : NaN) with lines dt 2 lc %d notitle%s\n",
+                Ks[i], N, i + 1, Ks[i], N, i + 1, i + 1 < nK ? ", \\" : "");
+    fprintf(f, "set title 'along the K = %d run (by hyper-iteration)'\nplot \\\n", Kl);
+    int n = 0;
+    for (int tau = 1; tau <= N; tau++) n += profile_due(&cfg, tau);
+    for (int tau = 1, i = 0; tau <= N; tau++)
+        if (profile_due(&cfg, tau))
+            fprintf(f, "  'hyperclean_profile_K%d.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with "
+                       "lines lw 2 title 'τ = %d'%s\n", Kl, tau, tau, ++i < n ? ", \\" : "");
+    fprintf(f, "unset multiplot\n");
+    return ex_gp_commit(&g);
 }
 
 /* Runs the K-RMD sweep for the K of index ki and fills *res; writes its
@@ -255,14 +403,21 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         rc = ad_fail(AD_ENOMEM, "out of memory");
     opt_outer o = { 0 };
     bool have_opt = false;
+    prof_snaps ps = { 0 };
+    ex_watch watch; /* a diverged run stops here, exit status 1 */
+    ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --first-step: the "
+                  "outer one)");
     double target = c->first_step_rms * sqrt((double)n), t_loop = ex_now(), iter_sum = 0;
     for (int tau = 1; tau <= N && rc == AD_OK; tau++) {
         double t_it = ex_now();
         ad_value *h = NULL;
         hg_report r;
         rc = hg_krmd(&hc.problem, K, &h, &r);
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &r);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, tau, hc.val_loss);
         if (rc != AD_OK) {
             ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
+            ad_value_free(h);
             break;
         }
         if (tau == 1) { /* η0 such that the first update has norm `target` */
@@ -286,6 +441,7 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
             }
             snap_tau[snaps++] = tau;
         }
+        if (rc == AD_OK) rc = profile_keep(&ps, c, tau, hc.lam);
         if (rc == AD_OK) rc = opt_outer_step(&o, &h);
         if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
         ad_value_free(h);
@@ -314,6 +470,8 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         ad_value *w = NULL;
         rc = hc_train(&hc, &w);
         if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &res->val_loss, &res->val_acc);
+        if (rc == AD_OK && (rc = ex_watch_val(&watch, N + 1, res->val_loss)) != AD_OK)
+            ad_fail_wrap(rc, "K = %d, after the last update", K);
         res->test_acc = NAN;
         if (rc == AD_OK && dt->x_test)
             rc = hc_evaluate(w, dt->x_test, dt->y_test, NULL, &res->test_acc);
@@ -349,6 +507,8 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     }
     if (snaps > 0 && !exact_free) ex_progress_end(&pg);
     res->exact_seconds = ex_now() - t_exact;
+    if (rc == AD_OK) rc = profile_pass(&pg, ctx->rows[ki][2], &hc, K, &ps);
+    else free(ps.tau), free(ps.lam);
     if (have_opt) opt_outer_free(&o);
     hc_problem_free(&hc);
     free(secs);
@@ -356,7 +516,7 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     free(snap_h);
     free(snap_tau);
     /* A write error (a full disk) is this K's error: the parent cannot see it. */
-    for (int i = 0; i < 2 && rc == AD_OK; i++) {
+    for (int i = 0; i < 3 && rc == AD_OK; i++) {
         FILE *f = ctx->rows[ki][i];
         errno = 0;
         if (fflush(f) != 0 || ferror(f))
@@ -398,18 +558,18 @@ static int read_rows(FILE *f, char **text, size_t *len)
 /* Every K of this rank on the workers (the most costly first, so that the
  * last to finish is a small one), then every rank's results and rows to
  * every rank (rows: to rank 0), in K order. */
-static int run_ks(const hc_data *dt, k_result *res, char *text[2][MAX_K], size_t len[2][MAX_K])
+static int run_ks(const hc_data *dt, k_result *res, char *text[3][MAX_K], size_t len[3][MAX_K])
 {
     int first, end, order[MAX_K], rc = AD_OK;
     ex_par_block(cfg.nK, &first, &end);
     int mine = end - first;
-    FILE *rows[MAX_K][2] = { { NULL } };
+    FILE *rows[MAX_K][3] = { { NULL } };
     char labels[MAX_K][32];
     const char *label[MAX_K];
     for (int k = first; k < end && rc == AD_OK; k++) {
         snprintf(labels[k], sizeof labels[k], "K = %d", cfg.Ks[k]);
         label[k] = labels[k];
-        for (int i = 0; i < 2 && rc == AD_OK; i++)
+        for (int i = 0; i < 3 && rc == AD_OK; i++)
             if (!(rows[k][i] = tmpfile()))
                 rc = ad_fail(AD_EIO, "cannot make a temporary file: %s", strerror(errno));
         int j = k - first; /* insertion into order, by cost, costliest first */
@@ -427,12 +587,12 @@ static int run_ks(const hc_data *dt, k_result *res, char *text[2][MAX_K], size_t
                          : ex_run_forked_many(cfg.threads, mine, order, label, k_work, &ctx, res,
                                               sizeof *res);
     for (int k = first; k < end && rc == AD_OK; k++)
-        for (int i = 0; i < 2 && rc == AD_OK; i++) rc = read_rows(rows[k][i], &text[i][k], &len[i][k]);
+        for (int i = 0; i < 3 && rc == AD_OK; i++) rc = read_rows(rows[k][i], &text[i][k], &len[i][k]);
     for (int k = first; k < end; k++)
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (rows[k][i]) fclose(rows[k][i]);
     if (rc == AD_OK) rc = ex_par_share(res, sizeof *res, cfg.nK);
-    for (int i = 0; i < 2 && rc == AD_OK; i++) rc = ex_par_collect(text[i], len[i], cfg.nK);
+    for (int i = 0; i < 3 && rc == AD_OK; i++) rc = ex_par_collect(text[i], len[i], cfg.nK);
     return rc;
 }
 
@@ -539,7 +699,7 @@ static int plots(ex_out *od, const k_result *r, int n)
     int rc = AD_OK;
     for (size_t i = 0; i < sizeof p / sizeof *p && rc == AD_OK; i++)
         rc = write_plot(od, p[i].name, p[i].csv, p[i].col, p[i].title, p[i].ylabel, p[i].logy, r, n);
-    return rc;
+    return rc == AD_OK ? profile_plot(od, cfg.Ks, cfg.nK) : rc;
 }
 
 /* ---- --gamma-check -------------------------------------------------------- */
@@ -682,8 +842,8 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
     fflush(stdout);
     k_result res[MAX_K];
     memset(res, 0, sizeof res);
-    char *text[2][MAX_K] = { { NULL } };
-    size_t len[2][MAX_K] = { { 0 } };
+    char *text[3][MAX_K] = { { NULL } };
+    size_t len[3][MAX_K] = { { 0 } };
     double t_start = ex_now();
     rc = run_ks(dt, res, text, len);
     for (int k = 0; k < cfg.nK && rc == AD_OK; k++) { /* the rows, in K order */
@@ -694,7 +854,10 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
                 cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,
                 res[k].peak_tape / 1e6, res[k].peak_rss_kb / 1024.0);
     }
-    for (int k = 0; k < MAX_K; k++) free(text[0][k]), free(text[1][k]);
+    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) /* each K's profile, when it has one */
+        if (len[2][k] > 0) rc = write_profile(od, cfg.Ks[k], text[2][k], len[2][k]);
+    for (int k = 0; k < MAX_K; k++)
+        for (int i = 0; i < 3; i++) free(text[i][k]);
     if (rc == AD_OK) rc = ex_file_commit(&csv);
     if (rc == AD_OK) rc = ex_file_commit(&xcsv);
     ex_file_abandon(&csv); /* after a failure: no partial file is left */

@@ -48,6 +48,13 @@
  *                      mean over tasks
  *   table4.csv, table4.md   Table 4 (also printed)
  *   fig7.gp, fig7.png  Figure 7's four plots
+ *   profile_NAME.csv   the truncation profile of one task's hypergradient at
+ *                      λ after every --profile-every hyper-iterations (and
+ *                      the first and the last): per k = 1..T the share of
+ *                      the k-th step back from one reverse pass
+ *                      (hg_truncation_profile), and per point q, α, L of
+ *                      the inner Hessian and the K a 1 % error needs
+ *   profile.gp, profile.png  those shares against k, with q^k beside them
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -81,7 +88,7 @@ typedef struct cfg {
 typedef struct opts {
     const char *data, *out;
     int channels, iters, T, meta_batch, val_tasks, test_tasks, eval_every, cos_every;
-    int relerr_tasks, ckpt_every, threads;
+    int relerr_tasks, ckpt_every, profile_every, threads;
     double lr, rho0, step0, relerr_rho;
     uint64_t seed;
     bool quick, resume, no_plots;
@@ -91,7 +98,7 @@ typedef struct opts {
     const char *k_list; /* --K, or NULL for the default list */
 } opts;
 
-static opts opt = { .eval_every = -1, .cos_every = -1 };
+static opts opt = { .eval_every = -1, .cos_every = -1, .profile_every = -1 };
 
 static const ex_flag flags[] = {
     { "--data", EX_TEXT, &opt.data, .help = "the Omniglot folder (images_background.zip and "
@@ -142,6 +149,12 @@ static const ex_flag flags[] = {
       "curve)", .meta = "R" },
     { "--ckpt-every", EX_INT, &opt.ckpt_every, "60", 1, 1000000, "write the checkpoint every S "
       "seconds and at the end of training", .meta = "S" },
+    { "--profile-every", EX_INT, &opt.profile_every, NULL, 0, 1000000, "truncation profile of "
+      "the last task of the meta-batch (every h_{T-k}, k = 1..T, from one reverse pass, over the "
+      "task problem's hyperparameters: centres, nu, gamma and the representation's outputs) "
+      "and the contraction rate, at lambda after every P hyper-iterations, the first and the "
+      "last, in a child process (full RMD's memory stays out of the peak RSS); restarts with "
+      "--resume; 0: never (default --hyper-iters / 5, at least 1)", .quick = "3", .meta = "P" },
     { "--no-plots", EX_SWITCH, &opt.no_plots, .help = "do not run gnuplot" },
     { "--threads", EX_INT, &opt.threads, NULL, 1, EX_MAX_THREADS, "worker threads: the tasks "
       "of a meta-batch, of the meta-validation and of the meta-test run on N threads at once, "
@@ -246,6 +259,7 @@ static int check_flags(void)
     if (o->eval_every < 0) o->eval_every = o->iters >= 10 ? o->iters / 10 : 1;
     if (o->cos_every < 0) o->cos_every = o->iters >= 20 ? o->iters / 20 : 1;
     if (!ex_given(&cmd, "--threads")) o->threads = ex_par_threads();
+    if (o->profile_every < 0) o->profile_every = o->iters >= 5 ? o->iters / 5 : 1;
     return parse_k_list(o);
 }
 
@@ -627,6 +641,8 @@ typedef struct cfg_run {
     ad_value *gsum[OS_MAX_HYPER]; /* the meta-batch's mean hypergradient */
     ckpt_state st;
     ex_progress pg;
+    ex_table prof; /* profile_NAME.csv */
+    ex_watch watch; /* a diverged run stops, exit status 1 */
     bool have_adam;
     /* The meta-batch: every task's random stream (drawn in order from
      * st.rng), its records, and this rank's tasks' hypergradients as rows
@@ -664,6 +680,8 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     r->c = &r->o.cfgs[ctx->ci];
     r->ctx = ctx;
     ex_progress_init(&r->pg);
+    ex_watch_init(&r->watch, "a step size too large? (--step0: the inner one to start with, "
+                  "--lr: the outer one)");
     ad_rng rng0;
     seed_rng(&rng0, r->o.seed, RNG_LAMBDA0);
     seed_rng(&r->st.rng, r->o.seed, RNG_TRAIN);
@@ -731,6 +749,7 @@ static void cfg_free(cfg_run *r)
     free(r->ev_rec);
     os_hyper_free(&r->hy);
     logs_free(&r->lg);
+    ex_table_free(&r->prof);
 }
 
 /* With --resume, goes on from the checkpoint, if there is one; res->ok when
@@ -808,6 +827,12 @@ static int cfg_validate(cfg_run *r, int it, double *acc)
     int rc = eval_tasks(r, w->val, w->n_val, &sa, &sa2, &sl);
     *acc = sa / w->n_val;
     double loss = sl / w->n_val;
+    if (isnan(r->watch.val_first) && r->lg.va.n_rows > 0) { /* resumed: λ0's, from the log */
+        r->watch.val_first = r->lg.va.rows[3];
+        r->watch.val_first_iter = (int)r->lg.va.rows[0];
+    }
+    if (rc == AD_OK && (rc = ex_watch_val(&r->watch, it, loss)) != AD_OK)
+        ad_fail_wrap(rc, "%s, meta-validation after hyper-iteration %d", r->c->label, it);
     if (rc == AD_OK) rc = ex_table_push(&r->lg.va, (double[]){ it, r->st.train_s, *acc, loss });
     r->st.other_s += ex_now() - t0;
     return rc;
@@ -827,6 +852,10 @@ static int mb_item(void *arg, int worker, int b)
     if (rc == AD_OK) rc = task_load(tk, &r->task[worker], true);
     if (rc == AD_OK) rc = os_task_hypergrad(tk, r->c->K, g, &rep);
     if (rc != AD_OK) return rc;
+    if ((rc = ex_watch_inner(&r->watch, &rep)) != AD_OK) { /* reads the watch only */
+        for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
+        return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
+    }
     r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes, os_task_rep_tape_bytes(tk) };
     for (int i = 0, at = 0; i < r->hy.n_list; at += (int)g[i++]->size)
         memcpy(r->mb_row[b] + at, g[i]->data, sizeof(ad_real) * g[i]->size);
@@ -883,6 +912,138 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
     return rc;
 }
 
+/* ---- the truncation profile ---------------------------------------------------- */
+
+static bool profile_due(const opts *o, int it)
+{
+    return o->profile_every > 0 && (it == 1 || it % o->profile_every == 0 || it == o->iters);
+}
+
+/* What the child of profile_point sends back: a summary, then T rows of
+ * (share, adjoint, ‖h‖, relative error of h_{T−k}). */
+typedef struct prof_head {
+    double q, alpha, L, rate, seconds;
+    int K, K_profile, K_bound, decided; /* decided: 0 profile, 1 bound, 2 both, 3 T */
+} prof_head;
+
+typedef struct prof_job {
+    os_task *tk;
+    int T;
+} prof_job;
+
+static int prof_job_run(void *arg, void *out)
+{
+    const prof_job *job = arg;
+    prof_head *hd = out;
+    double *rows = (double *)(hd + 1);
+    hg_profile pr;
+    hg_curvature cv;
+    hg_choice ch;
+    double t0 = ex_now();
+    int rc = hg_truncation_profile(&job->tk->problem, job->T, &(hg_profile_opts){ .keep_all = true }, &pr);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "truncation profile");
+    rc = hg_curvature_estimate(&job->tk->problem, 30, &cv);
+    if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, 0.01, 0, &ch);
+    if (rc == AD_OK) {
+        *hd = (prof_head){ cv.q, cv.alpha, cv.L, ch.rate, ex_now() - t0, ch.K, ch.K_profile,
+                           ch.K_bound, ch.decided_by[0] == 'T' ? 3 : !strcmp(ch.decided_by, "bound")
+                                                                 ? 1 : strchr(ch.decided_by, ' ') ? 2 : 0 };
+        for (int k = 0; k < pr.K; k++) {
+            rows[4 * k] = pr.contrib_norm[k];
+            rows[4 * k + 1] = pr.adjoint_norm[k];
+            rows[4 * k + 2] = pr.h_norm[k];
+            rows[4 * k + 3] = hg_profile_rel_error(&pr, k + 1);
+        }
+    }
+    hg_profile_free(&pr);
+    return rc;
+}
+
+/* The profile at λ after iteration it, on the meta-batch's last task
+ * (reloaded: λ_rep has moved), in a child process of rank 0 (the others go
+ * on to the next meta-batch); its rows go to profile_NAME.csv (the whole
+ * file rewritten). */
+static int profile_point(cfg_run *r, int it)
+{
+    static const char *const decided[] = { "profile", "bound", "profile and bound", "T" };
+    double t0 = ex_now();
+    int T = r->c->T;
+    size_t size = sizeof(prof_head) + sizeof(double) * 4 * (size_t)T;
+    prof_head *hd = malloc(size);
+    world *w = r->ctx->w;
+    ad_rng rng = r->mb_rng[r->o.meta_batch - 1]; /* the last task again, on worker 0's */
+    int rc = hd ? data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[0])
+                : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) rc = task_load(&r->tk[0], &r->task[0], true);
+    if (rc == AD_OK)
+        rc = ex_run_forked("truncation profile", prof_job_run, &(prof_job){ &r->tk[0], T }, hd, size);
+    if (!r->prof.header)
+        r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
+                                        "fit_rate,K_1pct,q_line,rel_error",
+                              .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
+                              .n_cols = 12 };
+    const double *rows = hd ? (const double *)(hd + 1) : NULL;
+    double lo = INFINITY, hi = 0; /* the q line is drawn within 10× of the shares' range */
+    for (int k = 0; k < T && rc == AD_OK; k++)
+        if (rows[4 * k] > 0) lo = fmin(lo, rows[4 * k]), hi = fmax(hi, rows[4 * k]);
+    for (int k = 1; k <= T && rc == AD_OK; k++) {
+        const double *row = rows + 4 * (k - 1), ql = rows[0] * pow(hd->q, k - 1);
+        rc = ex_table_push(&r->prof, (double[]){ it, k, row[0], row[1], row[2], hd->q, hd->alpha,
+                                                 hd->L, hd->rate, hd->K,
+                                                 ql >= lo / 10 && ql <= hi * 10 ? ql : NAN, row[3] });
+    }
+    char name[64];
+    snprintf(name, sizeof name, "profile_%s.csv", r->c->name);
+    if (rc == AD_OK) rc = ex_table_save(&r->prof, r->ctx->od, name);
+    if (rc == AD_OK)
+        fprintf(stderr, PROG ": %s  iter %d: truncation profile over T = %d in %.1f s: shares fall "
+                        "%.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs K = %d (%s; "
+                        "profile %d, bound %d)\n",
+                r->c->label, it, T, hd->seconds, hd->rate, hd->q, hd->alpha, hd->L, hd->K,
+                decided[hd->decided], hd->K_profile, hd->K_bound);
+    free(hd);
+    r->st.other_s += ex_now() - t0;
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "%s, hyper-iteration %d", r->c->label, it);
+}
+
+/* Left: the last profile of each configuration, q^k beside it (dashed);
+ * right: the first configuration's profiles along its run. */
+static int profile_plot(ex_out *od, const opts *o, const result *res)
+{
+    if (o->profile_every <= 0) return AD_OK;
+    int first = -1, n = 0;
+    for (int i = 0; i < o->n_cfg; i++)
+        if (res[i].ok && first < 0) first = i;
+    if (first < 0) return AD_OK;
+    ex_file g;
+    int rc = ex_gp_open(&g, od, "profile.gp", 1300, 560);
+    if (rc != AD_OK) return rc;
+    FILE *f = g.f;
+    fprintf(f, "set multiplot layout 1,2 title 'Truncation profile of one task: the share "
+               "‖B_t^T v_t‖ of the k-th step back (t = T−k+1)'\n"
+               "set xlabel 'k (steps back)'; set ylabel 'norm'\n"
+               "set logscale y; set format y '10^{%%L}'\nset key outside bottom center horizontal\n"
+               "set title 'after the last hyper-iteration (dashed: share at k = 1 times q^{k−1})'\n"
+               "plot \\\n");
+    for (int i = 0; i < o->n_cfg; i++) {
+        if (!res[i].ok) continue;
+        fprintf(f, "%s  'profile_%s.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with lines lw 2 "
+                   "lc %d title '%s', \\\n"
+                   "  '' skip 1 using 2:($1 == %d ? $11 : NaN) with lines dt 2 lc %d notitle",
+                n++ ? ", \\\n" : "", o->cfgs[i].name, o->iters, i + 1, o->cfgs[i].label,
+                o->iters, i + 1);
+    }
+    fprintf(f, "\nset title '%s, along its run (by hyper-iteration)'\nplot \\\n",
+            o->cfgs[first].label);
+    n = 0;
+    for (int it = 1; it <= o->iters; it++)
+        if (profile_due(o, it))
+            fprintf(f, "%s  'profile_%s.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with lines lw 2 "
+                       "title 'τ = %d'", n++ ? ", \\\n" : "", o->cfgs[first].name, it, it);
+    fprintf(f, "\nunset multiplot\n");
+    return ex_gp_commit(&g);
+}
+
 /* Hyper-iteration it: the meta-batch, the Adam update, the logs, a
  * validation point and a checkpoint when due, the progress line. */
 static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
@@ -906,6 +1067,7 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     row[3] = loss;
     lambda_stats(&r->hy, &row[4], &row[5]);
     rc = ex_table_push(&r->lg.tr, row);
+    if (rc == AD_OK && profile_due(o, it) && ex_par_rank() == 0) rc = profile_point(r, it);
     double acc = 0;
     bool validate = it % o->eval_every == 0 || it == o->iters;
     if (rc == AD_OK && validate) rc = cfg_validate(r, it, &acc);
@@ -1331,6 +1493,7 @@ static int report(ex_out *od, const opts *o, const result *res, bool have_relerr
     free(text);
     if (rc == AD_OK) rc = write_table_csv(od, o, res);
     if (rc == AD_OK) rc = write_fig7(od, o, res, have_relerr, lambda_from);
+    if (rc == AD_OK) rc = profile_plot(od, o, res);
     return rc;
 }
 

@@ -313,6 +313,9 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
                     g0, gT, mono ? "decreasing at every step" : "NOT monotone (γ too large?)");
     }
     double last_print = ex_now();
+    ex_watch watch; /* a diverged run stops here, exit status 1 */
+    ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --eta0: the outer "
+                  "one)");
     int tau;
     for (tau = 0; tau < o->max_iters && rc == AD_OK; tau++) {
         ad_value *h[2] = { NULL, NULL }, *ex_h[2] = { NULL, NULL };
@@ -320,8 +323,12 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
         double t0 = ex_now();
         rc = hg_krmd(&p.problem, K, h, &rep);
         double t_grad = ex_now() - t0;
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &rep);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, tau, rep.outer_loss);
         if (rc != AD_OK) {
             ad_fail_wrap(rc, "%s, trial %d, τ = %d", lab, trial, tau);
+            ad_value_free(h[0]);
+            ad_value_free(h[1]);
             break;
         }
         double val_loss = rep.outer_loss, val_acc = p.val_acc;

@@ -6,6 +6,7 @@
  *
  *     toy                       all four figures into results/toy
  *     toy --query --lambda=1,1 --K=10
+ *     toy --profile --lambda=1,1 --K=100   h_{T−k} for k = 1..K, one pass
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +21,8 @@
 enum { MAX_KS = 8 };
 
 static const double FIRST_STEP_NORM = 0.6; /* footnote 4 */
+/* What a diverged run's message suggests (ex_watch). */
+#define TOY_HINT "lower --gamma, the inner step size (gradient descent on g diverges above 2)"
 
 /* f̃ in gnuplot's enhanced text: f with a tilde printed over it, then a
  * space ("&{x}" is blank space as wide as an x).  A combining tilde U+0303
@@ -29,7 +32,7 @@ static const double FIRST_STEP_NORM = 0.6; /* footnote 4 */
 /* ---- options ------------------------------------------------------------ */
 
 typedef struct toy_opts {
-    bool query, tilde;
+    bool query, profile, tilde;
     const char *out;
     double lam[2];   /* --lambda (query) */
     double start[2]; /* --start: λ0 of the trajectories */
@@ -47,10 +50,12 @@ static const ex_flag flags[] = {
     { "--start", EX_PAIR, opts.start, "-1,1", .help = "figure mode: λ0 of the trajectories",
       .meta = "L1,L2" },
     { "--query", EX_SWITCH, &opts.query, .help = "query mode" },
-    { "--lambda", EX_PAIR, opts.lam, .help = "query mode: the point λ (required)",
+    { "--profile", EX_SWITCH, &opts.profile, .help = "profile mode" },
+    { "--lambda", EX_PAIR, opts.lam, .help = "query and profile modes: the point λ (required)",
       .meta = "L1,L2" },
-    { "--K", EX_INT, &opts.K, "10", 1, 100000, "query mode: truncation / iterations / terms" },
-    { "--tilde", EX_SWITCH, &opts.tilde, .help = "query mode: use f̃ instead of f" },
+    { "--K", EX_INT, &opts.K, "10", 1, 100000, "query mode: truncation / iterations / terms; "
+      "profile mode: the deepest truncation (at most T)" },
+    { "--tilde", EX_SWITCH, &opts.tilde, .help = "query and profile modes: use f̃ instead of f" },
     { "--T", EX_INT, &opts.T, "100", 1, 100000, "inner steps" },
     { "--gamma", EX_REAL, &opts.gamma, "0.1", 0, HUGE_VAL, "inner step size (above 2 the "
       "inner descent diverges)", .open = EX_OPEN_LO },
@@ -59,7 +64,8 @@ static const ex_flag flags[] = {
 static int check_flags(void);
 static ex_cmd cmd = {
     "toy", "[--out DIR] [--T=N] [--gamma=G] [--iters=N] [--start=L1,L2]\n"
-    "       toy --query --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]",
+    "       toy --query --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]\n"
+    "       toy --profile --lambda=L1,L2 [--K=K] [--T=N] [--gamma=G] [--tilde]",
 "The toy problem of Sec. 4.1 of Shaban et al., \"Truncated back-propagation\n"
 "for bilevel optimization\": λ, w in R², inner loss g(w,λ) = ½(w−λ)ᵀG(w−λ),\n"
 "G = diag(1, 1/2), ŵ = T steps of gradient descent with step γ from w0 = (2,2),\n"
@@ -98,7 +104,15 @@ static ex_cmd cmd = {
 "  cg          implicit differentiation, K CG iterations, tolerance 0\n"
 "  neumann     implicit differentiation, K-term Neumann series\n"
 "as `NAME v1 v2`, v = (dλ1, dλ2) printed with %.17g, e.g.\n"
-"  krmd 7.224983909095207 4.4359241458061591      (--lambda=1,1 --K=10)\n",
+"  krmd 7.224983909095207 4.4359241458061591      (--lambda=1,1 --K=10)\n"
+"\n"
+"Profile mode prints, from one reverse pass over the last K steps\n"
+"(hg_truncation_profile), one line per truncation depth k = 1..K:\n"
+"  k h1 h2 contribution_norm\n"
+"with h = h_{T−k} (the k-step truncated hypergradient) and contribution_norm\n"
+"= ‖B_tᵀ v_t‖, t = T−k+1, the share the k-th step back adds (here γG(I−γG)^{k−1}∇ŵf),\n"
+"all %.17g; then on stderr the contraction rate q = max|1 − γλ| over the\n"
+"eigenvalues of ∇²g (Lanczos) and the K a relative error of 1 %% needs.\n",
     EX_FLAGS(flags),
     "Exit status: 0 on success (also when gnuplot is missing), 1 when the library\n"
     "reports an error (its message is printed) or a file cannot be written,\n"
@@ -112,12 +126,17 @@ static int check_flags(void)
     toy_opts *o = &opts;
     bool fig_flag = ex_given(&cmd, "--out") || ex_given(&cmd, "--iters") ||
                     ex_given(&cmd, "--start");
-    if (o->query && !ex_given(&cmd, "--lambda"))
-        return ex_usage_error("--query needs --lambda=L1,L2");
-    if (o->query && fig_flag)
-        return ex_usage_error("--out, --iters and --start belong to figure mode, not --query");
-    if (!o->query && (ex_given(&cmd, "--lambda") || ex_given(&cmd, "--K") || o->tilde))
-        return ex_usage_error("--lambda, --K and --tilde belong to --query mode");
+    const char *mode = o->query ? "--query" : "--profile";
+    if (o->query && o->profile) return ex_usage_error("--query and --profile are two modes: one at a time");
+    if ((o->query || o->profile) && !ex_given(&cmd, "--lambda"))
+        return ex_usage_error("%s needs --lambda=L1,L2", mode);
+    if ((o->query || o->profile) && fig_flag)
+        return ex_usage_error("--out, --iters and --start belong to figure mode, not %s", mode);
+    if (!o->query && !o->profile &&
+        (ex_given(&cmd, "--lambda") || ex_given(&cmd, "--K") || o->tilde))
+        return ex_usage_error("--lambda, --K and --tilde belong to --query and --profile modes");
+    if (o->profile && o->K > o->T)
+        return ex_usage_error("--profile: K = %d is deeper than T = %d", o->K, o->T);
     return 0;
 }
 
@@ -157,21 +176,55 @@ static int run_query(const toy_opts *o)
     int rc = toy_init(&t, o->lam[0], o->lam[1], o->T, o->gamma, o->tilde);
     if (rc != AD_OK) rc = ad_fail_wrap(rc, "setting up the toy problem");
     static const char *const names[] = { "krmd", "exact", "fmd", "checkpoint", "cg", "neumann" };
+    ex_watch watch; /* a diverged inner loop: no numbers, exit status 1 */
+    ex_watch_init(&watch, TOY_HINT);
     for (int e = 0; e < 6 && rc == AD_OK; e++) {
         ad_value *h = NULL;
+        hg_report r;
         switch (e) {
-        case 0: rc = hg_krmd(&t.problem, o->K, &h, NULL); break;
-        case 1: rc = hg_full_rmd(&t.problem, &h, NULL); break;
-        case 2: rc = hg_fmd(&t.problem, &h, NULL); break;
-        case 3: rc = hg_checkpoint(&t.problem, o->K, &h, NULL); break;
-        case 4: rc = hg_implicit_cg(&t.problem, o->K, 0.0, &h, NULL); break;
-        default: rc = hg_neumann(&t.problem, o->K, &h, NULL); break;
+        case 0: rc = hg_krmd(&t.problem, o->K, &h, &r); break;
+        case 1: rc = hg_full_rmd(&t.problem, &h, &r); break;
+        case 2: rc = hg_fmd(&t.problem, &h, &r); break;
+        case 3: rc = hg_checkpoint(&t.problem, o->K, &h, &r); break;
+        case 4: rc = hg_implicit_cg(&t.problem, o->K, 0.0, &h, &r); break;
+        default: rc = hg_neumann(&t.problem, o->K, &h, &r); break;
         }
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &r);
         if (rc != AD_OK) rc = ad_fail_wrap(rc, "%s", names[e]);
         else printf("%s %.17g %.17g\n", names[e], (double)h->data[0], (double)h->data[1]);
         ad_value_free(h);
     }
     fflush(stdout);
+    toy_free(&t);
+    return rc;
+}
+
+/* ---- profile mode ----------------------------------------------------------- */
+
+static int run_profile(const toy_opts *o)
+{
+    toy t;
+    int rc = toy_init(&t, o->lam[0], o->lam[1], o->T, o->gamma, o->tilde);
+    if (rc != AD_OK) rc = ad_fail_wrap(rc, "setting up the toy problem");
+    hg_profile pr = { 0 };
+    hg_curvature cv;
+    hg_choice ch;
+    if (rc == AD_OK) rc = hg_truncation_profile(&t.problem, o->K, &(hg_profile_opts){ .keep_all = true }, &pr);
+    for (int k = 1; k <= pr.K && rc == AD_OK; k++) {
+        ad_value *h = pr.h[k - 1];
+        printf("%d %.17g %.17g %.17g\n", k, (double)h->data[0], (double)h->data[1],
+               pr.contrib_norm[k - 1]);
+    }
+    fflush(stdout);
+    if (rc == AD_OK) rc = hg_curvature_estimate(&t.problem, 0, &cv);
+    if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, 0.01, 0, &ch);
+    if (rc == AD_OK)
+        fprintf(stderr, "toy: ∇²g eigenvalues in [%.6g, %.6g], q = max|1 − γλ| = %.6g; "
+                        "one pass over K = %d steps in %.4f s; relative error < 1%%: K = %d "
+                        "(decided by %s; profile %d, bound %d)\n",
+                cv.alpha, cv.L, cv.q, pr.K, pr.report.seconds, ch.K, ch.decided_by,
+                ch.K_profile, ch.K_bound);
+    hg_profile_free(&pr);
     toy_free(&t);
     return rc;
 }
@@ -255,13 +308,22 @@ static int run_traj(const toy_opts *o, bool tilde, int K, traj *tr)
     }
     opt_outer opt;
     bool moving = false;
+    ex_watch watch; /* a diverged run stops here, exit status 1 */
+    ex_watch_init(&watch, TOY_HINT);
     for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
         tr->lam[tau][0] = t.lam->data[0];
         tr->lam[tau][1] = t.lam->data[1];
         ad_value *h = NULL;
         hg_report r;
         rc = hg_krmd(&t.problem, K, &h, &r);
-        if (rc != AD_OK) break;
+        if (rc == AD_OK) rc = ex_watch_inner(&watch, &r);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, tau, r.outer_loss);
+        if (rc != AD_OK) {
+            ad_fail_wrap(rc, "%s trajectory of K = %d, hyper-iteration %d", tilde ? "f̃" : "f", K,
+                         tau);
+            ad_value_free(h);
+            break;
+        }
         tr->loss[tau] = r.outer_loss;
         if (tau == 0) {
             /* Below 1e−10 the start is stationary to rounding: η0 = 0.6/‖h‖
@@ -387,8 +449,18 @@ static int figure1(const toy_opts *o, ex_out *od)
      *   ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B,
      * M_B = max_t ‖B_t‖.  Here B_0 = 0 and B_t = ∇λ[w − γ∇w g] = γG for
      * t ≥ 1 (the paper's Sec. 4.1), so M_B = ‖γG‖ = γ·max eig G = γ, and
-     * α = min eig G = ½ (the paper: "α = 1/2, M_B = ‖γG‖ = γ"). */
-    double alpha = 0.5, m_b = o->gamma * 1.0, gw[2], w_cf[2], h_cf[2];
+     * α = min eig G = ½ (the paper: "α = 1/2, M_B = ‖γG‖ = γ").  α is
+     * measured here (Lanczos on ∇²g with Hessian-vector products,
+     * hg_curvature_estimate), as it would have to be on a problem without
+     * a closed form; it comes out ½ to the last digit. */
+    double m_b = o->gamma * 1.0, gw[2], w_cf[2], h_cf[2];
+    hg_curvature cv;
+    rc = hg_curvature_estimate(&t.problem, 0, &cv);
+    if (rc != AD_OK) {
+        toy_free(&t);
+        return ad_fail_wrap(rc, "fig1: α");
+    }
+    double alpha = cv.alpha;
     rc = grad_w_outer(&t.problem, gw);
     if (rc != AD_OK) {
         toy_free(&t);
@@ -413,6 +485,9 @@ static int figure1(const toy_opts *o, ex_out *od)
     }
     rc = !Ks ? ad_fail(AD_ENOMEM, "fig1: out of memory") : hg_sweep(&t.problem, Ks, nK, &sw, NULL);
     const hg_sweep_row *rows = sw.rows;
+    ex_watch watch;
+    ex_watch_init(&watch, TOY_HINT);
+    if (rc == AD_OK) rc = ex_watch_inner(&watch, &sw.exact_report);
     ex_file csv;
     if (rc == AD_OK) rc = ex_csv_open(&csv, od, "fig1.csv", "K,error,bound,error_closed_form");
     else rc = ad_fail_wrap(rc, "fig1: sweep over K");
@@ -426,7 +501,7 @@ static int figure1(const toy_opts *o, ex_out *od)
     }
     if (rc == AD_OK) rc = ex_file_commit(&csv);
     if (rc == AD_OK) fprintf(stderr,
-            "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %g, M_B = %g\n"
+            "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %.17g (measured), M_B = %g\n"
             "      error K=1: %.3e (bound %.3e); K=%d: %.3e (bound %.3e); max error/bound %.3f%s\n",
             gw_norm, gw_cf, alpha, m_b, rows[0].cmp.abs_error,
             hg_prop31_bound(o->gamma, alpha, Ks[0], gw_norm, m_b), Ks[nK > 1 ? nK - 2 : 0],
@@ -712,5 +787,6 @@ int main(int argc, char **argv)
 {
     int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
-    return ex_exit(opts.query ? run_query(&opts) : run_figures(&opts));
+    return ex_exit(opts.query ? run_query(&opts) : opts.profile ? run_profile(&opts)
+                                                                 : run_figures(&opts));
 }

@@ -1,25 +1,369 @@
-/* batchnorm.c — batch normalisation in training mode, by composition.
+/* batchnorm.c — batch normalisation in training mode, as fused kernels.
  *
  * Every channel is normalised with the batch's own mean and biased variance
- * (over N, or over N, H and W):
- *     y = gamma ⊙ (x − mean) / sqrt(var + eps) + beta.
- * The statistics are kept in a "stat" shape — [1,C] or [1,C,1,1] — that
- * broadcasts against x, so ad_sum_to computes them and broadcasting spreads
- * them back; no reshapes or transposes of x are needed.  Nothing is fused:
- * the gradient flows through the statistics as well (that is what makes
- * training-mode batch norm differ from a per-channel affine map), and every
- * order of derivative comes from the ops used. */
+ * (over N, or over N, H and W), then scaled and shifted:
+ *     x̂ = (x − μ)·s,  s = (σ² + ε)^−½,   y = γ ⊙ x̂ + β.
+ * The gradient flows through μ and s as well — that is what makes training-
+ * mode batch norm differ from a per-channel affine map.  With M entries per
+ * channel, ḡ = mean(g) and a = mean(g ⊙ x̂) per channel:
+ *     ∂/∂x ⟨g, γx̂⟩ = γ·s·(g − ḡ − x̂·a)                        (input_grad)
+ * The map g ↦ g − ḡ − x̂·a is a symmetric projection, which gives the
+ * derivative in g; in x, for a second seed u with ū, b = mean(u ⊙ x̂):
+ *     ∂/∂x ⟨u, γ·s·P(g)⟩ = −γ·s²·(x̂·(mean(u⊙g) − ū·ḡ − 3ab) + b·(g − ḡ) + a·(u − ū)).
+ *
+ * Five ops, whose backward rules use only each other and elementwise ops,
+ * so every order of derivative goes through:
+ *   batchnorm(x, γ, β)   y                 dx = input_grad(x, g, γ), dγ = gamma_grad(x, g),
+ *                                          dβ = Σ g
+ *   bn_normalize(x)      x̂                 dx = input_grad(x, g, 1)
+ *   bn_invstd(x)         s  (stat shape)   dx = −x̂ ⊙ (g·s²/M)
+ *   bn_input_grad(x,g,γ) γ·s·P(g)          dg = input_grad(x, u, γ), dγ = Σ u ⊙ input_grad(x, g, 1),
+ *                                          dx = the formula above (with bn_normalize, bn_invstd)
+ *   bn_gamma_grad(x, g)  Σ g ⊙ x̂  [C]      dg = x̂ ⊙ v, dx = input_grad(x, g, v)
+ * The forward also leaves `stats`, a constant [2,C] holding μ and s, which
+ * every op takes as an input: the backward kernels read the statistics
+ * instead of recomputing them (the derivatives through μ and s are in the
+ * formulas, not in a path through `stats`).
+ *
+ * Per-channel sums accumulate in double in both builds (four partial sums,
+ * for speed), and σ² is the centred sum Σ(x − μ)²/M, so the values are
+ * those of the composition it replaced (mean, x − μ, square, mean, pow)
+ * to round-off.
+ *
+ * Layout: x is [A, C, R] — A = N images, C channels, R = H·W (1 for [N,C]);
+ * the "stat shape" is [1,C] or [1,C,1,1], which broadcasts against x. */
 #include <math.h>
+#include <stdlib.h>
 
+#include "ad/node.h"
 #include "ops.h"
 
-/* A per-channel [C] vector laid out to broadcast against x: [C] already
- * broadcasts against [N,C]; against [N,C,H,W] it must become [1,C,1,1]. */
+typedef struct bn_dims {
+    size_t A, R, M; /* images, entries per channel and image, entries per channel */
+    int C;
+} bn_dims;
+
+static bn_dims dims_of(const ad_value *x)
+{
+    bn_dims d = { (size_t)x->shape[0], x->size / ((size_t)x->shape[0] * (size_t)x->shape[1]), 0,
+                  x->shape[1] };
+    d.M = d.A * d.R;
+    return d;
+}
+
+/* x[a, c, r] */
+static size_t at(const bn_dims *d, size_t a, int c, size_t r) { return (a * (size_t)d->C + (size_t)c) * d->R + r; }
+
+/* ---- kernels -------------------------------------------------------------- */
+
+/* Sums over one channel's M entries, in double, with four partial sums: a
+ * single chain of dependent additions leaves the adder waiting (the
+ * forward took up to 1.5x longer with it).  SUM4(n, first, step, t, BODY)
+ * adds BODY for the entries i = first + k·step, k = 0..n−1, to t[0..3]
+ * (four scalars inside, so that they stay in registers). */
+#define SUM4(n, first, step, t, BODY)                                           \
+    do {                                                                        \
+        double t0_ = 0, t1_ = 0, t2_ = 0, t3_ = 0;                              \
+        size_t k_ = 0, n_ = (n), f_ = (first), s_ = (step), i;                  \
+        for (; k_ + 4 <= n_; k_ += 4) {                                         \
+            i = f_ + k_ * s_;                                                   \
+            t0_ += (BODY);                                                      \
+            i += s_;                                                            \
+            t1_ += (BODY);                                                      \
+            i += s_;                                                            \
+            t2_ += (BODY);                                                      \
+            i += s_;                                                            \
+            t3_ += (BODY);                                                      \
+        }                                                                       \
+        for (; k_ < n_; k_++) {                                                 \
+            i = f_ + k_ * s_;                                                   \
+            t0_ += (BODY);                                                      \
+        }                                                                       \
+        (t)[0] += t0_, (t)[1] += t1_, (t)[2] += t2_, (t)[3] += t3_;             \
+    } while (0)
+
+/* SUM_CHANNEL(d, c, t, BODY): SUM4 over channel c — along each stretch when
+ * it has four entries or more, else across the images (1×1 maps and [N,C]
+ * inputs, where the stretches are single entries C apart). */
+#define SUM_CHANNEL(d, c, t, BODY)                                              \
+    do {                                                                        \
+        if ((d)->R >= 4)                                                        \
+            for (size_t a_ = 0; a_ < (d)->A; a_++)                              \
+                SUM4((d)->R, at((d), a_, (c), 0), 1, t, BODY);                  \
+        else                                                                    \
+            for (size_t r_ = 0; r_ < (d)->R; r_++)                              \
+                SUM4((d)->A, at((d), 0, (c), r_), (size_t)(d)->C * (d)->R, t, BODY); \
+    } while (0)
+
+static double total4(const double t[4]) { return (t[0] + t[1]) + (t[2] + t[3]); }
+
+/* Σ x over channel c. */
+static double channel_sum_x(const ad_real *x, const bn_dims *d, int c)
+{
+    double t[4] = { 0, 0, 0, 0 };
+    SUM_CHANNEL(d, c, t, (double)x[i]);
+    return total4(t);
+}
+
+/* Σ (x − μ)² over channel c. */
+static double channel_sum_sq(const ad_real *x, const bn_dims *d, int c, double mu)
+{
+    double t[4] = { 0, 0, 0, 0 };
+    SUM_CHANNEL(d, c, t, (x[i] - mu) * (x[i] - mu));
+    return total4(t);
+}
+
+/* μ and s = (σ² + ε)^−½ of channel c (σ² biased, from the centred sum). */
+static void channel_stats(const ad_real *x, const bn_dims *d, int c, double eps, double *mean,
+                          double *invstd)
+{
+    double per = 1.0 / (double)d->M, mu = channel_sum_x(x, d, c) * per;
+    *mean = mu;
+    *invstd = 1 / sqrt(channel_sum_sq(x, d, c, mu) * per + eps);
+}
+
+/* x -> stats [2,C] (μ, s) and y = ((x − μ)·s)·γ + β (γ, β may be NULL). */
+static void forward_kernel(ad_real *y, ad_real *stats, const ad_real *x, const ad_real *gamma,
+                           const ad_real *beta, const bn_dims *d, double eps)
+{
+    for (int c = 0; c < d->C; c++) {
+        double mu, s;
+        channel_stats(x, d, c, eps, &mu, &s);
+        if (stats) {
+            stats[c] = (ad_real)mu;
+            stats[d->C + c] = (ad_real)s;
+        }
+        ad_real m = (ad_real)mu, sr = (ad_real)s, g = gamma ? gamma[c] : 1, b = beta ? beta[c] : 0;
+        for (size_t a = 0; a < d->A; a++) {
+            const ad_real *xs = x + at(d, a, c, 0);
+            ad_real *ys = y + at(d, a, c, 0);
+            for (size_t r = 0; r < d->R; r++) {
+                ad_real v = (ad_real)(xs[r] - m) * sr;
+                if (gamma) v *= g;
+                if (beta) v += b;
+                ys[r] = v;
+            }
+        }
+    }
+}
+
+/* Σ g and Σ g·(x − μ) over n entries first + k·step: both in one pass,
+ * four partial sums each (SUM4's reason). */
+static void sum_g_gx(const ad_real *x, const ad_real *g, size_t n, size_t first, size_t step,
+                     double mu, double t[2])
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    const ad_real *xs = x + first, *gs = g + first;
+    size_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        size_t i = k * step;
+        a0 += gs[i], b0 += gs[i] * (xs[i] - mu), i += step;
+        a1 += gs[i], b1 += gs[i] * (xs[i] - mu), i += step;
+        a2 += gs[i], b2 += gs[i] * (xs[i] - mu), i += step;
+        a3 += gs[i], b3 += gs[i] * (xs[i] - mu);
+    }
+    for (; k < n; k++) a0 += gs[k * step], b0 += gs[k * step] * (xs[k * step] - mu);
+    t[0] += (a0 + a1) + (a2 + a3);
+    t[1] += (b0 + b1) + (b2 + b3);
+}
+
+/* Per channel: Σ g and Σ g ⊙ x̂ (x̂ from x and the kept stats). */
+static void grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats, const bn_dims *d,
+                      int c, double *sum_g, double *sum_gx)
+{
+    double t[2] = { 0, 0 }, mu = stats[c];
+    if (d->R >= 4)
+        for (size_t a = 0; a < d->A; a++) sum_g_gx(x, g, d->R, at(d, a, c, 0), 1, mu, t);
+    else
+        for (size_t r = 0; r < d->R; r++)
+            sum_g_gx(x, g, d->A, at(d, 0, c, r), (size_t)d->C * d->R, mu, t);
+    *sum_g = t[0];
+    *sum_gx = t[1] * stats[d->C + c];
+}
+
+/* out = γ·s·(g − ḡ − x̂·a) (γ = 1 when NULL). */
+static void input_grad_kernel(ad_real *out, const ad_real *x, const ad_real *g, const ad_real *gamma,
+                              const ad_real *stats, const bn_dims *d)
+{
+    for (int c = 0; c < d->C; c++) {
+        double sg, sgx;
+        grad_sums(x, g, stats, d, c, &sg, &sgx);
+        double mu = stats[c], s = stats[d->C + c], gbar = sg / (double)d->M, abar = sgx / (double)d->M;
+        double k = (gamma ? gamma[c] : 1) * s;
+        for (size_t a = 0; a < d->A; a++) {
+            const ad_real *xs = x + at(d, a, c, 0), *gs = g + at(d, a, c, 0);
+            ad_real *os = out + at(d, a, c, 0);
+            for (size_t r = 0; r < d->R; r++) os[r] = (ad_real)(k * (gs[r] - gbar - (xs[r] - mu) * s * abar));
+        }
+    }
+}
+
+/* ---- the ops -------------------------------------------------------------- */
+
+static ad_value *bn_normalize(ad_tape *tp, ad_value *x, ad_value *stats);
+static ad_value *bn_invstd(ad_tape *tp, ad_value *x, ad_value *stats);
+static ad_value *bn_input_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_value *g, ad_value *gamma);
+static ad_value *bn_gamma_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_value *g);
+
+/* The stat shape of x: [1,C] or [1,C,1,1]. */
+static int stat_shape(const ad_value *x, int shape[4])
+{
+    shape[0] = 1;
+    shape[1] = x->shape[1];
+    shape[2] = shape[3] = 1;
+    return x->rank;
+}
+
+/* Σ over the stat axes of t (shaped like x), as [C]. */
+static ad_value *channel_sum(ad_tape *tp, ad_value *t, const ad_value *x)
+{
+    int S[4], C = x->shape[1];
+    return ad_reshape(tp, ad_sum_to(tp, t, stat_shape(x, S), S), 1, &C);
+}
+
+/* The mean over the stat axes of t, kept in the stat shape. */
+static ad_value *stat_mean(ad_tape *tp, ad_value *t, const ad_value *x)
+{
+    int S[4];
+    return ad_scale(tp, ad_sum_to(tp, t, stat_shape(x, S), S), 1.0 / (double)dims_of(x).M);
+}
+
+/* A [C] vector laid out in the stat shape. */
 static ad_value *per_channel(ad_tape *tp, ad_value *v, const ad_value *x)
 {
-    if (x->rank == 2) return v;
-    return ad_reshape(tp, v, 4, (int[]){ 1, x->shape[1], 1, 1 });
+    int S[4];
+    return ad_reshape(tp, v, stat_shape(x, S), S);
 }
+
+/* batchnorm: inputs x, stats, then γ and β when present (iattr[0], [1]). */
+static int batchnorm_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    ad_value *x = out->inputs[0], *stats = out->inputs[1];
+    int k = 2, ig = out->iattr[0] ? k++ : -1, ib = out->iattr[1] ? k++ : -1;
+    ad_value *gamma = ig >= 0 ? out->inputs[ig] : NULL;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = bn_input_grad(tp, x, stats, g, gamma)))
+        return AD_ENOMEM;
+    if (ig >= 0 && ad_input_needs_grad(out, ig) && !(gin[ig] = bn_gamma_grad(tp, x, stats, g)))
+        return AD_ENOMEM;
+    if (ib >= 0 && ad_input_needs_grad(out, ib) && !(gin[ib] = channel_sum(tp, g, x)))
+        return AD_ENOMEM;
+    return AD_OK;
+}
+
+static int normalize_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    gin[0] = bn_input_grad(tp, out->inputs[0], out->inputs[1], g, NULL);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+/* s = (σ² + ε)^−½: ∂s/∂x = −s²·x̂/M per channel. */
+static int invstd_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
+{
+    ad_value *x = out->inputs[0];
+    ad_value *k = ad_scale(tp, ad_mul(tp, g, ad_square(tp, out)), -1.0 / (double)dims_of(x).M);
+    gin[0] = ad_mul(tp, bn_normalize(tp, x, out->inputs[1]), k);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+/* out = γ·s·P(g): inputs x, stats, g, then γ when present. */
+static int input_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value **gin)
+{
+    ad_value *x = out->inputs[0], *stats = out->inputs[1], *g = out->inputs[2];
+    ad_value *gamma = out->n_inputs > 3 ? out->inputs[3] : NULL;
+    if (ad_input_needs_grad(out, 2) && !(gin[2] = bn_input_grad(tp, x, stats, u, gamma)))
+        return AD_ENOMEM;
+    if (gamma && ad_input_needs_grad(out, 3) &&
+        !(gin[3] = channel_sum(tp, ad_mul(tp, u, bn_input_grad(tp, x, stats, g, NULL)), x)))
+        return AD_ENOMEM;
+    if (!ad_input_needs_grad(out, 0)) return AD_OK;
+    /* −γ·s²·(x̂·(mean(u⊙g) − ū·ḡ − 3ab) + b·(g − ḡ) + a·(u − ū)) */
+    ad_value *xh = bn_normalize(tp, x, stats), *s = bn_invstd(tp, x, stats);
+    ad_value *ubar = stat_mean(tp, u, x), *gbar = stat_mean(tp, g, x);
+    ad_value *a = stat_mean(tp, ad_mul(tp, g, xh), x), *b = stat_mean(tp, ad_mul(tp, u, xh), x);
+    ad_value *coef = ad_sub(tp, ad_sub(tp, stat_mean(tp, ad_mul(tp, u, g), x), ad_mul(tp, ubar, gbar)),
+                            ad_scale(tp, ad_mul(tp, a, b), 3));
+    ad_value *inner = ad_add(tp, ad_add(tp, ad_mul(tp, xh, coef), ad_mul(tp, b, ad_sub(tp, g, gbar))),
+                             ad_mul(tp, a, ad_sub(tp, u, ubar)));
+    ad_value *k = ad_neg(tp, ad_square(tp, s));
+    if (gamma) k = ad_mul(tp, k, per_channel(tp, gamma, x));
+    gin[0] = ad_mul(tp, inner, k);
+    return gin[0] ? AD_OK : AD_ENOMEM;
+}
+
+/* out = Σ g ⊙ x̂ [C]; v is its gradient [C]. */
+static int gamma_grad_backward(ad_tape *tp, ad_value *out, ad_value *v, ad_value **gin)
+{
+    ad_value *x = out->inputs[0], *stats = out->inputs[1], *g = out->inputs[2];
+    if (ad_input_needs_grad(out, 2) &&
+        !(gin[2] = ad_mul(tp, bn_normalize(tp, x, stats), per_channel(tp, v, x))))
+        return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = bn_input_grad(tp, x, stats, g, v)))
+        return AD_ENOMEM;
+    return AD_OK;
+}
+
+static const ad_op batchnorm_op = { "batchnorm", batchnorm_backward };
+static const ad_op normalize_op = { "bn_normalize", normalize_backward };
+static const ad_op invstd_op = { "bn_invstd", invstd_backward };
+static const ad_op input_grad_op = { "bn_input_grad", input_grad_backward };
+static const ad_op gamma_grad_op = { "bn_gamma_grad", gamma_grad_backward };
+
+/* x [A,C,R], stats [2,C] -> x̂ */
+static ad_value *bn_normalize(ad_tape *tp, ad_value *x, ad_value *stats)
+{
+    ad_value *in[2] = { x, stats };
+    ad_value *out = ad_node_new(tp, &normalize_op, x->rank, x->shape, 2, in);
+    if (!out) return NULL;
+    bn_dims d = dims_of(x);
+    for (int c = 0; c < d.C; c++) {
+        ad_real mu = stats->data[c], s = stats->data[d.C + c];
+        for (size_t a = 0; a < d.A; a++)
+            for (size_t r = 0; r < d.R; r++) out->data[at(&d, a, c, r)] = (x->data[at(&d, a, c, r)] - mu) * s;
+    }
+    return out;
+}
+
+/* x [A,C,R], stats [2,C] -> s in the stat shape */
+static ad_value *bn_invstd(ad_tape *tp, ad_value *x, ad_value *stats)
+{
+    int S[4], C = x->shape[1];
+    ad_value *in[2] = { x, stats };
+    ad_value *out = ad_node_new(tp, &invstd_op, stat_shape(x, S), S, 2, in);
+    if (out)
+        for (int c = 0; c < C; c++) out->data[c] = stats->data[C + c];
+    return out;
+}
+
+/* x, g [A,C,R], stats [2,C], γ [C] or NULL -> γ·s·P(g) [A,C,R] */
+static ad_value *bn_input_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_value *g, ad_value *gamma)
+{
+    ad_value *in[4] = { x, stats, g, gamma };
+    if (ad_any_null(3, in)) return NULL;
+    ad_value *out = ad_node_new(tp, &input_grad_op, x->rank, x->shape, gamma ? 4 : 3, in);
+    if (!out) return NULL;
+    bn_dims d = dims_of(x);
+    input_grad_kernel(out->data, x->data, g->data, gamma ? gamma->data : NULL, stats->data, &d);
+    return out;
+}
+
+/* x, g [A,C,R], stats [2,C] -> Σ g ⊙ x̂ [C] */
+static ad_value *bn_gamma_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_value *g)
+{
+    ad_value *in[3] = { x, stats, g };
+    if (ad_any_null(3, in)) return NULL;
+    int C = x->shape[1];
+    ad_value *out = ad_node_new(tp, &gamma_grad_op, 1, &C, 3, in);
+    if (!out) return NULL;
+    bn_dims d = dims_of(x);
+    for (int c = 0; c < C; c++) {
+        double sg, sgx;
+        grad_sums(x->data, g->data, stats->data, &d, c, &sg, &sgx);
+        out->data[c] = (ad_real)sgx;
+    }
+    return out;
+}
+
+/* ---- batchnorm ---------------------------------------------------------------- */
 
 static int check_batchnorm(const ad_value *x, const ad_value *gamma, const ad_value *beta,
                            double eps)
@@ -43,13 +387,26 @@ ad_value *ad_batchnorm(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta
 {
     if (!x) return NULL;
     if (check_batchnorm(x, gamma, beta, eps) != AD_OK) return NULL;
-    int stat[4] = { 1, x->shape[1], 1, 1 };                   /* [1,C] or [1,C,1,1] */
-    double per_stat = 1.0 / (double)(x->size / (size_t)x->shape[1]); /* 1 / (N·H·W) */
-    ad_value *mean = ad_scale(tp, ad_sum_to(tp, x, x->rank, stat), per_stat);
-    ad_value *xc = ad_sub(tp, x, mean);
-    ad_value *var = ad_scale(tp, ad_sum_to(tp, ad_square(tp, xc), x->rank, stat), per_stat);
-    ad_value *y = ad_mul(tp, xc, ad_pow(tp, ad_add_scalar(tp, var, eps), -0.5));
-    if (gamma) y = ad_mul(tp, y, per_channel(tp, gamma, x));
-    if (beta) y = ad_add(tp, y, per_channel(tp, beta, x));
-    return y;
+    if (!tp) {
+        ad_fail(AD_EARG, "batchnorm: tape is NULL");
+        return NULL;
+    }
+    bn_dims d = dims_of(x);
+    bool grad = ad_tape_recording(tp) && (x->requires_grad || (gamma && gamma->requires_grad) ||
+                                          (beta && beta->requires_grad));
+    /* The statistics are kept only for a backward to read. */
+    ad_value *stats = grad ? ad_node_new(tp, &batchnorm_op, 2, (int[]){ 2, d.C }, 0, NULL) : NULL;
+    if (grad && !stats) return NULL;
+    ad_value *in[4] = { x, stats, NULL, NULL };
+    int n = 2;
+    if (gamma) in[n++] = gamma;
+    if (beta) in[n++] = beta;
+    ad_value *out = grad ? ad_node_new(tp, &batchnorm_op, x->rank, x->shape, n, in)
+                         : ad_node_new(tp, &batchnorm_op, x->rank, x->shape, 1, &x);
+    if (!out) return NULL;
+    out->iattr[0] = gamma != NULL;
+    out->iattr[1] = beta != NULL;
+    forward_kernel(out->data, stats ? stats->data : NULL, x->data, gamma ? gamma->data : NULL,
+                   beta ? beta->data : NULL, &d, eps);
+    return out;
 }

@@ -1,108 +1,139 @@
 /* pool.c — max pooling over k×k windows moved by `stride`, NCHW, no padding.
  *
- * maxpool(x) is written as pool_select(x, src = x): the window's maximum
- * position is found in the first argument, the value is read from the
- * second.  The position is piecewise constant in x, so the first argument
- * gets no gradient; the op is linear in src, with adjoint
- * pool_scatter(x, g) (g added into zeros at the positions), whose own
+ * The forward finds each window's maximum once and keeps where it was: idx,
+ * a constant [N,C,P,Q] holding the position inside the window (i·k + j for
+ * row i, column j; whole numbers, exact in float for k ≤ 4096).  Then
+ *     maxpool(x) = pool_select(idx, x)
+ * reads x at those positions.  The positions are piecewise constant in x,
+ * so idx carries no gradient; pool_select is linear in x, with adjoint
+ * pool_scatter(idx, g) (g added into zeros at the positions), whose own
  * adjoint is pool_select again.  Two ops, each the other's backward: every
- * order of derivative goes through.
+ * order of derivative goes through, and no backward pass searches a window
+ * again.
  *
  * Sizes: N images, C channels, H×W in, P×Q out with P = (H − k)/stride + 1. */
 #include "ad/node.h"
 #include "ops.h"
 
+enum { POOL_MAX_K = 4096 }; /* i·k + j < 2^24: exact in float */
+
 typedef struct pool_dims {
     int N, C, H, W, P, Q, k, stride;
 } pool_dims;
 
-/* The dims of a pool node: in = x's shape, k and stride from iattr. */
-static pool_dims dims_of(const ad_value *x, int k, int stride)
+/* The geometry of a pool node: k, stride, H, W in iattr[0..3]. */
+static pool_dims dims_make(int N, int C, int H, int W, int k, int stride)
 {
-    pool_dims d = { x->shape[0], x->shape[1], x->shape[2], x->shape[3], 0, 0, k, stride };
-    d.P = (d.H - k) / stride + 1;
-    d.Q = (d.W - k) / stride + 1;
-    return d;
+    return (pool_dims){ N, C, H, W, (H - k) / stride + 1, (W - k) / stride + 1, k, stride };
 }
 
-/* The offset within one H×W plane of the largest entry of the window whose
- * top-left corner is (h0, w0); the first one wins on ties. */
-static size_t window_argmax(const ad_real *plane, const pool_dims *d, int h0, int w0)
+static void dims_store(int *iattr, const pool_dims *d)
 {
-    size_t best = (size_t)h0 * d->W + (size_t)w0;
-    for (int i = 0; i < d->k; i++)
-        for (int j = 0; j < d->k; j++) {
-            size_t at = (size_t)(h0 + i) * d->W + (size_t)(w0 + j);
-            if (plane[at] > plane[best]) best = at;
-        }
-    return best;
+    iattr[0] = d->k;
+    iattr[1] = d->stride;
+    iattr[2] = d->H;
+    iattr[3] = d->W;
 }
 
-static ad_value *pool_select(ad_tape *tp, ad_value *x, ad_value *src, int k, int stride);
-static ad_value *pool_scatter(ad_tape *tp, ad_value *x, ad_value *g, int k, int stride);
+/* From idx [N,C,P,Q] and a node's iattr. */
+static pool_dims dims_load(const ad_value *idx, const int *iattr)
+{
+    return dims_make(idx->shape[0], idx->shape[1], iattr[2], iattr[3], iattr[0], iattr[1]);
+}
 
-/* Input 0 only fixes positions: no gradient (gin[0] stays NULL). */
+/* The offset within an H×W plane of window (p, q)'s entry r = i·k + j. */
+static size_t plane_offset(const pool_dims *d, int p, int q, int r)
+{
+    return (size_t)(p * d->stride + r / d->k) * (size_t)d->W + (size_t)(q * d->stride + r % d->k);
+}
+
+static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d);
+static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const pool_dims *d);
+
+/* Input 0 (the positions) gets no gradient: gin[0] stays NULL. */
 static int pool_select_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     if (!ad_input_needs_grad(out, 1)) return AD_OK;
-    gin[1] = pool_scatter(tp, out->inputs[0], g, out->iattr[0], out->iattr[1]);
+    pool_dims d = dims_load(out->inputs[0], out->iattr);
+    gin[1] = pool_scatter(tp, out->inputs[0], g, &d);
     return gin[1] ? AD_OK : AD_ENOMEM;
 }
 
 static int pool_scatter_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     if (!ad_input_needs_grad(out, 1)) return AD_OK;
-    gin[1] = pool_select(tp, out->inputs[0], g, out->iattr[0], out->iattr[1]);
+    pool_dims d = dims_load(out->inputs[0], out->iattr);
+    gin[1] = pool_select(tp, out->inputs[0], g, &d);
     return gin[1] ? AD_OK : AD_ENOMEM;
 }
 
 static const ad_op pool_select_op = { "pool_select", pool_select_backward };
 static const ad_op pool_scatter_op = { "pool_scatter", pool_scatter_backward };
 
-/* x, src [N,C,H,W] -> out [N,C,P,Q]: out = src at the argmax of x's window. */
-static ad_value *pool_select(ad_tape *tp, ad_value *x, ad_value *src, int k, int stride)
+/* idx [N,C,P,Q], src [N,C,H,W] -> out [N,C,P,Q]: src at the kept positions. */
+static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d)
 {
-    ad_value *in[2] = { x, src };
+    ad_value *in[2] = { idx, src };
     if (ad_any_null(2, in)) return NULL;
-    AD_ASSERT(ad_same_shape(x, src), "pool_select: positions and values differ in shape");
-    pool_dims d = dims_of(x, k, stride);
-    ad_value *out = ad_node_new(tp, &pool_select_op, 4, (int[]){ d.N, d.C, d.P, d.Q }, 2, in);
+    AD_ASSERT(src->rank == 4 && src->shape[2] == d->H && src->shape[3] == d->W &&
+              src->size == (size_t)d->N * d->C * d->H * d->W, "pool_select: values do not match the positions");
+    ad_value *out = ad_node_new(tp, &pool_select_op, 4, idx->shape, 2, in);
     if (!out) return NULL;
-    out->iattr[0] = k;
-    out->iattr[1] = stride;
-    size_t plane = (size_t)d.H * d.W;
+    dims_store(out->iattr, d);
+    size_t plane = (size_t)d->H * d->W;
+    const ad_real *r = idx->data;
     ad_real *o = out->data;
-    for (size_t nc = 0; nc < (size_t)d.N * d.C; nc++) {
-        const ad_real *xp = x->data + nc * plane, *sp = src->data + nc * plane;
-        for (int p = 0; p < d.P; p++)
-            for (int q = 0; q < d.Q; q++) *o++ = sp[window_argmax(xp, &d, p * stride, q * stride)];
+    for (size_t nc = 0; nc < (size_t)d->N * d->C; nc++) {
+        const ad_real *sp = src->data + nc * plane;
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) *o++ = sp[plane_offset(d, p, q, (int)*r++)];
     }
     return out;
 }
 
-/* x [N,C,H,W], g [N,C,P,Q] -> out [N,C,H,W]: zeros, g added at the argmax of
- * x's windows (added, since overlapping windows may share a maximum). */
-static ad_value *pool_scatter(ad_tape *tp, ad_value *x, ad_value *g, int k, int stride)
+/* idx, g [N,C,P,Q] -> out [N,C,H,W]: zeros, g added at the kept positions
+ * (added, since overlapping windows may share a maximum). */
+static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const pool_dims *d)
 {
-    ad_value *in[2] = { x, g };
+    ad_value *in[2] = { idx, g };
     if (ad_any_null(2, in)) return NULL;
-    pool_dims d = dims_of(x, k, stride);
-    AD_ASSERT(g->rank == 4 && g->size == (size_t)d.N * d.C * d.P * d.Q,
-              "pool_scatter: gradient does not match the pooled shape");
-    ad_value *out = ad_node_new(tp, &pool_scatter_op, 4, x->shape, 2, in);
+    AD_ASSERT(ad_same_shape(idx, g), "pool_scatter: gradient does not match the pooled shape");
+    ad_value *out = ad_node_new(tp, &pool_scatter_op, 4, (int[]){ d->N, d->C, d->H, d->W }, 2, in);
     if (!out) return NULL;
-    out->iattr[0] = k;
-    out->iattr[1] = stride;
+    dims_store(out->iattr, d);
     for (size_t i = 0; i < out->size; i++) out->data[i] = 0;
-    size_t plane = (size_t)d.H * d.W;
-    const ad_real *gp = g->data;
-    for (size_t nc = 0; nc < (size_t)d.N * d.C; nc++) {
-        const ad_real *xp = x->data + nc * plane;
+    size_t plane = (size_t)d->H * d->W;
+    const ad_real *r = idx->data, *gp = g->data;
+    for (size_t nc = 0; nc < (size_t)d->N * d->C; nc++) {
         ad_real *op = out->data + nc * plane;
-        for (int p = 0; p < d.P; p++)
-            for (int q = 0; q < d.Q; q++) op[window_argmax(xp, &d, p * stride, q * stride)] += *gp++;
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) op[plane_offset(d, p, q, (int)*r++)] += *gp++;
     }
     return out;
+}
+
+/* x [N,C,H,W] -> out [N,C,P,Q], the windows' maxima, and idx (or NULL) their
+ * positions i·k + j; the first one wins on ties. */
+static void maxpool_kernel(ad_real *out, ad_real *idx, const ad_real *x, const pool_dims *d)
+{
+    size_t plane = (size_t)d->H * d->W;
+    for (size_t nc = 0; nc < (size_t)d->N * d->C; nc++) {
+        const ad_real *xp = x + nc * plane;
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) {
+                const ad_real *corner = xp + (size_t)(p * d->stride) * d->W + (size_t)(q * d->stride);
+                ad_real best = corner[0];
+                int at = 0;
+                for (int i = 0; i < d->k; i++)
+                    for (int j = 0; j < d->k; j++)
+                        if (corner[(size_t)i * d->W + (size_t)j] > best) {
+                            best = corner[(size_t)i * d->W + (size_t)j];
+                            at = i * d->k + j;
+                        }
+                *out++ = best;
+                if (idx) *idx++ = (ad_real)at;
+            }
+    }
 }
 
 ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
@@ -118,10 +149,33 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
         ad_fail(AD_EARG, "maxpool2d: window %d and stride %d must both be at least 1", k, stride);
         return NULL;
     }
+    if (k > POOL_MAX_K) {
+        ad_fail(AD_EARG, "maxpool2d: window %d is larger than %d", k, POOL_MAX_K);
+        return NULL;
+    }
     if (k > x->shape[2] || k > x->shape[3]) {
         ad_fail(AD_ESHAPE, "maxpool2d: a %dx%d window does not fit input %s", k, k,
                 ad_shape_str(x, s, sizeof s));
         return NULL;
     }
-    return pool_select(tp, x, x, k, stride);
+    if (!tp) {
+        ad_fail(AD_EARG, "maxpool2d: tape is NULL");
+        return NULL;
+    }
+    pool_dims d = dims_make(x->shape[0], x->shape[1], x->shape[2], x->shape[3], k, stride);
+    int shape[4] = { d.N, d.C, d.P, d.Q };
+    /* Without a gradient to route, the positions are not kept. */
+    if (!(ad_tape_recording(tp) && x->requires_grad)) {
+        ad_value *out = ad_node_new(tp, &pool_select_op, 4, shape, 1, &x);
+        if (out) maxpool_kernel(out->data, NULL, x->data, &d);
+        return out;
+    }
+    ad_value *idx = ad_node_new(tp, &pool_select_op, 4, shape, 0, NULL); /* a constant */
+    if (!idx) return NULL;
+    ad_value *in[2] = { idx, x };
+    ad_value *out = ad_node_new(tp, &pool_select_op, 4, shape, 2, in);
+    if (!out) return NULL;
+    dims_store(out->iattr, &d);
+    maxpool_kernel(out->data, idx->data, x->data, &d);
+    return out;
 }

@@ -70,7 +70,8 @@ enum { SUM_TO_STACK = 256 }; /* double sums kept on the stack (2 KiB) */
  * into a double scratch array, rounded to float once at the end. */
 ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 {
-    if (!x || ad_check_shape("sum_to", rank, shape) != AD_OK) return NULL;
+    if (ad_check_inputs(tp, "sum_to", 1, &x) != AD_OK || ad_check_shape("sum_to", rank, shape) != AD_OK)
+        return NULL;
     if (shape_is(x, rank, shape)) return x; /* nothing to sum: no node */
     /* The target must broadcast to x: lay out target -> x, then walk x. */
     ad_value target = { .rank = rank };
@@ -107,7 +108,9 @@ ad_value *ad_sum_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 
 ad_value *ad_broadcast_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 {
-    if (!x || ad_check_shape("broadcast_to", rank, shape) != AD_OK) return NULL;
+    if (ad_check_inputs(tp, "broadcast_to", 1, &x) != AD_OK ||
+        ad_check_shape("broadcast_to", rank, shape) != AD_OK)
+        return NULL;
     if (shape_is(x, rank, shape)) return x;
     bc_layout l;
     if (bc_to("broadcast_to", x, rank, shape, &l) != AD_OK) return NULL;

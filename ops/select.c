@@ -19,7 +19,7 @@
 /* sign(x) ∈ {−1, 0, 1}; NaN stays NaN. */
 ad_value *ad_sign(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "sign", 1, &x) != AD_OK) return NULL;
     ad_value *out = ad_const_fill(tp, x->rank, x->shape, 0);
     if (!out) return NULL;
     for (size_t i = 0; i < x->size; i++) {
@@ -177,7 +177,7 @@ static void argmax_kernel(ad_real *out, const ad_real *x, size_t outer, int n, s
 
 ad_value *ad_argmax(ad_tape *tp, ad_value *x, int axis)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "argmax", 1, &x) != AD_OK) return NULL;
     if (x->rank < 1) {
         ad_fail(AD_ESHAPE, "argmax: x is a scalar; it needs an axis");
         return NULL;

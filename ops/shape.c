@@ -194,6 +194,7 @@ ad_value *ad_slice_rows(ad_tape *tp, ad_value *x, int start, int count)
 static int check_indices(const char *who, const char *what, const ad_value *idx, int limit)
 {
     char s[64];
+    if (ad_value_check(who, idx) != AD_OK) return ad_error_code(); /* released: no data */
     if (idx->rank != 1)
         return ad_fail(AD_ESHAPE, "%s: %s must be a vector: got %s", who, what,
                        ad_shape_str(idx, s, 64));

@@ -200,7 +200,8 @@ static int check_cross_entropy(const ad_value *logits, const ad_value *labels,
 ad_value *ad_cross_entropy(ad_tape *tp, ad_value *logits, ad_value *labels,
                            ad_value *weights, ad_reduction reduction)
 {
-    if (!logits || !labels) return NULL;
+    if (ad_check_inputs(tp, "cross_entropy", 2, (ad_value *[]){ logits, labels }) != AD_OK)
+        return NULL;
     if (check_cross_entropy(logits, labels, weights, reduction) != AD_OK) return NULL;
     ad_value *picked = pick(tp, ad_log_softmax(tp, logits), labels); /* [N] */
     ad_value *losses = weights ? ad_mul(tp, weights, picked) : picked;

@@ -43,17 +43,14 @@ double hg_prop31_bound(double gamma, double alpha, int K, double grad_w_norm, do
     return pow(1 - ga, K) / ga * grad_w_norm * m_b;
 }
 
-static void print_table(FILE *out, const hg_sweep_row *rows, int nK, const hg_report *exact)
+static void print_table(FILE *out, const hg_sweep_row *rows, int nK, const hg_report *pass)
 {
-    fprintf(out, "%6s  %10s  %10s  %12s  %12s  %10s  %14s\n", "K", "cosine", "rel_error",
-            "|h|", "|dlam f|", "seconds", "peak_tape_B");
+    fprintf(out, "%6s  %10s  %10s  %12s  %12s\n", "K", "cosine", "rel_error", "|h|", "|dlam f|");
     for (int i = 0; i < nK; i++)
-        fprintf(out, "%6d  %10.6f  %10.3e  %12.6g  %12.6g  %10.4f  %14zu\n", rows[i].K,
-                rows[i].cmp.cosine, rows[i].cmp.rel_error, rows[i].cmp.norm_est,
-                rows[i].cmp.norm_exact, rows[i].report.seconds, rows[i].report.peak_tape_bytes);
-    if (exact)
-        fprintf(out, "%6s  %10s  %10s  %12s  %12s  %10.4f  %14zu\n", "full", "1", "0", "", "",
-                exact->seconds, exact->peak_tape_bytes);
+        fprintf(out, "%6d  %10.6f  %10.3e  %12.6g  %12.6g\n", rows[i].K, rows[i].cmp.cosine,
+                rows[i].cmp.rel_error, rows[i].cmp.norm_est, rows[i].cmp.norm_exact);
+    fprintf(out, "every row from one reverse pass over all steps: %.4f s, peak tape %zu B\n",
+            pass->seconds, pass->peak_tape_bytes);
 }
 
 void hg_sweep_free(hg_sweep_result *r)
@@ -69,26 +66,39 @@ void hg_sweep_free(hg_sweep_result *r)
     *r = (hg_sweep_result){ 0 };
 }
 
+/* One truncation profile over all T steps, keeping h_{T−K} for each K (a K
+ * at or beyond T is full RMD, the profile's last row). */
 static int sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *r, FILE *table)
 {
     if (!Ks || nK < 1) return ad_fail(AD_EARG, "no K given");
+    for (int i = 0; i < nK; i++)
+        if (Ks[i] < 1) return ad_fail(AD_EARG, "K must be >= 1, got %d (Ks[%d])", Ks[i], i);
     int rc = hg_problem_check(p);
     if (rc != AD_OK) return rc;
-    int n = p->n_hyper;
+    int n = p->n_hyper, T = p->T;
     r->nK = nK;
     r->n_hyper = n;
     r->rows = calloc((size_t)nK, sizeof *r->rows);
     r->estimates = calloc((size_t)nK * (size_t)n, sizeof *r->estimates);
     r->exact = calloc((size_t)n, sizeof *r->exact);
     if (!r->rows || !r->estimates || !r->exact) return ad_fail(AD_ENOMEM, "out of memory");
-    rc = hg_full_rmd(p, r->exact, &r->exact_report);
+    hg_profile pr;
+    rc = hg_truncation_profile(p, T, &(hg_profile_opts){ .keep = Ks, .n_keep = nK }, &pr);
+    if (rc != AD_OK) return rc;
+    ad_value **exact = pr.h + (size_t)(T - 1) * (size_t)n;
+    for (int j = 0; j < n && rc == AD_OK; j++)
+        if (!(r->exact[j] = ad_value_copy(exact[j]))) rc = ad_error_code();
+    r->exact_report = pr.report;
     for (int i = 0; i < nK && rc == AD_OK; i++) {
+        int k = Ks[i] < T ? Ks[i] : T;
         ad_value **est = r->estimates + (size_t)i * (size_t)n;
-        r->rows[i].K = Ks[i];
-        rc = hg_krmd(p, Ks[i], est, &r->rows[i].report);
-        if (rc != AD_OK) rc = ad_fail_wrap(rc, "K = %d", Ks[i]);
-        else r->rows[i].cmp = hg_compare_grads(n, est, r->exact);
+        ad_value **h = pr.h + (size_t)(k - 1) * (size_t)n;
+        for (int j = 0; j < n && rc == AD_OK; j++)
+            if (!(est[j] = ad_value_copy(h[j]))) rc = ad_error_code();
+        r->rows[i] = (hg_sweep_row){ .K = Ks[i], .cmp = hg_compare_grads(n, est, r->exact),
+                                     .report = pr.report };
     }
+    hg_profile_free(&pr);
     if (rc == AD_OK && table) print_table(table, r->rows, nK, &r->exact_report);
     return rc;
 }

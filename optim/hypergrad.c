@@ -163,6 +163,35 @@ static void fill_report(hg_report *r, int rc, double t0, size_t peak, size_t kep
 
 /* ---- K-RMD ------------------------------------------------------------- */
 
+/* K-RMD's forward pass on tp, for W = min(K, T): w0, the first T−W steps
+ * detached, the last W recorded, then the outer loss *f in a step of its
+ * own.  states (NULL, or (W + 1)·n entries, n = hg_state_len) receives the
+ * state list x_t after each recorded step t at row t − (T − W); row 0 is
+ * x_0 when all T steps are recorded, and NULL when not (x_{T−W} is then a
+ * detached constant that the tape may free: step T−W+1 starts from a leaf
+ * copy of it).  The tape's horizon must hold W closed steps. */
+static int krmd_forward(ad_tape *tp, const hg_problem *p, int W, track *k, ad_value **states,
+                        ad_value **f)
+{
+    int n = hg_state_len(p), first = p->T - W;
+    bool full = W >= p->T;
+    hg_state st = { 0 };
+    int rc = hg_state_init(tp, p, &st, !full);
+    if (rc == AD_OK && states)
+        for (int i = 0; i < n; i++) states[i] = full ? st.w[i] : NULL;
+    for (int t = 1; t <= p->T && rc == AD_OK; t++) {
+        rc = ad_tape_step(tp);
+        if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, t <= first);
+        if (rc == AD_OK) track_loss(k, t, st.loss);
+        if (rc == AD_OK && states && t > first)
+            memcpy(states + (size_t)(t - first) * (size_t)n, st.w, (size_t)n * sizeof *st.w);
+    }
+    if (rc == AD_OK) rc = ad_tape_step(tp); /* the outer loss in a step of its own */
+    if (rc == AD_OK) rc = call_outer(tp, p, st.w, k, f);
+    if (st.w) hg_state_free(&st);
+    return rc;
+}
+
 static int krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
 {
     int rc = check_common(p, dlam);
@@ -175,21 +204,12 @@ static int krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
      * graphs (for ∇w g) from piling up. */
     ad_tape *tp = ad_tape_new(full ? AD_HORIZON_ALL : K);
     if (!tp) return null_status();
-    hg_state st = { 0 };
     track k = { 0 };
-    rc = hg_state_init(tp, p, &st, !full);
-    for (int t = 1; t <= p->T && rc == AD_OK; t++) {
-        rc = ad_tape_step(tp);
-        if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, t <= p->T - K);
-        if (rc == AD_OK) track_loss(&k, t, st.loss);
-    }
     ad_value *f = NULL, *g[MAX_T];
-    if (rc == AD_OK) rc = ad_tape_step(tp); /* the outer loss in a step of its own */
-    if (rc == AD_OK) rc = call_outer(tp, p, st.w, &k, &f);
+    rc = krmd_forward(tp, p, full ? p->T : K, &k, NULL, &f);
     if (rc == AD_OK) rc = ad_grad(tp, f, p->n_hyper, p->hyper, g, false);
     if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, g, dlam);
     fill_report(report, rc, t0, ad_tape_peak_bytes(tp), 0, f ? (double)f->data[0] : NAN, &k);
-    if (st.w) hg_state_free(&st);
     ad_tape_free(tp);
     return rc;
 }
@@ -305,6 +325,189 @@ static void add_into(int n, ad_value **acc, ad_value *const *g, double sign)
 {
     for (int i = 0; i < n; i++)
         for (size_t j = 0; j < acc[i]->size; j++) acc[i]->data[j] += (ad_real)(sign * g[i]->data[j]);
+}
+
+/* ---- the truncation profile ----------------------------------------------
+ * K-RMD's forward pass, then the reverse sweep one recorded step at a time:
+ * from x_t seeded with v_t, ad_vjp_partial to (x_{t−1}, λ) gives v_{t−1} and
+ * step t's share of λ, c_t = B_tᵀ v_t, and nothing of the steps before
+ * (they are behind the cut at x_{t−1}).  h_{T−k} is ∂λf plus the shares of
+ * the last k steps. */
+
+static double list_norm(int n, ad_value *const *v)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < v[i]->size; j++) s += (double)v[i]->data[j] * v[i]->data[j];
+    return sqrt(s);
+}
+
+/* Caller-owned copies of src in dst (n tensors, freed on failure). */
+static int copy_list(int n, ad_value *const *src, ad_value **dst)
+{
+    return save_list(n, src, dst, NULL);
+}
+
+/* What a pass carries from one step to the one before. */
+typedef struct pass {
+    const hg_problem *p;
+    ad_tape *tp;
+    int n, W;             /* state list length; rows */
+    ad_value **states;    /* (W + 1) × n: x_t at row t − (T − W) */
+    ad_value *v[MAX_LIST];  /* v_t, caller-owned */
+    ad_value *h[MAX_T];     /* ∂λf + the shares so far, caller-owned */
+    hg_profile *out;
+    bool *keep;           /* [k−1]: keep h_{T−k} */
+} pass;
+
+/* The outer step: ∇ŵf starts v (the optimizer state's part at 0), ∂λf starts h. */
+static int pass_outer(pass *ps, ad_value *f)
+{
+    const hg_problem *p = ps->p;
+    ad_value *xs[MAX_LIST + MAX_T], *g[MAX_LIST + MAX_T];
+    memcpy(xs, ps->states + (size_t)ps->W * (size_t)ps->n, (size_t)p->n_w * sizeof *xs);
+    memcpy(xs + p->n_w, p->hyper, (size_t)p->n_hyper * sizeof *xs);
+    uint64_t mark = ad_tape_mark(ps->tp);
+    int rc = ad_vjp_partial(ps->tp, 1, &f, NULL, p->n_w + p->n_hyper, xs, g, false);
+    if (rc == AD_OK) rc = copy_list(p->n_w, g, ps->v);
+    for (int i = p->n_w; i < ps->n && rc == AD_OK; i++) {
+        const ad_value *x = ps->states[(size_t)ps->W * (size_t)ps->n + (size_t)i];
+        if (!(ps->v[i] = ad_tensor_new(x->rank, x->shape))) rc = null_status();
+    }
+    if (rc == AD_OK) rc = copy_list(p->n_hyper, g + p->n_w, ps->h);
+    if (rc == AD_OK) ps->out->direct_norm = list_norm(p->n_hyper, ps->h);
+    ad_tape_rewind(ps->tp, mark);
+    return rc;
+}
+
+/* From x at row r, seeded with v, to `targets` (m of them): g.  An entry
+ * that appears twice in the row is seeded once (its adjoint is the total). */
+static int pass_vjp(pass *ps, int r, int m, ad_value *const *targets, ad_value **g)
+{
+    ad_value *ys[MAX_LIST], *seeds[MAX_LIST], *const *x = ps->states + (size_t)r * (size_t)ps->n;
+    int ny = 0;
+    for (int i = 0; i < ps->n; i++) {
+        bool again = false;
+        for (int j = 0; j < i && !again; j++) again = x[j] == x[i];
+        if (again) continue;
+        ys[ny] = x[i];
+        seeds[ny++] = ps->v[i];
+    }
+    return ad_vjp_partial(ps->tp, ny, ys, seeds, m, targets, g, false);
+}
+
+/* Row k of the profile, after step t = T − k + 1's share went into h. */
+static int pass_row(pass *ps, int k, double contrib, double adjoint)
+{
+    hg_profile *o = ps->out;
+    int nh = ps->p->n_hyper;
+    o->contrib_norm[k - 1] = contrib;
+    o->adjoint_norm[k - 1] = adjoint;
+    o->h_norm[k - 1] = list_norm(nh, ps->h);
+    if (k == ps->W || !ps->keep[k - 1]) return AD_OK;
+    return copy_list(nh, ps->h, o->h + (size_t)(k - 1) * (size_t)nh);
+}
+
+/* One recorded step t (row r = t − (T − W), profile row k = W − r + 1). */
+static int pass_step(pass *ps, int r)
+{
+    const hg_problem *p = ps->p;
+    int n = ps->n, nh = p->n_hyper, k = ps->W - r + 1;
+    bool before = ps->states[(size_t)(r - 1) * (size_t)n] != NULL; /* x_{t−1} recorded */
+    ad_value *xs[MAX_LIST + MAX_T], *g[MAX_LIST + MAX_T];
+    int nx = before ? n : 0;
+    if (before) memcpy(xs, ps->states + (size_t)(r - 1) * (size_t)n, (size_t)n * sizeof *xs);
+    memcpy(xs + nx, p->hyper, (size_t)nh * sizeof *xs);
+    double adjoint = list_norm(n, ps->v);
+    uint64_t mark = ad_tape_mark(ps->tp);
+    int rc = pass_vjp(ps, r, nx + nh, xs, g);
+    if (rc == AD_OK) {
+        add_into(nh, ps->h, g + nx, 1);
+        for (int i = 0; i < nx; i++) /* v_{t−1} = A_tᵀ v_t */
+            memcpy(ps->v[i]->data, g[i]->data, g[i]->size * sizeof(ad_real));
+    }
+    double contrib = rc == AD_OK ? list_norm(nh, g + nx) : 0;
+    ad_tape_rewind(ps->tp, mark);
+    if (rc == AD_OK && k == ps->W && ps->W == p->T) { /* all T steps: add init's share */
+        mark = ad_tape_mark(ps->tp);
+        rc = pass_vjp(ps, 0, nh, p->hyper, g);
+        if (rc == AD_OK) {
+            add_into(nh, ps->h, g, 1);
+            ps->out->init_norm = list_norm(nh, g);
+        }
+        ad_tape_rewind(ps->tp, mark);
+    }
+    return rc == AD_OK ? pass_row(ps, k, contrib, adjoint) : rc;
+}
+
+static int profile_alloc(hg_profile *o, int W, int T, int nh)
+{
+    *o = (hg_profile){ .K = W, .T = T, .n_hyper = nh };
+    o->contrib_norm = calloc((size_t)W, sizeof(double));
+    o->adjoint_norm = calloc((size_t)W, sizeof(double));
+    o->h_norm = calloc((size_t)W, sizeof(double));
+    o->h = calloc((size_t)W * (size_t)nh, sizeof *o->h);
+    if (o->contrib_norm && o->adjoint_norm && o->h_norm && o->h) return AD_OK;
+    return ad_fail(AD_ENOMEM, "out of memory");
+}
+
+void hg_profile_free(hg_profile *pr)
+{
+    if (!pr) return;
+    if (pr->h) free_list(pr->K * pr->n_hyper, pr->h);
+    free(pr->h);
+    free(pr->contrib_norm);
+    free(pr->adjoint_norm);
+    free(pr->h_norm);
+    *pr = (hg_profile){ 0 };
+}
+
+static int profile(const hg_problem *p, int K, const hg_profile_opts *opts, hg_profile *out)
+{
+    ad_value *unused[1];
+    int rc = check_common(p, unused);
+    if (rc != AD_OK) return rc;
+    if (K < 1) return ad_fail(AD_EARG, "K must be >= 1, got %d", K);
+    double t0 = now();
+    int W = K < p->T ? K : p->T, n = hg_state_len(p);
+    pass ps = { .p = p, .n = n, .W = W, .out = out };
+    if ((rc = profile_alloc(out, W, p->T, p->n_hyper)) != AD_OK) return rc;
+    ps.keep = calloc((size_t)W, sizeof *ps.keep);
+    ps.states = calloc((size_t)(W + 1) * (size_t)n, sizeof *ps.states);
+    if (!ps.keep || !ps.states) rc = ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; opts && i < W && rc == AD_OK; i++) ps.keep[i] = opts->keep_all;
+    for (int i = 0; opts && opts->keep && i < opts->n_keep && rc == AD_OK; i++)
+        if (opts->keep[i] >= 1 && opts->keep[i] <= W) ps.keep[opts->keep[i] - 1] = true;
+    /* The tape as K-RMD's: the W recorded steps and the outer one are held. */
+    track k = { 0 };
+    ad_value *f = NULL;
+    if (rc == AD_OK && !(ps.tp = ad_tape_new(W >= p->T ? AD_HORIZON_ALL : W))) rc = null_status();
+    if (rc == AD_OK) rc = krmd_forward(ps.tp, p, W, &k, ps.states, &f);
+    if (rc == AD_OK) rc = pass_outer(&ps, f);
+    for (int r = W; r >= 1 && rc == AD_OK; r--) rc = pass_step(&ps, r);
+    /* h_{T−K}, checked finite as every estimator's result. */
+    ad_value **last = out->h + (size_t)(W - 1) * (size_t)p->n_hyper;
+    if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, ps.h, last);
+    fill_report(&out->report, rc, t0, ps.tp ? ad_tape_peak_bytes(ps.tp) : 0, 0,
+                f ? (double)f->data[0] : NAN, &k);
+    free_list(n, ps.v);
+    free_list(p->n_hyper, ps.h);
+    free(ps.keep);
+    free(ps.states);
+    ad_tape_free(ps.tp);
+    if (rc != AD_OK) { /* nothing to free, but the report (NaN, divergence) as the estimators' */
+        hg_report r = out->report;
+        hg_profile_free(out);
+        out->report = r;
+    }
+    return rc;
+}
+
+int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opts, hg_profile *out)
+{
+    if (!out) return finish("profile", ad_fail(AD_EARG, "the result is NULL"));
+    *out = (hg_profile){ 0 };
+    return finish("profile", profile(p, K, opts, out));
 }
 
 /* ---- checkpointed RMD -------------------------------------------------- */

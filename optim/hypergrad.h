@@ -45,6 +45,12 @@
  *                  implicit differentiation at ŵ (treats ŵ as a stationary
  *                  point of g): conjugate gradient on ∇²g v = ∇ŵf, or the
  *                  K-term Neumann series that h_{T−K} approximates (Sec. 3.3).
+ *   hg_truncation_profile
+ *                  K-RMD for every depth k ≤ K at once: one reverse pass,
+ *                  a step at a time, gives each h_{T−k} and each step's
+ *                  share of it.  With hg_curvature_estimate (how fast the
+ *                  shares can fall) it chooses K for a tolerance
+ *                  (hg_choose_k), and hg_sweep compares depths with it.
  */
 #ifndef HYPERTAPE_OPTIM_HYPERGRAD_H
 #define HYPERTAPE_OPTIM_HYPERGRAD_H
@@ -193,8 +199,9 @@ int hg_problem_check(const hg_problem *p);
  *     ad_vjp_many(tp, n, x_t, v_t, n + n_hyper, {x_{t−1}, λ}, out, false)
  * gives v_{t−1} = A_tᵀ v_t and λ's share B_tᵀ v_t (hg_checkpoint does this a
  * segment at a time).  On one tape recording many steps, x_{t−1} is not a
- * leaf and the sweep goes on through it: λ's entry would then collect the
- * earlier steps' shares too. */
+ * leaf and ad_vjp_many goes on through it (λ's entry would then collect the
+ * earlier steps' shares too); ad_vjp_partial stops there, which is how
+ * hg_truncation_profile walks the steps of one tape. */
 typedef struct hg_state {
     int n_w, n_s;
     ad_value **w; /* n_w + n_s entries */
@@ -265,12 +272,145 @@ hg_compare hg_compare_grads(int n, ad_value *const *h, ad_value *const *d);
  * γα in (0, 1]. */
 double hg_prop31_bound(double gamma, double alpha, int K, double grad_w_norm, double m_b);
 
+/* ---- the truncation profile: every depth from one reverse pass -----------
+ *
+ * Back-propagating through the last K steps one step at a time passes every
+ * shorter truncation on its way:
+ *     h_{T−k} = ∂λf + Σ_{t=T−k+1..T} B_tᵀ v_t,   v_t = A_{t+1}ᵀ…A_Tᵀ v_T,
+ * with v_t the adjoint of the whole state list x_t after step t (w and the
+ * optimizer's state; v_T = (∇ŵf, 0)), B_tᵀ v_t step t's share of λ and
+ * A_tᵀ v_t = v_{t−1} (ad_vjp_partial gives both).  So one pass gives
+ * h_{T−k} for every k ≤ K — h_{T−K} is hg_krmd(K)'s to round-off — at about
+ * the cost of that one K-RMD: the same forward pass and memory, and the
+ * reverse sweep in K pieces.  Any inner optimizer, any hyperparameter.
+ *
+ *     hg_profile pr;
+ *     if (hg_truncation_profile(&p, 50, NULL, &pr) == AD_OK)
+ *         for (int k = 1; k <= pr.K; k++)
+ *             printf("%d %g %g\n", k, pr.contrib_norm[k - 1], pr.h_norm[k - 1]);
+ *     hg_profile_free(&pr);
+ */
+typedef struct hg_profile {
+    int K;                /* rows k = 1..K: the K asked for, at most T */
+    int T, n_hyper;
+    double *contrib_norm; /* [k−1]: ‖B_tᵀ v_t‖, t = T − k + 1 (all of λ as one vector) */
+    double *adjoint_norm; /* [k−1]: ‖v_t‖ (k = 1: ‖∇ŵf‖) */
+    double *h_norm;       /* [k−1]: ‖h_{T−k}‖ */
+    double direct_norm;   /* ‖∂λf‖, the k = 0 term */
+    /* When K = T: the share of the path through init (w0(λ), s0(λ)),
+     * included in h_{T−T} (it is what makes it full RMD); 0 otherwise. */
+    double init_norm;
+    /* K × n_hyper caller-owned tensors: h[(k−1)·n_hyper + j] is λ_j's part of
+     * h_{T−k}, NULL for the depths not kept.  Row K is always kept. */
+    ad_value **h;
+    hg_report report;     /* the whole pass: forward and the K pieces */
+} hg_profile;
+
+/* Which h_{T−k} to keep as tensors besides k = K (NULL options: none). */
+typedef struct hg_profile_opts {
+    bool keep_all;
+    const int *keep; /* or these depths (those above K are ignored) */
+    int n_keep;
+} hg_profile_opts;
+
+/* Fills *out (everything new; hg_profile_free).  K ≥ 1; K ≥ T means all T
+ * steps (K = T rows).  Errors as the estimators (AD_ENONFINITE when h_{T−K}
+ * is not finite); on failure *out holds nothing to free, only its report
+ * (filled as the estimators fill theirs). */
+int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opts,
+                          hg_profile *out);
+void hg_profile_free(hg_profile *pr); /* NULL, or twice, is fine */
+/* ‖h_{T−k} − h_{T−K}‖ / ‖h_{T−K}‖ from the kept rows k and K: with K = T
+ * the relative truncation error of depth k (0 at k = K).  NaN when row k
+ * was not kept, k is out of 1..K, or h_{T−K} is 0. */
+double hg_profile_rel_error(const hg_profile *pr, int k);
+
+/* ---- the contraction rate ------------------------------------------------
+ * How fast the profile can fall: Lanczos on H = ∇²_w g(ŵ, λ, T) with
+ * Hessian-vector products (double backward through ∇w g) gives its
+ * smallest and largest eigenvalues α and L, hence the contraction of one
+ * step, q: for gradient descent max |1 − γλ| over [α, L] (the largest
+ * ‖A_t‖ near ŵ); for heavy ball the spectral radius of its step map
+ * (w, v) ↦ (w − γ(μv + Hw), μv + Hw) over [α, L].  ‖v_t‖, and so the
+ * profile, then falls about like q^k.  Adam, RMSprop and custom updates
+ * have no such formula: q is NaN (the profile's own fitted rate stands). */
+typedef struct hg_curvature {
+    double alpha, L;          /* the extreme Ritz values: α ≥ λ_min(H), L ≤ λ_max(H) */
+    double alpha_resid, L_resid; /* ‖H y − θ y‖ of their Ritz vectors: an eigenvalue of
+                                    H lies within this of each */
+    int iters;                /* Lanczos steps taken (fewer when dim w is smaller) */
+    int dim;                  /* entries of w */
+    hg_inner_kind kind;       /* the inner optimizer's */
+    double gamma, momentum;   /* the settings used for q (transforms applied) */
+    double q;                 /* the contraction rate, or NaN */
+    double seconds;           /* the inner solve and the products */
+    size_t peak_tape_bytes;
+} hg_curvature;
+
+/* iters ≤ 0: 30.  Starts from a seeded random vector, so it repeats bit for
+ * bit.  Keeps the Lanczos vectors for full reorthogonalization: iters ×
+ * dim w doubles. */
+int hg_curvature_estimate(const hg_problem *p, int iters, hg_curvature *out);
+/* q for the optimizer of p at curvatures [alpha, L] (NaN when it has no
+ * formula).  γ and μ from p's numbers or hyperparameters (transformed). */
+double hg_contraction(const hg_problem *p, double alpha, double L);
+
+/* ---- choosing K -------------------------------------------------------------
+ * The smallest K whose estimated relative truncation error
+ * ‖h_{T−K} − dλf‖ / ‖dλf‖ is below tol, two ways:
+ *   profile  inside the measured window W, ‖h_{T−K} − h_{T−W}‖ when the
+ *            profile kept every row (exact), else Σ_{k>K} ‖B_tᵀ v_t‖ (an
+ *            upper estimate: shares that partly cancel count in full);
+ *            plus the tail beyond W: a geometric fit c_k ≈ C r^k of the
+ *            window's second half, decaying at max(r, q) (far back the
+ *            shares fall at the slowest rate the step map allows; q alone
+ *            from the last share when the window is too short to fit),
+ *            summed to T; all over ‖h_{T−W}‖.  With W = T there is no tail
+ *            and the kept rows give the true error.
+ *   bound    Proposition 3.1, (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B, with α
+ *            measured (written as q^K/(1 − q), q = max|1 − γλ| over
+ *            [α, L], the same when γ(α + L) ≤ 2), for gradient descent with
+ *            α > 0 and q < 1.  M_B = max_t ‖B_t‖: the caller's, or the
+ *            largest ‖B_tᵀ v_t‖ / ‖v_t‖ the window showed (a lower estimate
+ *            of M_B, so then the bound is an estimate too).
+ * The smaller of the two is chosen, and decided_by says whose it was. */
+typedef struct hg_choice {
+    int K;                  /* the depth chosen, 1..T */
+    int K_profile, K_bound; /* each estimate's depth, or 0 when it gives none */
+    const char *decided_by; /* "profile", "bound", "profile and bound", or "T" when
+                               neither gives a depth (no decay seen, no bound) */
+    double est_error;       /* the estimated relative error at K */
+    double rate;            /* r of the geometric fit (NaN: too few points) */
+    double tail_rate;       /* the rate the tail was summed at: max(r, q) */
+    bool exact_in_window;   /* the window's errors came from the kept rows */
+    double m_b;             /* the M_B the bound used (0: no bound) */
+    int window;             /* the profile's K */
+} hg_choice;
+
+typedef struct hg_choose_opts {
+    int window;       /* the profile's K (0: min(T, 100)) */
+    int lanczos_iters;/* 0: 30 */
+    double m_b;       /* M_B when known (0: estimated from the profile) */
+    bool norms_only;  /* keep no rows (window × dim λ numbers): the window's
+                         errors are then the sums of the shares' norms */
+} hg_choose_opts;
+
+/* Measures the profile and the curvature, then chooses (opts may be NULL).
+ * curv may be NULL; otherwise it receives the curvature measured. */
+int hg_choose_k(const hg_problem *p, double tol, const hg_choose_opts *opts, hg_choice *out,
+                hg_curvature *curv);
+/* The choice from a profile and a curvature already measured (curv NULL,
+ * or q NaN: no bound); m_b as in hg_choose_opts.  AD_EARG for tol outside
+ * (0, 1) or an empty profile. */
+int hg_choose_k_from(const hg_profile *pr, const hg_curvature *curv, double tol, double m_b,
+                     hg_choice *out);
+
 /* ---- comparing truncation depths ---------------------------------------- */
 
 typedef struct hg_sweep_row {
     int K;
     hg_compare cmp;   /* the K-RMD estimate against the exact hypergradient */
-    hg_report report;
+    hg_report report; /* the one pass that gave every row (the same in each) */
 } hg_sweep_row;
 
 /* What hg_sweep allocates; release with hg_sweep_free. */
@@ -283,8 +423,11 @@ typedef struct hg_sweep_result {
     hg_report exact_report;
 } hg_sweep_result;
 
-/* For each K in Ks: the K-RMD estimate, compared with the exact (full RMD)
- * hypergradient, and its cost.  Fills *out (everything in it is new and
+/* For each K in Ks: the K-RMD estimate h_{T−K}, compared with the exact
+ * (full RMD) hypergradient.  All from one truncation profile over all T
+ * steps (hg_truncation_profile): the cost of one full RMD, whatever the
+ * number of Ks; the estimates equal hg_krmd(K)'s and the exact one
+ * hg_full_rmd's to round-off.  Fills *out (everything in it is new and
  * the caller's: hg_sweep_free); on failure *out is empty and needs no
  * free.  If table is not NULL, prints a table there. */
 int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *out, FILE *table);

@@ -6,12 +6,13 @@
 # The sanitizer build build/asan uses gcc's -fsanitize=address,undefined: its runtimes
 # (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
 # The ThreadSanitizer build build/tsan uses clang, whose sanitizer runtimes are in libclang-rt-dev
-# (only recommended by clang, and recommends are not installed here).
+# (only recommended by clang, and recommends are not installed here); the fuzz targets
+# (build/fuzz) need the same clang, and libFuzzer from that package.
 set -euo pipefail
 
 packages=(
   gcc libc6-dev             # compiler (present on most machines; listed for a minimal Debian)
-  clang libclang-rt-dev     # ThreadSanitizer build (scripts/test.sh's build/tsan)
+  clang libclang-rt-dev     # scripts/test.sh's build/tsan (ThreadSanitizer) and build/fuzz (libFuzzer)
   meson ninja-build pkg-config
   libopenblas-dev           # BLAS (cblas.h)
   check                     # unit-test framework
@@ -20,6 +21,7 @@ packages=(
   libzip-dev                # reading the Omniglot zips in place
   gnuplot-nox               # figures of the experiments
   libopenmpi-dev openmpi-bin  # MPI: mpirun -n P oneshot/taskinteract/hyperclean (meson -Dmpi=auto)
+  graphviz                  # dot: docs/guide.md's figures (scripts/guide-figures.sh)
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )
 

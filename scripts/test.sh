@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds hypertape three ways and runs the test suite:
+# Sets up the machine, builds hypertape five ways and runs the test suite:
 #
 #   build/double  -Dreal=double, warnings are errors          built and tested
 #   build/float   -Dreal=float,  warnings are errors          built and tested, and its one-shot
@@ -9,12 +9,16 @@
 #                 UndefinedBehaviorSanitizer, warnings are errors
 #   build/tsan    clang, -Dreal=double, ThreadSanitizer,      the test program only; runs the
 #                 warnings are errors                         threads and tape suites
+#   build/fuzz    clang, -Dfuzz=true, ASan + UBSan            the libFuzzer targets of
+#                                                             tests/fuzz, each run for
+#                                                             $FUZZ_SECONDS (default 5)
 #
 # It ends with every Check summary line it found in the test logs, one line per shared dataset
 # whose tests were skipped because its folder is missing (CI=true makes that a failure instead),
-# then one line "N passed, N failed" summed over the four runs (skipped checks in neither). A
-# build that does not compile, or a test that fails without a Check summary, counts as (at least)
-# one failure. The exit status is non-zero if anything failed.
+# then one line "N passed, N failed" summed over the four test runs and the fuzz smoke run (each
+# target one test; skipped checks in neither). A build that does not compile, or a test that
+# fails without a Check summary, counts as (at least) one failure. The exit status is non-zero if
+# anything failed.
 set -uo pipefail
 
 # shellcheck source=scripts/common.sh
@@ -155,8 +159,9 @@ if build asan -Dreal=double --buildtype=debug -Db_sanitize=address,undefined -Db
 fi
 
 # ThreadSanitizer (clang) on the suites that run sweeps on several threads at once: threads (4
-# threads sharing one λ) and tape (a sweep on a second thread), and on the programs' worker pool
-# (par). The others run on one thread,
+# threads sharing one λ) and tape (a sweep on a second thread), lifetime (leaves freed on 4
+# threads into the process-wide FIFO of freed values), and on the programs' worker pool (par).
+# The others run on one thread,
 # where TSan has nothing to find. OpenBLAS is not instrumented: one BLAS thread (common.sh sets
 # it; said again here). halt_on_error makes a report end the (forked) test with exit code 66, so
 # the suite fails and so does this script. history_size=7 (the most) keeps each thread's recent
@@ -169,12 +174,32 @@ if CC=clang ht_configure build/tsan --werror -Dreal=double --buildtype=debugopti
   step "compile build/tsan"
   if meson compile -C build/tsan tests/hypertape-tests; then
     run_tests tsan 3 OPENBLAS_NUM_THREADS=1 \
-      TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=7 -- threads tape par
+      TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=7 -- threads tape lifetime par
   else
     fail "build/tsan: FAILED to compile (see above)"
   fi
 else
   fail "build/tsan: FAILED to configure (see above)"
+fi
+
+# The fuzz targets (tests/fuzz): a smoke run of each, FUZZ_SECONDS apiece (a longer run by hand:
+# tests/fuzz/run.sh build/fuzz 600).  A target that ran clean counts as one test passed; a
+# crash (or UB, a leak, a timeout, an allocation over 512 MB) as one failed.
+if CC=clang build fuzz -Dfuzz=true -Dtests=false -Db_sanitize=address,undefined \
+     -Db_lundef=false; then
+  step "fuzz smoke run (${FUZZ_SECONDS:-5}s per target)"
+  fuzz_out=$(bash tests/fuzz/run.sh build/fuzz "${FUZZ_SECONDS:-5}" 2>&1)
+  fuzz_rc=$?
+  printf '%s\n' "$fuzz_out"
+  fuzz_ok=$(grep -c '^fuzz-.*no crash$' <<<"$fuzz_out")
+  fuzz_bad=$(grep -c '^fuzz-.*CRASHED' <<<"$fuzz_out")
+  passed=$((passed + fuzz_ok))
+  failed=$((failed + fuzz_bad))
+  report+=("build/fuzz: $(tail -n 1 <<<"$fuzz_out")")
+  while IFS= read -r line; do report+=("build/fuzz: $line"); done < <(grep '^fuzz-.*CRASHED' <<<"$fuzz_out")
+  if [ "$fuzz_rc" -ne 0 ] && [ "$fuzz_bad" -eq 0 ]; then
+    fail "build/fuzz: tests/fuzz/run.sh exited with $fuzz_rc"
+  fi
 fi
 
 printf '\n=== summary (%ds in all)\n' "$SECONDS"

@@ -117,20 +117,65 @@ if [ "$(wc -l <"$work/ex/sweep.csv")" -ne 16 ] || [ -n "$(ls -A "$work/ex" | gre
 fi
 expect 2 "--out: path too long" -- "$bin/example-l2" --out "$work/$(printf 'x%.0s' {1..5000})"
 # A write error (here a file size limit, as a full disk) names the file and the reason, and
-# leaves neither the file nor its temporary behind.
+# leaves neither the file nor its temporary behind.  (40 hyper-iterations: 5 KB of rows, past
+# the 1 KB limit; from the 79th on, the penalties exp(λ) have grown past what the inner step
+# 0.5 allows and the run stops as diverged.)
 expect 1 "sweep.csv: File too large" -- bash -c "trap '' XFSZ; ulimit -f 1; exec \"\$0\" \"\$@\"" \
-  "$bin/example-l2" --hyper-iters 300 --out "$work/full"
+  "$bin/example-l2" --hyper-iters 40 --out "$work/full"
 if [ -e "$work/full/sweep.csv" ] || [ -n "$(ls -A "$work/full" | grep -v '^\.lock$')" ]; then
   echo "FAIL: a failed write left files in $work/full: $(ls -A "$work/full")"
   failed=$((failed + 1))
 fi
-# A second run on a folder another run holds is refused.
-"$bin/example-l2" --hyper-iters 100000 --out "$work/busy" >/dev/null 2>&1 &
+# A second run on a folder another run holds is refused.  (The first must still be running: at
+# the default --lr it diverges after ~80 hyper-iterations, a few seconds, and stops.)
+"$bin/example-l2" --hyper-iters 100000 --lr 1e-4 --out "$work/busy" >/dev/null 2>&1 &
 first=$!
 for _ in $(seq 100); do [ -s "$work/busy/.lock" ] && break; sleep 0.1; done
 expect 1 "is in use by another run (process $first)" -- "$bin/example-l2" --out "$work/busy"
 kill "$first" 2>/dev/null
 wait "$first" 2>/dev/null
+
+# ---- divergence: every program stops with exit 1, says so, and leaves no results -----
+# (ex_watch in experiments/kit: an inner loss not finite or ending 10 times above its start,
+# a validation loss 10 times its first; each case below exited 0 with the numbers before.
+# The settings keep the losses finite in the float build too, so that the kit's check, not an
+# overflow caught by the estimators, is what stops them.)
+# no_results DIR: DIR holds no file but the lock (and subfolders).
+no_results() {
+  local left
+  left=$(find "$1" -type f ! -name .lock 2>/dev/null)
+  if [ -n "$left" ]; then
+    echo "FAIL: a diverged run left results: $left"
+    failed=$((failed + 1))
+  fi
+}
+expect 1 "hyper-iteration 1: diverged: the inner loss rose from g_1 = 0.693147" -- \
+  "$bin/example-l2" --hyper-iters 3 --gamma 1.5 --out "$work/div-ex"
+no_results "$work/div-ex"
+expect 1 "hyper-iteration 2: diverged: the inner loss rose" -- "$bin/example-l2" \
+  --hyper-iters 20 --lr 1 --out "$work/div-ex-lr"
+expect 1 "toy: krmd: diverged: the inner loss rose from g_1 = 0.75" -- \
+  "$bin/toy" --query --lambda=1,1 --K=10 --gamma 2.2
+expect 1 "fig1: sweep over K: diverged: the inner loss rose" -- "$bin/toy" --gamma 2.2 \
+  --iters 5 --out "$work/div-toy"
+no_results "$work/div-toy"
+if [ -f ../shared/data/mnist/train-images-idx3-ubyte.gz ] || [ -n "${HYPERTAPE_DATA:-}" ]; then
+  # issue 14's case: --gamma 1e6 gave a validation loss of 1e19 and exit 0
+  expect 1 "K = 1, hyper-iteration 1: diverged: the inner loss rose" -- "$bin/hyperclean" \
+    --T 5 --hyper-iters 2 --n-train 100 --n-val 100 --K 1 --gamma 1e6 --out "$work/div-hc"
+  no_results "$work/div-hc"
+fi
+if [ -f ../shared/data/cifar/cifar10_test_jpeg.bin.gz ] || [ -n "${HYPERTAPE_DATA:-}" ]; then
+  expect 1 "1-RMD, trial 0, τ = 0: diverged: the inner loss rose" -- "$bin/taskinteract" \
+    --quick --trials 1 --max-iters 2 --gamma 4 --out "$work/div-ti"
+  no_results "$work/div-ti"
+fi
+if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DATA:-}" ]; then
+  # ρ = 1 and γ = 2: each step multiplies the weights' penalty part by 1 − 2γρ = −3
+  expect 1 "1-RMD, hyper-iteration 1: task 1 of the meta-batch: diverged: the inner loss rose" \
+    -- "$bin/oneshot" --channels 4 --T 3 --K 1 --meta-batch 1 --val-tasks 2 --test-tasks 2 \
+    --relerr-tasks 0 --no-plots --hyper-iters 2 --step0 2 --rho0 1 --out "$work/div-os"
+fi
 
 echo "cli: $cases cases, $failed failed"
 [ "$failed" -eq 0 ]

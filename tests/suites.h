@@ -19,4 +19,9 @@
     X(select)        \
     X(io)            \
     X(threads)       \
+    X(kernels)       \
+    X(outer)         \
+    X(lifetime)      \
+    X(partial)       \
+    X(profile)       \
     X(par)

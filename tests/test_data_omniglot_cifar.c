@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <zip.h>
@@ -863,6 +864,237 @@ START_TEST(test_omniglot_bad_png)
 }
 END_TEST
 
+/* ---- PNG headers and hostile PNGs (checked before stb_image decodes) ---- */
+
+/* An empty PNG of room for cap bytes after its signature. */
+static tu_blob png_begin(size_t cap)
+{
+    tu_blob b = {malloc(8 + cap), 8};
+    ck_assert_ptr_nonnull(b.b);
+    memcpy(b.b, "\x89PNG\r\n\x1a\n", 8);
+    return b;
+}
+
+/* IHDR of a w x h image: bit depth, colour type, interlace method. */
+static void png_ihdr(tu_blob *b, uint32_t w, uint32_t h, int depth, int type, int interlace)
+{
+    unsigned char ihdr[13] = {0};
+    tu_put_be32(ihdr, w);
+    tu_put_be32(ihdr + 4, h);
+    ihdr[8] = (unsigned char)depth;
+    ihdr[9] = (unsigned char)type;
+    ihdr[12] = (unsigned char)interlace;
+    png_chunk(b, "IHDR", ihdr, 13);
+}
+
+/* zlib's stream of n bytes at raw, at compression level (0..9); caller
+ * frees .b. */
+static tu_blob png_deflate(const unsigned char *raw, size_t n, int level)
+{
+    tu_blob z;
+    uLongf zn = compressBound((uLong)n);
+    z.b = malloc(zn);
+    ck_assert_ptr_nonnull(z.b);
+    ck_assert_int_eq(compress2(z.b, &zn, raw, (uLong)n, level), Z_OK);
+    z.n = zn;
+    return z;
+}
+
+/* The rows of a rows x 105 1-bit gray image, filter 0: white (bits 1)
+ * except a black pixel at (0, 0) and at (104, 104). */
+static tu_blob png_raw_1bit(int rows)
+{
+    const size_t stride = 1 + (105 + 7) / 8; /* 15 */
+    tu_blob r = {malloc(stride * (size_t)rows), stride * (size_t)rows};
+    ck_assert_ptr_nonnull(r.b);
+    memset(r.b, 0xff, r.n);
+    for (int i = 0; i < rows; i++)
+        r.b[(size_t)i * stride] = 0;
+    r.b[1] &= 0x7f;                                 /* (0, 0) */
+    if (rows == 105)
+        r.b[104 * stride + 1 + 104 / 8] &= (unsigned char)~(0x80 >> (104 % 8)); /* (104, 104) */
+    return r;
+}
+
+/* An Omniglot-like PNG: 105x105 1-bit gray holding png_raw_1bit(rows). */
+static tu_blob png_1bit(int rows)
+{
+    tu_blob raw = png_raw_1bit(rows), z = png_deflate(raw.b, raw.n, 9);
+    tu_blob b = png_begin(25 + 12 + z.n + 12);
+    png_ihdr(&b, 105, 105, 1, 0, 0);
+    png_chunk(&b, "IDAT", z.b, z.n);
+    png_chunk(&b, "IEND", NULL, 0);
+    free(raw.b);
+    free(z.b);
+    return b;
+}
+
+/* data_omniglot_decode_png fails with AD_EFORMAT, naming "t.png" and saying `what`. */
+static void expect_png_fail(const tu_blob *png, const char *what)
+{
+    float out[28 * 28];
+    ad_error_clear();
+    int rc = data_omniglot_decode_png("t.png", png->b, png->n, 28, out);
+    tu_fail_with(rc, AD_EFORMAT, "t.png", what);
+}
+
+START_TEST(test_png_header)
+{
+    /* Omniglot's own kind, 1-bit: the two black pixels come out whole at
+     * 105 and as 1/105² of their output pixel's area... at 105, exactly. */
+    float big[105 * 105];
+    tu_blob ok = png_1bit(105);
+    ck_assert_msg(data_omniglot_decode_png("t.png", ok.b, ok.n, 105, big) == AD_OK, "%s",
+                  ad_error());
+    double sum = 0;
+    for (int i = 0; i < 105 * 105; i++)
+        sum += big[i];
+    ck_assert_double_eq(sum, 2.0);
+    ck_assert_float_eq(big[0], 1.0f);
+    ck_assert_float_eq(big[105 * 105 - 1], 1.0f);
+    /* 8-bit gray (what other tools write) decodes too. */
+    tu_blob gray8 = png_gray(105, 105, hand_ink);
+    ck_assert_msg(data_omniglot_decode_png("t.png", gray8.b, gray8.n, 105, big) == AD_OK, "%s",
+                  ad_error());
+    ck_assert_float_eq(big[0], 1.0f);
+
+    /* The header: size, colour type, bit depth, interlace, IHDR first. */
+    tu_blob small = png_gray(104, 105, NULL);
+    expect_png_fail(&small, "the image is 104x105, expected 105x105");
+    tu_blob wide = png_begin(64);
+    png_ihdr(&wide, 105, 4000000000u, 1, 0, 0);
+    png_chunk(&wide, "IEND", NULL, 0);
+    expect_png_fail(&wide, "the image is 105x4000000000, expected 105x105");
+    const struct { int depth, type, interlace; const char *what; } bad[] = {
+        {8, 2, 0, "colour type 2 and bit depth 8"},  /* RGB */
+        {8, 3, 0, "colour type 3 and bit depth 8"},  /* palette */
+        {16, 0, 0, "colour type 0 and bit depth 16"},
+        {3, 0, 0, "colour type 0 and bit depth 3"},  /* not a depth at all */
+        {1, 0, 1, "interlaced"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tu_blob b = png_begin(64);
+        png_ihdr(&b, 105, 105, bad[i].depth, bad[i].type, bad[i].interlace);
+        png_chunk(&b, "IEND", NULL, 0);
+        expect_png_fail(&b, bad[i].what);
+        free(b.b);
+    }
+    tu_blob text_first = png_begin(ok.n + 32);
+    png_chunk(&text_first, "tEXt", (const unsigned char *)"a\0b", 3);
+    memcpy(text_first.b + text_first.n, ok.b + 8, ok.n - 8);
+    text_first.n += ok.n - 8;
+    expect_png_fail(&text_first, "does not start with a 13-byte IHDR chunk");
+
+    /* The chunks: cut short, no IEND, image data of the wrong length. */
+    tu_blob cut = {ok.b, ok.n - 12}; /* without IEND */
+    expect_png_fail(&cut, "without an IEND chunk");
+    cut.n = ok.n - 20; /* inside IDAT */
+    expect_png_fail(&cut, "only");
+    tu_blob short_rows = png_1bit(104);
+    expect_png_fail(&short_rows, "its image data inflate to 1560 bytes, a 105x105 image of "
+                                 "its type holds 1575");
+    tu_blob not_png = {(unsigned char *)"GIF89a", 6};
+    expect_png_fail(&not_png, "not a PNG");
+    free(ok.b);
+    free(gray8.b);
+    free(small.b);
+    free(wide.b);
+    free(text_first.b);
+    free(short_rows.b);
+}
+END_TEST
+
+/* The three hostile PNGs of issue 14: each must be refused by the header
+ * check, with its own message, before stb_image allocates for it. */
+typedef struct hostile { tu_blob png; const char *what; } hostile;
+
+static void hostile_make(hostile h[3])
+{
+    /* Stored (level 0): any 40 bytes of it are a valid start. */
+    tu_blob raw = png_raw_1bit(105), z = png_deflate(raw.b, raw.n, 0);
+    ck_assert_uint_gt(z.n, 40);
+    /* 169 bytes: a first IDAT of 40 true bytes, then one claiming 2^30
+     * (stb_image's largest), of which 72 are there.  stb_image grows its
+     * buffer from 4096 by doubling past 40 + 2^30: a 2 GiB realloc. */
+    h[0].png = png_begin(161);
+    png_ihdr(&h[0].png, 105, 105, 1, 0, 0);
+    png_chunk(&h[0].png, "IDAT", z.b, 40);
+    unsigned char *at = h[0].png.b + h[0].png.n;
+    tu_put_be32(at, 1u << 30);
+    memcpy(at + 4, "IDAT", 4);
+    memset(at + 8, 0x42, 169 - h[0].png.n - 8);
+    h[0].png.n = 169;
+    h[0].what = "the chunk at byte 85 claims 1073741824 bytes, only 72 follow";
+
+    /* A zero-length IDAT first (stb_image then copies 0 bytes to NULL + 0). */
+    h[1].png = png_begin(25 + 12 + 12 + z.n + 12);
+    png_ihdr(&h[1].png, 105, 105, 1, 0, 0);
+    png_chunk(&h[1].png, "IDAT", NULL, 0);
+    png_chunk(&h[1].png, "IDAT", z.b, z.n);
+    png_chunk(&h[1].png, "IEND", NULL, 0);
+    h[1].what = "an empty IDAT chunk at byte 33";
+
+    /* A deflate bomb: 64 MiB of zeros in 64 KiB of IDAT, for an image that
+     * holds 1575 bytes. */
+    size_t big = (size_t)64 << 20;
+    unsigned char *zeros = calloc(big, 1);
+    ck_assert_ptr_nonnull(zeros);
+    tu_blob bomb = png_deflate(zeros, big, 9);
+    free(zeros);
+    h[2].png = png_begin(25 + 12 + bomb.n + 12);
+    png_ihdr(&h[2].png, 105, 105, 1, 0, 0);
+    png_chunk(&h[2].png, "IDAT", bomb.b, bomb.n);
+    png_chunk(&h[2].png, "IEND", NULL, 0);
+    h[2].what = "its image data inflate to more than the 1575 bytes";
+    free(bomb.b);
+    free(raw.b);
+    free(z.b);
+}
+
+START_TEST(test_png_hostile)
+{
+    hostile h[3];
+    hostile_make(h);
+    ck_assert_uint_eq(h[0].png.n, 169);
+    for (int i = 0; i < 3; i++)
+        expect_png_fail(&h[i].png, h[i].what);
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(HT_TEST_ASAN)
+    /* The cap itself: with only 64 MiB more address space than the process
+     * holds now, each is still refused by the header check (stb_image, let
+     * loose, fails with "outofmem" on the first; the bomb needs 64 MiB). */
+    long pages = sysconf(_SC_PAGESIZE), vm = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &vm) != 1) vm = 0;
+        fclose(f);
+    }
+    struct rlimit old;
+    if (vm > 0 && getrlimit(RLIMIT_AS, &old) == 0) {
+        struct rlimit lim = old;
+        lim.rlim_cur = (rlim_t)vm * (rlim_t)pages + ((rlim_t)64 << 20);
+        if (old.rlim_cur == RLIM_INFINITY || lim.rlim_cur < old.rlim_cur) {
+            ck_assert_int_eq(setrlimit(RLIMIT_AS, &lim), 0);
+            for (int i = 0; i < 3; i++)
+                expect_png_fail(&h[i].png, h[i].what);
+            ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+        }
+    }
+#endif
+
+    /* In a zip, the message names the entry too. */
+    zspec z = {0};
+    tu_blob png = png_1bit(105);
+    zadd_char(&z, "t/A/character01", 1, &png, 3);
+    zadd(&z, "t/A/character01/0001_03.png", h[0].png.b, h[0].png.n);
+    const char *p = zwrite(&z, "hostile.zip");
+    expect_zip_fail(p, AD_EFORMAT, "t/A/character01/0001_03.png", "claims 1073741824 bytes");
+    free(png.b);
+    for (int i = 0; i < 3; i++)
+        free(h[i].png.b);
+}
+END_TEST
+
 START_TEST(test_find_dir)
 {
     ck_assert_str_eq(data_find_dir("/some/where", "omniglot"), "/some/where");
@@ -1040,6 +1272,8 @@ Suite *data_omniglot_cifar_suite(void)
     tcase_add_test(om, test_omniglot_corrupt_entry);
     tcase_add_test(om, test_omniglot_bad_layout);
     tcase_add_test(om, test_omniglot_bad_png);
+    tcase_add_test(om, test_png_header);
+    tcase_add_test(om, test_png_hostile);
     tcase_add_test(om, test_find_dir);
     suite_add_tcase(s, om);
 

@@ -40,7 +40,7 @@ static const struct {
     estimator f;
 } ests[] = { { "krmd", est_krmd },      { "full_rmd", est_full },        { "checkpoint", est_ckpt },
              { "checkpoint", est_ckpt_full }, { "fmd", est_fmd },      { "implicit_cg", est_cg },
-             { "neumann", est_neumann },  { "sweep: full_rmd", est_sweep } };
+             { "neumann", est_neumann },  { "sweep: profile", est_sweep } };
 enum { N_EST = sizeof ests / sizeof *ests };
 
 static int count(const char *hay, const char *needle)
@@ -253,10 +253,10 @@ START_TEST(messages_name_callback_and_step_once)
     ck_assert_int_eq(hg_krmd(&p, 5, &h, NULL), AD_ENONFINITE);
     ck_assert_int_eq(count(ad_error(), "krmd"), 1);
     ck_assert_int_eq(count(ad_error(), "hyperparameter"), 1);
-    /* An error deep in a sweep: sweep, then K, then the estimator. */
+    /* A bad K in a sweep: named once, after "sweep". */
     hg_sweep_result sw;
     ck_assert_int_eq(hg_sweep(&t.problem, (int[]){ 5, 0 }, 2, &sw, NULL), AD_EARG);
-    ck_assert_str_eq(ad_error(), "sweep: K = 0: krmd: K must be >= 1, got 0");
+    ck_assert_str_eq(ad_error(), "sweep: K must be >= 1, got 0 (Ks[1])");
     ck_assert_ptr_null(sw.rows);
     ck_assert_ptr_null(sw.estimates);
     ck_assert_ptr_null(sw.exact);

@@ -412,7 +412,7 @@ START_TEST(test_outer_save_load)
     ck_assert_int_eq(opt_outer_step(&a, &g), AD_OK);
     ck_assert_int_eq(opt_outer_step(&b, &g), AD_OK);
     for (int i = 0; i < 3; i++) ck_assert(p->data[i] == q->data[i]);
-    ck_assert(b.tau == 4 && b.eta0 == 0.1 && b.sqrt_decay);
+    ck_assert(b.tau == 4 && b.groups[0].eta0 == 0.1 && b.groups[0].sqrt_decay);
 
     /* Damaged states: a negative second moment, NaN first moment, cut short. */
     double *v = (double *)(buf + 8 + 8 + 32 + 8 + 8) + 3; /* v[0] after m[3] */
@@ -506,6 +506,107 @@ START_TEST(test_forked)
 }
 END_TEST
 
+/* ---- a checkpoint in memory, and divergence --------------------------------------- */
+
+/* ex_ckpt_open_mem reads the bytes of a file as ex_ckpt_open reads the file. */
+START_TEST(test_ckpt_mem)
+{
+    ex_out *out = malloc(sizeof *out);
+    ck_assert_int_eq(ex_out_open(out, tu_tmp_path("cm"), false), AD_OK);
+    write_ckpt(out, 0.5, 7, 3);
+    tu_blob b = tu_read_file(tu_tmp_path("cm/c.bin"), 1 << 20);
+    ex_ckpt c;
+    ck_assert_msg(ex_ckpt_open_mem(&c, "mem.bin", b.b, b.n, "test", 2) == AD_OK, "%s",
+                  ad_error());
+    char run[16];
+    long long it;
+    ck_assert_int_eq(ex_ckpt_get_text(&c, "run", run, sizeof run), AD_OK);
+    ck_assert_str_eq(run, "v1/T5");
+    ck_assert_int_eq(ex_ckpt_get_int(&c, "iter", 0, 100, &it), AD_OK);
+    ck_assert_int_eq(it, 3);
+    ex_ckpt_free(&c);
+    b.b[b.n - 1] ^= 1;
+    ck_assert_int_eq(ex_ckpt_open_mem(&c, "mem.bin", b.b, b.n, "test", 2), AD_EFORMAT);
+    ck_assert_msg(strstr(ad_error(), "mem.bin is damaged: the CRC32"), "%s", ad_error());
+    ex_ckpt_free(&c);
+    ck_assert_int_eq(ex_ckpt_open_mem(&c, "empty", NULL, 0, "test", 2), AD_EFORMAT);
+    ex_ckpt_free(&c);
+    free(b.b);
+
+    /* A finite double beyond float's range: as ad_real it would be Inf, so
+     * the float build refuses it whatever range the caller gave. */
+    ex_ckpt w;
+    ck_assert_int_eq(ex_ckpt_begin(&w), AD_OK);
+    ex_ckpt_put_f64(&w, "big", (double[]){ 1e39 }, 1);
+    ck_assert_int_eq(ex_ckpt_commit(&w, out, "big.bin", "test", 2), AD_OK);
+    ck_assert_int_eq(ex_ckpt_open(&c, tu_tmp_path("cm/big.bin"), "test", 2), AD_OK);
+    ad_real big = 0;
+    int rc = ex_ckpt_get_reals(&c, "big", &big, 1, -1e300, 1e300);
+    if (sizeof(ad_real) < sizeof(double)) {
+        ck_assert_int_eq(rc, AD_EFORMAT);
+        ck_assert_msg(strstr(ad_error(), "field 'big'[0] is 1e+39, not a finite number"), "%s",
+                      ad_error());
+    } else {
+        ck_assert_int_eq(rc, AD_OK);
+        ck_assert_double_eq(big, 1e39);
+    }
+    ex_ckpt_free(&c);
+    ex_out_close(out);
+    free(out);
+}
+END_TEST
+
+static hg_report report(double first, double last, int nonfinite)
+{
+    return (hg_report){ .inner_loss_first = first, .inner_loss_last = last,
+                        .inner_nonfinite_step = nonfinite, .inner_loss_max_rise_step = 4 };
+}
+
+START_TEST(test_watch)
+{
+    ex_watch w;
+    ex_watch_init(&w, "lower --gamma");
+    ck_assert_double_eq(w.factor, EX_DIVERGE_FACTOR);
+    /* The inner loss: falling, rising a little, rising past the factor. */
+    hg_report r = report(2.3, 0.5, 0);
+    ck_assert_int_eq(ex_watch_inner(&w, &r), AD_OK);
+    r = report(2.3, 22.9, 0); /* 9.96 times */
+    ck_assert_int_eq(ex_watch_inner(&w, &r), AD_OK);
+    r = report(2.3, 23.1, 0);
+    ck_assert_int_eq(ex_watch_inner(&w, &r), EX_EDIVERGED);
+    ck_assert_msg(strstr(ad_error(), "diverged: the inner loss rose from g_1 = 2.3 to g_T = 23.1 "
+                         "(more than 10 times; its largest rise at step 4); lower --gamma"),
+                  "%s", ad_error());
+    /* Measured on the rise: from −1, 8 is a rise of 9 (allowed), 8.5 is not. */
+    r = report(-1, 8, 0);
+    ck_assert_int_eq(ex_watch_inner(&w, &r), AD_OK);
+    r = report(-1, 8.5, 0);
+    ck_assert_int_eq(ex_watch_inner(&w, &r), EX_EDIVERGED);
+    r = report(1.5, NAN, 48);
+    ck_assert_int_eq(ex_watch_inner(&w, &r), AD_ENONFINITE);
+    ck_assert_msg(strstr(ad_error(), "not finite from step 48 (g_1 = 1.5); lower --gamma"), "%s",
+                  ad_error());
+    r = report(1.5, INFINITY, 0);
+    ck_assert_int_eq(ex_watch_inner(&w, &r), EX_EDIVERGED);
+
+    /* The validation loss: the first value is the reference. */
+    ck_assert_int_eq(ex_watch_val(&w, 1, 0.5), AD_OK);
+    ck_assert_int_eq(ex_watch_val(&w, 2, 4.9), AD_OK);
+    ck_assert_int_eq(ex_watch_val(&w, 3, 0.1), AD_OK);
+    ck_assert_int_eq(ex_watch_val(&w, 4, 5.1), EX_EDIVERGED);
+    ck_assert_msg(strstr(ad_error(), "the validation loss rose from 0.5 (hyper-iteration 1) to "
+                         "5.1 (more than 10 times); lower --gamma"), "%s", ad_error());
+    ck_assert_int_eq(ex_watch_val(&w, 5, NAN), AD_ENONFINITE);
+    ex_watch_init(&w, NULL); /* no hint: the message ends after the numbers */
+    w.factor = 2;
+    ck_assert_int_eq(ex_watch_val(&w, 0, 1e33), AD_OK);
+    ck_assert_int_eq(ex_watch_val(&w, 1, 2.5e33), EX_EDIVERGED);
+    ck_assert_msg(strstr(ad_error(), "(more than 2 times)") && !strstr(ad_error(), "; "), "%s",
+                  ad_error());
+    ck_assert_int_eq(ex_exit(EX_EDIVERGED), EX_EXIT_LIB);
+}
+END_TEST
+
 Suite *kit_suite(void)
 {
     Suite *s = suite_create("kit");
@@ -521,6 +622,8 @@ Suite *kit_suite(void)
     tcase_add_test(tc, test_ckpt);
     tcase_add_test(tc, test_outer_save_load);
     tcase_add_test(tc, test_forked);
+    tcase_add_test(tc, test_ckpt_mem);
+    tcase_add_test(tc, test_watch);
     suite_add_tcase(s, tc);
     return s;
 }

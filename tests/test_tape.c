@@ -297,6 +297,54 @@ START_TEST(dot_export)
 }
 END_TEST
 
+/* The DOT text ad_dot_write_opts writes (opts NULL: ad_dot_write's); caller frees. */
+static char *dot_text(int n, ad_value *const *roots, const ad_dot_opts *opts)
+{
+    FILE *f = tmpfile();
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(opts ? ad_dot_write_opts(f, n, roots, opts) : ad_dot_write(f, roots[0]), AD_OK);
+    long len = ftell(f);
+    char *buf = calloc((size_t)len + 1, 1);
+    rewind(f);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    return buf;
+}
+
+/* Each option adds its own marks, and all of them off is the default drawing. */
+START_TEST(dot_options)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 }), *dx;
+    ad_value_set_name(x, "x");
+    ad_tape_step(tp);
+    ad_value *half = ad_const_fill(tp, 1, (int[]){ 3 }, 0.5);
+    ad_value *y = ad_dot(tp, ad_mul(tp, x, half), x); /* ½ x·x; dx = x, recorded with its seed */
+    ck_assert_int_eq(ad_grad(tp, y, 1, &x, &dx, true), AD_OK);
+    ad_value *roots[2] = { y, dx };
+    char *plain = dot_text(2, roots, &(ad_dot_opts){ 0 }), *def = dot_text(1, &y, NULL);
+    char *one = dot_text(1, &y, &(ad_dot_opts){ 0 });
+    ck_assert_str_eq(one, def);
+    ck_assert_ptr_nonnull(strstr(plain, "seed: constant\\n[]\\nstep 1\""));
+    const char *marks[] = { "= [1, 2, …]", "[label=\"1\"]", "0.5: constant", "cluster_step1" };
+    for (int k = 0; k < 4; k++) ck_assert_ptr_null(strstr(plain, marks[k]));
+    char *all = dot_text(2, roots, &(ad_dot_opts){ .values = 2, .input_index = true, .names = true,
+                                                   .ids = true, .steps = true });
+    for (int k = 0; k < 4; k++) ck_assert_msg(strstr(all, marks[k]), "no %s in\n%s", marks[k], all);
+    char id[32];
+    snprintf(id, sizeof id, "#%llu x: parameter", (unsigned long long)x->id);
+    ck_assert_ptr_nonnull(strstr(all, id));
+    ck_assert_ptr_nonnull(strstr(all, "= 7\""));   /* a scalar's one entry: y = (1 + 4 + 9) / 2 */
+    char *more = dot_text(1, &half, &(ad_dot_opts){ .values = 3, .names = true });
+    ck_assert_ptr_nonnull(strstr(more, "= [0.5, 0.5, 0.5]\""));   /* all of them: no "…" */
+    ck_assert_int_eq(ad_dot_write_opts(stdout, 1, &y, &(ad_dot_opts){ .values = -1 }), AD_EARG);
+    ck_assert_int_eq(ad_dot_write_opts(stdout, 1, (ad_value *[]){ NULL }, NULL), AD_EARG);
+    free(plain), free(def), free(one), free(all), free(more);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 /* ---- errors ---------------------------------------------------------------- */
 
 static const ad_op mystery_op = { "mystery", NULL };
@@ -337,7 +385,7 @@ START_TEST(error_paths)
     fo->data[0] = 1;
     size_t before = ad_tape_bytes(tp);
     ck_assert_int_eq(ad_grad(tp, fo, 1, &x, &g, false), AD_EUNSUPPORTED);
-    ck_assert_str_eq(ad_error(), "failing: on purpose");
+    ck_assert_str_eq(ad_error(), "grad: the backward rule of 'failing': failing: on purpose");
     ck_assert_uint_eq(ad_tape_bytes(tp), before);
     /* A failed op upstream. */
     ck_assert_int_eq(ad_grad(tp, NULL, 1, &x, &g, false), AD_EARG);
@@ -489,6 +537,7 @@ Suite *tape_suite(void)
     tcase_add_test(tc, no_record_builds_no_nodes);
     tcase_add_test(tc, release_carries_used_values);
     tcase_add_test(tc, dot_export);
+    tcase_add_test(tc, dot_options);
     tcase_add_test(tc, error_paths);
     tcase_add_test(tc, rng_repeats);
     tcase_add_test(tc, detach_and_leaf);

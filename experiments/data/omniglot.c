@@ -47,6 +47,7 @@
 
 #include <stb_image.h>
 #include <zip.h>
+#include <zlib.h>
 
 #include "experiments/data/omniglot.h"
 
@@ -79,7 +80,9 @@ typedef struct om_load {
     int n_zips;
     const char *paths[OM_MAX_ZIPS];
     zip_t *za[OM_MAX_ZIPS];
-    unsigned char *zbuf[OM_MAX_ZIPS]; /* each zip's bytes, read whole */
+    unsigned char *zbuf[OM_MAX_ZIPS]; /* each zip's bytes, read whole (owned) */
+    const void *mem;  /* or the caller's bytes of the one zip (not owned) */
+    size_t mem_len;
     om_entry *entries;
     size_t n_entries;
     unsigned char *buf; /* one entry's bytes */
@@ -204,13 +207,17 @@ static int om_slurp(const char *path, unsigned char **out, size_t *len)
 static int om_open_zip(om_load *ld, int z)
 {
     const char *path = ld->paths[z];
-    size_t len;
-    int rc = om_slurp(path, &ld->zbuf[z], &len);
-    if (rc != AD_OK)
-        return rc;
+    size_t len = ld->mem_len;
+    const void *bytes = ld->mem;
+    if (!bytes) {
+        int rc = om_slurp(path, &ld->zbuf[z], &len);
+        if (rc != AD_OK)
+            return rc;
+        bytes = ld->zbuf[z];
+    }
     zip_error_t ze;
     zip_error_init(&ze);
-    zip_source_t *src = zip_source_buffer_create(ld->zbuf[z], len, 0, &ze);
+    zip_source_t *src = zip_source_buffer_create(bytes, len, 0, &ze);
     if (src) {
         ld->za[z] = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &ze);
         if (!ld->za[z])
@@ -486,28 +493,146 @@ static int om_read_entry(om_load *ld, const om_entry *e, size_t *len)
     return rc;
 }
 
-/* Reads, decodes and shrinks the image of entry e into out (size, size). */
-static int om_decode(om_load *ld, const om_entry *e, const om_filter *f, float *out)
+/* ---- one PNG -------------------------------------------------------------
+ * stb_image trusts a PNG's chunk lengths and inflates as much as the stream
+ * holds: a 169-byte file whose IDAT claims 2 GiB makes it allocate 2 GiB
+ * before finding the bytes are not there, a small IDAT can inflate to a
+ * thousand times its size, and a zero-length IDAT makes it add 0 to a NULL
+ * pointer (undefined behaviour).  So om_png_check walks the chunks first:
+ * every length within the bytes present, IHDR first and saying 105x105
+ * grayscale of 1 to 8 bits (Omniglot's are 1-bit; what other tools write is
+ * 8-bit), no empty IDAT, an IEND, and the image data inflating (zlib, into
+ * a small scratch buffer) to exactly the bytes such an image holds.  Only
+ * then does stb_image decode, and what it allocates is bounded by twice the
+ * PNG's size plus a few image-sized buffers (at most 105 x 106 bytes each). */
+
+static uint32_t om_be32(const unsigned char *b)
 {
-    const char *path = ld->paths[e->zip];
-    size_t len;
-    int rc = om_read_entry(ld, e, &len);
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* The PNG's type from IHDR (13 bytes at h): 105x105 grayscale, 1..8 bits,
+ * not interlaced; *raw gets the bytes its image data must inflate to. */
+static int om_png_ihdr(const unsigned char *h, size_t *raw)
+{
+    uint32_t w = om_be32(h), ht = om_be32(h + 4);
+    int depth = h[8], type = h[9];
+    if (w != OM_W || ht != OM_W)
+        return ad_fail(AD_EFORMAT, "the image is %lux%lu, expected %dx%d", (unsigned long)w,
+                       (unsigned long)ht, OM_W, OM_W);
+    if (type != 0 || (depth != 1 && depth != 2 && depth != 4 && depth != 8))
+        return ad_fail(AD_EFORMAT, "the PNG has colour type %d and bit depth %d, expected "
+                       "grayscale (type 0) of 1, 2, 4 or 8 bits", type, depth);
+    if (h[10] != 0 || h[11] != 0)
+        return ad_fail(AD_EFORMAT, "the PNG names compression method %d and filter method "
+                       "%d; only 0 and 0 exist", h[10], h[11]);
+    if (h[12] != 0)
+        return ad_fail(AD_EFORMAT, "the PNG is interlaced; expected a plain one");
+    /* Each row: a filter byte, then the pixels packed depth bits each. */
+    *raw = (size_t)OM_W * (1 + ((size_t)OM_W * (size_t)depth + 7) / 8);
+    return AD_OK;
+}
+
+/* Inflates the next IDAT chunk's n bytes at p; z->total_out counts what
+ * came out so far, which must stay within raw bytes. */
+static int om_png_inflate(z_stream *z, const unsigned char *p, uint32_t n, size_t raw,
+                          bool *ended)
+{
+    unsigned char scratch[4096];
+    z->next_in = (unsigned char *)p; /* zlib's API is not const; it only reads */
+    z->avail_in = n;
+    while (z->avail_in > 0 && !*ended) {
+        z->next_out = scratch;
+        z->avail_out = sizeof scratch;
+        int zr = inflate(z, Z_NO_FLUSH);
+        if (zr == Z_STREAM_END)
+            *ended = true;
+        else if (zr != Z_OK)
+            return ad_fail(AD_EFORMAT, "the PNG does not decode: its image data are not a "
+                           "valid zlib stream (%s)", z->msg ? z->msg : zError(zr));
+        if (z->total_out > raw)
+            return ad_fail(AD_EFORMAT, "the PNG does not decode: its image data inflate to "
+                           "more than the %zu bytes a %dx%d image of its type holds", raw,
+                           OM_W, OM_W);
+    }
+    return AD_OK;
+}
+
+/* Walks the chunks of the PNG b[0..len): see the top of this part. */
+static int om_png_check(const unsigned char *b, size_t len)
+{
+    if (len < sizeof om_png_sig || memcmp(b, om_png_sig, sizeof om_png_sig) != 0)
+        return ad_fail(AD_EFORMAT, "not a PNG (no PNG signature at the start of its %zu "
+                       "bytes)", len);
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit(&z) != Z_OK)
+        return ad_fail(AD_ENOMEM, "out of memory for zlib");
+    size_t at = sizeof om_png_sig, raw = 0;
+    bool ihdr = false, idat = false, iend = false, ended = false;
+    int rc = AD_OK;
+    while (rc == AD_OK && !iend) {
+        if (len - at < 12) {
+            rc = ad_fail(AD_EFORMAT, "the PNG does not decode: it ends at byte %zu %s", len,
+                         at == len ? "without an IEND chunk" : "inside a chunk's header");
+            break;
+        }
+        uint32_t n = om_be32(b + at);
+        const unsigned char *type = b + at + 4, *data = b + at + 8;
+        if (n > len - at - 12) {
+            rc = ad_fail(AD_EFORMAT, "the PNG does not decode: the chunk at byte %zu claims "
+                         "%lu bytes, only %zu follow", at, (unsigned long)n, len - at - 12);
+            break;
+        }
+        bool is_ihdr = memcmp(type, "IHDR", 4) == 0;
+        if (ihdr == is_ihdr || (is_ihdr && n != 13))
+            rc = ad_fail(AD_EFORMAT, "the PNG does not decode: %s", ihdr
+                         ? "a second IHDR chunk" : "it does not start with a 13-byte IHDR chunk");
+        else if (is_ihdr)
+            rc = om_png_ihdr(data, &raw), ihdr = true;
+        else if (memcmp(type, "IDAT", 4) == 0 && n == 0)
+            rc = ad_fail(AD_EFORMAT, "the PNG does not decode: an empty IDAT chunk at byte "
+                         "%zu", at);
+        else if (memcmp(type, "IDAT", 4) == 0)
+            rc = om_png_inflate(&z, data, n, raw, &ended), idat = true;
+        else if (memcmp(type, "IEND", 4) == 0)
+            iend = true;
+        at += 12 + (size_t)n;
+    }
+    if (rc == AD_OK && (!idat || !ended || z.total_out != raw))
+        rc = ad_fail(AD_EFORMAT, "the PNG does not decode: its image data %s %lu bytes, a "
+                     "%dx%d image of its type holds %zu", ended ? "inflate to" : "stop after",
+                     z.total_out, OM_W, OM_W, raw);
+    inflateEnd(&z);
+    return rc;
+}
+
+/* Checks, decodes and shrinks the PNG b[0..len) into out (size, size). */
+static int om_png_decode(const unsigned char *b, size_t len, const om_filter *f, float *out)
+{
+    int rc = om_png_check(b, len);
     if (rc != AD_OK)
         return rc;
-    if (len < sizeof om_png_sig || memcmp(ld->buf, om_png_sig, sizeof om_png_sig) != 0)
-        return ad_fail(AD_EFORMAT, "%s: %s: not a PNG (no PNG signature at the start "
-                       "of its %zu bytes)", path, e->name, len);
     int w, h, comp;
-    unsigned char *gray = stbi_load_from_memory(ld->buf, (int)len, &w, &h, &comp, 1);
+    unsigned char *gray = stbi_load_from_memory(b, (int)len, &w, &h, &comp, 1);
     if (!gray)
-        return ad_fail(AD_EFORMAT, "%s: %s: the PNG does not decode (stb_image: %s)", path, e->name,
+        return ad_fail(AD_EFORMAT, "the PNG does not decode (stb_image: %s)",
                        stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
-    if (w != OM_W || h != OM_W)
-        rc = ad_fail(AD_EFORMAT, "%s: %s: the image is %dx%d, expected %dx%d", path,
-                     e->name, w, h, OM_W, OM_W);
+    if (w != OM_W || h != OM_W) /* om_png_check saw 105x105: stb_image must agree */
+        rc = ad_fail(AD_EFORMAT, "the image is %dx%d, expected %dx%d", w, h, OM_W, OM_W);
     else
         om_shrink(f, gray, out);
     stbi_image_free(gray);
+    return rc;
+}
+
+/* Reads, decodes and shrinks the image of entry e into out (size, size). */
+static int om_decode(om_load *ld, const om_entry *e, const om_filter *f, float *out)
+{
+    size_t len;
+    int rc = om_read_entry(ld, e, &len); /* its messages name the zip and entry */
+    if (rc == AD_OK && (rc = om_png_decode(ld->buf, len, f, out)) != AD_OK)
+        rc = ad_fail_wrap(rc, "%s: %s", ld->paths[e->zip], e->name);
     return rc;
 }
 
@@ -553,13 +678,16 @@ static int om_fill(om_load *ld, const om_char *chars, int n, int size, data_omni
     return rc;
 }
 
-/* The three passes over the zips paths[0..n_zips). */
-static int om_read_zips(int n_zips, const char *const *paths, int size,
-                        data_omniglot *out)
+/* The three passes over the zips paths[0..n_zips), or over the one zip
+ * mem[0..mem_len) named paths[0] in messages. */
+static int om_read_zips(int n_zips, const char *const *paths, const void *mem,
+                        size_t mem_len, int size, data_omniglot *out)
 {
     om_load ld;
     memset(&ld, 0, sizeof ld);
     ld.n_zips = n_zips;
+    ld.mem = mem;
+    ld.mem_len = mem_len;
     for (int z = 0; z < n_zips; z++)
         ld.paths[z] = paths[z];
     int rc = AD_OK;
@@ -604,7 +732,41 @@ int data_omniglot_read_zip(const char *path, int size, data_omniglot *out)
     int rc = om_check_size("data_omniglot_read_zip", size);
     if (rc != AD_OK)
         return rc;
-    return om_read_zips(1, &path, size, out);
+    return om_read_zips(1, &path, NULL, 0, size, out);
+}
+
+int data_omniglot_read_zip_mem(const char *name, const void *zip, size_t len, int size,
+                               data_omniglot *out)
+{
+    if (!out)
+        return ad_fail(AD_EARG, "data_omniglot_read_zip_mem: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!name || (!zip && len > 0))
+        return ad_fail(AD_EARG, "data_omniglot_read_zip_mem: name or zip is NULL");
+    int rc = om_check_size("data_omniglot_read_zip_mem", size);
+    if (rc != AD_OK)
+        return rc;
+    /* libzip wants a buffer even for no bytes (it then says "not a zip"). */
+    return om_read_zips(1, &name, zip ? zip : "", len, size, out);
+}
+
+int data_omniglot_decode_png(const char *name, const void *png, size_t len, int size,
+                             float *out)
+{
+    if (!name || (!png && len > 0) || !out)
+        return ad_fail(AD_EARG, "data_omniglot_decode_png: name, png or out is NULL");
+    int rc = om_check_size("data_omniglot_decode_png", size);
+    if (rc != AD_OK)
+        return rc;
+    if (len > OM_MAX_ENTRY)
+        return ad_fail(AD_EFORMAT, "%s: %zu bytes, too big for a 105x105 PNG", name, len);
+    om_filter *f = malloc(sizeof *f); /* 45 KB: not on the stack */
+    if (!f)
+        return ad_fail(AD_ENOMEM, "%s: out of memory", name);
+    om_filter_make(f, size);
+    rc = om_png_decode(png ? png : (const void *)"", len, f, out);
+    free(f);
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "%s", name);
 }
 
 int data_omniglot_load(const char *dir, int size, data_omniglot *out)
@@ -622,7 +784,7 @@ int data_omniglot_load(const char *dir, int size, data_omniglot *out)
     if (!paths[0] || !paths[1])
         rc = ad_fail(AD_ENOMEM, "data_omniglot_load: out of memory");
     else
-        rc = om_read_zips(2, (const char *const *)paths, size, out);
+        rc = om_read_zips(2, (const char *const *)paths, NULL, 0, size, out);
     /* Callers split characters by id (1..964 are the background set), so a
      * zip pair that is not the standard one must not pass for it. */
     for (int c = 0; rc == AD_OK && c < out->n_chars; c++)

@@ -31,7 +31,10 @@
  * message in ad_error() that names the file (and, inside a zip, the entry).
  * AD_EIO: a file cannot be opened or read.  AD_EFORMAT: its contents are not
  * what they should be (not a zip, a corrupt zip stream, a PNG that does not
- * decode or is not 105x105, a character without exactly 20 drawers).
+ * decode or is not 105x105 grayscale, a character without exactly 20
+ * drawers).  A PNG's header and chunks are checked before stb_image decodes
+ * it, so a hostile one cannot make the decoder allocate more than a few
+ * times its own size (see data_omniglot_decode_png).
  * AD_ENOMEM, AD_EARG as usual.  On failure the output struct is left zeroed and nothing is
  * leaked, so calling its free function is always safe.
  */
@@ -88,8 +91,25 @@ int data_omniglot_load(const char *dir, int size, data_omniglot *out);
  * IIII, and no two folders may share an id.  Entries under __MACOSX/ and
  * hidden files (".DS_Store") are skipped; any other entry is an error. */
 int data_omniglot_read_zip(const char *path, int size, data_omniglot *out);
+/* data_omniglot_read_zip on the zip's bytes zip[0..len) (the caller's;
+ * only read, and not kept), named `name` in messages as a path would be. */
+int data_omniglot_read_zip_mem(const char *name, const void *zip, size_t len, int size,
+                               data_omniglot *out);
 /* Frees the arrays and zeroes the struct; NULL or a zeroed struct is fine. */
 void data_omniglot_free(data_omniglot *om);
+
+/* Decodes one Omniglot PNG, png[0..len), into out (size x size floats, as
+ * in data_omniglot: stroke 1, background 0), 1 <= size <= 105.  Before
+ * stb_image sees it, the PNG must have: its signature, IHDR first saying
+ * 105x105 grayscale of 1, 2, 4 or 8 bits, not interlaced (Omniglot's are
+ * 1-bit); every chunk's length within the bytes present; no empty IDAT; an
+ * IEND; image data that inflate to exactly the bytes such an image holds.
+ * So stb_image never allocates more than about twice len plus a few
+ * buffers of 105 x 106 bytes.  AD_EFORMAT "NAME: the image is 104x105,
+ * expected 105x105", "NAME: the PNG does not decode: ..." otherwise; out
+ * is then unspecified. */
+int data_omniglot_decode_png(const char *name, const void *png, size_t len, int size,
+                             float *out);
 
 /* A random partition of characters 0..n_chars-1 into n_train, n_val and
  * n_test = n_chars - n_train - n_val, each part in increasing order.  The

@@ -9,6 +9,7 @@
 #define _DEFAULT_SOURCE /* open_memstream, fmemopen */
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -41,23 +42,29 @@ int ex_table_push(ex_table *t, const double *row)
     return AD_OK;
 }
 
-int ex_table_save(const ex_table *t, ex_out *o, const char *name)
+void ex_table_write(const ex_table *t, FILE *f)
 {
-    ex_file f;
-    int rc = ex_csv_open(&f, o, name, t->header);
-    for (int i = 0; i < t->n_rows && rc == AD_OK; i++) {
+    for (int i = 0; i < t->n_rows; i++) {
         const char *fmt = t->fmt;
         for (int j = 0; j < t->n_cols; j++) {
             size_t len = strcspn(fmt, " ");
             char one[16];
             snprintf(one, sizeof one, "%.*s", (int)len, fmt);
-            if (j) fputc(',', f.f);
-            fprintf(f.f, one, t->rows[(size_t)i * (size_t)t->n_cols + (size_t)j]);
+            if (j) fputc(',', f);
+            fprintf(f, one, t->rows[(size_t)i * (size_t)t->n_cols + (size_t)j]);
             if (fmt[len] == ' ') fmt += len + 1; /* else the last format serves on */
         }
-        fputc('\n', f.f);
+        fputc('\n', f);
     }
-    return rc == AD_OK ? ex_file_commit(&f) : rc;
+}
+
+int ex_table_save(const ex_table *t, ex_out *o, const char *name)
+{
+    ex_file f;
+    int rc = ex_csv_open(&f, o, name, t->header);
+    if (rc != AD_OK) return rc;
+    ex_table_write(t, f.f);
+    return ex_file_commit(&f);
 }
 
 void ex_table_free(ex_table *t)
@@ -181,9 +188,10 @@ static int slurp(ex_ckpt *c)
     return rc;
 }
 
-/* Checks the header of the bytes in c->buf: kind, version, length, CRC. */
-static int check_header(ex_ckpt *c, const char *path, const char *kind, int version)
+/* Checks the header line of c->buf[0..len) and the fields' length and CRC. */
+static int verify(ex_ckpt *c, const char *kind, int version)
 {
+    const char *path = c->path;
     char magic[32] = "", k[64] = "";
     int format = 0, ver = 0, used = 0;
     size_t n = 0;
@@ -216,7 +224,7 @@ int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
     memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
     int rc = slurp(c);
-    return rc == AD_OK ? check_header(c, path, kind, version) : rc;
+    return rc == AD_OK ? verify(c, kind, version) : rc;
 }
 
 int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version)
@@ -243,7 +251,21 @@ int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version
         c->buf[c->len] = '\0';
     }
     if (rc == AD_OK) rc = ex_par_bcast(c->buf, c->len, 0);
-    return rc == AD_OK ? check_header(c, path, kind, version) : rc;
+    return rc == AD_OK ? verify(c, kind, version) : rc;
+}
+
+int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
+                     const char *kind, int version)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", name);
+    if (len > MAX_BYTES)
+        return ad_fail(AD_EFORMAT, "%s is not a checkpoint (larger than 4 GiB)", name);
+    if (!(c->buf = malloc(len + 1))) return ad_fail(AD_ENOMEM, "%s: out of memory", name);
+    if (len > 0) memcpy(c->buf, data, len);
+    c->buf[len] = '\0';
+    c->len = len;
+    return verify(c, kind, version);
 }
 
 /* The next field's header, which must be `field` of `type`: *n its count
@@ -327,7 +349,10 @@ int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n, double l
 
 int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n, double lo, double hi)
 {
-    return get_doubles(c, field, n, lo, hi, store_real, v);
+    /* In the float build a range wider than float's would let a finite
+     * double through as Inf: the range is cut to what ad_real holds. */
+    double top = sizeof(ad_real) < sizeof(double) ? FLT_MAX : DBL_MAX;
+    return get_doubles(c, field, n, lo > -top ? lo : -top, hi < top ? hi : top, store_real, v);
 }
 
 int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap)

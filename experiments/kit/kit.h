@@ -31,10 +31,10 @@
  * Parts: the flag table (declarative; parses strictly, prints --help);
  * the output folder (created, locked against a second run, files written
  * under a temporary name and renamed when complete, gnuplot run when there);
- * progress lines with an ETA; peak memory; a piece of work in a child
- * process that dies with its parent; checkpoints that verify themselves
- * (versioned header, CRC, a range for every field); tables of numbers kept
- * in memory, written as CSV and checkpointed.
+ * progress lines with an ETA; peak memory; divergence stopping the run; a
+ * piece of work in a child process that dies with its parent; checkpoints
+ * that verify themselves (versioned header, CRC, a range for every field);
+ * tables of numbers kept in memory, written as CSV and checkpointed.
  *
  * Errors: ex_flags_parse and ex_usage_error print and return an exit
  * status.  Everything else returns AD_OK or a negative status with the
@@ -50,8 +50,9 @@
  * come back per item and are reduced in item order, so no number written
  * depends on N or P.  ex_out.writer is false on every rank but 0 (files and
  * checkpoints are then not written there).  A truncation-profile CSV
- * written every so often is an ex_table plus ex_due.  A divergence flag
- * belongs in the program's loop, beside its progress line.
+ * written every so often is an ex_table plus ex_due.  Divergence is
+ * watched by an ex_watch in the program's loop (exit status 1 when a loss
+ * blows up).
  */
 #ifndef HYPERTAPE_EXPERIMENTS_KIT_H
 #define HYPERTAPE_EXPERIMENTS_KIT_H
@@ -62,6 +63,7 @@
 #include <stdio.h>
 
 #include "ad/ad.h"
+#include "optim/hypergrad.h"
 #include "optim/outer.h"
 
 /* The programs' exit statuses besides 0. */
@@ -253,6 +255,53 @@ void ex_progress_end(ex_progress *p);
 long ex_peak_rss_kb(void);
 long ex_rss_now_kb(void);
 
+/* ---- divergence -------------------------------------------------------------
+ * A run whose losses blow up still produces numbers — hypergradients of a
+ * diverged inner loop, a validation loss of 1e33 — and would exit 0 with a
+ * table of them.  Every program watches the same three things instead, and
+ * stops (exit status 1, the CSV files not written) at the first of:
+ *   - an inner loss that is not finite (the outer loss and the
+ *     hypergradient already fail with AD_ENONFINITE in the estimators);
+ *   - an inner loss that ends more than `factor` times higher than it
+ *     started (T steps made it worse: the inner step size is too large);
+ *   - a validation (outer) loss more than `factor` times its first value,
+ *     or not finite (the outer optimizer is running away).
+ * "Higher by a factor" is measured on the rise, so that it means the same
+ * for a loss that starts negative or at 0: x − start > (factor − 1)·|start|.
+ *
+ *     ex_watch wt;
+ *     ex_watch_init(&wt, "lower --gamma (the inner step size)");
+ *     ...
+ *     rc = hg_krmd(&p, K, h, &rep);
+ *     if (rc == AD_OK) rc = ex_watch_inner(&wt, &rep);
+ *     if (rc == AD_OK) rc = ex_watch_val(&wt, tau, rep.outer_loss);
+ *     if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
+ *
+ * The status is AD_ENONFINITE or EX_EDIVERGED, and the message says which
+ * loss, its numbers, and the hint. */
+enum { EX_EDIVERGED = -65 };
+#define EX_DIVERGE_FACTOR 10.0
+
+typedef struct ex_watch {
+    double factor;     /* EX_DIVERGE_FACTOR unless the program sets another */
+    const char *hint;  /* what to change, for the message; not owned */
+    double val_first;  /* the first validation loss seen (NaN before); a
+                          resumed run sets it from its log */
+    int val_first_iter;
+} ex_watch;
+
+void ex_watch_init(ex_watch *w, const char *hint);
+/* The inner losses of an estimate (hg_report): AD_OK, AD_ENONFINITE "the
+ * inner loss is not finite from step t (g_1 = ...)", or EX_EDIVERGED "the
+ * inner loss rose from g_1 = ... to g_T = ... (more than F times; its
+ * largest rise at step t)", each followed by "; HINT". */
+int ex_watch_inner(const ex_watch *w, const hg_report *r);
+/* The validation loss at hyper-iteration iter.  The first call (or
+ * val_first set by hand) is the reference.  AD_OK, AD_ENONFINITE, or
+ * EX_EDIVERGED "the validation loss rose from ... (hyper-iteration i) to
+ * ... (more than F times); HINT". */
+int ex_watch_val(ex_watch *w, int iter, double val);
+
 /* ---- work in a child process --------------------------------------------- */
 
 /* One piece of work: fills result and returns an ad_status. */
@@ -401,6 +450,8 @@ typedef struct ex_table {
 
 /* Appends one row (n_cols numbers).  AD_OK or AD_ENOMEM. */
 int ex_table_push(ex_table *t, const double *row);
+/* Its rows as CSV lines (no header) into f, as ex_table_save writes them. */
+void ex_table_write(const ex_table *t, FILE *f);
 /* Writes DIR/name: the header, then one line per row. */
 int ex_table_save(const ex_table *t, ex_out *o, const char *name);
 void ex_table_free(ex_table *t);
@@ -455,10 +506,17 @@ int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version);
 /* Collective (every rank calls it): rank 0 reads path and every rank gets
  * its bytes, status and message; then as ex_ckpt_open. */
 int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version);
+
+/* ex_ckpt_open on a copy of data[0..len), named `name` in messages as the
+ * path would be (the fuzz target's entry; a checkpoint held in memory). */
+int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
+                     const char *kind, int version);
 /* The next field must be `field` of the right type: AD_EFORMAT naming the
  * file and field otherwise, or when a value is out of range or not finite. */
 int ex_ckpt_get_int(ex_ckpt *c, const char *field, long long lo, long long hi, long long *out);
 int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n, double lo, double hi);
+/* As ex_ckpt_get_f64 into ad_real; [lo, hi] is cut to ad_real's finite
+ * range (±FLT_MAX in the float build), so every value read is finite. */
 int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n, double lo, double hi);
 int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap);
 /* A state xoshiro can be in (not all zero). */

@@ -314,3 +314,47 @@ int ex_run_forked_many(int n_parallel, int n, const int *items, const char *cons
     }
     return fail_rc == AD_OK ? AD_OK : ad_fail(fail_rc, "%s", fail_msg);
 }
+
+/* ---- divergence ---------------------------------------------------------------- */
+
+void ex_watch_init(ex_watch *w, const char *hint)
+{
+    *w = (ex_watch){ .factor = EX_DIVERGE_FACTOR, .hint = hint, .val_first = NAN };
+}
+
+/* Whether x rose from `start` by more than (factor − 1)·|start|. */
+static bool risen(const ex_watch *w, double start, double x)
+{
+    return x - start > (w->factor - 1) * fabs(start);
+}
+
+int ex_watch_inner(const ex_watch *w, const hg_report *r)
+{
+    const char *sep = w->hint ? "; " : "", *hint = w->hint ? w->hint : "";
+    if (r->inner_nonfinite_step > 0 || !isfinite(r->inner_loss_first))
+        return ad_fail(AD_ENONFINITE, "diverged: the inner loss is not finite from step %d "
+                       "(g_1 = %g)%s%s", r->inner_nonfinite_step > 0 ? r->inner_nonfinite_step : 1,
+                       r->inner_loss_first, sep, hint);
+    if (!isfinite(r->inner_loss_last) || risen(w, r->inner_loss_first, r->inner_loss_last))
+        return ad_fail(EX_EDIVERGED, "diverged: the inner loss rose from g_1 = %g to g_T = %g "
+                       "(more than %g times; its largest rise at step %d)%s%s",
+                       r->inner_loss_first, r->inner_loss_last, w->factor,
+                       r->inner_loss_max_rise_step, sep, hint);
+    return AD_OK;
+}
+
+int ex_watch_val(ex_watch *w, int iter, double val)
+{
+    const char *sep = w->hint ? "; " : "", *hint = w->hint ? w->hint : "";
+    if (!isfinite(val))
+        return ad_fail(AD_ENONFINITE, "diverged: the validation loss is %g%s%s", val, sep, hint);
+    if (isnan(w->val_first)) {
+        w->val_first = val;
+        w->val_first_iter = iter;
+    } else if (risen(w, w->val_first, val)) {
+        return ad_fail(EX_EDIVERGED, "diverged: the validation loss rose from %g (hyper-iteration "
+                       "%d) to %g (more than %g times)%s%s", w->val_first, w->val_first_iter, val,
+                       w->factor, sep, hint);
+    }
+    return AD_OK;
+}

@@ -1,0 +1,60 @@
+/* guide_broadcast.c — docs/guide.md, step 2: tensors, broadcasting, and why
+ * ad_sum_to is broadcasting's gradient. */
+#include <stdio.h>
+
+#include "ad/ad.h"
+#include "ops/ops.h"
+
+/* "name [2,3] = 1 2 3 | 4 5 6": a row-major tensor, rows split by |. */
+static void show(const char *name, const ad_value *v)
+{
+    char shape[64];
+    printf("%-17s %-5s =", name, ad_shape_str(v, shape, sizeof shape));
+    int row = v->rank == 2 ? v->shape[1] : (int)v->size;
+    for (size_t i = 0; i < v->size; i++)
+        printf("%s %g", i > 0 && i % (size_t)row == 0 ? " |" : "", (double)v->data[i]);
+    printf("\n");
+}
+
+int main(void)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_tensor_from(2, (int[]){ 2, 3 }, (ad_real[]){ 1, 2, 3, 4, 5, 6 });
+    ad_value *b = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 0.5, 0.25, 0.125 }); /* per column */
+    ad_value *c = ad_param_from(2, (int[]){ 2, 1 }, (ad_real[]){ 10, 20 });       /* per row */
+
+    /* y[i][j] = x[i][j]·c[i] + b[j]: c stretches along the columns, b along the rows. */
+    ad_value *y = ad_add(tp, ad_mul(tp, x, c), b);
+    ad_value *L = ad_scale(tp, ad_sqnorm(tp, y), 0.5); /* L = ½ Σ y², so ∂L/∂y = y */
+    ad_value *g[2];
+    if (ad_grad(tp, L, 2, (ad_value *[]){ b, c }, g, false) != AD_OK) {
+        fprintf(stderr, "error: %s\n", ad_error());
+        return 1;
+    }
+    show("y = x*c + b", y);
+    show("dL/db", g[0]);
+    show("dL/dc", g[1]);
+
+    /* b[j] was used once per row, so its gradient adds up column j of ∂L/∂y;
+     * c[i] once per column, so it adds up row i of x ⊙ ∂L/∂y.  Adding up
+     * along the stretched axes is ad_sum_to: */
+    ad_value *sb = ad_sum_to(tp, y, 1, (int[]){ 3 });
+    ad_value *sc = ad_sum_to(tp, ad_mul(tp, x, y), 2, (int[]){ 2, 1 });
+    show("sum_to(y, [3])", sb);
+    show("sum_to(x*y,[2,1])", sc);
+
+    /* The pair is adjoint: <broadcast_to(v), G> = <v, sum_to(G)> for every v, G. */
+    ad_value *v = ad_tensor_from(1, (int[]){ 3 }, (ad_real[]){ 1, -2, 3 });
+    ad_value *G = ad_tensor_from(2, (int[]){ 2, 3 }, (ad_real[]){ 0.5, 1, 2, -1, 4, 8 });
+    ad_value *lhs = ad_dot(tp, ad_broadcast_to(tp, v, 2, (int[]){ 2, 3 }), G);
+    ad_value *rhs = ad_dot(tp, v, ad_sum_to(tp, G, 1, (int[]){ 3 }));
+    printf("<broadcast_to(v), G> = %g   <v, sum_to(G)> = %g\n", (double)lhs->data[0],
+           (double)rhs->data[0]);
+    int rc = lhs->data[0] != rhs->data[0]; /* the sums are the same additions: equal exactly */
+    for (int k = 0; k < 3; k++) rc |= g[0]->data[k] != sb->data[k];
+    for (int k = 0; k < 2; k++) rc |= g[1]->data[k] != sc->data[k];
+    ad_tape_free(tp);
+    ad_value *leaves[] = { x, b, c, v, G };
+    for (int i = 0; i < 5; i++) ad_value_free(leaves[i]);
+    return rc;
+}

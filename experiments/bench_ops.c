@@ -1,0 +1,833 @@
+/*
+ * bench_ops.c — what each op costs at the shapes the experiments use, and
+ * what one one-shot hyper-iteration costs end to end.
+ *
+ *   bench-ops [--csv] [--repeats N] [--match TEXT]
+ *   bench-ops --oneshot [--K 1,10,50] [--repeats N] [--channels 64] [--T 50]
+ *             [--meta-batch 4] [--csv] [--dump DIR]
+ *
+ * Op mode.  Every case is one op (or the hypercleaning inner loss, a small
+ * composition) on caller-owned inputs that want gradients, and four
+ * timings, each the median over the repeats:
+ *   fwd      the op on a recording tape (the node is kept);
+ *   bwd      a plain vector-Jacobian product with a random seed (a detached
+ *            inner step's ∇w g, and the outer sweep through forward nodes);
+ *   bwd_rec  the same product recorded (create_graph: a recorded inner step);
+ *   hvp      a plain product back through that recorded gradient with
+ *            random directions (what K-RMD's outer sweep does through a
+ *            recorded step: a Hessian-vector product).
+ * tape_fwd and tape_rec are the bytes the tape holds after the forward and
+ * after forward + recorded backward.  Each repeat starts from an empty
+ * tape, so allocation is counted as it is in the programs.  Shapes:
+ *   one-shot (64 channels): conv 3×3 pad 1 at every block's input, support
+ *   (5 images) and query (75); 2×2 max-pool, batch-norm (training) and
+ *   relu at the conv outputs and pooled maps; the bias broadcast of a conv;
+ *   the classifier and the cross-entropy of 5 classes;
+ *   hypercleaning: X [5000,785] · Wᵀ [785,10], the weighted cross-entropy
+ *   of [5000,10], σ(λ) of [5000], ‖W‖², and the inner loss g(W, λ) whole.
+ * scripts/bench_torch.py runs the same cases in PyTorch and joins the two.
+ *
+ * One-shot mode.  The hyper-iteration of experiments/oneshot.c through the
+ * same code (oneshot_problem.c: the split formulation, Adam with step
+ * 1e-2, ρ0 = 0.1, γ0 = 0.03) on random images of Omniglot's shape: per
+ * task the representation recorded, then os_task_hypergrad at K; the
+ * meta-batch's mean hypergradient then one Adam update.  Per K: the median
+ * seconds of a hyper-iteration (wall clock, and the process's CPU time,
+ * which waiting for a core on a shared machine does not inflate) and the
+ * largest tape peak.  --dump DIR
+ * writes λ0, the first task and its hypergradient at each K (raw float64
+ * files and a manifest) so that bench_torch.py --check DIR can confirm it
+ * computes the same thing.
+ *
+ * Threads: OpenBLAS's (OPENBLAS_NUM_THREADS); the header line says how
+ * many.  Exit status: 0, 1 on a failure, 2 on bad usage.
+ */
+#define _XOPEN_SOURCE 700
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ad/node.h" /* --tape reads the ops' names */
+#include "experiments/kit/kit.h"
+#include "experiments/oneshot_problem.h"
+#include "models/models.h"
+#include "ops/ops.h"
+#include "optim/outer.h"
+
+#define PROG "bench-ops"
+enum { MAX_IN = 3, MAX_REPEATS = 1000, MAX_K = 8 };
+
+typedef struct opts {
+    bool csv, oneshot, tape;
+    int repeats; /* 0: adaptive (op mode) or 5 (one-shot mode) */
+    const char *match, *dump;
+    int channels, T, meta_batch, n_k;
+    int Ks[MAX_K];
+} opts;
+
+/* ---- the op cases --------------------------------------------------------- */
+
+typedef enum {
+    C_CONV, C_POOL, C_BN, C_RELU, C_BIAS, C_MUL, C_LINEAR, C_CE,
+    C_HC_MATMUL, C_HC_CE, C_HC_SIGMOID, C_HC_SQNORM, C_HC_INNER
+} case_kind;
+
+typedef struct op_case {
+    const char *op;
+    case_kind kind;
+    int n, c, h, w; /* the main input's shape (rank from kind) */
+} op_case;
+
+/* The one-shot network (64 channels): block 1 on [N,1,28,28], block 2 on
+ * [N,64,14,14], block 3 on [N,64,7,7], block 4 on [N,64,3,3]; support N = 5,
+ * query N = 75.  A block is conv -> pool -> batch-norm -> relu. */
+static const op_case cases[] = {
+    { "conv2d", C_CONV, 5, 1, 28, 28 },      { "conv2d", C_CONV, 75, 1, 28, 28 },
+    { "conv2d", C_CONV, 5, 64, 14, 14 },     { "conv2d", C_CONV, 75, 64, 14, 14 },
+    { "conv2d", C_CONV, 5, 64, 7, 7 },       { "conv2d", C_CONV, 75, 64, 7, 7 },
+    { "conv2d", C_CONV, 5, 64, 3, 3 },       { "conv2d", C_CONV, 75, 64, 3, 3 },
+    { "maxpool2d", C_POOL, 5, 64, 28, 28 },  { "maxpool2d", C_POOL, 75, 64, 28, 28 },
+    { "maxpool2d", C_POOL, 5, 64, 14, 14 },  { "maxpool2d", C_POOL, 75, 64, 14, 14 },
+    { "maxpool2d", C_POOL, 5, 64, 7, 7 },    { "maxpool2d", C_POOL, 75, 64, 7, 7 },
+    { "maxpool2d", C_POOL, 5, 64, 3, 3 },    { "maxpool2d", C_POOL, 75, 64, 3, 3 },
+    { "batchnorm", C_BN, 5, 64, 14, 14 },    { "batchnorm", C_BN, 75, 64, 14, 14 },
+    { "batchnorm", C_BN, 5, 64, 7, 7 },      { "batchnorm", C_BN, 75, 64, 7, 7 },
+    { "batchnorm", C_BN, 5, 64, 3, 3 },      { "batchnorm", C_BN, 75, 64, 3, 3 },
+    { "batchnorm", C_BN, 5, 64, 1, 1 },      { "batchnorm", C_BN, 75, 64, 1, 1 },
+    { "relu", C_RELU, 5, 64, 14, 14 },       { "relu", C_RELU, 75, 64, 14, 14 },
+    { "relu", C_RELU, 5, 64, 3, 3 },         { "relu", C_RELU, 75, 64, 7, 7 },
+    { "add_bias", C_BIAS, 5, 64, 28, 28 },   { "add_bias", C_BIAS, 75, 64, 7, 7 },
+    { "mul", C_MUL, 5, 64, 7, 7 },           { "mul", C_MUL, 75, 64, 7, 7 },
+    { "linear", C_LINEAR, 5, 64, 0, 0 },     { "linear", C_LINEAR, 75, 64, 0, 0 },
+    { "cross_entropy", C_CE, 5, 5, 0, 0 },   { "cross_entropy", C_CE, 75, 5, 0, 0 },
+    { "hc_matmul", C_HC_MATMUL, 5000, 785, 0, 0 },
+    { "hc_cross_entropy", C_HC_CE, 5000, 10, 0, 0 },
+    { "hc_sigmoid", C_HC_SIGMOID, 5000, 0, 0, 0 },
+    { "hc_sqnorm", C_HC_SQNORM, 785, 10, 0, 0 },
+    { "hc_inner", C_HC_INNER, 5000, 785, 0, 0 },
+};
+enum { N_CASES = sizeof cases / sizeof cases[0] };
+
+static const int N_OUT = 64, N_CLASSES = 5, HC_CLASSES = 10;
+static const double HC_REG = 1e-3;
+
+/* "5x64x14x14": the main input's shape, as the PyTorch script names it. */
+static void case_shape(const op_case *c, char *buf, size_t len)
+{
+    switch (c->kind) {
+    case C_LINEAR: case C_CE: case C_HC_MATMUL: case C_HC_CE: case C_HC_SQNORM: case C_HC_INNER:
+        snprintf(buf, len, "%dx%d", c->n, c->c);
+        break;
+    case C_HC_SIGMOID: snprintf(buf, len, "%d", c->n); break;
+    default: snprintf(buf, len, "%dx%dx%dx%d", c->n, c->c, c->h, c->w);
+    }
+}
+
+/* The case's inputs (caller-owned): in[0..*n_in) want gradients, `fixed`
+ * holds what does not (labels, X); NULL entries are absent. */
+typedef struct case_inputs {
+    ad_value *in[MAX_IN];
+    int n_in;
+    ad_value *fixed[2];
+} case_inputs;
+
+static ad_value *param_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi)
+{
+    ad_value *v = ad_tensor_rand(rng, rank, shape, lo, hi);
+    if (v) v->requires_grad = true;
+    return v;
+}
+
+static ad_value *labels_rand(ad_rng *rng, int n, int classes)
+{
+    ad_value *y = ad_tensor_new(1, &n);
+    if (y)
+        for (int i = 0; i < n; i++) y->data[i] = (ad_real)ad_rng_below(rng, (uint64_t)classes);
+    return y;
+}
+
+static void inputs_free(case_inputs *ci)
+{
+    for (int i = 0; i < MAX_IN; i++) ad_value_free(ci->in[i]);
+    for (int i = 0; i < 2; i++) ad_value_free(ci->fixed[i]);
+    memset(ci, 0, sizeof *ci);
+}
+
+static int inputs_make(const op_case *c, ad_rng *rng, case_inputs *ci)
+{
+    memset(ci, 0, sizeof *ci);
+    int x4[4] = { c->n, c->c, c->h, c->w }, b = 1;
+    switch (c->kind) {
+    case C_CONV: {
+        double bound = sqrt(6.0 / (c->c * 9)); /* He, as the model starts */
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 4, (int[]){ N_OUT, c->c, 3, 3 }, -bound, bound);
+        ci->in[2] = param_rand(rng, 1, &N_OUT, -0.1, 0.1);
+        ci->n_in = 3;
+        break;
+    }
+    case C_POOL: case C_RELU:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->n_in = 1;
+        break;
+    case C_BN:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 1, &c->c, 0.5, 1.5);
+        ci->in[2] = param_rand(rng, 1, &c->c, -0.5, 0.5);
+        ci->n_in = 3;
+        break;
+    case C_BIAS:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 4, (int[]){ 1, c->c, 1, 1 }, -1, 1);
+        ci->n_in = 2;
+        break;
+    case C_MUL:
+        ci->in[0] = param_rand(rng, 4, x4, -1, 1);
+        ci->in[1] = param_rand(rng, 4, x4, -1, 1);
+        ci->n_in = 2;
+        break;
+    case C_LINEAR:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -1, 1);
+        ci->in[1] = param_rand(rng, 2, (int[]){ N_CLASSES, c->c }, -0.3, 0.3);
+        ci->in[2] = param_rand(rng, 1, &N_CLASSES, -0.1, 0.1);
+        ci->n_in = 3;
+        break;
+    case C_CE:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -2, 2);
+        ci->fixed[0] = labels_rand(rng, c->n, c->c);
+        ci->n_in = 1;
+        break;
+    case C_HC_MATMUL:
+        ci->fixed[0] = ad_tensor_rand(rng, 2, (int[]){ c->n, c->c }, 0, 1);
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->c, HC_CLASSES }, -0.01, 0.01);
+        ci->n_in = 1;
+        break;
+    case C_HC_CE:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -2, 2);
+        ci->in[1] = param_rand(rng, 1, &c->n, -1, 1);
+        ci->fixed[0] = labels_rand(rng, c->n, c->c);
+        ci->n_in = 2;
+        break;
+    case C_HC_SIGMOID:
+        ci->in[0] = param_rand(rng, 1, &c->n, -3, 3);
+        ci->n_in = 1;
+        break;
+    case C_HC_SQNORM:
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->n, c->c }, -1, 1);
+        ci->n_in = 1;
+        break;
+    case C_HC_INNER:
+        ci->fixed[0] = ad_tensor_rand(rng, 2, (int[]){ c->n, c->c }, 0, 1);
+        ci->fixed[1] = labels_rand(rng, c->n, HC_CLASSES);
+        ci->in[0] = param_rand(rng, 2, (int[]){ c->c, HC_CLASSES }, -0.01, 0.01);
+        ci->in[1] = param_rand(rng, 1, &c->n, -1, 1);
+        ci->n_in = 2;
+        break;
+    }
+    for (int i = 0; i < ci->n_in; i++) b = b && ci->in[i];
+    if (c->kind == C_CE || c->kind == C_HC_MATMUL || c->kind == C_HC_CE) b = b && ci->fixed[0];
+    if (c->kind == C_HC_INNER) b = b && ci->fixed[0] && ci->fixed[1];
+    return b ? AD_OK : ad_fail(AD_ENOMEM, "out of memory for the inputs");
+}
+
+/* The op of the case on its inputs. */
+static ad_value *case_run(ad_tape *tp, const op_case *c, const case_inputs *ci)
+{
+    ad_value *const *x = ci->in;
+    switch (c->kind) {
+    case C_CONV: return ad_conv2d(tp, x[0], x[1], x[2], 1, 1);
+    case C_POOL: return ad_maxpool2d(tp, x[0], 2, 2);
+    case C_BN: return ad_batchnorm(tp, x[0], x[1], x[2], MDL_BN_EPS);
+    case C_RELU: return ad_relu(tp, x[0]);
+    case C_BIAS: return ad_add(tp, x[0], x[1]);
+    case C_MUL: return ad_mul(tp, x[0], x[1]);
+    case C_LINEAR: return ad_linear(tp, x[0], x[1], x[2]);
+    case C_CE: return ad_cross_entropy(tp, x[0], ci->fixed[0], NULL, AD_REDUCE_MEAN);
+    case C_HC_MATMUL: return ad_matmul(tp, ci->fixed[0], x[0], false, false);
+    case C_HC_CE:
+        return ad_cross_entropy(tp, x[0], ci->fixed[0], ad_sigmoid(tp, x[1]), AD_REDUCE_MEAN);
+    case C_HC_SIGMOID: return ad_sigmoid(tp, x[0]);
+    case C_HC_SQNORM: return ad_sqnorm(tp, x[0]);
+    case C_HC_INNER: { /* hyperclean_problem.c's g(W, λ) */
+        ad_value *logits = ad_matmul(tp, ci->fixed[0], x[0], false, false);
+        ad_value *ce = ad_cross_entropy(tp, logits, ci->fixed[1], ad_sigmoid(tp, x[1]),
+                                        AD_REDUCE_MEAN);
+        return ad_add(tp, ce, ad_scale(tp, ad_sqnorm(tp, x[0]), HC_REG));
+    }
+    }
+    return NULL;
+}
+
+/* ---- timing one case ------------------------------------------------------ */
+
+enum { T_FWD, T_BWD, T_REC, T_HVP, N_TIMES };
+static const char *const time_names[N_TIMES] = { "fwd", "bwd", "bwd_rec", "hvp" };
+
+typedef struct case_result {
+    double t[N_TIMES]; /* median seconds */
+    size_t tape_fwd, tape_rec;
+    int repeats;
+} case_result;
+
+/* One repeat: fills t[] with seconds and the tape byte counts. */
+static int one_repeat(ad_tape *tp, const op_case *c, const case_inputs *ci, ad_value *gy,
+                      ad_value *const *v, double t[N_TIMES], size_t *tape_fwd, size_t *tape_rec)
+{
+    ad_value *gx[MAX_IN], *hv[MAX_IN];
+    ad_tape_reset(tp);
+    double t0 = ex_now();
+    ad_value *y = case_run(tp, c, ci);
+    double t1 = ex_now();
+    if (!y) return ad_error_code();
+    *tape_fwd = ad_tape_bytes(tp);
+    int rc = ad_vjp(tp, y, gy, ci->n_in, ci->in, gx, false);
+    double t2 = ex_now();
+    ad_tape_reset(tp);
+    if (rc == AD_OK && !(y = case_run(tp, c, ci))) rc = ad_error_code();
+    double t3 = ex_now();
+    if (rc == AD_OK) rc = ad_vjp(tp, y, gy, ci->n_in, ci->in, gx, true);
+    double t4 = ex_now();
+    *tape_rec = ad_tape_bytes(tp);
+    if (rc == AD_OK) rc = ad_vjp_many(tp, ci->n_in, gx, v, ci->n_in, ci->in, hv, false);
+    double t5 = ex_now();
+    ad_tape_reset(tp);
+    t[T_FWD] = t1 - t0;
+    t[T_BWD] = t2 - t1;
+    t[T_REC] = t4 - t3;
+    t[T_HVP] = t5 - t4;
+    return rc;
+}
+
+/* Repeats (fixed, or adaptive: at least 5 and until 0.25 s have passed, at
+ * most MAX_REPEATS) after one untimed warm-up. */
+static int time_case(const op_case *c, int repeats, case_result *res)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 1234);
+    case_inputs ci;
+    ad_value *gy = NULL, *v[MAX_IN] = { 0 };
+    double *samples[N_TIMES] = { 0 };
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    int rc = tp ? inputs_make(c, &rng, &ci) : AD_ENOMEM;
+    if (rc != AD_OK) {
+        ad_tape_free(tp);
+        return rc;
+    }
+    /* The seeds: one forward to learn the output's shape. */
+    ad_no_record_begin(tp);
+    ad_value *y = case_run(tp, c, &ci);
+    ad_no_record_end(tp);
+    if (!y) rc = ad_error_code();
+    if (rc == AD_OK && !(gy = ad_tensor_randn(&rng, y->rank, y->shape, 1))) rc = AD_ENOMEM;
+    for (int i = 0; i < ci.n_in && rc == AD_OK; i++)
+        if (!(v[i] = ad_tensor_randn(&rng, ci.in[i]->rank, ci.in[i]->shape, 1))) rc = AD_ENOMEM;
+    int cap = repeats > 0 ? repeats : MAX_REPEATS;
+    for (int k = 0; k < N_TIMES && rc == AD_OK; k++)
+        if (!(samples[k] = malloc(sizeof(double) * (size_t)cap))) rc = AD_ENOMEM;
+    double t[N_TIMES];
+    if (rc == AD_OK) rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
+    int n = 0;
+    double start = ex_now();
+    while (rc == AD_OK && n < cap && (repeats > 0 || n < 5 || ex_now() - start < 0.25)) {
+        rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
+        for (int k = 0; k < N_TIMES; k++) samples[k][n] = t[k];
+        n++;
+    }
+    for (int k = 0; k < N_TIMES && rc == AD_OK; k++) res->t[k] = ex_median(samples[k], n);
+    res->repeats = n;
+    for (int k = 0; k < N_TIMES; k++) free(samples[k]);
+    for (int i = 0; i < MAX_IN; i++) ad_value_free(v[i]);
+    ad_value_free(gy);
+    ad_tape_free(tp);
+    inputs_free(&ci);
+    return rc;
+}
+
+static int run_ops(const opts *o)
+{
+    if (o->csv) {
+        printf("op,shape");
+        for (int k = 0; k < N_TIMES; k++) printf(",%s_s", time_names[k]);
+        printf(",tape_fwd_bytes,tape_rec_bytes,repeats\n");
+    } else {
+        printf("%-17s %-14s %10s %10s %10s %10s %11s %11s %7s\n", "op", "shape", "fwd ms",
+               "bwd ms", "bwd_rec ms", "hvp ms", "tape fwd KB", "tape rec KB", "repeats");
+    }
+    int shown = 0;
+    for (int i = 0; i < N_CASES; i++) {
+        const op_case *c = &cases[i];
+        char shape[64], name[96];
+        case_shape(c, shape, sizeof shape);
+        snprintf(name, sizeof name, "%s %s", c->op, shape);
+        if (o->match && !strstr(name, o->match)) continue;
+        case_result r = { 0 };
+        int rc = time_case(c, o->repeats, &r);
+        if (rc != AD_OK) {
+            fprintf(stderr, PROG ": %s: %s\n", name, ad_error());
+            return EX_EXIT_LIB;
+        }
+        if (o->csv)
+            printf("%s,%s,%.9f,%.9f,%.9f,%.9f,%zu,%zu,%d\n", c->op, shape, r.t[0], r.t[1],
+                   r.t[2], r.t[3], r.tape_fwd, r.tape_rec, r.repeats);
+        else
+            printf("%-17s %-14s %10.4f %10.4f %10.4f %10.4f %11.1f %11.1f %7d\n", c->op, shape,
+                   1e3 * r.t[0], 1e3 * r.t[1], 1e3 * r.t[2], 1e3 * r.t[3], r.tape_fwd / 1024.0,
+                   r.tape_rec / 1024.0, r.repeats);
+        fflush(stdout);
+        shown++;
+    }
+    if (shown == 0) {
+        fprintf(stderr, PROG ": no case matches '%s'\n", o->match);
+        return EX_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* ---- the one-shot hyper-iteration ----------------------------------------- */
+
+enum { OS_SUPPORT = 5, OS_QUERY = 75, OS_SIDE = 28 };
+
+/* A random task: images uniform in [0, 1] (Omniglot's ink range), labels
+ * 0..4 in turn. */
+static void random_task(ad_rng *rng, ad_real *x_s, int *y_s, ad_real *x_q, int *y_q)
+{
+    for (int i = 0; i < OS_SUPPORT * OS_SIDE * OS_SIDE; i++) x_s[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_QUERY * OS_SIDE * OS_SIDE; i++) x_q[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_SUPPORT; i++) y_s[i] = i % 5;
+    for (int i = 0; i < OS_QUERY; i++) y_q[i] = i % 5;
+}
+
+/* NAME.f64: n doubles; one manifest line "NAME rank d0 d1 ...". */
+static int dump_tensor(ex_file *man, ex_out *dir, const char *name, int rank, const int *shape,
+                       const ad_real *data)
+{
+    char file[EX_NAME_LEN];
+    snprintf(file, sizeof file, "%s.f64", name);
+    ex_file f;
+    int rc = ex_file_open(&f, dir, file);
+    size_t n = ad_shape_size(rank, shape);
+    for (size_t i = 0; i < n && rc == AD_OK; i++) {
+        double d = (double)data[i];
+        fwrite(&d, sizeof d, 1, f.f); /* checked by ex_file_commit */
+    }
+    if (rc == AD_OK) rc = ex_file_commit(&f);
+    if (rc != AD_OK) return rc;
+    fprintf(man->f, "%s %d", name, rank);
+    for (int i = 0; i < rank; i++) fprintf(man->f, " %d", shape[i]);
+    fprintf(man->f, "\n");
+    return AD_OK;
+}
+
+static int dump_ints(ex_file *man, ex_out *dir, const char *name, int n, const int *v)
+{
+    ad_real *r = malloc(sizeof(ad_real) * (size_t)n);
+    int rc = r ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; i < n && rc == AD_OK; i++) r[i] = (ad_real)v[i];
+    if (rc == AD_OK) rc = dump_tensor(man, dir, name, 1, &n, r);
+    free(r);
+    return rc;
+}
+
+/* λ0, the task and its hypergradient at every K, for bench_torch.py --check. */
+static int dump_first_task(const opts *op, os_hyper *hy, os_task *tk, const ad_real *x_s,
+                           const int *y_s, const ad_real *x_q, const int *y_q)
+{
+    static ex_out dir; /* large: off the stack */
+    ex_file man;
+    int rc = ex_out_open(&dir, op->dump, false);
+    if (rc != AD_OK) return rc;
+    rc = ex_file_open(&man, &dir, "manifest.txt");
+    if (rc == AD_OK)
+        fprintf(man.f, "config channels %d T %d support %d query %d bn_eps %g real %s\n",
+                op->channels, op->T, OS_SUPPORT, OS_QUERY, MDL_BN_EPS,
+                sizeof(ad_real) == 8 ? "double" : "float");
+    char name[64];
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
+        snprintf(name, sizeof name, "lam_%02d", i);
+        rc = dump_tensor(&man, &dir, name, hy->list[i]->rank, hy->list[i]->shape, hy->list[i]->data);
+    }
+    int xs[4] = { OS_SUPPORT, 1, OS_SIDE, OS_SIDE }, xq[4] = { OS_QUERY, 1, OS_SIDE, OS_SIDE };
+    if (rc == AD_OK) rc = dump_tensor(&man, &dir, "x_s", 4, xs, x_s);
+    if (rc == AD_OK) rc = dump_tensor(&man, &dir, "x_q", 4, xq, x_q);
+    if (rc == AD_OK) rc = dump_ints(&man, &dir, "y_s", OS_SUPPORT, y_s);
+    if (rc == AD_OK) rc = dump_ints(&man, &dir, "y_q", OS_QUERY, y_q);
+    for (int k = 0; k < op->n_k && rc == AD_OK; k++) {
+        ad_value *g[OS_MAX_HYPER] = { 0 };
+        rc = os_task_hypergrad(tk, op->Ks[k], g, NULL);
+        for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
+            snprintf(name, sizeof name, "grad_K%d_%02d", op->Ks[k], i);
+            rc = dump_tensor(&man, &dir, name, g[i]->rank, g[i]->shape, g[i]->data);
+        }
+        for (int i = 0; i < hy->n_list; i++) ad_value_free(g[i]);
+    }
+    if (rc == AD_OK) rc = ex_file_commit(&man);
+    ex_file_abandon(&man);
+    ex_out_close(&dir);
+    return rc;
+}
+
+/* Seconds of CPU this process has used (all its threads): on a shared
+ * machine, a measure that waiting for a core does not inflate. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One hyper-iteration: meta_batch tasks' hypergradients at K, their mean,
+ * one Adam update.  *peak gets the largest tape peak (estimator and
+ * representation tapes together). */
+static int hyper_iteration(const opts *o, int K, ad_rng *rng, os_hyper *hy, os_task *tk,
+                           opt_outer *adam, ad_value **gsum, ad_real *x_s, int *y_s,
+                           ad_real *x_q, int *y_q, size_t *peak)
+{
+    int rc = AD_OK;
+    for (int i = 0; i < hy->n_list; i++) memset(gsum[i]->data, 0, gsum[i]->size * sizeof(ad_real));
+    for (int b = 0; b < o->meta_batch && rc == AD_OK; b++) {
+        ad_value *g[OS_MAX_HYPER] = { 0 };
+        hg_report r;
+        random_task(rng, x_s, y_s, x_q, y_q);
+        rc = os_task_load(tk, x_s, y_s, x_q, y_q, true);
+        if (rc == AD_OK) rc = os_task_hypergrad(tk, K, g, &r);
+        if (rc != AD_OK) break;
+        size_t p = r.peak_tape_bytes + os_task_rep_tape_bytes(tk);
+        if (p > *peak) *peak = p;
+        for (int i = 0; i < hy->n_list; i++) {
+            for (size_t k = 0; k < g[i]->size; k++) gsum[i]->data[k] += g[i]->data[k] / o->meta_batch;
+            ad_value_free(g[i]);
+        }
+    }
+    if (rc == AD_OK) rc = opt_outer_step(adam, gsum);
+    os_hyper_clamp_step(hy, 1e-3, 2.0); /* oneshot's STEP_LO, STEP_HI */
+    return rc;
+}
+
+static int run_oneshot(const opts *o)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    os_hyper hy;
+    os_task tk;
+    opt_outer adam;
+    memset(&hy, 0, sizeof hy);
+    memset(&tk, 0, sizeof tk);
+    memset(&adam, 0, sizeof adam);
+    ad_value *gsum[OS_MAX_HYPER] = { 0 };
+    ad_real *x_s = malloc(sizeof(ad_real) * OS_SUPPORT * OS_SIDE * OS_SIDE);
+    ad_real *x_q = malloc(sizeof(ad_real) * OS_QUERY * OS_SIDE * OS_SIDE);
+    int y_s[OS_SUPPORT], y_q[OS_QUERY];
+    int repeats = o->repeats > 0 ? o->repeats : 5;
+    double *secs = malloc(sizeof(double) * (size_t)repeats), *cpus = malloc(sizeof(double) * (size_t)repeats);
+    int rc = x_s && x_q && secs && cpus ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng, 0.1, 0.03);
+    if (rc == AD_OK) rc = os_task_init(&tk, &hy, OS_SUPPORT, OS_QUERY, o->T, true);
+    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
+        if (!(gsum[i] = ad_tensor_new(hy.list[i]->rank, hy.list[i]->shape))) rc = AD_ENOMEM;
+    if (rc == AD_OK && o->dump) {
+        random_task(&rng, x_s, y_s, x_q, y_q);
+        rc = os_task_load(&tk, x_s, y_s, x_q, y_q, true);
+        if (rc == AD_OK) rc = dump_first_task(o, &hy, &tk, x_s, y_s, x_q, y_q);
+        if (rc == AD_OK) fprintf(stderr, PROG ": wrote %s/manifest.txt and its files\n", o->dump);
+    }
+    if (rc == AD_OK) {
+        if (o->csv) printf("K,T,channels,meta_batch,median_s,min_s,max_s,cpu_median_s,peak_tape_bytes,repeats\n");
+        else printf("%6s %4s %8s %10s %9s %9s %10s %13s %7s\n", "K", "T", "channels", "median s",
+                    "min s", "max s", "cpu s", "peak tape MB", "repeats");
+    }
+    /* Every K starts from the same λ0 and the same tasks, with a fresh Adam. */
+    ad_value *lam0[OS_MAX_HYPER] = { 0 };
+    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
+        if (!(lam0[i] = ad_value_copy(hy.list[i]))) rc = AD_ENOMEM;
+    for (int k = 0; k < o->n_k && rc == AD_OK; k++) {
+        int K = o->Ks[k];
+        ad_rng task_rng;
+        ad_rng_seed(&task_rng, 99);
+        for (int i = 0; i < hy.n_list; i++)
+            memcpy(hy.list[i]->data, lam0[i]->data, lam0[i]->size * sizeof(ad_real));
+        if (rc == AD_OK) rc = opt_outer_init(&adam, OPT_ADAM, 1e-2, false, hy.n_list, hy.list);
+        size_t peak = 0;
+        /* One untimed hyper-iteration first (the allocator and BLAS warm up). */
+        for (int r = -1; r < repeats && rc == AD_OK; r++) {
+            double t0 = ex_now(), c0 = cpu_now();
+            rc = hyper_iteration(o, K, &task_rng, &hy, &tk, &adam, gsum, x_s, y_s, x_q, y_q, &peak);
+            if (r >= 0) {
+                secs[r] = ex_now() - t0;
+                cpus[r] = cpu_now() - c0;
+            }
+        }
+        opt_outer_free(&adam);
+        if (rc != AD_OK) break;
+        double lo = secs[0], hi = secs[0];
+        for (int r = 1; r < repeats; r++) {
+            lo = fmin(lo, secs[r]);
+            hi = fmax(hi, secs[r]);
+        }
+        double med = ex_median(secs, repeats), cpu = ex_median(cpus, repeats);
+        if (o->csv)
+            printf("%d,%d,%d,%d,%.6f,%.6f,%.6f,%.6f,%zu,%d\n", K, o->T, o->channels, o->meta_batch,
+                   med, lo, hi, cpu, peak, repeats);
+        else
+            printf("%6d %4d %8d %10.3f %9.3f %9.3f %10.3f %13.1f %7d\n", K, o->T, o->channels, med,
+                   lo, hi, cpu, peak / 1e6, repeats);
+        fflush(stdout);
+    }
+    if (rc != AD_OK) fprintf(stderr, PROG ": one-shot: %s\n", ad_error());
+    for (int i = 0; i < OS_MAX_HYPER; i++) {
+        ad_value_free(gsum[i]);
+        ad_value_free(lam0[i]);
+    }
+    os_task_free(&tk);
+    os_hyper_free(&hy);
+    free(x_s);
+    free(x_q);
+    free(secs);
+    free(cpus);
+    return rc == AD_OK ? 0 : EX_EXIT_LIB;
+}
+
+/* ---- what one recorded step keeps (--tape) -------------------------------- */
+
+/* Whether node v's backward rule reads the data of its input i, or of its
+ * own output: the rules of ops/ as written today, transcribed by hand (a
+ * product reads the other factor only when that factor's gradient is
+ * wanted; an op that only moves, adds or sums reads nothing).  A value no
+ * rule reads is kept on the tape only because its step is not released. */
+static bool is_op(const ad_value *v, const char *name) { return v->op && !strcmp(v->op->name, name); }
+
+static bool rule_reads_input(const ad_value *v, int i)
+{
+    bool other_needs = i < 2 && v->n_inputs >= 2 && v->inputs[1 - i]->requires_grad;
+    if (is_op(v, "matmul") || is_op(v, "mul") || is_op(v, "dot") || is_op(v, "conv2d") ||
+        is_op(v, "conv_data_grad") || is_op(v, "conv_weight_grad"))
+        return i < 2 && other_needs;
+    if (is_op(v, "div")) return i == 1;
+    if (is_op(v, "log") || is_op(v, "square") || is_op(v, "pow") || is_op(v, "relu") ||
+        is_op(v, "sin") || is_op(v, "cos") || is_op(v, "softplus"))
+        return i == 0;
+    if (is_op(v, "pick") || is_op(v, "unpick") || is_op(v, "relu_mask")) return i == 1;
+    if (is_op(v, "pool_select") || is_op(v, "pool_scatter")) return i == 0;
+    if (is_op(v, "batchnorm")) return i <= 2; /* x, the statistics, γ */
+    return is_op(v, "bn_input_grad") || is_op(v, "bn_gamma_grad") || is_op(v, "bn_normalize") ||
+           is_op(v, "bn_invstd");
+}
+
+static bool rule_reads_output(const ad_value *v)
+{
+    return is_op(v, "exp") || is_op(v, "sigmoid") || is_op(v, "tanh") || is_op(v, "sqrt") ||
+           is_op(v, "div") || is_op(v, "log_softmax") || is_op(v, "softmax") || is_op(v, "bn_invstd");
+}
+
+typedef struct step_values {
+    ad_value **v;
+    size_t n, cap;
+} step_values;
+
+/* Collects the values of `step` that out reaches through inputs (once each). */
+static int collect_step(step_values *sv, ad_value *out, long step)
+{
+    if (!out || !out->tape || out->step != step) return AD_OK;
+    for (size_t k = 0; k < sv->n; k++)
+        if (sv->v[k] == out) return AD_OK;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? 2 * sv->cap : 256;
+        ad_value **p = realloc(sv->v, cap * sizeof *p);
+        if (!p) return ad_fail(AD_ENOMEM, "out of memory");
+        sv->v = p;
+        sv->cap = cap;
+    }
+    sv->v[sv->n++] = out;
+    for (int i = 0; i < out->n_inputs; i++) {
+        int rc = collect_step(sv, out->inputs[i], step);
+        if (rc != AD_OK) return rc;
+    }
+    return AD_OK;
+}
+
+/* Prints, by op, the bytes of the step's values a later backward rule reads
+ * and those it never reads; `keep` (the step's results) count as read. */
+static void print_step(const char *what, const step_values *sv, ad_value *const *keep, int n_keep,
+                       size_t total)
+{
+    enum { MAX_ROWS = 64 };
+    struct tape_row {
+        const char *op;
+        int n;
+        size_t read, unread;
+    } rows[MAX_ROWS];
+    int n_rows = 0;
+    size_t read = 0, unread = 0;
+    for (size_t k = 0; k < sv->n; k++) {
+        ad_value *v = sv->v[k];
+        bool r = rule_reads_output(v);
+        for (int j = 0; j < n_keep; j++) r = r || keep[j] == v;
+        for (size_t u = 0; u < sv->n && !r; u++)
+            for (int i = 0; i < sv->v[u]->n_inputs; i++)
+                r = r || (sv->v[u]->inputs[i] == v && rule_reads_input(sv->v[u], i));
+        const char *op = v->op ? v->op->name : "(constant)";
+        int row = 0;
+        while (row < n_rows && strcmp(rows[row].op, op)) row++;
+        if (row == n_rows && n_rows < MAX_ROWS) rows[n_rows++] = (struct tape_row){ op, 0, 0, 0 };
+        if (row == MAX_ROWS) continue;
+        size_t b = v->size * sizeof(ad_real);
+        rows[row].n++;
+        if (r) rows[row].read += b, read += b;
+        else rows[row].unread += b, unread += b;
+    }
+    printf("%s: %zu bytes on the tape for the step\n", what, total);
+    printf("  %-18s %7s %14s %14s\n", "op", "values", "read later B", "never read B");
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].read + rows[i].unread >= 1024)
+            printf("  %-18s %7d %14zu %14zu\n", rows[i].op, rows[i].n, rows[i].read, rows[i].unread);
+    printf("  data a backward rule reads later %zu B, data none reads %zu B, the rest (headers, "
+           "values the step's results do not reach) %zd B\n\n", read, unread,
+           (ptrdiff_t)total - (ptrdiff_t)(read + unread));
+}
+
+/* One recorded hypercleaning step (hyperclean_problem.c's g on random data
+ * of MNIST's size, ∇W g recorded, W − γ∇W g) and one recorded one-shot
+ * inner step (64 channels, 5 support images, oneshot_problem.c's g). */
+static int run_tape(void)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    step_values sv = { 0 };
+    int rc = AD_OK;
+    { /* hypercleaning */
+        int n = 5000, d = 785, C = 10;
+        ad_value *X = ad_tensor_rand(&rng, 2, (int[]){ n, d }, 0, 1), *y = labels_rand(&rng, n, C);
+        ad_value *lam = ad_tensor_new(1, &n);
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        if (!X || !y || !lam || !tp) rc = ad_fail(AD_ENOMEM, "out of memory");
+        if (rc == AD_OK) {
+            ad_set_requires_grad(lam, true);
+            ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
+            ad_tape_step(tp);
+            size_t b0 = ad_tape_bytes(tp);
+            ad_value *logits = ad_matmul(tp, X, W, false, false);
+            ad_value *g = ad_add(tp, ad_cross_entropy(tp, logits, y, ad_sigmoid(tp, lam), AD_REDUCE_MEAN),
+                                 ad_scale(tp, ad_sqnorm(tp, W), HC_REG));
+            rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
+            ad_value *W2 = rc == AD_OK ? ad_sub(tp, W, ad_scale(tp, gw, 0.25)) : NULL;
+            if (rc == AD_OK && !W2) rc = ad_error_code();
+            long step = ad_tape_current_step(tp);
+            if (rc == AD_OK) rc = collect_step(&sv, W2, step);
+            if (rc == AD_OK) rc = collect_step(&sv, g, step);
+            if (rc == AD_OK)
+                print_step("hypercleaning, one recorded step (n 5000, d 785, C 10)", &sv, &W2, 1,
+                           ad_tape_bytes(tp) - b0);
+        }
+        ad_tape_free(tp);
+        ad_value_free(X);
+        ad_value_free(y);
+        ad_value_free(lam);
+    }
+    sv.n = 0;
+    if (rc == AD_OK) { /* one-shot */
+        mdl_cnn net = mdl_cnn_omniglot(64);
+        mdl_shapes shapes;
+        ad_value *all[MDL_MAX_PARAMS] = { 0 }, *w[MDL_MAX_PARAMS], *w2[MDL_MAX_PARAMS], *gw[MDL_MAX_PARAMS];
+        ad_value *nu[3] = { 0 }, *gam = ad_param_scalar(0.03f), *ys = labels_rand(&rng, OS_SUPPORT, 5);
+        ad_value *hs = ad_tensor_rand(&rng, 4, (int[]){ OS_SUPPORT, 64, 7, 7 }, 0, 1);
+        for (int l = 0; l < 3; l++) nu[l] = ad_param_scalar(-2.25f);
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        rc = mdl_cnn_shapes(&net, &shapes);
+        if (rc == AD_OK) rc = mdl_init_params(&shapes, &rng, all, true);
+        if (rc == AD_OK && !(gam && ys && hs && nu[0] && nu[1] && nu[2] && tp)) rc = ad_fail(AD_ENOMEM, "out of memory");
+        int n_rep = MDL_CNN_BLOCK_PARAMS * net.n_rep, n_task = shapes.n - n_rep;
+        ad_value **c = all + n_rep;
+        if (rc == AD_OK) {
+            ad_set_requires_grad(hs, true);
+            for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
+            ad_tape_step(tp);
+            size_t b0 = ad_tape_bytes(tp);
+            ad_value *g = ad_cross_entropy(tp, mdl_cnn_task_forward(tp, &net, hs, w), ys, NULL, AD_REDUCE_MEAN);
+            ad_value *sq[3] = { 0 };
+            for (int j = 0; j < n_task; j++) { /* oneshot_problem.c's layers: 4, 4, 2 tensors */
+                int l = j / MDL_CNN_BLOCK_PARAMS < 2 ? j / MDL_CNN_BLOCK_PARAMS : 2;
+                ad_value *t = ad_sqnorm(tp, ad_sub(tp, w[j], c[j]));
+                sq[l] = sq[l] ? ad_add(tp, sq[l], t) : t;
+            }
+            for (int l = 0; l < 3; l++) g = ad_add(tp, g, ad_mul(tp, ad_softplus(tp, nu[l]), sq[l]));
+            rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
+            for (int j = 0; j < n_task && rc == AD_OK; j++)
+                if (!(w2[j] = ad_sub(tp, w[j], ad_mul(tp, gam, gw[j])))) rc = ad_error_code();
+            long step = ad_tape_current_step(tp);
+            for (int j = 0; j < n_task && rc == AD_OK; j++) rc = collect_step(&sv, w2[j], step);
+            if (rc == AD_OK) rc = collect_step(&sv, g, step);
+            if (rc == AD_OK)
+                print_step("one-shot, one recorded inner step (64 channels, 5 support images)", &sv, w2,
+                           n_task, ad_tape_bytes(tp) - b0);
+        }
+        ad_tape_free(tp);
+        mdl_free_params(shapes.n, all);
+        for (int l = 0; l < 3; l++) ad_value_free(nu[l]);
+        ad_value_free(gam);
+        ad_value_free(ys);
+        ad_value_free(hs);
+    }
+    free(sv.v);
+    if (rc != AD_OK) fprintf(stderr, PROG ": --tape: %s\n", ad_error());
+    return rc == AD_OK ? 0 : EX_EXIT_LIB;
+}
+
+/* ---- flags ---------------------------------------------------------------- */
+
+static opts o;
+static const ex_flag flags[] = {
+    { "--csv", EX_SWITCH, &o.csv, .help = "CSV on stdout instead of a table" },
+    { "--repeats", EX_INT, &o.repeats, NULL, 1, MAX_REPEATS,
+      "repeats per case (default: at least 5 and 0.25 s per case; --oneshot: 5)" },
+    { "--match", EX_TEXT, &o.match, .help = "keep the cases whose 'op shape' contains TEXT",
+      .meta = "TEXT" },
+    { "--oneshot", EX_SWITCH, &o.oneshot,
+      .help = "time one-shot hyper-iterations (experiments/oneshot.c's, on random images) instead "
+              "of the ops" },
+    { "--K", EX_INTS, o.Ks, NULL, 1, 100000, "--oneshot: the truncation depths (default 1,10,T)",
+      .max_n = MAX_K, .n = &o.n_k, .meta = "LIST" },
+    { "--channels", EX_INT, &o.channels, "64", 1, 1024, "--oneshot: the network's channels" },
+    { "--T", EX_INT, &o.T, "50", 1, 100000, "--oneshot: inner steps" },
+    { "--meta-batch", EX_INT, &o.meta_batch, "4", 1, 1000, "--oneshot: tasks per hyper-iteration" },
+    { "--dump", EX_TEXT, &o.dump,
+      .help = "--oneshot: also write lambda0, the first task and its hypergradients into DIR, for "
+              "scripts/bench_torch.py check DIR", .meta = "DIR" },
+    { "--tape", EX_SWITCH, &o.tape,
+      .help = "list what one recorded hypercleaning step and one recorded one-shot inner step "
+              "leave on the tape, by op: the bytes some backward rule reads later and the bytes "
+              "none does (kept only until the step is released)" },
+};
+
+static int check(void)
+{
+    if (!o.oneshot && (o.n_k > 0 || o.dump)) return ex_usage_error("--K and --dump go with --oneshot");
+    if (o.n_k == 0) {
+        int def[3] = { 1, 10, o.T };
+        for (int k = 0; k < 3; k++)
+            if (def[k] <= o.T && (o.n_k == 0 || def[k] > o.Ks[o.n_k - 1])) o.Ks[o.n_k++] = def[k];
+    }
+    return 0;
+}
+
+static ex_cmd cmd = {
+    PROG, "[--csv] [--repeats N] [--match TEXT] | --oneshot [...] | --tape",
+    "Times the ops at the one-shot (64 channels) and hypercleaning shapes: forward on a recording "
+    "tape, plain backward, recorded backward (create_graph) and a Hessian-vector product back "
+    "through it; the median of the repeats.\n",
+    EX_FLAGS(flags),
+    "OpenBLAS threads: OPENBLAS_NUM_THREADS.  Exit status 0, 1 on failure, 2 on bad usage.\n",
+    .check = check,
+};
+
+int main(int argc, char **argv)
+{
+    int st = ex_flags_parse(&cmd, argc, argv);
+    if (st) return st < 0 ? 0 : st;
+    fprintf(stderr, PROG ": %s build, OpenBLAS %d thread(s)\n",
+            sizeof(ad_real) == 8 ? "double" : "float", openblas_get_num_threads());
+    if (o.tape) return run_tape();
+    return o.oneshot ? run_oneshot(&o) : run_ops(&o);
+}
