@@ -9,8 +9,10 @@
  * exact hypergradients of Figure 5 — full RMD, the memory of K = T — are
  * computed after that peak was read: the K-RMD run saves λ every few
  * hyper-iterations and the child evaluates ‖dλf‖ at those iterates at the
- * end.  The children append their rows to the CSV files the parent opened
- * (under a temporary name until the run is complete).
+ * end.  The Ks run --threads at a time (under mpirun, in blocks on the
+ * ranks); each child writes its rows into a temporary file of its own, and
+ * the parent copies them into the CSV files in K order, so the files do not
+ * depend on how many ran at once.
  *
  * Outputs in --out (default results/hyperclean):
  *   hyperclean.csv          one row per K and hyper-iteration τ, measured at
@@ -31,6 +33,7 @@
  *   hyperclean_profile.png  the shares' norms against k, with q^k beside them
  *   hyperclean_*.gp         the gnuplot scripts that drew them
  */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,7 +55,7 @@ enum { MAIN_THRESH = 1 };
 
 typedef struct config {
     const char *dataset, *data_dir, *out_dir;
-    int hyper_iters, n_train, n_val, T, exact_every, profile_every;
+    int hyper_iters, n_train, n_val, T, exact_every, profile_every, threads;
     int Ks[MAX_K], nK;
     uint64_t seed;
     double gamma, reg, corrupt, first_step_rms;
@@ -101,7 +104,11 @@ static const ex_flag flags[] = {
       "N/5)", .quick = "25", .meta = "P" },
     { "--no-plots", EX_SWITCH, &cfg.no_plots, .help = "do not run gnuplot" },
     { "--no-fork", EX_SWITCH, &cfg.no_fork, .help = "run every K in this process (for debuggers "
-      "and sanitizers; peak RSS then only grows from one K to the next)" },
+      "and sanitizers; peak RSS then only grows from one K to the next), on --threads threads" },
+    { "--threads", EX_INT, &cfg.threads, NULL, 1, EX_MAX_THREADS, "Ks run N at once, each in a "
+      "child process of its own (with --no-fork: on N threads); their rows are written in K "
+      "order, so the files do not depend on N (default: the cores, shared among the MPI ranks "
+      "on one machine)", .meta = "N" },
     { "--gamma-check", EX_SWITCH, &cfg.gamma_check, .help = "print the inner loss along the T "
       "steps at weights sigma(lambda) = 1, U[0,1], 0.5 and 0.01, for 0.5, 1, 1.5, 2 and 3 times "
       "gamma, then exit" },
@@ -121,7 +128,9 @@ static ex_cmd cmd = {
     "K-RMD hypergradients of the validation loss, for every K asked for.\n",
     EX_FLAGS(flags),
     "Progress goes to stderr; the table to stdout and to DIR/hyperclean_table.md.\n"
-    "OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n"
+    "BLAS runs on one thread (its sums change with its thread count); the Ks run\n"
+    "on --threads workers, and under mpirun -n P each rank takes a block of them\n"
+    "(rank 0 prints and writes the files).\n"
     "Exit status: 0 on success, 1 on a run-time failure (data, memory, NaN, files),\n"
     "2 on bad usage.\n",
     .check = check_flags,
@@ -132,6 +141,7 @@ static int check_flags(void)
 {
     config *c = &cfg;
     if (!strcmp(c->dataset, "fashion-mnist")) c->dataset = "fashion";
+    if (!ex_given(&cmd, "--threads")) c->threads = ex_par_threads();
     if (c->exact_every < 0) /* about 50 evaluations */
         c->exact_every = c->hyper_iters >= 50 ? c->hyper_iters / 50 : 1;
     if (c->profile_every < 0) c->profile_every = c->hyper_iters >= 5 ? c->hyper_iters / 5 : 1;
@@ -211,13 +221,16 @@ typedef struct k_result {
     long peak_rss_kb, start_rss_kb;
 } k_result;
 
+/* What the Ks share while they run.  Each K writes its rows of
+ * hyperclean.csv, hyperclean_exact.csv and hyperclean_profile_K<K>.csv into
+ * files of its own (rows[ki][0..2], temporary and anonymous), copied into
+ * those files in K order when every K is done. */
 typedef struct run_ctx {
     const config *cfg;
     const hc_data *dt;
-    ex_progress pg;
-    ex_file *csv, *xcsv; /* hyperclean.csv and hyperclean_exact.csv, open */
-    double t_start;
-    int ki;
+    FILE *(*rows)[3];  /* [nK] */
+    struct k_result *res; /* [nK]: where a thread puts its K's result (--no-fork) */
+    int parallel;      /* Ks at once on this rank (for the ETA) */
 } run_ctx;
 
 static void f1_all(const ad_value *lam, const unsigned char *corrupted, hc_f1 *out)
@@ -275,10 +288,12 @@ static double q_line(const double *share, int K, double q, int k)
  * q, α, L, the fitted rate of the shares and the K for a 1 % relative
  * error, repeated on its rows; q_line (q_line above); rel_error =
  * ‖h_{T−k} − dλf‖ / ‖dλf‖, the truncation error of depth k itself. */
-static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
+static const char PROFILE_HEADER[] = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
+                                    "fit_rate,K_1pct,q_line,rel_error";
+
+static int profile_pass(ex_progress *pg, FILE *out, hc_problem *hc, int K, prof_snaps *ps)
 {
-    ex_table tab = { .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,fit_rate,"
-                               "K_1pct,q_line,rel_error",
+    ex_table tab = { .header = PROFILE_HEADER,
                      .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
                      .n_cols = 12 };
     int rc = AD_OK;
@@ -299,22 +314,32 @@ static int profile_pass(run_ctx *ctx, hc_problem *hc, int K, prof_snaps *ps)
                                                  q_line(pr.contrib_norm, pr.K, cv.q, k),
                                                  hg_profile_rel_error(&pr, k) });
         if (rc == AD_OK)
-            ex_progress_line(&ctx->pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
+            ex_progress_line(pg, s + 1 == ps->n, PROG ": K=%d  profile %d/%d (iter %d): "
                              "shares fall %.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs "
                              "K = %d (%s; profile %d, bound %d)", K, s + 1, ps->n, ps->tau[s],
                              ch.rate, cv.q, cv.alpha, cv.L, ch.K, ch.decided_by, ch.K_profile,
                              ch.K_bound);
         hg_profile_free(&pr);
     }
-    if (ps->n > 0) ex_progress_end(&ctx->pg);
-    char name[64];
-    snprintf(name, sizeof name, "hyperclean_profile_K%d.csv", K);
-    if (rc == AD_OK && ps->n > 0) rc = ex_table_save(&tab, ctx->csv->out, name);
+    if (ps->n > 0) ex_progress_end(pg);
+    if (rc == AD_OK) ex_table_write(&tab, out);
     if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, truncation profile", K);
     ex_table_free(&tab);
     free(ps->tau);
     free(ps->lam);
     return rc;
+}
+
+/* hyperclean_profile_K<K>.csv: the header and the rows K's run wrote. */
+static int write_profile(ex_out *od, int K, const char *rows, size_t len)
+{
+    char name[64];
+    snprintf(name, sizeof name, "hyperclean_profile_K%d.csv", K);
+    ex_file f;
+    int rc = ex_csv_open(&f, od, name, PROFILE_HEADER);
+    if (rc != AD_OK) return rc;
+    fwrite(rows, 1, len, f.f);
+    return ex_file_commit(&f);
 }
 
 /* Left: the profile at the last λ of each K's run, q^k beside it (dashed);
@@ -349,16 +374,19 @@ static int profile_plot(ex_out *od, const int *Ks, int nK)
     return ex_gp_commit(&g);
 }
 
-/* Runs the K-RMD sweep for one K and fills *res; writes its rows of
- * hyperclean.csv and hyperclean_exact.csv. */
-static int run_k(run_ctx *ctx, int K, k_result *res)
+/* Runs the K-RMD sweep for the K of index ki and fills *res; writes its
+ * rows of hyperclean.csv and hyperclean_exact.csv into ctx->rows[ki]. */
+static int run_k(run_ctx *ctx, int ki, k_result *res)
 {
     const config *c = ctx->cfg;
     const hc_data *dt = ctx->dt;
+    int K = c->Ks[ki];
     memset(res, 0, sizeof *res);
     res->K = K;
     res->start_rss_kb = ex_rss_now_kb();
-    FILE *csv = ctx->csv->f, *xcsv = ctx->xcsv->f;
+    FILE *csv = ctx->rows[ki][0], *xcsv = ctx->rows[ki][1];
+    ex_progress pg;
+    ex_progress_init(&pg);
     hc_problem hc;
     int rc = hc_problem_init(&hc, dt->x_train, dt->y_train, dt->x_val, dt->y_val, dt->n_classes,
                              c->T, c->gamma, c->reg);
@@ -423,16 +451,18 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
                 hc.val_loss, hc.val_acc, test_acc, f[0].f1, f[1].f1, f[2].f1,
                 f[MAIN_THRESH].tp + f[MAIN_THRESH].fp, hnorm, r.seconds, dt_it,
                 r.peak_tape_bytes);
-        /* ETA: this K's measured rate, scaled to the rest by the cost model. */
+        /* ETA: this K's measured rate, scaled to the rest by the cost model
+         * (the Ks after this one, shared among the Ks running at once). */
         double rate = (ex_now() - t_loop) / (tau * unit_cost(K, c->T));
         char eta_k[16], eta_all[16];
-        double left_k = units_left(c, ctx->ki, tau) - units_left(c, ctx->ki + 1, 0);
-        ex_progress_line(&ctx->pg, tau == 1 || tau == N,
+        double left_k = units_left(c, ki, tau) - units_left(c, ki + 1, 0);
+        ex_progress_line(&pg, tau == 1 || tau == N,
                          PROG ": K=%d  iter %d/%d  val loss %.4f  val acc %.4f  F1(<-3) %.3f  "
                          "%.2f s/it  ETA %s (this K), %s (all)",
                          K, tau, N, hc.val_loss, hc.val_acc, f[MAIN_THRESH].f1, dt_it,
                          ex_duration(left_k * rate, eta_k),
-                         ex_duration(units_left(c, ctx->ki, tau) * rate, eta_all));
+                         ex_duration((left_k + units_left(c, ki + 1, 0) / ctx->parallel) * rate,
+                                     eta_all));
         fflush(csv);
     }
     res->loop_seconds = ex_now() - t_loop;
@@ -453,7 +483,7 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         res->sec_median = ex_median(secs, N);
         res->peak_rss_kb = ex_peak_rss_kb(); /* read before the exact pass */
     }
-    ex_progress_end(&ctx->pg);
+    ex_progress_end(&pg);
     /* Figure 5: exact hypergradients at the saved iterates. */
     double t_exact = ex_now();
     for (int s = 0; s < snaps && rc == AD_OK && !exact_free; s++) {
@@ -466,7 +496,7 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
             fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, snap_tau[s], cm.norm_exact,
                     cm.norm_est, cm.cosine, cm.rel_error, r.seconds);
             fflush(xcsv);
-            ex_progress_line(&ctx->pg, s + 1 == snaps,
+            ex_progress_line(&pg, s + 1 == snaps,
                              PROG ": K=%d  exact hypergradient %d/%d (iter %d): |d f| %.4g, "
                              "cos %.4f", K, s + 1, snaps, snap_tau[s], cm.norm_exact, cm.cosine);
         } else {
@@ -475,9 +505,9 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
         ad_value_free(d);
         ad_value_free(h);
     }
-    if (snaps > 0 && !exact_free) ex_progress_end(&ctx->pg);
+    if (snaps > 0 && !exact_free) ex_progress_end(&pg);
     res->exact_seconds = ex_now() - t_exact;
-    if (rc == AD_OK) rc = profile_pass(ctx, &hc, K, &ps);
+    if (rc == AD_OK) rc = profile_pass(&pg, ctx->rows[ki][2], &hc, K, &ps);
     else free(ps.tau), free(ps.lam);
     if (have_opt) opt_outer_free(&o);
     hc_problem_free(&hc);
@@ -486,29 +516,84 @@ static int run_k(run_ctx *ctx, int K, k_result *res)
     free(snap_h);
     free(snap_tau);
     /* A write error (a full disk) is this K's error: the parent cannot see it. */
-    if (rc == AD_OK) rc = ex_file_check(ctx->csv);
-    if (rc == AD_OK) rc = ex_file_check(ctx->xcsv);
+    for (int i = 0; i < 3 && rc == AD_OK; i++) {
+        FILE *f = ctx->rows[ki][i];
+        errno = 0;
+        if (fflush(f) != 0 || ferror(f))
+            rc = ad_fail(AD_EIO, "cannot write the rows of K = %d (a temporary file): %s", K,
+                         strerror(errno ? errno : EIO));
+    }
     return rc;
 }
 
-/* run_k as an ex_work, for ex_run_forked. */
-typedef struct k_job {
-    run_ctx *ctx;
-    int K;
-} k_job;
-
-static int k_job_run(void *arg, void *result)
+/* run_k as an ex_item_work (a child process per K) and an ex_item_fn (a
+ * thread per K, --no-fork). */
+static int k_work(void *arg, int ki, void *result)
 {
-    const k_job *job = arg;
-    return run_k(job->ctx, job->K, result);
+    return run_k(arg, ki, result);
 }
 
-/* Runs run_k in a child and collects its result through a pipe. */
-static int run_k_forked(run_ctx *ctx, int K, k_result *res)
+static int k_thread(void *arg, int worker, int ki)
 {
-    char label[32];
-    snprintf(label, sizeof label, "K = %d", K);
-    return ex_run_forked(label, k_job_run, &(k_job){ ctx, K }, res, sizeof *res);
+    run_ctx *ctx = arg;
+    (void)worker;
+    return run_k(ctx, ki, &ctx->res[ki]);
+}
+
+/* The whole of a temporary file into *text (malloc'ed, NUL-terminated). */
+static int read_rows(FILE *f, char **text, size_t *len)
+{
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    *len = 0;
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0)
+        return ad_fail(AD_EIO, "cannot read a temporary file back: %s", strerror(errno));
+    if (!(*text = malloc((size_t)n + 1))) return ad_fail(AD_ENOMEM, "out of memory");
+    if (fread(*text, 1, (size_t)n, f) != (size_t)n)
+        return ad_fail(AD_EIO, "cannot read a temporary file back: %s", strerror(errno));
+    (*text)[n] = '\0';
+    *len = (size_t)n;
+    return AD_OK;
+}
+
+/* Every K of this rank on the workers (the most costly first, so that the
+ * last to finish is a small one), then every rank's results and rows to
+ * every rank (rows: to rank 0), in K order. */
+static int run_ks(const hc_data *dt, k_result *res, char *text[3][MAX_K], size_t len[3][MAX_K])
+{
+    int first, end, order[MAX_K], rc = AD_OK;
+    ex_par_block(cfg.nK, &first, &end);
+    int mine = end - first;
+    FILE *rows[MAX_K][3] = { { NULL } };
+    char labels[MAX_K][32];
+    const char *label[MAX_K];
+    for (int k = first; k < end && rc == AD_OK; k++) {
+        snprintf(labels[k], sizeof labels[k], "K = %d", cfg.Ks[k]);
+        label[k] = labels[k];
+        for (int i = 0; i < 3 && rc == AD_OK; i++)
+            if (!(rows[k][i] = tmpfile()))
+                rc = ad_fail(AD_EIO, "cannot make a temporary file: %s", strerror(errno));
+        int j = k - first; /* insertion into order, by cost, costliest first */
+        double cost = units_left(&cfg, k, 0) - units_left(&cfg, k + 1, 0);
+        while (j > 0 && units_left(&cfg, order[j - 1], 0) - units_left(&cfg, order[j - 1] + 1, 0) < cost) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = k;
+    }
+    run_ctx ctx = { .cfg = &cfg, .dt = dt, .rows = rows, .res = res,
+                    .parallel = cfg.threads < mine ? cfg.threads : mine > 0 ? mine : 1 };
+    if (rc == AD_OK)
+        rc = cfg.no_fork ? ex_pool_run(cfg.threads, mine, order, k_thread, &ctx)
+                         : ex_run_forked_many(cfg.threads, mine, order, label, k_work, &ctx, res,
+                                              sizeof *res);
+    for (int k = first; k < end && rc == AD_OK; k++)
+        for (int i = 0; i < 3 && rc == AD_OK; i++) rc = read_rows(rows[k][i], &text[i][k], &len[i][k]);
+    for (int k = first; k < end; k++)
+        for (int i = 0; i < 3; i++)
+            if (rows[k][i]) fclose(rows[k][i]);
+    if (rc == AD_OK) rc = ex_par_share(res, sizeof *res, cfg.nK);
+    for (int i = 0; i < 3 && rc == AD_OK; i++) rc = ex_par_collect(text[i], len[i], cfg.nK);
+    return rc;
 }
 
 /* ---- the table and the plots ----------------------------------------------- */
@@ -756,17 +841,23 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
     printf("outputs in %s\n", cfg.out_dir);
     fflush(stdout);
     k_result res[MAX_K];
-    run_ctx ctx = { .cfg = &cfg, .dt = dt, .csv = &csv, .xcsv = &xcsv, .t_start = ex_now() };
-    ex_progress_init(&ctx.pg);
-    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) {
-        ctx.ki = k;
-        rc = cfg.no_fork ? run_k(&ctx, cfg.Ks[k], &res[k]) : run_k_forked(&ctx, cfg.Ks[k], &res[k]);
-        if (rc == AD_OK)
-            fprintf(stderr, PROG ": K=%d done: %.3f s per hypergradient (median), loop %.0f s, "
-                            "exact pass %.0f s, peak tape %.1f MB, peak RSS %.0f MB\n",
-                    cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,
-                    res[k].peak_tape / 1e6, res[k].peak_rss_kb / 1024.0);
+    memset(res, 0, sizeof res);
+    char *text[3][MAX_K] = { { NULL } };
+    size_t len[3][MAX_K] = { { 0 } };
+    double t_start = ex_now();
+    rc = run_ks(dt, res, text, len);
+    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) { /* the rows, in K order */
+        if (len[0][k] > 0) fwrite(text[0][k], 1, len[0][k], csv.f);
+        if (len[1][k] > 0) fwrite(text[1][k], 1, len[1][k], xcsv.f);
+        fprintf(stderr, PROG ": K=%d done: %.3f s per hypergradient (median), loop %.0f s, "
+                        "exact pass %.0f s, peak tape %.1f MB, peak RSS %.0f MB\n",
+                cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,
+                res[k].peak_tape / 1e6, res[k].peak_rss_kb / 1024.0);
     }
+    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) /* each K's profile, when it has one */
+        if (len[2][k] > 0) rc = write_profile(od, cfg.Ks[k], text[2][k], len[2][k]);
+    for (int k = 0; k < MAX_K; k++)
+        for (int i = 0; i < 3; i++) free(text[i][k]);
     if (rc == AD_OK) rc = ex_file_commit(&csv);
     if (rc == AD_OK) rc = ex_file_commit(&xcsv);
     ex_file_abandon(&csv); /* after a failure: no partial file is left */
@@ -785,18 +876,19 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
     if (rc == AD_OK)
         printf("\nwrote %s/hyperclean{.csv,_exact.csv,_summary.csv,_table.md}%s in %.0f s\n",
                cfg.out_dir, od->plots && !od->plots_failed ? " and hyperclean_{fig5,val_loss,f1}.png" : "",
-               ex_now() - ctx.t_start);
+               ex_now() - t_start);
     return rc;
 }
 
 int main(int argc, char **argv)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st < 0 ? 0 : st;
+    int rc = ex_par_init(&argc, &argv);
+    int st = rc ? ex_exit(rc) : ex_flags_parse(&cmd, argc, argv);
+    if (st) return ex_par_end(st < 0 ? 0 : st);
     ex_out *od = malloc(sizeof *od);
-    if (!od) return ex_exit(ad_fail(AD_ENOMEM, "out of memory"));
+    if (!od) return ex_par_end(ex_exit(ad_fail(AD_ENOMEM, "out of memory")));
     bool report_only = cfg.gamma_check || cfg.oracle; /* no run, no output folder */
-    int rc = report_only ? AD_OK : ex_out_open(od, cfg.out_dir, !cfg.no_plots);
+    rc = report_only ? AD_OK : ex_out_open(od, cfg.out_dir, !cfg.no_plots);
     hc_data dt = { 0 };
     char dir[EX_PATH_LEN];
     if (rc == AD_OK) rc = load(&dt, dir, sizeof dir);
@@ -806,5 +898,5 @@ int main(int argc, char **argv)
     hc_data_free(&dt);
     if (!report_only) ex_out_close(od);
     free(od);
-    return ex_exit(rc);
+    return ex_par_end(ex_exit(rc));
 }

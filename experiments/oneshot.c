@@ -18,6 +18,14 @@
  * the logs are ex_tables, the checkpoint an ex_ckpt, the progress an
  * ex_progress.
  *
+ * Parallel: the tasks of a meta-batch, of the meta-validation, of the
+ * meta-test and of the relative-error curves run on --threads workers (each
+ * with its own os_task, on the shared λ) and, under mpirun, in blocks on the
+ * ranks; each task's result is kept apart and they are reduced in task
+ * order (ex_par_fold for the hypergradients), so every number written is
+ * the one-thread run's.  Under mpirun the configurations run in the
+ * process itself (MPI does not cross fork) and rank 0 alone writes.
+ *
  * Outputs in --out (default results/oneshot), per configuration NAME
  * (K1, K10, K25, full, short), each written under a temporary name and
  * renamed when complete:
@@ -49,6 +57,7 @@
  *   profile.gp, profile.png  those shares against k, with q^k beside them
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +88,7 @@ typedef struct cfg {
 typedef struct opts {
     const char *data, *out;
     int channels, iters, T, meta_batch, val_tasks, test_tasks, eval_every, cos_every;
-    int relerr_tasks, ckpt_every, profile_every;
+    int relerr_tasks, ckpt_every, profile_every, threads;
     double lr, rho0, step0, relerr_rho;
     uint64_t seed;
     bool quick, resume, no_plots;
@@ -147,6 +156,11 @@ static const ex_flag flags[] = {
       "last, in a child process (full RMD's memory stays out of the peak RSS); restarts with "
       "--resume; 0: never (default --hyper-iters / 5, at least 1)", .quick = "3", .meta = "P" },
     { "--no-plots", EX_SWITCH, &opt.no_plots, .help = "do not run gnuplot" },
+    { "--threads", EX_INT, &opt.threads, NULL, 1, EX_MAX_THREADS, "worker threads: the tasks "
+      "of a meta-batch, of the meta-validation and of the meta-test run on N threads at once, "
+      "each with its own tape (and memory), summed in task order: the numbers written do not "
+      "depend on N (default: the cores, shared among the MPI ranks on one machine)",
+      .meta = "N" },
 };
 
 static int check_flags(void);
@@ -167,7 +181,11 @@ static ex_cmd cmd = {
     "Times: 'training seconds' count hypergradients and updates only; the meta-\n"
     "validation, the cosine measurements and the meta-test are timed apart.\n"
     "Progress goes to stderr; Table 4 to stdout and DIR/table4.md.\n"
-    "OPENBLAS_NUM_THREADS sets the BLAS threads (OpenBLAS's default: all cores).\n"
+    "BLAS runs on one thread (its sums change with its thread count); the tasks\n"
+    "run on --threads workers.  Under mpirun -n P each rank takes a block of every\n"
+    "set of tasks (and --threads workers for them); rank 0 prints and writes the\n"
+    "files and checkpoints; the configurations then run in this process one after\n"
+    "another (not in a child each), so the peak RSS of one includes the ones before.\n"
     "Exit status: 0 on success, 1 on a run-time failure, 2 on bad usage.\n",
     .check = check_flags,
 };
@@ -240,6 +258,7 @@ static int check_flags(void)
     o->cos_every_given = ex_given(&cmd, "--cos-every");
     if (o->eval_every < 0) o->eval_every = o->iters >= 10 ? o->iters / 10 : 1;
     if (o->cos_every < 0) o->cos_every = o->iters >= 20 ? o->iters / 20 : 1;
+    if (!ex_given(&cmd, "--threads")) o->threads = ex_par_threads();
     if (o->profile_every < 0) o->profile_every = o->iters >= 5 ? o->iters / 5 : 1;
     return parse_k_list(o);
 }
@@ -321,27 +340,6 @@ static int task_load(os_task *tk, const data_task *d, bool record)
 static double sd_from_sums(double sum, double sum_sq, int n)
 {
     return n > 1 ? sqrt(fmax(0, (sum_sq - sum * sum / n) / (n - 1))) : 0;
-}
-
-/* Mean query accuracy and loss over tasks; optionally the standard
- * deviation of the accuracy over tasks. */
-static int evaluate_tasks(os_task *tk, const data_task *tasks, int n, double *acc, double *loss,
-                          double *acc_sd)
-{
-    double sa = 0, sa2 = 0, sl = 0;
-    for (int i = 0; i < n; i++) {
-        double a = 0, l = 0;
-        int rc = task_load(tk, &tasks[i], false);
-        if (rc == AD_OK) rc = os_task_evaluate(tk, &a, &l);
-        if (rc != AD_OK) return rc;
-        sa += a;
-        sa2 += a * a;
-        sl += l;
-    }
-    *acc = sa / n;
-    *loss = sl / n;
-    if (acc_sd) *acc_sd = sd_from_sums(sa, sa2, n);
-    return AD_OK;
 }
 
 /* ---- logs and the checkpoint --------------------------------------------- */
@@ -522,14 +520,17 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
 {
     char path[EX_PATH_LEN + 64], id[256], want[256];
     snprintf(path, sizeof path, "%s/ckpt_%s.bin", o->out, c->name);
-    *found = access(path, F_OK) == 0;
+    /* With adam (resuming a configuration) every rank reads, through rank
+     * 0: the folder may be rank 0's alone. */
+    *found = adam ? ex_par_exists(path) : access(path, F_OK) == 0;
     if (!*found) return AD_OK;
     run_id(o, c, hy, want, sizeof want);
     long long ev = 0, ce = 0, it = 0;
     size_t numel = os_hyper_numel(hy);
     ad_real *lam = malloc(sizeof *lam * numel);
     ex_ckpt k;
-    int rc = lam ? ex_ckpt_open(&k, path, PROG, 1) : ad_fail(AD_ENOMEM, "out of memory");
+    int rc = !lam ? ad_fail(AD_ENOMEM, "out of memory")
+             : adam ? ex_ckpt_open_all(&k, path, PROG, 1) : ex_ckpt_open(&k, path, PROG, 1);
     if (rc == AD_OK) rc = ex_ckpt_get_text(&k, "run", id, sizeof id);
     if (rc == AD_OK && strcmp(id, want) != 0)
         rc = ad_fail(AD_EFORMAT, "%s belongs to another run (%s; these flags make %s): start "
@@ -610,23 +611,67 @@ static int compare_full_forked(os_task *tk, ad_value *const *g, hg_compare *cm)
                          sizeof *cm);
 }
 
-/* A configuration while it trains. */
+/* What one task of a meta-batch leaves besides its hypergradient. */
+typedef struct task_rec {
+    double outer_loss;
+    unsigned long long peak_tape, peak_rep; /* bytes */
+} task_rec;
+
+/* One evaluated task: query accuracy and loss. */
+typedef struct eval_rec {
+    double acc, loss;
+} eval_rec;
+
+/* A configuration while it trains.  Its tasks (the meta-batch's, the
+ * meta-validation's, the meta-test's) run on o.threads workers, each with
+ * its own os_task and data_task on the one shared λ (read-only while they
+ * run); under mpirun each rank takes a block of every set of tasks.  Each
+ * task's result is kept apart and they are reduced in task order, so the
+ * numbers do not depend on how many workers or ranks there are. */
 typedef struct cfg_run {
     opts o; /* its own copy: a resumed one takes its checkpoint's schedule */
     const cfg *c;
     run_ctx *ctx;
     os_hyper hy;
-    os_task tk;
+    int n_workers, n_tk;  /* workers; their os_tasks initialized so far */
+    os_task *tk;          /* [n_workers] */
+    data_task *task;      /* [n_workers] */
     opt_outer adam;
     logs lg;
     ad_value *gsum[OS_MAX_HYPER]; /* the meta-batch's mean hypergradient */
-    data_task task;
     ckpt_state st;
     ex_progress pg;
     ex_table prof; /* profile_NAME.csv */
     ex_watch watch; /* a diverged run stops, exit status 1 */
-    bool have_tk, have_adam;
+    bool have_adam;
+    /* The meta-batch: every task's random stream (drawn in order from
+     * st.rng), its records, and this rank's tasks' hypergradients as rows
+     * of λ's numbers (hy.list order); task 0's also as tensors when the
+     * cosine wants them. */
+    data_task draw;
+    ad_rng *mb_rng;
+    task_rec *mb_rec;
+    ad_real **mb_row;
+    ad_real *mb_sum;
+    size_t numel;
+    ad_value *g0[OS_MAX_HYPER];
+    bool keep_g0, have_g0;
+    /* Evaluation: fixed tasks (meta-validation), or each task's random
+     * stream (meta-test); the records; tasks done, for the progress line. */
+    const data_task *ev_fixed;
+    ad_rng *ev_rng;
+    eval_rec *ev_rec;
+    atomic_int ev_done;
+    int ev_mine;
 } cfg_run;
+
+/* How many of n tasks this rank gets (its block's size). */
+static int rank_share(int n)
+{
+    int first, end;
+    ex_par_block(n, &first, &end);
+    return end - first;
+}
 
 static int cfg_setup(cfg_run *r, run_ctx *ctx)
 {
@@ -642,25 +687,66 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     seed_rng(&r->st.rng, r->o.seed, RNG_TRAIN);
     int rc = os_hyper_init(&r->hy, mdl_cnn_omniglot(r->o.channels), &rng0, r->o.rho0, r->o.step0);
     logs_init(&r->lg, r->hy.n_layers);
-    if (rc == AD_OK && (rc = os_task_init(&r->tk, &r->hy, N_WAY * K_SHOT, N_WAY * K_QUERY,
-                                          r->c->T, true)) == AD_OK)
-        r->have_tk = true;
+    int B = r->o.meta_batch, n_ev = r->o.val_tasks > r->o.test_tasks ? r->o.val_tasks
+                                                                       : r->o.test_tasks;
+    int most = rank_share(B) > rank_share(n_ev) ? rank_share(B) : rank_share(n_ev);
+    r->n_workers = r->o.threads < most ? r->o.threads : most > 0 ? most : 1;
+    r->numel = os_hyper_numel(&r->hy);
+    r->tk = calloc((size_t)r->n_workers, sizeof *r->tk);
+    r->task = calloc((size_t)r->n_workers, sizeof *r->task);
+    r->mb_rng = calloc((size_t)B, sizeof *r->mb_rng);
+    r->mb_rec = calloc((size_t)B, sizeof *r->mb_rec);
+    r->mb_row = calloc((size_t)B, sizeof *r->mb_row);
+    r->mb_sum = malloc(sizeof *r->mb_sum * r->numel);
+    r->ev_rng = calloc((size_t)r->o.test_tasks, sizeof *r->ev_rng);
+    r->ev_rec = calloc((size_t)n_ev, sizeof *r->ev_rec);
+    if (rc == AD_OK && (!r->tk || !r->task || !r->mb_rng || !r->mb_rec || !r->mb_row ||
+                        !r->mb_sum || !r->ev_rng || !r->ev_rec))
+        rc = ad_fail(AD_ENOMEM, "out of memory");
+    int first, end;
+    ex_par_block(B, &first, &end);
+    for (int b = first; b < end && rc == AD_OK; b++)
+        if (!(r->mb_row[b] = malloc(sizeof **r->mb_row * r->numel)))
+            rc = ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; i < r->n_workers && rc == AD_OK; i++) {
+        rc = os_task_init(&r->tk[i], &r->hy, N_WAY * K_SHOT, N_WAY * K_QUERY, r->c->T, true);
+        if (rc == AD_OK) r->n_tk++;
+    }
     if (rc == AD_OK && (rc = opt_outer_init(&r->adam, OPT_ADAM, r->o.lr, false, r->hy.n_list,
                                             r->hy.list)) == AD_OK)
         r->have_adam = true;
-    if (rc == AD_OK) rc = data_task_init(&r->task, N_WAY, K_SHOT, K_QUERY, 28);
+    for (int i = 0; i < r->n_workers && rc == AD_OK; i++)
+        rc = data_task_init(&r->task[i], N_WAY, K_SHOT, K_QUERY, 28);
+    if (rc == AD_OK) rc = data_task_init(&r->draw, N_WAY, K_SHOT, K_QUERY, 28);
     for (int i = 0; i < r->hy.n_list && rc == AD_OK; i++)
         if (!(r->gsum[i] = ad_tensor_new(r->hy.list[i]->rank, r->hy.list[i]->shape)))
             rc = ad_fail(AD_ENOMEM, "out of memory");
     return rc;
 }
 
+static void free_g0(cfg_run *r)
+{
+    for (int i = 0; i < r->hy.n_list && r->have_g0; i++) ad_value_free(r->g0[i]);
+    r->have_g0 = false;
+}
+
 static void cfg_free(cfg_run *r)
 {
-    data_task_free(&r->task);
+    free_g0(r);
+    for (int i = 0; i < r->n_workers && r->task; i++) data_task_free(&r->task[i]);
+    data_task_free(&r->draw);
     for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(r->gsum[i]);
     if (r->have_adam) opt_outer_free(&r->adam);
-    if (r->have_tk) os_task_free(&r->tk);
+    for (int i = 0; i < r->n_tk; i++) os_task_free(&r->tk[i]);
+    for (int b = 0; b < r->o.meta_batch && r->mb_row; b++) free(r->mb_row[b]);
+    free(r->tk);
+    free(r->task);
+    free(r->mb_rng);
+    free(r->mb_rec);
+    free(r->mb_row);
+    free(r->mb_sum);
+    free(r->ev_rng);
+    free(r->ev_rec);
     os_hyper_free(&r->hy);
     logs_free(&r->lg);
     ex_table_free(&r->prof);
@@ -687,11 +773,60 @@ static int cfg_resume(cfg_run *r, result *res)
     return AD_OK;
 }
 
+/* ---- the tasks, on the workers --------------------------------------------- */
+
+/* Evaluation task i (an ex_item_fn): the fixed task, or the one drawn from
+ * its stream; its accuracy and loss into ev_rec[i]. */
+static int eval_item(void *arg, int worker, int i)
+{
+    cfg_run *r = arg;
+    world *w = r->ctx->w;
+    const data_task *d = r->ev_fixed ? &r->ev_fixed[i] : &r->task[worker];
+    int rc = AD_OK;
+    if (!r->ev_fixed) {
+        ad_rng rng = r->ev_rng[i];
+        rc = data_omniglot_sample_task(&w->om, w->sp.test, w->sp.n_test, &rng, &r->task[worker]);
+    }
+    eval_rec e = { 0, 0 };
+    if (rc == AD_OK) rc = task_load(&r->tk[worker], d, false);
+    if (rc == AD_OK) rc = os_task_evaluate(&r->tk[worker], &e.acc, &e.loss);
+    r->ev_rec[i] = e;
+    if (rc == AD_OK && !r->ev_fixed) {
+        int done = atomic_fetch_add(&r->ev_done, 1) + 1;
+        ex_progress_line(&r->pg, done == r->ev_mine, PROG ": %s  meta-test task %d/%d%s",
+                         r->c->label, done, r->ev_mine, ex_par_size() > 1 ? " (rank 0's)" : "");
+    }
+    return rc;
+}
+
+/* Evaluates n tasks (fixed, or drawn from ev_rng) on every worker and rank;
+ * the sums over tasks, in task order, of the accuracy, its square and the
+ * loss. */
+static int eval_tasks(cfg_run *r, const data_task *fixed, int n, double *sa, double *sa2,
+                      double *sl)
+{
+    r->ev_fixed = fixed;
+    atomic_store(&r->ev_done, 0);
+    r->ev_mine = rank_share(n);
+    int rc = ex_par_run(r->n_workers, n, eval_item, r);
+    if (rc == AD_OK) rc = ex_par_share(r->ev_rec, sizeof *r->ev_rec, n);
+    *sa = *sa2 = *sl = 0;
+    for (int i = 0; i < n && rc == AD_OK; i++) {
+        *sa += r->ev_rec[i].acc;
+        *sa2 += r->ev_rec[i].acc * r->ev_rec[i].acc;
+        *sl += r->ev_rec[i].loss;
+    }
+    return rc;
+}
+
 /* A meta-validation point after iteration it (0: λ0); *acc its accuracy. */
 static int cfg_validate(cfg_run *r, int it, double *acc)
 {
-    double t0 = ex_now(), loss = 0;
-    int rc = evaluate_tasks(&r->tk, r->ctx->w->val, r->ctx->w->n_val, acc, &loss, NULL);
+    double t0 = ex_now(), sa, sa2, sl;
+    const world *w = r->ctx->w;
+    int rc = eval_tasks(r, w->val, w->n_val, &sa, &sa2, &sl);
+    *acc = sa / w->n_val;
+    double loss = sl / w->n_val;
     if (isnan(r->watch.val_first) && r->lg.va.n_rows > 0) { /* resumed: λ0's, from the log */
         r->watch.val_first = r->lg.va.rows[3];
         r->watch.val_first_iter = (int)r->lg.va.rows[0];
@@ -703,46 +838,77 @@ static int cfg_validate(cfg_run *r, int it, double *acc)
     return rc;
 }
 
+/* Meta-batch task b (an ex_item_fn): drawn from its stream, loaded, its
+ * K-RMD hypergradient into the row mb_row[b], its records into mb_rec[b]. */
+static int mb_item(void *arg, int worker, int b)
+{
+    cfg_run *r = arg;
+    world *w = r->ctx->w;
+    os_task *tk = &r->tk[worker];
+    ad_rng rng = r->mb_rng[b];
+    ad_value *g[OS_MAX_HYPER];
+    hg_report rep;
+    int rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[worker]);
+    if (rc == AD_OK) rc = task_load(tk, &r->task[worker], true);
+    if (rc == AD_OK) rc = os_task_hypergrad(tk, r->c->K, g, &rep);
+    if (rc != AD_OK) return rc;
+    if ((rc = ex_watch_inner(&r->watch, &rep)) != AD_OK) { /* reads the watch only */
+        for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
+        return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
+    }
+    r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes, os_task_rep_tape_bytes(tk) };
+    for (int i = 0, at = 0; i < r->hy.n_list; at += (int)g[i++]->size)
+        memcpy(r->mb_row[b] + at, g[i]->data, sizeof(ad_real) * g[i]->size);
+    bool keep = b == 0 && r->keep_g0;
+    for (int i = 0; i < r->hy.n_list; i++) {
+        if (keep) r->g0[i] = g[i];
+        else ad_value_free(g[i]);
+    }
+    if (keep) r->have_g0 = true;
+    return AD_OK;
+}
+
 /* The meta-batch's mean hypergradient into gsum and its mean outer loss.
- * (Where --threads or MPI ranks would split the tasks: each task's
- * hypergradient is independent; the sum below fixes the order.)  With
- * `cosine`, the first task's is also compared with full RMD; *t_other
- * receives the seconds that took. */
+ * The tasks are drawn in order (they share st.rng), computed on the
+ * workers and ranks, and summed in task order.  With `cosine`, the first
+ * task's is also compared with full RMD (on rank 0, which holds task 0);
+ * *t_other receives the seconds that took. */
 static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_other)
 {
     const opts *o = &r->o;
     world *w = r->ctx->w;
-    int rc = AD_OK;
-    *loss = 0;
-    for (int i = 0; i < r->hy.n_list; i++)
-        memset(r->gsum[i]->data, 0, r->gsum[i]->size * sizeof(ad_real));
-    for (int b = 0; b < o->meta_batch && rc == AD_OK; b++) {
-        ad_value *g[OS_MAX_HYPER];
-        hg_report rep;
-        rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &r->st.rng, &r->task);
-        if (rc == AD_OK) rc = task_load(&r->tk, &r->task, true);
-        if (rc == AD_OK) rc = os_task_hypergrad(&r->tk, r->c->K, g, &rep);
-        if (rc != AD_OK) break;
-        if ((rc = ex_watch_inner(&r->watch, &rep)) != AD_OK) {
-            ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
-            for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
-            break;
-        }
-        *loss += rep.outer_loss / o->meta_batch;
-        if (rep.peak_tape_bytes > r->st.peak_tape) r->st.peak_tape = rep.peak_tape_bytes;
-        if (os_task_rep_tape_bytes(&r->tk) > r->st.peak_rep) r->st.peak_rep = os_task_rep_tape_bytes(&r->tk);
-        for (int i = 0; i < r->hy.n_list; i++)
-            for (size_t k = 0; k < g[i]->size; k++) r->gsum[i]->data[k] += g[i]->data[k] / o->meta_batch;
-        if (cosine && b == 0) { /* Fig. 7, plot 3: the same task's full-RMD hypergradient */
-            double t0 = ex_now();
-            hg_compare cm;
-            rc = compare_full_forked(&r->tk, g, &cm);
-            if (rc == AD_OK)
-                rc = ex_table_push(&r->lg.co, (double[]){ it, cm.cosine, cm.rel_error, ex_now() - t0 });
-            *t_other += ex_now() - t0;
-        }
-        for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
+    int B = o->meta_batch, rc = AD_OK;
+    for (int b = 0; b < B && rc == AD_OK; b++) {
+        r->mb_rng[b] = r->st.rng;
+        rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &r->st.rng, &r->draw);
     }
+    r->keep_g0 = cosine && ex_par_rank() == 0;
+    if (rc == AD_OK) rc = ex_par_run(r->n_workers, B, mb_item, r);
+    if (rc == AD_OK) rc = ex_par_share(r->mb_rec, sizeof *r->mb_rec, B);
+    *loss = 0;
+    for (int b = 0; b < B && rc == AD_OK; b++) {
+        *loss += r->mb_rec[b].outer_loss / o->meta_batch;
+        if (r->mb_rec[b].peak_tape > r->st.peak_tape) r->st.peak_tape = r->mb_rec[b].peak_tape;
+        if (r->mb_rec[b].peak_rep > r->st.peak_rep) r->st.peak_rep = r->mb_rec[b].peak_rep;
+    }
+    if (rc == AD_OK) {
+        memset(r->mb_sum, 0, sizeof *r->mb_sum * r->numel);
+        rc = ex_par_fold(r->mb_sum, r->numel, r->mb_row, B, o->meta_batch);
+    }
+    for (int i = 0, at = 0; i < r->hy.n_list && rc == AD_OK; at += (int)r->gsum[i++]->size)
+        memcpy(r->gsum[i]->data, r->mb_sum + at, sizeof(ad_real) * r->gsum[i]->size);
+    if (rc == AD_OK && r->have_g0) { /* Fig. 7, plot 3: the same task's full-RMD hypergradient */
+        double t0 = ex_now();
+        hg_compare cm;
+        ad_rng rng = r->mb_rng[0]; /* task 0 again, on worker 0's task */
+        rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[0]);
+        if (rc == AD_OK) rc = task_load(&r->tk[0], &r->task[0], true);
+        if (rc == AD_OK) rc = compare_full_forked(&r->tk[0], r->g0, &cm);
+        if (rc == AD_OK)
+            rc = ex_table_push(&r->lg.co, (double[]){ it, cm.cosine, cm.rel_error, ex_now() - t0 });
+        *t_other += ex_now() - t0;
+    }
+    free_g0(r);
     return rc;
 }
 
@@ -794,8 +960,9 @@ static int prof_job_run(void *arg, void *out)
 }
 
 /* The profile at λ after iteration it, on the meta-batch's last task
- * (reloaded: λ_rep has moved), in a child process; its rows go to
- * profile_NAME.csv (the whole file rewritten). */
+ * (reloaded: λ_rep has moved), in a child process of rank 0 (the others go
+ * on to the next meta-batch); its rows go to profile_NAME.csv (the whole
+ * file rewritten). */
 static int profile_point(cfg_run *r, int it)
 {
     static const char *const decided[] = { "profile", "bound", "profile and bound", "T" };
@@ -803,9 +970,13 @@ static int profile_point(cfg_run *r, int it)
     int T = r->c->T;
     size_t size = sizeof(prof_head) + sizeof(double) * 4 * (size_t)T;
     prof_head *hd = malloc(size);
-    int rc = hd ? task_load(&r->tk, &r->task, true) : ad_fail(AD_ENOMEM, "out of memory");
+    world *w = r->ctx->w;
+    ad_rng rng = r->mb_rng[r->o.meta_batch - 1]; /* the last task again, on worker 0's */
+    int rc = hd ? data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[0])
+                : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) rc = task_load(&r->tk[0], &r->task[0], true);
     if (rc == AD_OK)
-        rc = ex_run_forked("truncation profile", prof_job_run, &(prof_job){ &r->tk, T }, hd, size);
+        rc = ex_run_forked("truncation profile", prof_job_run, &(prof_job){ &r->tk[0], T }, hd, size);
     if (!r->prof.header)
         r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
                                         "fit_rate,K_1pct,q_line,rel_error",
@@ -896,7 +1067,7 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     row[3] = loss;
     lambda_stats(&r->hy, &row[4], &row[5]);
     rc = ex_table_push(&r->lg.tr, row);
-    if (rc == AD_OK && profile_due(o, it)) rc = profile_point(r, it);
+    if (rc == AD_OK && profile_due(o, it) && ex_par_rank() == 0) rc = profile_point(r, it);
     double acc = 0;
     bool validate = it % o->eval_every == 0 || it == o->iters;
     if (rc == AD_OK && validate) rc = cfg_validate(r, it, &acc);
@@ -934,21 +1105,15 @@ static int cfg_test(cfg_run *r, result *res)
     const double *last_val = r->lg.va.rows + (size_t)(r->lg.va.n_rows - 1) * 4;
     res->val_acc = last_val[2];
     res->val_loss = last_val[3];
-    double t0 = ex_now(), sa = 0, sa2 = 0;
+    double t0 = ex_now(), sa = 0, sa2 = 0, sl;
     ad_rng rng;
     seed_rng(&rng, o->seed, RNG_TEST);
     int rc = AD_OK;
-    for (int i = 0; i < o->test_tasks && rc == AD_OK; i++) {
-        double a = 0, l = 0;
-        rc = data_omniglot_sample_task(&w->om, w->sp.test, w->sp.n_test, &rng, &r->task);
-        if (rc == AD_OK) rc = task_load(&r->tk, &r->task, false);
-        if (rc == AD_OK) rc = os_task_evaluate(&r->tk, &a, &l);
-        sa += a;
-        sa2 += a * a;
-        ex_progress_line(&r->pg, i + 1 == o->test_tasks, PROG ": %s  meta-test task %d/%d  "
-                         "accuracy so far %.2f%%", r->c->label, i + 1, o->test_tasks,
-                         100 * sa / (i + 1));
+    for (int i = 0; i < o->test_tasks && rc == AD_OK; i++) { /* each task's stream, in order */
+        r->ev_rng[i] = rng;
+        rc = data_omniglot_sample_task(&w->om, w->sp.test, w->sp.n_test, &rng, &r->draw);
     }
+    if (rc == AD_OK) rc = eval_tasks(r, NULL, o->test_tasks, &sa, &sa2, &sl);
     ex_progress_end(&r->pg);
     int n = o->test_tasks;
     res->test_acc = sa / n;
@@ -1020,6 +1185,68 @@ static int run_cfg_forked(run_ctx *ctx, result *res)
 
 /* ---- Fig. 7, plot 4: relative error against K at a fixed λ ----------------- */
 
+/* The curves' items: (task, variant) pairs, each on a worker with its own
+ * copy of λ (the variants set ρ) and its own os_task. */
+typedef struct relerr_ctx {
+    const opts *o;
+    world *w;
+    const os_hyper *base; /* λ, with the learned ρ */
+    os_hyper *hy;         /* [n_workers] */
+    os_task *tk;          /* [n_workers] */
+    int n_var, nK;
+    const int *Ks;
+    double *rec;          /* [items][nK][3]: relative error, cosine, seconds */
+    atomic_int done;
+    ex_progress pg;
+    int n_items;
+} relerr_ctx;
+
+/* Variants: 0 the learned ρ, 1 ρ = 0 (no regulariser), 2 every ρ_l set to
+ * --relerr-rho (Prop. 3.1's strong convexity made larger by hand). */
+static const char *const relerr_var_name[3] = { "reg", "rho0", "rho_set" };
+
+/* Item i (an ex_item_fn): task i / n_var under variant i % n_var, its
+ * K-RMD hypergradients for every K against full RMD. */
+static int relerr_item(void *arg, int worker, int item)
+{
+    relerr_ctx *x = arg;
+    int ti = item / x->n_var, v = item % x->n_var;
+    os_hyper *hy = &x->hy[worker];
+    os_task *tk = &x->tk[worker];
+    int rc = os_hyper_copy(hy, x->base);
+    if (rc != AD_OK) return rc;
+    if (v == 2)
+        for (int l = 0; l < hy->n_layers; l++)
+            hy->rho_raw[l]->data[0] = (ad_real)log(expm1(x->o->relerr_rho));
+    tk->no_reg = v == 1;
+    /* The representation depends on λ_rep alone: loading under any variant
+     * gives the same h. */
+    rc = task_load(tk, &x->w->val[ti], true);
+    ad_value *d[OS_MAX_HYPER];
+    if (rc == AD_OK) rc = os_task_hypergrad(tk, x->o->T, d, NULL);
+    if (rc != AD_OK) return rc;
+    for (int k = 0; k < x->nK && rc == AD_OK; k++) {
+        ad_value *h[OS_MAX_HYPER];
+        hg_report r;
+        rc = os_task_hypergrad(tk, x->Ks[k], h, &r);
+        if (rc != AD_OK) break;
+        hg_compare cm = hg_compare_grads(hy->n_list, h, d);
+        double *rec = x->rec + ((size_t)item * (size_t)x->nK + (size_t)k) * 3;
+        rec[0] = cm.rel_error;
+        rec[1] = cm.cosine;
+        rec[2] = r.seconds;
+        for (int i = 0; i < hy->n_list; i++) ad_value_free(h[i]);
+    }
+    for (int i = 0; i < hy->n_list; i++) ad_value_free(d[i]);
+    int n = atomic_fetch_add(&x->done, 1) + 1;
+    if (rc == AD_OK)
+        ex_progress_line(&x->pg, false, PROG ": relative error vs K: %d of %d (task, variant) "
+                         "done%s", n, x->n_items, ex_par_size() > 1 ? " on rank 0" : "");
+    return rc;
+}
+
+/* Fig. 7, plot 4: every (task, variant) on the workers and ranks, the rows
+ * and the means over tasks in the serial order (task, variant, K). */
 static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_from)
 {
     double t_start = ex_now();
@@ -1029,8 +1256,9 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
     seed_rng(&rng0, o->seed, RNG_LAMBDA0);
     int rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng0, o->rho0, o->step0);
     if (rc != AD_OK) return rc;
-    /* The final λ of full RMD (of the first configuration if none is full). */
-    for (int pass = 0; pass < 2; pass++)
+    /* The final λ of full RMD (of the first configuration if none is full),
+     * read by rank 0 and sent to the others. */
+    for (int pass = 0; pass < 2 && ex_par_rank() == 0; pass++)
         for (int i = 0; i < o->n_cfg; i++) {
             const cfg *c = &o->cfgs[i];
             if (pass == 0 && strcmp(c->name, "full") != 0) continue;
@@ -1044,65 +1272,54 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
             }
         }
     ad_error_clear();
+    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
+        rc = ex_par_bcast(hy.list[i]->data, sizeof(ad_real) * hy.list[i]->size, 0);
     int Ks[64], nK = 0;
     static const int base[] = { 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 35, 40, 45, 50,
                                 60, 70, 80, 90, 100 };
     for (size_t i = 0; i < sizeof base / sizeof *base; i++)
         if (base[i] < o->T) Ks[nK++] = base[i];
     Ks[nK++] = o->T;
-    os_task tk;
-    rc = os_task_init(&tk, &hy, N_WAY * K_SHOT, N_WAY * K_QUERY, o->T, true);
-    if (rc != AD_OK) {
-        os_hyper_free(&hy);
-        return rc;
-    }
     int n_tasks = o->relerr_tasks < w->n_val ? o->relerr_tasks : w->n_val;
-    /* Variants: 0 the learned ρ, 1 ρ = 0 (no regulariser), 2 every ρ_l set
-     * to --relerr-rho (Prop. 3.1's strong convexity made larger by hand). */
-    int n_var = o->relerr_rho > 0 ? 3 : 2;
-    static const char *const var_name[3] = { "reg", "rho0", "rho_set" };
-    double nu_learned[OS_MAX_LAYERS];
-    for (int l = 0; l < hy.n_layers; l++) nu_learned[l] = hy.rho_raw[l]->data[0];
+    int n_var = o->relerr_rho > 0 ? 3 : 2, n_items = n_tasks * n_var, first, end;
+    ex_par_block(n_items, &first, &end);
+    int n_workers = o->threads < end - first ? o->threads : end - first > 0 ? end - first : 1;
+    relerr_ctx x = { .o = o, .w = w, .base = &hy, .n_var = n_var, .nK = nK, .Ks = Ks,
+                     .n_items = n_items };
+    ex_progress_init(&x.pg);
+    atomic_init(&x.done, 0);
+    x.hy = calloc((size_t)n_workers, sizeof *x.hy);
+    x.tk = calloc((size_t)n_workers, sizeof *x.tk);
+    x.rec = calloc((size_t)n_items * (size_t)nK * 3, sizeof *x.rec);
     double *mean = calloc((size_t)3 * (size_t)nK, sizeof *mean);
     double *mean_cos = calloc((size_t)3 * (size_t)nK, sizeof *mean_cos);
-    ex_file csv;
-    rc = !mean || !mean_cos ? ad_fail(AD_ENOMEM, "out of memory")
-                            : ex_csv_open(&csv, od, "relerr.csv", "variant,task,K,rel_error,cosine,seconds");
-    bool opened = rc == AD_OK;
-    ex_progress pg;
-    ex_progress_init(&pg);
-    for (int ti = 0; ti < n_tasks && rc == AD_OK; ti++) {
-        rc = task_load(&tk, &w->val[ti], true);
-        for (int v = 0; v < n_var && rc == AD_OK; v++) {
-            tk.no_reg = v == 1;
-            for (int l = 0; l < hy.n_layers; l++)
-                hy.rho_raw[l]->data[0] = (ad_real)(v == 2 ? log(expm1(o->relerr_rho)) : nu_learned[l]);
-            ad_value *d[OS_MAX_HYPER];
-            rc = os_task_hypergrad(&tk, o->T, d, NULL);
-            bool have_d = rc == AD_OK;
-            for (int k = 0; k < nK && rc == AD_OK; k++) {
-                ad_value *h[OS_MAX_HYPER];
-                hg_report r;
-                rc = os_task_hypergrad(&tk, Ks[k], h, &r);
-                if (rc != AD_OK) break;
-                hg_compare cm = hg_compare_grads(hy.n_list, h, d);
-                fprintf(csv.f, "%s,%d,%d,%.9g,%.9f,%.3f\n", var_name[v], ti, Ks[k], cm.rel_error,
-                        cm.cosine, r.seconds);
-                mean[v * nK + k] += cm.rel_error / n_tasks;
-                mean_cos[v * nK + k] += cm.cosine / n_tasks;
-                for (int i = 0; i < hy.n_list; i++) ad_value_free(h[i]);
-                ex_progress_line(&pg, k + 2 == nK, PROG ": relative error vs K: task %d/%d, %s, "
-                                 "K = %d: %.3g", ti + 1, n_tasks, var_name[v], Ks[k], cm.rel_error);
-            }
-            if (have_d)
-                for (int i = 0; i < hy.n_list; i++) ad_value_free(d[i]);
-        }
+    if (rc == AD_OK && (!x.hy || !x.tk || !x.rec || !mean || !mean_cos))
+        rc = ad_fail(AD_ENOMEM, "out of memory");
+    int n_hy = 0, n_tk = 0;
+    for (int i = 0; i < n_workers && rc == AD_OK; i++) {
+        ad_rng r0 = rng0; /* any λ: os_hyper_copy overwrites it */
+        rc = os_hyper_init(&x.hy[i], mdl_cnn_omniglot(o->channels), &r0, o->rho0, o->step0);
+        if (rc == AD_OK) n_hy++;
+        if (rc == AD_OK) rc = os_task_init(&x.tk[i], &x.hy[i], N_WAY * K_SHOT, N_WAY * K_QUERY,
+                                           o->T, true);
+        if (rc == AD_OK) n_tk++;
     }
-    ex_progress_end(&pg);
-    tk.no_reg = false;
-    for (int l = 0; l < hy.n_layers; l++) hy.rho_raw[l]->data[0] = (ad_real)nu_learned[l];
-    if (opened && rc == AD_OK) rc = ex_file_commit(&csv);
-    if (opened) ex_file_abandon(&csv);
+    if (rc == AD_OK) rc = ex_par_run(n_workers, n_items, relerr_item, &x);
+    if (rc == AD_OK) rc = ex_par_share(x.rec, sizeof *x.rec * (size_t)nK * 3, n_items);
+    ex_progress_end(&x.pg);
+    ex_file csv;
+    if (rc == AD_OK)
+        rc = ex_csv_open(&csv, od, "relerr.csv", "variant,task,K,rel_error,cosine,seconds");
+    for (int ti = 0; ti < n_tasks && rc == AD_OK; ti++)
+        for (int v = 0; v < n_var; v++)
+            for (int k = 0; k < nK; k++) {
+                const double *rec = x.rec + ((size_t)(ti * n_var + v) * (size_t)nK + (size_t)k) * 3;
+                fprintf(csv.f, "%s,%d,%d,%.9g,%.9f,%.3f\n", relerr_var_name[v], ti, Ks[k],
+                        rec[0], rec[1], rec[2]);
+                mean[v * nK + k] += rec[0] / n_tasks;
+                mean_cos[v * nK + k] += rec[1] / n_tasks;
+            }
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
     if (rc == AD_OK)
         rc = ex_csv_open(&csv, od, "relerr_mean.csv", "K,rel_error_reg,rel_error_rho0,"
                          "rel_error_rho_set,cosine_reg,cosine_rho0,cosine_rho_set");
@@ -1117,9 +1334,13 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
                 *lambda_from, n_tasks, o->relerr_rho, mean[0], mean[nK], mean[2 * nK], Ks[k2],
                 mean[k2], mean[nK + k2], mean[2 * nK + k2], ex_now() - t_start);
     }
+    for (int i = 0; i < n_tk; i++) os_task_free(&x.tk[i]);
+    for (int i = 0; i < n_hy; i++) os_hyper_free(&x.hy[i]);
+    free(x.hy);
+    free(x.tk);
+    free(x.rec);
     free(mean);
     free(mean_cos);
-    os_task_free(&tk);
     os_hyper_free(&hy);
     return rc;
 }
@@ -1284,9 +1505,15 @@ static int run(ex_out *od, const opts *o, world *w)
     memset(res, 0, sizeof res);
     run_ctx ctx = { .o = o, .w = w, .od = od };
     int status = AD_OK;
+    /* Under mpirun the ranks exchange tasks inside a configuration, which a
+     * child process cannot (MPI does not cross fork): every configuration
+     * runs here, and a failure ends the run on every rank (ex_par_end),
+     * since the others would wait for this rank's tasks. */
+    bool mpi = ex_par_size() > 1;
     for (int i = 0; i < o->n_cfg; i++) {
         ctx.ci = i;
-        int rc = run_cfg_forked(&ctx, &res[i]);
+        int rc = mpi ? run_cfg(&ctx, &res[i]) : run_cfg_forked(&ctx, &res[i]);
+        if (rc != AD_OK && mpi) return rc;
         if (rc != AD_OK) {
             fprintf(stderr, PROG ": %s\n", ad_error());
             res[i].ok = false;
@@ -1320,23 +1547,28 @@ static int run(ex_out *od, const opts *o, world *w)
 
 int main(int argc, char **argv)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st < 0 ? 0 : st;
+    int rc = ex_par_init(&argc, &argv);
+    int st = rc ? ex_exit(rc) : ex_flags_parse(&cmd, argc, argv);
+    if (st) return ex_par_end(st < 0 ? 0 : st);
     double t0 = ex_now();
     ex_out *od = malloc(sizeof *od);
     world w = { 0 };
-    int rc = od ? ex_out_open(od, opt.out, !opt.no_plots) : ad_fail(AD_ENOMEM, "out of memory");
+    rc = od ? ex_out_open(od, opt.out, !opt.no_plots) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) rc = world_load(&opt, &w);
     if (rc != AD_OK) {
         free(od);
-        return ex_exit(rc);
+        return ex_par_end(ex_exit(rc));
     }
+    if (ex_par_size() > 1)
+        fprintf(stderr, PROG ": %d MPI ranks, %d worker threads each\n", ex_par_size(), opt.threads);
     rc = run(od, &opt, &w);
     char total[16];
+    if (rc != AD_OK && ex_par_size() > 1) /* the message, once, then every rank ends */
+        return ex_par_end(ex_exit(rc));
     fprintf(stderr, PROG ": done in %s%s; results in %s\n", ex_duration(ex_now() - t0, total),
             rc ? " (with errors)" : "", opt.out);
     world_free(&w);
     ex_out_close(od);
     free(od);
-    return rc == AD_OK ? 0 : rc == EX_EUSAGE ? EX_EXIT_USAGE : EX_EXIT_LIB;
+    return ex_par_end(rc == AD_OK ? 0 : rc == EX_EUSAGE ? EX_EXIT_USAGE : EX_EXIT_LIB);
 }

@@ -18,6 +18,9 @@
  * accuracy at the best check is the trial's result.  In trial 0 the exact
  * hypergradient (full RMD) is also computed every --fig-every
  * hyper-iterations, for Figure 6; its cost is not counted in "s/iter".
+ * The trials run --threads at a time (under mpirun, in blocks on the
+ * ranks), each writing its rows into memory; they are written in trial
+ * order, so the files do not depend on how many ran at once.
  *
  * Outputs in --out/<dataset>/ (default results/taskinteract/cifar, …),
  * each written under a temporary name and renamed when complete:
@@ -61,7 +64,7 @@ static const char *const cifar_names[DATA_CIFAR_CLASSES] = {
 typedef struct ti_opts {
     const char *dataset, *data, *out;
     bool omniglot, quick;
-    int trials, max_iters, patience, T, nK, Ks[MAX_KS];
+    int trials, max_iters, patience, T, nK, Ks[MAX_KS], threads;
     int chars, fig_every, eval_every;
     double gamma, eta0, rho0, b0;
     uint64_t seed;
@@ -99,6 +102,10 @@ static const ex_flag flags[] = {
     { "--eval-every", EX_INT, &opts.eval_every, "10", 1, 1000000, "test-accuracy check period" },
     { "--fig-every", EX_INT, &opts.fig_every, "10", 0, 1000000, "trial 0's exact-hypergradient "
       "period (0: never)", .quick = "5" },
+    { "--threads", EX_INT, &opts.threads, NULL, 1, EX_MAX_THREADS, "worker threads: trials run "
+      "N at once, each with its own problem and tape; their rows are written in trial order, "
+      "so the files do not depend on N (default: the cores, shared among the MPI ranks on one "
+      "machine)", .meta = "N" },
 };
 
 static int check_flags(void);
@@ -144,7 +151,9 @@ static ex_cmd cmd = {
 "s/iter counts the hypergradient and the Adam step only (not test checks nor\n"
 "Figure 6's exact hypergradients).\n",
     EX_FLAGS(flags),
-    "Set OPENBLAS_NUM_THREADS=1 on a shared machine.  Progress goes to stderr.\n"
+    "BLAS runs on one thread (its sums change with its thread count); the trials\n"
+    "run on --threads workers, and under mpirun -n P each rank takes a block of\n"
+    "them (rank 0 prints and writes the files).  Progress goes to stderr.\n"
     "Outputs in DIR/<D>/: iters.csv, exact.csv, trials.csv, inner.csv, C.csv,\n"
     "table3.md (DIR/table3.md joins the datasets), fig6.png, C.png and their .gp.\n"
     "Exit status: 0 on success (also without gnuplot), 1 on a run-time failure,\n"
@@ -187,6 +196,7 @@ static int check_flags(void)
     o->omniglot = !strcmp(o->dataset, "omniglot");
     if (!o->omniglot && ex_given(&cmd, "--chars"))
         return ex_usage_error("--chars is for --dataset omniglot");
+    if (!ex_given(&cmd, "--threads")) o->threads = ex_par_threads();
     if (o->quick && !ex_given(&cmd, "--K")) {
         o->nK = 3;
         o->Ks[0] = 1;
@@ -216,23 +226,30 @@ typedef struct run_result {
     double final_val_loss;
 } run_result;
 
+/* The three files written along the run; each trial writes its rows into
+ * memory (a trial_out), and they are copied into the files in trial order. */
+enum { F_ITERS, F_EXACT, F_INNER, N_FILES };
+
 typedef struct experiment {
     const ti_opts *o;
     const char *dataset;
+    const struct dataset *ds;
     ex_out *od;
-    FILE *iters_csv, *exact_csv, *inner_csv; /* the f of the three ex_files below */
-    ex_file files[3];
+    ex_file files[N_FILES];
     int V;
     run_result *res;   /* [trials][nK] */
-    double *C_sum;     /* [nK][V·V]: sum over trials of the final C */
+    double *C_run;     /* [trials][nK][V·V]: the final C of every run */
+    double *C_sum;     /* [nK][V·V]: sum over trials of the final C, in trial order */
     double *C_trial0;  /* [nK][V·V] */
+    char **text;       /* [N_FILES][trials]: each trial's rows of each file */
+    size_t *text_len;  /* [N_FILES][trials] */
     double t_start;
     const char *source; /* the files read, for table3.md; static */
 } experiment;
 
 /* g(W_t) for t = 0..T into inner.csv; returns whether it fell at every step
  * (within rounding), and the first and last values. */
-static int inner_check(experiment *ex, const ti_problem *p, int K, const char *stage,
+static int inner_check(FILE *inner_csv, const ti_problem *p, int K, const char *stage,
                        bool *monotone, double *g0, double *gT)
 {
     int T = p->problem.T;
@@ -244,7 +261,7 @@ static int inner_check(experiment *ex, const ti_problem *p, int K, const char *s
     if (rc == AD_OK) {
         *monotone = true;
         for (int t = 0; t <= T; t++) {
-            fprintf(ex->inner_csv, "%d,%s,%d,%.17g\n", K, stage, t, g[t]);
+            fprintf(inner_csv, "%d,%s,%d,%.17g\n", K, stage, t, g[t]);
             if (t > 0 && g[t] > g[t - 1] + tol * fabs(g[t - 1])) *monotone = false;
         }
         *g0 = g[0];
@@ -264,7 +281,9 @@ static double mean_offdiag(const double *C, int V)
     return s / ((double)V * (V - 1));
 }
 
-static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
+/* Trial `trial` with K = Ks[ki]: its rows into f[F_*], its result into
+ * res and C_run.  Runs on a worker: reads only what the trials share. */
+static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *const *f)
 {
     const ti_opts *o = ex->o;
     int K = o->Ks[ki], V = dt->V;
@@ -288,7 +307,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
     if (rc == AD_OK && trial == 0 && ki == 0) {
         bool mono;
         double g0, gT;
-        rc = inner_check(ex, &p, 0, "start", &mono, &g0, &gT);
+        rc = inner_check(f[F_INNER], &p, 0, "start", &mono, &g0, &gT);
         if (rc == AD_OK)
             fprintf(stderr, PROG ": trial 0 at λ0: inner loss g(W_0) = %.4g -> g(W_T) = %.4g, %s\n",
                     g0, gT, mono ? "decreasing at every step" : "NOT monotone (γ too large?)");
@@ -334,7 +353,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
                 if (rc == AD_OK) cmp = hg_compare_grads(2, h, ex_h);
             }
             if (rc == AD_OK)
-                fprintf(ex->exact_csv, "%d,%d,%.17g,%.17g,%.17g\n", K, tau, cmp.norm_exact,
+                fprintf(f[F_EXACT], "%d,%d,%.17g,%.17g,%.17g\n", K, tau, cmp.norm_exact,
                         cmp.cosine, cmp.norm_est);
         }
         double norm_h = 0;
@@ -342,9 +361,9 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
             for (size_t j = 0; j < h[i]->size; j++) norm_h += (double)h[i]->data[j] * h[i]->data[j];
         ti_current_C(&p, C);
         if (rc == AD_OK) {
-            fprintf(ex->iters_csv, "%d,%d,%d,%.17g,%.17g,", trial, K, tau, val_loss, val_acc);
-            if (check) fprintf(ex->iters_csv, "%.17g", test_acc);
-            fprintf(ex->iters_csv, ",%.17g,%.17g,%.17g,%.6g\n", sqrt(norm_h),
+            fprintf(f[F_ITERS], "%d,%d,%d,%.17g,%.17g,", trial, K, tau, val_loss, val_acc);
+            if (check) fprintf(f[F_ITERS], "%.17g", test_acc);
+            fprintf(f[F_ITERS], ",%.17g,%.17g,%.17g,%.6g\n", sqrt(norm_h),
                     ti_current_rho(&p), mean_offdiag(C, V), t_grad);
         }
         /* the update */
@@ -374,15 +393,12 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
     if (rc == AD_OK) {
         ti_current_C(&p, C);
         size_t VV = (size_t)V * (size_t)V;
-        for (size_t i = 0; i < VV; i++) {
-            ex->C_sum[ki * VV + i] += C[i];
-            if (trial == 0) ex->C_trial0[ki * VV + i] = C[i];
-        }
+        memcpy(ex->C_run + ((size_t)trial * (size_t)o->nK + (size_t)ki) * VV, C, sizeof *C * VV);
     }
     if (rc == AD_OK && trial == 0) {
         bool mono;
         double g0, gT;
-        rc = inner_check(ex, &p, K, "end", &mono, &g0, &gT);
+        rc = inner_check(f[F_INNER], &p, K, "end", &mono, &g0, &gT);
         if (rc == AD_OK)
             fprintf(stderr, PROG ": trial 0 %s at the last λ: ρ = %.4g, mean C_ij = %.4g, inner "
                     "loss %.4g -> %.4g, %s\n", lab, ti_current_rho(&p), mean_offdiag(C, V), g0, gT,
@@ -394,7 +410,6 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki)
                 trial + 1, o->trials, lab, rr->iters, rr->stopped_early ? " (early stop)" : "",
                 100 * rr->best_acc, rr->best_tau, 100 * rr->final_acc, rr->final_val_loss,
                 rr->seconds / (rr->iters > 0 ? rr->iters : 1), ex_now() - ex->t_start);
-    fflush(ex->iters_csv);
     if (opt_ok) opt_outer_free(&opt);
     ti_problem_free(&p);
     free(C);
@@ -641,41 +656,77 @@ static int open_outputs(experiment *ex)
         if (rc != AD_OK)
             for (int j = 0; j < i; j++) ex_file_abandon(&ex->files[j]);
     }
-    if (rc == AD_OK) {
-        ex->iters_csv = ex->files[0].f;
-        ex->exact_csv = ex->files[1].f;
-        ex->inner_csv = ex->files[2].f;
-    }
     return rc;
 }
 
-static int run_trials(experiment *ex, const dataset *ds, double load_s)
+/* Trial t (an ex_item_fn): its data drawn from seed + t, then every K on
+ * them; its rows go into memory (ex->text), copied into the files later. */
+static int run_trial(void *arg, int worker, int t)
+{
+    experiment *ex = arg;
+    const ti_opts *o = ex->o;
+    const dataset *ds = ex->ds;
+    FILE *f[N_FILES] = { NULL };
+    char **text = ex->text;
+    size_t *len = ex->text_len;
+    int rc = AD_OK;
+    for (int i = 0; i < N_FILES && rc == AD_OK; i++) {
+        size_t at = (size_t)i * (size_t)o->trials + (size_t)t;
+        if (!(f[i] = open_memstream(&text[at], &len[at]))) rc = ad_fail(AD_ENOMEM, "out of memory");
+    }
+    ti_data dt;
+    uint64_t seed = o->seed + (uint64_t)t;
+    if (rc == AD_OK) {
+        rc = o->omniglot ? ti_data_omniglot(&dt, &ds->om, DATA_OMNIGLOT_BACKGROUND_CHARS,
+                                            o->chars, 3, 3, seed, o->gamma)
+                         : ti_data_cifar(&dt, &ds->train, &ds->test, 5, 5, seed, o->gamma);
+        if (rc != AD_OK) rc = ad_fail_wrap(rc, "preparing a trial's data");
+    }
+    if (rc == AD_OK) {
+        fprintf(stderr, PROG ": trial %d (seed %llu): %d train, %d val, %d test examples, "
+                        "λmax(XᵀX/n) = %.4g, feature scale s = %.4g\n",
+                t, (unsigned long long)seed, dt.n_train, dt.n_val, dt.n_test, dt.lmax, dt.scale);
+        for (int k = 0; k < o->nK && rc == AD_OK; k++) {
+            rc = run_one(ex, &dt, t, k, f);
+            if (rc != AD_OK) rc = ad_fail_wrap(rc, "hyper-iterations");
+        }
+        ti_data_free(&dt);
+    }
+    for (int i = 0; i < N_FILES; i++)
+        if (f[i] && fclose(f[i]) != 0 && rc == AD_OK) rc = ad_fail(AD_ENOMEM, "out of memory");
+    return rc;
+}
+
+/* Every trial on the workers (and ranks), then their rows into the files
+ * and their Cs into C_sum, in trial order. */
+static int run_trials(experiment *ex, double load_s)
 {
     const ti_opts *o = ex->o;
     fprintf(stderr, PROG ": %s, %d trials, K =", ex->dataset, o->trials);
     for (int k = 0; k < o->nK; k++) fprintf(stderr, " %d", o->Ks[k]);
     fprintf(stderr, ", T = %d, γ = %g, at most %d hyper-iterations, patience %d; data: %s, "
-                    "loaded in %.1f s; output in %s\n",
-            o->T, o->gamma, o->max_iters, o->patience, ex->source, load_s, ex->od->dir);
-    int rc = AD_OK;
-    for (int t = 0; t < o->trials && rc == AD_OK; t++) {
-        ti_data dt;
-        uint64_t seed = o->seed + (uint64_t)t;
-        rc = o->omniglot ? ti_data_omniglot(&dt, &ds->om, DATA_OMNIGLOT_BACKGROUND_CHARS,
-                                            o->chars, 3, 3, seed, o->gamma)
-                         : ti_data_cifar(&dt, &ds->train, &ds->test, 5, 5, seed, o->gamma);
-        if (rc != AD_OK) return ad_fail_wrap(rc, "preparing a trial's data");
-        fprintf(stderr, PROG ": trial %d (seed %llu): %d train, %d val, %d test examples, "
-                        "λmax(XᵀX/n) = %.4g, feature scale s = %.4g\n",
-                t, (unsigned long long)seed, dt.n_train, dt.n_val, dt.n_test, dt.lmax, dt.scale);
-        for (int k = 0; k < o->nK && rc == AD_OK; k++) {
-            rc = run_one(ex, &dt, t, k);
-            if (rc != AD_OK) rc = ad_fail_wrap(rc, "hyper-iterations");
+                    "loaded in %.1f s; output in %s; %d worker thread%s%s\n",
+            o->T, o->gamma, o->max_iters, o->patience, ex->source, load_s, ex->od->dir,
+            o->threads, o->threads > 1 ? "s" : "", ex_par_size() > 1 ? " per MPI rank" : "");
+    size_t VV = (size_t)ex->V * (size_t)ex->V, per_trial = (size_t)o->nK * VV;
+    int rc = ex_par_run(o->threads, o->trials, run_trial, ex);
+    if (rc == AD_OK) rc = ex_par_share(ex->res, sizeof *ex->res * (size_t)o->nK, o->trials);
+    if (rc == AD_OK) rc = ex_par_share(ex->C_run, sizeof *ex->C_run * per_trial, o->trials);
+    for (int i = 0; i < N_FILES && rc == AD_OK; i++)
+        rc = ex_par_collect(ex->text + (size_t)i * (size_t)o->trials,
+                            ex->text_len + (size_t)i * (size_t)o->trials, o->trials);
+    for (int i = 0; i < N_FILES && rc == AD_OK; i++)
+        for (int t = 0; t < o->trials; t++) {
+            size_t at = (size_t)i * (size_t)o->trials + (size_t)t;
+            if (ex->text_len[at] > 0) fwrite(ex->text[at], 1, ex->text_len[at], ex->files[i].f);
         }
-        ti_data_free(&dt);
-    }
-    for (int i = 0; i < 3 && rc == AD_OK; i++) rc = ex_file_commit(&ex->files[i]);
-    for (int i = 0; i < 3; i++) ex_file_abandon(&ex->files[i]); /* none left after a failure */
+    for (int t = 0; t < o->trials && rc == AD_OK; t++)
+        for (size_t i = 0; i < per_trial; i++) {
+            ex->C_sum[i] += ex->C_run[(size_t)t * per_trial + i];
+            if (t == 0) ex->C_trial0[i] = ex->C_run[i];
+        }
+    for (int i = 0; i < N_FILES && rc == AD_OK; i++) rc = ex_file_commit(&ex->files[i]);
+    for (int i = 0; i < N_FILES; i++) ex_file_abandon(&ex->files[i]); /* none left after a failure */
     return rc;
 }
 
@@ -688,19 +739,24 @@ static int run(const ti_opts *o)
     size_t VV = (size_t)V * (size_t)V;
     experiment ex = { .o = o, .dataset = o->dataset, .od = malloc(sizeof(ex_out)), .V = V,
                       .t_start = t0 };
-    ex.res = calloc((size_t)o->trials * (size_t)o->nK, sizeof *ex.res);
+    size_t runs = (size_t)o->trials * (size_t)o->nK;
+    ex.res = calloc(runs, sizeof *ex.res);
+    ex.C_run = calloc(runs * VV, sizeof *ex.C_run);
     ex.C_sum = calloc((size_t)o->nK * VV, sizeof *ex.C_sum);
     ex.C_trial0 = calloc((size_t)o->nK * VV, sizeof *ex.C_trial0);
+    ex.text = calloc((size_t)N_FILES * (size_t)o->trials, sizeof *ex.text);
+    ex.text_len = calloc((size_t)N_FILES * (size_t)o->trials, sizeof *ex.text_len);
     dataset ds = { 0 };
-    int rc = ex.od && ex.res && ex.C_sum && ex.C_trial0 ? open_outputs(&ex)
-                                                        : ad_fail(AD_ENOMEM, "out of memory");
+    ex.ds = &ds;
+    int rc = ex.od && ex.res && ex.C_run && ex.C_sum && ex.C_trial0 && ex.text && ex.text_len
+                 ? open_outputs(&ex) : ad_fail(AD_ENOMEM, "out of memory");
     bool opened = rc == AD_OK;
     if (rc == AD_OK) rc = load_data(o, &ds);
     double load_s = ex_now() - t0;
     if (rc == AD_OK)
         ex.source = o->omniglot ? "Omniglot's " DATA_OMNIGLOT_BACKGROUND
                                 : data_cifar_source_name(ds.train.source);
-    if (rc == AD_OK) rc = run_trials(&ex, &ds, load_s);
+    if (rc == AD_OK) rc = run_trials(&ex, load_s);
     else if (opened)
         for (int i = 0; i < 3; i++) ex_file_abandon(&ex.files[i]);
     if (rc == AD_OK) rc = write_tables(&ex, load_s);
@@ -713,7 +769,11 @@ static int run(const ti_opts *o)
         ex_out_list(ex.od);
         ex_out_close(ex.od);
     }
+    for (size_t i = 0; ex.text && i < (size_t)N_FILES * (size_t)o->trials; i++) free(ex.text[i]);
+    free(ex.text);
+    free(ex.text_len);
     free(ex.res);
+    free(ex.C_run);
     free(ex.C_sum);
     free(ex.C_trial0);
     free(ex.od);
@@ -723,7 +783,8 @@ static int run(const ti_opts *o)
 
 int main(int argc, char **argv)
 {
-    int st = ex_flags_parse(&cmd, argc, argv);
-    if (st) return st < 0 ? 0 : st;
-    return ex_exit(run(&opts));
+    int rc = ex_par_init(&argc, &argv);
+    int st = rc ? ex_exit(rc) : ex_flags_parse(&cmd, argc, argv);
+    if (st) return ex_par_end(st < 0 ? 0 : st);
+    return ex_par_end(ex_exit(run(&opts)));
 }

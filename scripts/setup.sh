@@ -20,6 +20,7 @@ packages=(
   libstb-dev                # stb_image (Omniglot PNGs) and stb_image_write
   libzip-dev                # reading the Omniglot zips in place
   gnuplot-nox               # figures of the experiments
+  libopenmpi-dev openmpi-bin  # MPI: mpirun -n P oneshot/taskinteract/hyperclean (meson -Dmpi=auto)
   graphviz                  # dot: docs/guide.md's figures (scripts/guide-figures.sh)
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )

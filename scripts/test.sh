@@ -159,8 +159,9 @@ if build asan -Dreal=double --buildtype=debug -Db_sanitize=address,undefined -Db
 fi
 
 # ThreadSanitizer (clang) on the suites that run sweeps on several threads at once: threads (4
-# threads sharing one λ) and tape (a sweep on a second thread), and lifetime (leaves freed on 4
-# threads into the process-wide FIFO of freed values). The others run on one thread,
+# threads sharing one λ) and tape (a sweep on a second thread), lifetime (leaves freed on 4
+# threads into the process-wide FIFO of freed values), and on the programs' worker pool (par).
+# The others run on one thread,
 # where TSan has nothing to find. OpenBLAS is not instrumented: one BLAS thread (common.sh sets
 # it; said again here). halt_on_error makes a report end the (forked) test with exit code 66, so
 # the suite fails and so does this script. history_size=7 (the most) keeps each thread's recent
@@ -173,7 +174,7 @@ if CC=clang ht_configure build/tsan --werror -Dreal=double --buildtype=debugopti
   step "compile build/tsan"
   if meson compile -C build/tsan tests/hypertape-tests; then
     run_tests tsan 3 OPENBLAS_NUM_THREADS=1 \
-      TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=7 -- threads tape lifetime
+      TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=7 -- threads tape lifetime par
   else
     fail "build/tsan: FAILED to compile (see above)"
   fi

@@ -41,6 +41,9 @@ expect 2 "--K: 1 is given twice" -- "$bin/taskinteract" --K 1,1
 expect 2 "both full RMD" -- "$bin/taskinteract" --K 100,200
 expect 2 "--gamma" -- "$bin/taskinteract" --gamma -1
 expect 2 "K = 50 is larger than T = 10" -- "$bin/hyperclean" --T 10 --K 1,50
+expect 2 "--threads: expected a whole number in 1..256, got '0'" -- "$bin/oneshot" --threads 0
+expect 2 "--threads: expected a whole number in 1..256, got '2x'" -- "$bin/taskinteract" --threads 2x
+expect 2 "--threads: expected a whole number in 1..256, got '257'" -- "$bin/hyperclean" --threads 257
 
 # ---- defaults that follow --T, and a run without gnuplot ----------------------
 tiny=(--T 5 --hyper-iters 2 --n-train 100 --n-val 100 --out "$work/hc")

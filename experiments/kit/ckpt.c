@@ -42,23 +42,29 @@ int ex_table_push(ex_table *t, const double *row)
     return AD_OK;
 }
 
-int ex_table_save(const ex_table *t, ex_out *o, const char *name)
+void ex_table_write(const ex_table *t, FILE *f)
 {
-    ex_file f;
-    int rc = ex_csv_open(&f, o, name, t->header);
-    for (int i = 0; i < t->n_rows && rc == AD_OK; i++) {
+    for (int i = 0; i < t->n_rows; i++) {
         const char *fmt = t->fmt;
         for (int j = 0; j < t->n_cols; j++) {
             size_t len = strcspn(fmt, " ");
             char one[16];
             snprintf(one, sizeof one, "%.*s", (int)len, fmt);
-            if (j) fputc(',', f.f);
-            fprintf(f.f, one, t->rows[(size_t)i * (size_t)t->n_cols + (size_t)j]);
+            if (j) fputc(',', f);
+            fprintf(f, one, t->rows[(size_t)i * (size_t)t->n_cols + (size_t)j]);
             if (fmt[len] == ' ') fmt += len + 1; /* else the last format serves on */
         }
-        fputc('\n', f.f);
+        fputc('\n', f);
     }
-    return rc == AD_OK ? ex_file_commit(&f) : rc;
+}
+
+int ex_table_save(const ex_table *t, ex_out *o, const char *name)
+{
+    ex_file f;
+    int rc = ex_csv_open(&f, o, name, t->header);
+    if (rc != AD_OK) return rc;
+    ex_table_write(t, f.f);
+    return ex_file_commit(&f);
 }
 
 void ex_table_free(ex_table *t)
@@ -218,6 +224,33 @@ int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version)
     memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
     int rc = slurp(c);
+    return rc == AD_OK ? verify(c, kind, version) : rc;
+}
+
+int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version)
+{
+    if (ex_par_size() == 1) return ex_ckpt_open(c, path, kind, version);
+    memset(c, 0, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    /* Rank 0 reads; the others get its status (and message) or its bytes. */
+    struct { int rc; unsigned long long len; } head = { AD_OK, 0 };
+    char msg[1024] = "";
+    if (ex_par_rank() == 0) {
+        head.rc = slurp(c);
+        head.len = c->len;
+        if (head.rc != AD_OK) snprintf(msg, sizeof msg, "%s", ad_error());
+    }
+    int rc = ex_par_bcast(&head, sizeof head, 0);
+    if (rc == AD_OK && head.rc != AD_OK) {
+        rc = ex_par_bcast(msg, sizeof msg, 0);
+        return rc == AD_OK ? ad_fail(head.rc, "%s", msg) : rc;
+    }
+    if (rc == AD_OK && ex_par_rank() > 0) {
+        c->len = (size_t)head.len;
+        if (!(c->buf = malloc(c->len + 1))) return ad_fail(AD_ENOMEM, "%s: out of memory", path);
+        c->buf[c->len] = '\0';
+    }
+    if (rc == AD_OK) rc = ex_par_bcast(c->buf, c->len, 0);
     return rc == AD_OK ? verify(c, kind, version) : rc;
 }
 

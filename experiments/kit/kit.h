@@ -43,10 +43,12 @@
  * status of bad usage found late (an --out path too long): exit status 2.
  * Nothing here exits.
  *
- * What comes next has its place here.  --threads N or MPI ranks splitting a
- * meta-batch, trials or Ks: ex_run_forked is where work leaves this process
- * (its result comes back as plain bytes, reduced by the caller in a fixed
- * order), and ex_out.writer is false on every process but rank 0 (files and
+ * Parallel work (--threads N, mpirun -n P): a program's items (a
+ * meta-batch's tasks, trials, Ks) run on a pool of worker threads
+ * (ex_pool_run) or of child processes (ex_run_forked_many) in each process,
+ * and under mpirun each rank takes a block of them (ex_par_block); results
+ * come back per item and are reduced in item order, so no number written
+ * depends on N or P.  ex_out.writer is false on every rank but 0 (files and
  * checkpoints are then not written there).  A truncation-profile CSV
  * written every so often is an ex_table plus ex_due.  Divergence is
  * watched by an ex_watch in the program's loop (exit status 1 when a loss
@@ -237,7 +239,8 @@ double ex_median(double *x, int n);
 
 /* One progress line on stderr.  On a terminal it is rewritten in place at
  * most four times a second; in a log a line is printed at most every 15
- * seconds.  force prints now (a first or last line). */
+ * seconds.  force prints now (a first or last line).  Worker threads may
+ * share one ex_progress: a line is drawn under a lock. */
 typedef struct ex_progress {
     bool tty, open;
     double last;
@@ -316,6 +319,121 @@ typedef int (*ex_work)(void *arg, void *result);
  * or fork that failed (AD_EIO). */
 int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size);
 
+/* One item of several, run in a child process by ex_run_forked_many:
+ * fills result (the item's own, plain data) and returns an ad_status. */
+typedef int (*ex_item_work)(void *ctx, int item, void *result);
+
+/* Runs work(ctx, item, results + item·size) for items[0..n) (NULL: 0..n−1)
+ * in child processes, at most n_parallel at a time, started in that order,
+ * each as ex_run_forked runs one (its own peak RSS; dies with the parent).
+ * labels[item] names an item in messages.  With more than one at a time,
+ * the children's progress lines are whole lines (ex_progress as in a log).
+ * Returns AD_OK when every item succeeded; otherwise no item is started
+ * after the first failure, the running ones are waited for, and the status
+ * is that of the first failed item in the order given (its message as
+ * ex_run_forked gives it).  Call it with no other thread running: it forks. */
+int ex_run_forked_many(int n_parallel, int n, const int *items, const char *const *labels,
+                       ex_item_work work, void *ctx, void *results, size_t size);
+
+/* ---- parallel work: worker threads and MPI ranks ----------------------------
+ * Items (a meta-batch's tasks, trials, Ks) run on --threads workers in each
+ * process and, under `mpirun -n P PROG ...`, on P processes (ranks), each
+ * taking a contiguous block of the items.  Every item computes the same
+ * numbers wherever it runs; the program keeps each item's result apart and
+ * reduces them in item order after the join, so no number written depends
+ * on the number of threads or ranks:
+ *
+ *     int main(int argc, char **argv)
+ *     {
+ *         int rc = ex_par_init(&argc, &argv);           // MPI_Init under mpirun
+ *         int st = rc ? ex_exit(rc) : ex_flags_parse(&cmd, argc, argv);
+ *         if (st) return ex_par_end(st < 0 ? 0 : st);
+ *         ...
+ *         int first, end, items[N];
+ *         ex_par_block(n, &first, &end);                 // this rank's items
+ *         for (int i = first; i < end; i++) items[i - first] = i;
+ *         rc = ex_pool_run(o.threads, end - first, items, one_item, ctx);
+ *         if (rc == AD_OK) rc = ex_par_share(recs, sizeof *recs, n);   // to every rank
+ *         ...fold recs[0..n) in order...
+ *         return ex_par_end(ex_exit(rc));
+ *     }
+ *
+ * MPI is optional (meson -Dmpi=auto) and started only when a launcher
+ * (mpirun) started the program; otherwise this process is rank 0 of 1 and
+ * every exchange below returns at once.  Only the thread that called
+ * ex_par_init calls MPI (MPI_THREAD_FUNNELED): the exchanges are called
+ * outside ex_pool_run, never from an item.  On ranks > 0 stdout and stderr
+ * go to /dev/null (rank 0 prints for all) and failure messages to ex_err().
+ * Every exchange is collective: all ranks call it, in the same order.  A
+ * failure on one rank ends every rank (ex_par_end with status 1 calls
+ * MPI_Abort), since the others would wait for it forever. */
+
+enum { EX_MAX_THREADS = 256 }; /* the most workers of a pool */
+
+/* Call first in main.  Keeps OpenBLAS at one thread (its sums change with
+ * its thread count, and the parallelism is the items'), and under mpirun
+ * initializes MPI (MPI_THREAD_FUNNELED) and silences ranks > 0.  AD_OK;
+ * AD_EUNSUPPORTED "started by mpirun, but built without MPI"; AD_EIO when
+ * MPI cannot start. */
+int ex_par_init(int *argc, char ***argv);
+/* This process's rank, and how many there are (0 and 1 without mpirun). */
+int ex_par_rank(void);
+int ex_par_size(void);
+/* Ends MPI and returns status: the program's `return ex_par_end(status)`.
+ * With status EX_EXIT_LIB under several ranks it does not return: it ends
+ * them all (MPI_Abort), after the failing rank printed its message. */
+int ex_par_end(int status);
+/* Where failure messages go: stderr, or on ranks > 0 a copy of the stderr
+ * the rank started with. */
+FILE *ex_err(void);
+/* The cores this process may run on (its CPU affinity), at least 1. */
+int ex_cores(void);
+/* The default of --threads: the cores divided among the ranks on this
+ * machine, at least 1. */
+int ex_par_threads(void);
+
+/* This rank's items of n: [*first, *end), contiguous blocks in rank order
+ * whose sizes differ by at most one, the larger first: rank 0's holds item
+ * 0 when n > 0 (all of them without mpirun). */
+void ex_par_block(int n, int *first, int *end);
+
+/* One item, on worker `worker` (0..n_threads−1: an index for per-worker
+ * state such as a tape).  Returns an ad_status. */
+typedef int (*ex_item_fn)(void *ctx, int worker, int item);
+
+/* Runs fn on items[0..n) (NULL: 0..n−1), handed out in that order to
+ * n_threads workers: the calling thread and n_threads − 1 new threads,
+ * joined before it returns (none if n_threads is 1; fewer if the system
+ * refuses a thread).  Each item runs once,
+ * on one worker; fn must only read what items share.  Returns AD_OK, or
+ * after a failure the status and message of the first failed item in the
+ * order given (the items handed out before it still run; once a failure is
+ * seen no further item is handed out).  Not for MPI calls inside fn. */
+int ex_pool_run(int n_threads, int n, const int *items, ex_item_fn fn, void *ctx);
+/* ex_pool_run on this rank's block of items 0..n−1 (ex_par_block), in
+ * order.  Not collective: a rank without items returns at once. */
+int ex_par_run(int n_threads, int n, ex_item_fn fn, void *ctx);
+
+/* Collective: records[i] (size bytes each) of every item i of n, filled by
+ * the rank that owns i (ex_par_block), are copied to every rank. */
+int ex_par_share(void *records, size_t size, int n);
+/* Collective: acc[k] += rows[i][k] / divisor for every item i of n in
+ * order 0..n−1 and k in 0..len−1, with the rows on the ranks that own them
+ * (rows[i] is read on i's rank only) — the same operations in the same
+ * order as one process's loop, so the same bits.  acc is zero (or a start)
+ * on rank 0 and is the sum on every rank after.  Ranks pass the partial
+ * sums along in rank order (in pieces of 64 KiB, so they overlap), then the
+ * last rank broadcasts the sum: each rank sends len numbers once or twice. */
+int ex_par_fold(ad_real *acc, size_t len, ad_real *const *rows, int n, int divisor);
+/* Collective: text[i] (len[i] bytes) of every item i of n, made by the rank
+ * that owns it, arrives on rank 0 (malloc'ed there, NUL-terminated; its own
+ * items untouched).  Other ranks' arrays are left as they were. */
+int ex_par_collect(char **text, size_t *len, int n);
+/* Collective: bytes of buf from rank root to every rank. */
+int ex_par_bcast(void *buf, size_t bytes, int root);
+/* Collective: whether path exists, as rank 0 sees it. */
+bool ex_par_exists(const char *path);
+
 /* ---- tables of numbers --------------------------------------------------- */
 
 /* Rows of doubles kept in memory: a log written as CSV and checkpointed.
@@ -332,6 +450,8 @@ typedef struct ex_table {
 
 /* Appends one row (n_cols numbers).  AD_OK or AD_ENOMEM. */
 int ex_table_push(ex_table *t, const double *row);
+/* Its rows as CSV lines (no header) into f, as ex_table_save writes them. */
+void ex_table_write(const ex_table *t, FILE *f);
 /* Writes DIR/name: the header, then one line per row. */
 int ex_table_save(const ex_table *t, ex_out *o, const char *name);
 void ex_table_free(ex_table *t);
@@ -383,6 +503,10 @@ int ex_ckpt_commit(ex_ckpt *c, ex_out *o, const char *name, const char *kind, in
  * a KIND checkpoint, not ...", "...was written by version N", "...is
  * truncated", "...is damaged (CRC ...)". */
 int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version);
+/* Collective (every rank calls it): rank 0 reads path and every rank gets
+ * its bytes, status and message; then as ex_ckpt_open. */
+int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version);
+
 /* ex_ckpt_open on a copy of data[0..len), named `name` in messages as the
  * path would be (the fuzz target's entry; a checkpoint held in memory). */
 int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,

@@ -83,16 +83,17 @@ int ex_out_open_shared(ex_out *o, const char *dir)
 {
     memset(o, 0, sizeof *o);
     o->lock_fd = -1;
-    o->writer = true;
+    o->writer = ex_par_rank() == 0; /* under mpirun, rank 0 writes for all */
     if (strlen(dir) + 1 + EX_NAME_LEN + 16 > EX_PATH_LEN)
         return ad_fail(EX_EUSAGE, "--out: path too long (%zu bytes)", strlen(dir));
     snprintf(o->dir, sizeof o->dir, "%s", dir);
-    return make_dirs(dir);
+    return o->writer ? make_dirs(dir) : AD_OK;
 }
 
 int ex_out_open(ex_out *o, const char *dir, bool want_plots)
 {
     int rc = ex_out_open_shared(o, dir);
+    if (rc == AD_OK && !o->writer) return AD_OK; /* no folder here: no lock, no plots */
     if (rc == AD_OK) rc = lock_dir(o);
     o->plots = want_plots && gnuplot_on_path();
     if (rc == AD_OK && want_plots && !o->plots)

@@ -4,7 +4,10 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -56,16 +59,29 @@ double ex_median(double *x, int n)
 
 /* ---- progress ------------------------------------------------------------------ */
 
+/* Set in a child of ex_run_forked_many that runs beside others: its
+ * progress lines are whole lines, as in a log, so that several children's
+ * lines do not overwrite one another on a terminal. */
+static bool progress_as_log;
+
 void ex_progress_init(ex_progress *p)
 {
-    *p = (ex_progress){ .tty = isatty(STDERR_FILENO) != 0, .last = -1e9 };
+    *p = (ex_progress){ .tty = !progress_as_log && isatty(STDERR_FILENO) != 0, .last = -1e9 };
 }
+
+/* Worker threads may draw one progress line (ex_pool_run items). */
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void ex_progress_line(ex_progress *p, bool force, const char *fmt, ...)
 {
+    pthread_mutex_lock(&progress_lock);
     double t = ex_now();
-    if (!force && t - p->last < (p->tty ? 0.25 : 15)) return;
+    if (!force && t - p->last < (p->tty ? 0.25 : 15)) {
+        pthread_mutex_unlock(&progress_lock);
+        return;
+    }
     p->last = t;
+    if (progress_as_log) p->tty = false; /* a progress started before the fork */
     if (p->tty) fputs("\r\033[K", stderr);
     va_list ap;
     va_start(ap, fmt);
@@ -74,6 +90,7 @@ void ex_progress_line(ex_progress *p, bool force, const char *fmt, ...)
     if (!p->tty) fputc('\n', stderr);
     p->open = p->tty;
     fflush(stderr);
+    pthread_mutex_unlock(&progress_lock);
 }
 
 void ex_progress_end(ex_progress *p)
@@ -115,7 +132,7 @@ static _Noreturn void child(int fd, pid_t parent, ex_work work, void *arg, void 
 #endif
     if (getppid() != parent) _exit(1);
     int rc = work(arg, result);
-    if (rc != AD_OK) fprintf(stderr, "%s: %s\n", ex_prog(), ad_error());
+    if (rc != AD_OK) fprintf(ex_err(), "%s: %s\n", ex_prog(), ad_error());
     const char *p = result;
     size_t left = size;
     while (left > 0) {
@@ -170,6 +187,132 @@ int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size
         return ad_fail(AD_EARG, "%s: the child process died of signal %d", label,
                        WTERMSIG(status));
     return ad_fail(AD_EARG, "%s failed (see the message above)", label);
+}
+
+/* ---- several children at once ------------------------------------------------------ */
+
+/* One item's work as an ex_work, for child(). */
+typedef struct item_job {
+    ex_item_work work;
+    void *ctx;
+    int item;
+} item_job;
+
+static int item_job_run(void *arg, void *result)
+{
+    const item_job *j = arg;
+    return j->work(j->ctx, j->item, result);
+}
+
+/* A child at work: where its result goes and how much of it came. */
+typedef struct slot {
+    pid_t pid;
+    int fd, pos, item;
+    size_t got;
+} slot;
+
+/* Starts the child for position pos of the hand-out order into s. */
+static int start_child(slot *s, int pos, int item, bool beside_others, ex_item_work work,
+                       void *ctx, char *result, size_t size)
+{
+    int fd[2];
+    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        progress_as_log = beside_others;
+        item_job j = { work, ctx, item };
+        child(fd[1], parent, item_job_run, &j, result, size);
+    }
+    close(fd[1]);
+    *s = (slot){ .pid = pid, .fd = fd[0], .pos = pos, .item = item };
+    return AD_OK;
+}
+
+/* Reads what the child sent; at the end of its pipe, waits for it and
+ * returns 1 with *rc its status (AD_OK, or a failure with the message set);
+ * 0 while it is still running. */
+static int drain_child(slot *s, char *result, size_t size, const char *label, int *rc)
+{
+    char extra;
+    ssize_t r = s->got < size ? read(s->fd, result + s->got, size - s->got)
+                              : read(s->fd, &extra, 1);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
+    if (r > 0) {
+        if (s->got < size) s->got += (size_t)r;
+        return 0;
+    }
+    close(s->fd);
+    int status = 0;
+    while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (s->got == size && WIFEXITED(status) && WEXITSTATUS(status) == 0) *rc = AD_OK;
+    else if (WIFSIGNALED(status))
+        *rc = ad_fail(AD_EARG, "%s: the child process died of signal %d", label, WTERMSIG(status));
+    else *rc = ad_fail(AD_EARG, "%s failed (see the message above)", label);
+    return 1;
+}
+
+int ex_run_forked_many(int n_parallel, int n, const int *items, const char *const *labels,
+                       ex_item_work work, void *ctx, void *results, size_t size)
+{
+    if (n <= 0) return AD_OK;
+    if (n_parallel > n) n_parallel = n;
+    if (n_parallel > EX_MAX_THREADS) n_parallel = EX_MAX_THREADS;
+    if (n_parallel < 1) n_parallel = 1;
+    slot run[EX_MAX_THREADS];
+    struct pollfd pf[EX_MAX_THREADS];
+    int running = 0, next = 0, fail_pos = n, fail_rc = AD_OK;
+    char fail_msg[1024] = "";
+    char *res = results;
+    for (;;) {
+        /* Start children while there are free places and no failure. */
+        while (running < n_parallel && next < n && fail_pos == n) {
+            int item = items ? items[next] : next;
+            int rc = start_child(&run[running], next, item, n_parallel > 1, work, ctx,
+                                 res + (size_t)item * size, size);
+            if (rc != AD_OK) {
+                fail_pos = next;
+                fail_rc = rc;
+                snprintf(fail_msg, sizeof fail_msg, "%s", ad_error());
+                break;
+            }
+            running++;
+            next++;
+        }
+        if (running <= 0) break;
+        for (int i = 0; i < running; i++) pf[i] = (struct pollfd){ .fd = run[i].fd, .events = POLLIN };
+        if (poll(pf, (nfds_t)running, -1) < 0 && errno != EINTR) {
+            fail_rc = ad_fail(AD_EIO, "poll: %s", strerror(errno));
+            snprintf(fail_msg, sizeof fail_msg, "%s", ad_error());
+            fail_pos = -1; /* before every item: nothing else is reported */
+            for (int i = 0; i < running; i++) { /* wait for the children without reading */
+                close(run[i].fd);
+                while (waitpid(run[i].pid, NULL, 0) < 0 && errno == EINTR) {
+                }
+            }
+            break;
+        }
+        for (int i = running - 1; i >= 0; i--) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            int rc;
+            slot *s = &run[i];
+            if (!drain_child(s, res + (size_t)s->item * size, size, labels[s->item], &rc)) continue;
+            if (rc != AD_OK && s->pos < fail_pos) {
+                fail_pos = s->pos;
+                fail_rc = rc;
+                snprintf(fail_msg, sizeof fail_msg, "%s", ad_error());
+            }
+            run[i] = run[--running];
+        }
+    }
+    return fail_rc == AD_OK ? AD_OK : ad_fail(fail_rc, "%s", fail_msg);
 }
 
 /* ---- divergence ---------------------------------------------------------------- */
