@@ -23,6 +23,7 @@
 #include "experiments/toy_problem.h"
 #include "ops/ops.h"
 #include "optim/hypergrad.h"
+#include "logreg_fixture.h"
 #include "testutil.h"
 
 /* The profile and K-RMD do the same arithmetic, λ's shares summed in
@@ -153,7 +154,7 @@ END_TEST
 
 /* ---- every inner optimizer --------------------------------------------------- */
 
-enum { LN = 12, LD = 3, LT = 10 };
+enum { LN = 12, LD = LOGREG_D, LT = 10 };
 
 typedef struct logreg {
     ad_value *X, *y, *Xv, *yv; /* caller-owned data, y in {−1, +1} */
@@ -162,13 +163,6 @@ typedef struct logreg {
     bool w0_from_lam;
     hg_problem p;
 } logreg;
-
-static ad_value *logistic_loss(ad_tape *tp, ad_value *X, ad_value *y, ad_value *w)
-{
-    ad_value *Xw = ad_reshape(tp, ad_matmul(tp, X, ad_reshape(tp, w, 2, (int[]){ LD, 1 }), false, false),
-                              1, (int[]){ LN });
-    return ad_mean(tp, ad_softplus(tp, ad_neg(tp, ad_mul(tp, y, Xw))));
-}
 
 static int lr_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
 {
@@ -183,44 +177,14 @@ static ad_value *lr_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam,
     (void)t;
     const logreg *r = ctx;
     ad_value *pen = ad_scale(tp, ad_dot(tp, ad_exp(tp, lam[0]), ad_square(tp, w[0])), 0.5);
-    return ad_add(tp, logistic_loss(tp, r->X, r->y, w[0]), pen);
+    return ad_add(tp, logreg_loss(tp, r->X, r->y, w[0]), pen);
 }
 
 static ad_value *lr_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
 {
     (void)lam;
     const logreg *r = ctx;
-    return logistic_loss(tp, r->Xv, r->yv, w[0]);
-}
-
-/* Heavy ball with a learned log step per coordinate (λ read by the update). */
-static int percoord_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
-                         ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
-                         ad_value **s_new, void *ctx)
-{
-    (void)n_w, (void)t, (void)ctx;
-    s_new[0] = ad_add(tp, ad_scale(tp, s[0], 0.5), gw[0]);
-    w_new[0] = ad_sub(tp, w[0], ad_mul(tp, ad_exp(tp, lam[1]), s_new[0]));
-    return AD_OK;
-}
-
-/* AdaGrad from a learned accumulator: s_0 = e^θ depends on λ. */
-static int adagrad_init(ad_tape *tp, int n_w, ad_value *const *w0, ad_value *const *lam,
-                        ad_value **s0, void *ctx)
-{
-    (void)n_w, (void)w0, (void)ctx;
-    s0[0] = ad_exp(tp, lam[1]);
-    return s0[0] ? AD_OK : ad_error_code();
-}
-
-static int adagrad_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
-                        ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
-                        ad_value **s_new, void *ctx)
-{
-    (void)n_w, (void)lam, (void)t, (void)ctx;
-    s_new[0] = ad_add(tp, s[0], ad_square(tp, gw[0]));
-    w_new[0] = ad_sub(tp, w[0], ad_scale(tp, ad_div(tp, gw[0], ad_sqrt(tp, s_new[0])), 0.3));
-    return AD_OK;
+    return logreg_loss(tp, r->Xv, r->yv, w[0]);
 }
 
 /* Heavy ball written with the previous iterate as its state (s = w_{t−1}):
@@ -307,13 +271,13 @@ static void logreg_init(logreg *r, int variant)
         break;
     case V_CUSTOM_PERCOORD:
         r->hyper[1] = ad_param_from(1, (int[]){ LD }, (ad_real[]){ -1.5, -1, -2 });
-        r->custom = (hg_update){ .name = "percoord", .n_state = 1, .step = percoord_step };
+        r->custom = (hg_update){ .name = "percoord", .n_state = 1, .step = logreg_percoord_step };
         *o = (hg_inner_opt){ .kind = HG_CUSTOM, .custom = &r->custom };
         break;
     case V_CUSTOM_ADAGRAD:
         r->hyper[1] = ad_param_from(1, (int[]){ LD }, (ad_real[]){ -1, 0, -0.5 });
-        r->custom = (hg_update){ .name = "adagrad", .n_state = 1, .init = adagrad_init,
-                                 .step = adagrad_step };
+        r->custom = (hg_update){ .name = "adagrad", .n_state = 1, .init = logreg_adagrad_init,
+                                 .step = logreg_adagrad_step };
         *o = (hg_inner_opt){ .kind = HG_CUSTOM, .custom = &r->custom };
         break;
     case V_CUSTOM_POLYAK:

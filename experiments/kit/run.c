@@ -161,24 +161,40 @@ static size_t read_all(int fd, void *buf, size_t size)
     return got;
 }
 
-int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size)
+/* Forks a child that runs work(arg, result) and sends its result back through
+ * a pipe (child()); *pid and *read_end for the parent.  as_log: the child's
+ * progress lines go out as log lines (it runs beside other children). */
+static int fork_child(bool as_log, ex_work work, void *arg, void *result, size_t size, pid_t *pid,
+                      int *read_end)
 {
     int fd[2];
     if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
     fflush(NULL); /* else both processes would write what is buffered */
-    pid_t parent = getpid(), pid = fork();
-    if (pid < 0) {
+    pid_t parent = getpid(), p = fork();
+    if (p < 0) {
         close(fd[0]);
         close(fd[1]);
         return ad_fail(AD_EIO, "fork: %s", strerror(errno));
     }
-    if (pid == 0) {
+    if (p == 0) {
         close(fd[0]);
+        progress_as_log = as_log;
         child(fd[1], parent, work, arg, result, size);
     }
     close(fd[1]);
-    size_t got = read_all(fd[0], result, size);
-    close(fd[0]);
+    *pid = p;
+    *read_end = fd[0];
+    return AD_OK;
+}
+
+int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size)
+{
+    pid_t pid;
+    int fd;
+    int rc = fork_child(progress_as_log, work, arg, result, size, &pid, &fd);
+    if (rc != AD_OK) return rc;
+    size_t got = read_all(fd, result, size);
+    close(fd);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -215,24 +231,12 @@ typedef struct slot {
 static int start_child(slot *s, int pos, int item, bool beside_others, ex_item_work work,
                        void *ctx, char *result, size_t size)
 {
-    int fd[2];
-    if (pipe(fd) != 0) return ad_fail(AD_EIO, "pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t parent = getpid(), pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return ad_fail(AD_EIO, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        progress_as_log = beside_others;
-        item_job j = { work, ctx, item };
-        child(fd[1], parent, item_job_run, &j, result, size);
-    }
-    close(fd[1]);
-    *s = (slot){ .pid = pid, .fd = fd[0], .pos = pos, .item = item };
-    return AD_OK;
+    item_job j = { work, ctx, item }; /* the child has its own copy */
+    pid_t pid;
+    int fd;
+    int rc = fork_child(beside_others, item_job_run, &j, result, size, &pid, &fd);
+    if (rc == AD_OK) *s = (slot){ .pid = pid, .fd = fd, .pos = pos, .item = item };
+    return rc;
 }
 
 /* Reads what the child sent; at the end of its pipe, waits for it and

@@ -1,0 +1,30 @@
+/* logreg_fixture.h — pieces of the small logistic-regression bilevel problem
+ * that the inner_opt and profile suites both build (each with its own sizes,
+ * data and variants): the loss and two custom inner updates whose state or
+ * step depends on λ.  lam[0] is λ (per-feature log L2), lam[1] the update's
+ * θ, shaped like w (LOGREG_D entries). */
+#ifndef HYPERTAPE_TESTS_LOGREG_FIXTURE_H
+#define HYPERTAPE_TESTS_LOGREG_FIXTURE_H
+
+#include "optim/hypergrad.h"
+
+enum { LOGREG_D = 3 }; /* features */
+
+/* mean softplus(−y ⊙ Xw): X [N,LOGREG_D], y [N] in {−1, +1}, w [LOGREG_D] */
+ad_value *logreg_loss(ad_tape *tp, ad_value *X, ad_value *y, ad_value *w);
+
+/* Heavy ball with one learned log step per coordinate: v ← 0.5 v + ∇g,
+ * w ← w − e^θ ⊙ v. */
+int logreg_percoord_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
+                         ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
+                         ad_value **s_new, void *ctx);
+
+/* AdaGrad with a learned initial accumulator: a_0 = e^θ (so the state's
+ * start depends on λ), a ← a + ∇g², w ← w − 0.3 ∇g/√a. */
+int logreg_adagrad_init(ad_tape *tp, int n_w, ad_value *const *w0, ad_value *const *lam,
+                        ad_value **s0, void *ctx);
+int logreg_adagrad_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
+                        ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
+                        ad_value **s_new, void *ctx);
+
+#endif
