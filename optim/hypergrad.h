@@ -209,8 +209,12 @@ typedef struct hg_state {
     double loss;  /* g_t of the last hg_inner_step (NaN before the first) */
 } hg_state;
 
-/* Tensors in the state list of p: n_w × (1 + n_state).  p must have passed
- * hg_problem_check. */
+/* Tensors in the state list of p: n_w × (1 + n_state); 0, with a message,
+ * for a NULL p or an optimizer hg_problem_check refuses.
+ * The three functions below return AD_OK, or AD_EARG for a NULL tape or
+ * state (or saved list), a problem that fails hg_problem_check, or a state
+ * that is not this problem's, and a callback's status as the estimators
+ * report it ("inner (step 3): ..."). */
 int hg_state_len(const hg_problem *p);
 /* Runs w0 = init(λ) and s_0 into st (values on tp, caller-owned ones copied
  * onto it).  When `detached`, the result is a constant (no path back to λ). */
@@ -222,7 +226,7 @@ int hg_state_from_list(ad_tape *tp, const hg_problem *p, ad_value *const *saved,
  * (create_graph through ∇w g) unless `detached`, in which case the new state
  * is a constant.  Sets st->loss to g_t. */
 int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached);
-void hg_state_free(hg_state *st); /* frees the array (values are the tape's) */
+void hg_state_free(hg_state *st); /* frees the array (values are the tape's); NULL is fine */
 /* Runs the inner optimizer for T detached steps (memory of one step) and
  * returns ŵ as n_w caller-owned tensors in w_hat (may be NULL).  When
  * inner_losses is not NULL it receives g(w_t, λ, t) for t = 0..T (T + 1
@@ -235,6 +239,8 @@ int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses);
  * a status with ad_error() set, naming the estimator, then the callback
  * (init / inner / outer / the update) and the step t where it failed, e.g.
  *     krmd: inner (step 3): returned a [3,4] tensor; the inner loss must be a scalar
+ * (forward mode, which runs the steps again for each entry of λ, names the
+ * entry first: "fmd: hyperparameter 1, entry 0: inner (step 3): ...").
  * AD_ENONFINITE when the outer loss or an entry of the hypergradient is NaN
  * or Inf (the message names the hyperparameter and entry, and says when the
  * inner loss diverged first).  Any inner optimizer works with K-RMD,
@@ -266,7 +272,8 @@ typedef struct hg_compare {
 } hg_compare;
 
 /* h and d are n tensor lists, compared as one long vector each.  Every
- * field is NaN when they cannot be (a NULL, or sizes that differ). */
+ * field is NaN when they cannot be (a NULL or released tensor, sizes that
+ * differ), with AD_EARG and a message in ad_error(). */
 hg_compare hg_compare_grads(int n, ad_value *const *h, ad_value *const *d);
 /* Proposition 3.1: ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B, for a
  * γα in (0, 1]. */
@@ -322,7 +329,8 @@ int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opt
 void hg_profile_free(hg_profile *pr); /* NULL, or twice, is fine */
 /* ‖h_{T−k} − h_{T−K}‖ / ‖h_{T−K}‖ from the kept rows k and K: with K = T
  * the relative truncation error of depth k (0 at k = K).  NaN when row k
- * was not kept, k is out of 1..K, or h_{T−K} is 0. */
+ * was not kept, k is out of 1..K, or h_{T−K} is 0 (and, with a message,
+ * when pr is NULL). */
 double hg_profile_rel_error(const hg_profile *pr, int k);
 
 /* ---- the contraction rate ------------------------------------------------
@@ -352,7 +360,8 @@ typedef struct hg_curvature {
  * dim w doubles. */
 int hg_curvature_estimate(const hg_problem *p, int iters, hg_curvature *out);
 /* q for the optimizer of p at curvatures [alpha, L] (NaN when it has no
- * formula).  γ and μ from p's numbers or hyperparameters (transformed). */
+ * formula, and with a message when p is NULL).  γ and μ from p's numbers or
+ * hyperparameters (transformed). */
 double hg_contraction(const hg_problem *p, double alpha, double L);
 
 /* ---- choosing K -------------------------------------------------------------

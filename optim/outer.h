@@ -79,7 +79,8 @@ int opt_outer_add_group(opt_outer *o, double eta0, bool sqrt_decay, int n,
                         ad_value *const *params);
 /* One update from grads[0 .. o->n-1], shaped like o->params (group 0's
  * tensors first, then group 1's, ...): λ ← λ − η_τ · update, for each group
- * with its own η_τ.  AD_OK; AD_EARG for a NULL argument or bad settings,
+ * with its own η_τ.  AD_OK; AD_EARG for a NULL argument, a released gradient
+ * or freed parameter, or bad settings,
  * AD_ESHAPE for a gradient that does not match its parameter; AD_ENONFINITE
  * when a gradient entry is NaN or Inf, or the update would make an Adam
  * moment or a parameter entry NaN or Inf — the message names the tensor

@@ -23,4 +23,5 @@
     X(outer)         \
     X(lifetime)      \
     X(partial)       \
-    X(profile)
+    X(profile)       \
+    X(status)
