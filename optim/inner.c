@@ -253,7 +253,7 @@ int hg_state_len(const hg_problem *p)
     const hg_update *u = update_of(p, &ctx);
     if (!u || p->n_w < 0 || u->n_state < 0 || u->n_state > HG_MAX_STATE ||
         (long long)p->n_w * (1 + u->n_state) > MAX_LIST) {
-        (void)hg_problem_check(p); /* it fails too, and its message says why */
+        AD_IGNORE(hg_problem_check(p)); /* it fails too, and its message says why */
         return 0;
     }
     return p->n_w * (1 + u->n_state);
