@@ -211,10 +211,10 @@ typedef struct hg_state {
 
 /* Tensors in the state list of p: n_w × (1 + n_state); 0, with a message,
  * for a NULL p or an optimizer hg_problem_check refuses.
- * The three functions below return AD_OK, or AD_EARG for a NULL tape or
- * state (or saved list), a problem that fails hg_problem_check, or a state
- * that is not this problem's, and a callback's status as the estimators
- * report it ("inner (step 3): ..."). */
+ * hg_state_init, hg_state_from_list and hg_inner_step return AD_OK; AD_EARG
+ * for a NULL tape, state or saved list, a problem that fails
+ * hg_problem_check, or a state that is not this problem's; or a callback's
+ * status with the message the estimators pass on ("inner (step 3): ..."). */
 int hg_state_len(const hg_problem *p);
 /* Runs w0 = init(λ) and s_0 into st (values on tp, caller-owned ones copied
  * onto it).  When `detached`, the result is a constant (no path back to λ). */
