@@ -94,6 +94,25 @@ typedef double ad_real;
 typedef float ad_real;
 #endif
 
+/* AD_MUST_CHECK marks a function whose status must be read: dropping it is
+ * a warning (an error in the --werror builds), so that no failure passes
+ * unseen.  It marks every function here, in optim/hypergrad.h, optim/outer.h
+ * and the experiments' kit that can fail at run time (memory, shapes,
+ * numbers, files, a callback) or whose whole purpose is the check.  Not
+ * marked: functions that fail only on an argument the caller can see is
+ * right (a NULL tape or rng, an unmatched ad_no_record_end, a K below 0:
+ * ad_rng_seed(&rng, 1) is not worth a test), ad_value_set_name (a label
+ * that fails leaves the value as it was, unlabelled), and those that return
+ * a value or a pointer.  Where ignoring a marked status is right (a cleanup
+ * path that already reports an earlier failure), write AD_IGNORE(call) with
+ * a comment saying why: GCC does not take a (void) cast as reading it. */
+#if defined(__GNUC__)
+#define AD_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define AD_MUST_CHECK
+#endif
+#define AD_IGNORE(status) ((void)!(status))
+
 /* ---- errors ------------------------------------------------------------ */
 
 typedef enum ad_status {
@@ -193,7 +212,7 @@ int ad_value_set_name(ad_value *v, const char *name);
 /* AD_OK when v may be used; AD_EARG, with a message that starts "who: " and
  * says why (NULL; released: its step, how, and the horizon; a freed leaf),
  * when not. */
-int ad_value_check(const char *who, const ad_value *v);
+AD_MUST_CHECK int ad_value_check(const char *who, const ad_value *v);
 
 /* Shape helpers. */
 bool ad_same_shape(const ad_value *a, const ad_value *b); /* false for NULL */
@@ -202,9 +221,9 @@ bool ad_same_shape(const ad_value *a, const ad_value *b); /* false for NULL */
 char *ad_shape_str(const ad_value *v, char *buf, size_t len);
 size_t ad_shape_size(int rank, const int *shape); /* 0 for a NULL shape, rank > 0 */
 /* Checks rank in 0..4 and every extent >= 1; names `who` in the message. */
-int ad_check_shape(const char *who, int rank, const int *shape);
+AD_MUST_CHECK int ad_check_shape(const char *who, int rank, const int *shape);
 /* AD_OK if every entry is finite, else AD_ENONFINITE with `who` named. */
-int ad_check_finite(const char *who, const ad_value *v);
+AD_MUST_CHECK int ad_check_finite(const char *who, const ad_value *v);
 
 /* A small seeded PRNG (xoshiro256**), so results repeat bit for bit. */
 typedef struct ad_rng { uint64_t s[4]; } ad_rng;
@@ -236,7 +255,7 @@ int ad_tape_set_horizon(ad_tape *tp, int horizon);
 int ad_tape_horizon(const ad_tape *tp);
 /* Closes the open step and opens the next.  If more than K closed steps are
  * then held, the oldest are released (see the top of this file). */
-int ad_tape_step(ad_tape *tp);
+AD_MUST_CHECK int ad_tape_step(ad_tape *tp);
 long ad_tape_current_step(const ad_tape *tp);
 size_t ad_tape_steps_held(const ad_tape *tp);
 /* Bytes of values the tape owns now, and the most it has owned.  (Not
@@ -306,12 +325,12 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
  * it failed, or it returned a status), with that op's status and message
  * after "grad: the backward rule of 'OP'".  A message set before a sweep
  * that succeeds is left as it was. */
-int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
-           ad_value **gx, bool create_graph);
+AD_MUST_CHECK int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
+                         ad_value **gx, bool create_graph);
 /* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].
  * (gys[k] may be NULL only for a scalar ys[k].) */
-int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
-                int n, ad_value *const *xs, ad_value **gx, bool create_graph);
+AD_MUST_CHECK int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys, int n,
+                              ad_value *const *xs, ad_value **gx, bool create_graph);
 /* Partial derivatives: ad_vjp_many where every xs[i] counts as an
  * independent input.  The sweep stops at each x — it adds what reaches x
  * from the outputs and goes no further back — so a path from an output to
@@ -322,22 +341,22 @@ int ad_vjp_many(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
  * targets (the state before step t, λ), it gives A_tᵀ v and λ's share of
  * that one step only, and walks that step's graph, not the whole tape.
  * Ownership, create_graph and errors as for ad_vjp_many. */
-int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
-                   int n, ad_value *const *xs, ad_value **gx, bool create_graph);
+AD_MUST_CHECK int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys,
+                                 int n, ad_value *const *xs, ad_value **gx, bool create_graph);
 /* ad_vjp with gy = 1 for a scalar y. */
-int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
-            bool create_graph);
+AD_MUST_CHECK int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
+                          bool create_graph);
 /* Adds dy/dp into p->grad for every caller-owned leaf p that wants a
  * gradient and that y depends on (y must be a scalar).  p->grad is a
  * caller-owned tensor that ad_value_free(p) frees.  It writes those leaves:
  * no other thread may use them meanwhile (see threads, at the top). */
-int ad_backward(ad_tape *tp, ad_value *y);
+AD_MUST_CHECK int ad_backward(ad_tape *tp, ad_value *y);
 /* Sets every entry of leaf->grad to zero (if it has one). */
 void ad_zero_grad(ad_value *leaf);
 /* Hessian-vector product by double backward:
  * hv[i] = Σ_j (∂² y / ∂xs[i] ∂xs[j]) vs[j], for a scalar y. */
-int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,
-           ad_value *const *vs, ad_value **hv, bool create_graph);
+AD_MUST_CHECK int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value *const *vs,
+                         ad_value **hv, bool create_graph);
 
 /* ---- Graphviz ---------------------------------------------------------- */
 
@@ -345,7 +364,7 @@ int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,
  * with its op, shape and step; leaves and carried constants drawn apart.
  * Render with  dot -Tpng graph.dot -o graph.png.  AD_OK, AD_EARG for a NULL
  * file or root, AD_EIO when a write fails. */
-int ad_dot_write(FILE *out, ad_value *root);
+AD_MUST_CHECK int ad_dot_write(FILE *out, ad_value *root);
 
 /* What ad_dot_write_opts adds to that compact drawing; all zero is the same
  * drawing as ad_dot_write's. */
@@ -361,6 +380,7 @@ typedef struct ad_dot_opts {
                          then say no "step N" themselves) */
 } ad_dot_opts;
 /* The graph that reaches any of roots[0..n), drawn with opts (NULL: none). */
-int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opts *opts);
+AD_MUST_CHECK int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots,
+                                    const ad_dot_opts *opts);
 
 #endif

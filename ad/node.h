@@ -8,13 +8,14 @@
  *                             ad_value **gin)
  *     {
  *         gin[0] = ad_mul(tp, gout, out);    // d exp(x) = exp(x) dx
- *         return gin[0] ? AD_OK : AD_ENOMEM;
+ *         return ad_rule_status(gin[0]);     // AD_OK, or what ad_mul failed with
  *     }
  *     static const ad_op exp_op = { "exp", exp_backward };
  *
  *     ad_value *ad_exp(ad_tape *tp, ad_value *x)
  *     {
- *         ad_value *in[1] = { x };
+ *         ad_value *in[1] = { x };          // x->rank is read below: check first
+ *         if (ad_check_inputs(tp, "exp", 1, in) != AD_OK) return NULL;
  *         ad_value *out = ad_node_new(tp, &exp_op, x->rank, x->shape, 1, in);
  *         if (out) for (size_t i = 0; i < x->size; i++) out->data[i] = exp(x->data[i]);
  *         return out;
@@ -31,7 +32,8 @@
 
 /* gin[i] receives the gradient for out->inputs[i], with that input's shape,
  * or stays NULL for "no contribution".  Only inputs with requires_grad need
- * one; ad_input_needs_grad(out, i) tells.  Return AD_OK or a status. */
+ * one; ad_input_needs_grad(out, i) tells.  Return AD_OK or a status: when an
+ * op inside the rule returned NULL, the status it failed with (ad_rule_status). */
 typedef int (*ad_backward_fn)(ad_tape *tp, ad_value *out, ad_value *gout,
                               ad_value **gin);
 
@@ -39,6 +41,20 @@ struct ad_op {
     const char *name;
     ad_backward_fn backward; /* NULL: ad_grad fails naming the op */
 };
+
+/* What a backward rule returns for a gradient it has just made, `made`:
+ * AD_OK when it is there; when it is NULL, the status of the op inside the
+ * rule that failed, whose message stands (the sweep puts "grad: the
+ * backward rule of 'OP'" in front).  An op that returned NULL without a
+ * message — a bug in that op — gives AD_ENOGRAD (no gradient could be made)
+ * with a message saying so, rather than a status made up here. */
+static inline int ad_rule_status(const ad_value *made)
+{
+    if (made) return AD_OK;
+    int code = ad_error_code();
+    if (code != AD_OK) return code;
+    return ad_fail(AD_ENOGRAD, "an op returned NULL without a message (a bug in that op)");
+}
 
 /* Makes the result of an op in the open step, data uninitialised.
  * If any input is NULL, returns NULL (the earlier message stands, or one is

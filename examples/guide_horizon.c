@@ -20,19 +20,23 @@ static size_t run(int K, int T, bool verbose, const char *dot, double h[2])
     ad_value *w = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 2, 2 }), *w0 = w;
     ad_value_set_name(lam, "λ"), ad_value_set_name(G, "γG"), ad_value_set_name(w, "w0");
     ad_dot_opts opts = { .values = 2, .steps = true };
-    for (int t = 1; t <= T && w; t++) {
-        ad_tape_step(tp); /* closes step t−1; releases the oldest beyond K */
-        if (dot && t == 4 && strcmp(dot, "after") == 0) ad_dot_write_opts(stdout, 1, &w, &opts);
+    int rc = AD_OK;
+    for (int t = 1; t <= T && w && rc == AD_OK; t++) {
+        rc = ad_tape_step(tp); /* closes step t−1; releases the oldest beyond K */
+        if (rc == AD_OK && dot && t == 4 && strcmp(dot, "after") == 0)
+            rc = ad_dot_write_opts(stdout, 1, &w, &opts);
         w = ad_sub(tp, w, ad_mul(tp, G, ad_sub(tp, w, lam)));
         if (w && t < 10) snprintf(name[t], 8, "w%d", t), ad_value_set_name(w, name[t]);
-        if (dot && t == 3 && strcmp(dot, "before") == 0) ad_dot_write_opts(stdout, 1, &w, &opts);
+        if (rc == AD_OK && dot && t == 3 && strcmp(dot, "before") == 0)
+            rc = ad_dot_write_opts(stdout, 1, &w, &opts);
         if (verbose)
             printf("  t = %d: %zu steps held, %4zu bytes\n", t, ad_tape_steps_held(tp),
                    ad_tape_bytes(tp));
     }
-    ad_tape_step(tp); /* f in a step of its own: the K held steps are the last K inner ones */
+    if (rc == AD_OK) rc = ad_tape_step(tp); /* f in a step of its own: K held inner steps */
     ad_value *f = ad_scale(tp, ad_sqnorm(tp, w), 0.5);
-    size_t peak = f && ad_grad(tp, f, 1, &lam, &dlam, false) == AD_OK ? ad_tape_peak_bytes(tp) : 0;
+    if (rc == AD_OK) rc = ad_grad(tp, f, 1, &lam, &dlam, false);
+    size_t peak = rc == AD_OK ? ad_tape_peak_bytes(tp) : 0;
     for (int i = 0; i < 2 && peak; i++) h[i] = dlam->data[i];
     ad_tape_free(tp), ad_value_free(lam), ad_value_free(G), ad_value_free(w0);
     return peak;

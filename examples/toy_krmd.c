@@ -11,17 +11,18 @@ int main(void)
     ad_value *lam = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1, 1 });
     ad_value *G = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1, 0.5 });
     ad_value *w = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 2, 2 }), *w0 = w;
-    for (int t = 1; t <= T; t++) {
-        ad_tape_step(tp);                         /* one inner iteration = one step */
+    int rc = AD_OK;
+    for (int t = 1; t <= T && rc == AD_OK; t++) {
+        rc = ad_tape_step(tp);                    /* one inner iteration = one step */
         ad_value *d = ad_sub(tp, w, lam);         /* g = ½ (w−λ)ᵀ G (w−λ) */
         ad_value *g = ad_scale(tp, ad_dot(tp, d, ad_mul(tp, G, d)), 0.5), *gw;
-        if (ad_grad(tp, g, 1, &w, &gw, true) != AD_OK) break;  /* ∇w g, on the tape */
-        w = ad_sub(tp, w, ad_scale(tp, gw, 0.1));              /* w ← w − γ ∇w g */
+        if (rc == AD_OK) rc = ad_grad(tp, g, 1, &w, &gw, true);    /* ∇w g, on the tape */
+        if (rc == AD_OK) w = ad_sub(tp, w, ad_scale(tp, gw, 0.1)); /* w ← w − γ ∇w g */
     }
-    ad_tape_step(tp);                             /* f = ‖ŵ‖² + 10 ‖sin ŵ‖² */
+    if (rc == AD_OK) rc = ad_tape_step(tp);       /* f = ‖ŵ‖² + 10 ‖sin ŵ‖² */
     ad_value *f = ad_add(tp, ad_sqnorm(tp, w), ad_scale(tp, ad_sqnorm(tp, ad_sin(tp, w)), 10));
-    ad_value *h;
-    int rc = ad_grad(tp, f, 1, &lam, &h, false);  /* h_{T−K}: the path stops K steps back */
+    ad_value *h;                                  /* h_{T−K}: the path stops K steps back */
+    if (rc == AD_OK) rc = ad_grad(tp, f, 1, &lam, &h, false);
     if (rc == AD_OK)
         printf("h_{T-K} = (%.10f, %.10f), tape peak %zu bytes\n", h->data[0], h->data[1],
                ad_tape_peak_bytes(tp));

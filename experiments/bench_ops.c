@@ -706,12 +706,12 @@ static int run_tape(void)
         if (rc == AD_OK) {
             ad_set_requires_grad(lam, true);
             ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
-            ad_tape_step(tp);
+            rc = ad_tape_step(tp);
             size_t b0 = ad_tape_bytes(tp);
             ad_value *logits = ad_matmul(tp, X, W, false, false);
             ad_value *g = ad_add(tp, ad_cross_entropy(tp, logits, y, ad_sigmoid(tp, lam), AD_REDUCE_MEAN),
                                  ad_scale(tp, ad_sqnorm(tp, W), HC_REG));
-            rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
+            if (rc == AD_OK) rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
             ad_value *W2 = rc == AD_OK ? ad_sub(tp, W, ad_scale(tp, gw, 0.25)) : NULL;
             if (rc == AD_OK && !W2) rc = ad_error_code();
             long step = ad_tape_current_step(tp);
@@ -743,7 +743,7 @@ static int run_tape(void)
         if (rc == AD_OK) {
             ad_set_requires_grad(hs, true);
             for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
-            ad_tape_step(tp);
+            rc = ad_tape_step(tp);
             size_t b0 = ad_tape_bytes(tp);
             ad_value *g = ad_cross_entropy(tp, mdl_cnn_task_forward(tp, &net, hs, w), ys, NULL, AD_REDUCE_MEAN);
             ad_value *sq[3] = { 0 };
@@ -753,7 +753,7 @@ static int run_tape(void)
                 sq[l] = sq[l] ? ad_add(tp, sq[l], t) : t;
             }
             for (int l = 0; l < 3; l++) g = ad_add(tp, g, ad_mul(tp, ad_softplus(tp, nu[l]), sq[l]));
-            rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
+            if (rc == AD_OK) rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
             for (int j = 0; j < n_task && rc == AD_OK; j++)
                 if (!(w2[j] = ad_sub(tp, w[j], ad_mul(tp, gam, gw[j])))) rc = ad_error_code();
             long step = ad_tape_current_step(tp);

@@ -38,7 +38,7 @@ typedef struct l2 { ad_value *x[2], *y[2], *lam; } l2; /* [0] train, [1] validat
 static int w0(ad_tape *tp, ad_value *const *lam, ad_value **w, void *ctx)
 {
     w[0] = ad_const_fill(tp, 2, (int[]){ o.d, 2 }, 0);
-    return w[0] ? AD_OK : AD_ENOMEM;
+    return w[0] ? AD_OK : ad_error_code();
 }
 
 /* g(W, λ) = CE(X W, y) + Σ_j exp(λ_j) ‖W_j‖²,  X [n,d], W [d,2]. */

@@ -22,7 +22,7 @@ static int hc_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     (void)lam;
     const hc_problem *hc = ctx;
     w0[0] = ad_const_fill(tp, 2, (int[]){ hc->x_train->shape[1], hc->n_classes }, 0);
-    return w0[0] ? AD_OK : AD_ENOMEM;
+    return w0[0] ? AD_OK : ad_error_code();
 }
 
 /* g(W, λ) = 1/n Σᵢ σ(λᵢ) CE(W xᵢ, ỹᵢ) + reg ‖W‖²_F.

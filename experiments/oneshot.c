@@ -1144,11 +1144,12 @@ static int run_cfg(run_ctx *ctx, result *res)
     if (rc == AD_OK && !res->ok) {
         size_t rep, tsk;
         mdl_cnn net = mdl_cnn_omniglot(r->o.channels);
-        mdl_cnn_counts(&net, &rep, &tsk);
-        fprintf(stderr, PROG ": %s: T = %d, K = %d, %d channels: %zu hyperparameters (%zu "
-                        "representation), %zu parameters; %d hyper-iterations of %d tasks\n",
-                r->c->label, r->c->T, r->c->K < r->c->T ? r->c->K : r->c->T, r->o.channels,
-                os_hyper_numel(&r->hy), rep, tsk, r->o.iters, r->o.meta_batch);
+        rc = mdl_cnn_counts(&net, &rep, &tsk); /* rep and tsk are unset when it fails */
+        if (rc == AD_OK)
+            fprintf(stderr, PROG ": %s: T = %d, K = %d, %d channels: %zu hyperparameters (%zu "
+                            "representation), %zu parameters; %d hyper-iterations of %d tasks\n",
+                    r->c->label, r->c->T, r->c->K < r->c->T ? r->c->K : r->c->T, r->o.channels,
+                    os_hyper_numel(&r->hy), rep, tsk, r->o.iters, r->o.meta_batch);
     }
     double acc;
     if (rc == AD_OK && !res->ok && r->st.iter == 0 && r->lg.va.n_rows == 0) {

@@ -21,7 +21,7 @@ static int ti_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     (void)lam;
     const ti_problem *p = ctx;
     w0[0] = ad_const_fill(tp, 2, (int[]){ p->V, p->x_train->shape[1] }, 0);
-    return w0[0] ? AD_OK : AD_ENOMEM;
+    return w0[0] ? AD_OK : ad_error_code();
 }
 
 ad_value *ti_coupling(ad_tape *tp, ad_value *W, ad_value *C)

@@ -11,7 +11,7 @@ static int toy_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     (void)lam;
     (void)ctx;
     w0[0] = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 2, 2 });
-    return w0[0] ? AD_OK : AD_ENOMEM;
+    return w0[0] ? AD_OK : ad_error_code();
 }
 
 static ad_value *toy_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
@@ -39,8 +39,9 @@ int toy_init(toy *t, double lam1, double lam2, int T, double gamma, bool tilde)
     t->G = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1.0, 0.5 });
     t->tilde = tilde;
     if (!t->lam || !t->G) {
+        int rc = ad_error_code(); /* what the tensor failed with */
         toy_free(t);
-        return AD_ENOMEM;
+        return rc;
     }
     t->problem = (hg_problem){
         .n_w = 1, .n_hyper = 1, .hyper = &t->lam, .T = T,

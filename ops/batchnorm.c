@@ -242,18 +242,18 @@ static int batchnorm_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value 
     int k = 2, ig = out->iattr[0] ? k++ : -1, ib = out->iattr[1] ? k++ : -1;
     ad_value *gamma = ig >= 0 ? out->inputs[ig] : NULL;
     if (ad_input_needs_grad(out, 0) && !(gin[0] = bn_input_grad(tp, x, stats, g, gamma)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[0]);
     if (ig >= 0 && ad_input_needs_grad(out, ig) && !(gin[ig] = bn_gamma_grad(tp, x, stats, g)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[ig]);
     if (ib >= 0 && ad_input_needs_grad(out, ib) && !(gin[ib] = channel_sum(tp, g, x)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[ib]);
     return AD_OK;
 }
 
 static int normalize_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     gin[0] = bn_input_grad(tp, out->inputs[0], out->inputs[1], g, NULL);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 /* s = (σ² + ε)^−½: ∂s/∂x = −s²·x̂/M per channel. */
@@ -262,7 +262,7 @@ static int invstd_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
     ad_value *x = out->inputs[0];
     ad_value *k = ad_scale(tp, ad_mul(tp, g, ad_square(tp, out)), -1.0 / (double)dims_of(x).M);
     gin[0] = ad_mul(tp, bn_normalize(tp, x, out->inputs[1]), k);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 /* out = γ·s·P(g): inputs x, stats, g, then γ when present. */
@@ -271,10 +271,10 @@ static int input_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value
     ad_value *x = out->inputs[0], *stats = out->inputs[1], *g = out->inputs[2];
     ad_value *gamma = out->n_inputs > 3 ? out->inputs[3] : NULL;
     if (ad_input_needs_grad(out, 2) && !(gin[2] = bn_input_grad(tp, x, stats, u, gamma)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[2]);
     if (gamma && ad_input_needs_grad(out, 3) &&
         !(gin[3] = channel_sum(tp, ad_mul(tp, u, bn_input_grad(tp, x, stats, g, NULL)), x)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[3]);
     if (!ad_input_needs_grad(out, 0)) return AD_OK;
     /* −γ·s²·(x̂·(mean(u⊙g) − ū·ḡ − 3ab) + b·(g − ḡ) + a·(u − ū)) */
     ad_value *xh = bn_normalize(tp, x, stats), *s = bn_invstd(tp, x, stats);
@@ -287,7 +287,7 @@ static int input_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value
     ad_value *k = ad_neg(tp, ad_square(tp, s));
     if (gamma) k = ad_mul(tp, k, per_channel(tp, gamma, x));
     gin[0] = ad_mul(tp, inner, k);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 /* out = Σ g ⊙ x̂ [C]; v is its gradient [C]. */
@@ -296,9 +296,9 @@ static int gamma_grad_backward(ad_tape *tp, ad_value *out, ad_value *v, ad_value
     ad_value *x = out->inputs[0], *stats = out->inputs[1], *g = out->inputs[2];
     if (ad_input_needs_grad(out, 2) &&
         !(gin[2] = ad_mul(tp, bn_normalize(tp, x, stats), per_channel(tp, v, x))))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[2]);
     if (ad_input_needs_grad(out, 0) && !(gin[0] = bn_input_grad(tp, x, stats, g, v)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[0]);
     return AD_OK;
 }
 
@@ -338,7 +338,7 @@ static ad_value *bn_invstd(ad_tape *tp, ad_value *x, ad_value *stats)
 static ad_value *bn_input_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_value *g, ad_value *gamma)
 {
     ad_value *in[4] = { x, stats, g, gamma };
-    if (ad_any_null(3, in)) return NULL;
+    if (ad_check_inputs(tp, "bn_input_grad", gamma ? 4 : 3, in) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, &input_grad_op, x->rank, x->shape, gamma ? 4 : 3, in);
     if (!out) return NULL;
     bn_dims d = dims_of(x);
@@ -350,7 +350,7 @@ static ad_value *bn_input_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_val
 static ad_value *bn_gamma_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_value *g)
 {
     ad_value *in[3] = { x, stats, g };
-    if (ad_any_null(3, in)) return NULL;
+    if (ad_check_inputs(tp, "bn_gamma_grad", 3, in) != AD_OK) return NULL;
     int C = x->shape[1];
     ad_value *out = ad_node_new(tp, &gamma_grad_op, 1, &C, 3, in);
     if (!out) return NULL;
@@ -385,7 +385,12 @@ static int check_batchnorm(const ad_value *x, const ad_value *gamma, const ad_va
 
 ad_value *ad_batchnorm(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta, double eps)
 {
-    if (!x) return NULL;
+    /* γ and β are optional (NULL: absent), so only a given one is checked;
+     * without a gradient they are read, not held by a node. */
+    if (ad_check_inputs(tp, "batchnorm", 1, &x) != AD_OK ||
+        (gamma && ad_value_check("batchnorm: gamma", gamma) != AD_OK) ||
+        (beta && ad_value_check("batchnorm: beta", beta) != AD_OK))
+        return NULL;
     if (check_batchnorm(x, gamma, beta, eps) != AD_OK) return NULL;
     if (!tp) {
         ad_fail(AD_EARG, "batchnorm: tape is NULL");

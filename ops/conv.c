@@ -455,6 +455,7 @@ static ad_value *conv_weight_grad(ad_tape *tp, ad_value *x, ad_value *gy, const 
 /* db = Σ over n, p, q of g [N,O,P,Q], as [O]. */
 static ad_value *bias_grad(ad_tape *tp, ad_value *g)
 {
+    if (ad_check_inputs(tp, "conv2d bias gradient", 1, &g) != AD_OK) return NULL;
     int O = g->shape[1];
     return ad_reshape(tp, ad_sum_to(tp, g, 4, (int[]){ 1, O, 1, 1 }), 1, &O);
 }
@@ -463,9 +464,11 @@ static int conv_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin
 {
     conv_geom ge = geom_load(out->iattr);
     ad_value *x = out->inputs[0], *w = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_data_grad(tp, g, w, &ge))) return AD_ENOMEM;
-    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_weight_grad(tp, x, g, &ge))) return AD_ENOMEM;
-    if (ad_input_needs_grad(out, 2) && !(gin[2] = bias_grad(tp, g))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_data_grad(tp, g, w, &ge)))
+        return ad_rule_status(gin[0]);
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_weight_grad(tp, x, g, &ge)))
+        return ad_rule_status(gin[1]);
+    if (ad_input_needs_grad(out, 2) && !(gin[2] = bias_grad(tp, g))) return ad_rule_status(gin[2]);
     return AD_OK;
 }
 
@@ -474,8 +477,10 @@ static int conv_data_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_v
 {
     conv_geom ge = geom_load(out->iattr);
     ad_value *gy = out->inputs[0], *w = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_op(tp, u, w, NULL, &ge))) return AD_ENOMEM;
-    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_weight_grad(tp, u, gy, &ge))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_op(tp, u, w, NULL, &ge)))
+        return ad_rule_status(gin[0]);
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_weight_grad(tp, u, gy, &ge)))
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -485,8 +490,10 @@ static int conv_weight_grad_backward(ad_tape *tp, ad_value *out, ad_value *v, ad
 {
     conv_geom ge = geom_load(out->iattr);
     ad_value *x = out->inputs[0], *gy = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_data_grad(tp, gy, v, &ge))) return AD_ENOMEM;
-    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_op(tp, x, v, NULL, &ge))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = conv_data_grad(tp, gy, v, &ge)))
+        return ad_rule_status(gin[0]);
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = conv_op(tp, x, v, NULL, &ge)))
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -500,12 +507,12 @@ static const ad_op conv_weight_grad_op = { "conv_weight_grad", conv_weight_grad_
 /* x [N,C,H,W], w [O,C,kh,kw], b [O] or NULL -> [N,O,P,Q] */
 static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, const conv_geom *g)
 {
-    if (!x || !w) return NULL;
+    ad_value *in[3] = { x, w, b };
+    if (ad_check_inputs(tp, "conv2d", b ? 3 : 2, in) != AD_OK) return NULL;
     conv_dims d = dims_of(g);
     int O = w->shape[0];
     conv_scratch s;
     if (scratch_get(&s, g, &d, O, "conv2d") != AD_OK) return NULL;
-    ad_value *in[3] = { x, w, b };
     ad_value *out = ad_node_new(tp, &conv2d_op, 4, (int[]){ g->N, O, d.P, d.Q }, b ? 3 : 2, in);
     if (out) {
         geom_store(out->iattr, g);
@@ -518,7 +525,8 @@ static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, con
 /* gy [N,O,P,Q], w [O,C,kh,kw] -> [N,C,H,W] */
 static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const conv_geom *g)
 {
-    if (!gy || !w) return NULL;
+    ad_value *in[2] = { gy, w };
+    if (ad_check_inputs(tp, "conv_data_grad", 2, in) != AD_OK) return NULL;
     conv_dims d = dims_of(g);
     int O = w->shape[0];
     bool as_conv = data_grad_as_conv(g, &d);
@@ -534,7 +542,6 @@ static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const co
         ad_fail(AD_ENOMEM, "conv2d backward: out of memory for %zu entries", w->size);
         return NULL;
     }
-    ad_value *in[2] = { gy, w };
     ad_value *out = ad_node_new(tp, &conv_data_grad_op, 4, (int[]){ g->N, g->C, g->H, g->W }, 2, in);
     if (out) {
         geom_store(out->iattr, g);
@@ -553,12 +560,12 @@ static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const co
 /* x [N,C,H,W], gy [N,O,P,Q] -> [O,C,kh,kw] */
 static ad_value *conv_weight_grad(ad_tape *tp, ad_value *x, ad_value *gy, const conv_geom *g)
 {
-    if (!x || !gy) return NULL;
+    ad_value *in[2] = { x, gy };
+    if (ad_check_inputs(tp, "conv_weight_grad", 2, in) != AD_OK) return NULL;
     int O = gy->shape[1];
     conv_dims d = dims_of(g);
     conv_scratch s;
     if (scratch_get(&s, g, &d, O, "conv2d backward") != AD_OK) return NULL;
-    ad_value *in[2] = { x, gy };
     ad_value *out = ad_node_new(tp, &conv_weight_grad_op, 4, (int[]){ O, g->C, g->kh, g->kw }, 2, in);
     if (out) {
         geom_store(out->iattr, g);
@@ -603,7 +610,8 @@ static int check_conv(const ad_value *x, const ad_value *w, const ad_value *b, i
 
 ad_value *ad_conv2d(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, int stride, int pad)
 {
-    if (!x || !w) return NULL;
+    ad_value *in[3] = { x, w, b };
+    if (ad_check_inputs(tp, "conv2d", b ? 3 : 2, in) != AD_OK) return NULL;
     if (check_conv(x, w, b, stride, pad) != AD_OK) return NULL;
     conv_geom g = { x->shape[0], x->shape[1], x->shape[2], x->shape[3],
                     w->shape[2], w->shape[3], stride, pad };

@@ -57,10 +57,10 @@ BINARY_KERNEL(div, x / y)
 /* out = a op b elementwise over the broadcast layout. */
 static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, binary_kernel k)
 {
-    if (!a || !b) return NULL;
+    ad_value *in[2] = { a, b };
+    if (ad_check_inputs(tp, op->name, 2, in) != AD_OK) return NULL; /* before reading shapes */
     bc_layout l;
     if (bc_binary(op->name, a, b, &l) != AD_OK) return NULL;
-    ad_value *in[2] = { a, b };
     ad_value *out = ad_node_new(tp, op, l.rank, l.shape, 2, in);
     if (!out) return NULL;
     if (a->size == out->size && b->size == out->size) { /* the common case */
@@ -87,17 +87,20 @@ static ad_value *unbroadcast(ad_tape *tp, ad_value *g, const ad_value *x)
 static int add_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *a = out->inputs[0], *b = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, g, a))) return AD_ENOMEM;
-    if (ad_input_needs_grad(out, 1) && !(gin[1] = unbroadcast(tp, g, b))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, g, a)))
+        return ad_rule_status(gin[0]);
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = unbroadcast(tp, g, b)))
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
 static int sub_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *a = out->inputs[0], *b = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, g, a))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, g, a)))
+        return ad_rule_status(gin[0]);
     if (ad_input_needs_grad(out, 1) && !(gin[1] = unbroadcast(tp, ad_neg(tp, g), b)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -105,9 +108,9 @@ static int mul_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *a = out->inputs[0], *b = out->inputs[1];
     if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, ad_mul(tp, g, b), a)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[0]);
     if (ad_input_needs_grad(out, 1) && !(gin[1] = unbroadcast(tp, ad_mul(tp, g, a), b)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -116,10 +119,11 @@ static int div_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *a = out->inputs[0], *b = out->inputs[1];
     ad_value *g_over_b = ad_div(tp, g, b);
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, g_over_b, a))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = unbroadcast(tp, g_over_b, a)))
+        return ad_rule_status(gin[0]);
     if (ad_input_needs_grad(out, 1) &&
         !(gin[1] = unbroadcast(tp, ad_neg(tp, ad_mul(tp, g_over_b, out)), b)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -144,7 +148,7 @@ typedef void (*unary_kernel)(ad_real *o, const ad_real *x, size_t n, double c);
 
 static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k, double c)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, op->name, 1, &x) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, op, x->rank, x->shape, 1, &x);
     if (!out) return NULL;
     out->rattr[0] = c;
@@ -170,7 +174,7 @@ static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k
     static int name##_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin) \
     {                                                                                  \
         gin[0] = name##_rule(tp, out->inputs[0], out, g, out->rattr[0]);               \
-        return gin[0] ? AD_OK : AD_ENOMEM;                                             \
+        return ad_rule_status(gin[0]);                                                 \
     }                                                                                  \
     static const ad_op name##_op = { #name, name##_backward };
 
@@ -183,7 +187,7 @@ static int relu_mask_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value 
 {
     if (!ad_input_needs_grad(out, 0)) return AD_OK;
     gin[0] = relu_mask(tp, u, out->inputs[1]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward };
@@ -192,7 +196,7 @@ static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward };
 static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
 {
     ad_value *in[2] = { g, x };
-    if (ad_any_null(2, in)) return NULL;
+    if (ad_check_inputs(tp, "relu_mask", 2, in) != AD_OK) return NULL;
     AD_ASSERT(ad_same_shape(g, x), "relu_mask: gradient and input differ in shape");
     ad_value *out = ad_node_new(tp, &relu_mask_op, x->rank, x->shape, 2, in);
     if (!out) return NULL;

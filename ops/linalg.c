@@ -71,11 +71,11 @@ static int matmul_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
     bool ta = out->iattr[0], tb = out->iattr[1];
     if (ad_input_needs_grad(out, 0)) {
         gin[0] = ta ? ad_matmul(tp, b, g, tb, true) : ad_matmul(tp, g, b, false, !tb);
-        if (!gin[0]) return AD_ENOMEM;
+        if (!gin[0]) return ad_rule_status(gin[0]);
     }
     if (ad_input_needs_grad(out, 1)) {
         gin[1] = tb ? ad_matmul(tp, g, a, true, ta) : ad_matmul(tp, a, g, !ta, false);
-        if (!gin[1]) return AD_ENOMEM;
+        if (!gin[1]) return ad_rule_status(gin[1]);
     }
     return AD_OK;
 }
@@ -85,10 +85,10 @@ static const ad_op matmul_op = { "matmul", matmul_backward };
 /* a [m,k] (or [k,m] with trans_a), b [k,n] (or [n,k] with trans_b) -> [m,n] */
 ad_value *ad_matmul(ad_tape *tp, ad_value *a, ad_value *b, bool trans_a, bool trans_b)
 {
-    if (!a || !b) return NULL;
+    ad_value *in[2] = { a, b };
+    if (ad_check_inputs(tp, "matmul", 2, in) != AD_OK) return NULL;
     if (matmul_check(a, b, trans_a, trans_b) != AD_OK) return NULL;
     int m = op_rows(a, trans_a), k = op_cols(a, trans_a), n = op_cols(b, trans_b);
-    ad_value *in[2] = { a, b };
     ad_value *out = ad_node_new(tp, &matmul_op, 2, (int[]){ m, n }, 2, in);
     if (!out) return NULL;
     out->iattr[0] = trans_a;
@@ -103,7 +103,7 @@ ad_value *ad_matmul(ad_tape *tp, ad_value *a, ad_value *b, bool trans_a, bool tr
  * message speaks of linear's arguments rather than of the matmul inside. */
 ad_value *ad_linear(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b)
 {
-    if (!x || !w) return NULL;
+    if (ad_check_inputs(tp, "linear", 2, (ad_value *[]){ x, w }) != AD_OK) return NULL;
     char sx[64], sw[64], sb[64];
     if (x->rank != 2 || w->rank != 2 || x->shape[1] != w->shape[1]) {
         ad_fail(AD_ESHAPE, "linear: x must be [N,in] and W [out,in]: got x %s, W %s",
@@ -122,7 +122,7 @@ ad_value *ad_linear(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b)
 /* a [m], b [n] -> [m,n]: the product of a column [m,1] and a row [1,n]. */
 ad_value *ad_outer(ad_tape *tp, ad_value *a, ad_value *b)
 {
-    if (!a || !b) return NULL;
+    if (ad_check_inputs(tp, "outer", 2, (ad_value *[]){ a, b }) != AD_OK) return NULL;
     if (a->rank != 1 || b->rank != 1) {
         char sa[64], sb[64];
         ad_fail(AD_ESHAPE, "outer: operands must be vectors: got %s and %s",

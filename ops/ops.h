@@ -5,8 +5,9 @@
  *
  * Conventions, shared by every op:
  *   - the first argument is the tape; results belong to its open step;
- *   - a NULL input makes the op return NULL and keep the earlier message, so
- *     a whole expression can be built and checked once:
+ *   - a NULL input makes the op return NULL and keep the earlier message
+ *     (with none pending, AD_EARG and "op: input 0 is NULL"), so a whole
+ *     expression can be built and checked once:
  *         ad_value *loss = ad_mean(tp, ad_square(tp, ad_sub(tp, pred, y)));
  *         if (!loss) { fprintf(stderr, "%s\n", ad_error()); ... }
  *   - bad shapes or arguments return NULL with a message naming the op and

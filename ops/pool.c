@@ -56,7 +56,7 @@ static int pool_select_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_valu
     if (!ad_input_needs_grad(out, 1)) return AD_OK;
     pool_dims d = dims_load(out->inputs[0], out->iattr);
     gin[1] = pool_scatter(tp, out->inputs[0], g, &d);
-    return gin[1] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[1]);
 }
 
 static int pool_scatter_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
@@ -64,7 +64,7 @@ static int pool_scatter_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_val
     if (!ad_input_needs_grad(out, 1)) return AD_OK;
     pool_dims d = dims_load(out->inputs[0], out->iattr);
     gin[1] = pool_select(tp, out->inputs[0], g, &d);
-    return gin[1] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[1]);
 }
 
 static const ad_op pool_select_op = { "pool_select", pool_select_backward };
@@ -74,7 +74,7 @@ static const ad_op pool_scatter_op = { "pool_scatter", pool_scatter_backward };
 static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d)
 {
     ad_value *in[2] = { idx, src };
-    if (ad_any_null(2, in)) return NULL;
+    if (ad_check_inputs(tp, "pool_select", 2, in) != AD_OK) return NULL;
     AD_ASSERT(src->rank == 4 && src->shape[2] == d->H && src->shape[3] == d->W &&
               src->size == (size_t)d->N * d->C * d->H * d->W, "pool_select: values do not match the positions");
     ad_value *out = ad_node_new(tp, &pool_select_op, 4, idx->shape, 2, in);
@@ -96,7 +96,7 @@ static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const po
 static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const pool_dims *d)
 {
     ad_value *in[2] = { idx, g };
-    if (ad_any_null(2, in)) return NULL;
+    if (ad_check_inputs(tp, "pool_scatter", 2, in) != AD_OK) return NULL;
     AD_ASSERT(ad_same_shape(idx, g), "pool_scatter: gradient does not match the pooled shape");
     ad_value *out = ad_node_new(tp, &pool_scatter_op, 4, (int[]){ d->N, d->C, d->H, d->W }, 2, in);
     if (!out) return NULL;
@@ -138,7 +138,7 @@ static void maxpool_kernel(ad_real *out, ad_real *idx, const ad_real *x, const p
 
 ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "maxpool2d", 1, &x) != AD_OK) return NULL;
     char s[64];
     if (x->rank != 4) {
         ad_fail(AD_ESHAPE, "maxpool2d: expected a 4-D [N,C,H,W] input, got %s",

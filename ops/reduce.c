@@ -15,14 +15,14 @@ static int sum_to_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
 {
     ad_value *x = out->inputs[0];
     gin[0] = ad_broadcast_to(tp, g, x->rank, x->shape);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static int broadcast_to_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *x = out->inputs[0];
     gin[0] = ad_sum_to(tp, g, x->rank, x->shape);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op sum_to_op = { "sum_to", sum_to_backward };
@@ -129,12 +129,13 @@ ad_value *ad_broadcast_to(ad_tape *tp, ad_value *x, int rank, const int *shape)
 
 ad_value *ad_sum(ad_tape *tp, ad_value *x)
 {
+    if (ad_check_inputs(tp, "sum", 1, &x) != AD_OK) return NULL;
     return ad_sum_to(tp, x, 0, NULL);
 }
 
 ad_value *ad_mean(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "mean", 1, &x) != AD_OK) return NULL;
     return ad_scale(tp, ad_sum(tp, x), 1.0 / (double)x->size);
 }
 
@@ -142,8 +143,8 @@ ad_value *ad_mean(ad_tape *tp, ad_value *x)
 static int dot_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *a = out->inputs[0], *b = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = ad_mul(tp, g, b))) return AD_ENOMEM;
-    if (ad_input_needs_grad(out, 1) && !(gin[1] = ad_mul(tp, g, a))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = ad_mul(tp, g, b))) return ad_rule_status(gin[0]);
+    if (ad_input_needs_grad(out, 1) && !(gin[1] = ad_mul(tp, g, a))) return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -151,14 +152,14 @@ static const ad_op dot_op = { "dot", dot_backward };
 
 ad_value *ad_dot(ad_tape *tp, ad_value *a, ad_value *b)
 {
-    if (!a || !b) return NULL;
+    ad_value *in[2] = { a, b };
+    if (ad_check_inputs(tp, "dot", 2, in) != AD_OK) return NULL;
     if (!ad_same_shape(a, b)) {
         char sa[64], sb[64];
         ad_fail(AD_ESHAPE, "dot: shapes differ: %s and %s", ad_shape_str(a, sa, 64),
                 ad_shape_str(b, sb, 64));
         return NULL;
     }
-    ad_value *in[2] = { a, b };
     ad_value *out = ad_node_new(tp, &dot_op, 0, NULL, 2, in);
     if (!out) return NULL;
     double s = 0;
@@ -167,7 +168,11 @@ ad_value *ad_dot(ad_tape *tp, ad_value *a, ad_value *b)
     return out;
 }
 
-ad_value *ad_sqnorm(ad_tape *tp, ad_value *x) { return ad_dot(tp, x, x); }
+ad_value *ad_sqnorm(ad_tape *tp, ad_value *x)
+{
+    if (ad_check_inputs(tp, "sqnorm", 1, &x) != AD_OK) return NULL;
+    return ad_dot(tp, x, x);
+}
 
 /* ---- one axis ---------------------------------------------------------- */
 
@@ -193,14 +198,14 @@ static int sum_axis_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value *
 {
     ad_value *x = out->inputs[0];
     gin[0] = expand_axis(tp, g, out->iattr[0], x->shape[out->iattr[0]]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 /* expand_axis inserts axis `axis` of extent n, copying along it. */
 static int expand_axis_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     gin[0] = ad_sum_axis(tp, g, out->iattr[0]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op sum_axis_op = { "sum_axis", sum_axis_backward };
@@ -208,7 +213,7 @@ static const ad_op expand_axis_op = { "expand_axis", expand_axis_backward };
 
 ad_value *ad_sum_axis(ad_tape *tp, ad_value *x, int axis)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "sum_axis", 1, &x) != AD_OK) return NULL;
     size_t outer = 0, inner = 0;
     int n = 0;
     if (axis_split("sum_axis", x, &axis, &outer, &n, &inner) != AD_OK) return NULL;
@@ -229,7 +234,7 @@ ad_value *ad_sum_axis(ad_tape *tp, ad_value *x, int axis)
 
 static ad_value *expand_axis(ad_tape *tp, ad_value *g, int axis, int n)
 {
-    if (!g) return NULL;
+    if (ad_check_inputs(tp, "expand_axis", 1, &g) != AD_OK) return NULL;
     int shape[AD_MAX_RANK], r = 0;
     for (int i = 0; i < g->rank + 1; i++) shape[i] = i == axis ? n : g->shape[r++];
     ad_value *out = ad_node_new(tp, &expand_axis_op, g->rank + 1, shape, 1, &g);
@@ -245,7 +250,7 @@ static ad_value *expand_axis(ad_tape *tp, ad_value *g, int axis, int n)
 
 ad_value *ad_mean_axis(ad_tape *tp, ad_value *x, int axis)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "mean_axis", 1, &x) != AD_OK) return NULL;
     int a = axis < 0 ? axis + x->rank : axis;
     ad_value *s = ad_sum_axis(tp, x, axis);
     return s ? ad_scale(tp, s, 1.0 / x->shape[a]) : NULL;

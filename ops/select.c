@@ -51,7 +51,9 @@ static ad_real share_min_b(ad_real a, ad_real b) { return 1 - share_min(a, b); }
 static ad_value *pair_mask(ad_tape *tp, const char *who, ad_value *a, ad_value *b, pick_fn f)
 {
     bc_layout l;
-    if (bc_binary(who, a, b, &l) != AD_OK) return NULL;
+    if (ad_check_inputs(tp, who, 2, (ad_value *[]){ a, b }) != AD_OK ||
+        bc_binary(who, a, b, &l) != AD_OK)
+        return NULL;
     ad_value *m = ad_const_fill(tp, l.rank, l.shape, 0);
     if (m) pick_kernel(m->data, a, b, &l, m->size, f);
     return m;
@@ -62,7 +64,7 @@ static ad_value *pair_mask(ad_tape *tp, const char *who, ad_value *a, ad_value *
 static int abs_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     gin[0] = ad_mul(tp, g, ad_sign(tp, out->inputs[0])); /* d|x| = sign(x) dx */
-    return gin[0] ? AD_OK : ad_error_code();
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op abs_op = { "abs", abs_backward };
@@ -70,7 +72,7 @@ static const ad_op abs_op = { "abs", abs_backward };
 /* [any shape] -> same shape */
 ad_value *ad_abs(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "abs", 1, &x) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, &abs_op, x->rank, x->shape, 1, &x);
     if (out)
         for (size_t i = 0; i < x->size; i++) out->data[i] = (ad_real)fabs((double)x->data[i]);
@@ -93,7 +95,7 @@ static int extremum_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value *
         ad_value *x = out->inputs[k];
         gin[k] = ad_sum_to(tp, ad_mul(tp, g, pair_mask(tp, out->op->name, a, b, f)), x->rank,
                            x->shape);
-        if (!gin[k]) return ad_error_code();
+        if (!gin[k]) return ad_rule_status(gin[k]);
     }
     return AD_OK;
 }
@@ -105,10 +107,10 @@ static ad_real pick_min(ad_real a, ad_real b) { return a < b || isnan((double)a)
 /* [a] op [b] broadcast -> [broadcast shape] */
 static ad_value *extremum(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, pick_fn pick)
 {
-    if (!a || !b) return NULL;
+    ad_value *in[2] = { a, b };
+    if (ad_check_inputs(tp, op->name, 2, in) != AD_OK) return NULL; /* before reading shapes */
     bc_layout l;
     if (bc_binary(op->name, a, b, &l) != AD_OK) return NULL;
-    ad_value *in[2] = { a, b };
     ad_value *out = ad_node_new(tp, op, l.rank, l.shape, 2, in);
     if (out) pick_kernel(out->data, a, b, &l, out->size, pick);
     return out;
@@ -123,6 +125,7 @@ ad_value *ad_minimum(ad_tape *tp, ad_value *a, ad_value *b) { return extremum(tp
 /* 1 where lo ≤ x ≤ hi (the gradient passes), else 0. */
 static ad_value *inside_mask(ad_tape *tp, ad_value *x, double lo, double hi)
 {
+    if (ad_check_inputs(tp, "clamp", 1, &x) != AD_OK) return NULL; /* a freed leaf, say */
     ad_value *m = ad_const_fill(tp, x->rank, x->shape, 0);
     if (m)
         for (size_t i = 0; i < x->size; i++)
@@ -133,7 +136,7 @@ static ad_value *inside_mask(ad_tape *tp, ad_value *x, double lo, double hi)
 static int clamp_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     gin[0] = ad_mul(tp, g, inside_mask(tp, out->inputs[0], out->rattr[0], out->rattr[1]));
-    return gin[0] ? AD_OK : ad_error_code();
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op clamp_op = { "clamp", clamp_backward };
@@ -141,7 +144,7 @@ static const ad_op clamp_op = { "clamp", clamp_backward };
 /* [any shape] -> same shape */
 ad_value *ad_clamp(ad_tape *tp, ad_value *x, double lo, double hi)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "clamp", 1, &x) != AD_OK) return NULL;
     if (isnan(lo) || isnan(hi) || lo > hi) {
         ad_fail(AD_EARG, "clamp: the range [%g, %g] is empty or NaN", lo, hi);
         return NULL;

@@ -34,7 +34,7 @@ static int reshape_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **
 {
     ad_value *x = out->inputs[0];
     gin[0] = ad_reshape(tp, g, x->rank, x->shape);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op reshape_op = { "reshape", reshape_backward };
@@ -42,7 +42,7 @@ static const ad_op reshape_op = { "reshape", reshape_backward };
 /* x [any] -> shape, with the same number of entries in the same order. */
 ad_value *ad_reshape(ad_tape *tp, ad_value *x, int rank, const int *shape)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "reshape", 1, &x) != AD_OK) return NULL;
     if (ad_check_shape("reshape", rank, shape) != AD_OK) return NULL;
     size_t n = ad_shape_size(rank, shape);
     if (n != x->size) {
@@ -62,7 +62,7 @@ static int transpose_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value 
 {
     (void)out;
     gin[0] = ad_transpose(tp, g);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op transpose_op = { "transpose", transpose_backward };
@@ -70,7 +70,7 @@ static const ad_op transpose_op = { "transpose", transpose_backward };
 /* x [m,n] -> [n,m] */
 ad_value *ad_transpose(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "transpose", 1, &x) != AD_OK) return NULL;
     if (x->rank != 2) {
         char sx[64];
         ad_fail(AD_ESHAPE, "transpose: x must be 2-D: got %s", ad_shape_str(x, sx, 64));
@@ -117,7 +117,7 @@ static int slice_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gi
     ad_value *x = out->inputs[0];
     int axis = out->iattr[0];
     gin[0] = pad_axis(tp, g, axis, out->iattr[1], x->shape[axis]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 /* ... and the gradient of that padding is the slice again. */
@@ -126,7 +126,7 @@ static int pad_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
     ad_value *x = out->inputs[0];
     int axis = out->iattr[0];
     gin[0] = slice_axis(tp, g, axis, out->iattr[1], x->shape[axis]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op slice_rows_op = { "slice_rows", slice_backward };
@@ -137,11 +137,12 @@ static const ad_op pad_op = { "pad", pad_backward };
 /* x [.., n, ..] -> [.., count, ..]: positions start .. start+count-1 of axis */
 static ad_value *slice_axis(ad_tape *tp, ad_value *x, int axis, int start, int count)
 {
-    if (!x) return NULL;
+    const ad_op *op = axis == 0 ? &slice_rows_op : &slice_op;
+    if (ad_check_inputs(tp, op->name, 1, &x) != AD_OK) return NULL;
     int shape[AD_MAX_RANK];
     memcpy(shape, x->shape, sizeof shape);
     shape[axis] = count;
-    ad_value *out = ad_node_new(tp, axis == 0 ? &slice_rows_op : &slice_op, x->rank, shape, 1, &x);
+    ad_value *out = ad_node_new(tp, op, x->rank, shape, 1, &x);
     if (!out) return NULL;
     out->iattr[0] = axis;
     out->iattr[1] = start;
@@ -153,11 +154,12 @@ static ad_value *slice_axis(ad_tape *tp, ad_value *x, int axis, int start, int c
 /* g [.., count, ..] -> [.., n, ..]: zeros, with g at positions start.. */
 static ad_value *pad_axis(ad_tape *tp, ad_value *g, int axis, int start, int n)
 {
-    if (!g) return NULL;
+    const ad_op *op = axis == 0 ? &pad_rows_op : &pad_op;
+    if (ad_check_inputs(tp, op->name, 1, &g) != AD_OK) return NULL;
     int shape[AD_MAX_RANK];
     memcpy(shape, g->shape, sizeof shape);
     shape[axis] = n;
-    ad_value *out = ad_node_new(tp, axis == 0 ? &pad_rows_op : &pad_op, g->rank, shape, 1, &g);
+    ad_value *out = ad_node_new(tp, op, g->rank, shape, 1, &g);
     if (!out) return NULL;
     out->iattr[0] = axis;
     out->iattr[1] = start;
@@ -170,7 +172,7 @@ static ad_value *pad_axis(ad_tape *tp, ad_value *g, int axis, int start, int n)
 /* x [n, ...] -> [count, ...] */
 ad_value *ad_slice_rows(ad_tape *tp, ad_value *x, int start, int count)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "slice_rows", 1, &x) != AD_OK) return NULL;
     char sx[64];
     if (x->rank < 1) {
         ad_fail(AD_ESHAPE, "slice_rows: x must have rows (rank >= 1): got %s",
@@ -213,14 +215,15 @@ static int gather_rows_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_valu
 {
     ad_value *x = out->inputs[0], *idx = out->inputs[1];
     if (ad_input_needs_grad(out, 0) && !(gin[0] = ad_scatter_rows(tp, g, idx, x->shape[0])))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[0]);
     return AD_OK; /* gin[1] stays empty: indices have no gradient */
 }
 
 static int scatter_rows_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     ad_value *idx = out->inputs[1];
-    if (ad_input_needs_grad(out, 0) && !(gin[0] = ad_gather_rows(tp, g, idx))) return AD_ENOMEM;
+    if (ad_input_needs_grad(out, 0) && !(gin[0] = ad_gather_rows(tp, g, idx)))
+        return ad_rule_status(gin[0]);
     return AD_OK;
 }
 
@@ -230,7 +233,8 @@ static const ad_op scatter_rows_op = { "scatter_rows", scatter_rows_backward };
 /* x [n, ...], idx [len] -> [len, ...]; out row i = x row idx[i] */
 ad_value *ad_gather_rows(ad_tape *tp, ad_value *x, ad_value *idx)
 {
-    if (!x || !idx) return NULL;
+    ad_value *in[2] = { x, idx };
+    if (ad_check_inputs(tp, "gather_rows", 2, in) != AD_OK) return NULL;
     if (x->rank < 1) {
         char sx[64];
         ad_fail(AD_ESHAPE, "gather_rows: x must have rows (rank >= 1): got %s",
@@ -241,7 +245,6 @@ ad_value *ad_gather_rows(ad_tape *tp, ad_value *x, ad_value *idx)
     int shape[AD_MAX_RANK];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = idx->shape[0];
-    ad_value *in[2] = { x, idx };
     ad_value *out = ad_node_new(tp, &gather_rows_op, x->rank, shape, 2, in);
     if (!out) return NULL;
     size_t row = row_size(x);
@@ -255,7 +258,8 @@ ad_value *ad_gather_rows(ad_tape *tp, ad_value *x, ad_value *idx)
  * repeated index collects the sum of its rows, as gather's adjoint must. */
 ad_value *ad_scatter_rows(ad_tape *tp, ad_value *g, ad_value *idx, int n_rows)
 {
-    if (!g || !idx) return NULL;
+    ad_value *in[2] = { g, idx };
+    if (ad_check_inputs(tp, "scatter_rows", 2, in) != AD_OK) return NULL;
     char sg[64], si[64];
     if (g->rank < 1 || idx->rank != 1 || idx->shape[0] != g->shape[0]) {
         ad_fail(AD_ESHAPE, "scatter_rows: g must be [len,...] and idx [len]: got g %s, idx %s",
@@ -270,7 +274,6 @@ ad_value *ad_scatter_rows(ad_tape *tp, ad_value *g, ad_value *idx, int n_rows)
     int shape[AD_MAX_RANK];
     memcpy(shape, g->shape, sizeof shape);
     shape[0] = n_rows;
-    ad_value *in[2] = { g, idx };
     ad_value *out = ad_node_new(tp, &scatter_rows_op, g->rank, shape, 2, in);
     if (!out) return NULL;
     memset(out->data, 0, out->size * sizeof(ad_real));
@@ -291,9 +294,9 @@ static int concat_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
     ad_value *a = out->inputs[0], *b = out->inputs[1];
     int axis = out->iattr[0], na = a->shape[axis], nb = b->shape[axis];
     if (ad_input_needs_grad(out, 0) && !(gin[0] = slice_axis(tp, g, axis, 0, na)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[0]);
     if (ad_input_needs_grad(out, 1) && !(gin[1] = slice_axis(tp, g, axis, na, nb)))
-        return AD_ENOMEM;
+        return ad_rule_status(gin[1]);
     return AD_OK;
 }
 
@@ -320,12 +323,12 @@ static int concat_check(const ad_value *a, const ad_value *b, int *axis)
 /* a [.., na, ..], b [.., nb, ..] -> [.., na+nb, ..] */
 ad_value *ad_concat(ad_tape *tp, ad_value *a, ad_value *b, int axis)
 {
-    if (!a || !b) return NULL;
+    ad_value *in[2] = { a, b };
+    if (ad_check_inputs(tp, "concat", 2, in) != AD_OK) return NULL;
     if (concat_check(a, b, &axis) != AD_OK) return NULL;
     int shape[AD_MAX_RANK], na = a->shape[axis], nb = b->shape[axis];
     memcpy(shape, a->shape, sizeof shape);
     shape[axis] = na + nb;
-    ad_value *in[2] = { a, b };
     ad_value *out = ad_node_new(tp, &concat_op, a->rank, shape, 2, in);
     if (!out) return NULL;
     out->iattr[0] = axis;
@@ -341,7 +344,7 @@ ad_value *ad_concat(ad_tape *tp, ad_value *a, ad_value *b, int axis)
  * no gradient to pass back to them, whatever they were computed from. */
 ad_value *ad_one_hot(ad_tape *tp, ad_value *labels, int n_classes)
 {
-    if (!labels) return NULL;
+    if (ad_check_inputs(tp, "one_hot", 1, &labels) != AD_OK) return NULL;
     if (!tp) {
         ad_fail(AD_EARG, "one_hot: tape is NULL");
         return NULL;

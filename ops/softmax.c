@@ -35,7 +35,7 @@ static double row_max(const ad_real *row, int C)
 /* g summed over the classes, kept as [N,1] so it broadcasts against [N,C]. */
 static ad_value *row_sums(ad_tape *tp, ad_value *g)
 {
-    if (!g) return NULL;
+    if (ad_check_inputs(tp, "row_sums", 1, &g) != AD_OK) return NULL;
     return ad_sum_to(tp, g, 2, (int[]){ g->shape[0], 1 });
 }
 
@@ -46,7 +46,7 @@ static int softmax_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **
 {
     ad_value *gs = row_sums(tp, ad_mul(tp, g, out));
     gin[0] = ad_mul(tp, out, ad_sub(tp, g, gs));
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op softmax_op = { "softmax", softmax_backward };
@@ -70,7 +70,7 @@ static void softmax_forward(ad_real *out, const ad_real *x, int N, int C)
 
 ad_value *ad_softmax(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "softmax", 1, &x) != AD_OK) return NULL;
     if (check_2d("softmax", x) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, &softmax_op, 2, x->shape, 1, &x);
     if (out) softmax_forward(out->data, x->data, x->shape[0], x->shape[1]);
@@ -85,7 +85,7 @@ ad_value *ad_softmax(ad_tape *tp, ad_value *x)
 static int log_softmax_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     gin[0] = ad_sub(tp, g, ad_mul(tp, ad_exp(tp, out), row_sums(tp, g)));
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op log_softmax_op = { "log_softmax", log_softmax_backward };
@@ -105,7 +105,7 @@ static void log_softmax_forward(ad_real *out, const ad_real *x, int N, int C)
 
 ad_value *ad_log_softmax(ad_tape *tp, ad_value *x)
 {
-    if (!x) return NULL;
+    if (ad_check_inputs(tp, "log_softmax", 1, &x) != AD_OK) return NULL;
     if (check_2d("log_softmax", x) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, &log_softmax_op, 2, x->shape, 1, &x);
     if (out) log_softmax_forward(out->data, x->data, x->shape[0], x->shape[1]);
@@ -133,14 +133,14 @@ static int pick_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin
     ad_value *x = out->inputs[0], *labels = out->inputs[1];
     if (!ad_input_needs_grad(out, 0)) return AD_OK;
     gin[0] = unpick(tp, g, labels, x->shape[1]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static int unpick_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
     if (!ad_input_needs_grad(out, 0)) return AD_OK;
     gin[0] = pick(tp, g, out->inputs[1]);
-    return gin[0] ? AD_OK : AD_ENOMEM;
+    return ad_rule_status(gin[0]);
 }
 
 static const ad_op pick_op = { "pick", pick_backward };
@@ -150,7 +150,7 @@ static const ad_op unpick_op = { "unpick", unpick_backward };
 static ad_value *pick(ad_tape *tp, ad_value *x, ad_value *labels)
 {
     ad_value *in[2] = { x, labels };
-    if (ad_any_null(2, in)) return NULL;
+    if (ad_check_inputs(tp, "pick", 2, in) != AD_OK) return NULL;
     int N = x->shape[0], C = x->shape[1];
     ad_value *out = ad_node_new(tp, &pick_op, 1, &N, 2, in);
     if (!out) return NULL;
@@ -162,7 +162,7 @@ static ad_value *pick(ad_tape *tp, ad_value *x, ad_value *labels)
 static ad_value *unpick(ad_tape *tp, ad_value *g, ad_value *labels, int C)
 {
     ad_value *in[2] = { g, labels };
-    if (ad_any_null(2, in)) return NULL;
+    if (ad_check_inputs(tp, "unpick", 2, in) != AD_OK) return NULL;
     int N = g->shape[0];
     ad_value *out = ad_node_new(tp, &unpick_op, 2, (int[]){ N, C }, 2, in);
     if (!out) return NULL;

@@ -5,18 +5,29 @@
 
 #include "optim/hypergrad.h"
 
-/* Lists that can be compared entry by entry. */
-static bool comparable(int n, ad_value *const *h, ad_value *const *d)
+/* AD_OK for lists that can be compared entry by entry; else AD_EARG and a
+ * message saying why. */
+static int comparable(int n, ad_value *const *h, ad_value *const *d)
 {
-    if (n < 0 || (n > 0 && (!h || !d))) return false;
-    for (int i = 0; i < n; i++)
-        if (!h[i] || !d[i] || h[i]->size != d[i]->size) return false;
-    return true;
+    if (n < 0) return ad_fail(AD_EARG, "compare_grads: n = %d", n);
+    if (n > 0 && (!h || !d))
+        return ad_fail(AD_EARG, "compare_grads: the list %s is NULL", !h ? "h" : "d");
+    for (int i = 0; i < n; i++) {
+        char who[48];
+        snprintf(who, sizeof who, "compare_grads: h[%d]", i);
+        if (ad_value_check(who, h[i]) != AD_OK) return AD_EARG;
+        snprintf(who, sizeof who, "compare_grads: d[%d]", i);
+        if (ad_value_check(who, d[i]) != AD_OK) return AD_EARG;
+        if (h[i]->size != d[i]->size)
+            return ad_fail(AD_EARG, "compare_grads: h[%d] has %zu entries, d[%d] %zu", i,
+                           h[i]->size, i, d[i]->size);
+    }
+    return AD_OK;
 }
 
 hg_compare hg_compare_grads(int n, ad_value *const *h, ad_value *const *d)
 {
-    if (!comparable(n, h, d)) return (hg_compare){ NAN, NAN, NAN, NAN, NAN, NAN };
+    if (comparable(n, h, d) != AD_OK) return (hg_compare){ NAN, NAN, NAN, NAN, NAN, NAN };
     double hd = 0, hh = 0, dd = 0, ee = 0;
     for (int i = 0; i < n; i++)
         for (size_t j = 0; j < h[i]->size; j++) {

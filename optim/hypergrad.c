@@ -695,7 +695,10 @@ static int fmd(const hg_problem *p, ad_value **dlam, hg_report *report)
             rc = fmd_direction(p, e, zw, &peak, &kept_one);
             e[h]->data[j] = 0;
             if (kept_one > kept) kept = kept_one;
-            if (rc != AD_OK) break;
+            if (rc != AD_OK) { /* which pass: the callbacks run again in each */
+                rc = ad_fail_wrap(rc, "hyperparameter %d, entry %zu", h, j);
+                break;
+            }
             double s = 0; /* dλⱼ f = ∂λⱼ f + ⟨∇ŵ f, Z eⱼ⟩ */
             for (int i = 0; i < p->n_w; i++)
                 for (size_t q = 0; q < zw[i]->size; q++) s += (double)gw[i]->data[q] * zw[i]->data[q];
@@ -757,11 +760,10 @@ static int implicit_inner(implicit *im)
     return ad_grad(im->tp, g, p->n_w, im->w, im->gw, true);
 }
 
-static int implicit_setup(const hg_problem *p, bool neumann, implicit *im)
+static int implicit_setup(const hg_problem *p, bool neumann, ad_value **dlam, implicit *im)
 {
     memset(im, 0, sizeof *im);
-    ad_value *unused[1];
-    int rc = check_common(p, unused);
+    int rc = check_common(p, dlam);
     if (rc != AD_OK) return rc;
     im->p = p; /* from here on implicit_free has lists to free */
     const char *why = hyper_in_optimizer(p);
@@ -849,7 +851,7 @@ static int implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dl
     if (!(tol >= 0 && tol < INFINITY)) /* a NaN would skip the solve and still succeed */
         return ad_fail(AD_EARG, "tolerance must be finite and >= 0, got %g", tol);
     implicit im;
-    int rc = implicit_setup(p, false, &im);
+    int rc = implicit_setup(p, false, dlam, &im);
     int n = rc == AD_OK ? p->n_w : 0;
     ad_value *x[MAX_LIST] = { 0 }, *r[MAX_LIST] = { 0 }, *d[MAX_LIST] = { 0 }, *hd[MAX_LIST] = { 0 };
     if (rc == AD_OK && (rc = new_like(n, im.b, x)) == AD_OK && (rc = new_like(n, im.b, hd)) == AD_OK &&
@@ -896,7 +898,7 @@ static int neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *repor
     double t0 = now();
     if (K < 1) return ad_fail(AD_EARG, "K must be >= 1, got %d", K);
     implicit im;
-    int rc = implicit_setup(p, true, &im);
+    int rc = implicit_setup(p, true, dlam, &im);
     int n = rc == AD_OK ? p->n_w : 0;
     double gamma = rc == AD_OK ? p->opt.step : 0;
     ad_value *term[MAX_LIST] = { 0 }, *sum[MAX_LIST] = { 0 }, *hterm[MAX_LIST] = { 0 };

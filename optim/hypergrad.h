@@ -186,7 +186,7 @@ typedef struct hg_report {
 } hg_report;
 
 /* Checks the problem's fields; AD_EARG with a message naming the bad one. */
-int hg_problem_check(const hg_problem *p);
+AD_MUST_CHECK int hg_problem_check(const hg_problem *p);
 
 /* ---- the inner optimizer, one step at a time ---------------------------- */
 
@@ -209,25 +209,31 @@ typedef struct hg_state {
     double loss;  /* g_t of the last hg_inner_step (NaN before the first) */
 } hg_state;
 
-/* Tensors in the state list of p: n_w × (1 + n_state).  p must have passed
- * hg_problem_check. */
+/* Tensors in the state list of p: n_w × (1 + n_state); 0, with a message,
+ * for a NULL p or an optimizer hg_problem_check refuses.
+ * hg_state_init, hg_state_from_list and hg_inner_step return AD_OK; AD_EARG
+ * for a NULL tape, state or saved list, a problem that fails
+ * hg_problem_check, or a state that is not this problem's; or a callback's
+ * status with the message the estimators pass on ("inner (step 3): ..."). */
 int hg_state_len(const hg_problem *p);
 /* Runs w0 = init(λ) and s_0 into st (values on tp, caller-owned ones copied
  * onto it).  When `detached`, the result is a constant (no path back to λ). */
-int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached);
+AD_MUST_CHECK int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached);
 /* A state on tp from a saved list (n_w + n_s caller-owned tensors, as
  * hg_state_len says): each entry a new leaf, so gradients stop there. */
-int hg_state_from_list(ad_tape *tp, const hg_problem *p, ad_value *const *saved, hg_state *st);
+AD_MUST_CHECK int hg_state_from_list(ad_tape *tp, const hg_problem *p, ad_value *const *saved,
+                                     hg_state *st);
 /* One inner step t: w ← Φ(w, s, ∇w g(w, λ, t), λ, t).  Recorded
  * (create_graph through ∇w g) unless `detached`, in which case the new state
  * is a constant.  Sets st->loss to g_t. */
-int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached);
-void hg_state_free(hg_state *st); /* frees the array (values are the tape's) */
+AD_MUST_CHECK int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t,
+                                bool detached);
+void hg_state_free(hg_state *st); /* frees the array (values are the tape's); NULL is fine */
 /* Runs the inner optimizer for T detached steps (memory of one step) and
  * returns ŵ as n_w caller-owned tensors in w_hat (may be NULL).  When
  * inner_losses is not NULL it receives g(w_t, λ, t) for t = 0..T (T + 1
  * numbers): the inner loss curve, for checking a step size. */
-int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses);
+AD_MUST_CHECK int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses);
 
 /* ---- estimators ----------------------------------------------------------
  * dlam: an array of n_hyper pointers that receive new caller-owned tensors
@@ -235,24 +241,26 @@ int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses);
  * a status with ad_error() set, naming the estimator, then the callback
  * (init / inner / outer / the update) and the step t where it failed, e.g.
  *     krmd: inner (step 3): returned a [3,4] tensor; the inner loss must be a scalar
+ * (forward mode, which runs the steps again for each entry of λ, names the
+ * entry first: "fmd: hyperparameter 1, entry 0: inner (step 3): ...").
  * AD_ENONFINITE when the outer loss or an entry of the hypergradient is NaN
  * or Inf (the message names the hyperparameter and entry, and says when the
  * inner loss diverged first).  Any inner optimizer works with K-RMD,
  * checkpointing and FMD. */
-int hg_krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
-int hg_full_rmd(const hg_problem *p, ad_value **dlam, hg_report *report);
+AD_MUST_CHECK int hg_krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
+AD_MUST_CHECK int hg_full_rmd(const hg_problem *p, ad_value **dlam, hg_report *report);
 /* K as in hg_krmd (K ≥ T: full); segments of about √min(K,T) steps. */
-int hg_checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
-int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report);
+AD_MUST_CHECK int hg_checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
+AD_MUST_CHECK int hg_fmd(const hg_problem *p, ad_value **dlam, hg_report *report);
 /* Implicit differentiation at ŵ; fails with AD_EUNSUPPORTED when a
  * hyperparameter drives the inner optimizer (step size or momentum, or a
  * custom update that does not declare ignores_hyper): its effect is
  * invisible at a stationary point.  hg_neumann's series is gradient
  * descent's, with opt.step: it also refuses Adam, RMSprop and custom updates
  * (hg_implicit_cg does not depend on the optimizer). */
-int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam,
-                   hg_report *report);
-int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
+AD_MUST_CHECK int hg_implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dlam,
+                                 hg_report *report);
+AD_MUST_CHECK int hg_neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *report);
 
 /* ---- diagnostics -------------------------------------------------------- */
 
@@ -266,7 +274,8 @@ typedef struct hg_compare {
 } hg_compare;
 
 /* h and d are n tensor lists, compared as one long vector each.  Every
- * field is NaN when they cannot be (a NULL, or sizes that differ). */
+ * field is NaN when they cannot be (a NULL or released tensor, sizes that
+ * differ), with AD_EARG and a message in ad_error(). */
 hg_compare hg_compare_grads(int n, ad_value *const *h, ad_value *const *d);
 /* Proposition 3.1: ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B, for a
  * γα in (0, 1]. */
@@ -317,12 +326,13 @@ typedef struct hg_profile_opts {
  * steps (K = T rows).  Errors as the estimators (AD_ENONFINITE when h_{T−K}
  * is not finite); on failure *out holds nothing to free, only its report
  * (filled as the estimators fill theirs). */
-int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opts,
-                          hg_profile *out);
+AD_MUST_CHECK int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opts,
+                                        hg_profile *out);
 void hg_profile_free(hg_profile *pr); /* NULL, or twice, is fine */
 /* ‖h_{T−k} − h_{T−K}‖ / ‖h_{T−K}‖ from the kept rows k and K: with K = T
  * the relative truncation error of depth k (0 at k = K).  NaN when row k
- * was not kept, k is out of 1..K, or h_{T−K} is 0. */
+ * was not kept, k is out of 1..K, or h_{T−K} is 0 (and, with a message,
+ * when pr is NULL). */
 double hg_profile_rel_error(const hg_profile *pr, int k);
 
 /* ---- the contraction rate ------------------------------------------------
@@ -350,9 +360,10 @@ typedef struct hg_curvature {
 /* iters ≤ 0: 30.  Starts from a seeded random vector, so it repeats bit for
  * bit.  Keeps the Lanczos vectors for full reorthogonalization: iters ×
  * dim w doubles. */
-int hg_curvature_estimate(const hg_problem *p, int iters, hg_curvature *out);
+AD_MUST_CHECK int hg_curvature_estimate(const hg_problem *p, int iters, hg_curvature *out);
 /* q for the optimizer of p at curvatures [alpha, L] (NaN when it has no
- * formula).  γ and μ from p's numbers or hyperparameters (transformed). */
+ * formula, and with a message when p is NULL).  γ and μ from p's numbers or
+ * hyperparameters (transformed). */
 double hg_contraction(const hg_problem *p, double alpha, double L);
 
 /* ---- choosing K -------------------------------------------------------------
@@ -397,13 +408,13 @@ typedef struct hg_choose_opts {
 
 /* Measures the profile and the curvature, then chooses (opts may be NULL).
  * curv may be NULL; otherwise it receives the curvature measured. */
-int hg_choose_k(const hg_problem *p, double tol, const hg_choose_opts *opts, hg_choice *out,
-                hg_curvature *curv);
+AD_MUST_CHECK int hg_choose_k(const hg_problem *p, double tol, const hg_choose_opts *opts,
+                              hg_choice *out, hg_curvature *curv);
 /* The choice from a profile and a curvature already measured (curv NULL,
  * or q NaN: no bound); m_b as in hg_choose_opts.  AD_EARG for tol outside
  * (0, 1) or an empty profile. */
-int hg_choose_k_from(const hg_profile *pr, const hg_curvature *curv, double tol, double m_b,
-                     hg_choice *out);
+AD_MUST_CHECK int hg_choose_k_from(const hg_profile *pr, const hg_curvature *curv, double tol,
+                                   double m_b, hg_choice *out);
 
 /* ---- comparing truncation depths ---------------------------------------- */
 
@@ -430,7 +441,8 @@ typedef struct hg_sweep_result {
  * hg_full_rmd's to round-off.  Fills *out (everything in it is new and
  * the caller's: hg_sweep_free); on failure *out is empty and needs no
  * free.  If table is not NULL, prints a table there. */
-int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *out, FILE *table);
+AD_MUST_CHECK int hg_sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *out,
+                           FILE *table);
 void hg_sweep_free(hg_sweep_result *r);
 
 #endif

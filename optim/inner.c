@@ -142,13 +142,17 @@ static const hg_update builtin[] = {
     [HG_RMSPROP] = { .name = "rmsprop", .n_state = 1, .step = rmsprop_step },
 };
 
-/* The update of p and the ctx to hand it. */
+/* The update of p and the ctx to hand it; NULL (no message) for an unknown
+ * kind or a custom one without its update. */
 static const hg_update *update_of(const hg_problem *p, void **ctx)
 {
+    *ctx = NULL;
     if (p->opt.kind == HG_CUSTOM) {
+        if (!p->opt.custom) return NULL;
         *ctx = p->opt.custom->ctx;
         return p->opt.custom;
     }
+    if (p->opt.kind < HG_GD || p->opt.kind >= HG_CUSTOM) return NULL;
     *ctx = (void *)&p->opt;
     return &builtin[p->opt.kind];
 }
@@ -216,19 +220,24 @@ int hg_problem_check(const hg_problem *p)
     if (p->n_w < 1) return ad_fail(AD_EARG, "problem: n_w must be >= 1, got %d", p->n_w);
     if (p->n_hyper < 1 || !p->hyper)
         return ad_fail(AD_EARG, "problem: at least one hyperparameter is needed");
-    for (int i = 0; i < p->n_hyper; i++)
+    for (int i = 0; i < p->n_hyper; i++) {
+        char who[48];
+        snprintf(who, sizeof who, "problem: hyperparameter %d", i);
+        if (p->hyper[i] && ad_value_check(who, p->hyper[i]) != AD_OK) /* a freed leaf, say */
+            return AD_EARG;
         if (!p->hyper[i] || p->hyper[i]->tape || !p->hyper[i]->requires_grad)
             return ad_fail(AD_EARG, "problem: hyperparameter %d must be a caller-owned "
                                     "leaf that wants a gradient (ad_param_*)", i);
+    }
     if (p->T < 1) return ad_fail(AD_EARG, "problem: T must be >= 1, got %d", p->T);
     if (!p->init || !p->inner || !p->outer)
         return ad_fail(AD_EARG, "problem: init, inner and outer callbacks are all required");
     int rc = check_opt(p);
     if (rc != AD_OK) return rc;
-    if (hg_state_len(p) > MAX_LIST)
+    const hg_update *u = update_of(p, &(void *){ 0 });
+    if ((long long)p->n_w * (1 + u->n_state) > MAX_LIST)
         return ad_fail(AD_EARG, "problem: %d parameter tensors with %d state tensors each: at "
-                       "most %d tensors in all", p->n_w, update_of(p, &(void *){ 0 })->n_state,
-                       MAX_LIST);
+                       "most %d tensors in all", p->n_w, u->n_state, MAX_LIST);
     return AD_OK;
 }
 
@@ -236,14 +245,36 @@ int hg_problem_check(const hg_problem *p)
 
 int hg_state_len(const hg_problem *p)
 {
+    if (!p) {
+        ad_fail(AD_EARG, "state_len: the problem is NULL");
+        return 0;
+    }
     void *ctx;
-    return p->n_w * (1 + update_of(p, &ctx)->n_state);
+    const hg_update *u = update_of(p, &ctx);
+    if (!u || p->n_w < 0 || u->n_state < 0 || u->n_state > HG_MAX_STATE ||
+        (long long)p->n_w * (1 + u->n_state) > MAX_LIST) {
+        AD_IGNORE(hg_problem_check(p)); /* it fails too, and its message says why */
+        return 0;
+    }
+    return p->n_w * (1 + u->n_state);
 }
 
 void hg_state_free(hg_state *st)
 {
+    if (!st) return;
     free(st->w);
     st->w = st->s = NULL;
+}
+
+/* The arguments of the state functions: a tape, a state to fill or step,
+ * and a problem that passes hg_problem_check. */
+static int check_state_args(const char *who, const ad_tape *tp, const hg_problem *p,
+                            const hg_state *st)
+{
+    if (!tp) return ad_fail(AD_EARG, "%s: the tape is NULL", who);
+    if (!st) return ad_fail(AD_EARG, "%s: the state is NULL", who);
+    int rc = hg_problem_check(p);
+    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "%s", who);
 }
 
 static int state_alloc(const hg_problem *p, hg_state *st)
@@ -307,7 +338,8 @@ static int init_optimizer_state(ad_tape *tp, const hg_problem *p, hg_state *st)
 
 int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
 {
-    int rc = state_alloc(p, st);
+    int rc = check_state_args("state_init", tp, p, st);
+    if (rc == AD_OK) rc = state_alloc(p, st);
     if (rc != AD_OK) return rc;
     if (detached) ad_no_record_begin(tp);
     ad_error_clear();
@@ -333,7 +365,10 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
 
 int hg_state_from_list(ad_tape *tp, const hg_problem *p, ad_value *const *saved, hg_state *st)
 {
-    int rc = state_alloc(p, st);
+    int rc = check_state_args("state_from_list", tp, p, st);
+    if (rc == AD_OK && !saved) rc = ad_fail(AD_EARG, "state_from_list: the saved list is NULL");
+    if (rc == AD_OK) rc = state_alloc(p, st);
+    if (rc != AD_OK) return rc;
     for (int i = 0; i < st->n_w + st->n_s && rc == AD_OK; i++)
         if (!(st->w[i] = ad_leaf(tp, saved[i]))) rc = null_status();
     if (rc != AD_OK && st->w) hg_state_free(st);
@@ -357,8 +392,13 @@ static int check_update_result(const hg_update *u, int t, int n, ad_value *const
 
 int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached)
 {
+    int rc = check_state_args("inner_step", tp, p, st);
+    if (rc != AD_OK) return rc;
     int n = st->n_w + st->n_s;
-    if (n > MAX_LIST) return ad_fail(AD_EARG, "inner: at most %d state tensors", MAX_LIST);
+    if (!st->w || st->n_w != p->n_w || n != hg_state_len(p))
+        return ad_fail(AD_EARG, "inner_step: the state does not fit the problem (%d + %d tensors, "
+                       "the problem's %d + %d; make it with hg_state_init)", st->n_w, st->n_s,
+                       p->n_w, hg_state_len(p) - p->n_w);
     /* ∇w g needs w to start a gradient path: an iterate computed without
      * recording (or a constant w0) restarts here as a fresh leaf. */
     ad_value *w[MAX_LIST], *gw[MAX_LIST], *next[MAX_LIST] = { 0 };
@@ -375,7 +415,7 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
                        "a scalar", t, ad_shape_str(g, a, sizeof a));
     }
     st->loss = (double)g->data[0];
-    int rc = ad_grad(tp, g, st->n_w, w, gw, !detached);
+    rc = ad_grad(tp, g, st->n_w, w, gw, !detached);
     if (rc != AD_OK) return ad_fail_wrap(rc, "inner (step %d): the gradient of the inner loss", t);
     void *ctx;
     const hg_update *u = update_of(p, &ctx);

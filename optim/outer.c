@@ -186,6 +186,11 @@ int opt_outer_step(opt_outer *o, ad_value *const *grads)
     if (!grads) return ad_fail(AD_EARG, "outer optimizer: no gradients");
     for (int i = 0; i < o->n; i++) {
         if (!grads[i]) return ad_fail(AD_EARG, "outer optimizer: gradient %d is NULL", i);
+        char who[48];
+        snprintf(who, sizeof who, "outer optimizer: gradient %d", i);
+        if (ad_value_check(who, grads[i]) != AD_OK) return AD_EARG; /* released: no data */
+        snprintf(who, sizeof who, "outer optimizer: parameter %d", i);
+        if (ad_value_check(who, o->params[i]) != AD_OK) return AD_EARG; /* freed too early */
         if (grads[i]->size != o->params[i]->size)
             return ad_fail(AD_ESHAPE, "outer optimizer: gradient %d does not match parameter %d",
                            i, i);
@@ -215,6 +220,9 @@ double opt_outer_eta0_for_norm(opt_kind kind, int n, ad_value *const *grads, dou
             ad_fail(AD_EARG, "outer optimizer: eta0_for_norm: gradient %d is NULL", i);
             return 0;
         }
+        char who[64];
+        snprintf(who, sizeof who, "outer optimizer: eta0_for_norm: gradient %d", i);
+        if (ad_value_check(who, grads[i]) != AD_OK) return 0; /* released: no data */
         for (size_t j = 0; j < grads[i]->size; j++) {
             double g = grads[i]->data[j], u = kind == OPT_ADAM ? g / (fabs(g) + 1e-8) : g;
             s += u * u;

@@ -68,24 +68,25 @@ typedef struct opt_outer {
  * eta0 or kind) or AD_ENOMEM, with o left empty (opt_outer_free on it is
  * harmless).
  * The tensors must outlive o; release o with opt_outer_free. */
-int opt_outer_init(opt_outer *o, opt_kind kind, double eta0, bool sqrt_decay, int n,
-                   ad_value *const *params);
+AD_MUST_CHECK int opt_outer_init(opt_outer *o, opt_kind kind, double eta0, bool sqrt_decay, int n,
+                                 ad_value *const *params);
 /* Adds a group of n more caller-owned leaves after those o holds, with its own
  * eta0 and sqrt_decay; β1, β2 and ε are copied from group 0.  Only before the
  * first step (Adam's bias correction counts from the first step for every
  * group).  AD_OK, or AD_EARG (as opt_outer_init, a tensor already in o, or
  * o has stepped) or AD_ENOMEM, with o as it was. */
-int opt_outer_add_group(opt_outer *o, double eta0, bool sqrt_decay, int n,
-                        ad_value *const *params);
+AD_MUST_CHECK int opt_outer_add_group(opt_outer *o, double eta0, bool sqrt_decay, int n,
+                                      ad_value *const *params);
 /* One update from grads[0 .. o->n-1], shaped like o->params (group 0's
  * tensors first, then group 1's, ...): λ ← λ − η_τ · update, for each group
- * with its own η_τ.  AD_OK; AD_EARG for a NULL argument or bad settings,
+ * with its own η_τ.  AD_OK; AD_EARG for a NULL argument, a released gradient
+ * or freed parameter, or bad settings,
  * AD_ESHAPE for a gradient that does not match its parameter; AD_ENONFINITE
  * when a gradient entry is NaN or Inf, or the update would make an Adam
  * moment or a parameter entry NaN or Inf — the message names the tensor
  * (its index in o->params) and the entry.  On failure nothing changes: the
  * parameters, the moments and τ are as before the call. */
-int opt_outer_step(opt_outer *o, ad_value *const *grads);
+AD_MUST_CHECK int opt_outer_step(opt_outer *o, ad_value *const *grads);
 /* The η0 for which the first update from `grads` (n tensors) has norm
  * `target`, when every tensor gets the same η0; 0 when every gradient entry
  * is 0 or a gradient is not finite, and (with a message) for NULL arguments. */
@@ -100,7 +101,7 @@ void opt_outer_free(opt_outer *o);
  * written in version 1 of the layout, the one every checkpoint used before
  * groups existed, so older readers still read it; several groups need
  * version 2.  AD_OK, or AD_EARG (NULL) or AD_EIO when a write fails. */
-int opt_outer_save(const opt_outer *o, FILE *f);
+AD_MUST_CHECK int opt_outer_save(const opt_outer *o, FILE *f);
 /* Reads what opt_outer_save wrote (either version) into o, which must have
  * been initialized with the same kind and groups of the same sizes (number of
  * tensors and entries of each); the step settings and τ come from f.
@@ -109,6 +110,6 @@ int opt_outer_save(const opt_outer *o, FILE *f);
  * that is not finite and positive, β outside [0, 1), ε not positive, a
  * negative step count, a moment that is not finite, a negative second
  * moment); AD_EARG for NULL.  o is unchanged on failure. */
-int opt_outer_load(opt_outer *o, FILE *f);
+AD_MUST_CHECK int opt_outer_load(opt_outer *o, FILE *f);
 
 #endif

@@ -56,7 +56,10 @@ static double heavy_ball_radius(double gamma, double mu, double h)
 
 double hg_contraction(const hg_problem *p, double alpha, double L)
 {
-    if (!p) return NAN;
+    if (!p) {
+        ad_fail(AD_EARG, "contraction: the problem is NULL");
+        return NAN;
+    }
     const hg_inner_opt *o = &p->opt;
     double gamma = setting(o->step_hyper, o->step_transform, o->step);
     switch (o->kind) {
@@ -344,7 +347,11 @@ static double row_distance(const hg_profile *pr, int K, int W)
 
 double hg_profile_rel_error(const hg_profile *pr, int k)
 {
-    if (!pr || !pr->h || k < 1 || k > pr->K) return NAN;
+    if (!pr) {
+        ad_fail(AD_EARG, "profile_rel_error: the profile is NULL");
+        return NAN;
+    }
+    if (!pr->h || !pr->h_norm || k < 1 || k > pr->K) return NAN;
     for (int j = 0; j < pr->n_hyper; j++)
         if (!pr->h[(size_t)(k - 1) * pr->n_hyper + j]) return NAN;
     double H = pr->h_norm[pr->K - 1];
@@ -423,7 +430,7 @@ int hg_choose_k_from(const hg_profile *pr, const hg_curvature *cv, double tol, d
                      hg_choice *out)
 {
     if (!out) return ad_fail(AD_EARG, "choose_k: the result is NULL");
-    if (!pr || pr->K < 1 || !pr->contrib_norm)
+    if (!pr || pr->K < 1 || !pr->contrib_norm || !pr->adjoint_norm || !pr->h_norm)
         return ad_fail(AD_EARG, "choose_k: the profile is empty");
     if (!(tol > 0 && tol < 1))
         return ad_fail(AD_EARG, "choose_k: tol must be in (0, 1), got %g", tol);

@@ -24,4 +24,5 @@
     X(lifetime)      \
     X(partial)       \
     X(profile)       \
-    X(par)
+    X(par)           \
+    X(status)

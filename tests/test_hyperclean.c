@@ -276,7 +276,7 @@ START_TEST(sampling_and_corruption)
     unsigned char bad2[100];
     for (int i = 0; i < 100; i++) y2[i] = i % 10;
     ad_rng_seed(&rng, 9);
-    hc_corrupt_labels(&rng, y2, 100, 10, 0.5, bad2);
+    ck_assert_int_eq(hc_corrupt_labels(&rng, y2, 100, 10, 0.5, bad2), changed);
     ck_assert_mem_eq(y, y2, sizeof y);
 }
 END_TEST

@@ -85,7 +85,7 @@ START_TEST(toy_memory)
         toy t;
         hg_report r;
         ad_value *est;
-        toy_init(&t, 1, 1, Ts[i], 0.1, false);
+        ck_assert_int_eq(toy_init(&t, 1, 1, Ts[i], 0.1, false), AD_OK);
         ck_assert_int_eq(hg_krmd(&t.problem, 10, &est, &r), AD_OK);
         krmd[i] = r.peak_tape_bytes;
         ad_value_free(est);
@@ -309,8 +309,8 @@ START_TEST(diagnostics_and_optimizers)
     g->data[1] = 1;
     p->data[0] = p->data[1] = 0;
     ck_assert_int_eq(opt_outer_init(&o, OPT_SGD, 0.5, true, 1, &p), AD_OK);
-    opt_outer_step(&o, &g);
-    opt_outer_step(&o, &g);
+    ck_assert_int_eq(opt_outer_step(&o, &g), AD_OK);
+    ck_assert_int_eq(opt_outer_step(&o, &g), AD_OK);
     tu_expect_close(p->data[0], -(0.5 + 0.5 / sqrt(2.0)) * 3, 8);
     opt_outer_free(&o);
     ck_assert_int_eq(opt_outer_init(&o, OPT_SGD, -1, true, 1, &p), AD_EARG);
@@ -331,7 +331,7 @@ static ad_value *nan_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam
 START_TEST(estimator_errors)
 {
     toy t;
-    toy_init(&t, 1, 1, 20, 0.1, false);
+    ck_assert_int_eq(toy_init(&t, 1, 1, 20, 0.1, false), AD_OK);
     ad_value *est;
     ck_assert_int_eq(hg_krmd(&t.problem, 0, &est, NULL), AD_EARG);
     ck_assert_str_eq(ad_error(), "krmd: K must be >= 1, got 0");
@@ -433,7 +433,7 @@ END_TEST
 START_TEST(inner_solve_matches_closed_form)
 {
     toy t;
-    toy_init(&t, 0.5, -1, 100, 0.1, false);
+    ck_assert_int_eq(toy_init(&t, 0.5, -1, 100, 0.1, false), AD_OK);
     ad_value *w;
     double losses[101], wc[2], h[2];
     ck_assert_int_eq(hg_inner_solve(&t.problem, &w, losses), AD_OK);
@@ -451,7 +451,7 @@ END_TEST
 START_TEST(sweep_table)
 {
     toy t;
-    toy_init(&t, 1, 1, 100, 0.1, false);
+    ck_assert_int_eq(toy_init(&t, 1, 1, 100, 0.1, false), AD_OK);
     const int Ks[] = { 1, 10, 100 };
     hg_sweep_result sw;
     FILE *out = tmpfile();

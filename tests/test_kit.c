@@ -489,8 +489,7 @@ START_TEST(test_forked)
     ck_assert_int_ge(parent, 0);
     if (parent == 0) {
         close(fd[0]);
-        ex_run_forked("sleeper", sleeper, &fd[1], &r, sizeof r);
-        _exit(0);
+        _exit(ex_run_forked("sleeper", sleeper, &fd[1], &r, sizeof r) == AD_OK ? 0 : 1);
     }
     close(fd[1]);
     pid_t worker = 0;

@@ -106,14 +106,15 @@ START_TEST(carried_value_keeps_its_step)
     ad_tape *tp = ad_tape_new(1);
     ad_value *x = ad_param_scalar(2);
     ad_value *a = ad_exp(tp, x); /* step 0 */
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ad_value *b = ad_mul(tp, a, x); /* step 1 uses a */
-    ad_tape_step(tp);                /* step 0 released: a carried */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* step 0 released: a carried */
     ck_assert_int_eq(a->step, -2);
     ck_assert_int_eq(ad_value_check("x", a), AD_OK);
     ck_assert_ptr_nonnull(ad_add(tp, a, b));
-    ad_tape_step(tp); /* step 1 released: a's last user, and b */
-    ad_tape_step(tp); /* step 2 (the add) released: nothing holds a or b now */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* step 1 released: a's last user, and b */
+    /* step 2 (the add) released: nothing holds a or b now */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     expect_null(ad_add(tp, a, x), "add: input 0, made at step 0, was released when step");
     expect_null(ad_add(tp, x, b), "add: input 1, made at step 1");
     ad_tape_free(tp);
@@ -125,8 +126,8 @@ START_TEST(value_used_after_reset)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_value *x = ad_param_scalar(3);
-    ad_tape_step(tp);
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ad_value *v = ad_sin(tp, x); /* step 2 */
     ck_assert_int_eq(ad_tape_reset(tp), AD_OK);
     expect_null(ad_mul(tp, v, x), "mul: input 0, made at step 2, was released by ad_tape_reset at "
@@ -150,7 +151,7 @@ START_TEST(value_used_after_tape_free)
 {
     ad_tape *tp = ad_tape_new(2), *other = ad_tape_new(2);
     ad_value *x = ad_param_scalar(3);
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ad_value *v = ad_square(tp, x); /* step 1 */
     ad_tape_free(tp);
     expect_null(ad_add(other, v, x), "add: input 0, made at step 1, was released by ad_tape_free "
@@ -293,8 +294,8 @@ START_TEST(every_op_refuses_a_released_value)
     ad_value *dk = ad_detach(tp, k3);                 /* [1,1,3,3] */
     ad_value *d1 = ad_const_fill(tp, 1, (int[]){ 1 }, 1); /* [1] */
     ad_value *ds = ad_const_scalar(tp, 1);            /* a scalar */
-    ad_tape_step(tp);
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     REFUSES(ad_add(tp, d2, x));          REFUSES(ad_sub(tp, x, d2));
     REFUSES(ad_mul(tp, d2, x));          REFUSES(ad_div(tp, x, d2));
     REFUSES(ad_neg(tp, d2));             REFUSES(ad_scale(tp, d2, 3));
@@ -357,7 +358,7 @@ START_TEST(null_everywhere)
 #define EXPECT_EARG(call, text)                                                      \
     do {                                                                             \
         ad_error_clear();                                                            \
-        (void)(call);                                                                \
+        AD_IGNORE(call); /* read below, as ad_error_code() */                        \
         ck_assert_msg(ad_error_code() == AD_EARG, "%s: code %d", #call, ad_error_code()); \
         ck_assert_msg(strstr(ad_error(), text) != NULL, "%s: message \"%s\" lacks \"%s\"", \
                       #call, ad_error(), text);                                      \
@@ -467,6 +468,278 @@ START_TEST(null_input_messages)
     expect_fail(ad_value_check("mine", NULL), AD_EARG, "mine: the value is NULL");
     ad_fail(AD_EIO, "an earlier failure");
     expect_fail(ad_check_finite("loss", NULL), AD_EARG, "loss: the value is NULL");
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+/* NULL_INPUT(call, text): with no message pending, the op given a NULL says
+ * so (AD_EARG, exactly `text`); with one pending — the NULL an earlier op
+ * returned — it keeps that message and its status. */
+#define NULL_INPUT(call, text)                                                        \
+    do {                                                                              \
+        ad_error_clear();                                                             \
+        ck_assert_msg((call) == NULL, "%s returned a value", #call);                  \
+        ck_assert_msg(ad_error_code() == AD_EARG, "%s: code %d", #call, ad_error_code()); \
+        ck_assert_msg(strcmp(ad_error(), text) == 0, "%s: \"%s\", want \"%s\"", #call,  \
+                      ad_error(), text);                                              \
+        ad_fail(AD_EIO, "an earlier failure");                                        \
+        ck_assert_msg((call) == NULL, "%s returned a value", #call);                  \
+        ck_assert_msg(ad_error_code() == AD_EIO && !strcmp(ad_error(), "an earlier failure"), \
+                      "%s replaced the pending failure with %d \"%s\"", #call,        \
+                      ad_error_code(), ad_error());                                   \
+    } while (0)
+
+/* Every public op, in every input position: one message each (before, a
+ * NULL from the caller's own hand came back with ad_error() empty). */
+START_TEST(every_op_names_a_null_input)
+{
+    ad_tape *tp = ad_tape_new(1);
+    ad_value *x = ad_param_from(2, (int[]){ 2, 3 }, (ad_real[]){ 1, 2, 3, 4, 5, 6 });
+    ad_value *v3 = ad_tensor_fill(1, (int[]){ 3 }, 1);
+    ad_value *lab = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 0, 2 });
+    ad_value *img = ad_param_from(4, (int[]){ 1, 1, 4, 4 }, (ad_real[16]){ 0 });
+    ad_value *k3 = ad_tensor_fill(4, (int[]){ 1, 1, 3, 3 }, 1);
+    /* elementwise.c */
+    NULL_INPUT(ad_add(tp, NULL, x), "add: input 0 is NULL");
+    NULL_INPUT(ad_add(tp, x, NULL), "add: input 1 is NULL");
+    NULL_INPUT(ad_sub(tp, NULL, x), "sub: input 0 is NULL");
+    NULL_INPUT(ad_mul(tp, x, NULL), "mul: input 1 is NULL");
+    NULL_INPUT(ad_div(tp, NULL, x), "div: input 0 is NULL");
+    NULL_INPUT(ad_neg(tp, NULL), "neg: input 0 is NULL");
+    NULL_INPUT(ad_scale(tp, NULL, 2), "scale: input 0 is NULL");
+    NULL_INPUT(ad_add_scalar(tp, NULL, 2), "add_scalar: input 0 is NULL");
+    NULL_INPUT(ad_exp(tp, NULL), "exp: input 0 is NULL");
+    NULL_INPUT(ad_log(tp, NULL), "log: input 0 is NULL");
+    NULL_INPUT(ad_sin(tp, NULL), "sin: input 0 is NULL");
+    NULL_INPUT(ad_cos(tp, NULL), "cos: input 0 is NULL");
+    NULL_INPUT(ad_tanh(tp, NULL), "tanh: input 0 is NULL");
+    NULL_INPUT(ad_sigmoid(tp, NULL), "sigmoid: input 0 is NULL");
+    NULL_INPUT(ad_softplus(tp, NULL), "softplus: input 0 is NULL");
+    NULL_INPUT(ad_relu(tp, NULL), "relu: input 0 is NULL");
+    NULL_INPUT(ad_square(tp, NULL), "square: input 0 is NULL");
+    NULL_INPUT(ad_sqrt(tp, NULL), "sqrt: input 0 is NULL");
+    NULL_INPUT(ad_pow(tp, NULL, 3), "pow: input 0 is NULL");
+    NULL_INPUT(ad_step(tp, NULL), "step: input 0 is NULL");
+    /* reduce.c */
+    NULL_INPUT(ad_sum(tp, NULL), "sum: input 0 is NULL");
+    NULL_INPUT(ad_mean(tp, NULL), "mean: input 0 is NULL");
+    NULL_INPUT(ad_sum_axis(tp, NULL, 0), "sum_axis: input 0 is NULL");
+    NULL_INPUT(ad_mean_axis(tp, NULL, 0), "mean_axis: input 0 is NULL");
+    NULL_INPUT(ad_dot(tp, x, NULL), "dot: input 1 is NULL");
+    NULL_INPUT(ad_sqnorm(tp, NULL), "sqnorm: input 0 is NULL");
+    NULL_INPUT(ad_sum_to(tp, NULL, 1, (int[]){ 3 }), "sum_to: input 0 is NULL");
+    NULL_INPUT(ad_broadcast_to(tp, NULL, 1, (int[]){ 3 }), "broadcast_to: input 0 is NULL");
+    /* linalg.c */
+    NULL_INPUT(ad_matmul(tp, NULL, x, false, true), "matmul: input 0 is NULL");
+    NULL_INPUT(ad_matmul(tp, x, NULL, false, true), "matmul: input 1 is NULL");
+    NULL_INPUT(ad_linear(tp, x, NULL, NULL), "linear: input 1 is NULL");
+    NULL_INPUT(ad_outer(tp, NULL, v3), "outer: input 0 is NULL");
+    /* shape.c */
+    NULL_INPUT(ad_reshape(tp, NULL, 1, (int[]){ 6 }), "reshape: input 0 is NULL");
+    NULL_INPUT(ad_transpose(tp, NULL), "transpose: input 0 is NULL");
+    NULL_INPUT(ad_slice_rows(tp, NULL, 0, 1), "slice_rows: input 0 is NULL");
+    NULL_INPUT(ad_gather_rows(tp, NULL, lab), "gather_rows: input 0 is NULL");
+    NULL_INPUT(ad_gather_rows(tp, x, NULL), "gather_rows: input 1 is NULL");
+    NULL_INPUT(ad_scatter_rows(tp, x, NULL, 3), "scatter_rows: input 1 is NULL");
+    NULL_INPUT(ad_concat(tp, x, NULL, 0), "concat: input 1 is NULL");
+    NULL_INPUT(ad_one_hot(tp, NULL, 3), "one_hot: input 0 is NULL");
+    /* softmax.c */
+    NULL_INPUT(ad_softmax(tp, NULL), "softmax: input 0 is NULL");
+    NULL_INPUT(ad_log_softmax(tp, NULL), "log_softmax: input 0 is NULL");
+    NULL_INPUT(ad_cross_entropy(tp, NULL, lab, NULL, AD_REDUCE_MEAN),
+               "cross_entropy: input 0 is NULL");
+    NULL_INPUT(ad_cross_entropy(tp, x, NULL, NULL, AD_REDUCE_MEAN),
+               "cross_entropy: input 1 is NULL");
+    /* conv.c, pool.c, batchnorm.c */
+    NULL_INPUT(ad_conv2d(tp, NULL, k3, NULL, 1, 1), "conv2d: input 0 is NULL");
+    NULL_INPUT(ad_conv2d(tp, img, NULL, NULL, 1, 1), "conv2d: input 1 is NULL");
+    NULL_INPUT(ad_maxpool2d(tp, NULL, 2, 2), "maxpool2d: input 0 is NULL");
+    NULL_INPUT(ad_batchnorm(tp, NULL, NULL, NULL, 1e-5), "batchnorm: input 0 is NULL");
+    /* select.c */
+    NULL_INPUT(ad_abs(tp, NULL), "abs: input 0 is NULL");
+    NULL_INPUT(ad_sign(tp, NULL), "sign: input 0 is NULL");
+    NULL_INPUT(ad_maximum(tp, NULL, x), "maximum: input 0 is NULL");
+    NULL_INPUT(ad_minimum(tp, x, NULL), "minimum: input 1 is NULL");
+    NULL_INPUT(ad_clamp(tp, NULL, 0, 1), "clamp: input 0 is NULL");
+    NULL_INPUT(ad_argmax(tp, NULL, 0), "argmax: input 0 is NULL");
+    ad_tape_free(tp);
+    ad_value *own[] = { x, v3, lab, img, k3 };
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++) ad_value_free(own[i]);
+}
+END_TEST
+#undef NULL_INPUT
+
+/* ---- backward rules report the status of the op that failed ------------------ */
+
+/* Every node reachable from some roots, and one node per op. */
+enum { SEEN_MAX = 8192, OPS_MAX = 128 };
+typedef struct seen {
+    ad_value *v[SEEN_MAX];
+    int n;
+    const ad_op *op[OPS_MAX];
+    int n_ops;
+} seen;
+
+static void seen_walk(seen *s, ad_value *v)
+{
+    if (!v || !v->op) return;
+    for (int i = 0; i < s->n; i++)
+        if (s->v[i] == v) return;
+    ck_assert_int_lt(s->n, SEEN_MAX);
+    s->v[s->n++] = v;
+    int k = 0;
+    while (k < s->n_ops && s->op[k] != v->op) k++;
+    if (k == s->n_ops) {
+        ck_assert_int_lt(s->n_ops, OPS_MAX);
+        s->op[s->n_ops++] = v->op;
+    }
+    for (int i = 0; i < v->n_inputs; i++) seen_walk(s, v->inputs[i]);
+}
+
+/* Runs v's rule seeded with ones: true when it made a gradient for some
+ * input (so it has one to fail at). */
+static bool rule_makes_something(ad_tape *tp, ad_value *v)
+{
+    ad_value *gin[AD_MAX_INPUTS] = { 0 }, *g = ad_const_fill(tp, v->rank, v->shape, 1);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(v->op->backward(tp, v, g, gin), AD_OK);
+    for (int i = 0; i < v->n_inputs; i++)
+        if (gin[i]) return true;
+    return false;
+}
+
+/* Each op's backward rule, called as if an op inside it had failed (its
+ * incoming gradient is the NULL a failed op returns, with that op's status
+ * AD_EIO pending), returns AD_EIO and leaves the message alone — not an
+ * AD_ENOMEM of its own.  The nodes come from a graph that uses every op and
+ * its first and second derivatives, so the fused backward ops (relu_mask,
+ * pool_scatter, unpick, conv_data_grad, bn_input_grad, ...) are there too. */
+START_TEST(rules_return_the_failing_ops_status)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_real px[6] = { 0.5, -1.5, 2.5, 3, -0.25, 1.25 }, pimg[16];
+    for (int i = 0; i < 16; i++) pimg[i] = (ad_real)((i * 7) % 5) - 1.5;
+    ad_value *x = ad_param_from(2, (int[]){ 2, 3 }, px);
+    ad_value *b = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 0.5, 2, -1 });
+    ad_value *img = ad_param_from(4, (int[]){ 1, 2, 4, 4 }, (ad_real[32]){ 0 });
+    for (int i = 0; i < 32; i++) img->data[i] = pimg[i % 16] + (ad_real)(i / 16);
+    ad_value *k = ad_param_from(4, (int[]){ 2, 2, 3, 3 }, (ad_real[36]){ 0 });
+    for (int i = 0; i < 36; i++) k->data[i] = (ad_real)(i % 7) * 0.25 - 0.5;
+    ad_value *kb = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 0.1, -0.2 });
+    ad_value *gam = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 0.5 });
+    ad_value *bet = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 0, 1, -1 });
+    ad_value *wts = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 0.3, 0.7 });
+    ad_value *lab = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 2, 0 });
+    ad_value *rows = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 1, 1 });
+    ad_value *params[] = { x, b, img, k, kb, gam, bet, wts };
+    enum { NP = sizeof params / sizeof *params };
+    ad_value *pos = ad_add_scalar(tp, ad_square(tp, x), 1);
+    ad_value *ys[] = {
+        ad_add(tp, x, b), ad_sub(tp, x, b), ad_mul(tp, x, b),
+        ad_div(tp, x, ad_add_scalar(tp, ad_square(tp, b), 1)), ad_neg(tp, x), ad_scale(tp, x, 3),
+        ad_exp(tp, x), ad_log(tp, pos), ad_sin(tp, x), ad_cos(tp, x),
+        ad_tanh(tp, x), ad_sigmoid(tp, x), ad_softplus(tp, x), ad_relu(tp, x), ad_sqrt(tp, pos),
+        ad_pow(tp, x, 3), ad_mean_axis(tp, x, 0), ad_broadcast_to(tp, b, 2, (int[]){ 4, 3 }),
+        ad_matmul(tp, x, x, false, true), ad_linear(tp, x, x, ad_sum_axis(tp, x, 1)),
+        ad_outer(tp, b, b),
+        ad_reshape(tp, x, 1, (int[]){ 6 }), ad_transpose(tp, x), ad_slice_rows(tp, x, 1, 1),
+        ad_gather_rows(tp, x, rows), ad_scatter_rows(tp, x, rows, 3),
+        ad_concat(tp, x, x, 0), ad_concat(tp, x, x, 1), ad_softmax(tp, x), ad_log_softmax(tp, x),
+        ad_cross_entropy(tp, x, lab, wts, AD_REDUCE_MEAN), ad_conv2d(tp, img, k, kb, 1, 1),
+        ad_maxpool2d(tp, img, 2, 2), ad_batchnorm(tp, x, gam, bet, 1e-5), ad_abs(tp, x),
+        ad_maximum(tp, x, b), ad_minimum(tp, x, b), ad_clamp(tp, x, 0, 2.75),
+    };
+    enum { NY = sizeof ys / sizeof *ys };
+    ad_value *loss = ad_const_scalar(tp, 0);
+    for (int i = 0; i < NY; i++) loss = ad_add(tp, loss, ad_sqnorm(tp, ys[i]));
+    ck_assert_msg(loss != NULL, "%s", ad_error());
+    ad_value *g1[NP], *g2[NP];
+    ck_assert_int_eq(ad_grad(tp, loss, NP, params, g1, true), AD_OK);
+    ad_value *loss2 = ad_const_scalar(tp, 0);
+    for (int i = 0; i < NP; i++) loss2 = ad_add(tp, loss2, ad_sqnorm(tp, g1[i]));
+    ck_assert_int_eq(ad_grad(tp, loss2, NP, params, g2, true), AD_OK);
+    static seen s; /* large: not on the stack */
+    s.n = s.n_ops = 0;
+    seen_walk(&s, loss2);
+    for (int i = 0; i < NP; i++) seen_walk(&s, g2[i]);
+    /* Each op, at its first node whose rule has something to make. */
+    const char *tried[OPS_MAX];
+    int n_tried = 0;
+    for (int j = 0; j < s.n_ops; j++) {
+        for (int i = 0; i < s.n; i++) {
+            ad_value *v = s.v[i];
+            /* (the sweep's own "accumulate" hands its gradient on, making nothing) */
+            if (v->op != s.op[j] || !v->op->backward || !strcmp(v->op->name, "accumulate") ||
+                !rule_makes_something(tp, v))
+                continue;
+            ad_value *gin[AD_MAX_INPUTS] = { 0 };
+            ad_fail(AD_EIO, "the op that failed");
+            int rc = v->op->backward(tp, v, NULL, gin);
+            ck_assert_msg(rc == AD_EIO, "%s's rule returned %d, not the failing op's %d",
+                          v->op->name, rc, AD_EIO);
+            ck_assert_str_eq(ad_error(), "the op that failed");
+            tried[n_tried++] = v->op->name;
+            break;
+        }
+    }
+    static const char *const every[] = {
+        "add", "sub", "mul", "div", "neg", "scale", "add_scalar", "exp", "log", "sin", "cos",
+        "tanh", "sigmoid", "softplus", "relu", "relu_mask", "square", "sqrt", "pow", "sum_to",
+        "broadcast_to", "dot", "sum_axis", "expand_axis", "matmul", "reshape", "transpose",
+        "slice_rows", "pad_rows", "slice", "pad", "gather_rows", "scatter_rows", "concat",
+        "softmax", "log_softmax", "pick", "unpick", "conv2d", "conv_data_grad",
+        "conv_weight_grad", "pool_select", "pool_scatter", "batchnorm", "bn_normalize",
+        "bn_invstd", "bn_input_grad", "bn_gamma_grad", "abs", "maximum", "minimum", "clamp",
+    };
+    for (size_t e = 0; e < sizeof every / sizeof *every; e++) {
+        bool found = false;
+        for (int t = 0; t < n_tried && !found; t++) found = !strcmp(tried[t], every[e]);
+        ck_assert_msg(found, "no node of '%s' was tried", every[e]);
+    }
+    ad_tape_free(tp);
+    for (int i = 0; i < NP; i++) ad_value_free(params[i]);
+    ad_value_free(lab);
+    ad_value_free(rows);
+}
+END_TEST
+
+/* And through the sweep: maximum's rule reads its inputs to choose, so a
+ * leaf freed too early is reported by the op in the rule — with that op's
+ * status — rather than read (it was a segmentation fault). */
+START_TEST(rule_failure_through_the_sweep)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *p = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1, 2 });
+    ad_value *c = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 3, 0 });
+    ad_value *y = ad_sum(tp, ad_maximum(tp, p, c)), *g = NULL;
+    ad_value_free(c);
+    ad_error_clear();
+    expect_fail(ad_grad(tp, y, 1, &p, &g, false), AD_EARG,
+                "grad: the backward rule of 'maximum': maximum: input 1 is a caller-owned leaf "
+                "that was freed (ad_value_free)");
+    ck_assert_ptr_null(g);
+    ad_tape_free(tp);
+    ad_value_free(p);
+}
+END_TEST
+
+/* An optional input (γ, β) given as a released value is refused, with or
+ * without a gradient to record: without one, batchnorm used to read γ's
+ * NULL data as "no γ" and return a number. */
+START_TEST(optional_inputs_are_checked)
+{
+    ad_tape *tp = ad_tape_new(1);
+    ad_value *x = ad_tensor_fill(2, (int[]){ 2, 3 }, 1); /* no gradient: no node */
+    ad_value *gamma = ad_const_fill(tp, 1, (int[]){ 3 }, 2);
+    ad_value *beta = ad_const_fill(tp, 1, (int[]){ 3 }, 0);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* gamma and beta released */
+    ad_error_clear();
+    ck_assert_ptr_null(ad_batchnorm(tp, x, gamma, NULL, 1e-5));
+    expect_fail(ad_error_code(), AD_EARG, "batchnorm: gamma", "was released when step 2 opened");
+    ck_assert_ptr_null(ad_batchnorm(tp, x, NULL, beta, 1e-5));
+    expect_fail(ad_error_code(), AD_EARG, "batchnorm: beta", "was released");
     ad_tape_free(tp);
     ad_value_free(x);
 }
@@ -666,7 +939,7 @@ START_TEST(released_structs_kept_are_bounded)
 {
     ad_tape *tp = ad_tape_new(1);
     for (int t = 0; t < 3000; t++) {
-        ad_tape_step(tp);
+        ck_assert_int_eq(ad_tape_step(tp), AD_OK);
         ad_const_scalar(tp, 1);
     }
     ad_tape_stats st;
@@ -690,8 +963,8 @@ START_TEST(pool_under_asan)
     ad_value *v = ad_const_fill(tp, 1, (int[]){ 100 }, 1);
     ad_real *stale = v->data;
     ck_assert(!__asan_address_is_poisoned(stale));
-    ad_tape_step(tp);
-    ad_tape_step(tp); /* v released: its block is free */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* v released: its block is free */
     ck_assert(__asan_address_is_poisoned(stale));
     ck_assert(__asan_address_is_poisoned(stale + 99));
     ad_value *u = ad_node_new(tp, &(ad_op){ "raw", NULL }, 1, (int[]){ 90 }, 0, NULL);
@@ -721,6 +994,10 @@ Suite *lifetime_suite(void)
     tcase_add_test(tc, every_op_refuses_a_released_value);
     tcase_add_test(tc, null_everywhere);
     tcase_add_test(tc, null_input_messages);
+    tcase_add_test(tc, every_op_names_a_null_input);
+    tcase_add_test(tc, optional_inputs_are_checked);
+    tcase_add_test(tc, rules_return_the_failing_ops_status);
+    tcase_add_test(tc, rule_failure_through_the_sweep);
     tcase_add_test(tc, unmatched_no_record_end);
     tcase_add_test(tc, set_name_copies);
     suite_add_tcase(s, tc);

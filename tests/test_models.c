@@ -456,8 +456,8 @@ START_TEST(param_list_errors)
 
     /* He needs fans; a failed init leaves nothing behind. */
     s.n = 0;
-    mdl_shapes_add(&s, "weight", 2, (int[]){ 2, 3 }, MDL_INIT_HE);
-    mdl_shapes_add(&s, "bias", 1, (int[]){ 2 }, MDL_INIT_HE);
+    ck_assert_int_eq(mdl_shapes_add(&s, "weight", 2, (int[]){ 2, 3 }, MDL_INIT_HE), AD_OK);
+    ck_assert_int_eq(mdl_shapes_add(&s, "bias", 1, (int[]){ 2 }, MDL_INIT_HE), AD_OK);
     ad_value *p[2] = { NULL, NULL };
     ad_rng rng;
     ad_rng_seed(&rng, 1);

@@ -48,12 +48,12 @@ static int toy_hypergradient(int horizon, int T, const double lam_in[2], toy_run
     ad_value *w = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 2, 2 }), *w0 = w;
     int rc = AD_OK;
     for (int t = 1; t <= T && rc == AD_OK; t++) {
-        ad_tape_step(tp);
+        rc = ad_tape_step(tp);
         ad_value *gw;
-        rc = ad_grad(tp, toy_inner(tp, w, lam, G), 1, &w, &gw, true);
+        if (rc == AD_OK) rc = ad_grad(tp, toy_inner(tp, w, lam, G), 1, &w, &gw, true);
         if (rc == AD_OK) w = ad_sub(tp, w, ad_scale(tp, gw, toy_gamma));
     }
-    ad_tape_step(tp); /* the outer loss in a step of its own */
+    if (rc == AD_OK) rc = ad_tape_step(tp); /* the outer loss in a step of its own */
     ad_value *f = toy_outer(tp, w), *hg = NULL;
     if (rc == AD_OK) rc = ad_grad(tp, f, 1, &lam, &hg, false);
     if (rc == AD_OK) {
@@ -249,10 +249,10 @@ START_TEST(release_carries_used_values)
     ad_tape *tp = ad_tape_new(1);
     ad_value *x = ad_param_scalar(1.5);
     ad_value *a = ad_exp(tp, x);           /* step 0 */
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ad_value *b = ad_mul(tp, a, x);        /* step 1 uses a */
     size_t before = ad_tape_bytes(tp);
-    ad_tape_step(tp);                      /* step 0 released: a is carried */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* step 0 released: a is carried */
     ck_assert_uint_eq(ad_tape_steps_held(tp), 2);
     ck_assert_int_eq(a->step, -2);
     ck_assert_ptr_null(a->op);
@@ -262,8 +262,8 @@ START_TEST(release_carries_used_values)
     ck_assert_int_eq(ad_grad(tp, b, 1, &x, &g, false), AD_OK);
     /* Only the direct path: d(a·x)/dx with a constant = a. */
     tu_expect_close(g->data[0], exp(1.5), 4);
-    ad_tape_step(tp);                      /* step 1 released; a's last user */
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK); /* step 1 released; a's last user */
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ck_assert_uint_eq(ad_tape_bytes(tp), 0);
     ad_tape_reset(tp);
     ad_tape_free(tp);
@@ -276,7 +276,7 @@ START_TEST(dot_export)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_value *x = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 });
     ad_value_set_name(x, "x");
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ad_value *y = ad_sum(tp, ad_exp(tp, x));
     FILE *f = tmpfile();
     ck_assert_ptr_nonnull(f);
@@ -317,7 +317,7 @@ START_TEST(dot_options)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_value *x = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 1, 2, 3 }), *dx;
     ad_value_set_name(x, "x");
-    ad_tape_step(tp);
+    ck_assert_int_eq(ad_tape_step(tp), AD_OK);
     ad_value *half = ad_const_fill(tp, 1, (int[]){ 3 }, 0.5);
     ad_value *y = ad_dot(tp, ad_mul(tp, x, half), x); /* ½ x·x; dx = x, recorded with its seed */
     ck_assert_int_eq(ad_grad(tp, y, 1, &x, &dx, true), AD_OK);

@@ -58,13 +58,14 @@ static ad_value *unroll(ad_tape *tp)
     ad_value *lam = sh.toy.lam, *G = sh.toy.G;
     ad_value *w = ad_leaf(tp, ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 2, 2 })); /* w0 */
     for (int t = 1; t <= TOY_T && w; t++) {
-        ad_tape_step(tp);
+        if (ad_tape_step(tp) != AD_OK) return NULL;
         ad_value *d = ad_sub(tp, w, lam), *gw;
         ad_value *g = ad_scale(tp, ad_dot(tp, d, ad_mul(tp, G, d)), 0.5);
         if (!g || ad_grad(tp, g, 1, &w, &gw, true) != AD_OK) return NULL;
         w = ad_sub(tp, w, ad_scale(tp, gw, 0.1));
     }
-    ad_tape_step(tp); /* f̃ = ‖ŵ‖² + 10 ‖sin ŵ‖² + 5 ‖λ − (1, 0)‖² */
+    /* f̃ = ‖ŵ‖² + 10 ‖sin ŵ‖² + 5 ‖λ − (1, 0)‖² */
+    if (ad_tape_step(tp) != AD_OK) return NULL;
     ad_value *target = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 1, 0 });
     ad_value *f = ad_add(tp, ad_sqnorm(tp, w), ad_scale(tp, ad_sqnorm(tp, ad_sin(tp, w)), 10));
     return ad_add(tp, f, ad_scale(tp, ad_sqnorm(tp, ad_sub(tp, lam, target)), 5));

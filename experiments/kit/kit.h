@@ -136,7 +136,7 @@ typedef struct ex_cmd {
  * --help, or EX_EXIT_USAGE after printing "PROG: --flag: expected ...,
  * got '...'" (naming the flag) on stderr.  Also names the program for every
  * message of the kit. */
-int ex_flags_parse(ex_cmd *cmd, int argc, char **argv);
+AD_MUST_CHECK int ex_flags_parse(ex_cmd *cmd, int argc, char **argv);
 /* Whether the flag was on the command line. */
 bool ex_given(const ex_cmd *cmd, const char *name);
 /* Prints "PROG: <message>" and "(PROG --help explains the flags)" on
@@ -146,7 +146,7 @@ int ex_usage_error(const char *fmt, ...) EX_PRINTF(1, 2);
 const char *ex_prog(void);
 /* 0 for AD_OK; otherwise prints "PROG: <ad_error()>" and returns the exit
  * status: EX_EXIT_USAGE for EX_EUSAGE, else EX_EXIT_LIB. */
-int ex_exit(int rc);
+AD_MUST_CHECK int ex_exit(int rc);
 
 /* The number parsers behind the table, for values a program reads itself
  * (a list with words in it).  Each accepts the whole string or nothing:
@@ -175,10 +175,10 @@ typedef struct ex_out {
  * folder.  want_plots: run gnuplot if it is on PATH; if it is not, prints a
  * warning once.  EX_EUSAGE "--out: path too long"; AD_EIO when the folder
  * cannot be made or "DIR is in use by another run (process N)". */
-int ex_out_open(ex_out *o, const char *dir, bool want_plots);
+AD_MUST_CHECK int ex_out_open(ex_out *o, const char *dir, bool want_plots);
 /* A folder other runs write too, without a lock or plots: for a file that
  * joins their outputs (still written under a temporary name and renamed). */
-int ex_out_open_shared(ex_out *o, const char *dir);
+AD_MUST_CHECK int ex_out_open_shared(ex_out *o, const char *dir);
 /* Releases the lock. */
 void ex_out_close(ex_out *o);
 /* Lists the files written, "  DIR/NAME" lines on stderr, then a warning if
@@ -197,33 +197,33 @@ typedef struct ex_file {
 } ex_file;
 
 /* AD_OK, or AD_EIO "cannot write DIR/NAME: <strerror>". */
-int ex_file_open(ex_file *f, ex_out *o, const char *name);
+AD_MUST_CHECK int ex_file_open(ex_file *f, ex_out *o, const char *name);
 /* ex_file_open, then the line `header` and a newline (a CSV file). */
-int ex_csv_open(ex_file *f, ex_out *o, const char *name, const char *header);
+AD_MUST_CHECK int ex_csv_open(ex_file *f, ex_out *o, const char *name, const char *header);
 /* Flushes, checks every write, fsyncs, renames to DIR/NAME, fsyncs the
  * folder and records NAME.  On any failure the temporary file is removed
  * and the status is AD_EIO "cannot write DIR/NAME: <strerror>" (a full disk
  * says "No space left on device").  A file never opened is AD_OK. */
-int ex_file_commit(ex_file *f);
+AD_MUST_CHECK int ex_file_commit(ex_file *f);
 /* Flushes and checks every write so far, leaving the file open: what a
  * forked child that wrote rows calls before it returns.  AD_OK, or AD_EIO
  * "cannot write DIR/NAME: <strerror>". */
-int ex_file_check(ex_file *f);
+AD_MUST_CHECK int ex_file_check(ex_file *f);
 /* Closes and removes the temporary file (after a failure elsewhere). */
 void ex_file_abandon(ex_file *f);
 /* Writes text[0..len) as DIR/NAME in one go (ex_file_open + commit). */
-int ex_out_save(ex_out *o, const char *name, const char *text, size_t len);
+AD_MUST_CHECK int ex_out_save(ex_out *o, const char *name, const char *text, size_t len);
 
 /* Opens the gnuplot script DIR/name (an ex_file) and writes its opening:
  * who wrote it and how to rerun it, UTF-8, pngcairo if this gnuplot has it
  * (else png), a width x height PNG named like the script (.png for .gp),
  * ',' as the separator of the CSV files it reads, a light grid. */
-int ex_gp_open(ex_file *g, ex_out *o, const char *name, int width, int height);
+AD_MUST_CHECK int ex_gp_open(ex_file *g, ex_out *o, const char *name, int width, int height);
 /* ex_file_commit, then `gnuplot NAME` in the folder when plots are on; the
  * PNG is recorded if it was made.  A plot that fails is a warning printed
  * and counted, not an error: the CSV files are the result and the script
  * redraws them later. */
-int ex_gp_commit(ex_file *g);
+AD_MUST_CHECK int ex_gp_commit(ex_file *g);
 
 /* ---- time, progress, memory ---------------------------------------------- */
 
@@ -295,12 +295,12 @@ void ex_watch_init(ex_watch *w, const char *hint);
  * inner loss is not finite from step t (g_1 = ...)", or EX_EDIVERGED "the
  * inner loss rose from g_1 = ... to g_T = ... (more than F times; its
  * largest rise at step t)", each followed by "; HINT". */
-int ex_watch_inner(const ex_watch *w, const hg_report *r);
+AD_MUST_CHECK int ex_watch_inner(const ex_watch *w, const hg_report *r);
 /* The validation loss at hyper-iteration iter.  The first call (or
  * val_first set by hand) is the reference.  AD_OK, AD_ENONFINITE, or
  * EX_EDIVERGED "the validation loss rose from ... (hyper-iteration i) to
  * ... (more than F times); HINT". */
-int ex_watch_val(ex_watch *w, int iter, double val);
+AD_MUST_CHECK int ex_watch_val(ex_watch *w, int iter, double val);
 
 /* ---- work in a child process --------------------------------------------- */
 
@@ -317,7 +317,8 @@ typedef int (*ex_work)(void *arg, void *result);
  * result arrived; otherwise "LABEL failed (see the message above)" or
  * "LABEL: the child process died of signal N" (AD_EARG), or names the pipe
  * or fork that failed (AD_EIO). */
-int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size);
+AD_MUST_CHECK int ex_run_forked(const char *label, ex_work work, void *arg, void *result,
+                                size_t size);
 
 /* One item of several, run in a child process by ex_run_forked_many:
  * fills result (the item's own, plain data) and returns an ad_status. */
@@ -332,7 +333,7 @@ typedef int (*ex_item_work)(void *ctx, int item, void *result);
  * after the first failure, the running ones are waited for, and the status
  * is that of the first failed item in the order given (its message as
  * ex_run_forked gives it).  Call it with no other thread running: it forks. */
-int ex_run_forked_many(int n_parallel, int n, const int *items, const char *const *labels,
+AD_MUST_CHECK int ex_run_forked_many(int n_parallel, int n, const int *items, const char *const *labels,
                        ex_item_work work, void *ctx, void *results, size_t size);
 
 /* ---- parallel work: worker threads and MPI ranks ----------------------------
@@ -375,7 +376,7 @@ enum { EX_MAX_THREADS = 256 }; /* the most workers of a pool */
  * initializes MPI (MPI_THREAD_FUNNELED) and silences ranks > 0.  AD_OK;
  * AD_EUNSUPPORTED "started by mpirun, but built without MPI"; AD_EIO when
  * MPI cannot start. */
-int ex_par_init(int *argc, char ***argv);
+AD_MUST_CHECK int ex_par_init(int *argc, char ***argv);
 /* This process's rank, and how many there are (0 and 1 without mpirun). */
 int ex_par_rank(void);
 int ex_par_size(void);
@@ -409,14 +410,14 @@ typedef int (*ex_item_fn)(void *ctx, int worker, int item);
  * after a failure the status and message of the first failed item in the
  * order given (the items handed out before it still run; once a failure is
  * seen no further item is handed out).  Not for MPI calls inside fn. */
-int ex_pool_run(int n_threads, int n, const int *items, ex_item_fn fn, void *ctx);
+AD_MUST_CHECK int ex_pool_run(int n_threads, int n, const int *items, ex_item_fn fn, void *ctx);
 /* ex_pool_run on this rank's block of items 0..n−1 (ex_par_block), in
  * order.  Not collective: a rank without items returns at once. */
-int ex_par_run(int n_threads, int n, ex_item_fn fn, void *ctx);
+AD_MUST_CHECK int ex_par_run(int n_threads, int n, ex_item_fn fn, void *ctx);
 
 /* Collective: records[i] (size bytes each) of every item i of n, filled by
  * the rank that owns i (ex_par_block), are copied to every rank. */
-int ex_par_share(void *records, size_t size, int n);
+AD_MUST_CHECK int ex_par_share(void *records, size_t size, int n);
 /* Collective: acc[k] += rows[i][k] / divisor for every item i of n in
  * order 0..n−1 and k in 0..len−1, with the rows on the ranks that own them
  * (rows[i] is read on i's rank only) — the same operations in the same
@@ -424,13 +425,13 @@ int ex_par_share(void *records, size_t size, int n);
  * on rank 0 and is the sum on every rank after.  Ranks pass the partial
  * sums along in rank order (in pieces of 64 KiB, so they overlap), then the
  * last rank broadcasts the sum: each rank sends len numbers once or twice. */
-int ex_par_fold(ad_real *acc, size_t len, ad_real *const *rows, int n, int divisor);
+AD_MUST_CHECK int ex_par_fold(ad_real *acc, size_t len, ad_real *const *rows, int n, int divisor);
 /* Collective: text[i] (len[i] bytes) of every item i of n, made by the rank
  * that owns it, arrives on rank 0 (malloc'ed there, NUL-terminated; its own
  * items untouched).  Other ranks' arrays are left as they were. */
-int ex_par_collect(char **text, size_t *len, int n);
+AD_MUST_CHECK int ex_par_collect(char **text, size_t *len, int n);
 /* Collective: bytes of buf from rank root to every rank. */
-int ex_par_bcast(void *buf, size_t bytes, int root);
+AD_MUST_CHECK int ex_par_bcast(void *buf, size_t bytes, int root);
 /* Collective: whether path exists, as rank 0 sees it. */
 bool ex_par_exists(const char *path);
 
@@ -449,11 +450,11 @@ typedef struct ex_table {
 } ex_table;
 
 /* Appends one row (n_cols numbers).  AD_OK or AD_ENOMEM. */
-int ex_table_push(ex_table *t, const double *row);
+AD_MUST_CHECK int ex_table_push(ex_table *t, const double *row);
 /* Its rows as CSV lines (no header) into f, as ex_table_save writes them. */
 void ex_table_write(const ex_table *t, FILE *f);
 /* Writes DIR/name: the header, then one line per row. */
-int ex_table_save(const ex_table *t, ex_out *o, const char *name);
+AD_MUST_CHECK int ex_table_save(const ex_table *t, ex_out *o, const char *name);
 void ex_table_free(ex_table *t);
 
 /* ---- checkpoints ----------------------------------------------------------
@@ -485,7 +486,7 @@ typedef struct ex_ckpt {
     char path[EX_PATH_LEN];
 } ex_ckpt;
 
-int ex_ckpt_begin(ex_ckpt *c);
+AD_MUST_CHECK int ex_ckpt_begin(ex_ckpt *c);
 /* Each put appends a field; a failure is kept and returned by commit. */
 void ex_ckpt_put_int(ex_ckpt *c, const char *field, long long v);
 void ex_ckpt_put_f64(ex_ckpt *c, const char *field, const double *v, size_t n);
@@ -496,39 +497,44 @@ void ex_ckpt_put_outer(ex_ckpt *c, const char *field, const opt_outer *o);
 void ex_ckpt_put_table(ex_ckpt *c, const ex_table *t);
 /* Writes DIR/name atomically (ex_file: temporary name, fsync, rename,
  * fsync of the folder) and frees the fields. */
-int ex_ckpt_commit(ex_ckpt *c, ex_out *o, const char *name, const char *kind, int version);
+AD_MUST_CHECK int ex_ckpt_commit(ex_ckpt *c, ex_out *o, const char *name, const char *kind,
+                                 int version);
 
 /* Reads and verifies path: AD_EIO when it cannot be read (errno ENOENT:
  * there is none), AD_EFORMAT "PATH is not a hypertape checkpoint", "...is
  * a KIND checkpoint, not ...", "...was written by version N", "...is
  * truncated", "...is damaged (CRC ...)". */
-int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version);
+AD_MUST_CHECK int ex_ckpt_open(ex_ckpt *c, const char *path, const char *kind, int version);
+
 /* Collective (every rank calls it): rank 0 reads path and every rank gets
  * its bytes, status and message; then as ex_ckpt_open. */
-int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version);
+AD_MUST_CHECK int ex_ckpt_open_all(ex_ckpt *c, const char *path, const char *kind, int version);
 
 /* ex_ckpt_open on a copy of data[0..len), named `name` in messages as the
  * path would be (the fuzz target's entry; a checkpoint held in memory). */
-int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
-                     const char *kind, int version);
+AD_MUST_CHECK int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
+                                   const char *kind, int version);
 /* The next field must be `field` of the right type: AD_EFORMAT naming the
  * file and field otherwise, or when a value is out of range or not finite. */
-int ex_ckpt_get_int(ex_ckpt *c, const char *field, long long lo, long long hi, long long *out);
-int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n, double lo, double hi);
+AD_MUST_CHECK int ex_ckpt_get_int(ex_ckpt *c, const char *field, long long lo, long long hi,
+                                  long long *out);
+AD_MUST_CHECK int ex_ckpt_get_f64(ex_ckpt *c, const char *field, double *v, size_t n,
+                                  double lo, double hi);
 /* As ex_ckpt_get_f64 into ad_real; [lo, hi] is cut to ad_real's finite
  * range (±FLT_MAX in the float build), so every value read is finite. */
-int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n, double lo, double hi);
-int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap);
+AD_MUST_CHECK int ex_ckpt_get_reals(ex_ckpt *c, const char *field, ad_real *v, size_t n,
+                                    double lo, double hi);
+AD_MUST_CHECK int ex_ckpt_get_text(ex_ckpt *c, const char *field, char *s, size_t cap);
 /* A state xoshiro can be in (not all zero). */
-int ex_ckpt_get_rng(ex_ckpt *c, const char *field, ad_rng *rng);
+AD_MUST_CHECK int ex_ckpt_get_rng(ex_ckpt *c, const char *field, ad_rng *rng);
 /* opt_outer_load into o (initialized over the same parameters). */
-int ex_ckpt_get_outer(ex_ckpt *c, const char *field, opt_outer *o);
+AD_MUST_CHECK int ex_ckpt_get_outer(ex_ckpt *c, const char *field, opt_outer *o);
 /* t's rows (t->n_cols columns, at most max_rows rows, every value finite). */
-int ex_ckpt_get_table(ex_ckpt *c, ex_table *t, int max_rows);
+AD_MUST_CHECK int ex_ckpt_get_table(ex_ckpt *c, ex_table *t, int max_rows);
 /* Whether the next field is `field` (an optional part). */
 bool ex_ckpt_next_is(const ex_ckpt *c, const char *field);
 /* AD_EFORMAT if bytes are left after the last field read. */
-int ex_ckpt_end(ex_ckpt *c);
+AD_MUST_CHECK int ex_ckpt_end(ex_ckpt *c);
 void ex_ckpt_free(ex_ckpt *c);
 
 #endif

@@ -411,6 +411,8 @@ int ex_par_collect(char **text, size_t *len, int n)
 bool ex_par_exists(const char *path)
 {
     int found = par.rank == 0 && access(path, F_OK) == 0;
-    ex_par_bcast(&found, sizeof found, 0);
+    /* A failed broadcast leaves the other ranks with "not found"; MPI's own
+     * error handler has already ended the run by then (MPI_ERRORS_ARE_FATAL). */
+    AD_IGNORE(ex_par_bcast(&found, sizeof found, 0));
     return found;
 }

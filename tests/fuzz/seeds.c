@@ -270,8 +270,9 @@ static void seeds_ckpt(void)
         opt_outer_step(&adam2, gq) != AD_OK)
         die("cannot make an Adam state", ad_error());
     ex_table t = { .name = "tr", .header = "a,b,c", .fmt = "%g", .n_cols = 3 };
-    ex_table_push(&t, (double[]){ 1, 0.5, 2 });
-    ex_table_push(&t, (double[]){ 2, 0.25, 3 });
+    if (ex_table_push(&t, (double[]){ 1, 0.5, 2 }) != AD_OK ||
+        ex_table_push(&t, (double[]){ 2, 0.25, 3 }) != AD_OK)
+        die("cannot make a table", ad_error());
     if (ex_ckpt_begin(&c) != AD_OK) die("checkpoint", ad_error());
     ex_ckpt_put_text(&c, "run", "seed run K=1");
     ex_ckpt_put_int(&c, "iter", 2);
