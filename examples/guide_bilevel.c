@@ -1,5 +1,4 @@
-/* guide_bilevel.c — docs/guide.md, step 9: a new bilevel problem with optim/: ridge regression
- * whose penalty e^ρ and step size e^θ are tuned on a validation set, λ = (ρ, θ). */
+/* guide_bilevel.c — docs/guide.md, step 9: tuning ridge regression's penalty and step size. */
 #include <math.h>
 #include <stdio.h>
 
@@ -15,21 +14,16 @@ static int init(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     return (w0[0] = ad_const_fill(tp, 2, (int[]){ D, 1 }, 0)) ? AD_OK : ad_error_code();
 }
 
-static ad_value *mse(ad_tape *tp, int set, ad_value *w) /* ½ mean (X w − Y)² */
-{
-    ad_value *r = ad_sub(tp, ad_matmul(tp, X[set], w, false, false), Y[set]);
-    return ad_scale(tp, ad_mean(tp, ad_square(tp, r)), 0.5);
-}
-
 static ad_value *inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
-{   /* g = ½ mean (X w − Y)² + ½ e^ρ ‖w‖² */
+{   /* g = mean (X w − Y)² + e^ρ ‖w‖² on the training set */
+    ad_value *r = ad_sub(tp, ad_matmul(tp, X[0], w[0], false, false), Y[0]);
     ad_value *penalty = ad_mul(tp, ad_exp(tp, lam[0]), ad_sqnorm(tp, w[0]));
-    return ad_add(tp, mse(tp, 0, w[0]), ad_scale(tp, penalty, 0.5));
+    return ad_add(tp, ad_mean(tp, ad_square(tp, r)), penalty);
 }
 
 static ad_value *outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
-{   /* f = ½ mean (X w − Y)² on the validation set */
-    return mse(tp, 1, w[0]);
+{   /* f = mean (X w − Y)² on the validation set */
+    return ad_mean(tp, ad_square(tp, ad_sub(tp, ad_matmul(tp, X[1], w[0], false, false), Y[1])));
 }
 
 int main(void)
@@ -41,32 +35,26 @@ int main(void)
         Y[s] = ad_tensor_randn(&rng, 2, (int[]){ N, 1 }, 1);
         for (int i = 0; i < N * D; i++) Y[s]->data[i / D] += X[s]->data[i] * (i % D) / D;
     }
-    ad_value *lam[2] = { ad_param_scalar(-3), ad_param_scalar(log(0.1)) }, *h[2];
+    ad_value *lam[2] = { ad_param_scalar(-3), ad_param_scalar(log(0.05)) }, *h[2]; /* ρ, θ */
     hg_problem p = { .n_w = 1, .n_hyper = 2, .hyper = lam, .T = 50, .init = init, .inner = inner,
                      .outer = outer, .opt = { .step_hyper = lam[1], .step_transform = HG_EXP } };
-    hg_sweep_result sw; /* K-RMD for each K, and full RMD, from one reverse pass */
+    hg_sweep_result sw; /* K-RMD for each K, and full RMD, from one reverse pass over the T steps */
     int rc = hg_sweep(&p, (int[]){ 1, 5, 25, 50 }, 4, &sw, NULL);
-    hg_report one; /* the tape K-RMD needs with that K alone */
-    for (int i = 0; rc == AD_OK && i < sw.nK; i++)
-        if ((rc = hg_krmd(&p, sw.rows[i].K, h, &one)) == AD_OK) {
-            printf("K = %2d: d rho %9.6f  d theta %9.6f  cosine %.6f  peak tape %6zu B\n",
-                   sw.rows[i].K, sw.estimates[2 * i]->data[0], sw.estimates[2 * i + 1]->data[0],
-                   sw.rows[i].cmp.cosine, one.peak_tape_bytes);
-            ad_value_free(h[0]), ad_value_free(h[1]);
-        }
+    for (int i = 0; i < sw.nK; i++) /* (none if hg_sweep failed) */
+        printf("K = %2d: d rho %9.6f  d theta %9.6f  cosine %.6f\n", sw.rows[i].K,
+               *sw.estimates[2 * i]->data, *sw.estimates[2 * i + 1]->data, sw.rows[i].cmp.cosine);
     opt_outer o = { 0 }; /* then 100 steps of Adam on λ along 5-RMD's estimate */
-    if (rc == AD_OK) hg_sweep_free(&sw), rc = opt_outer_init(&o, OPT_ADAM, 0.1, false, 2, lam);
+    if (rc == AD_OK) rc = opt_outer_init(&o, OPT_ADAM, 0.1, false, 2, lam);
     hg_report r[2]; /* the first hyper-iteration's and the last one's */
     for (int tau = 1; tau <= 100 && rc == AD_OK; tau++) {
         if ((rc = hg_krmd(&p, 5, h, &r[tau > 1])) != AD_OK) break;
         rc = opt_outer_step(&o, h); /* λ ← λ − Adam's step */
         ad_value_free(h[0]), ad_value_free(h[1]);
     }
-    if (rc == AD_OK)
-        printf("Adam: validation loss %.6f -> %.6f, penalty %.4f, step %.4f\n", r[0].outer_loss,
-               r[1].outer_loss, exp(lam[0]->data[0]), exp(lam[1]->data[0]));
-    else fprintf(stderr, "error: %s\n", ad_error());
-    opt_outer_free(&o);
+    if (rc != AD_OK) fprintf(stderr, "error: %s\n", ad_error());
+    else printf("Adam: validation loss %.6f -> %.6f, penalty %.4f, step %.4f\n", r[0].outer_loss,
+                r[1].outer_loss, exp(lam[0]->data[0]), exp(lam[1]->data[0]));
+    hg_sweep_free(&sw), opt_outer_free(&o);
     for (int i = 0; i < 2; i++) ad_value_free(X[i]), ad_value_free(Y[i]), ad_value_free(lam[i]);
     return rc == AD_OK ? 0 : 1;
 }

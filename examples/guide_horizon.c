@@ -1,7 +1,5 @@
-/* guide_horizon.c — docs/guide.md, step 7: steps and the horizon K.  The toy's
- * inner step written out, w_t = w_{t−1} − γG(w_{t−1} − λ), one tape step each,
- * then f = ½‖w_T‖²: a tape that keeps K steps gives h_{T−K} instead of dλf.
- * `guide-horizon --dot before|after` prints the tape around its first release. */
+/* guide_horizon.c — docs/guide.md, step 7: the toy's step w_t = w_{t−1} − γG(w_{t−1} − λ), one tape
+ * step each, then f = ½‖w_T‖²: a tape that keeps K steps gives h_{T−K}, not dλf. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,11 +7,11 @@
 #include "ad/ad.h"
 #include "ops/ops.h"
 
-/* h into h[2]; returns the tape's peak bytes (0 on failure).  With `dot`,
- * prints the graph of w_3 on a K = 2 tape before or after step 4 opens. */
+/* h into h[2]; returns the tape's peak bytes (0 on failure, with a message).  With `dot` ("before"
+ * or "after"), draws w_T around the opening of f's step: on a K = 2 tape with T = 3, a release. */
 static size_t run(int K, int T, bool verbose, const char *dot, double h[2])
 {
-    static char name[10][8]; /* "w1" … "w9", for the drawings */
+    char name[16]; /* "w1", "w2", …: labels for the drawings (ad_value_set_name copies them) */
     ad_tape *tp = ad_tape_new(K);
     ad_value *lam = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1, 1 }), *dlam;
     ad_value *G = ad_tensor_from(1, (int[]){ 2 }, (ad_real[]){ 0.1, 0.05 }); /* γG */
@@ -23,21 +21,18 @@ static size_t run(int K, int T, bool verbose, const char *dot, double h[2])
     int rc = AD_OK;
     for (int t = 1; t <= T && w && rc == AD_OK; t++) {
         rc = ad_tape_step(tp); /* closes step t−1; releases the oldest beyond K */
-        if (rc == AD_OK && dot && t == 4 && strcmp(dot, "after") == 0)
-            rc = ad_dot_write_opts(stdout, 1, &w, &opts);
         w = ad_sub(tp, w, ad_mul(tp, G, ad_sub(tp, w, lam)));
-        if (w && t < 10) snprintf(name[t], 8, "w%d", t), ad_value_set_name(w, name[t]);
-        if (rc == AD_OK && dot && t == 3 && strcmp(dot, "before") == 0)
-            rc = ad_dot_write_opts(stdout, 1, &w, &opts);
-        if (verbose)
-            printf("  t = %d: %zu steps held, %4zu bytes\n", t, ad_tape_steps_held(tp),
-                   ad_tape_bytes(tp));
+        if (w) snprintf(name, sizeof name, "w%d", t), ad_value_set_name(w, name);
+        if (verbose) printf("  t = %d: %zu steps held, %4zu bytes\n", t, ad_tape_steps_held(tp),
+                            ad_tape_bytes(tp));
     }
+    if (rc == AD_OK && dot && !strcmp(dot, "before")) rc = ad_dot_write_opts(stdout, 1, &w, &opts);
     if (rc == AD_OK) rc = ad_tape_step(tp); /* f in a step of its own: K held inner steps */
-    ad_value *f = ad_scale(tp, ad_sqnorm(tp, w), 0.5);
-    if (rc == AD_OK) rc = ad_grad(tp, f, 1, &lam, &dlam, false);
+    if (rc == AD_OK && dot && !strcmp(dot, "after")) rc = ad_dot_write_opts(stdout, 1, &w, &opts);
+    if (rc == AD_OK) rc = ad_grad(tp, ad_scale(tp, ad_sqnorm(tp, w), 0.5), 1, &lam, &dlam, false);
     size_t peak = rc == AD_OK ? ad_tape_peak_bytes(tp) : 0;
     for (int i = 0; i < 2 && peak; i++) h[i] = dlam->data[i];
+    if (!peak) fprintf(stderr, "error: %s\n", ad_error());
     ad_tape_free(tp), ad_value_free(lam), ad_value_free(G), ad_value_free(w0);
     return peak;
 }
@@ -45,7 +40,7 @@ static size_t run(int K, int T, bool verbose, const char *dot, double h[2])
 int main(int argc, char **argv)
 {
     double h[2], c[2], worst = 0;
-    if (argc > 2 && strcmp(argv[1], "--dot") == 0) return run(2, 4, false, argv[2], h) ? 0 : 1;
+    if (argc > 2 && strcmp(argv[1], "--dot") == 0) return run(2, 3, false, argv[2], h) ? 0 : 1;
     printf("K = 2, T = 6, bytes the tape holds after each step:\n");
     size_t ok = run(2, 6, true, NULL, h);
     for (int K = 1; K <= 6 && ok; K += K < 2 ? 1 : 4) { /* K = 1, 2, and 6 = T: full */

@@ -1,6 +1,5 @@
-/* guide_sweep.c — docs/guide.md, step 3: the reverse sweep, watched through
- * an op of our own, `trace`: its forward is the identity, and its backward
- * rule prints the gradient that reached it before handing it on. */
+/* guide_sweep.c — docs/guide.md, step 3: the reverse sweep, watched through an op of our own,
+ * `trace`: its forward is the identity, its backward prints the gradient that reached it. */
 #include <math.h>
 #include <stdio.h>
 
@@ -41,11 +40,10 @@ int main(void)
     double x0 = x->data[0], z0 = z->data[0];
     double want[] = { 2 * x0 * cos(x0 * x0) + 2 * x0, 3 + 2 * z0 }; /* dy/dx, dy/dz by hand */
 
-    ad_value *targets[][2] = { { x }, { z }, { x, z } };
+    ad_value *targets[][2] = { { x }, { z }, { x, z } }, *g[2];
     int rc = AD_OK;
     for (int c = 0; c < 3 && rc == AD_OK; c++) {
         int n = c < 2 ? 1 : 2;
-        ad_value *g[2];
         printf("\ngrad(y, %s):\n", (const char *[]){ "x", "z", "x and z" }[c]);
         rc = ad_grad(tp, y, n, targets[c], g, false);
         for (int i = 0; i < n && rc == AD_OK; i++) {
@@ -57,7 +55,6 @@ int main(void)
     printf("\nby hand: dy/dx = 2x cos(x^2) + 2x = %.6f   dy/dz = 3 + 2z = %.6f\n", want[0],
            want[1]);
     if (rc != AD_OK) fprintf(stderr, "error: %s\n", ad_error());
-    ad_tape_free(tp);
-    ad_value_free(z), ad_value_free(x);
+    ad_tape_free(tp), ad_value_free(z), ad_value_free(x);
     return rc == AD_OK ? 0 : 1;
 }
