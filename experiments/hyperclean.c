@@ -104,7 +104,8 @@ static const ex_flag flags[] = {
       "N/5)", .quick = "25", .meta = "P" },
     { "--no-plots", EX_SWITCH, &cfg.no_plots, .help = "do not run gnuplot" },
     { "--no-fork", EX_SWITCH, &cfg.no_fork, .help = "run every K in this process (for debuggers "
-      "and sanitizers; peak RSS then only grows from one K to the next), on --threads threads" },
+      "and sanitizers; peak RSS then only grows from one K to the next), on --threads threads; "
+      "under mpirun with a transport that forbids fork (InfiniBand verbs, UCX), use it" },
     { "--threads", EX_INT, &cfg.threads, NULL, 1, EX_MAX_THREADS, "Ks run N at once, each in a "
       "child process of its own (with --no-fork: on N threads); their rows are written in K "
       "order, so the files do not depend on N (default: the cores, shared among the MPI ranks "

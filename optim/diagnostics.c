@@ -106,6 +106,7 @@ static int sweep(const hg_problem *p, const int *Ks, int nK, hg_sweep_result *r,
         ad_value **h = pr.h + (size_t)(k - 1) * (size_t)n;
         for (int j = 0; j < n && rc == AD_OK; j++)
             if (!(est[j] = ad_value_copy(h[j]))) rc = ad_error_code();
+        if (rc != AD_OK) break; /* comparing NULLs would overwrite the copy's message */
         r->rows[i] = (hg_sweep_row){ .K = Ks[i], .cmp = hg_compare_grads(n, est, r->exact),
                                      .report = pr.report };
     }

@@ -408,6 +408,32 @@ static int pass_row(pass *ps, int k, double contrib, double adjoint)
     return copy_list(nh, ps->h, o->h + (size_t)(k - 1) * (size_t)nh);
 }
 
+/* dst[i]'s entries = src[i]'s, for i < n.  A VJP hands back a caller's seed
+ * as an input's gradient when that input is also an output (a caller-owned
+ * state entry that a step passes on unchanged), so src[i] may be some
+ * dst[k]: then every source is read before any destination is written. */
+static int assign_list(int n, ad_value *const *dst, ad_value *const *src)
+{
+    bool alias = false;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        total += src[i]->size;
+        for (int k = 0; k < n; k++) alias |= src[i] == dst[k] && i != k;
+    }
+    if (!alias) {
+        for (int i = 0; i < n; i++)
+            if (src[i] != dst[i]) memcpy(dst[i]->data, src[i]->data, src[i]->size * sizeof(ad_real));
+        return AD_OK;
+    }
+    ad_real *tmp = malloc(total * sizeof *tmp), *at = tmp;
+    if (!tmp) return ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; i < n; at += src[i++]->size) memcpy(at, src[i]->data, src[i]->size * sizeof *at);
+    at = tmp;
+    for (int i = 0; i < n; at += dst[i++]->size) memcpy(dst[i]->data, at, dst[i]->size * sizeof *at);
+    free(tmp);
+    return AD_OK;
+}
+
 /* One recorded step t (row r = t − (T − W), profile row k = W − r + 1). */
 static int pass_step(pass *ps, int r)
 {
@@ -423,8 +449,7 @@ static int pass_step(pass *ps, int r)
     int rc = pass_vjp(ps, r, nx + nh, xs, g);
     if (rc == AD_OK) {
         add_into(nh, ps->h, g + nx, 1);
-        for (int i = 0; i < nx; i++) /* v_{t−1} = A_tᵀ v_t */
-            memcpy(ps->v[i]->data, g[i]->data, g[i]->size * sizeof(ad_real));
+        rc = assign_list(nx, ps->v, g); /* v_{t−1} = A_tᵀ v_t */
     }
     double contrib = rc == AD_OK ? list_norm(nh, g + nx) : 0;
     ad_tape_rewind(ps->tp, mark);
@@ -448,6 +473,7 @@ static int profile_alloc(hg_profile *o, int W, int T, int nh)
     o->h_norm = calloc((size_t)W, sizeof(double));
     o->h = calloc((size_t)W * (size_t)nh, sizeof *o->h);
     if (o->contrib_norm && o->adjoint_norm && o->h_norm && o->h) return AD_OK;
+    hg_profile_free(o); /* the caller frees nothing after a failure */
     return ad_fail(AD_ENOMEM, "out of memory");
 }
 
@@ -532,8 +558,7 @@ static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, i
     if (rc == AD_OK) rc = ad_vjp_many(tp, n, st.w, abar, n + p->n_hyper, xs, g, false);
     if (rc == AD_OK) {
         add_into(p->n_hyper, lbar, g + n, 1);
-        for (int i = 0; i < n; i++)
-            memcpy(abar[i]->data, g[i]->data, g[i]->size * sizeof(ad_real));
+        rc = assign_list(n, abar, g);
     }
     if (ad_tape_peak_bytes(tp) > *peak) *peak = ad_tape_peak_bytes(tp);
     if (st.w) hg_state_free(&st);

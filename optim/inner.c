@@ -390,6 +390,23 @@ static int check_update_result(const hg_update *u, int t, int n, ad_value *const
     return AD_OK;
 }
 
+/* An entry the update passed on unchanged from an earlier step (a swap of
+ * two state entries, say) is read by no op of this step, so no node of a
+ * held step holds it when the horizon releases the step that made it — and
+ * the next step, or the outer loss, would find it gone.  A copy made here
+ * (x·1: exact, on the gradient path when recorded, a constant otherwise)
+ * lives as long as this step. */
+static int own_state(ad_tape *tp, int n, ad_value **next, bool detached)
+{
+    long now = ad_tape_current_step(tp);
+    int rc = detached ? ad_no_record_begin(tp) : AD_OK;
+    for (int j = 0; j < n && rc == AD_OK; j++)
+        if (next[j]->tape == tp && next[j]->step != now && !(next[j] = ad_scale(tp, next[j], 1)))
+            rc = null_status();
+    if (detached) AD_IGNORE(ad_no_record_end(tp)); /* matched by the begin above */
+    return rc;
+}
+
 int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool detached)
 {
     int rc = check_state_args("inner_step", tp, p, st);
@@ -425,6 +442,7 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
     if (detached) ad_no_record_end(tp);
     if (rc != AD_OK) return callback_failed(rc, false, "%s (step %d)", update_name(u), t);
     rc = check_update_result(u, t, n, st->w, next);
+    if (rc == AD_OK) rc = own_state(tp, n, next, detached);
     for (int j = 0; j < n && rc == AD_OK; j++) st->w[j] = next[j];
     return rc;
 }

@@ -210,12 +210,34 @@ static int polyak_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const
     return AD_OK;
 }
 
+/* An update that swaps its two state entries: w_t = s_{t−1}, s_t = w_{t−1} − 0.3 ∇g.  s_{t−1}
+ * passes through the step unchanged, so the step's VJP hands back the seed of w_t itself as
+ * s_{t−1}'s adjoint: writing v_{t−1} entry by entry would read an entry already overwritten. */
+static int swap_init(ad_tape *tp, int n_w, ad_value *const *w0, ad_value *const *lam,
+                     ad_value **s0, void *ctx)
+{
+    (void)n_w, (void)lam, (void)ctx;
+    s0[0] = ad_add_scalar(tp, w0[0], 0.1);
+    return s0[0] ? AD_OK : ad_error_code();
+}
+
+static int swap_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
+                     ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
+                     ad_value **s_new, void *ctx)
+{
+    (void)n_w, (void)lam, (void)t, (void)ctx;
+    w_new[0] = s[0];
+    s_new[0] = ad_sub(tp, w[0], ad_scale(tp, gw[0], 0.3));
+    return AD_OK;
+}
+
 enum { V_GD, V_GD_STEP, V_GD_LOGSTEP_W0, V_MOMENTUM, V_MOMENTUM_LEARNED, V_ADAM, V_ADAM_LOGSTEP,
-       V_RMSPROP, V_CUSTOM_PERCOORD, V_CUSTOM_ADAGRAD, V_CUSTOM_POLYAK, N_VARIANTS };
+       V_RMSPROP, V_CUSTOM_PERCOORD, V_CUSTOM_ADAGRAD, V_CUSTOM_POLYAK, V_CUSTOM_SWAP, N_VARIANTS };
 static const char *const variant_name[] = {
     "gd", "gd, step learned", "gd, log step learned, w0(λ)", "momentum", "momentum, sigmoid μ and log γ learned",
     "adam", "adam, log step learned", "rmsprop, step learned", "custom: per-coordinate log steps",
-    "custom: adagrad, learned start", "custom: heavy ball on the last iterate, w0(λ)" };
+    "custom: adagrad, learned start", "custom: heavy ball on the last iterate, w0(λ)",
+    "custom: two state entries swapped" };
 
 static void logreg_init(logreg *r, int variant)
 {
@@ -287,6 +309,10 @@ static void logreg_init(logreg *r, int variant)
         *o = (hg_inner_opt){ .kind = HG_CUSTOM, .custom = &r->custom };
         r->w0_from_lam = true;
         break;
+    case V_CUSTOM_SWAP:
+        r->custom = (hg_update){ .name = "swap", .n_state = 1, .init = swap_init, .step = swap_step };
+        *o = (hg_inner_opt){ .kind = HG_CUSTOM, .custom = &r->custom };
+        break;
     }
     r->p.n_hyper = r->hyper[2] ? 3 : r->hyper[1] ? 2 : 1;
 }
@@ -311,14 +337,17 @@ START_TEST(profile_equals_krmd_for_every_optimizer)
     const int windows[] = { 4, LT };
     for (int w = 0; w < 2; w++) {
         hg_profile pr;
-        ck_assert_int_eq(hg_truncation_profile(p, windows[w], &(hg_profile_opts){ .keep_all = true },
-                                               &pr), AD_OK);
+        int prc = hg_truncation_profile(p, windows[w], &(hg_profile_opts){ .keep_all = true }, &pr);
+        ck_assert_msg(prc == AD_OK, "%s: %s", variant_name[_i], ad_error());
         ck_assert_msg(!pr.report.diverged, "%s", variant_name[_i]);
         for (int k = 1; k <= pr.K; k++) {
-            ad_value *est[3];
+            ad_value *est[3], *ckp[3];
             ck_assert_int_eq(hg_krmd(p, k, est, NULL), AD_OK);
             expect_lists_close(n, pr.h + (size_t)(k - 1) * n, est, variant_name[_i], k);
+            ck_assert_int_eq(hg_checkpoint(p, k, ckp, NULL), AD_OK); /* its own reverse steps */
+            expect_lists_close(n, ckp, est, variant_name[_i], k);
             free_n(n, est);
+            free_n(n, ckp);
             ck_assert(pr.contrib_norm[k - 1] >= 0 && pr.adjoint_norm[k - 1] > 0);
         }
         if (pr.K == LT) { /* all steps: full RMD, and the path through init */

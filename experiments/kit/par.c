@@ -123,8 +123,9 @@ int ex_par_end(int status)
     if (par.mpi) {
         fflush(NULL);
         /* A failure on one rank leaves the others waiting in an exchange that
-         * will never come: end them all.  Bad usage fails alike everywhere. */
-        if (status == EX_EXIT_LIB && par.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+         * will never come: end them all.  Bad usage usually fails alike on
+         * every rank, but not always (a check only the writer makes). */
+        if (status != 0 && par.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
         MPI_Finalize();
         par.mpi = false;
     }

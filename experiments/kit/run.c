@@ -296,8 +296,9 @@ int ex_run_forked_many(int n_parallel, int n, const int *items, const char *cons
             fail_rc = ad_fail(AD_EIO, "poll: %s", strerror(errno));
             snprintf(fail_msg, sizeof fail_msg, "%s", ad_error());
             fail_pos = -1; /* before every item: nothing else is reported */
-            for (int i = 0; i < running; i++) { /* wait for the children without reading */
-                close(run[i].fd);
+            for (int i = 0; i < running; i++) { /* end the children without reading: a */
+                close(run[i].fd);                 /* later child holds this pipe open too */
+                kill(run[i].pid, SIGKILL);
                 while (waitpid(run[i].pid, NULL, 0) < 0 && errno == EINTR) {
                 }
             }
