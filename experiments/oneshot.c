@@ -89,7 +89,7 @@ typedef struct opts {
     const char *data, *out;
     int channels, iters, T, meta_batch, val_tasks, test_tasks, eval_every, cos_every;
     int relerr_tasks, ckpt_every, profile_every, threads;
-    double lr, rho0, step0, relerr_rho;
+    double lr, rho0, step0, relerr_rho, clip_norm;
     uint64_t seed;
     bool quick, resume, no_plots;
     bool eval_every_given, cos_every_given; /* on the command line (not derived) */
@@ -145,6 +145,9 @@ static const ex_flag flags[] = {
     { "--relerr-tasks", EX_INT, &opt.relerr_tasks, "3", 0, 1000, "tasks for the relative error "
       "against K (Fig. 7, plot 4), at the final lambda of full RMD (0: skip): with the learned "
       "rho, with rho = 0, and with every rho_l = --relerr-rho", .quick = "1" },
+    { "--clip-norm", EX_REAL, &opt.clip_norm, "0", 0, HUGE_VAL, "scale the meta-batch's mean "
+      "hypergradient down to this 2-norm when it is larger, before Adam's step (0: never); the "
+      "norm before clipping is logged as train_NAME.csv's hypergrad_norm", .meta = "C" },
     { "--relerr-rho", EX_REAL, &opt.relerr_rho, "1", 0, 30, "the third curve's rho (0: no third "
       "curve)", .meta = "R" },
     { "--ckpt-every", EX_INT, &opt.ckpt_every, "60", 1, 1000000, "write the checkpoint every S "
@@ -356,7 +359,7 @@ typedef struct logs {
 static void logs_init(logs *lg, int n_layers)
 {
     *lg = (logs){
-        .tr = { "train", lg->tr_header, "%.0f %.4f %.4f %.6f %.6g", 5 + n_layers },
+        .tr = { "train", lg->tr_header, "%.0f %.4f %.4f %.6f %.6g", 6 + n_layers },
         .va = { "val", "iter,train_seconds,val_acc,val_loss", "%.0f %.4f %.6f", 4 },
         .co = { "cos", "iter,cosine,rel_error,seconds", "%.0f %.9f %.9g %.3f", 4 },
     };
@@ -364,6 +367,8 @@ static void logs_init(logs *lg, int n_layers)
                      "iter,train_seconds,iter_seconds,outer_loss,step");
     for (int l = 0; l < n_layers && n > 0 && n < (int)sizeof lg->tr_header; l++)
         n += snprintf(lg->tr_header + n, sizeof lg->tr_header - (size_t)n, ",rho%d", l + 1);
+    if (n > 0 && n < (int)sizeof lg->tr_header)
+        snprintf(lg->tr_header + n, sizeof lg->tr_header - (size_t)n, ",hypergrad_norm");
 }
 
 static void logs_free(logs *lg)
@@ -426,11 +431,14 @@ typedef struct ckpt_state {
 /* What a checkpoint must agree on to be resumed: the flags its numbers
  * depend on — not the schedule of its logs, which a resumed run may change —
  * and the size of λ. */
+/* 2: the training log gained hypergrad_norm and the run its --clip-norm. */
+enum { CKPT_VERSION = 2 };
+
 static void run_id(const opts *o, const cfg *c, const os_hyper *hy, char *buf, size_t len)
 {
-    snprintf(buf, len, "ch%d/T%d/K%d/mb%d/seed%llu/lr%.17g/rho%.17g/step%.17g/val%d/numel%zu",
-             o->channels, c->T, c->K, o->meta_batch, (unsigned long long)o->seed, o->lr, o->rho0,
-             o->step0, o->val_tasks, os_hyper_numel(hy));
+    snprintf(buf, len, "ch%d/T%d/K%d/mb%d/seed%llu/lr%.17g/rho%.17g/step%.17g/val%d/numel%zu/"
+             "clip%.17g", o->channels, c->T, c->K, o->meta_batch, (unsigned long long)o->seed,
+             o->lr, o->rho0, o->step0, o->val_tasks, os_hyper_numel(hy), o->clip_norm);
 }
 
 /* Writes ckpt_NAME.bin (atomically: see ex_ckpt_commit); with res, the
@@ -464,7 +472,7 @@ static int ckpt_write(ex_out *od, const opts *o, const cfg *c, const os_hyper *h
         ex_ckpt_put_f64(&k, "result", v, (size_t)(RESULT_FIXED + res->n_layers));
     }
     snprintf(name, sizeof name, "ckpt_%s.bin", c->name);
-    return rc == AD_OK ? ex_ckpt_commit(&k, od, name, PROG, 1) : rc;
+    return rc == AD_OK ? ex_ckpt_commit(&k, od, name, PROG, CKPT_VERSION) : rc;
 }
 
 /* The part of a checkpoint after λ: where the run stands, Adam, the logs
@@ -530,7 +538,8 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
     ad_real *lam = malloc(sizeof *lam * numel);
     ex_ckpt k;
     int rc = !lam ? ad_fail(AD_ENOMEM, "out of memory")
-             : adam ? ex_ckpt_open_all(&k, path, PROG, 1) : ex_ckpt_open(&k, path, PROG, 1);
+             : adam ? ex_ckpt_open_all(&k, path, PROG, CKPT_VERSION)
+                    : ex_ckpt_open(&k, path, PROG, CKPT_VERSION);
     if (rc == AD_OK) rc = ex_ckpt_get_text(&k, "run", id, sizeof id);
     if (rc == AD_OK && strcmp(id, want) != 0)
         rc = ad_fail(AD_EFORMAT, "%s belongs to another run (%s; these flags make %s): start "
@@ -1044,6 +1053,22 @@ static int profile_plot(ex_out *od, const opts *o, const result *res)
     return ex_gp_commit(&g);
 }
 
+/* The 2-norm of the mean hypergradient g (all of λ as one vector), returned;
+ * with clip > 0 and a larger norm, g is scaled down to norm clip.  The same
+ * numbers on every rank, so clipping keeps the ranks' λ identical. */
+static double clip_mean(ad_value *const *g, int n, double clip)
+{
+    double sq = 0;
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < g[i]->size; k++) sq += (double)g[i]->data[k] * g[i]->data[k];
+    double norm = sqrt(sq);
+    if (clip > 0 && norm > clip)
+        for (int i = 0; i < n; i++)
+            for (size_t k = 0; k < g[i]->size; k++)
+                g[i]->data[k] = (ad_real)(g[i]->data[k] * (clip / norm));
+    return norm;
+}
+
 /* Hyper-iteration it: the meta-batch, the Adam update, the logs, a
  * validation point and a checkpoint when due, the progress line. */
 static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
@@ -1054,10 +1079,11 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     bool cosine = c->truncated && o->cos_every > 0 &&
                   (it == 1 || it % o->cos_every == 0 || it == o->iters);
     int rc = meta_batch(r, it, cosine, &loss, &t_other);
+    double hg_norm = rc == AD_OK ? clip_mean(r->gsum, r->hy.n_list, o->clip_norm) : NAN;
     if (rc == AD_OK) rc = opt_outer_step(&r->adam, r->gsum);
     if (rc != AD_OK) return ad_fail_wrap(rc, "%s, hyper-iteration %d", c->label, it);
     os_hyper_clamp_step(&r->hy, STEP_LO, STEP_HI);
-    double dt = ex_now() - t_it - t_other, row[5 + OS_MAX_LAYERS];
+    double dt = ex_now() - t_it - t_other, row[6 + OS_MAX_LAYERS];
     r->st.train_s += dt;
     r->st.other_s += t_other;
     r->st.iter = it;
@@ -1066,6 +1092,7 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     row[2] = dt;
     row[3] = loss;
     lambda_stats(&r->hy, &row[4], &row[5]);
+    row[5 + r->hy.n_layers] = hg_norm;
     rc = ex_table_push(&r->lg.tr, row);
     if (rc == AD_OK && profile_due(o, it) && ex_par_rank() == 0) rc = profile_point(r, it);
     double acc = 0;

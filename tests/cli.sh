@@ -44,6 +44,7 @@ expect 2 "K = 50 is larger than T = 10" -- "$bin/hyperclean" --T 10 --K 1,50
 expect 2 "--threads: expected a whole number in 1..256, got '0'" -- "$bin/oneshot" --threads 0
 expect 2 "--threads: expected a whole number in 1..256, got '2x'" -- "$bin/taskinteract" --threads 2x
 expect 2 "--threads: expected a whole number in 1..256, got '257'" -- "$bin/hyperclean" --threads 257
+expect 2 "--clip-norm" -- "$bin/oneshot" --clip-norm -1
 
 # ---- defaults that follow --T, and a run without gnuplot ----------------------
 tiny=(--T 5 --hyper-iters 2 --n-train 100 --n-val 100 --out "$work/hc")
@@ -65,6 +66,15 @@ if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DAT
   if [ -n "$ckpt" ]; then
     # A resumed run may ask for more hyper-iterations than the checkpoint's run did.
     expect 0 "" -- "$bin/oneshot" "${os[@]}" --hyper-iters 3 --resume
+    # The clipping threshold changes the numbers: a checkpoint of another one is refused.
+    expect 1 "belongs to another run" -- "$bin/oneshot" "${os[@]}" --hyper-iters 4 --resume \
+      --clip-norm 0.5
+    # The training log has the mean hypergradient's norm, before clipping.
+    if ! awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "hypergrad_norm") c = i }
+                  NR > 1 && c && $c > 0 { ok = 1 } END { exit !ok }' "$work"/os/train_K1.csv; then
+      echo "FAIL: train_K1.csv has no positive hypergrad_norm"
+      failed=$((failed + 1))
+    fi
     # One byte changed inside the checkpoint's fields: its CRC says so.
     cp "$ckpt" "$ckpt.keep"
     printf 'X' | dd of="$ckpt" bs=1 seek=200 conv=notrunc status=none
