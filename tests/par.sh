@@ -98,6 +98,43 @@ ti=(--dataset omniglot --chars 5 --trials 3 --max-iters 4 --T 10 --K 1,10 --fig-
     --eval-every 2)
 hc=(--T 5 --hyper-iters 3 --n-train 100 --n-val 100 --K 1,2,5 --exact-every 1 --no-plots)
 
+# A diverged configuration is recorded as failed and the next one runs, whatever the transport.
+# At T = 3 with --step0 1.2 --rho0 1 the inner loss of 1-RMD's 4th task of the first meta-batch
+# rises from 1.6 to 53 (the watch stops at 10 times; tasks 1-3 stay below): a task of the last
+# rank under mpirun -n 2 and -n 3, which alone sees the divergence. The short horizon (T = 1)
+# after it trains. (Before, under mpirun the divergence ended every rank: no short horizon, no
+# Table 4.)
+dv=(--channels 4 --T 3 --K 1,short --meta-batch 4 --val-tasks 3 --test-tasks 5 --relerr-tasks 1
+    --hyper-iters 3 --no-plots --step0 1.2 --rho0 1)
+
+# diverged LOG DIR LABEL COMMAND...: runs a "${dv[@]}" command writing into DIR; it must exit 1,
+# print the divergence message once, write Table 4 with 1-RMD failed and the short horizon's
+# row, and the short horizon's and the relative-error curves' files.
+diverged() {
+  local log=$1 dir=$2 label=$3 status n f bad=""
+  shift 3
+  cases=$((cases + 1))
+  "$@" >"$log" 2>&1
+  status=$?
+  [ "$status" -eq 1 ] || bad="$bad exit status $status, not 1;"
+  n=$(grep -c '1-RMD, hyper-iteration 1: task 4 of the meta-batch: diverged: the inner loss rose' "$log")
+  [ "$n" -eq 1 ] || bad="$bad the divergence message printed $n times, not once;"
+  grep -q '^| 1-RMD | (failed) |' "$dir/table4.md" 2>/dev/null || bad="$bad no '1-RMD (failed)' row in table4.md;"
+  grep -q '^| Short horizon (T=1) | [0-9]' "$dir/table4.md" 2>/dev/null ||
+    bad="$bad no short-horizon row in table4.md;"
+  for f in train_short.csv val_short.csv ckpt_short.bin table4.csv relerr.csv; do
+    [ -s "$dir/$f" ] || bad="$bad no $f;"
+  done
+  if [ -n "$bad" ]; then
+    echo "FAIL: $label:$bad"
+    grep -E 'rank [0-9]+:|runtime error|ERROR: |diverged|failed' "$log" | head -10 | sed 's/^/    /'
+    tail -3 "$log" | sed 's/^/    /'
+    failed=$((failed + 1))
+  else
+    echo "ok: $label: 1-RMD recorded as diverged, the short horizon run after it, exit status 1"
+  fi
+}
+
 # ---- threads ------------------------------------------------------------------
 # 4 tasks on 3 threads (workers with 2 tasks and with 1), 3 trials on 2, 3 Ks on 2 or 3.
 for n in 1 3; do
@@ -108,7 +145,13 @@ for n in 1 2; do
 done
 same "$work/os1" "$work/os3" "oneshot --threads 3"
 same "$work/hc1" "$work/hc2" "hyperclean --threads 2"
+diverged "$work/dv1.log" "$work/dv1" "oneshot, a diverged configuration, --threads 1" \
+  "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv1"
 if [ "$short" != short ]; then
+  diverged "$work/dv2.log" "$work/dv2" "oneshot, a diverged configuration, --threads 2" \
+    "$bin/oneshot" "${dv[@]}" --threads 2 --out "$work/dv2"
+  same "$work/dv1" "$work/dv2" "oneshot, a diverged configuration, --threads 2"
+
   run "$work/os2.log" "$bin/oneshot" "${os[@]}" --threads 2 --out "$work/os2"
   for n in 1 2; do
     run "$work/ti$n.log" "$bin/taskinteract" "${ti[@]}" --threads "$n" --out "$work/ti$n"
@@ -132,7 +175,13 @@ else
   export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
   run "$work/os-m2.log" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${os[@]}" --threads 1 --out "$work/os-m2"
   same "$work/os1" "$work/os-m2" "mpirun -n 2 oneshot"
+  diverged "$work/dv-m2.log" "$work/dv-m2" "mpirun -n 2 oneshot, a diverged configuration" \
+    "${mpi_run[@]}" -n 2 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m2"
+  same "$work/dv1" "$work/dv-m2" "mpirun -n 2 oneshot, a diverged configuration"
   if [ "$short" != short ]; then
+    diverged "$work/dv-m3.log" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration" \
+      "${mpi_run[@]}" -n 3 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m3"
+    same "$work/dv1" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration"
     # A meta-batch of 2 on 3 ranks of 2 threads: a rank without a task of the meta-batch.
     run "$work/osb2.log" "$bin/oneshot" "${os[@]}" --meta-batch 2 --threads 1 --out "$work/osb2"
     run "$work/osb2-m3.log" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${os[@]}" --meta-batch 2 \
