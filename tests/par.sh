@@ -6,12 +6,16 @@
 # a memory size (*seconds*, *_s, s_*, *sec*, *rss*), and oneshot's checkpoints from their first
 # field to their timings (the run's identity, the iteration, λ and the RNG, every bit). oneshot is also
 # stopped after 2 hyper-iterations and resumed to 4 under mpirun, against the same in one
-# process.
+# process. A oneshot run whose first configuration diverges (on the last rank's task) must record
+# it as failed and run the next one alike at 1 and 2 threads and under mpirun -n 2 and -n 3 (exit
+# status 1, the message once, Table 4's failed row, the same CSVs); hyperclean and taskinteract,
+# which fail as a whole when a K or a trial diverges, must fail alike under mpirun (exit status 1,
+# the message once, no results).
 #
 # Registered by tests/meson.build as the test `par-programs`: $1 the build's experiments folder,
 # $2 the source root, $3 'mpi' when the build has MPI, $4 'short' in a sanitized build (several
 # times slower): there only oneshot at 1 and 3 threads, hyperclean at 1 and 2, and oneshot under
-# mpirun -n 2, stopped and resumed too. Exit status 77 (skipped) without the Omniglot and MNIST
+# mpirun -n 2, stopped and resumed too, and the diverged oneshot run at 1 thread and mpirun -n 2. Exit status 77 (skipped) without the Omniglot and MNIST
 # folders; the MPI part is skipped, with a line saying so, without MPI or mpirun.
 set -uo pipefail
 
@@ -135,6 +139,34 @@ diverged() {
   fi
 }
 
+# fails_alike LOG DIR LABEL TEXT COMMAND...: a run whose every configuration diverges (hyperclean,
+# taskinteract: one diverged K or trial fails the run) exits 1, prints TEXT once and leaves no
+# result in DIR, under mpirun as in one process (a failure the ranks agreed on, ended without
+# MPI_Abort).
+fails_alike() {
+  local log=$1 dir=$2 label=$3 text=$4 status n left bad=""
+  shift 4
+  cases=$((cases + 1))
+  "$@" >"$log" 2>&1
+  status=$?
+  [ "$status" -eq 1 ] || bad="$bad exit status $status, not 1;"
+  n=$(grep -cF -- "$text" "$log")
+  [ "$n" -eq 1 ] || bad="$bad '$text' printed $n times, not once;"
+  left=$(find "$dir" -type f ! -name .lock 2>/dev/null)
+  [ -z "$left" ] || bad="$bad results left: $left;"
+  if [ -n "$bad" ]; then
+    echo "FAIL: $label:$bad"
+    tail -5 "$log" | sed 's/^/    /'
+    failed=$((failed + 1))
+  else
+    echo "ok: $label: exit status 1, the message once, no results"
+  fi
+}
+ti_dv=("${ti[@]}" --gamma 4)
+ti_dv_text="taskinteract: hyper-iterations: 1-RMD, trial 0, τ = 0: diverged: the inner loss rose"
+hc_dv=("${hc[@]}" --gamma 1e6)
+hc_dv_text="failed (see the message above)"
+
 # ---- threads ------------------------------------------------------------------
 # 4 tasks on 3 threads (workers with 2 tasks and with 1), 3 trials on 2, 3 Ks on 2 or 3.
 for n in 1 3; do
@@ -151,6 +183,10 @@ if [ "$short" != short ]; then
   diverged "$work/dv2.log" "$work/dv2" "oneshot, a diverged configuration, --threads 2" \
     "$bin/oneshot" "${dv[@]}" --threads 2 --out "$work/dv2"
   same "$work/dv1" "$work/dv2" "oneshot, a diverged configuration, --threads 2"
+  fails_alike "$work/tidv2.log" "$work/tidv2" "taskinteract --threads 2, diverged" \
+    "$ti_dv_text" "$bin/taskinteract" "${ti_dv[@]}" --threads 2 --out "$work/tidv2"
+  fails_alike "$work/hcdv3.log" "$work/hcdv3" "hyperclean --threads 3, diverged" \
+    "$hc_dv_text" "$bin/hyperclean" "${hc_dv[@]}" --threads 3 --out "$work/hcdv3"
 
   run "$work/os2.log" "$bin/oneshot" "${os[@]}" --threads 2 --out "$work/os2"
   for n in 1 2; do
@@ -182,6 +218,13 @@ else
     diverged "$work/dv-m3.log" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration" \
       "${mpi_run[@]}" -n 3 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m3"
     same "$work/dv1" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration"
+    # hyperclean and taskinteract fail as a whole when a K or a trial diverges: alike here.
+    fails_alike "$work/tidv-m2.log" "$work/tidv-m2" "mpirun -n 2 taskinteract, diverged" \
+      "$ti_dv_text" "${mpi_run[@]}" -n 2 "$bin/taskinteract" "${ti_dv[@]}" --threads 1 \
+      --out "$work/tidv-m2"
+    fails_alike "$work/hcdv-m3.log" "$work/hcdv-m3" "mpirun -n 3 hyperclean, diverged" \
+      "$hc_dv_text" "${mpi_run[@]}" -n 3 "$bin/hyperclean" "${hc_dv[@]}" --threads 1 \
+      --out "$work/hcdv-m3"
     # A meta-batch of 2 on 3 ranks of 2 threads: a rank without a task of the meta-batch.
     run "$work/osb2.log" "$bin/oneshot" "${os[@]}" --meta-batch 2 --threads 1 --out "$work/osb2"
     run "$work/osb2-m3.log" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${os[@]}" --meta-batch 2 \

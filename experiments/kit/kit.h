@@ -403,9 +403,10 @@ int ex_par_rank(void);
 int ex_par_size(void);
 /* Ends MPI and returns status: the program's `return ex_par_end(status)`.
  * With a status other than 0 under several ranks it does not return: it
- * ends them all (MPI_Abort), after the failing rank printed its message
- * (rank 0, for a failure every rank holds from ex_par_agree: the other
- * ranks then wait for rank 0 to end them). */
+ * ends them all (MPI_Abort), after the failing rank printed its message —
+ * unless the failure in ad_error() is one every rank holds from
+ * ex_par_agree (ex_par_agreed): then every rank gets here with it, rank 0
+ * printed it, and each ends by itself with status, as without mpirun. */
 int ex_par_end(int status);
 /* As ex_par_end, but collective and without MPI_Abort: for a run that
  * every rank finished together, its failures agreed (ex_par_agree) and

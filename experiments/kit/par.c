@@ -139,10 +139,10 @@ int ex_par_end(int status)
     /* A failure on one rank leaves the others waiting in an exchange that
      * will never come: end them all.  Bad usage usually fails alike on
      * every rank, but not always (a check only the writer makes).  A
-     * failure every rank learnt from ex_par_agree reaches rank 0 too, which
-     * prints it (ex_exit) and ends them all: a rank > 0 that ended them
-     * first could kill rank 0 before the message is out. */
-    return end_ranks(status, par.rank == 0 || !ex_par_agreed(ad_error()));
+     * failure every rank learnt from ex_par_agree, though, ends every rank
+     * here alike, rank 0 printing it (ex_exit): none waits, and an abort
+     * would only race the message to mpirun (it may kill rank 0 first). */
+    return end_ranks(status, !ex_par_agreed(ad_error()));
 }
 
 int ex_par_end_all(int status)
