@@ -163,7 +163,7 @@ fails_alike() {
   fi
 }
 ti_dv=("${ti[@]}" --gamma 4)
-ti_dv_text="taskinteract: hyper-iterations: 1-RMD, trial 0, τ = 0: diverged: the inner loss rose"
+ti_dv_text="hyper-iterations: 1-RMD, trial 0, τ = 0: diverged: the inner loss rose"
 hc_dv=("${hc[@]}" --gamma 1e6)
 hc_dv_text="failed (see the message above)"
 
