@@ -107,21 +107,28 @@ hc=(--T 5 --hyper-iters 3 --n-train 100 --n-val 100 --K 1,2,5 --exact-every 1 --
 # rises from 1.6 to 53 (the watch stops at 10 times; tasks 1-3 stay below): a task of the last
 # rank under mpirun -n 2 and -n 3, which alone sees the divergence. The short horizon (T = 1)
 # after it trains. (Before, under mpirun the divergence ended every rank: no short horizon, no
-# Table 4.)
+# Table 4.) With --lr 3 instead, 1-RMD's meta-validation loss rises from 1.6 to 514 after
+# hyper-iteration 4 (the kind of divergence of the 5000-iteration run), which every rank
+# computes from the same numbers.
 dv=(--channels 4 --T 3 --K 1,short --meta-batch 4 --val-tasks 3 --test-tasks 5 --relerr-tasks 1
     --hyper-iters 3 --no-plots --step0 1.2 --rho0 1)
+dv_text='1-RMD, hyper-iteration 1: task 4 of the meta-batch: diverged: the inner loss rose'
+dvv=(--channels 4 --T 3 --K 1,short --meta-batch 4 --val-tasks 3 --test-tasks 5 --relerr-tasks 1
+     --hyper-iters 6 --eval-every 1 --no-plots --lr 3)
+dvv_text='1-RMD, meta-validation after hyper-iteration [0-9]*: diverged: the validation loss rose'
 
-# diverged LOG DIR LABEL COMMAND...: runs a "${dv[@]}" command writing into DIR; it must exit 1,
-# print the divergence message once, write Table 4 with 1-RMD failed and the short horizon's
-# row, and the short horizon's and the relative-error curves' files.
+# diverged LOG DIR LABEL TEXT COMMAND...: runs a "${dv[@]}" or "${dvv[@]}" command writing into
+# DIR; it must exit 1, print the divergence message (the regular expression TEXT) once, write
+# Table 4 with 1-RMD failed and the short horizon's row, and the short horizon's and the
+# relative-error curves' files.
 diverged() {
-  local log=$1 dir=$2 label=$3 status n f bad=""
-  shift 3
+  local log=$1 dir=$2 label=$3 text=$4 status n f bad=""
+  shift 4
   cases=$((cases + 1))
   "$@" >"$log" 2>&1
   status=$?
   [ "$status" -eq 1 ] || bad="$bad exit status $status, not 1;"
-  n=$(grep -c '1-RMD, hyper-iteration 1: task 4 of the meta-batch: diverged: the inner loss rose' "$log")
+  n=$(grep -c -- "$text" "$log")
   [ "$n" -eq 1 ] || bad="$bad the divergence message printed $n times, not once;"
   grep -q '^| 1-RMD | (failed) |' "$dir/table4.md" 2>/dev/null || bad="$bad no '1-RMD (failed)' row in table4.md;"
   grep -q '^| Short horizon (T=1) | [0-9]' "$dir/table4.md" 2>/dev/null ||
@@ -178,11 +185,13 @@ done
 same "$work/os1" "$work/os3" "oneshot --threads 3"
 same "$work/hc1" "$work/hc2" "hyperclean --threads 2"
 diverged "$work/dv1.log" "$work/dv1" "oneshot, a diverged configuration, --threads 1" \
-  "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv1"
+  "$dv_text" "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv1"
 if [ "$short" != short ]; then
   diverged "$work/dv2.log" "$work/dv2" "oneshot, a diverged configuration, --threads 2" \
-    "$bin/oneshot" "${dv[@]}" --threads 2 --out "$work/dv2"
+    "$dv_text" "$bin/oneshot" "${dv[@]}" --threads 2 --out "$work/dv2"
   same "$work/dv1" "$work/dv2" "oneshot, a diverged configuration, --threads 2"
+  diverged "$work/dvv1.log" "$work/dvv1" "oneshot, a diverged validation loss, --threads 1" \
+    "$dvv_text" "$bin/oneshot" "${dvv[@]}" --threads 1 --out "$work/dvv1"
   fails_alike "$work/tidv2.log" "$work/tidv2" "taskinteract --threads 2, diverged" \
     "$ti_dv_text" "$bin/taskinteract" "${ti_dv[@]}" --threads 2 --out "$work/tidv2"
   fails_alike "$work/hcdv3.log" "$work/hcdv3" "hyperclean --threads 3, diverged" \
@@ -212,12 +221,15 @@ else
   run "$work/os-m2.log" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${os[@]}" --threads 1 --out "$work/os-m2"
   same "$work/os1" "$work/os-m2" "mpirun -n 2 oneshot"
   diverged "$work/dv-m2.log" "$work/dv-m2" "mpirun -n 2 oneshot, a diverged configuration" \
-    "${mpi_run[@]}" -n 2 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m2"
+    "$dv_text" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m2"
   same "$work/dv1" "$work/dv-m2" "mpirun -n 2 oneshot, a diverged configuration"
   if [ "$short" != short ]; then
     diverged "$work/dv-m3.log" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration" \
-      "${mpi_run[@]}" -n 3 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m3"
+      "$dv_text" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m3"
     same "$work/dv1" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration"
+    diverged "$work/dvv-m2.log" "$work/dvv-m2" "mpirun -n 2 oneshot, a diverged validation loss" \
+      "$dvv_text" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${dvv[@]}" --threads 1 --out "$work/dvv-m2"
+    same "$work/dvv1" "$work/dvv-m2" "mpirun -n 2 oneshot, a diverged validation loss"
     # hyperclean and taskinteract fail as a whole when a K or a trial diverges: alike here.
     fails_alike "$work/tidv-m2.log" "$work/tidv-m2" "mpirun -n 2 taskinteract, diverged" \
       "$ti_dv_text" "${mpi_run[@]}" -n 2 "$bin/taskinteract" "${ti_dv[@]}" --threads 1 \
