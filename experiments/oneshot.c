@@ -1531,7 +1531,7 @@ static int report(ex_out *od, const opts *o, const result *res, bool have_relerr
  * wins, since under mpirun it decides how the ranks end (main). */
 static int worse(int status, int rc)
 {
-    return status == AD_OK || (ex_diverged(status) && !ex_diverged(rc)) ? rc : status;
+    return (status == AD_OK || (ex_diverged(status) && !ex_diverged(rc))) ? rc : status;
 }
 
 /* Every configuration, the relative-error curves, Table 4 and Figure 7.
