@@ -592,6 +592,11 @@ static int run_ks(const hc_data *dt, k_result *res, char *text[3][MAX_K], size_t
     for (int k = first; k < end; k++)
         for (int i = 0; i < 3; i++)
             if (rows[k][i]) fclose(rows[k][i]);
+    /* Every rank learns whether a K failed anywhere (a diverged one, say)
+     * before the exchange, so none waits in it for a rank that stopped; the
+     * run then fails on every rank with the message of the first failed K of
+     * the lowest rank that had one. */
+    rc = ex_par_agree(rc);
     if (rc == AD_OK) rc = ex_par_share(res, sizeof *res, cfg.nK);
     for (int i = 0; i < 3 && rc == AD_OK; i++) rc = ex_par_collect(text[i], len[i], cfg.nK);
     return rc;

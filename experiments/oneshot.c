@@ -24,7 +24,9 @@
  * ranks; each task's result is kept apart and they are reduced in task
  * order (ex_par_fold for the hypergradients), so every number written is
  * the one-thread run's.  Under mpirun the configurations run in the
- * process itself (MPI does not cross fork) and rank 0 alone writes.
+ * process itself (MPI does not cross fork) and rank 0 alone writes.  A
+ * configuration that diverges is recorded as failed and the others still
+ * run, with or without mpirun (run()); the exit status is then 1.
  *
  * Outputs in --out (default results/oneshot), per configuration NAME
  * (K1, K10, K25, full, short), each written under a temporary name and
@@ -1525,6 +1527,16 @@ static int report(ex_out *od, const opts *o, const result *res, bool have_relerr
     return rc;
 }
 
+/* The run's status after a failure rc: the first fault (not a divergence)
+ * wins, since under mpirun it decides how the ranks end (main). */
+static int worse(int status, int rc)
+{
+    return (status == AD_OK || (ex_diverged(status) && !ex_diverged(rc))) ? rc : status;
+}
+
+/* Every configuration, the relative-error curves, Table 4 and Figure 7.
+ * Returns AD_OK, or the status of a failure, printed already (except a
+ * fault under mpirun, returned at once: main prints it). */
 static int run(ex_out *od, const opts *o, world *w)
 {
     fprintf(stderr, PROG ": %d configurations, %d hyper-iterations each, output in %s%s\n",
@@ -1533,19 +1545,26 @@ static int run(ex_out *od, const opts *o, world *w)
     memset(res, 0, sizeof res);
     run_ctx ctx = { .o = o, .w = w, .od = od };
     int status = AD_OK;
-    /* Under mpirun the ranks exchange tasks inside a configuration, which a
-     * child process cannot (MPI does not cross fork): every configuration
-     * runs here, and a failure ends the run on every rank (ex_par_end),
+    /* A configuration that fails is recorded as failed ("(failed)" in Table
+     * 4) and the next one runs; the run exits 1 at the end.  Under mpirun
+     * the ranks exchange tasks inside a configuration, which a child process
+     * cannot (MPI does not cross fork): every configuration runs here.  Its
+     * divergence (ex_diverged) is then the same on every rank, at the same
+     * hyper-iteration: a task's inner loss reaches every rank through
+     * ex_par_run's agreement, and the validation loss and the update are
+     * computed from numbers every rank holds; so the ranks record it and go
+     * on together.  Any other failure may be this rank's alone (memory, a
+     * file rank 0 writes) and ends the run on every rank (main, ex_par_end),
      * since the others would wait for this rank's tasks. */
     bool mpi = ex_par_size() > 1;
     for (int i = 0; i < o->n_cfg; i++) {
         ctx.ci = i;
         int rc = mpi ? run_cfg(&ctx, &res[i]) : run_cfg_forked(&ctx, &res[i]);
-        if (rc != AD_OK && mpi) return rc;
+        if (rc != AD_OK && mpi && !ex_diverged(rc)) return rc;
         if (rc != AD_OK) {
-            fprintf(stderr, PROG ": %s\n", ad_error());
+            fprintf(stderr, PROG ": %s\n", ad_error()); /* rank 0's stderr alone is shown */
             res[i].ok = false;
-            status = rc;
+            status = worse(status, rc);
         } else if (res[i].from_ckpt) {
             fprintf(stderr, PROG ": %s: already done (%s/ckpt_%s.bin), %.2f%% test accuracy\n",
                     o->cfgs[i].label, o->out, o->cfgs[i].name, 100 * res[i].test_acc);
@@ -1558,7 +1577,7 @@ static int run(ex_out *od, const opts *o, world *w)
         if (rc == AD_OK) have_relerr = true;
         else {
             fprintf(stderr, PROG ": relative error vs K: %s\n", ad_error());
-            status = rc;
+            status = worse(status, rc);
         }
     }
     int n_ok = 0;
@@ -1567,7 +1586,7 @@ static int run(ex_out *od, const opts *o, world *w)
         int rc = report(od, o, res, have_relerr, lambda_from);
         if (rc != AD_OK) {
             fprintf(stderr, PROG ": %s\n", ad_error());
-            status = rc;
+            status = worse(status, rc);
         }
     }
     return status;
@@ -1591,12 +1610,15 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %d MPI ranks, %d worker threads each\n", ex_par_size(), opt.threads);
     rc = run(od, &opt, &w);
     char total[16];
-    if (rc != AD_OK && ex_par_size() > 1) /* the message, once, then every rank ends */
+    /* Under mpirun a fault may be one rank's: the message (each rank's
+     * own), then every rank ends.  Diverged configurations were recorded
+     * on every rank alike: the ranks finish together, as one process does. */
+    if (rc != AD_OK && ex_par_size() > 1 && !ex_diverged(rc))
         return ex_par_end(ex_exit(rc));
     fprintf(stderr, PROG ": done in %s%s; results in %s\n", ex_duration(ex_now() - t0, total),
             rc ? " (with errors)" : "", opt.out);
     world_free(&w);
     ex_out_close(od);
     free(od);
-    return ex_par_end(rc == AD_OK ? 0 : rc == EX_EUSAGE ? EX_EXIT_USAGE : EX_EXIT_LIB);
+    return ex_par_end_all(rc == AD_OK ? 0 : rc == EX_EUSAGE ? EX_EXIT_USAGE : EX_EXIT_LIB);
 }

@@ -181,10 +181,17 @@ if [ -f ../shared/data/cifar/cifar10_test_jpeg.bin.gz ] || [ -n "${HYPERTAPE_DAT
   no_results "$work/div-ti"
 fi
 if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DATA:-}" ]; then
-  # ρ = 1 and γ = 2: each step multiplies the weights' penalty part by 1 − 2γρ = −3
+  # ρ = 1 and γ = 2: each step multiplies the weights' penalty part by 1 − 2γρ = −3.  1-RMD
+  # diverges; the short horizon's one step (T = 1) does not, and runs after it: oneshot records
+  # a diverged configuration and goes on (par.sh checks the same under mpirun).
   expect 1 "1-RMD, hyper-iteration 1: task 1 of the meta-batch: diverged: the inner loss rose" \
-    -- "$bin/oneshot" --channels 4 --T 3 --K 1 --meta-batch 1 --val-tasks 2 --test-tasks 2 \
+    -- "$bin/oneshot" --channels 4 --T 3 --K 1,short --meta-batch 1 --val-tasks 2 --test-tasks 2 \
     --relerr-tasks 0 --no-plots --hyper-iters 2 --step0 2 --rho0 1 --out "$work/div-os"
+  if ! grep -q '^| 1-RMD | (failed) |' "$work/div-os/table4.md" 2>/dev/null ||
+    ! grep -q '^| Short horizon (T=1) | [0-9]' "$work/div-os/table4.md"; then
+    echo "FAIL: oneshot's table4.md lacks the failed 1-RMD row or the short horizon's row"
+    failed=$((failed + 1))
+  fi
 fi
 
 echo "cli: $cases cases, $failed failed"

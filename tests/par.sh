@@ -6,12 +6,16 @@
 # a memory size (*seconds*, *_s, s_*, *sec*, *rss*), and oneshot's checkpoints from their first
 # field to their timings (the run's identity, the iteration, λ and the RNG, every bit). oneshot is also
 # stopped after 2 hyper-iterations and resumed to 4 under mpirun, against the same in one
-# process.
+# process. A oneshot run whose first configuration diverges (on the last rank's task) must record
+# it as failed and run the next one alike at 1 and 2 threads and under mpirun -n 2 and -n 3 (exit
+# status 1, the message once, Table 4's failed row, the same CSVs); hyperclean and taskinteract,
+# which fail as a whole when a K or a trial diverges, must fail alike under mpirun (exit status 1,
+# the message once, no results).
 #
 # Registered by tests/meson.build as the test `par-programs`: $1 the build's experiments folder,
 # $2 the source root, $3 'mpi' when the build has MPI, $4 'short' in a sanitized build (several
 # times slower): there only oneshot at 1 and 3 threads, hyperclean at 1 and 2, and oneshot under
-# mpirun -n 2, stopped and resumed too. Exit status 77 (skipped) without the Omniglot and MNIST
+# mpirun -n 2, stopped and resumed too, and the diverged oneshot run at 1 thread and mpirun -n 2. Exit status 77 (skipped) without the Omniglot and MNIST
 # folders; the MPI part is skipped, with a line saying so, without MPI or mpirun.
 set -uo pipefail
 
@@ -98,6 +102,78 @@ ti=(--dataset omniglot --chars 5 --trials 3 --max-iters 4 --T 10 --K 1,10 --fig-
     --eval-every 2)
 hc=(--T 5 --hyper-iters 3 --n-train 100 --n-val 100 --K 1,2,5 --exact-every 1 --no-plots)
 
+# A diverged configuration is recorded as failed and the next one runs, whatever the transport.
+# At T = 3 with --step0 1.2 --rho0 1 the inner loss of 1-RMD's 4th task of the first meta-batch
+# rises from 1.6 to 53 (the watch stops at 10 times; tasks 1-3 stay below): a task of the last
+# rank under mpirun -n 2 and -n 3, which alone sees the divergence. The short horizon (T = 1)
+# after it trains. (Before, under mpirun the divergence ended every rank: no short horizon, no
+# Table 4.) With --lr 3 instead, 1-RMD's meta-validation loss rises from 1.6 to 514 after
+# hyper-iteration 4 (the kind of divergence of the 5000-iteration run), which every rank
+# computes from the same numbers.
+dv=(--channels 4 --T 3 --K 1,short --meta-batch 4 --val-tasks 3 --test-tasks 5 --relerr-tasks 1
+    --hyper-iters 3 --no-plots --step0 1.2 --rho0 1)
+dv_text='1-RMD, hyper-iteration 1: task 4 of the meta-batch: diverged: the inner loss rose'
+dvv=(--channels 4 --T 3 --K 1,short --meta-batch 4 --val-tasks 3 --test-tasks 5 --relerr-tasks 1
+     --hyper-iters 6 --eval-every 1 --no-plots --lr 3)
+dvv_text='1-RMD, meta-validation after hyper-iteration [0-9]*: diverged: the validation loss rose'
+
+# diverged LOG DIR LABEL TEXT COMMAND...: runs a "${dv[@]}" or "${dvv[@]}" command writing into
+# DIR; it must exit 1, print the divergence message (the regular expression TEXT) once, write
+# Table 4 with 1-RMD failed and the short horizon's row, and the short horizon's and the
+# relative-error curves' files.
+diverged() {
+  local log=$1 dir=$2 label=$3 text=$4 status n f bad=""
+  shift 4
+  cases=$((cases + 1))
+  "$@" >"$log" 2>&1
+  status=$?
+  [ "$status" -eq 1 ] || bad="$bad exit status $status, not 1;"
+  n=$(grep -c -- "$text" "$log")
+  [ "$n" -eq 1 ] || bad="$bad the divergence message printed $n times, not once;"
+  grep -q '^| 1-RMD | (failed) |' "$dir/table4.md" 2>/dev/null || bad="$bad no '1-RMD (failed)' row in table4.md;"
+  grep -q '^| Short horizon (T=1) | [0-9]' "$dir/table4.md" 2>/dev/null ||
+    bad="$bad no short-horizon row in table4.md;"
+  for f in train_short.csv val_short.csv ckpt_short.bin table4.csv relerr.csv; do
+    [ -s "$dir/$f" ] || bad="$bad no $f;"
+  done
+  if [ -n "$bad" ]; then
+    echo "FAIL: $label:$bad"
+    grep -E 'rank [0-9]+:|runtime error|ERROR: |diverged|failed' "$log" | head -10 | sed 's/^/    /'
+    tail -3 "$log" | sed 's/^/    /'
+    failed=$((failed + 1))
+  else
+    echo "ok: $label: 1-RMD recorded as diverged, the short horizon run after it, exit status 1"
+  fi
+}
+
+# fails_alike LOG DIR LABEL TEXT COMMAND...: a run whose every configuration diverges (hyperclean,
+# taskinteract: one diverged K or trial fails the run) exits 1, prints TEXT once and leaves no
+# result in DIR, under mpirun as in one process (a failure the ranks agreed on, ended without
+# MPI_Abort).
+fails_alike() {
+  local log=$1 dir=$2 label=$3 text=$4 status n left bad=""
+  shift 4
+  cases=$((cases + 1))
+  "$@" >"$log" 2>&1
+  status=$?
+  [ "$status" -eq 1 ] || bad="$bad exit status $status, not 1;"
+  n=$(grep -cF -- "$text" "$log")
+  [ "$n" -eq 1 ] || bad="$bad '$text' printed $n times, not once;"
+  left=$(find "$dir" -type f ! -name .lock 2>/dev/null)
+  [ -z "$left" ] || bad="$bad results left: $left;"
+  if [ -n "$bad" ]; then
+    echo "FAIL: $label:$bad"
+    tail -5 "$log" | sed 's/^/    /'
+    failed=$((failed + 1))
+  else
+    echo "ok: $label: exit status 1, the message once, no results"
+  fi
+}
+ti_dv=("${ti[@]}" --gamma 4)
+ti_dv_text="hyper-iterations: 1-RMD, trial 0, τ = 0: diverged: the inner loss rose"
+hc_dv=("${hc[@]}" --gamma 1e6)
+hc_dv_text="failed (see the message above)"
+
 # ---- threads ------------------------------------------------------------------
 # 4 tasks on 3 threads (workers with 2 tasks and with 1), 3 trials on 2, 3 Ks on 2 or 3.
 for n in 1 3; do
@@ -108,7 +184,19 @@ for n in 1 2; do
 done
 same "$work/os1" "$work/os3" "oneshot --threads 3"
 same "$work/hc1" "$work/hc2" "hyperclean --threads 2"
+diverged "$work/dv1.log" "$work/dv1" "oneshot, a diverged configuration, --threads 1" \
+  "$dv_text" "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv1"
 if [ "$short" != short ]; then
+  diverged "$work/dv2.log" "$work/dv2" "oneshot, a diverged configuration, --threads 2" \
+    "$dv_text" "$bin/oneshot" "${dv[@]}" --threads 2 --out "$work/dv2"
+  same "$work/dv1" "$work/dv2" "oneshot, a diverged configuration, --threads 2"
+  diverged "$work/dvv1.log" "$work/dvv1" "oneshot, a diverged validation loss, --threads 1" \
+    "$dvv_text" "$bin/oneshot" "${dvv[@]}" --threads 1 --out "$work/dvv1"
+  fails_alike "$work/tidv2.log" "$work/tidv2" "taskinteract --threads 2, diverged" \
+    "$ti_dv_text" "$bin/taskinteract" "${ti_dv[@]}" --threads 2 --out "$work/tidv2"
+  fails_alike "$work/hcdv3.log" "$work/hcdv3" "hyperclean --threads 3, diverged" \
+    "$hc_dv_text" "$bin/hyperclean" "${hc_dv[@]}" --threads 3 --out "$work/hcdv3"
+
   run "$work/os2.log" "$bin/oneshot" "${os[@]}" --threads 2 --out "$work/os2"
   for n in 1 2; do
     run "$work/ti$n.log" "$bin/taskinteract" "${ti[@]}" --threads "$n" --out "$work/ti$n"
@@ -132,7 +220,23 @@ else
   export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
   run "$work/os-m2.log" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${os[@]}" --threads 1 --out "$work/os-m2"
   same "$work/os1" "$work/os-m2" "mpirun -n 2 oneshot"
+  diverged "$work/dv-m2.log" "$work/dv-m2" "mpirun -n 2 oneshot, a diverged configuration" \
+    "$dv_text" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m2"
+  same "$work/dv1" "$work/dv-m2" "mpirun -n 2 oneshot, a diverged configuration"
   if [ "$short" != short ]; then
+    diverged "$work/dv-m3.log" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration" \
+      "$dv_text" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${dv[@]}" --threads 1 --out "$work/dv-m3"
+    same "$work/dv1" "$work/dv-m3" "mpirun -n 3 oneshot, a diverged configuration"
+    diverged "$work/dvv-m2.log" "$work/dvv-m2" "mpirun -n 2 oneshot, a diverged validation loss" \
+      "$dvv_text" "${mpi_run[@]}" -n 2 "$bin/oneshot" "${dvv[@]}" --threads 1 --out "$work/dvv-m2"
+    same "$work/dvv1" "$work/dvv-m2" "mpirun -n 2 oneshot, a diverged validation loss"
+    # hyperclean and taskinteract fail as a whole when a K or a trial diverges: alike here.
+    fails_alike "$work/tidv-m2.log" "$work/tidv-m2" "mpirun -n 2 taskinteract, diverged" \
+      "$ti_dv_text" "${mpi_run[@]}" -n 2 "$bin/taskinteract" "${ti_dv[@]}" --threads 1 \
+      --out "$work/tidv-m2"
+    fails_alike "$work/hcdv-m3.log" "$work/hcdv-m3" "mpirun -n 3 hyperclean, diverged" \
+      "$hc_dv_text" "${mpi_run[@]}" -n 3 "$bin/hyperclean" "${hc_dv[@]}" --threads 1 \
+      --out "$work/hcdv-m3"
     # A meta-batch of 2 on 3 ranks of 2 threads: a rank without a task of the meta-batch.
     run "$work/osb2.log" "$bin/oneshot" "${os[@]}" --meta-batch 2 --threads 1 --out "$work/osb2"
     run "$work/osb2-m3.log" "${mpi_run[@]}" -n 3 "$bin/oneshot" "${os[@]}" --meta-batch 2 \

@@ -15,8 +15,11 @@ const char *ex_prog(void) { return prog_name; }
 int ex_exit(int rc)
 {
     if (rc == AD_OK) return 0;
-    if (ex_par_rank() > 0) fprintf(ex_err(), "%s: rank %d: %s\n", prog_name, ex_par_rank(), ad_error());
-    else fprintf(stderr, "%s: %s\n", prog_name, ad_error());
+    /* A failure every rank learnt from ex_par_agree is rank 0's to print:
+     * once.  Any other may be this rank's alone. */
+    if (ex_par_rank() == 0) fprintf(stderr, "%s: %s\n", prog_name, ad_error());
+    else if (!ex_par_agreed(ad_error()))
+        fprintf(ex_err(), "%s: rank %d: %s\n", prog_name, ex_par_rank(), ad_error());
     return rc == EX_EUSAGE ? EX_EXIT_USAGE : EX_EXIT_LIB;
 }
 

@@ -52,7 +52,9 @@
  * checkpoints are then not written there).  A truncation-profile CSV
  * written every so often is an ex_table plus ex_due.  Divergence is
  * watched by an ex_watch in the program's loop (exit status 1 when a loss
- * blows up).
+ * blows up); a failed item fails every rank alike (ex_par_agree), so a
+ * diverged configuration is recorded and the next one runs whatever the
+ * transport.
  */
 #ifndef HYPERTAPE_EXPERIMENTS_KIT_H
 #define HYPERTAPE_EXPERIMENTS_KIT_H
@@ -278,7 +280,12 @@ long ex_rss_now_kb(void);
  *     if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
  *
  * The status is AD_ENONFINITE or EX_EDIVERGED, and the message says which
- * loss, its numbers, and the hint. */
+ * loss, its numbers, and the hint.
+ *
+ * A program that runs several configurations (oneshot's Ks) records a
+ * diverged one as failed and goes on with the next, in child processes and
+ * under mpirun alike (ex_diverged tells a divergence from a fault; see
+ * ex_par_agree for how the ranks learn of it). */
 enum { EX_EDIVERGED = -65 };
 #define EX_DIVERGE_FACTOR 10.0
 
@@ -301,6 +308,12 @@ AD_MUST_CHECK int ex_watch_inner(const ex_watch *w, const hg_report *r);
  * EX_EDIVERGED "the validation loss rose from ... (hyper-iteration i) to
  * ... (more than F times); HINT". */
 AD_MUST_CHECK int ex_watch_val(ex_watch *w, int iter, double val);
+/* Whether status rc says the numbers ran away: EX_EDIVERGED, or
+ * AD_ENONFINITE (the watch's non-finite losses, and the estimators' and
+ * the outer optimizer's non-finite results).  Such a failure comes out of
+ * the run's numbers, which every rank computes alike; any other status
+ * (memory, a file, bad usage) may be one process's alone. */
+bool ex_diverged(int rc);
 
 /* ---- work in a child process --------------------------------------------- */
 
@@ -365,9 +378,17 @@ AD_MUST_CHECK int ex_run_forked_many(int n_parallel, int n, const int *items, co
  * ex_par_init calls MPI (MPI_THREAD_FUNNELED): the exchanges are called
  * outside ex_pool_run, never from an item.  On ranks > 0 stdout and stderr
  * go to /dev/null (rank 0 prints for all) and failure messages to ex_err().
- * Every exchange is collective: all ranks call it, in the same order.  A
- * failure on one rank ends every rank (ex_par_end with status 1 calls
- * MPI_Abort), since the others would wait for it forever. */
+ * Every exchange is collective: all ranks call it, in the same order.
+ *
+ * Failures: after the items, ex_par_run agrees on the status (ex_par_agree),
+ * so a failed item — a task whose inner loss diverged, on whichever rank
+ * ran it — fails every rank alike, with the message one process would give
+ * (the first failed item in order), and no rank is left waiting in the next
+ * exchange.  A program may then go on together (oneshot records a diverged
+ * configuration as failed and runs the next; ex_diverged) and end with
+ * ex_par_end_all.  A failure of one rank alone anywhere else (a file rank 0
+ * writes, memory) ends every rank: ex_par_end with a status other than 0
+ * calls MPI_Abort, since the others would wait for it forever. */
 
 enum { EX_MAX_THREADS = 256 }; /* the most workers of a pool */
 
@@ -381,9 +402,17 @@ AD_MUST_CHECK int ex_par_init(int *argc, char ***argv);
 int ex_par_rank(void);
 int ex_par_size(void);
 /* Ends MPI and returns status: the program's `return ex_par_end(status)`.
- * With status EX_EXIT_LIB under several ranks it does not return: it ends
- * them all (MPI_Abort), after the failing rank printed its message. */
+ * With a status other than 0 under several ranks it does not return: it
+ * ends them all (MPI_Abort), after the failing rank printed its message —
+ * unless the failure in ad_error() is one every rank holds from
+ * ex_par_agree (ex_par_agreed): then every rank gets here with it, rank 0
+ * printed it, and each ends by itself with status, as without mpirun. */
 int ex_par_end(int status);
+/* As ex_par_end, but collective and without MPI_Abort: for a run that
+ * every rank finished together, its failures agreed (ex_par_agree) and
+ * recorded, so that none waits for another.  Each rank returns status;
+ * mpirun exits with it. */
+int ex_par_end_all(int status);
 /* Where failure messages go: stderr, or on ranks > 0 a copy of the stderr
  * the rank started with. */
 FILE *ex_err(void);
@@ -412,8 +441,21 @@ typedef int (*ex_item_fn)(void *ctx, int worker, int item);
  * seen no further item is handed out).  Not for MPI calls inside fn. */
 AD_MUST_CHECK int ex_pool_run(int n_threads, int n, const int *items, ex_item_fn fn, void *ctx);
 /* ex_pool_run on this rank's block of items 0..n−1 (ex_par_block), in
- * order.  Not collective: a rank without items returns at once. */
+ * order, then ex_par_agree on the status: collective under mpirun (every
+ * rank calls it, one without items too).  Returns, on every rank, AD_OK or
+ * the status and message of the first failed item of all n. */
 AD_MUST_CHECK int ex_par_run(int n_threads, int n, ex_item_fn fn, void *ctx);
+/* Collective: the ranks' statuses after work each did alone (its items),
+ * made one, so that the ranks go on or stop together.  AD_OK when rc is
+ * AD_OK on every rank; otherwise, on every rank, the status and message of
+ * the lowest rank whose rc is not AD_OK (whose items come first: the
+ * failure one process would report).  ex_par_run calls it; a program whose
+ * ranks run their block otherwise (ex_pool_run, ex_run_forked_many) calls
+ * it before the next exchange.  Without mpirun it returns rc. */
+AD_MUST_CHECK int ex_par_agree(int rc);
+/* Whether msg (a message in ad_error()) is, or ends with, the failure the
+ * last ex_par_agree gave every rank: rank 0 prints that one (ex_exit). */
+bool ex_par_agreed(const char *msg);
 
 /* Collective: records[i] (size bytes each) of every item i of n, filled by
  * the rank that owns i (ex_par_block), are copied to every rank. */

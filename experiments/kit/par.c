@@ -27,7 +27,8 @@ static struct {
     int rank, size, local_size;
     bool mpi;       /* MPI_Init was called (and MPI_Finalize is due) */
     FILE *err;      /* failure messages: stderr, or a copy of it on ranks > 0 */
-} par = { 0, 1, 1, false, NULL };
+    char agreed[1024]; /* the failure the last ex_par_agree gave every rank ("": none) */
+} par = { 0, 1, 1, false, NULL, "" };
 
 /* ---- the ranks ------------------------------------------------------------------ */
 
@@ -117,20 +118,38 @@ int ex_par_init(int *argc, char ***argv)
 int ex_par_rank(void) { return par.rank; }
 int ex_par_size(void) { return par.size; }
 
-int ex_par_end(int status)
+/* MPI_Finalize (once), after MPI_Abort when `abort` and status is not 0. */
+static int end_ranks(int status, bool abort)
 {
 #if EX_HAVE_MPI
     if (par.mpi) {
         fflush(NULL);
-        /* A failure on one rank leaves the others waiting in an exchange that
-         * will never come: end them all.  Bad usage usually fails alike on
-         * every rank, but not always (a check only the writer makes). */
-        if (status != 0 && par.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+        if (abort && status != 0 && par.size > 1) MPI_Abort(MPI_COMM_WORLD, status);
         MPI_Finalize();
         par.mpi = false;
     }
+#else
+    (void)abort;
 #endif
     return status;
+}
+
+int ex_par_end(int status)
+{
+    /* A failure on one rank leaves the others waiting in an exchange that
+     * will never come: end them all.  Bad usage usually fails alike on
+     * every rank, but not always (a check only the writer makes).  A
+     * failure every rank learnt from ex_par_agree, though, ends every rank
+     * here alike, rank 0 printing it (ex_exit): none waits, and an abort
+     * would only race the message to mpirun (it may kill rank 0 first). */
+    return end_ranks(status, !ex_par_agreed(ad_error()));
+}
+
+int ex_par_end_all(int status)
+{
+    /* Every rank is here, none waits in an exchange: each ends as it would
+     * alone, and mpirun exits with the status (no rank is killed). */
+    return end_ranks(status, false);
 }
 
 FILE *ex_err(void)
@@ -250,7 +269,9 @@ int ex_par_run(int n_threads, int n, ex_item_fn fn, void *ctx)
 {
     int first, end;
     ex_par_block(n, &first, &end);
-    return pool_run(n_threads, end - first, NULL, first, fn, ctx);
+    /* A rank whose item failed would otherwise leave the others waiting in
+     * the exchange that follows: every rank learns the status first. */
+    return ex_par_agree(pool_run(n_threads, end - first, NULL, first, fn, ctx));
 }
 
 /* ---- exchanges between ranks ------------------------------------------------------- */
@@ -287,6 +308,38 @@ static int recv_bytes(void *buf, size_t bytes, int from, int tag)
     return AD_OK;
 }
 #endif
+
+int ex_par_agree(int rc)
+{
+#if EX_HAVE_MPI
+    if (par.size > 1) {
+        /* The lowest rank that failed holds the earliest items (blocks go in
+         * rank order), so its first failure is the first in item order: the
+         * one a single process would report. */
+        int mine = rc != AD_OK ? par.rank : par.size, lowest = par.size;
+        if (MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return mpi_fail("MPI_Allreduce");
+        par.agreed[0] = '\0';
+        if (lowest == par.size) return AD_OK;
+        struct { int rc; char msg[sizeof par.agreed]; } f = { rc, "" };
+        if (par.rank == lowest) snprintf(f.msg, sizeof f.msg, "%s", ad_error());
+        int st = ex_par_bcast(&f, sizeof f, lowest);
+        if (st != AD_OK) return st;
+        f.msg[sizeof f.msg - 1] = '\0';
+        snprintf(par.agreed, sizeof par.agreed, "%s", f.msg);
+        return ad_fail(f.rc, "%s", f.msg);
+    }
+#endif
+    return rc;
+}
+
+bool ex_par_agreed(const char *msg)
+{
+    /* ad_fail_wrap puts context before a message: the agreed one may end
+     * msg (unless the wrap cut it; a message then shows twice). */
+    size_t n = strlen(msg), a = strlen(par.agreed);
+    return a > 0 && n >= a && strcmp(msg + n - a, par.agreed) == 0;
+}
 
 int ex_par_bcast(void *buf, size_t bytes, int root)
 {

@@ -348,6 +348,11 @@ int ex_watch_inner(const ex_watch *w, const hg_report *r)
     return AD_OK;
 }
 
+bool ex_diverged(int rc)
+{
+    return rc == EX_EDIVERGED || rc == AD_ENONFINITE;
+}
+
 int ex_watch_val(ex_watch *w, int iter, double val)
 {
     const char *sep = w->hint ? "; " : "", *hint = w->hint ? w->hint : "";
