@@ -305,7 +305,7 @@ bool ad_tape_lean(const ad_tape *tp);
  * caller-owned leaf, which is never dropped, and on a tape that is not
  * lean); AD_EARG for NULL, a released value, or one whose data are already
  * dropped (too late: mark it before its step closes). */
-int ad_value_keep(ad_value *v);
+AD_MUST_CHECK int ad_value_keep(ad_value *v);
 /* Bytes of values the tape owns now, and the most it has owned; a value
  * whose data a lean tape dropped counts its struct only.  (Not
  * counted: the reverse sweep's working arrays — about 40 bytes per value it

@@ -689,8 +689,8 @@ static int hc_step(bool lean, step_values *sv, size_t lean_bytes, size_t *bytes)
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     if (!X || !y || !lam || !tp) rc = ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) {
-        AD_IGNORE(ad_set_requires_grad(lam, true)); /* a leaf made just above */
-        AD_IGNORE(ad_tape_set_lean(tp, lean));      /* a tape made just above */
+        ad_set_requires_grad(lam, true);
+        ad_tape_set_lean(tp, lean);
         ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
         rc = ad_tape_step(tp);
         size_t b0 = ad_tape_bytes(tp);
@@ -736,8 +736,8 @@ static int os_step(bool lean, step_values *sv, size_t lean_bytes, size_t *bytes)
     int n_rep = MDL_CNN_BLOCK_PARAMS * net.n_rep, n_task = shapes.n - n_rep;
     ad_value **c = all + n_rep;
     if (rc == AD_OK) {
-        AD_IGNORE(ad_set_requires_grad(hs, true)); /* a leaf made just above */
-        AD_IGNORE(ad_tape_set_lean(tp, lean));     /* a tape made just above */
+        ad_set_requires_grad(hs, true);
+        ad_tape_set_lean(tp, lean);
         for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
         for (int j = 0; j < n_task && rc == AD_OK; j++) rc = ad_value_keep(w[j]);
         if (rc == AD_OK) rc = ad_tape_step(tp);
