@@ -40,8 +40,9 @@
  * freed leaves and values of freed tapes; a use of an older one is undefined
  * (the struct may hold another value by then; AddressSanitizer reports it as
  * a heap-use-after-free).  Reading v->data of a released value (or of one
- * whose data a lean tape dropped, below) directly dereferences NULL.  The checks cost a compare per input and a few stores
- * per value made, nothing per entry; they are always on.
+ * whose data a lean tape dropped, below) directly dereferences NULL.  The
+ * checks cost a compare per input and a few stores per value made, nothing
+ * per entry; they are always on.
  *
  * Memory: a value's data come from its tape's pool, which keeps released
  * blocks by size class for the next values of that size, across steps,

@@ -16,9 +16,10 @@
  * every unmarked value of the step back to the pool, except leaves and kept
  * values.  Only the data go: the value stays in its step, with its node, so
  * the release above (and the carry list) work on it unchanged, minus the
- * block already given back.  Nothing older needs a look: a value of an
- * earlier step is an input only of nodes made since it was closed, and an op
- * given a dropped value fails, so none of those reads a dropped one. */
+ * block already given back.  Only the closing step's values are looked at:
+ * no later step exists yet to hold a node on them, and an older value was
+ * settled when its own step closed (a later op given a dropped value fails,
+ * so no node made since can read one). */
 #include <stdlib.h>
 #include <string.h>
 
