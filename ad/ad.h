@@ -39,15 +39,47 @@
  * its last 2048 released values, and the process those of the last 4096
  * freed leaves and values of freed tapes; a use of an older one is undefined
  * (the struct may hold another value by then; AddressSanitizer reports it as
- * a heap-use-after-free).  Reading v->data of a released value directly
- * dereferences NULL.  The checks cost a compare per input and a few stores
- * per value made, nothing per entry; they are always on.
+ * a heap-use-after-free).  Reading v->data of a released value (or of one
+ * whose data a lean tape dropped, below) directly dereferences NULL.  The
+ * checks cost a compare per input and a few stores per value made, nothing
+ * per entry; they are always on.
  *
  * Memory: a value's data come from its tape's pool, which keeps released
  * blocks by size class for the next values of that size, across steps,
  * sweeps and ad_tape_reset, and gives them back at ad_tape_trim and
  * ad_tape_free.  ad_tape_bytes counts the values alive; ad_tape_pool_bytes
  * what the pool holds from the system (see ad_tape_stats).
+ *
+ * Lean tapes: most of what a recorded step computes is never read again.  A
+ * backward rule reads only some of its node's data — a product the other
+ * factor, and only when that factor's gradient is wanted; exp its result;
+ * a sum, a reshape or a subtraction nothing but shapes — and each op says
+ * which, next to its rule (node.h).  With ad_tape_set_lean(tp, true),
+ * closing a step (ad_tape_step) gives back to the pool the data of every
+ * value the step made that
+ *   - no node of the step reads in its backward rule (as an input, or as
+ *     the node's own result),
+ *   - is not a leaf of the tape (ad_leaf), and
+ *   - was not marked with ad_value_keep.
+ * The value itself stays — node, inputs, shape, step — so a sweep walks it
+ * as before and computes the same numbers, bit for bit; only its entries
+ * are gone (v->data NULL, v->dropped true) and ad_tape_bytes no longer
+ * counts them.  What the caller must keep: every value a LATER step reads in
+ * its forward ops (an inner optimizer's state: the new w, the velocities)
+ * and every value whose entries it reads itself after the step closed.
+ * Mark those with ad_value_keep before the step closes.  A value the step
+ * made that is read later only by backward rules needs nothing: the rules
+ * declared it.  An op (or ad_value_copy, ad_value_check, ad_hvp's
+ * directions, a seed) given a dropped value fails with AD_EARG:
+ *     add: input 0 ('w'), made at step 3, had its data dropped when step 3
+ *     closed (lean tape: mark it with ad_value_keep before its step closes,
+ *     or turn lean mode off with ad_tape_set_lean)
+ * A sweep's outputs and targets may be dropped: their data are not read.
+ * Switching caller-owned leaves to want a gradient (ad_set_requires_grad)
+ * after lean steps that use them closed is not supported: a rule may then
+ * want data its op declared unread while the leaf wanted none (a product
+ * x·c reads x only for c's gradient); the sweep fails with the message
+ * above rather than read them.
  *
  * Errors: calls that can fail return an ad_status (0 = AD_OK) or NULL, and
  * leave a message in ad_error().  Ops given a NULL input return NULL and keep
@@ -161,8 +193,12 @@ struct ad_value {
     int rank;
     int shape[AD_MAX_RANK];
     size_t size; /* product of shape; 1 for a scalar */
-    ad_real *data;      /* NULL once the value is released or freed */
+    ad_real *data;      /* NULL once the value is released or freed, or its
+                           data dropped by a lean tape (see ad_tape_set_lean) */
     bool requires_grad; /* a parameter, or computed from one while recording */
+    bool keep;          /* lean tapes: keep the data when the step closes (ad_value_keep) */
+    bool dropped;       /* lean tapes: the data went back when the step closed */
+    bool read_mark;     /* scratch of a lean step close (internal) */
     uint32_t magic;     /* lifetime checks: live, or released (ad_value_check) */
 
     /* The node (op == NULL for leaves and constants). */
@@ -258,7 +294,21 @@ int ad_tape_horizon(const ad_tape *tp);
 AD_MUST_CHECK int ad_tape_step(ad_tape *tp);
 long ad_tape_current_step(const ad_tape *tp);
 size_t ad_tape_steps_held(const ad_tape *tp);
-/* Bytes of values the tape owns now, and the most it has owned.  (Not
+/* Lean mode (see "Lean tapes" at the top of this file): while on, each step
+ * ad_tape_step closes gives back the data no backward rule reads, except
+ * leaves' and kept values'.  Off for a new tape; switching it changes what
+ * later closes do, never brings dropped data back.  AD_OK; AD_EARG for a
+ * NULL tape (ad_tape_lean then gives false). */
+int ad_tape_set_lean(ad_tape *tp, bool on);
+bool ad_tape_lean(const ad_tape *tp);
+/* Marks v to keep its data when its step closes on a lean tape: a value a
+ * later step's forward reads, or one you read yourself.  AD_OK (also for a
+ * caller-owned leaf, which is never dropped, and on a tape that is not
+ * lean); AD_EARG for NULL, a released value, or one whose data are already
+ * dropped (too late: mark it before its step closes). */
+AD_MUST_CHECK int ad_value_keep(ad_value *v);
+/* Bytes of values the tape owns now, and the most it has owned; a value
+ * whose data a lean tape dropped counts its struct only.  (Not
  * counted: the reverse sweep's working arrays — about 40 bytes per value it
  * walks, plus slack and collect's heap — which the tape keeps, sized for its
  * largest sweep, until it is freed.) */

@@ -38,7 +38,7 @@ static bool uniform(const ad_value *v)
  * that is one number ("ones", "zeros", "0.5"); NULL otherwise. */
 static const char *content_name(const ad_value *v, char *buf, size_t len)
 {
-    if (v->op || v->requires_grad || !uniform(v)) return NULL;
+    if (v->op || v->requires_grad || !v->data || !uniform(v)) return NULL; /* !data: dropped */
     double c = v->data[0];
     if (v->size > 1 && (c == 0 || c == 1)) return c == 0 ? "zeros" : "ones";
     snprintf(buf, len, "%.4g", c);
@@ -48,6 +48,10 @@ static const char *content_name(const ad_value *v, char *buf, size_t len)
 /* "= 0.1411" for a scalar, "= [2, 1.8, …]" for the first n entries of a tensor. */
 static void write_entries(FILE *out, const ad_value *v, int n)
 {
+    if (!v->data) { /* a lean tape gave them back when the step closed */
+        fputs("\\n= (dropped)", out);
+        return;
+    }
     if (v->rank == 0) {
         fprintf(out, "\\n= %.4g", (double)v->data[0]);
         return;
@@ -121,7 +125,7 @@ int ad_dot_write_opts(FILE *out, int n, ad_value *const *roots, const ad_dot_opt
     if (!out) return ad_fail(AD_EARG, "dot: file is NULL");
     if (n < 1 || !roots) return ad_fail(AD_EARG, "dot: the root list is NULL or empty");
     for (int k = 0; k < n; k++) { /* NULL or released roots are reported, not walked */
-        int live = value_check_arg(NULL, "dot", "the root", roots[k]);
+        int live = value_check_node_arg(NULL, "dot", "the root", roots[k]); /* data: not needed */
         if (live != AD_OK) return live;
     }
     const ad_dot_opts o = opts ? *opts : (ad_dot_opts){ 0 };

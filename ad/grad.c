@@ -63,7 +63,7 @@ static int acc_add_backward(ad_tape *tp, ad_value *out, ad_value *gout, ad_value
     return AD_OK;
 }
 
-static const ad_op acc_add_op = { "accumulate", acc_add_backward };
+static const ad_op acc_add_op = { "accumulate", acc_add_backward, ad_reads_nothing };
 
 static ad_value *acc_add(ad_tape *tp, ad_value *a, ad_value *b)
 {
@@ -482,9 +482,10 @@ static int check_args(ad_tape *tp, int m, ad_value *const *ys, int n,
                                            "(an earlier op failed: check its message)");
     if (ad_any_null(n, xs)) return ad_fail(AD_EARG, "grad: an input is NULL");
     /* A released value (beyond the horizon, or its tape trimmed) is named with
-     * the step that made it and when it went, not walked. */
-    int rc = value_check_list(tp, "grad", "output", m, ys);
-    if (rc == AD_OK) rc = value_check_list(tp, "grad", "input", n, xs);
+     * the step that made it and when it went, not walked.  The sweep reads
+     * no output's or target's data: a lean tape may have dropped them. */
+    int rc = value_check_node_list(tp, "grad", "output", m, ys);
+    if (rc == AD_OK) rc = value_check_node_list(tp, "grad", "input", n, xs);
     if (rc != AD_OK) return rc;
     for (int k = 0; k < m; k++)
         if (ys[k]->tape && ys[k]->tape != tp)
@@ -525,6 +526,8 @@ static int vjp(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys, in
                ad_value *const *xs, ad_value **gx, bool create_graph, bool cut)
 {
     int rc = check_args(tp, m, ys, n, xs, gx);
+    for (int k = 0; gys && k < m && rc == AD_OK; k++) /* seeds are added: their data are read */
+        if (gys[k]) rc = value_check_use(tp, "grad", "a seed", gys[k]);
     if (rc != AD_OK) return rc;
     sweep *s = sweep_begin(tp, create_graph, false, cut);
     if (!s) return AD_ENOMEM;

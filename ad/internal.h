@@ -27,7 +27,7 @@ ad_value *value_alloc(int rank, const int *shape, bool zero);
 /* Fills a fresh (zeroed) struct: shape, size, a new id, live; step -1. */
 void value_init(ad_value *v, int rank, const int *shape, size_t size);
 /* The bytes a value counts for in ad_tape_bytes: its struct rounded up to
- * 64 bytes, and its data. */
+ * 64 bytes, and its data (none once a lean tape dropped them). */
 size_t value_bytes(const ad_value *v);
 uint64_t value_next_id(void);
 
@@ -44,6 +44,15 @@ int value_check_arg(const ad_tape *tp, const char *who, const char *what,
 /* value_check_use on v[0..n), each named "<role> i": the first failure. */
 int value_check_list(const ad_tape *tp, const char *who, const char *role, int n,
                      ad_value *const *v);
+/* The same three for a use of v's node and shape only (a sweep's outputs
+ * and targets, a drawing, a label): a value whose data a lean tape dropped
+ * passes; value_check_use and the others fail on it, naming its step. */
+int value_check_node_use(const ad_tape *tp, const char *who, const char *what,
+                         const ad_value *v);
+int value_check_node_arg(const ad_tape *tp, const char *who, const char *what,
+                         const ad_value *v);
+int value_check_node_list(const ad_tape *tp, const char *who, const char *role, int n,
+                          ad_value *const *v);
 
 /* ---- tape.c ---- */
 

@@ -10,7 +10,7 @@
  *         gin[0] = ad_mul(tp, gout, out);    // d exp(x) = exp(x) dx
  *         return ad_rule_status(gin[0]);     // AD_OK, or what ad_mul failed with
  *     }
- *     static const ad_op exp_op = { "exp", exp_backward };
+ *     static const ad_op exp_op = { "exp", exp_backward, ad_reads_output };
  *
  *     ad_value *ad_exp(ad_tape *tp, ad_value *x)
  *     {
@@ -24,6 +24,27 @@
  * The backward rule is written with ops, so it is recorded when the sweep is
  * (create_graph) and second derivatives come for free.  A fused backward
  * kernel must therefore itself be an op with its own rule.
+ *
+ * The third field says what the rule reads: exp's reads its result and not
+ * x.  A lean tape (ad.h) gives back, when a step closes, the data no rule of
+ * the step reads, so the declaration must cover everything the rule can
+ * touch — a datum read in the rule itself, or handed to an op (which reads
+ * it, or records it as an input of its own node) — under the inputs'
+ * requires_grad as they are at the step's close.  Only shapes and
+ * attributes (x->rank, x->shape, out->iattr) are not data: they stay.  A
+ * product reads each factor for the other's gradient only:
+ *
+ *     static bool mul_reads(const ad_value *out, int i)
+ *     {   // gin[0] = g·b needs b, gin[1] = g·a needs a; out: never
+ *         return i >= 0 && ad_input_needs_grad(out, 1 - i);
+ *     }
+ *
+ * (that is ad_reads_other_factor, below).  Leaving the field out (NULL) is
+ * safe: the rule reads every input and its result, so nothing of the node
+ * is dropped — memory lost, never correctness.  Declaring too little is a
+ * bug: the rule then meets a dropped input, and the sweep fails with "had
+ * its data dropped" (tests/test_lean.c runs every op of ops/ through a lean
+ * tape, first and second order).
  */
 #ifndef HYPERTAPE_AD_NODE_H
 #define HYPERTAPE_AD_NODE_H
@@ -37,10 +58,28 @@
 typedef int (*ad_backward_fn)(ad_tape *tp, ad_value *out, ad_value *gout,
                               ad_value **gin);
 
+/* What a backward rule reads: whether node `out`'s rule reads the data of
+ * its input i (0 <= i < out->n_inputs), or of `out` itself when i is
+ * AD_READ_OUTPUT. */
+typedef bool (*ad_reads_fn)(const ad_value *out, int i);
+enum { AD_READ_OUTPUT = -1 };
+
 struct ad_op {
     const char *name;
     ad_backward_fn backward; /* NULL: ad_grad fails naming the op */
+    ad_reads_fn reads;       /* NULL: every input and the result (safe; keeps all) */
 };
+
+/* Declarations that many ops share. */
+bool ad_reads_nothing(const ad_value *out, int i);  /* shapes only: sums, moves, add */
+bool ad_reads_output(const ad_value *out, int i);   /* its result only: exp, σ, √ */
+bool ad_reads_inputs(const ad_value *out, int i);   /* every input, not the result */
+/* Bilinear in inputs 0 and 1 (a product): each for the other's gradient;
+ * any further input (a bias) and the result are not read. */
+bool ad_reads_other_factor(const ad_value *out, int i);
+/* Whether out's rule reads input i (or, for AD_READ_OUTPUT, out): the op's
+ * declaration, or true when it has none; false for a value without a node. */
+bool ad_rule_reads(const ad_value *out, int i);
 
 /* What a backward rule returns for a gradient it has just made, `made`:
  * AD_OK when it is there; when it is NULL, the status of the op inside the

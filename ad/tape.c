@@ -9,7 +9,17 @@
  *
  * A value's data come from the tape's pool (pool.c) and go back there when
  * it is released; its struct is kept a while, marked dead with why and when,
- * so that a later use is reported (value_check_use) rather than read. */
+ * so that a later use is reported (value_check_use) rather than read.
+ *
+ * Lean mode (ad.h): closing a step first marks what its nodes' backward
+ * rules read (each op's declaration, ad_rule_reads), then gives the data of
+ * every unmarked value of the step back to the pool, except leaves and kept
+ * values.  Only the data go: the value stays in its step, with its node, so
+ * the release above (and the carry list) work on it unchanged, minus the
+ * block already given back.  Only the closing step's values are looked at:
+ * no later step exists yet to hold a node on them, and an older value was
+ * settled when its own step closed (a later op given a dropped value fails,
+ * so no node made since can read one). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +38,7 @@ struct ad_tape {
     ad_value *carry; /* carried constants, a list through prev/next */
     size_t bytes, peak;
     int no_record;   /* depth of no-record scopes */
+    bool lean;       /* closing a step drops the data no rule reads (ad_tape_set_lean) */
     int rewinding;   /* inside ad_tape_rewind: what tape_free_temps frees is its doing */
     sweep *spare;    /* the reverse sweep's working memory, kept for the next sweep */
     pool *mem;       /* data blocks and released headers (pool.c) */
@@ -125,7 +136,7 @@ static ad_value *tape_value_new(ad_tape *tp, int rank, const int *shape)
 static void drop(ad_tape *tp, ad_value *v, int why)
 {
     tp->bytes -= value_bytes(v);
-    pool_give(tp->mem, v->data, v->data_bytes);
+    if (v->data) pool_give(tp->mem, v->data, v->data_bytes); /* not when lean mode did */
     v->data = NULL; /* a read through the struct now stops at once */
     v->magic = AD_MAGIC_DEAD;
     v->gone = why;
@@ -175,11 +186,95 @@ static void release_oldest(ad_tape *tp, int why)
     tp->count--;
 }
 
+/* ---- lean mode ----------------------------------------------------------- */
+
+bool ad_rule_reads(const ad_value *out, int i)
+{
+    if (!out || !out->op) return false;
+    return out->op->reads ? out->op->reads(out, i) : true;
+}
+
+bool ad_reads_nothing(const ad_value *out, int i)
+{
+    (void)out, (void)i;
+    return false;
+}
+
+bool ad_reads_output(const ad_value *out, int i)
+{
+    (void)out;
+    return i == AD_READ_OUTPUT;
+}
+
+bool ad_reads_inputs(const ad_value *out, int i)
+{
+    (void)out;
+    return i >= 0;
+}
+
+bool ad_reads_other_factor(const ad_value *out, int i)
+{
+    return (i == 0 || i == 1) && ad_input_needs_grad(out, 1 - i);
+}
+
+/* Gives back v's data: the value stays, with its node, its struct counted. */
+static void drop_data(ad_tape *tp, ad_value *v)
+{
+    tp->bytes -= v->size * sizeof(ad_real);
+    pool_give(tp->mem, v->data, v->data_bytes);
+    v->data = NULL;
+    v->data_bytes = 0;
+    v->dropped = true;
+}
+
+/* Step s closes on a lean tape: mark what its rules read, drop the rest. */
+static void lean_close(ad_tape *tp, step *s)
+{
+    for (ad_value *v = s->head; v; v = v->next) {
+        if (!v->op) continue;
+        if (ad_rule_reads(v, AD_READ_OUTPUT)) v->read_mark = true;
+        for (int i = 0; i < v->n_inputs; i++) {
+            ad_value *u = v->inputs[i];
+            if (u->step == s->index && !u->read_mark && ad_rule_reads(v, i)) u->read_mark = true;
+        }
+    }
+    for (ad_value *v = s->head; v; v = v->next) {
+        bool leaf = v->requires_grad && !v->op;
+        if (v->data && !v->read_mark && !v->keep && !leaf) drop_data(tp, v);
+        v->read_mark = false;
+    }
+}
+
+int ad_tape_set_lean(ad_tape *tp, bool on)
+{
+    if (!tp) return ad_fail(AD_EARG, "tape_set_lean: tape is NULL");
+    tp->lean = on;
+    return AD_OK;
+}
+
+bool ad_tape_lean(const ad_tape *tp)
+{
+    if (!tp) {
+        ad_fail(AD_EARG, "tape_lean: tape is NULL");
+        return false;
+    }
+    return tp->lean;
+}
+
+int ad_value_keep(ad_value *v)
+{
+    int rc = value_check_arg(v ? v->tape : NULL, "value_keep", "the value", v);
+    if (rc != AD_OK) return rc; /* NULL, released, or dropped already: too late */
+    v->keep = true;
+    return AD_OK;
+}
+
 int ad_tape_step(ad_tape *tp)
 {
     if (!tp) return ad_fail(AD_EARG, "tape_step: tape is NULL");
-    int rc = push_step(tp);
+    int rc = push_step(tp); /* first: a failure leaves the open step as it was */
     if (rc != AD_OK) return rc;
+    if (tp->lean) lean_close(tp, &tp->steps[tp->first + tp->count - 2]);
     while (tp->horizon != AD_HORIZON_ALL && tp->count - 1 > (size_t)tp->horizon)
         release_oldest(tp, AD_GONE_HORIZON);
     return AD_OK;
@@ -295,8 +390,20 @@ static int gone_fail(const ad_tape *tp, const char *who, const char *what,
                    name, v->made_step, how, now);
 }
 
-int value_check_use(const ad_tape *tp, const char *who, const char *what,
-                    const ad_value *v)
+/* The message for a use of v's data, which a lean tape dropped. */
+static int dropped_fail(const char *who, const char *what, const ad_value *v)
+{
+    char name[80] = "";
+    if (v->name) snprintf(name, sizeof name, " ('%.64s')", v->name);
+    return ad_fail(AD_EARG, "%s: %s%s, made at step %ld, had its data dropped when step %ld "
+                   "closed (lean tape: mark it with ad_value_keep before its step closes, or "
+                   "turn lean mode off with ad_tape_set_lean)", who, what, name, v->made_step,
+                   v->made_step);
+}
+
+/* value_check_use, and value_check_node_use when !data. */
+static int check_use(const ad_tape *tp, const char *who, const char *what, const ad_value *v,
+                     bool data)
 {
     if (!who) who = "?";
     if (!v) {
@@ -305,10 +412,22 @@ int value_check_use(const ad_tape *tp, const char *who, const char *what,
         if (ad_error_code() != AD_OK) return ad_error_code();
         return ad_fail(AD_EARG, "%s: %s is NULL", who, what);
     }
-    if (v->magic == AD_MAGIC_LIVE) return AD_OK;
+    if (v->magic == AD_MAGIC_LIVE) return data && v->dropped ? dropped_fail(who, what, v) : AD_OK;
     if (v->magic == AD_MAGIC_DEAD) return gone_fail(tp, who, what, v);
     return ad_fail(AD_EARG, "%s: %s is not a live value (freed memory, or not a value at all)",
                    who, what);
+}
+
+int value_check_use(const ad_tape *tp, const char *who, const char *what,
+                    const ad_value *v)
+{
+    return check_use(tp, who, what, v, true);
+}
+
+int value_check_node_use(const ad_tape *tp, const char *who, const char *what,
+                         const ad_value *v)
+{
+    return check_use(tp, who, what, v, false);
 }
 
 int value_check_arg(const ad_tape *tp, const char *who, const char *what, const ad_value *v)
@@ -317,22 +436,41 @@ int value_check_arg(const ad_tape *tp, const char *who, const char *what, const 
     return value_check_use(tp, who, what, v);
 }
 
+int value_check_node_arg(const ad_tape *tp, const char *who, const char *what, const ad_value *v)
+{
+    if (!v) return ad_fail(AD_EARG, "%s: %s is NULL", who ? who : "?", what);
+    return value_check_node_use(tp, who, what, v);
+}
+
 int ad_value_check(const char *who, const ad_value *v)
 {
     return value_check_arg(NULL, who, "the value", v);
 }
 
-int value_check_list(const ad_tape *tp, const char *who, const char *role, int n,
-                     ad_value *const *v)
+static int check_list(const ad_tape *tp, const char *who, const char *role, int n,
+                      ad_value *const *v, bool data)
 {
     if (n > 0 && !v) return value_check_use(tp, who, "the list of values", NULL);
     for (int i = 0; i < n; i++) {
-        if (v[i] && v[i]->magic == AD_MAGIC_LIVE) continue; /* the usual case, kept cheap */
+        if (v[i] && v[i]->magic == AD_MAGIC_LIVE && !(data && v[i]->dropped))
+            continue; /* the usual case, kept cheap */
         char what[48];
         snprintf(what, sizeof what, "%s %d", role, i);
-        return value_check_use(tp, who, what, v[i]);
+        return check_use(tp, who, what, v[i], data);
     }
     return AD_OK;
+}
+
+int value_check_list(const ad_tape *tp, const char *who, const char *role, int n,
+                     ad_value *const *v)
+{
+    return check_list(tp, who, role, n, v, true);
+}
+
+int value_check_node_list(const ad_tape *tp, const char *who, const char *role, int n,
+                          ad_value *const *v)
+{
+    return check_list(tp, who, role, n, v, false);
 }
 
 int ad_check_inputs(ad_tape *tp, const char *who, int n, ad_value *const *inputs)

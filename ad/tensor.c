@@ -58,7 +58,7 @@ _Static_assert(sizeof(ad_value) <= 256, "tape byte counts assume a 256-byte valu
 
 size_t value_bytes(const ad_value *v)
 {
-    return header_bytes() + v->size * sizeof(ad_real);
+    return header_bytes() + (v->dropped ? 0 : v->size * sizeof(ad_real));
 }
 
 void value_init(ad_value *v, int rank, const int *shape, size_t size)
@@ -168,7 +168,7 @@ ad_value *ad_value_copy(const ad_value *v)
 
 int ad_value_set_name(ad_value *v, const char *name)
 {
-    int rc = value_check_arg(NULL, "value_set_name", "the value", v);
+    int rc = value_check_node_arg(NULL, "value_set_name", "the value", v); /* a label, not data */
     if (rc != AD_OK) return rc;
     char *copy = NULL;
     if (name && !(copy = strdup(name)))

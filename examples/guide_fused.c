@@ -7,7 +7,8 @@
 #include "tests/gradcheck.h"
 
 static int cube_grad_backward(ad_tape *tp, ad_value *out, ad_value *gg, ad_value **gin);
-static ad_op cube_grad_op = { "cube_grad", cube_grad_backward }; /* main takes the rule away */
+/* main takes the rule away */
+static ad_op cube_grad_op = { "cube_grad", cube_grad_backward, ad_reads_inputs };
 
 /* x, g [same shape] -> 3x²·g in one pass (the rule in ops made three values) */
 static ad_value *cube_grad(ad_tape *tp, ad_value *x, ad_value *g)
@@ -32,7 +33,7 @@ static int cube_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin
     return gin[0] ? AD_OK : ad_error_code();
 }
 
-static const ad_op cube_op = { "cube", cube_backward };
+static const ad_op cube_op = { "cube", cube_backward, ad_reads_inputs }; /* the rule reads x */
 
 /* x [any shape] -> x³, same shape */
 static ad_value *cube(ad_tape *tp, ad_value *x)

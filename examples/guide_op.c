@@ -17,7 +17,7 @@ static int cube_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin
     return gin[0] ? AD_OK : ad_error_code();
 }
 
-static const ad_op cube_op = { "cube", cube_backward };
+static const ad_op cube_op = { "cube", cube_backward, ad_reads_inputs }; /* the rule reads x */
 
 /* x [any shape] -> x³, same shape */
 static ad_value *cube(ad_tape *tp, ad_value *x)

@@ -14,7 +14,7 @@ static int trace_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gi
     return AD_OK;
 }
 
-static const ad_op trace_op = { "trace", trace_backward };
+static const ad_op trace_op = { "trace", trace_backward, ad_reads_nothing };
 
 /* x, unchanged, as a node named `name` (x: a scalar). */
 static ad_value *trace(ad_tape *tp, ad_value *x, const char *name)

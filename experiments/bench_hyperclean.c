@@ -7,7 +7,11 @@
  * For each K it times hg_krmd on the full-size problem (n = 5000 training and
  * 5000 validation examples, d = 785, C = 10, T = 100) several times and
  * reports the median, the floating-point operations of the gemm calls, the
- * time those same gemm calls take alone, and the tape's peak.
+ * time those same gemm calls take alone, and the tape's peak, in all and per
+ * recorded step (peak / K).  hg_krmd records on a lean tape (ad.h: each
+ * closed step keeps only what a backward rule will read, and the state);
+ * --keep-values measures the tape that keeps everything instead
+ * (hg_problem.keep_values), the same numbers with more memory.
  *
  * Counting the gemms: the library's gemm (ops/linalg.c) calls
  * cblas_dgemm; this program is linked with -Wl,--wrap=cblas_dgemm (and
@@ -249,7 +253,7 @@ static double replay_run(const replay *r, const gemm_log *g)
 
 typedef struct config {
     int Ks[MAX_K], nK, repeats, n_train, n_val, T;
-    bool csv;
+    bool csv, keep_values;
     const char *dataset, *data_dir;
 } config;
 
@@ -268,16 +272,20 @@ static const ex_flag flags[] = {
     { "--n-train", EX_INT, &c.n_train, "5000", 10, 60000, "training examples" },
     { "--n-val", EX_INT, &c.n_val, "5000", 10, 60000, "validation examples" },
     { "--T", EX_INT, &c.T, "100", 1, 100000, "inner steps" },
+    { "--keep-values", EX_SWITCH, &c.keep_values, .help = "hg_krmd's tape keeps every value of "
+      "a recorded step (hg_problem.keep_values) instead of only what a backward rule reads: the "
+      "peak without lean mode, for comparison" },
 };
 
 static int check_flags(void);
 static ex_cmd cmd = {
     PROG, "[--K 1,5,25,50,100] [--repeats N] [--csv] [--data DIR]\n"
-    "                        [--dataset mnist|fashion] [--n-train N] [--n-val N] [--T N]",
+    "                        [--dataset mnist|fashion] [--n-train N] [--n-val N] [--T N]\n"
+    "                        [--keep-values]",
     "Times one data-hypercleaning hyper-iteration (hg_krmd, T = 100 inner steps,\n"
     "5000 + 5000 examples, d = 785) per K, over N repeats, and reports the median\n"
     "seconds, the GFLOP of its gemm calls (counted), the time those gemm calls take\n"
-    "alone, and the tape's peak bytes.\n",
+    "alone, and the tape's peak bytes (in all, and per recorded step).\n",
     EX_FLAGS(flags),
     "Exit status: 0 whether or not the targets are met, 1 on errors, 2 on bad usage.\n",
     .check = check_flags,
@@ -358,6 +366,7 @@ int main(int argc, char **argv)
     hc_problem hc;
     rc = hc_problem_init(&hc, dt.x_train, dt.y_train, dt.x_val, dt.y_val, dt.n_classes, c.T,
                              gamma, HC_DEFAULT_REG);
+    hc.problem.keep_values = c.keep_values;
     /* A λ away from 0, as during a run (the cost does not depend on it). */
     ad_rng rng;
     ad_rng_seed(&rng, 2);
@@ -369,9 +378,9 @@ int main(int argc, char **argv)
     /* What was timed, always said: on stderr when stdout is kept for the CSV. */
     FILE *about = c.csv ? stderr : stdout;
     fprintf(about, PROG ": data %s; n = %d, m = %d, d = %d, C = %d, T = %d, gamma = %.4g; "
-            "%d repeats; OPENBLAS_NUM_THREADS=%s",
+            "%d repeats; %s tape; OPENBLAS_NUM_THREADS=%s",
             what, dt.n_train, dt.n_val, dt.d, dt.n_classes, c.T, gamma, c.repeats,
-            threads ? threads : "(unset)");
+            c.keep_values ? "full (--keep-values)" : "lean", threads ? threads : "(unset)");
 #ifdef OPENBLAS_VERSION
     fprintf(about, " (OpenBLAS uses %d)", openblas_get_num_threads());
 #endif
@@ -429,19 +438,22 @@ int main(int argc, char **argv)
             rows[k].gemm_only_s = ex_median(rows[k].gemm_secs, c.repeats);
         }
         if (c.csv) {
-            printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes\n");
+            printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes,peak_tape_bytes_per_step\n");
             for (int k = 0; k < c.nK; k++)
-                printf("%d,%.6f,%.6f,%.6f,%zu\n", rows[k].K, rows[k].median_s,
-                       log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape);
+                printf("%d,%.6f,%.6f,%.6f,%zu,%.0f\n", rows[k].K, rows[k].median_s,
+                       log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape,
+                       (double)rows[k].peak_tape / rows[k].K);
         } else {
-            printf("\n%5s %10s %9s %8s %8s %12s %8s %14s  %s\n", "K", "median s", "GFLOP",
-                   "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "gemm count");
+            printf("\n%5s %10s %9s %8s %8s %12s %8s %14s %9s  %s\n", "K", "median s", "GFLOP",
+                   "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "MB/step",
+                   "gemm count");
             for (int k = 0; k < c.nK; k++) {
                 k_row *r = &rows[k];
                 double fl = log_flops(&r->gemms) / 1e9;
-                printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f  %s%s\n", r->K,
+                printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f %9.3f  %s%s\n", r->K,
                        r->median_s, fl, log_calls(&r->gemms), fl / r->median_s, r->gemm_only_s,
                        r->median_s / r->gemm_only_s, r->peak_tape / 1e6,
+                       r->peak_tape / 1e6 / r->K,
                        r->counted ? "counted" : "model",
                        r->counted && !r->model_agrees ? " (DIFFERS from the graph model!)" : "");
             }

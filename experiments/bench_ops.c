@@ -5,6 +5,7 @@
  *   bench-ops [--csv] [--repeats N] [--match TEXT]
  *   bench-ops --oneshot [--K 1,10,50] [--repeats N] [--channels 64] [--T 50]
  *             [--meta-batch 4] [--csv] [--dump DIR]
+ *   bench-ops --tape
  *
  * Op mode.  Every case is one op (or the hypercleaning inner loss, a small
  * composition) on caller-owned inputs that want gradients, and four
@@ -39,6 +40,12 @@
  * files and a manifest) so that bench_torch.py --check DIR can confirm it
  * computes the same thing.
  *
+ * Tape mode.  One recorded hypercleaning step and one recorded one-shot
+ * inner step, by op: the bytes of data some backward rule reads later and
+ * those none reads (each op's own declaration, ad_op.reads), and the bytes
+ * the step holds once closed on a tape that keeps everything and on a lean
+ * one (ad_tape_set_lean), which gives the unread back.
+ *
  * Threads: OpenBLAS's (OPENBLAS_NUM_THREADS); the header line says how
  * many.  Exit status: 0, 1 on a failure, 2 on bad usage.
  */
@@ -51,7 +58,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ad/node.h" /* --tape reads the ops' names */
+#include "ad/node.h" /* --tape reads the ops' names and declarations */
 #include "experiments/kit/kit.h"
 #include "experiments/oneshot_problem.h"
 #include "models/models.h"
@@ -592,34 +599,16 @@ static int run_oneshot(const opts *o)
 
 /* ---- what one recorded step keeps (--tape) -------------------------------- */
 
-/* Whether node v's backward rule reads the data of its input i, or of its
- * own output: the rules of ops/ as written today, transcribed by hand (a
- * product reads the other factor only when that factor's gradient is
- * wanted; an op that only moves, adds or sums reads nothing).  A value no
- * rule reads is kept on the tape only because its step is not released. */
-static bool is_op(const ad_value *v, const char *name) { return v->op && !strcmp(v->op->name, name); }
-
-static bool rule_reads_input(const ad_value *v, int i)
+/* Whether a backward rule will read v's data: its own op's, or that of a
+ * node of the step that takes it as an input — each op's declaration
+ * (ad_op.reads), what a lean tape goes by when the step closes. */
+static bool read_later(const ad_value *v, ad_value *const *step, size_t n)
 {
-    bool other_needs = i < 2 && v->n_inputs >= 2 && v->inputs[1 - i]->requires_grad;
-    if (is_op(v, "matmul") || is_op(v, "mul") || is_op(v, "dot") || is_op(v, "conv2d") ||
-        is_op(v, "conv_data_grad") || is_op(v, "conv_weight_grad"))
-        return i < 2 && other_needs;
-    if (is_op(v, "div")) return i == 1;
-    if (is_op(v, "log") || is_op(v, "square") || is_op(v, "pow") || is_op(v, "relu") ||
-        is_op(v, "sin") || is_op(v, "cos") || is_op(v, "softplus"))
-        return i == 0;
-    if (is_op(v, "pick") || is_op(v, "unpick") || is_op(v, "relu_mask")) return i == 1;
-    if (is_op(v, "pool_select") || is_op(v, "pool_scatter")) return i == 0;
-    if (is_op(v, "batchnorm")) return i <= 2; /* x, the statistics, γ */
-    return is_op(v, "bn_input_grad") || is_op(v, "bn_gamma_grad") || is_op(v, "bn_normalize") ||
-           is_op(v, "bn_invstd");
-}
-
-static bool rule_reads_output(const ad_value *v)
-{
-    return is_op(v, "exp") || is_op(v, "sigmoid") || is_op(v, "tanh") || is_op(v, "sqrt") ||
-           is_op(v, "div") || is_op(v, "log_softmax") || is_op(v, "softmax") || is_op(v, "bn_invstd");
+    if (ad_rule_reads(v, AD_READ_OUTPUT)) return true;
+    for (size_t u = 0; u < n; u++)
+        for (int i = 0; i < step[u]->n_inputs; i++)
+            if (step[u]->inputs[i] == v && ad_rule_reads(step[u], i)) return true;
+    return false;
 }
 
 typedef struct step_values {
@@ -651,7 +640,7 @@ static int collect_step(step_values *sv, ad_value *out, long step)
 /* Prints, by op, the bytes of the step's values a later backward rule reads
  * and those it never reads; `keep` (the step's results) count as read. */
 static void print_step(const char *what, const step_values *sv, ad_value *const *keep, int n_keep,
-                       size_t total)
+                       size_t total, size_t lean)
 {
     enum { MAX_ROWS = 64 };
     struct tape_row {
@@ -663,11 +652,8 @@ static void print_step(const char *what, const step_values *sv, ad_value *const 
     size_t read = 0, unread = 0;
     for (size_t k = 0; k < sv->n; k++) {
         ad_value *v = sv->v[k];
-        bool r = rule_reads_output(v);
+        bool r = read_later(v, sv->v, sv->n);
         for (int j = 0; j < n_keep; j++) r = r || keep[j] == v;
-        for (size_t u = 0; u < sv->n && !r; u++)
-            for (int i = 0; i < sv->v[u]->n_inputs; i++)
-                r = r || (sv->v[u]->inputs[i] == v && rule_reads_input(sv->v[u], i));
         const char *op = v->op ? v->op->name : "(constant)";
         int row = 0;
         while (row < n_rows && strcmp(rows[row].op, op)) row++;
@@ -678,7 +664,8 @@ static void print_step(const char *what, const step_values *sv, ad_value *const 
         if (r) rows[row].read += b, read += b;
         else rows[row].unread += b, unread += b;
     }
-    printf("%s: %zu bytes on the tape for the step\n", what, total);
+    printf("%s: %zu bytes on the tape for the step; %zu once it closed on a lean tape (%.3f)\n",
+           what, total, lean, (double)lean / (double)total);
     printf("  %-18s %7s %14s %14s\n", "op", "values", "read later B", "never read B");
     for (int i = 0; i < n_rows; i++)
         if (rows[i].read + rows[i].unread >= 1024)
@@ -689,87 +676,114 @@ static void print_step(const char *what, const step_values *sv, ad_value *const 
 }
 
 /* One recorded hypercleaning step (hyperclean_problem.c's g on random data
- * of MNIST's size, ∇W g recorded, W − γ∇W g) and one recorded one-shot
- * inner step (64 channels, 5 support images, oneshot_problem.c's g). */
-static int run_tape(void)
+ * of MNIST's size, ∇W g recorded, W − γ∇W g kept) on a tape, lean or not:
+ * *bytes = what the step holds once closed.  With sv, its values are
+ * collected and print_step shows them beside `lean_bytes`. */
+static int hc_step(bool lean, step_values *sv, size_t lean_bytes, size_t *bytes)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 1);
+    int n = 5000, d = 785, C = 10, rc = AD_OK;
+    ad_value *X = ad_tensor_rand(&rng, 2, (int[]){ n, d }, 0, 1), *y = labels_rand(&rng, n, C);
+    ad_value *lam = ad_tensor_new(1, &n);
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    if (!X || !y || !lam || !tp) rc = ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) {
+        ad_set_requires_grad(lam, true);
+        ad_tape_set_lean(tp, lean);
+        ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
+        rc = ad_tape_step(tp);
+        size_t b0 = ad_tape_bytes(tp);
+        ad_value *logits = ad_matmul(tp, X, W, false, false);
+        ad_value *g = ad_add(tp, ad_cross_entropy(tp, logits, y, ad_sigmoid(tp, lam), AD_REDUCE_MEAN),
+                             ad_scale(tp, ad_sqnorm(tp, W), HC_REG));
+        if (rc == AD_OK) rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
+        ad_value *W2 = rc == AD_OK ? ad_sub(tp, W, ad_scale(tp, gw, 0.25)) : NULL;
+        if (rc == AD_OK && !W2) rc = ad_error_code();
+        if (rc == AD_OK) rc = ad_value_keep(W2); /* the next step's w */
+        long step = ad_tape_current_step(tp);
+        if (rc == AD_OK && sv) rc = collect_step(sv, W2, step);
+        if (rc == AD_OK && sv) rc = collect_step(sv, g, step);
+        if (rc == AD_OK) rc = ad_tape_step(tp);
+        *bytes = ad_tape_bytes(tp) - b0;
+        if (rc == AD_OK && sv)
+            print_step("hypercleaning, one recorded step (n 5000, d 785, C 10)", sv, &W2, 1, *bytes,
+                       lean_bytes);
+    }
+    ad_tape_free(tp);
+    ad_value_free(X);
+    ad_value_free(y);
+    ad_value_free(lam);
+    return rc;
+}
+
+/* One recorded one-shot inner step (64 channels, 5 support images,
+ * oneshot_problem.c's g, the new w kept), as hc_step. */
+static int os_step(bool lean, step_values *sv, size_t lean_bytes, size_t *bytes)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 2);
+    mdl_cnn net = mdl_cnn_omniglot(64);
+    mdl_shapes shapes;
+    ad_value *all[MDL_MAX_PARAMS] = { 0 }, *w[MDL_MAX_PARAMS], *w2[MDL_MAX_PARAMS], *gw[MDL_MAX_PARAMS];
+    ad_value *nu[3] = { 0 }, *gam = ad_param_scalar(0.03f), *ys = labels_rand(&rng, OS_SUPPORT, 5);
+    ad_value *hs = ad_tensor_rand(&rng, 4, (int[]){ OS_SUPPORT, 64, 7, 7 }, 0, 1);
+    for (int l = 0; l < 3; l++) nu[l] = ad_param_scalar(-2.25f);
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    int rc = mdl_cnn_shapes(&net, &shapes);
+    if (rc == AD_OK) rc = mdl_init_params(&shapes, &rng, all, true);
+    if (rc == AD_OK && !(gam && ys && hs && nu[0] && nu[1] && nu[2] && tp)) rc = ad_fail(AD_ENOMEM, "out of memory");
+    int n_rep = MDL_CNN_BLOCK_PARAMS * net.n_rep, n_task = shapes.n - n_rep;
+    ad_value **c = all + n_rep;
+    if (rc == AD_OK) {
+        ad_set_requires_grad(hs, true);
+        ad_tape_set_lean(tp, lean);
+        for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
+        for (int j = 0; j < n_task && rc == AD_OK; j++) rc = ad_value_keep(w[j]);
+        if (rc == AD_OK) rc = ad_tape_step(tp);
+        size_t b0 = ad_tape_bytes(tp);
+        ad_value *g = ad_cross_entropy(tp, mdl_cnn_task_forward(tp, &net, hs, w), ys, NULL, AD_REDUCE_MEAN);
+        ad_value *sq[3] = { 0 };
+        for (int j = 0; j < n_task; j++) { /* oneshot_problem.c's layers: 4, 4, 2 tensors */
+            int l = j / MDL_CNN_BLOCK_PARAMS < 2 ? j / MDL_CNN_BLOCK_PARAMS : 2;
+            ad_value *t = ad_sqnorm(tp, ad_sub(tp, w[j], c[j]));
+            sq[l] = sq[l] ? ad_add(tp, sq[l], t) : t;
+        }
+        for (int l = 0; l < 3; l++) g = ad_add(tp, g, ad_mul(tp, ad_softplus(tp, nu[l]), sq[l]));
+        if (rc == AD_OK) rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
+        for (int j = 0; j < n_task && rc == AD_OK; j++)
+            if (!(w2[j] = ad_sub(tp, w[j], ad_mul(tp, gam, gw[j])))) rc = ad_error_code();
+        for (int j = 0; j < n_task && rc == AD_OK; j++) rc = ad_value_keep(w2[j]);
+        long step = ad_tape_current_step(tp);
+        for (int j = 0; j < n_task && rc == AD_OK && sv; j++) rc = collect_step(sv, w2[j], step);
+        if (rc == AD_OK && sv) rc = collect_step(sv, g, step);
+        if (rc == AD_OK) rc = ad_tape_step(tp);
+        *bytes = ad_tape_bytes(tp) - b0;
+        if (rc == AD_OK && sv)
+            print_step("one-shot, one recorded inner step (64 channels, 5 support images)", sv, w2,
+                       n_task, *bytes, lean_bytes);
+    }
+    ad_tape_free(tp);
+    mdl_free_params(shapes.n, all);
+    for (int l = 0; l < 3; l++) ad_value_free(nu[l]);
+    ad_value_free(gam);
+    ad_value_free(ys);
+    ad_value_free(hs);
+    return rc;
+}
+
+/* Both steps: by op, what a rule reads later and what none does, and the
+ * bytes a step keeps once closed, on a tape that keeps everything and on a
+ * lean one. */
+static int run_tape(void)
+{
     step_values sv = { 0 };
-    int rc = AD_OK;
-    { /* hypercleaning */
-        int n = 5000, d = 785, C = 10;
-        ad_value *X = ad_tensor_rand(&rng, 2, (int[]){ n, d }, 0, 1), *y = labels_rand(&rng, n, C);
-        ad_value *lam = ad_tensor_new(1, &n);
-        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-        if (!X || !y || !lam || !tp) rc = ad_fail(AD_ENOMEM, "out of memory");
-        if (rc == AD_OK) {
-            ad_set_requires_grad(lam, true);
-            ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
-            rc = ad_tape_step(tp);
-            size_t b0 = ad_tape_bytes(tp);
-            ad_value *logits = ad_matmul(tp, X, W, false, false);
-            ad_value *g = ad_add(tp, ad_cross_entropy(tp, logits, y, ad_sigmoid(tp, lam), AD_REDUCE_MEAN),
-                                 ad_scale(tp, ad_sqnorm(tp, W), HC_REG));
-            if (rc == AD_OK) rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
-            ad_value *W2 = rc == AD_OK ? ad_sub(tp, W, ad_scale(tp, gw, 0.25)) : NULL;
-            if (rc == AD_OK && !W2) rc = ad_error_code();
-            long step = ad_tape_current_step(tp);
-            if (rc == AD_OK) rc = collect_step(&sv, W2, step);
-            if (rc == AD_OK) rc = collect_step(&sv, g, step);
-            if (rc == AD_OK)
-                print_step("hypercleaning, one recorded step (n 5000, d 785, C 10)", &sv, &W2, 1,
-                           ad_tape_bytes(tp) - b0);
-        }
-        ad_tape_free(tp);
-        ad_value_free(X);
-        ad_value_free(y);
-        ad_value_free(lam);
-    }
+    size_t lean = 0, bytes = 0;
+    int rc = hc_step(true, NULL, 0, &lean);
+    if (rc == AD_OK) rc = hc_step(false, &sv, lean, &bytes);
     sv.n = 0;
-    if (rc == AD_OK) { /* one-shot */
-        mdl_cnn net = mdl_cnn_omniglot(64);
-        mdl_shapes shapes;
-        ad_value *all[MDL_MAX_PARAMS] = { 0 }, *w[MDL_MAX_PARAMS], *w2[MDL_MAX_PARAMS], *gw[MDL_MAX_PARAMS];
-        ad_value *nu[3] = { 0 }, *gam = ad_param_scalar(0.03f), *ys = labels_rand(&rng, OS_SUPPORT, 5);
-        ad_value *hs = ad_tensor_rand(&rng, 4, (int[]){ OS_SUPPORT, 64, 7, 7 }, 0, 1);
-        for (int l = 0; l < 3; l++) nu[l] = ad_param_scalar(-2.25f);
-        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-        rc = mdl_cnn_shapes(&net, &shapes);
-        if (rc == AD_OK) rc = mdl_init_params(&shapes, &rng, all, true);
-        if (rc == AD_OK && !(gam && ys && hs && nu[0] && nu[1] && nu[2] && tp)) rc = ad_fail(AD_ENOMEM, "out of memory");
-        int n_rep = MDL_CNN_BLOCK_PARAMS * net.n_rep, n_task = shapes.n - n_rep;
-        ad_value **c = all + n_rep;
-        if (rc == AD_OK) {
-            ad_set_requires_grad(hs, true);
-            for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
-            rc = ad_tape_step(tp);
-            size_t b0 = ad_tape_bytes(tp);
-            ad_value *g = ad_cross_entropy(tp, mdl_cnn_task_forward(tp, &net, hs, w), ys, NULL, AD_REDUCE_MEAN);
-            ad_value *sq[3] = { 0 };
-            for (int j = 0; j < n_task; j++) { /* oneshot_problem.c's layers: 4, 4, 2 tensors */
-                int l = j / MDL_CNN_BLOCK_PARAMS < 2 ? j / MDL_CNN_BLOCK_PARAMS : 2;
-                ad_value *t = ad_sqnorm(tp, ad_sub(tp, w[j], c[j]));
-                sq[l] = sq[l] ? ad_add(tp, sq[l], t) : t;
-            }
-            for (int l = 0; l < 3; l++) g = ad_add(tp, g, ad_mul(tp, ad_softplus(tp, nu[l]), sq[l]));
-            if (rc == AD_OK) rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
-            for (int j = 0; j < n_task && rc == AD_OK; j++)
-                if (!(w2[j] = ad_sub(tp, w[j], ad_mul(tp, gam, gw[j])))) rc = ad_error_code();
-            long step = ad_tape_current_step(tp);
-            for (int j = 0; j < n_task && rc == AD_OK; j++) rc = collect_step(&sv, w2[j], step);
-            if (rc == AD_OK) rc = collect_step(&sv, g, step);
-            if (rc == AD_OK)
-                print_step("one-shot, one recorded inner step (64 channels, 5 support images)", &sv, w2,
-                           n_task, ad_tape_bytes(tp) - b0);
-        }
-        ad_tape_free(tp);
-        mdl_free_params(shapes.n, all);
-        for (int l = 0; l < 3; l++) ad_value_free(nu[l]);
-        ad_value_free(gam);
-        ad_value_free(ys);
-        ad_value_free(hs);
-    }
+    if (rc == AD_OK) rc = os_step(true, NULL, 0, &lean);
+    if (rc == AD_OK) rc = os_step(false, &sv, lean, &bytes);
     free(sv.v);
     if (rc != AD_OK) fprintf(stderr, PROG ": --tape: %s\n", ad_error());
     return rc == AD_OK ? 0 : EX_EXIT_LIB;
@@ -798,7 +812,8 @@ static const ex_flag flags[] = {
     { "--tape", EX_SWITCH, &o.tape,
       .help = "list what one recorded hypercleaning step and one recorded one-shot inner step "
               "leave on the tape, by op: the bytes some backward rule reads later and the bytes "
-              "none does (kept only until the step is released)" },
+              "none does (each op's declaration, ad_op.reads), and the bytes the step keeps once "
+              "closed, on a tape that keeps everything and on a lean one" },
 };
 
 static int check(void)

@@ -302,11 +302,47 @@ static int gamma_grad_backward(ad_tape *tp, ad_value *out, ad_value *v, ad_value
     return AD_OK;
 }
 
-static const ad_op batchnorm_op = { "batchnorm", batchnorm_backward };
-static const ad_op normalize_op = { "bn_normalize", normalize_backward };
-static const ad_op invstd_op = { "bn_invstd", invstd_backward };
-static const ad_op input_grad_op = { "bn_input_grad", input_grad_backward };
-static const ad_op gamma_grad_op = { "bn_gamma_grad", gamma_grad_backward };
+/* What the rules above read (node.h).  x and the statistics go into every
+ * kernel; g, γ only into some; β and the results into none, except s, whose
+ * rule squares it. */
+
+/* batchnorm (x, stats, γ?, β?): x and stats for dx or dγ, γ for dx. */
+static bool batchnorm_reads(const ad_value *out, int i)
+{
+    int ig = out->iattr[0] ? 2 : -1;
+    bool dx = ad_input_needs_grad(out, 0), dgamma = ig >= 0 && ad_input_needs_grad(out, ig);
+    if (i == 0 || i == 1) return dx || dgamma;
+    return i == ig && dx;
+}
+
+static bool invstd_reads(const ad_value *out, int i)
+{
+    (void)out, (void)i;
+    return true; /* x, stats and s itself */
+}
+
+/* bn_input_grad (x, stats, g, γ?): x and stats always; g for dx or dγ; γ for
+ * dx or dg. */
+static bool input_grad_reads(const ad_value *out, int i)
+{
+    bool dx = ad_input_needs_grad(out, 0), dg = ad_input_needs_grad(out, 2),
+         dgamma = ad_input_needs_grad(out, 3);
+    if (i == 0 || i == 1) return true;
+    if (i == 2) return dx || dgamma;
+    return i == 3 && (dx || dg);
+}
+
+/* bn_gamma_grad (x, stats, g): x and stats always; g for dx. */
+static bool gamma_grad_reads(const ad_value *out, int i)
+{
+    return i == 0 || i == 1 || (i == 2 && ad_input_needs_grad(out, 0));
+}
+
+static const ad_op batchnorm_op = { "batchnorm", batchnorm_backward, batchnorm_reads };
+static const ad_op normalize_op = { "bn_normalize", normalize_backward, ad_reads_inputs };
+static const ad_op invstd_op = { "bn_invstd", invstd_backward, invstd_reads };
+static const ad_op input_grad_op = { "bn_input_grad", input_grad_backward, input_grad_reads };
+static const ad_op gamma_grad_op = { "bn_gamma_grad", gamma_grad_backward, gamma_grad_reads };
 
 /* x [A,C,R], stats [2,C] -> x̂ */
 static ad_value *bn_normalize(ad_tape *tp, ad_value *x, ad_value *stats)

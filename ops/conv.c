@@ -497,9 +497,12 @@ static int conv_weight_grad_backward(ad_tape *tp, ad_value *out, ad_value *v, ad
     return AD_OK;
 }
 
-static const ad_op conv2d_op = { "conv2d", conv_backward };
-static const ad_op conv_data_grad_op = { "conv_data_grad", conv_data_grad_backward };
-static const ad_op conv_weight_grad_op = { "conv_weight_grad", conv_weight_grad_backward };
+/* All three are bilinear in inputs 0 and 1, each read for the other's
+ * gradient; conv2d's bias (input 2) is not read (db = Σ g). */
+static const ad_op conv2d_op = { "conv2d", conv_backward, ad_reads_other_factor };
+static const ad_op conv_data_grad_op = { "conv_data_grad", conv_data_grad_backward, ad_reads_other_factor };
+static const ad_op conv_weight_grad_op = { "conv_weight_grad", conv_weight_grad_backward,
+                                           ad_reads_other_factor };
 
 /* Each op takes its scratch before it makes its node, so a failure leaves
  * nothing on the tape. */

@@ -127,10 +127,18 @@ static int div_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
     return AD_OK;
 }
 
-static const ad_op add_op = { "add", add_backward };
-static const ad_op sub_op = { "sub", sub_backward };
-static const ad_op mul_op = { "mul", mul_backward };
-static const ad_op div_op = { "div", div_backward };
+/* What each rule reads (node.h): add and sub only shapes; mul each factor
+ * for the other's gradient; div always b (g/b), and its result only for
+ * b's gradient. */
+static bool div_reads(const ad_value *out, int i)
+{
+    return i == 1 || (i == AD_READ_OUTPUT && ad_input_needs_grad(out, 1));
+}
+
+static const ad_op add_op = { "add", add_backward, ad_reads_nothing };
+static const ad_op sub_op = { "sub", sub_backward, ad_reads_nothing };
+static const ad_op mul_op = { "mul", mul_backward, ad_reads_other_factor };
+static const ad_op div_op = { "div", div_backward, div_reads };
 
 ad_value *ad_add(ad_tape *tp, ad_value *a, ad_value *b) { return binary(tp, &add_op, a, b, add_kernel); }
 ad_value *ad_sub(ad_tape *tp, ad_value *a, ad_value *b) { return binary(tp, &sub_op, a, b, sub_kernel); }
@@ -157,8 +165,13 @@ static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k
 }
 
 /* Each rule receives x = out->inputs[0], the result `out`, the incoming
- * gradient g and the op's constant c, and returns the gradient for x. */
-#define UNARY_OP(name, T, fwd, rule_body)                                              \
+ * gradient g and the op's constant c, and returns the gradient for x.
+ * `reads` names what the rule reads (node.h): none, x, out, or the op's
+ * own declaration (pow). */
+#define READS_none ad_reads_nothing
+#define READS_x ad_reads_inputs
+#define READS_out ad_reads_output
+#define UNARY_OP(name, reads, T, fwd, rule_body)                                       \
     static void name##_kernel(ad_real *restrict o, const ad_real *restrict xs, size_t n, \
                               double c)                                                \
     {                                                                                  \
@@ -176,7 +189,7 @@ static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k
         gin[0] = name##_rule(tp, out->inputs[0], out, g, out->rattr[0]);               \
         return ad_rule_status(gin[0]);                                                 \
     }                                                                                  \
-    static const ad_op name##_op = { #name, name##_backward };
+    static const ad_op name##_op = { #name, name##_backward, READS_##reads };
 
 /* relu's backward: g where x > 0, else 0 — one pass, where g ⊙ step(x) made
  * the mask first (the same numbers).  Linear in g (its own adjoint); x only chooses, so it
@@ -190,7 +203,13 @@ static int relu_mask_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value 
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward };
+/* The rule reads x (input 1) for g's gradient; g itself it does not read. */
+static bool relu_mask_reads(const ad_value *out, int i)
+{
+    return i == 1 && ad_input_needs_grad(out, 0);
+}
+
+static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward, relu_mask_reads };
 
 /* g, x of one shape -> g where x > 0, else 0 */
 static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
@@ -208,26 +227,30 @@ static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
     return out;
 }
 
-/*       name         type      forward                     backward: dx = …              */
-UNARY_OP(neg,        ad_real,  -x,                         ad_neg(tp, g))
-UNARY_OP(scale,      double,   c * x,                      ad_scale(tp, g, c))
-UNARY_OP(add_scalar, double,   x + c,                      g)
-UNARY_OP(exp,        double,   exp(x),                     ad_mul(tp, g, out))
-UNARY_OP(log,        double,   log(x),                     ad_div(tp, g, x))
-UNARY_OP(sin,        double,   sin(x),                     ad_mul(tp, g, ad_cos(tp, x)))
-UNARY_OP(cos,        double,   cos(x),                     ad_neg(tp, ad_mul(tp, g, ad_sin(tp, x))))
+/* pow's rule reads x unless the power is 0 (see below). */
+static bool pow_reads(const ad_value *out, int i) { return i == 0 && out->rattr[0] != 0; }
+#define READS_pow pow_reads
+
+/*       name        reads  type      forward                     backward: dx = …              */
+UNARY_OP(neg,        none,  ad_real,  -x,                         ad_neg(tp, g))
+UNARY_OP(scale,      none,  double,   c * x,                      ad_scale(tp, g, c))
+UNARY_OP(add_scalar, none,  double,   x + c,                      g)
+UNARY_OP(exp,        out,   double,   exp(x),                     ad_mul(tp, g, out))
+UNARY_OP(log,        x,     double,   log(x),                     ad_div(tp, g, x))
+UNARY_OP(sin,        x,     double,   sin(x),                     ad_mul(tp, g, ad_cos(tp, x)))
+UNARY_OP(cos,        x,     double,   cos(x),                     ad_neg(tp, ad_mul(tp, g, ad_sin(tp, x))))
 /* tanh' = 1 − tanh² */
-UNARY_OP(tanh,       double,   tanh(x),                    ad_mul(tp, g, ad_add_scalar(tp, ad_neg(tp, ad_square(tp, out)), 1)))
+UNARY_OP(tanh,       out,   double,   tanh(x),                    ad_mul(tp, g, ad_add_scalar(tp, ad_neg(tp, ad_square(tp, out)), 1)))
 /* σ' = σ(1 − σ) */
-UNARY_OP(sigmoid,    double,   1 / (1 + exp(-x)),          ad_mul(tp, g, ad_mul(tp, out, ad_add_scalar(tp, ad_neg(tp, out), 1))))
+UNARY_OP(sigmoid,    out,   double,   1 / (1 + exp(-x)),          ad_mul(tp, g, ad_mul(tp, out, ad_add_scalar(tp, ad_neg(tp, out), 1))))
 /* log(1 + eˣ) = max(x, 0) + log1p(e^−|x|) never overflows; its derivative is σ */
-UNARY_OP(softplus,   double,   fmax(x, 0) + log1p(exp(-fabs(x))), ad_mul(tp, g, ad_sigmoid(tp, x)))
-UNARY_OP(relu,       ad_real,  x > 0 ? x : 0,              relu_mask(tp, g, x))
-UNARY_OP(square,     ad_real,  x * x,                      ad_mul(tp, g, ad_scale(tp, x, 2)))
-UNARY_OP(sqrt,       double,   sqrt(x),                    ad_div(tp, g, ad_scale(tp, out, 2)))
+UNARY_OP(softplus,   x,     double,   fmax(x, 0) + log1p(exp(-fabs(x))), ad_mul(tp, g, ad_sigmoid(tp, x)))
+UNARY_OP(relu,       x,     ad_real,  x > 0 ? x : 0,              relu_mask(tp, g, x))
+UNARY_OP(square,     x,     ad_real,  x * x,                      ad_mul(tp, g, ad_scale(tp, x, 2)))
+UNARY_OP(sqrt,       out,   double,   sqrt(x),                    ad_div(tp, g, ad_scale(tp, out, 2)))
 /* pow(x, 0) is constant: its derivative 0·x⁻¹ would be NaN at x = 0. */
-UNARY_OP(pow,        double,   pow(x, c),                  c == 0 ? ad_scale(tp, g, 0)
-                                                           : ad_mul(tp, g, ad_scale(tp, ad_pow(tp, x, c - 1), c)))
+UNARY_OP(pow,        pow,   double,   pow(x, c),                  c == 0 ? ad_scale(tp, g, 0)
+                                                                  : ad_mul(tp, g, ad_scale(tp, ad_pow(tp, x, c - 1), c)))
 
 ad_value *ad_neg(ad_tape *tp, ad_value *x) { return unary(tp, &neg_op, x, neg_kernel, 0); }
 ad_value *ad_scale(ad_tape *tp, ad_value *x, double c) { return unary(tp, &scale_op, x, scale_kernel, c); }

@@ -80,7 +80,8 @@ static int matmul_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
     return AD_OK;
 }
 
-static const ad_op matmul_op = { "matmul", matmul_backward };
+/* dA needs B, dB needs A: each operand is read for the other's gradient. */
+static const ad_op matmul_op = { "matmul", matmul_backward, ad_reads_other_factor };
 
 /* a [m,k] (or [k,m] with trans_a), b [k,n] (or [n,k] with trans_b) -> [m,n] */
 ad_value *ad_matmul(ad_tape *tp, ad_value *a, ad_value *b, bool trans_a, bool trans_b)

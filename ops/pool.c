@@ -67,8 +67,15 @@ static int pool_scatter_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_val
     return ad_rule_status(gin[1]);
 }
 
-static const ad_op pool_select_op = { "pool_select", pool_select_backward };
-static const ad_op pool_scatter_op = { "pool_scatter", pool_scatter_backward };
+/* Both rules read the positions (input 0) for input 1's gradient, and
+ * nothing else: the geometry is in the positions' shape and iattr. */
+static bool positions_reads(const ad_value *out, int i)
+{
+    return i == 0 && ad_input_needs_grad(out, 1);
+}
+
+static const ad_op pool_select_op = { "pool_select", pool_select_backward, positions_reads };
+static const ad_op pool_scatter_op = { "pool_scatter", pool_scatter_backward, positions_reads };
 
 /* idx [N,C,P,Q], src [N,C,H,W] -> out [N,C,P,Q]: src at the kept positions. */
 static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d)

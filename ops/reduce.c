@@ -25,8 +25,9 @@ static int broadcast_to_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_val
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op sum_to_op = { "sum_to", sum_to_backward };
-static const ad_op broadcast_to_op = { "broadcast_to", broadcast_to_backward };
+/* Each other's adjoint: x's shape is all either rule reads. */
+static const ad_op sum_to_op = { "sum_to", sum_to_backward, ad_reads_nothing };
+static const ad_op broadcast_to_op = { "broadcast_to", broadcast_to_backward, ad_reads_nothing };
 
 static bool shape_is(const ad_value *x, int rank, const int *shape)
 {
@@ -148,7 +149,7 @@ static int dot_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
     return AD_OK;
 }
 
-static const ad_op dot_op = { "dot", dot_backward };
+static const ad_op dot_op = { "dot", dot_backward, ad_reads_other_factor };
 
 ad_value *ad_dot(ad_tape *tp, ad_value *a, ad_value *b)
 {
@@ -208,8 +209,8 @@ static int expand_axis_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_valu
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op sum_axis_op = { "sum_axis", sum_axis_backward };
-static const ad_op expand_axis_op = { "expand_axis", expand_axis_backward };
+static const ad_op sum_axis_op = { "sum_axis", sum_axis_backward, ad_reads_nothing };
+static const ad_op expand_axis_op = { "expand_axis", expand_axis_backward, ad_reads_nothing };
 
 ad_value *ad_sum_axis(ad_tape *tp, ad_value *x, int axis)
 {

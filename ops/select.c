@@ -67,7 +67,7 @@ static int abs_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op abs_op = { "abs", abs_backward };
+static const ad_op abs_op = { "abs", abs_backward, ad_reads_inputs };
 
 /* [any shape] -> same shape */
 ad_value *ad_abs(ad_tape *tp, ad_value *x)
@@ -81,9 +81,10 @@ ad_value *ad_abs(ad_tape *tp, ad_value *x)
 
 /* ---- maximum / minimum ---------------------------------------------------- */
 
+/* The mask compares a with b, whichever gradient is wanted: both are read. */
 static int extremum_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin);
-static const ad_op maximum_op = { "maximum", extremum_backward };
-static const ad_op minimum_op = { "minimum", extremum_backward };
+static const ad_op maximum_op = { "maximum", extremum_backward, ad_reads_inputs };
+static const ad_op minimum_op = { "minimum", extremum_backward, ad_reads_inputs };
 
 static int extremum_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {
@@ -139,7 +140,7 @@ static int clamp_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gi
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op clamp_op = { "clamp", clamp_backward };
+static const ad_op clamp_op = { "clamp", clamp_backward, ad_reads_inputs };
 
 /* [any shape] -> same shape */
 ad_value *ad_clamp(ad_tape *tp, ad_value *x, double lo, double hi)

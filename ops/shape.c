@@ -37,7 +37,7 @@ static int reshape_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op reshape_op = { "reshape", reshape_backward };
+static const ad_op reshape_op = { "reshape", reshape_backward, ad_reads_nothing };
 
 /* x [any] -> shape, with the same number of entries in the same order. */
 ad_value *ad_reshape(ad_tape *tp, ad_value *x, int rank, const int *shape)
@@ -65,7 +65,7 @@ static int transpose_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value 
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op transpose_op = { "transpose", transpose_backward };
+static const ad_op transpose_op = { "transpose", transpose_backward, ad_reads_nothing };
 
 /* x [m,n] -> [n,m] */
 ad_value *ad_transpose(ad_tape *tp, ad_value *x)
@@ -129,10 +129,10 @@ static int pad_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op slice_rows_op = { "slice_rows", slice_backward };
-static const ad_op slice_op = { "slice", slice_backward };
-static const ad_op pad_rows_op = { "pad_rows", pad_backward };
-static const ad_op pad_op = { "pad", pad_backward };
+static const ad_op slice_rows_op = { "slice_rows", slice_backward, ad_reads_nothing };
+static const ad_op slice_op = { "slice", slice_backward, ad_reads_nothing };
+static const ad_op pad_rows_op = { "pad_rows", pad_backward, ad_reads_nothing };
+static const ad_op pad_op = { "pad", pad_backward, ad_reads_nothing };
 
 /* x [.., n, ..] -> [.., count, ..]: positions start .. start+count-1 of axis */
 static ad_value *slice_axis(ad_tape *tp, ad_value *x, int axis, int start, int count)
@@ -227,8 +227,14 @@ static int scatter_rows_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_val
     return AD_OK;
 }
 
-static const ad_op gather_rows_op = { "gather_rows", gather_rows_backward };
-static const ad_op scatter_rows_op = { "scatter_rows", scatter_rows_backward };
+/* Both read the indices (input 1) for input 0's gradient, x only for its shape. */
+static bool indices_reads(const ad_value *out, int i)
+{
+    return i == 1 && ad_input_needs_grad(out, 0);
+}
+
+static const ad_op gather_rows_op = { "gather_rows", gather_rows_backward, indices_reads };
+static const ad_op scatter_rows_op = { "scatter_rows", scatter_rows_backward, indices_reads };
 
 /* x [n, ...], idx [len] -> [len, ...]; out row i = x row idx[i] */
 ad_value *ad_gather_rows(ad_tape *tp, ad_value *x, ad_value *idx)
@@ -300,7 +306,7 @@ static int concat_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
     return AD_OK;
 }
 
-static const ad_op concat_op = { "concat", concat_backward };
+static const ad_op concat_op = { "concat", concat_backward, ad_reads_nothing };
 
 /* Same rank, same extents except along axis (negative counts from the end). */
 static int concat_check(const ad_value *a, const ad_value *b, int *axis)

@@ -49,7 +49,7 @@ static int softmax_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op softmax_op = { "softmax", softmax_backward };
+static const ad_op softmax_op = { "softmax", softmax_backward, ad_reads_output };
 
 /* x [N,C] -> out [N,C]; each row exp(x − max) / Σ exp(x − max).  The sum is
  * of the exps in double, before the float build rounds them. */
@@ -88,7 +88,7 @@ static int log_softmax_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_valu
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op log_softmax_op = { "log_softmax", log_softmax_backward };
+static const ad_op log_softmax_op = { "log_softmax", log_softmax_backward, ad_reads_output };
 
 /* x [N,C] -> out [N,C]; each row x − max − log Σ exp(x − max). */
 static void log_softmax_forward(ad_real *out, const ad_real *x, int N, int C)
@@ -143,8 +143,15 @@ static int unpick_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
     return ad_rule_status(gin[0]);
 }
 
-static const ad_op pick_op = { "pick", pick_backward };
-static const ad_op unpick_op = { "unpick", unpick_backward };
+/* Both read the labels (input 1) for input 0's gradient, and x only for
+ * its shape. */
+static bool labels_reads(const ad_value *out, int i)
+{
+    return i == 1 && ad_input_needs_grad(out, 0);
+}
+
+static const ad_op pick_op = { "pick", pick_backward, labels_reads };
+static const ad_op unpick_op = { "unpick", unpick_backward, labels_reads };
 
 /* x [N,C], labels [N] -> out [N]; out[i] = x[i, labels[i]]. */
 static ad_value *pick(ad_tape *tp, ad_value *x, ad_value *labels)

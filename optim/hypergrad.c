@@ -161,6 +161,44 @@ static void fill_report(hg_report *r, int rc, double t0, size_t peak, size_t kep
     };
 }
 
+/* ---- lean recording ---------------------------------------------------------
+ * What crosses from one recorded step to the next is the state list alone:
+ * the callbacks build a step from w, λ and their own data, and the optimizer
+ * its update from its state — the contract K-RMD's horizon already imposes
+ * (a value of an older step is released K steps on, unless a held node
+ * reads it).  So a tape that records the unrolled loop can be lean: as a
+ * step closes it keeps the state (marked here) and the data some backward
+ * rule will read (each op declares which), and gives back the rest.  The
+ * sweeps compute the same numbers from what is kept.  A problem that does
+ * read older values sets keep_values (hypergrad.h), and the failure says so. */
+
+/* Lean mode for a tape recording p's steps, unless p opts out. */
+static int lean_begin(ad_tape *tp, const hg_problem *p)
+{
+    return ad_tape_set_lean(tp, !p->keep_values);
+}
+
+/* The state list outlives its step: the next step (or the outer loss) reads it. */
+static int keep_state(int n, ad_value *const *x)
+{
+    int rc = AD_OK;
+    for (int i = 0; i < n && rc == AD_OK; i++) rc = ad_value_keep(x[i]);
+    return rc;
+}
+
+/* A failure that met dropped data while recording: say what the estimator's
+ * caller can do about it (ad's message names ad_value_keep, which the
+ * callbacks cannot use on a tape they do not own). */
+static int lean_hint(const hg_problem *p, int rc)
+{
+    if (rc == AD_OK || p->keep_values || !strstr(ad_error(), "had its data dropped")) return rc;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", ad_error());
+    return ad_fail(rc, "%s; the estimators record on lean tapes, where only the state list "
+                   "crosses steps: a problem whose callbacks read a value an earlier step made "
+                   "sets keep_values", msg);
+}
+
 /* ---- K-RMD ------------------------------------------------------------- */
 
 /* K-RMD's forward pass on tp, for W = min(K, T): w0, the first T−W steps
@@ -176,12 +214,15 @@ static int krmd_forward(ad_tape *tp, const hg_problem *p, int W, track *k, ad_va
     int n = hg_state_len(p), first = p->T - W;
     bool full = W >= p->T;
     hg_state st = { 0 };
-    int rc = hg_state_init(tp, p, &st, !full);
+    int rc = lean_begin(tp, p);
+    if (rc == AD_OK) rc = hg_state_init(tp, p, &st, !full);
+    if (rc == AD_OK) rc = keep_state(n, st.w);
     if (rc == AD_OK && states)
         for (int i = 0; i < n; i++) states[i] = full ? st.w[i] : NULL;
     for (int t = 1; t <= p->T && rc == AD_OK; t++) {
         rc = ad_tape_step(tp);
         if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, t <= first);
+        if (rc == AD_OK) rc = keep_state(n, st.w);
         if (rc == AD_OK) track_loss(k, t, st.loss);
         if (rc == AD_OK && states && t > first)
             memcpy(states + (size_t)(t - first) * (size_t)n, st.w, (size_t)n * sizeof *st.w);
@@ -189,7 +230,7 @@ static int krmd_forward(ad_tape *tp, const hg_problem *p, int W, track *k, ad_va
     if (rc == AD_OK) rc = ad_tape_step(tp); /* the outer loss in a step of its own */
     if (rc == AD_OK) rc = call_outer(tp, p, st.w, k, f);
     if (st.w) hg_state_free(&st);
-    return rc;
+    return lean_hint(p, rc);
 }
 
 static int krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
@@ -547,14 +588,17 @@ static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, i
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     if (!tp) return null_status();
     hg_state st = { 0 };
-    int n = hg_state_len(p), rc = hg_state_from_list(tp, p, from, &st);
+    int n = hg_state_len(p), rc = lean_begin(tp, p);
+    if (rc == AD_OK) rc = hg_state_from_list(tp, p, from, &st); /* leaves: never dropped */
     ad_value *xs[MAX_LIST + MAX_T], *g[MAX_LIST + MAX_T];
     if (rc == AD_OK) memcpy(xs, st.w, (size_t)n * sizeof *xs);
     for (int i = 0; i < p->n_hyper; i++) xs[n + i] = p->hyper[i];
     for (int t = t0 + 1; t <= t1 && rc == AD_OK; t++) {
         rc = ad_tape_step(tp);
         if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, false);
+        if (rc == AD_OK) rc = keep_state(n, st.w);
     }
+    rc = lean_hint(p, rc);
     if (rc == AD_OK) rc = ad_vjp_many(tp, n, st.w, abar, n + p->n_hyper, xs, g, false);
     if (rc == AD_OK) {
         add_into(p->n_hyper, lbar, g + n, 1);

@@ -161,6 +161,16 @@ typedef struct hg_problem {
     ad_value *(*inner)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx);
     /* The outer loss at ŵ: a scalar. */
     ad_value *(*outer)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx);
+    /* The estimators that record the unrolled loop (hg_krmd, hg_full_rmd,
+     * hg_checkpoint, hg_truncation_profile and what is built on it) run
+     * their tapes lean (ad.h): as each step closes they keep the state list
+     * and give back every datum of the step no backward rule will read —
+     * about two thirds of a hypercleaning step — with the same numbers, bit
+     * for bit.  That needs the callbacks to build each step from what they
+     * are given (w, λ, data of their own), never from a value an earlier
+     * step made; such a read fails ("had its data dropped").  A problem
+     * whose callbacks do that sets keep_values: its tapes keep everything. */
+    bool keep_values;
 } hg_problem;
 
 /* What an estimate cost, and how the inner optimization went.

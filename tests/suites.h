@@ -25,4 +25,5 @@
     X(partial)       \
     X(profile)       \
     X(par)           \
-    X(status)
+    X(status)        \
+    X(lean)

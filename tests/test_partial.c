@@ -73,7 +73,7 @@ static int tripwire_backward(ad_tape *tp, ad_value *out, ad_value *gout, ad_valu
     (void)tp, (void)out, (void)gout, (void)gin;
     return ad_fail(AD_EUNSUPPORTED, "tripwire: the sweep walked behind a cut");
 }
-static const ad_op tripwire_op = { "tripwire", tripwire_backward };
+static const ad_op tripwire_op = { "tripwire", tripwire_backward, NULL };
 
 static ad_value *tripwire(ad_tape *tp, ad_value *x)
 {
@@ -272,7 +272,7 @@ static int faulty_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **g
         return AD_OK;
     }
 }
-static const ad_op faulty_op = { "faulty", faulty_backward };
+static const ad_op faulty_op = { "faulty", faulty_backward, NULL };
 
 static ad_value *faulty(ad_tape *tp, ad_value *x, int mode)
 {

@@ -347,7 +347,7 @@ END_TEST
 
 /* ---- errors ---------------------------------------------------------------- */
 
-static const ad_op mystery_op = { "mystery", NULL };
+static const ad_op mystery_op = { "mystery", NULL, NULL };
 
 /* A backward rule that makes a temporary and then fails. */
 static int failing_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
@@ -357,7 +357,7 @@ static int failing_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **
     (void)out;
     return ad_fail(AD_EUNSUPPORTED, "failing: on purpose");
 }
-static const ad_op failing_op = { "failing", failing_backward };
+static const ad_op failing_op = { "failing", failing_backward, NULL };
 
 START_TEST(error_paths)
 {
