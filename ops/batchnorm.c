@@ -25,7 +25,7 @@
  * instead of recomputing them (the derivatives through μ and s are in the
  * formulas, not in a path through `stats`).
  *
- * Per-channel sums accumulate in double in both builds (four partial sums,
+ * Per-channel sums accumulate in double in both builds (eight partial sums,
  * for speed), and σ² is the centred sum Σ(x − μ)²/M, so the values are
  * those of the composition it replaced (mean, x − μ, square, mean, pow)
  * to round-off.
@@ -56,12 +56,29 @@ static size_t at(const bn_dims *d, size_t a, int c, size_t r) { return (a * (siz
 
 /* ---- kernels -------------------------------------------------------------- */
 
-/* Sums over one channel's M entries, in double, with four partial sums: a
- * single chain of dependent additions leaves the adder waiting (the
- * forward took up to 1.5x longer with it).  SUM4(n, first, step, t, BODY)
- * adds BODY for the entries i = first + k·step, k = 0..n−1, to t[0..3]
- * (four scalars inside, so that they stay in registers). */
-#define SUM4(n, first, step, t, BODY)                                           \
+/* Sums over one channel's M entries, in double.  A single chain of
+ * dependent additions leaves the adder waiting, and the compiler may not
+ * reorder floating-point sums itself: so each sum is kept in BN_LANES
+ * partial sums, entry k of a stretch going to lane k mod BN_LANES, a loop
+ * the compiler turns into vector instructions (the forward took 1.5x longer
+ * with one chain; eight lanes instead of four scalars: see the commit).
+ * Along a stretch of the layout (R ≥ BN_STRETCH entries of one image and
+ * channel, contiguous) the lanes run over the stretch, what is left of it
+ * (R mod BN_LANES entries) going to one more sum; for 1×1 maps and
+ * [N,C] inputs, where a channel's entries are single ones C·R apart, the
+ * strided loops below take four scalar sums. */
+enum { BN_LANES = 8, BN_STRETCH = 4 };
+
+/* The lanes' total, added in pairs. */
+static double lanes_total(const double t[BN_LANES])
+{
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
+/* The strided case: BODY summed over n entries i = first + k·step into
+ * four scalars (SUM4(n, first, step, total, BODY) adds to the double
+ * total). */
+#define SUM4(n, first, step, total, BODY)                                       \
     do {                                                                        \
         double t0_ = 0, t1_ = 0, t2_ = 0, t3_ = 0;                              \
         size_t k_ = 0, n_ = (n), f_ = (first), s_ = (step), i;                  \
@@ -79,38 +96,51 @@ static size_t at(const bn_dims *d, size_t a, int c, size_t r) { return (a * (siz
             i = f_ + k_ * s_;                                                   \
             t0_ += (BODY);                                                      \
         }                                                                       \
-        (t)[0] += t0_, (t)[1] += t1_, (t)[2] += t2_, (t)[3] += t3_;             \
+        (total) += (t0_ + t1_) + (t2_ + t3_);                                   \
     } while (0)
 
-/* SUM_CHANNEL(d, c, t, BODY): SUM4 over channel c — along each stretch when
- * it has four entries or more, else across the images (1×1 maps and [N,C]
- * inputs, where the stretches are single entries C apart). */
-#define SUM_CHANNEL(d, c, t, BODY)                                              \
-    do {                                                                        \
-        if ((d)->R >= 4)                                                        \
-            for (size_t a_ = 0; a_ < (d)->A; a_++)                              \
-                SUM4((d)->R, at((d), a_, (c), 0), 1, t, BODY);                  \
-        else                                                                    \
-            for (size_t r_ = 0; r_ < (d)->R; r_++)                              \
-                SUM4((d)->A, at((d), 0, (c), r_), (size_t)(d)->C * (d)->R, t, BODY); \
-    } while (0)
+static bool by_stretch(const bn_dims *d) { return d->R >= BN_STRETCH; }
 
-static double total4(const double t[4]) { return (t[0] + t[1]) + (t[2] + t[3]); }
+/* The entries of channel c strided across images: the r-th of each image. */
+static size_t image_step(const bn_dims *d) { return (size_t)d->C * d->R; }
 
 /* Σ x over channel c. */
 static double channel_sum_x(const ad_real *x, const bn_dims *d, int c)
 {
-    double t[4] = { 0, 0, 0, 0 };
-    SUM_CHANNEL(d, c, t, (double)x[i]);
-    return total4(t);
+    if (by_stretch(d)) {
+        double t[BN_LANES] = { 0 }, tail = 0;
+        for (size_t a = 0; a < d->A; a++) {
+            const ad_real *xs = x + at(d, a, c, 0);
+            size_t k = 0;
+            for (; k + BN_LANES <= d->R; k += BN_LANES)
+                for (int l = 0; l < BN_LANES; l++) t[l] += xs[k + l];
+            for (; k < d->R; k++) tail += xs[k];
+        }
+        return lanes_total(t) + tail;
+    }
+    double total = 0;
+    for (size_t r = 0; r < d->R; r++) SUM4(d->A, at(d, 0, c, r), image_step(d), total, (double)x[i]);
+    return total;
 }
 
 /* Σ (x − μ)² over channel c. */
 static double channel_sum_sq(const ad_real *x, const bn_dims *d, int c, double mu)
 {
-    double t[4] = { 0, 0, 0, 0 };
-    SUM_CHANNEL(d, c, t, (x[i] - mu) * (x[i] - mu));
-    return total4(t);
+    if (by_stretch(d)) {
+        double t[BN_LANES] = { 0 }, tail = 0;
+        for (size_t a = 0; a < d->A; a++) {
+            const ad_real *xs = x + at(d, a, c, 0);
+            size_t k = 0;
+            for (; k + BN_LANES <= d->R; k += BN_LANES)
+                for (int l = 0; l < BN_LANES; l++) t[l] += (xs[k + l] - mu) * (xs[k + l] - mu);
+            for (; k < d->R; k++) tail += (xs[k] - mu) * (xs[k] - mu);
+        }
+        return lanes_total(t) + tail;
+    }
+    double total = 0;
+    for (size_t r = 0; r < d->R; r++)
+        SUM4(d->A, at(d, 0, c, r), image_step(d), total, (x[i] - mu) * (x[i] - mu));
+    return total;
 }
 
 /* μ and s = (σ² + ε)^−½ of channel c (σ² biased, from the centred sum). */
@@ -133,67 +163,73 @@ static void forward_kernel(ad_real *y, ad_real *stats, const ad_real *x, const a
             stats[c] = (ad_real)mu;
             stats[d->C + c] = (ad_real)s;
         }
+        /* γ = 1 and β = 0 when absent: the product and sum are then exact,
+         * so one loop without branches gives the same values. */
         ad_real m = (ad_real)mu, sr = (ad_real)s, g = gamma ? gamma[c] : 1, b = beta ? beta[c] : 0;
         for (size_t a = 0; a < d->A; a++) {
-            const ad_real *xs = x + at(d, a, c, 0);
-            ad_real *ys = y + at(d, a, c, 0);
-            for (size_t r = 0; r < d->R; r++) {
-                ad_real v = (ad_real)(xs[r] - m) * sr;
-                if (gamma) v *= g;
-                if (beta) v += b;
-                ys[r] = v;
-            }
+            const ad_real *restrict xs = x + at(d, a, c, 0);
+            ad_real *restrict ys = y + at(d, a, c, 0);
+            for (size_t r = 0; r < d->R; r++) ys[r] = (xs[r] - m) * sr * g + b;
         }
     }
 }
 
-/* Σ g and Σ g·(x − μ) over n entries first + k·step: both in one pass,
- * four partial sums each (SUM4's reason). */
-static void sum_g_gx(const ad_real *x, const ad_real *g, size_t n, size_t first, size_t step,
-                     double mu, double t[2])
+/* Σ g and Σ g ⊙ (x − μ) over channel c, in t[0] and t[1]: both in one
+ * pass. */
+static void channel_sums_g_gx(const ad_real *x, const ad_real *g, const bn_dims *d, int c, double mu,
+                              double t[2])
 {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-    const ad_real *xs = x + first, *gs = g + first;
-    size_t k = 0;
-    for (; k + 4 <= n; k += 4) {
-        size_t i = k * step;
-        a0 += gs[i], b0 += gs[i] * (xs[i] - mu), i += step;
-        a1 += gs[i], b1 += gs[i] * (xs[i] - mu), i += step;
-        a2 += gs[i], b2 += gs[i] * (xs[i] - mu), i += step;
-        a3 += gs[i], b3 += gs[i] * (xs[i] - mu);
+    if (!by_stretch(d)) {
+        t[0] = t[1] = 0;
+        for (size_t r = 0; r < d->R; r++) {
+            SUM4(d->A, at(d, 0, c, r), image_step(d), t[0], (double)g[i]);
+            SUM4(d->A, at(d, 0, c, r), image_step(d), t[1], g[i] * (x[i] - mu));
+        }
+        return;
     }
-    for (; k < n; k++) a0 += gs[k * step], b0 += gs[k * step] * (xs[k * step] - mu);
-    t[0] += (a0 + a1) + (a2 + a3);
-    t[1] += (b0 + b1) + (b2 + b3);
+    double ag[BN_LANES] = { 0 }, agx[BN_LANES] = { 0 }, tg = 0, tgx = 0;
+    for (size_t a = 0; a < d->A; a++) {
+        const ad_real *xs = x + at(d, a, c, 0), *gs = g + at(d, a, c, 0);
+        /* two passes over the stretch (it is in cache for the second):
+         * with both sums in one lane loop, it was not vectorised */
+        size_t k = 0;
+        for (; k + BN_LANES <= d->R; k += BN_LANES)
+            for (int l = 0; l < BN_LANES; l++) ag[l] += gs[k + l];
+        for (k = 0; k + BN_LANES <= d->R; k += BN_LANES)
+            for (int l = 0; l < BN_LANES; l++) agx[l] += gs[k + l] * (xs[k + l] - mu);
+        for (; k < d->R; k++) tg += gs[k], tgx += gs[k] * (xs[k] - mu);
+    }
+    t[0] = lanes_total(ag) + tg;
+    t[1] = lanes_total(agx) + tgx;
 }
 
 /* Per channel: Σ g and Σ g ⊙ x̂ (x̂ from x and the kept stats). */
 static void grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats, const bn_dims *d,
                       int c, double *sum_g, double *sum_gx)
 {
-    double t[2] = { 0, 0 }, mu = stats[c];
-    if (d->R >= 4)
-        for (size_t a = 0; a < d->A; a++) sum_g_gx(x, g, d->R, at(d, a, c, 0), 1, mu, t);
-    else
-        for (size_t r = 0; r < d->R; r++)
-            sum_g_gx(x, g, d->A, at(d, 0, c, r), (size_t)d->C * d->R, mu, t);
+    double t[2];
+    channel_sums_g_gx(x, g, d, c, stats[c], t);
     *sum_g = t[0];
     *sum_gx = t[1] * stats[d->C + c];
 }
 
-/* out = γ·s·(g − ḡ − x̂·a) (γ = 1 when NULL). */
+/* out = γ·s·(g − ḡ − x̂·a) (γ = 1 when NULL).  The sums are double; the
+ * pass over the entries is in ad_real, (x − μ) as the forward forms it,
+ * as PyTorch's kernel does in float: within round-off of a double pass, and
+ * a loop the compiler vectorises. */
 static void input_grad_kernel(ad_real *out, const ad_real *x, const ad_real *g, const ad_real *gamma,
                               const ad_real *stats, const bn_dims *d)
 {
     for (int c = 0; c < d->C; c++) {
         double sg, sgx;
         grad_sums(x, g, stats, d, c, &sg, &sgx);
-        double mu = stats[c], s = stats[d->C + c], gbar = sg / (double)d->M, abar = sgx / (double)d->M;
-        double k = (gamma ? gamma[c] : 1) * s;
+        double s = stats[d->C + c];
+        ad_real mu = stats[c], gbar = (ad_real)(sg / (double)d->M),
+                sa = (ad_real)(s * (sgx / (double)d->M)), k = (ad_real)((gamma ? gamma[c] : 1) * s);
         for (size_t a = 0; a < d->A; a++) {
-            const ad_real *xs = x + at(d, a, c, 0), *gs = g + at(d, a, c, 0);
-            ad_real *os = out + at(d, a, c, 0);
-            for (size_t r = 0; r < d->R; r++) os[r] = (ad_real)(k * (gs[r] - gbar - (xs[r] - mu) * s * abar));
+            const ad_real *restrict xs = x + at(d, a, c, 0), *restrict gs = g + at(d, a, c, 0);
+            ad_real *restrict os = out + at(d, a, c, 0);
+            for (size_t r = 0; r < d->R; r++) os[r] = k * ((gs[r] - gbar) - (xs[r] - mu) * sa);
         }
     }
 }
