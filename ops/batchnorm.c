@@ -20,6 +20,8 @@
  *   bn_input_grad(x,g,γ) γ·s·P(g)          dg = input_grad(x, u, γ), dγ = Σ u ⊙ input_grad(x, g, 1),
  *                                          dx = the formula above (with bn_normalize, bn_invstd)
  *   bn_gamma_grad(x, g)  Σ g ⊙ x̂  [C]      dg = x̂ ⊙ v, dx = input_grad(x, g, v)
+ * (Σ over the stat axes is ad_channel_sum, defined here too: dβ, conv2d's
+ * bias gradient and the per-channel means of the rules above.)
  * The forward also leaves `stats`, a constant [2,C] holding μ and s, which
  * every op takes as an input: the backward kernels read the statistics
  * instead of recomputing them (the derivatives through μ and s are in the
@@ -250,25 +252,17 @@ static int stat_shape(const ad_value *x, int shape[4])
     return x->rank;
 }
 
-/* Σ over the stat axes of t (shaped like x), as [C]. */
-static ad_value *channel_sum(ad_tape *tp, ad_value *t, const ad_value *x)
-{
-    int S[4], C = x->shape[1];
-    return ad_reshape(tp, ad_sum_to(tp, t, stat_shape(x, S), S), 1, &C);
-}
-
-/* The mean over the stat axes of t, kept in the stat shape. */
-static ad_value *stat_mean(ad_tape *tp, ad_value *t, const ad_value *x)
-{
-    int S[4];
-    return ad_scale(tp, ad_sum_to(tp, t, stat_shape(x, S), S), 1.0 / (double)dims_of(x).M);
-}
-
 /* A [C] vector laid out in the stat shape. */
 static ad_value *per_channel(ad_tape *tp, ad_value *v, const ad_value *x)
 {
     int S[4];
     return ad_reshape(tp, v, stat_shape(x, S), S);
+}
+
+/* The mean over the stat axes of t, kept in the stat shape. */
+static ad_value *stat_mean(ad_tape *tp, ad_value *t, const ad_value *x)
+{
+    return ad_scale(tp, per_channel(tp, ad_channel_sum(tp, t), x), 1.0 / (double)dims_of(x).M);
 }
 
 /* batchnorm: inputs x, stats, then γ and β when present (iattr[0], [1]). */
@@ -281,7 +275,7 @@ static int batchnorm_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value 
         return ad_rule_status(gin[0]);
     if (ig >= 0 && ad_input_needs_grad(out, ig) && !(gin[ig] = bn_gamma_grad(tp, x, stats, g)))
         return ad_rule_status(gin[ig]);
-    if (ib >= 0 && ad_input_needs_grad(out, ib) && !(gin[ib] = channel_sum(tp, g, x)))
+    if (ib >= 0 && ad_input_needs_grad(out, ib) && !(gin[ib] = ad_channel_sum(tp, g)))
         return ad_rule_status(gin[ib]);
     return AD_OK;
 }
@@ -309,7 +303,7 @@ static int input_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value
     if (ad_input_needs_grad(out, 2) && !(gin[2] = bn_input_grad(tp, x, stats, u, gamma)))
         return ad_rule_status(gin[2]);
     if (gamma && ad_input_needs_grad(out, 3) &&
-        !(gin[3] = channel_sum(tp, ad_mul(tp, u, bn_input_grad(tp, x, stats, g, NULL)), x)))
+        !(gin[3] = ad_channel_sum(tp, ad_mul(tp, u, bn_input_grad(tp, x, stats, g, NULL)))))
         return ad_rule_status(gin[3]);
     if (!ad_input_needs_grad(out, 0)) return AD_OK;
     /* −γ·s²·(x̂·(mean(u⊙g) − ū·ḡ − 3ab) + b·(g − ḡ) + a·(u − ū)) */
@@ -432,6 +426,43 @@ static ad_value *bn_gamma_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_val
         grad_sums(x->data, g->data, stats->data, &d, c, &sg, &sgx);
         out->data[c] = (ad_real)sgx;
     }
+    return out;
+}
+
+/* ---- channel_sum ------------------------------------------------------------- */
+
+/* Σ over every axis but 1, as [C]: the gradient of a per-channel shift
+ * (batchnorm's β, conv2d's bias) and batchnorm's per-channel means.  The
+ * same as ad_sum_to to [1,C,1,…] then a reshape, to round-off, but summed
+ * in the lanes above: sum_to's walk adds each entry of the result as one
+ * chain of dependent additions, which on [75,64,14,14] took longer than
+ * batchnorm's whole input gradient.  Linear; its adjoint broadcasts back,
+ * and needs only x's shape. */
+static int channel_sum_backward(ad_tape *tp, ad_value *out, ad_value *v, ad_value **gin)
+{
+    ad_value *x = out->inputs[0];
+    int S[AD_MAX_RANK];
+    for (int i = 0; i < x->rank; i++) S[i] = i == 1 ? x->shape[1] : 1;
+    gin[0] = ad_broadcast_to(tp, ad_reshape(tp, v, x->rank, S), x->rank, x->shape);
+    return ad_rule_status(gin[0]);
+}
+
+static const ad_op channel_sum_op = { "channel_sum", channel_sum_backward, ad_reads_nothing };
+
+/* x [A,C,…] -> [C] */
+ad_value *ad_channel_sum(ad_tape *tp, ad_value *x)
+{
+    if (ad_check_inputs(tp, "channel_sum", 1, &x) != AD_OK) return NULL;
+    if (x->rank < 2) {
+        char sx[64];
+        ad_fail(AD_ESHAPE, "channel_sum: want x [N,C,...], got %s", ad_shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    int C = x->shape[1];
+    ad_value *out = ad_node_new(tp, &channel_sum_op, 1, &C, 1, &x);
+    if (!out) return NULL;
+    bn_dims d = dims_of(x);
+    for (int c = 0; c < C; c++) out->data[c] = (ad_real)channel_sum_x(x->data, &d, c);
     return out;
 }
 
