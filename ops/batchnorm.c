@@ -58,23 +58,75 @@ static size_t at(const bn_dims *d, size_t a, int c, size_t r) { return (a * (siz
 
 /* ---- kernels -------------------------------------------------------------- */
 
-/* Sums over one channel's M entries, in double.  A single chain of
- * dependent additions leaves the adder waiting, and the compiler may not
- * reorder floating-point sums itself: so each sum is kept in BN_LANES
- * partial sums, entry k of a stretch going to lane k mod BN_LANES, a loop
- * the compiler turns into vector instructions (the forward took 1.5x longer
- * with one chain; eight lanes instead of four scalars: see the commit).
- * Along a stretch of the layout (R ≥ BN_STRETCH entries of one image and
- * channel, contiguous) the lanes run over the stretch, what is left of it
- * (R mod BN_LANES entries) going to one more sum; for 1×1 maps and
- * [N,C] inputs, where a channel's entries are single ones C·R apart, the
- * strided loops below take four scalar sums. */
-enum { BN_LANES = 8, BN_STRETCH = 4 };
+/* Per-channel sums, in double.  A single chain of dependent additions
+ * leaves the adder waiting, and the compiler may not reorder floating-point
+ * sums itself: so each sum is kept in BN_LANES partial sums, entry k of a
+ * stretch going to lane k mod BN_LANES, a loop the compiler turns into
+ * vector instructions (the forward took 1.5x longer with one chain).  A
+ * stretch is the R ≥ BN_STRETCH contiguous entries of one image and channel;
+ * what is left of one (R mod BN_LANES entries) goes to one more sum.
+ *
+ * The passes walk x in memory order, image by image and, within one, a
+ * group of up to BN_GROUP channels, keeping each channel's lanes: walking
+ * one channel across the images instead jumps C·R entries after each
+ * stretch, and on [75,64,14,14] (3.7 MB, more than the cache) that made
+ * every pass several times slower than a stream.
+ *
+ * For 1×1 maps and [N,C] inputs, where a channel's entries are single ones
+ * C·R apart, SUM4 takes four scalar sums per channel. */
+enum { BN_LANES = 8, BN_STRETCH = 4, BN_GROUP = 64 };
 
-/* The lanes' total, added in pairs. */
-static double lanes_total(const double t[BN_LANES])
+/* A set of lanes is a struct, copied into a local for a lane loop and back
+ * after it: with the sums behind a pointer the compiler kept them in memory
+ * and did not vectorise. */
+typedef struct bn_lanes {
+    double t[BN_LANES], tail;
+} bn_lanes;
+
+/* The lanes' total, added in pairs, then the tail. */
+static double lanes_total(const bn_lanes *a)
 {
-    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+    const double *t = a->t;
+    return (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))) + a->tail;
+}
+
+/* a += x[0..n) */
+static void lanes_add_x(bn_lanes *restrict a, const ad_real *restrict x, size_t n)
+{
+    bn_lanes t = *a;
+    size_t k = 0;
+    for (; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) t.t[l] += x[k + l];
+    for (; k < n; k++) t.tail += x[k];
+    *a = t;
+}
+
+/* a += (x[0..n) − μ)² */
+static void lanes_add_sq(bn_lanes *restrict a, const ad_real *restrict x, size_t n, double mu)
+{
+    bn_lanes t = *a;
+    size_t k = 0;
+    for (; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) t.t[l] += (x[k + l] - mu) * (x[k + l] - mu);
+    for (; k < n; k++) t.tail += (x[k] - mu) * (x[k] - mu);
+    *a = t;
+}
+
+/* ag += g[0..n), agx += g ⊙ (x − μ): two loops over the stretch (in cache
+ * for the second): with both sums in one, it was not vectorised. */
+static void lanes_add_g_gx(bn_lanes *restrict ag, bn_lanes *restrict agx, const ad_real *restrict x,
+                           const ad_real *restrict g, size_t n, double mu)
+{
+    bn_lanes t = *ag, u = *agx;
+    size_t k = 0;
+    for (; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) t.t[l] += g[k + l];
+    for (; k < n; k++) t.tail += g[k];
+    for (k = 0; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) u.t[l] += g[k + l] * (x[k + l] - mu);
+    for (; k < n; k++) u.tail += g[k] * (x[k] - mu);
+    *ag = t;
+    *agx = u;
 }
 
 /* The strided case: BODY summed over n entries i = first + k·step into
@@ -106,113 +158,106 @@ static bool by_stretch(const bn_dims *d) { return d->R >= BN_STRETCH; }
 /* The entries of channel c strided across images: the r-th of each image. */
 static size_t image_step(const bn_dims *d) { return (size_t)d->C * d->R; }
 
-/* Σ x over channel c. */
-static double channel_sum_x(const ad_real *x, const bn_dims *d, int c)
-{
-    if (by_stretch(d)) {
-        double t[BN_LANES] = { 0 }, tail = 0;
-        for (size_t a = 0; a < d->A; a++) {
-            const ad_real *xs = x + at(d, a, c, 0);
-            size_t k = 0;
-            for (; k + BN_LANES <= d->R; k += BN_LANES)
-                for (int l = 0; l < BN_LANES; l++) t[l] += xs[k + l];
-            for (; k < d->R; k++) tail += xs[k];
-        }
-        return lanes_total(t) + tail;
-    }
-    double total = 0;
-    for (size_t r = 0; r < d->R; r++) SUM4(d->A, at(d, 0, c, r), image_step(d), total, (double)x[i]);
-    return total;
-}
+/* The channels c0 .. c0 + nc − 1 (nc ≤ BN_GROUP) form a group. */
+static int group_size(const bn_dims *d, int c0) { return d->C - c0 < BN_GROUP ? d->C - c0 : BN_GROUP; }
 
-/* Σ (x − μ)² over channel c. */
-static double channel_sum_sq(const ad_real *x, const bn_dims *d, int c, double mu)
-{
-    if (by_stretch(d)) {
-        double t[BN_LANES] = { 0 }, tail = 0;
-        for (size_t a = 0; a < d->A; a++) {
-            const ad_real *xs = x + at(d, a, c, 0);
-            size_t k = 0;
-            for (; k + BN_LANES <= d->R; k += BN_LANES)
-                for (int l = 0; l < BN_LANES; l++) t[l] += (xs[k + l] - mu) * (xs[k + l] - mu);
-            for (; k < d->R; k++) tail += (xs[k] - mu) * (xs[k] - mu);
-        }
-        return lanes_total(t) + tail;
-    }
-    double total = 0;
-    for (size_t r = 0; r < d->R; r++)
-        SUM4(d->A, at(d, 0, c, r), image_step(d), total, (x[i] - mu) * (x[i] - mu));
-    return total;
-}
-
-/* μ and s = (σ² + ε)^−½ of channel c (σ² biased, from the centred sum). */
-static void channel_stats(const ad_real *x, const bn_dims *d, int c, double eps, double *mean,
-                          double *invstd)
-{
-    double per = 1.0 / (double)d->M, mu = channel_sum_x(x, d, c) * per;
-    *mean = mu;
-    *invstd = 1 / sqrt(channel_sum_sq(x, d, c, mu) * per + eps);
-}
-
-/* x -> stats [2,C] (μ, s) and y = ((x − μ)·s)·γ + β (γ, β may be NULL). */
-static void forward_kernel(ad_real *y, ad_real *stats, const ad_real *x, const ad_real *gamma,
-                           const ad_real *beta, const bn_dims *d, double eps)
-{
-    for (int c = 0; c < d->C; c++) {
-        double mu, s;
-        channel_stats(x, d, c, eps, &mu, &s);
-        if (stats) {
-            stats[c] = (ad_real)mu;
-            stats[d->C + c] = (ad_real)s;
-        }
-        /* γ = 1 and β = 0 when absent: the product and sum are then exact,
-         * so one loop without branches gives the same values. */
-        ad_real m = (ad_real)mu, sr = (ad_real)s, g = gamma ? gamma[c] : 1, b = beta ? beta[c] : 0;
-        for (size_t a = 0; a < d->A; a++) {
-            const ad_real *restrict xs = x + at(d, a, c, 0);
-            ad_real *restrict ys = y + at(d, a, c, 0);
-            for (size_t r = 0; r < d->R; r++) ys[r] = (xs[r] - m) * sr * g + b;
-        }
-    }
-}
-
-/* Σ g and Σ g ⊙ (x − μ) over channel c, in t[0] and t[1]: both in one
- * pass. */
-static void channel_sums_g_gx(const ad_real *x, const ad_real *g, const bn_dims *d, int c, double mu,
-                              double t[2])
+/* out[j] = Σ x over channel c0 + j of the group. */
+static void group_sum_x(const ad_real *x, const bn_dims *d, int c0, int nc, double *out)
 {
     if (!by_stretch(d)) {
-        t[0] = t[1] = 0;
-        for (size_t r = 0; r < d->R; r++) {
-            SUM4(d->A, at(d, 0, c, r), image_step(d), t[0], (double)g[i]);
-            SUM4(d->A, at(d, 0, c, r), image_step(d), t[1], g[i] * (x[i] - mu));
+        for (int j = 0; j < nc; j++) {
+            out[j] = 0;
+            for (size_t r = 0; r < d->R; r++)
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), out[j], (double)x[i]);
         }
         return;
     }
-    double ag[BN_LANES] = { 0 }, agx[BN_LANES] = { 0 }, tg = 0, tgx = 0;
-    for (size_t a = 0; a < d->A; a++) {
-        const ad_real *xs = x + at(d, a, c, 0), *gs = g + at(d, a, c, 0);
-        /* two passes over the stretch (it is in cache for the second):
-         * with both sums in one lane loop, it was not vectorised */
-        size_t k = 0;
-        for (; k + BN_LANES <= d->R; k += BN_LANES)
-            for (int l = 0; l < BN_LANES; l++) ag[l] += gs[k + l];
-        for (k = 0; k + BN_LANES <= d->R; k += BN_LANES)
-            for (int l = 0; l < BN_LANES; l++) agx[l] += gs[k + l] * (xs[k + l] - mu);
-        for (; k < d->R; k++) tg += gs[k], tgx += gs[k] * (xs[k] - mu);
-    }
-    t[0] = lanes_total(ag) + tg;
-    t[1] = lanes_total(agx) + tgx;
+    bn_lanes L[BN_GROUP] = { { { 0 }, 0 } };
+    for (size_t a = 0; a < d->A; a++)
+        for (int j = 0; j < nc; j++) lanes_add_x(&L[j], x + at(d, a, c0 + j, 0), d->R);
+    for (int j = 0; j < nc; j++) out[j] = lanes_total(&L[j]);
 }
 
-/* Per channel: Σ g and Σ g ⊙ x̂ (x̂ from x and the kept stats). */
-static void grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats, const bn_dims *d,
-                      int c, double *sum_g, double *sum_gx)
+/* out[j] = Σ (x − mu[j])² over channel c0 + j. */
+static void group_sum_sq(const ad_real *x, const bn_dims *d, int c0, int nc, const double *mu,
+                         double *out)
 {
-    double t[2];
-    channel_sums_g_gx(x, g, d, c, stats[c], t);
-    *sum_g = t[0];
-    *sum_gx = t[1] * stats[d->C + c];
+    if (!by_stretch(d)) {
+        for (int j = 0; j < nc; j++) {
+            double m = mu[j];
+            out[j] = 0;
+            for (size_t r = 0; r < d->R; r++)
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), out[j], (x[i] - m) * (x[i] - m));
+        }
+        return;
+    }
+    bn_lanes L[BN_GROUP] = { { { 0 }, 0 } };
+    for (size_t a = 0; a < d->A; a++)
+        for (int j = 0; j < nc; j++) lanes_add_sq(&L[j], x + at(d, a, c0 + j, 0), d->R, mu[j]);
+    for (int j = 0; j < nc; j++) out[j] = lanes_total(&L[j]);
+}
+
+/* sg[j] = Σ g and sgx[j] = Σ g ⊙ x̂ over channel c = c0 + j, x̂ from x and
+ * the kept stats (μ = stats[c], s = stats[C + c]). */
+static void group_grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats,
+                            const bn_dims *d, int c0, int nc, double *sg, double *sgx)
+{
+    if (!by_stretch(d)) {
+        for (int j = 0; j < nc; j++) {
+            double mu = stats[c0 + j];
+            sg[j] = sgx[j] = 0;
+            for (size_t r = 0; r < d->R; r++) {
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), sg[j], (double)g[i]);
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), sgx[j], g[i] * (x[i] - mu));
+            }
+        }
+    } else {
+        bn_lanes Lg[BN_GROUP] = { { { 0 }, 0 } }, Lgx[BN_GROUP] = { { { 0 }, 0 } };
+        for (size_t a = 0; a < d->A; a++)
+            for (int j = 0; j < nc; j++) {
+                size_t o = at(d, a, c0 + j, 0);
+                lanes_add_g_gx(&Lg[j], &Lgx[j], x + o, g + o, d->R, stats[c0 + j]);
+            }
+        for (int j = 0; j < nc; j++) sg[j] = lanes_total(&Lg[j]), sgx[j] = lanes_total(&Lgx[j]);
+    }
+    for (int j = 0; j < nc; j++) sgx[j] *= stats[d->C + c0 + j];
+}
+
+/* x -> stats [2,C] (μ, s) and y = ((x − μ)·s)·γ + β (γ, β may be NULL):
+ * per group, the two sums then the pass that writes y. */
+static void forward_kernel(ad_real *y, ad_real *stats, const ad_real *x, const ad_real *gamma,
+                           const ad_real *beta, const bn_dims *d, double eps)
+{
+    double per = 1.0 / (double)d->M;
+    for (int c0 = 0; c0 < d->C; c0 += BN_GROUP) {
+        int nc = group_size(d, c0);
+        double mu[BN_GROUP], s[BN_GROUP];
+        group_sum_x(x, d, c0, nc, mu);
+        for (int j = 0; j < nc; j++) mu[j] *= per;
+        group_sum_sq(x, d, c0, nc, mu, s); /* σ² biased, from the centred sum */
+        for (int j = 0; j < nc; j++) s[j] = 1 / sqrt(s[j] * per + eps);
+        if (stats)
+            for (int j = 0; j < nc; j++) {
+                stats[c0 + j] = (ad_real)mu[j];
+                stats[d->C + c0 + j] = (ad_real)s[j];
+            }
+        /* γ = 1 and β = 0 when absent: the product and sum are then exact,
+         * so one loop without branches gives the same values. */
+        ad_real m[BN_GROUP], sr[BN_GROUP], gc[BN_GROUP], bc[BN_GROUP];
+        for (int j = 0; j < nc; j++) {
+            m[j] = (ad_real)mu[j];
+            sr[j] = (ad_real)s[j];
+            gc[j] = gamma ? gamma[c0 + j] : 1;
+            bc[j] = beta ? beta[c0 + j] : 0;
+        }
+        for (size_t a = 0; a < d->A; a++)
+            for (int j = 0; j < nc; j++) {
+                ad_real mj = m[j], sj = sr[j], gj = gc[j], bj = bc[j];
+                const ad_real *restrict xs = x + at(d, a, c0 + j, 0);
+                ad_real *restrict ys = y + at(d, a, c0 + j, 0);
+                for (size_t r = 0; r < d->R; r++) ys[r] = (xs[r] - mj) * sj * gj + bj;
+            }
+    }
 }
 
 /* out = γ·s·(g − ḡ − x̂·a) (γ = 1 when NULL).  The sums are double; the
@@ -222,17 +267,26 @@ static void grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats, 
 static void input_grad_kernel(ad_real *out, const ad_real *x, const ad_real *g, const ad_real *gamma,
                               const ad_real *stats, const bn_dims *d)
 {
-    for (int c = 0; c < d->C; c++) {
-        double sg, sgx;
-        grad_sums(x, g, stats, d, c, &sg, &sgx);
-        double s = stats[d->C + c];
-        ad_real mu = stats[c], gbar = (ad_real)(sg / (double)d->M),
-                sa = (ad_real)(s * (sgx / (double)d->M)), k = (ad_real)((gamma ? gamma[c] : 1) * s);
-        for (size_t a = 0; a < d->A; a++) {
-            const ad_real *restrict xs = x + at(d, a, c, 0), *restrict gs = g + at(d, a, c, 0);
-            ad_real *restrict os = out + at(d, a, c, 0);
-            for (size_t r = 0; r < d->R; r++) os[r] = k * ((gs[r] - gbar) - (xs[r] - mu) * sa);
+    for (int c0 = 0; c0 < d->C; c0 += BN_GROUP) {
+        int nc = group_size(d, c0);
+        double sg[BN_GROUP], sgx[BN_GROUP];
+        ad_real gbar[BN_GROUP], sa[BN_GROUP], k[BN_GROUP];
+        group_grad_sums(x, g, stats, d, c0, nc, sg, sgx);
+        for (int j = 0; j < nc; j++) {
+            int c = c0 + j;
+            double s = stats[d->C + c];
+            gbar[j] = (ad_real)(sg[j] / (double)d->M);
+            sa[j] = (ad_real)(s * (sgx[j] / (double)d->M));
+            k[j] = (ad_real)((gamma ? gamma[c] : 1) * s);
         }
+        for (size_t a = 0; a < d->A; a++)
+            for (int j = 0; j < nc; j++) {
+                int c = c0 + j;
+                ad_real mu = stats[c], gb = gbar[j], sj = sa[j], kj = k[j]; /* per channel */
+                const ad_real *restrict xs = x + at(d, a, c, 0), *restrict gs = g + at(d, a, c, 0);
+                ad_real *restrict os = out + at(d, a, c, 0);
+                for (size_t r = 0; r < d->R; r++) os[r] = kj * ((gs[r] - gb) - (xs[r] - mu) * sj);
+            }
     }
 }
 
@@ -421,10 +475,11 @@ static ad_value *bn_gamma_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_val
     ad_value *out = ad_node_new(tp, &gamma_grad_op, 1, &C, 3, in);
     if (!out) return NULL;
     bn_dims d = dims_of(x);
-    for (int c = 0; c < C; c++) {
-        double sg, sgx;
-        grad_sums(x->data, g->data, stats->data, &d, c, &sg, &sgx);
-        out->data[c] = (ad_real)sgx;
+    for (int c0 = 0; c0 < C; c0 += BN_GROUP) {
+        int nc = group_size(&d, c0);
+        double sg[BN_GROUP], sgx[BN_GROUP];
+        group_grad_sums(x->data, g->data, stats->data, &d, c0, nc, sg, sgx);
+        for (int j = 0; j < nc; j++) out->data[c0 + j] = (ad_real)sgx[j];
     }
     return out;
 }
@@ -462,7 +517,12 @@ ad_value *ad_channel_sum(ad_tape *tp, ad_value *x)
     ad_value *out = ad_node_new(tp, &channel_sum_op, 1, &C, 1, &x);
     if (!out) return NULL;
     bn_dims d = dims_of(x);
-    for (int c = 0; c < C; c++) out->data[c] = (ad_real)channel_sum_x(x->data, &d, c);
+    for (int c0 = 0; c0 < C; c0 += BN_GROUP) {
+        int nc = group_size(&d, c0);
+        double sum[BN_GROUP];
+        group_sum_x(x->data, &d, c0, nc, sum);
+        for (int j = 0; j < nc; j++) out->data[c0 + j] = (ad_real)sum[j];
+    }
     return out;
 }
 

@@ -443,8 +443,9 @@ END_TEST
 
 /* Shapes: [N,C] (one entry per image and channel: the strided sums), 2×3
  * maps (fewer entries than a lane loop takes), 3×4 and 5×7 maps (the lane
- * loop and its tail). */
-static const int cs_shapes[][4] = { { 5, 3, 0, 0 }, { 3, 2, 2, 3 }, { 2, 3, 3, 4 }, { 3, 2, 5, 7 } };
+ * loop and its tail), and 67 channels (more than one group of a pass). */
+static const int cs_shapes[][4] = { { 5, 3, 0, 0 }, { 3, 2, 2, 3 }, { 2, 3, 3, 4 }, { 3, 2, 5, 7 },
+                                    { 2, 67, 3, 4 } };
 
 /* The sums, against ad_sum_to to [1,C,(1,1)] (a plain walk): the same to
  * round-off. */
