@@ -20,12 +20,14 @@
  *   bn_input_grad(x,g,γ) γ·s·P(g)          dg = input_grad(x, u, γ), dγ = Σ u ⊙ input_grad(x, g, 1),
  *                                          dx = the formula above (with bn_normalize, bn_invstd)
  *   bn_gamma_grad(x, g)  Σ g ⊙ x̂  [C]      dg = x̂ ⊙ v, dx = input_grad(x, g, v)
+ * (Σ over the stat axes is ad_channel_sum, defined here too: dβ, conv2d's
+ * bias gradient and the per-channel means of the rules above.)
  * The forward also leaves `stats`, a constant [2,C] holding μ and s, which
  * every op takes as an input: the backward kernels read the statistics
  * instead of recomputing them (the derivatives through μ and s are in the
  * formulas, not in a path through `stats`).
  *
- * Per-channel sums accumulate in double in both builds (four partial sums,
+ * Per-channel sums accumulate in double in both builds (eight partial sums,
  * for speed), and σ² is the centred sum Σ(x − μ)²/M, so the values are
  * those of the composition it replaced (mean, x − μ, square, mean, pow)
  * to round-off.
@@ -56,12 +58,81 @@ static size_t at(const bn_dims *d, size_t a, int c, size_t r) { return (a * (siz
 
 /* ---- kernels -------------------------------------------------------------- */
 
-/* Sums over one channel's M entries, in double, with four partial sums: a
- * single chain of dependent additions leaves the adder waiting (the
- * forward took up to 1.5x longer with it).  SUM4(n, first, step, t, BODY)
- * adds BODY for the entries i = first + k·step, k = 0..n−1, to t[0..3]
- * (four scalars inside, so that they stay in registers). */
-#define SUM4(n, first, step, t, BODY)                                           \
+/* Per-channel sums, in double.  A single chain of dependent additions
+ * leaves the adder waiting, and the compiler may not reorder floating-point
+ * sums itself: so each sum is kept in BN_LANES partial sums, entry k of a
+ * stretch going to lane k mod BN_LANES, a loop the compiler turns into
+ * vector instructions (the forward took 1.5x longer with one chain).  A
+ * stretch is the R ≥ BN_STRETCH contiguous entries of one image and channel;
+ * what is left of one (R mod BN_LANES entries) goes to one more sum.
+ *
+ * The passes walk x in memory order, image by image and, within one, a
+ * group of up to BN_GROUP channels, keeping each channel's lanes: walking
+ * one channel across the images instead jumps C·R entries after each
+ * stretch, and on [75,64,14,14] (3.7 MB, more than the cache) that made
+ * every pass several times slower than a stream.
+ *
+ * For 1×1 maps and [N,C] inputs, where a channel's entries are single ones
+ * C·R apart, SUM4 takes four scalar sums per channel. */
+enum { BN_LANES = 8, BN_STRETCH = 4, BN_GROUP = 64 };
+
+/* A set of lanes is a struct, copied into a local for a lane loop and back
+ * after it: with the sums behind a pointer the compiler kept them in memory
+ * and did not vectorise. */
+typedef struct bn_lanes {
+    double t[BN_LANES], tail;
+} bn_lanes;
+
+/* The lanes' total, added in pairs, then the tail. */
+static double lanes_total(const bn_lanes *a)
+{
+    const double *t = a->t;
+    return (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))) + a->tail;
+}
+
+/* a += x[0..n) */
+static void lanes_add_x(bn_lanes *restrict a, const ad_real *restrict x, size_t n)
+{
+    bn_lanes t = *a;
+    size_t k = 0;
+    for (; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) t.t[l] += x[k + l];
+    for (; k < n; k++) t.tail += x[k];
+    *a = t;
+}
+
+/* a += (x[0..n) − μ)² */
+static void lanes_add_sq(bn_lanes *restrict a, const ad_real *restrict x, size_t n, double mu)
+{
+    bn_lanes t = *a;
+    size_t k = 0;
+    for (; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) t.t[l] += (x[k + l] - mu) * (x[k + l] - mu);
+    for (; k < n; k++) t.tail += (x[k] - mu) * (x[k] - mu);
+    *a = t;
+}
+
+/* ag += g[0..n), agx += g ⊙ (x − μ): two loops over the stretch (in cache
+ * for the second): with both sums in one, it was not vectorised. */
+static void lanes_add_g_gx(bn_lanes *restrict ag, bn_lanes *restrict agx, const ad_real *restrict x,
+                           const ad_real *restrict g, size_t n, double mu)
+{
+    bn_lanes t = *ag, u = *agx;
+    size_t k = 0;
+    for (; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) t.t[l] += g[k + l];
+    for (; k < n; k++) t.tail += g[k];
+    for (k = 0; k + BN_LANES <= n; k += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) u.t[l] += g[k + l] * (x[k + l] - mu);
+    for (; k < n; k++) u.tail += g[k] * (x[k] - mu);
+    *ag = t;
+    *agx = u;
+}
+
+/* The strided case: BODY summed over n entries i = first + k·step into
+ * four scalars (SUM4(n, first, step, total, BODY) adds to the double
+ * total). */
+#define SUM4(n, first, step, total, BODY)                                       \
     do {                                                                        \
         double t0_ = 0, t1_ = 0, t2_ = 0, t3_ = 0;                              \
         size_t k_ = 0, n_ = (n), f_ = (first), s_ = (step), i;                  \
@@ -79,122 +150,143 @@ static size_t at(const bn_dims *d, size_t a, int c, size_t r) { return (a * (siz
             i = f_ + k_ * s_;                                                   \
             t0_ += (BODY);                                                      \
         }                                                                       \
-        (t)[0] += t0_, (t)[1] += t1_, (t)[2] += t2_, (t)[3] += t3_;             \
+        (total) += (t0_ + t1_) + (t2_ + t3_);                                   \
     } while (0)
 
-/* SUM_CHANNEL(d, c, t, BODY): SUM4 over channel c — along each stretch when
- * it has four entries or more, else across the images (1×1 maps and [N,C]
- * inputs, where the stretches are single entries C apart). */
-#define SUM_CHANNEL(d, c, t, BODY)                                              \
-    do {                                                                        \
-        if ((d)->R >= 4)                                                        \
-            for (size_t a_ = 0; a_ < (d)->A; a_++)                              \
-                SUM4((d)->R, at((d), a_, (c), 0), 1, t, BODY);                  \
-        else                                                                    \
-            for (size_t r_ = 0; r_ < (d)->R; r_++)                              \
-                SUM4((d)->A, at((d), 0, (c), r_), (size_t)(d)->C * (d)->R, t, BODY); \
-    } while (0)
+static bool by_stretch(const bn_dims *d) { return d->R >= BN_STRETCH; }
 
-static double total4(const double t[4]) { return (t[0] + t[1]) + (t[2] + t[3]); }
+/* The entries of channel c strided across images: the r-th of each image. */
+static size_t image_step(const bn_dims *d) { return (size_t)d->C * d->R; }
 
-/* Σ x over channel c. */
-static double channel_sum_x(const ad_real *x, const bn_dims *d, int c)
+/* The channels c0 .. c0 + nc − 1 (nc ≤ BN_GROUP) form a group. */
+static int group_size(const bn_dims *d, int c0) { return d->C - c0 < BN_GROUP ? d->C - c0 : BN_GROUP; }
+
+/* out[j] = Σ x over channel c0 + j of the group. */
+static void group_sum_x(const ad_real *x, const bn_dims *d, int c0, int nc, double *out)
 {
-    double t[4] = { 0, 0, 0, 0 };
-    SUM_CHANNEL(d, c, t, (double)x[i]);
-    return total4(t);
+    if (!by_stretch(d)) {
+        for (int j = 0; j < nc; j++) {
+            out[j] = 0;
+            for (size_t r = 0; r < d->R; r++)
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), out[j], (double)x[i]);
+        }
+        return;
+    }
+    bn_lanes L[BN_GROUP] = { { { 0 }, 0 } };
+    for (size_t a = 0; a < d->A; a++)
+        for (int j = 0; j < nc; j++) lanes_add_x(&L[j], x + at(d, a, c0 + j, 0), d->R);
+    for (int j = 0; j < nc; j++) out[j] = lanes_total(&L[j]);
 }
 
-/* Σ (x − μ)² over channel c. */
-static double channel_sum_sq(const ad_real *x, const bn_dims *d, int c, double mu)
+/* out[j] = Σ (x − mu[j])² over channel c0 + j. */
+static void group_sum_sq(const ad_real *x, const bn_dims *d, int c0, int nc, const double *mu,
+                         double *out)
 {
-    double t[4] = { 0, 0, 0, 0 };
-    SUM_CHANNEL(d, c, t, (x[i] - mu) * (x[i] - mu));
-    return total4(t);
+    if (!by_stretch(d)) {
+        for (int j = 0; j < nc; j++) {
+            double m = mu[j];
+            out[j] = 0;
+            for (size_t r = 0; r < d->R; r++)
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), out[j], (x[i] - m) * (x[i] - m));
+        }
+        return;
+    }
+    bn_lanes L[BN_GROUP] = { { { 0 }, 0 } };
+    for (size_t a = 0; a < d->A; a++)
+        for (int j = 0; j < nc; j++) lanes_add_sq(&L[j], x + at(d, a, c0 + j, 0), d->R, mu[j]);
+    for (int j = 0; j < nc; j++) out[j] = lanes_total(&L[j]);
 }
 
-/* μ and s = (σ² + ε)^−½ of channel c (σ² biased, from the centred sum). */
-static void channel_stats(const ad_real *x, const bn_dims *d, int c, double eps, double *mean,
-                          double *invstd)
+/* sg[j] = Σ g and sgx[j] = Σ g ⊙ x̂ over channel c = c0 + j, x̂ from x and
+ * the kept stats (μ = stats[c], s = stats[C + c]). */
+static void group_grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats,
+                            const bn_dims *d, int c0, int nc, double *sg, double *sgx)
 {
-    double per = 1.0 / (double)d->M, mu = channel_sum_x(x, d, c) * per;
-    *mean = mu;
-    *invstd = 1 / sqrt(channel_sum_sq(x, d, c, mu) * per + eps);
+    if (!by_stretch(d)) {
+        for (int j = 0; j < nc; j++) {
+            double mu = stats[c0 + j];
+            sg[j] = sgx[j] = 0;
+            for (size_t r = 0; r < d->R; r++) {
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), sg[j], (double)g[i]);
+                SUM4(d->A, at(d, 0, c0 + j, r), image_step(d), sgx[j], g[i] * (x[i] - mu));
+            }
+        }
+    } else {
+        bn_lanes Lg[BN_GROUP] = { { { 0 }, 0 } }, Lgx[BN_GROUP] = { { { 0 }, 0 } };
+        for (size_t a = 0; a < d->A; a++)
+            for (int j = 0; j < nc; j++) {
+                size_t o = at(d, a, c0 + j, 0);
+                lanes_add_g_gx(&Lg[j], &Lgx[j], x + o, g + o, d->R, stats[c0 + j]);
+            }
+        for (int j = 0; j < nc; j++) sg[j] = lanes_total(&Lg[j]), sgx[j] = lanes_total(&Lgx[j]);
+    }
+    for (int j = 0; j < nc; j++) sgx[j] *= stats[d->C + c0 + j];
 }
 
-/* x -> stats [2,C] (μ, s) and y = ((x − μ)·s)·γ + β (γ, β may be NULL). */
+/* x -> stats [2,C] (μ, s) and y = ((x − μ)·s)·γ + β (γ, β may be NULL):
+ * per group, the two sums then the pass that writes y. */
 static void forward_kernel(ad_real *y, ad_real *stats, const ad_real *x, const ad_real *gamma,
                            const ad_real *beta, const bn_dims *d, double eps)
 {
-    for (int c = 0; c < d->C; c++) {
-        double mu, s;
-        channel_stats(x, d, c, eps, &mu, &s);
-        if (stats) {
-            stats[c] = (ad_real)mu;
-            stats[d->C + c] = (ad_real)s;
-        }
-        ad_real m = (ad_real)mu, sr = (ad_real)s, g = gamma ? gamma[c] : 1, b = beta ? beta[c] : 0;
-        for (size_t a = 0; a < d->A; a++) {
-            const ad_real *xs = x + at(d, a, c, 0);
-            ad_real *ys = y + at(d, a, c, 0);
-            for (size_t r = 0; r < d->R; r++) {
-                ad_real v = (ad_real)(xs[r] - m) * sr;
-                if (gamma) v *= g;
-                if (beta) v += b;
-                ys[r] = v;
+    double per = 1.0 / (double)d->M;
+    for (int c0 = 0; c0 < d->C; c0 += BN_GROUP) {
+        int nc = group_size(d, c0);
+        double mu[BN_GROUP], s[BN_GROUP];
+        group_sum_x(x, d, c0, nc, mu);
+        for (int j = 0; j < nc; j++) mu[j] *= per;
+        group_sum_sq(x, d, c0, nc, mu, s); /* σ² biased, from the centred sum */
+        for (int j = 0; j < nc; j++) s[j] = 1 / sqrt(s[j] * per + eps);
+        if (stats)
+            for (int j = 0; j < nc; j++) {
+                stats[c0 + j] = (ad_real)mu[j];
+                stats[d->C + c0 + j] = (ad_real)s[j];
             }
+        /* γ = 1 and β = 0 when absent: the product and sum are then exact,
+         * so one loop without branches gives the same values. */
+        ad_real m[BN_GROUP], sr[BN_GROUP], gc[BN_GROUP], bc[BN_GROUP];
+        for (int j = 0; j < nc; j++) {
+            m[j] = (ad_real)mu[j];
+            sr[j] = (ad_real)s[j];
+            gc[j] = gamma ? gamma[c0 + j] : 1;
+            bc[j] = beta ? beta[c0 + j] : 0;
         }
+        for (size_t a = 0; a < d->A; a++)
+            for (int j = 0; j < nc; j++) {
+                ad_real mj = m[j], sj = sr[j], gj = gc[j], bj = bc[j];
+                const ad_real *restrict xs = x + at(d, a, c0 + j, 0);
+                ad_real *restrict ys = y + at(d, a, c0 + j, 0);
+                for (size_t r = 0; r < d->R; r++) ys[r] = (xs[r] - mj) * sj * gj + bj;
+            }
     }
 }
 
-/* Σ g and Σ g·(x − μ) over n entries first + k·step: both in one pass,
- * four partial sums each (SUM4's reason). */
-static void sum_g_gx(const ad_real *x, const ad_real *g, size_t n, size_t first, size_t step,
-                     double mu, double t[2])
-{
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-    const ad_real *xs = x + first, *gs = g + first;
-    size_t k = 0;
-    for (; k + 4 <= n; k += 4) {
-        size_t i = k * step;
-        a0 += gs[i], b0 += gs[i] * (xs[i] - mu), i += step;
-        a1 += gs[i], b1 += gs[i] * (xs[i] - mu), i += step;
-        a2 += gs[i], b2 += gs[i] * (xs[i] - mu), i += step;
-        a3 += gs[i], b3 += gs[i] * (xs[i] - mu);
-    }
-    for (; k < n; k++) a0 += gs[k * step], b0 += gs[k * step] * (xs[k * step] - mu);
-    t[0] += (a0 + a1) + (a2 + a3);
-    t[1] += (b0 + b1) + (b2 + b3);
-}
-
-/* Per channel: Σ g and Σ g ⊙ x̂ (x̂ from x and the kept stats). */
-static void grad_sums(const ad_real *x, const ad_real *g, const ad_real *stats, const bn_dims *d,
-                      int c, double *sum_g, double *sum_gx)
-{
-    double t[2] = { 0, 0 }, mu = stats[c];
-    if (d->R >= 4)
-        for (size_t a = 0; a < d->A; a++) sum_g_gx(x, g, d->R, at(d, a, c, 0), 1, mu, t);
-    else
-        for (size_t r = 0; r < d->R; r++)
-            sum_g_gx(x, g, d->A, at(d, 0, c, r), (size_t)d->C * d->R, mu, t);
-    *sum_g = t[0];
-    *sum_gx = t[1] * stats[d->C + c];
-}
-
-/* out = γ·s·(g − ḡ − x̂·a) (γ = 1 when NULL). */
+/* out = γ·s·(g − ḡ − x̂·a) (γ = 1 when NULL).  The sums are double; the
+ * pass over the entries is in ad_real, (x − μ) as the forward forms it,
+ * as PyTorch's kernel does in float: within round-off of a double pass, and
+ * a loop the compiler vectorises. */
 static void input_grad_kernel(ad_real *out, const ad_real *x, const ad_real *g, const ad_real *gamma,
                               const ad_real *stats, const bn_dims *d)
 {
-    for (int c = 0; c < d->C; c++) {
-        double sg, sgx;
-        grad_sums(x, g, stats, d, c, &sg, &sgx);
-        double mu = stats[c], s = stats[d->C + c], gbar = sg / (double)d->M, abar = sgx / (double)d->M;
-        double k = (gamma ? gamma[c] : 1) * s;
-        for (size_t a = 0; a < d->A; a++) {
-            const ad_real *xs = x + at(d, a, c, 0), *gs = g + at(d, a, c, 0);
-            ad_real *os = out + at(d, a, c, 0);
-            for (size_t r = 0; r < d->R; r++) os[r] = (ad_real)(k * (gs[r] - gbar - (xs[r] - mu) * s * abar));
+    for (int c0 = 0; c0 < d->C; c0 += BN_GROUP) {
+        int nc = group_size(d, c0);
+        double sg[BN_GROUP], sgx[BN_GROUP];
+        ad_real gbar[BN_GROUP], sa[BN_GROUP], k[BN_GROUP];
+        group_grad_sums(x, g, stats, d, c0, nc, sg, sgx);
+        for (int j = 0; j < nc; j++) {
+            int c = c0 + j;
+            double s = stats[d->C + c];
+            gbar[j] = (ad_real)(sg[j] / (double)d->M);
+            sa[j] = (ad_real)(s * (sgx[j] / (double)d->M));
+            k[j] = (ad_real)((gamma ? gamma[c] : 1) * s);
         }
+        for (size_t a = 0; a < d->A; a++)
+            for (int j = 0; j < nc; j++) {
+                int c = c0 + j;
+                ad_real mu = stats[c], gb = gbar[j], sj = sa[j], kj = k[j]; /* per channel */
+                const ad_real *restrict xs = x + at(d, a, c, 0), *restrict gs = g + at(d, a, c, 0);
+                ad_real *restrict os = out + at(d, a, c, 0);
+                for (size_t r = 0; r < d->R; r++) os[r] = kj * ((gs[r] - gb) - (xs[r] - mu) * sj);
+            }
     }
 }
 
@@ -214,25 +306,17 @@ static int stat_shape(const ad_value *x, int shape[4])
     return x->rank;
 }
 
-/* Σ over the stat axes of t (shaped like x), as [C]. */
-static ad_value *channel_sum(ad_tape *tp, ad_value *t, const ad_value *x)
-{
-    int S[4], C = x->shape[1];
-    return ad_reshape(tp, ad_sum_to(tp, t, stat_shape(x, S), S), 1, &C);
-}
-
-/* The mean over the stat axes of t, kept in the stat shape. */
-static ad_value *stat_mean(ad_tape *tp, ad_value *t, const ad_value *x)
-{
-    int S[4];
-    return ad_scale(tp, ad_sum_to(tp, t, stat_shape(x, S), S), 1.0 / (double)dims_of(x).M);
-}
-
 /* A [C] vector laid out in the stat shape. */
 static ad_value *per_channel(ad_tape *tp, ad_value *v, const ad_value *x)
 {
     int S[4];
     return ad_reshape(tp, v, stat_shape(x, S), S);
+}
+
+/* The mean over the stat axes of t, kept in the stat shape. */
+static ad_value *stat_mean(ad_tape *tp, ad_value *t, const ad_value *x)
+{
+    return ad_scale(tp, per_channel(tp, ad_channel_sum(tp, t), x), 1.0 / (double)dims_of(x).M);
 }
 
 /* batchnorm: inputs x, stats, then γ and β when present (iattr[0], [1]). */
@@ -245,7 +329,7 @@ static int batchnorm_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value 
         return ad_rule_status(gin[0]);
     if (ig >= 0 && ad_input_needs_grad(out, ig) && !(gin[ig] = bn_gamma_grad(tp, x, stats, g)))
         return ad_rule_status(gin[ig]);
-    if (ib >= 0 && ad_input_needs_grad(out, ib) && !(gin[ib] = channel_sum(tp, g, x)))
+    if (ib >= 0 && ad_input_needs_grad(out, ib) && !(gin[ib] = ad_channel_sum(tp, g)))
         return ad_rule_status(gin[ib]);
     return AD_OK;
 }
@@ -273,7 +357,7 @@ static int input_grad_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value
     if (ad_input_needs_grad(out, 2) && !(gin[2] = bn_input_grad(tp, x, stats, u, gamma)))
         return ad_rule_status(gin[2]);
     if (gamma && ad_input_needs_grad(out, 3) &&
-        !(gin[3] = channel_sum(tp, ad_mul(tp, u, bn_input_grad(tp, x, stats, g, NULL)), x)))
+        !(gin[3] = ad_channel_sum(tp, ad_mul(tp, u, bn_input_grad(tp, x, stats, g, NULL)))))
         return ad_rule_status(gin[3]);
     if (!ad_input_needs_grad(out, 0)) return AD_OK;
     /* −γ·s²·(x̂·(mean(u⊙g) − ū·ḡ − 3ab) + b·(g − ḡ) + a·(u − ū)) */
@@ -391,10 +475,53 @@ static ad_value *bn_gamma_grad(ad_tape *tp, ad_value *x, ad_value *stats, ad_val
     ad_value *out = ad_node_new(tp, &gamma_grad_op, 1, &C, 3, in);
     if (!out) return NULL;
     bn_dims d = dims_of(x);
-    for (int c = 0; c < C; c++) {
-        double sg, sgx;
-        grad_sums(x->data, g->data, stats->data, &d, c, &sg, &sgx);
-        out->data[c] = (ad_real)sgx;
+    for (int c0 = 0; c0 < C; c0 += BN_GROUP) {
+        int nc = group_size(&d, c0);
+        double sg[BN_GROUP], sgx[BN_GROUP];
+        group_grad_sums(x->data, g->data, stats->data, &d, c0, nc, sg, sgx);
+        for (int j = 0; j < nc; j++) out->data[c0 + j] = (ad_real)sgx[j];
+    }
+    return out;
+}
+
+/* ---- channel_sum ------------------------------------------------------------- */
+
+/* Σ over every axis but 1, as [C]: the gradient of a per-channel shift
+ * (batchnorm's β, conv2d's bias) and batchnorm's per-channel means.  The
+ * same as ad_sum_to to [1,C,1,…] then a reshape, to round-off, but summed
+ * in the lanes above: sum_to's walk adds each entry of the result as one
+ * chain of dependent additions, which on [75,64,14,14] took longer than
+ * batchnorm's whole input gradient.  Linear; its adjoint broadcasts back,
+ * and needs only x's shape. */
+static int channel_sum_backward(ad_tape *tp, ad_value *out, ad_value *v, ad_value **gin)
+{
+    ad_value *x = out->inputs[0];
+    int S[AD_MAX_RANK];
+    for (int i = 0; i < x->rank; i++) S[i] = i == 1 ? x->shape[1] : 1;
+    gin[0] = ad_broadcast_to(tp, ad_reshape(tp, v, x->rank, S), x->rank, x->shape);
+    return ad_rule_status(gin[0]);
+}
+
+static const ad_op channel_sum_op = { "channel_sum", channel_sum_backward, ad_reads_nothing };
+
+/* x [A,C,…] -> [C] */
+ad_value *ad_channel_sum(ad_tape *tp, ad_value *x)
+{
+    if (ad_check_inputs(tp, "channel_sum", 1, &x) != AD_OK) return NULL;
+    if (x->rank < 2) {
+        char sx[64];
+        ad_fail(AD_ESHAPE, "channel_sum: want x [N,C,...], got %s", ad_shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    int C = x->shape[1];
+    ad_value *out = ad_node_new(tp, &channel_sum_op, 1, &C, 1, &x);
+    if (!out) return NULL;
+    bn_dims d = dims_of(x);
+    for (int c0 = 0; c0 < C; c0 += BN_GROUP) {
+        int nc = group_size(&d, c0);
+        double sum[BN_GROUP];
+        group_sum_x(x->data, &d, c0, nc, sum);
+        for (int j = 0; j < nc; j++) out->data[c0 + j] = (ad_real)sum[j];
     }
     return out;
 }

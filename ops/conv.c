@@ -453,12 +453,7 @@ static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const co
 static ad_value *conv_weight_grad(ad_tape *tp, ad_value *x, ad_value *gy, const conv_geom *g);
 
 /* db = Σ over n, p, q of g [N,O,P,Q], as [O]. */
-static ad_value *bias_grad(ad_tape *tp, ad_value *g)
-{
-    if (ad_check_inputs(tp, "conv2d bias gradient", 1, &g) != AD_OK) return NULL;
-    int O = g->shape[1];
-    return ad_reshape(tp, ad_sum_to(tp, g, 4, (int[]){ 1, O, 1, 1 }), 1, &O);
-}
+static ad_value *bias_grad(ad_tape *tp, ad_value *g) { return ad_channel_sum(tp, g); }
 
 static int conv_backward(ad_tape *tp, ad_value *out, ad_value *g, ad_value **gin)
 {

@@ -117,6 +117,10 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride);
  * scales and shifts: x [N,C] or [N,C,H,W]; gamma, beta [C] (either NULL
  * for 1 and 0). */
 ad_value *ad_batchnorm(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta, double eps);
+/* Σ over every axis but axis 1: x [N,C] or [N,C,H,W] (any rank ≥ 2) -> [C]
+ * (what ad_sum_to to [1,C,1,1] and a reshape give, summed faster): the
+ * gradient of a per-channel bias. */
+ad_value *ad_channel_sum(ad_tape *tp, ad_value *x);
 
 /* ---- select.c: ops that pick -------------------------------------------
  * Piecewise linear; each backward rule is the gradient times a constant

@@ -2,6 +2,7 @@
 """bench_torch.py — the same work as experiments/bench_ops.c, in PyTorch (CPU).
 
     scripts/bench_torch.py ops      [--threads N] [--hypertape BENCH_OPS] [--rounds R] [--csv]
+                                    [--match TEXT]
     scripts/bench_torch.py oneshot  [--threads N] [--hypertape BENCH_OPS] [--rounds R]
                                     [--K 1,10,50] [--T 50] [--channels 64] [--repeats 3]
     scripts/bench_torch.py check DIR
@@ -158,17 +159,23 @@ def time_case(kind, s, repeats):
     return [statistics.median(col) for col in zip(*samples)], len(samples)
 
 
-def torch_ops(repeats):
+def selected(match):
+    """The cases whose "op shape" contains match (bench-ops --match's rule)."""
+    return [c for c in CASES if not match or match in f"{c[0]} {shape_name(c[2])}"]
+
+
+def torch_ops(repeats, match):
     """{(op, shape): [fwd, bwd, bwd_rec, hvp] seconds}"""
     out = {}
-    for op, kind, s in CASES:
+    for op, kind, s in selected(match):
         t, _ = time_case(kind, s, repeats)
         out[(op, shape_name(s))] = t
     return out
 
 
-def hypertape_ops(exe, threads, repeats):
+def hypertape_ops(exe, threads, repeats, match):
     cmd = [exe, "--csv"] + (["--repeats", str(repeats)] if repeats else [])
+    cmd += ["--match", match] if match else []
     rows = run_csv(cmd, threads)
     return {(r["op"], r["shape"]): [float(r[k + "_s"]) for k in TIMES] for r in rows}
 
@@ -190,8 +197,8 @@ def cmd_ops(a):
     ht_rounds, pt_rounds = [], []
     for r in range(a.rounds):
         if a.hypertape:
-            ht_rounds.append(hypertape_ops(a.hypertape, a.threads, a.repeats))
-        pt_rounds.append(torch_ops(a.repeats))
+            ht_rounds.append(hypertape_ops(a.hypertape, a.threads, a.repeats, a.match))
+        pt_rounds.append(torch_ops(a.repeats, a.match))
         print(f"bench_torch.py: round {r + 1} of {a.rounds} done", file=sys.stderr)
     pt = median_rounds(pt_rounds)
     ht = median_rounds(ht_rounds) if a.hypertape else None
@@ -209,7 +216,7 @@ def cmd_ops(a):
             cols += " %9s" * 4 + " %8s %8s"
             head += ["ht fwd", "ht bwd", "ht rec", "ht hvp", "ratio fb", "ratio rh"]
         print(cols % tuple(head))
-    for op, kind, s in CASES:
+    for op, kind, s in selected(a.match):
         key = (op, shape_name(s))
         row = [op, key[1]] + pt[key]
         if ht:
@@ -441,6 +448,8 @@ def main():
         s.add_argument("--csv", action="store_true")
         if name == "ops":
             s.add_argument("--repeats", type=int, default=0, help="0: at least 5 and 0.25 s")
+            s.add_argument("--match", default=None,
+                           help="keep the cases whose 'op shape' contains TEXT (as bench-ops)")
         else:
             s.add_argument("--K", default=None)
             s.add_argument("--T", type=int, default=50)

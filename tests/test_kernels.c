@@ -280,7 +280,8 @@ static void bn_run(bool fused, int n, ad_value *const *xs, ad_value *u, ad_value
  * composition's, to round-off. */
 START_TEST(batchnorm_matches_composition)
 {
-    static const int shapes[2][4] = { { 6, 5, 0, 0 }, { 4, 3, 5, 7 } };
+    /* the last: more channels than one group of the kernels' passes */
+    static const int shapes[3][4] = { { 6, 5, 0, 0 }, { 4, 3, 5, 7 }, { 2, 67, 3, 4 } };
     int rank = _i < 2 ? 2 : 4, n = _i % 2 == 0 ? 3 : 1;
     const int *sh = shapes[_i / 2];
     ad_rng rng;
@@ -343,6 +344,11 @@ START_TEST(batchnorm_backward_ops_gradients)
     bn_vjp_case c = { _i < 2 ? 2 : 4, _i % 2 == 1, NULL };
     int shape[4] = { 4, 3, 2, 3 };
     if (c.rank == 2) shape[0] = 6;
+    if (_i >= 4) { /* 12 entries per image and channel: the kernels' lane loops and their tails */
+        shape[0] = 2;
+        shape[2] = 3;
+        shape[3] = 4;
+    }
     ad_rng rng;
     ad_rng_seed(&rng, 131 + (uint64_t)_i);
     ad_value *in[3] = { gc_param(&rng, c.rank, shape, -2, 2, 0),   /* x */
@@ -439,8 +445,8 @@ Suite *kernels_suite(void)
     tcase_add_test(tc, conv_keeps_no_columns);
     suite_add_tcase(s, tc);
     tc = tcase_create("batchnorm");
-    tcase_add_loop_test(tc, batchnorm_matches_composition, 0, 4);
-    tcase_add_loop_test(tc, batchnorm_backward_ops_gradients, 0, 4);
+    tcase_add_loop_test(tc, batchnorm_matches_composition, 0, 6);
+    tcase_add_loop_test(tc, batchnorm_backward_ops_gradients, 0, 6);
     tcase_add_test(tc, batchnorm_keeps_stats_only);
     suite_add_tcase(s, tc);
     tc = tcase_create("relu");

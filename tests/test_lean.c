@@ -128,6 +128,7 @@ OP(op_conv_stride, ad_conv2d(tp, x[0], x[1], NULL, 2, 0))
 OP(op_bn_affine, ad_batchnorm(tp, x[0], x[1], x[2], 1e-5))
 OP(op_bn_gamma, ad_batchnorm(tp, x[0], x[1], NULL, 1e-5))
 OP(op_bn_plain, ad_batchnorm(tp, x[0], NULL, NULL, 1e-5))
+OP(op_channel_sum, ad_channel_sum(tp, x[0]))
 
 static const ad_real labels3[] = { 2, 0, 3 };
 static const ad_real idx5[] = { 0, 2, 2, 3, 1 };
@@ -198,6 +199,8 @@ static const op_case cases[] = {
       { { 2, 3, 2, 2 }, { 3 }, { 3 } }, -2, 2, 0, 0, { 0 } },
     { "batchnorm, gamma", op_bn_gamma, 2, { 2, 1 }, { { 4, 3 }, { 3 } }, -2, 2, 0, 0, { 0 } },
     { "batchnorm, plain", op_bn_plain, 1, { 2 }, { { 4, 3 } }, -2, 2, 0, 0, { 0 } },
+    { "channel_sum, 4-D", op_channel_sum, 1, { 4 }, { { 2, 3, 3, 4 } }, -2, 2, 0, 0, { 0 } },
+    { "channel_sum, 2-D", op_channel_sum, 1, { 2 }, { { 4, 3 } }, -2, 2, 0, 0, { 0 } },
 };
 enum { N_CASES = sizeof cases / sizeof *cases };
 

@@ -333,6 +333,7 @@ START_TEST(every_op_refuses_a_released_value)
     REFUSES(ad_maxpool2d(tp, d4, 2, 2));
     REFUSES(ad_batchnorm(tp, d4, NULL, NULL, 1e-5));
     REFUSES(ad_batchnorm(tp, img, d1, NULL, 1e-5));
+    REFUSES(ad_channel_sum(tp, d4));
     REFUSES(ad_abs(tp, d2));             REFUSES(ad_sign(tp, d2));
     REFUSES(ad_maximum(tp, d2, x));      REFUSES(ad_minimum(tp, x, d2));
     REFUSES(ad_clamp(tp, d2, 0, 1));     REFUSES(ad_argmax(tp, d2, 1));
@@ -556,6 +557,7 @@ START_TEST(every_op_names_a_null_input)
     NULL_INPUT(ad_conv2d(tp, img, NULL, NULL, 1, 1), "conv2d: input 1 is NULL");
     NULL_INPUT(ad_maxpool2d(tp, NULL, 2, 2), "maxpool2d: input 0 is NULL");
     NULL_INPUT(ad_batchnorm(tp, NULL, NULL, NULL, 1e-5), "batchnorm: input 0 is NULL");
+    NULL_INPUT(ad_channel_sum(tp, NULL), "channel_sum: input 0 is NULL");
     /* select.c */
     NULL_INPUT(ad_abs(tp, NULL), "abs: input 0 is NULL");
     NULL_INPUT(ad_sign(tp, NULL), "sign: input 0 is NULL");
@@ -690,7 +692,7 @@ START_TEST(rules_return_the_failing_ops_status)
         "slice_rows", "pad_rows", "slice", "pad", "gather_rows", "scatter_rows", "concat",
         "softmax", "log_softmax", "pick", "unpick", "conv2d", "conv_data_grad",
         "conv_weight_grad", "pool_select", "pool_scatter", "batchnorm", "bn_normalize",
-        "bn_invstd", "bn_input_grad", "bn_gamma_grad", "abs", "maximum", "minimum", "clamp",
+        "bn_invstd", "bn_input_grad", "bn_gamma_grad", "channel_sum", "abs", "maximum", "minimum", "clamp",
     };
     for (size_t e = 0; e < sizeof every / sizeof *every; e++) {
         bool found = false;

@@ -439,6 +439,55 @@ START_TEST(batchnorm_gradients)
 }
 END_TEST
 
+/* ---- channel_sum ------------------------------------------------------- */
+
+/* Shapes: [N,C] (one entry per image and channel: the strided sums), 2×3
+ * maps (fewer entries than a lane loop takes), 3×4 and 5×7 maps (the lane
+ * loop and its tail), and 67 channels (more than one group of a pass). */
+static const int cs_shapes[][4] = { { 5, 3, 0, 0 }, { 3, 2, 2, 3 }, { 2, 3, 3, 4 }, { 3, 2, 5, 7 },
+                                    { 2, 67, 3, 4 } };
+
+/* The sums, against ad_sum_to to [1,C,(1,1)] (a plain walk): the same to
+ * round-off. */
+START_TEST(channel_sum_forward)
+{
+    const int *sh = cs_shapes[_i];
+    int rank = sh[2] ? 4 : 2, C = sh[1];
+    ad_rng rng;
+    ad_rng_seed(&rng, 151 + (uint64_t)_i);
+    ad_value *x = ad_tensor_rand(&rng, rank, sh, -3, 5);
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *s = ad_channel_sum(tp, x);
+    ad_value *ref = ad_sum_to(tp, x, rank, (int[]){ 1, C, 1, 1 });
+    ck_assert_msg(s && ref, "%s", ad_error());
+    ck_assert_int_eq(s->rank, 1);
+    ck_assert_int_eq(s->shape[0], C);
+    double tol = sizeof(ad_real) == 8 ? 1e-13 : 1e-6;
+    for (int c = 0; c < C; c++)
+        ck_assert_msg(fabs(s->data[c] - ref->data[c]) <= tol * fmax(1, fabs(ref->data[c])),
+                      "channel %d: %.17g vs %.17g", c, (double)s->data[c], (double)ref->data[c]);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
+static ad_value *call_channel_sum(ad_tape *tp, ad_value *const *x, void *ctx)
+{
+    (void)ctx;
+    return ad_channel_sum(tp, x[0]);
+}
+
+START_TEST(channel_sum_gradients)
+{
+    const int *sh = cs_shapes[_i];
+    ad_rng rng;
+    ad_rng_seed(&rng, 161 + (uint64_t)_i);
+    ad_value *x = gc_param(&rng, sh[2] ? 4 : 2, sh, -2, 2, 0);
+    ck_assert_msg(gc_check("channel_sum", call_channel_sum, NULL, 1, &x, NULL) == 0, "shape %d", _i);
+    ad_value_free(x);
+}
+END_TEST
+
 /* ---- errors ------------------------------------------------------------ */
 
 START_TEST(softmax_errors)
@@ -527,6 +576,7 @@ START_TEST(batchnorm_errors)
                     "batchnorm: gamma [2] does not match the 3 channels of x [2,3,2,2]");
     tu_expect_error(ad_batchnorm(tp, x, NULL, g2, 1e-5), "batchnorm: beta [2] does not match");
     tu_expect_error(ad_batchnorm(tp, x, NULL, NULL, -1), "batchnorm: eps -1 must be finite and not negative");
+    tu_expect_error(ad_channel_sum(tp, g2), "channel_sum: want x [N,C,...], got [2]");
     ad_tape_free(tp);
 }
 END_TEST
@@ -551,6 +601,8 @@ Suite *nn_suite(void)
     tcase_add_loop_test(tc, maxpool_gradients, 0, sizeof pool_cases / sizeof *pool_cases);
     tcase_add_test(tc, batchnorm_forward);
     tcase_add_loop_test(tc, batchnorm_gradients, 0, sizeof bn_cases / sizeof *bn_cases);
+    tcase_add_loop_test(tc, channel_sum_forward, 0, sizeof cs_shapes / sizeof *cs_shapes);
+    tcase_add_loop_test(tc, channel_sum_gradients, 0, sizeof cs_shapes / sizeof *cs_shapes);
     tcase_add_test(tc, softmax_errors);
     tcase_add_test(tc, conv_pool_errors);
     tcase_add_test(tc, batchnorm_errors);
