@@ -11,6 +11,21 @@ ad_value *logreg_loss(ad_tape *tp, ad_value *X, ad_value *y, ad_value *w)
     return ad_mean(tp, ad_softplus(tp, ad_neg(tp, ad_mul(tp, y, Xw))));
 }
 
+ad_value *logreg_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
+{
+    (void)t;
+    const logreg_data *d = ctx;
+    ad_value *pen = ad_scale(tp, ad_dot(tp, ad_exp(tp, lam[0]), ad_square(tp, w[0])), 0.5);
+    return ad_add(tp, logreg_loss(tp, d->X, d->y, w[0]), pen);
+}
+
+ad_value *logreg_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)lam;
+    const logreg_data *d = ctx;
+    return logreg_loss(tp, d->Xv, d->yv, w[0]);
+}
+
 int logreg_percoord_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
                          ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
                          ad_value **s_new, void *ctx)

@@ -13,6 +13,19 @@ enum { LOGREG_D = 3 }; /* features */
 /* mean softplus(−y ⊙ Xw): X [N,LOGREG_D], y [N] in {−1, +1}, w [LOGREG_D] */
 ad_value *logreg_loss(ad_tape *tp, ad_value *X, ad_value *y, ad_value *w);
 
+/* The problem's data, caller-owned: training X [N,LOGREG_D], y [N] in {−1, +1}
+ * and validation Xv, yv.  A suite's own problem struct puts it first, so the
+ * callbacks below take that struct as their ctx (C11 6.7.2.1: a pointer to a
+ * struct, converted, points to its first member). */
+typedef struct logreg_data {
+    ad_value *X, *y, *Xv, *yv;
+} logreg_data;
+
+/* g = logreg_loss(X, y, w) + ½ Σ e^λ ⊙ w² (λ = lam[0], per-feature log L2) */
+ad_value *logreg_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx);
+/* f = logreg_loss(Xv, yv, w) */
+ad_value *logreg_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx);
+
 /* Heavy ball with one learned log step per coordinate: v ← 0.5 v + ∇g,
  * w ← w − e^θ ⊙ v. */
 int logreg_percoord_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,

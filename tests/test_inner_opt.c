@@ -25,7 +25,7 @@
 enum { LN = 16, LD = LOGREG_D, LT = 30 };
 
 typedef struct logreg {
-    ad_value *X, *y, *Xv, *yv;  /* caller-owned data; y in {−1, +1} */
+    logreg_data d;              /* first: the fixture's callbacks take this struct as ctx */
     ad_value *lam, *theta, *mu; /* λ [LD]; θ: a step (or steps) hyperparameter; μ */
     ad_value *hyper[2];
     hg_update custom;
@@ -37,21 +37,6 @@ static int lr_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     (void)lam, (void)ctx;
     w0[0] = ad_const(tp, 1, (int[]){ LD }, (ad_real[]){ -1, 1, -1 });
     return AD_OK;
-}
-
-static ad_value *lr_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
-{
-    (void)t;
-    logreg *r = ctx;
-    ad_value *pen = ad_scale(tp, ad_dot(tp, ad_exp(tp, lam[0]), ad_square(tp, w[0])), 0.5);
-    return ad_add(tp, logreg_loss(tp, r->X, r->y, w[0]), pen);
-}
-
-static ad_value *lr_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
-{
-    (void)lam;
-    logreg *r = ctx;
-    return logreg_loss(tp, r->Xv, r->yv, w[0]);
 }
 
 enum { V_ADAM, V_ADAM_LOGSTEP, V_RMSPROP, V_MOMENTUM_SIGMOID, V_CUSTOM_PERCOORD,
@@ -66,24 +51,24 @@ static void logreg_init(logreg *r, int variant)
     ad_rng rng;
     ad_rng_seed(&rng, 2024);
     memset(r, 0, sizeof *r);
-    r->X = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
-    r->Xv = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
-    r->y = ad_tensor_new(1, (int[]){ LN });
-    r->yv = ad_tensor_new(1, (int[]){ LN });
+    r->d.X = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
+    r->d.Xv = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
+    r->d.y = ad_tensor_new(1, (int[]){ LN });
+    r->d.yv = ad_tensor_new(1, (int[]){ LN });
     const double w_true[LD] = { 1.5, -2, 0.5 };
     for (int n = 0; n < LN; n++) { /* labels from a noisy linear rule */
         double s = 0, sv = 0;
         for (int d = 0; d < LD; d++) {
-            s += r->X->data[n * LD + d] * w_true[d];
-            sv += r->Xv->data[n * LD + d] * w_true[d];
+            s += r->d.X->data[n * LD + d] * w_true[d];
+            sv += r->d.Xv->data[n * LD + d] * w_true[d];
         }
-        r->y->data[n] = s + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
-        r->yv->data[n] = sv + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
+        r->d.y->data[n] = s + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
+        r->d.yv->data[n] = sv + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
     }
     r->lam = ad_param_from(1, (int[]){ LD }, (ad_real[]){ -1, 0, 0.5 });
     r->hyper[0] = r->lam;
     r->p = (hg_problem){ .n_w = 1, .n_hyper = 1, .hyper = r->hyper, .T = LT, .ctx = r,
-                         .init = lr_w0, .inner = lr_inner, .outer = lr_outer };
+                         .init = lr_w0, .inner = logreg_inner, .outer = logreg_outer };
     switch (variant) {
     case V_ADAM:
         r->p.opt = hg_opt_adam(0.05);
@@ -130,7 +115,7 @@ static void logreg_init(logreg *r, int variant)
 
 static void logreg_free(logreg *r)
 {
-    ad_value *all[] = { r->X, r->y, r->Xv, r->yv, r->lam, r->theta, r->mu };
+    ad_value *all[] = { r->d.X, r->d.y, r->d.Xv, r->d.yv, r->lam, r->theta, r->mu };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) ad_value_free(all[i]);
 }
 
@@ -227,10 +212,10 @@ static void analytic_grad(const logreg *r, const double *w, double *g)
 {
     for (int d = 0; d < LD; d++) g[d] = exp(r->lam->data[d]) * w[d];
     for (int n = 0; n < LN; n++) {
-        double z = 0, yn = r->y->data[n];
-        for (int d = 0; d < LD; d++) z += r->X->data[n * LD + d] * w[d];
+        double z = 0, yn = r->d.y->data[n];
+        for (int d = 0; d < LD; d++) z += r->d.X->data[n * LD + d] * w[d];
         double s = 1 / (1 + exp(yn * z)); /* σ(−y z) */
-        for (int d = 0; d < LD; d++) g[d] -= yn * s * r->X->data[n * LD + d] / LN;
+        for (int d = 0; d < LD; d++) g[d] -= yn * s * r->d.X->data[n * LD + d] / LN;
     }
 }
 

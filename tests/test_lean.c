@@ -559,7 +559,8 @@ static void estimators_lean_and_not(const char *name, hg_problem *p)
 enum { LN = 12, LT = 8 };
 
 typedef struct logreg {
-    ad_value *X, *y, *Xv, *yv, *lam, *theta, *mu;
+    logreg_data d; /* first: the fixture's callbacks take this struct as ctx */
+    ad_value *lam, *theta, *mu;
     ad_value *hyper[3];
     hg_update custom;
     hg_problem p;
@@ -572,38 +573,23 @@ static int lr_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     return AD_OK;
 }
 
-static ad_value *lr_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
-{
-    (void)t;
-    logreg *r = ctx;
-    ad_value *pen = ad_scale(tp, ad_dot(tp, ad_exp(tp, lam[0]), ad_square(tp, w[0])), 0.5);
-    return ad_add(tp, logreg_loss(tp, r->X, r->y, w[0]), pen);
-}
-
-static ad_value *lr_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
-{
-    (void)lam;
-    logreg *r = ctx;
-    return logreg_loss(tp, r->Xv, r->yv, w[0]);
-}
-
 static void logreg_init(logreg *r, int variant)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 99);
     memset(r, 0, sizeof *r);
-    r->X = ad_tensor_randn(&rng, 2, (int[]){ LN, LOGREG_D }, 1);
-    r->Xv = ad_tensor_randn(&rng, 2, (int[]){ LN, LOGREG_D }, 1);
-    r->y = ad_tensor_new(1, (int[]){ LN });
-    r->yv = ad_tensor_new(1, (int[]){ LN });
+    r->d.X = ad_tensor_randn(&rng, 2, (int[]){ LN, LOGREG_D }, 1);
+    r->d.Xv = ad_tensor_randn(&rng, 2, (int[]){ LN, LOGREG_D }, 1);
+    r->d.y = ad_tensor_new(1, (int[]){ LN });
+    r->d.yv = ad_tensor_new(1, (int[]){ LN });
     for (int i = 0; i < LN; i++) {
-        r->y->data[i] = ad_rng_uniform(&rng) < 0.5 ? -1 : 1;
-        r->yv->data[i] = ad_rng_uniform(&rng) < 0.5 ? -1 : 1;
+        r->d.y->data[i] = ad_rng_uniform(&rng) < 0.5 ? -1 : 1;
+        r->d.yv->data[i] = ad_rng_uniform(&rng) < 0.5 ? -1 : 1;
     }
     r->lam = ad_param_from(1, (int[]){ LOGREG_D }, (ad_real[]){ -1, 0, 0.5 });
     r->hyper[0] = r->lam;
     r->p = (hg_problem){ .n_w = 1, .n_hyper = 1, .hyper = r->hyper, .T = LT, .ctx = r,
-                         .init = lr_w0, .inner = lr_inner, .outer = lr_outer };
+                         .init = lr_w0, .inner = logreg_inner, .outer = logreg_outer };
     switch (variant) {
     case 0:
         r->p.opt = hg_opt_adam(0.05);
@@ -645,7 +631,7 @@ static void logreg_init(logreg *r, int variant)
 
 static void logreg_free(logreg *r)
 {
-    ad_value *all[] = { r->X, r->y, r->Xv, r->yv, r->lam, r->theta, r->mu };
+    ad_value *all[] = { r->d.X, r->d.y, r->d.Xv, r->d.yv, r->lam, r->theta, r->mu };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) ad_value_free(all[i]);
 }
 

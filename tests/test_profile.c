@@ -157,7 +157,7 @@ END_TEST
 enum { LN = 12, LD = LOGREG_D, LT = 10 };
 
 typedef struct logreg {
-    ad_value *X, *y, *Xv, *yv; /* caller-owned data, y in {−1, +1} */
+    logreg_data d;             /* first: the fixture's callbacks take this struct as ctx */
     ad_value *hyper[3];        /* λ [LD] (per-feature log L2), then the optimizer's */
     hg_update custom;
     bool w0_from_lam;
@@ -170,21 +170,6 @@ static int lr_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
     w0[0] = r->w0_from_lam ? ad_add_scalar(tp, ad_scale(tp, lam[0], 0.3), 0.2)
                            : ad_const(tp, 1, (int[]){ LD }, (ad_real[]){ -1, 1, -1 });
     return w0[0] ? AD_OK : ad_error_code();
-}
-
-static ad_value *lr_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
-{
-    (void)t;
-    const logreg *r = ctx;
-    ad_value *pen = ad_scale(tp, ad_dot(tp, ad_exp(tp, lam[0]), ad_square(tp, w[0])), 0.5);
-    return ad_add(tp, logreg_loss(tp, r->X, r->y, w[0]), pen);
-}
-
-static ad_value *lr_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
-{
-    (void)lam;
-    const logreg *r = ctx;
-    return logreg_loss(tp, r->Xv, r->yv, w[0]);
 }
 
 /* Heavy ball written with the previous iterate as its state (s = w_{t−1}):
@@ -244,17 +229,17 @@ static void logreg_init(logreg *r, int variant)
     ad_rng rng;
     ad_rng_seed(&rng, 77);
     memset(r, 0, sizeof *r);
-    r->X = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
-    r->Xv = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
-    r->y = ad_tensor_new(1, (int[]){ LN });
-    r->yv = ad_tensor_new(1, (int[]){ LN });
+    r->d.X = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
+    r->d.Xv = ad_tensor_randn(&rng, 2, (int[]){ LN, LD }, 1);
+    r->d.y = ad_tensor_new(1, (int[]){ LN });
+    r->d.yv = ad_tensor_new(1, (int[]){ LN });
     for (int n = 0; n < LN; n++) {
-        r->y->data[n] = r->X->data[n * LD] - r->X->data[n * LD + 1] + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
-        r->yv->data[n] = r->Xv->data[n * LD] - r->Xv->data[n * LD + 1] + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
+        r->d.y->data[n] = r->d.X->data[n * LD] - r->d.X->data[n * LD + 1] + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
+        r->d.yv->data[n] = r->d.Xv->data[n * LD] - r->d.Xv->data[n * LD + 1] + 0.5 * ad_rng_normal(&rng) > 0 ? 1 : -1;
     }
     r->hyper[0] = ad_param_from(1, (int[]){ LD }, (ad_real[]){ -1, 0, 0.5 });
     r->p = (hg_problem){ .n_w = 1, .n_hyper = 1, .hyper = r->hyper, .T = LT, .ctx = r,
-                         .init = lr_w0, .inner = lr_inner, .outer = lr_outer,
+                         .init = lr_w0, .inner = logreg_inner, .outer = logreg_outer,
                          .opt = { .kind = HG_GD, .step = 0.5 } };
     hg_inner_opt *o = &r->p.opt;
     switch (variant) {
@@ -319,7 +304,7 @@ static void logreg_init(logreg *r, int variant)
 
 static void logreg_free(logreg *r)
 {
-    ad_value *all[] = { r->X, r->y, r->Xv, r->yv, r->hyper[0], r->hyper[1], r->hyper[2] };
+    ad_value *all[] = { r->d.X, r->d.y, r->d.Xv, r->d.yv, r->hyper[0], r->hyper[1], r->hyper[2] };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) ad_value_free(all[i]);
 }
 
