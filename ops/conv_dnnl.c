@@ -40,7 +40,13 @@
 int openblas_get_num_threads(void); /* OpenBLAS's own; cblas.h of other BLAS lacks it */
 #endif
 
-enum { CONV_DNNL_CACHE = 24 };
+/* CONV_DNNL_MIN_C: fewer input or output channels than this go to the
+ * im2col kernels.  With one input channel (the one-shot network's first
+ * layer, 75x1x28x28) oneDNN's forward was no faster and its backward 1.6x
+ * slower (5.0 ms against 3.2; bench-ops, one thread): reordering the
+ * 64-channel 28x28 maps to and from its blocked layout costs as much as
+ * the convolution there. */
+enum { CONV_DNNL_CACHE = 24, CONV_DNNL_MIN_C = 16 };
 
 /* One argument of a run: the caller's plain array and, when the primitive
  * wants another layout, that layout's copy in the cache's buffer. */
@@ -62,6 +68,7 @@ struct conv_dnnl_prim {
     conv_geom g;
     int O;
     bool has_bias;
+    bool none;          /* no primitive worth using here: the caller's kernels run */
     unsigned long used; /* the cache's clock at the last use */
     dnnl_primitive_desc_t pd, hint; /* hint: the forward pd a backward one was made from */
     dnnl_primitive_t prim;
@@ -242,6 +249,18 @@ static dnnl_status_t slot_make(conv_dnnl_arg *a, const dnnl_memory_desc_t *plain
     return st;
 }
 
+/* True when a layout pads an axis: oneDNN blocks channels by 16 (AVX-512),
+ * so 1 or 3 channels become 16 and the kernel does up to 16 times the work
+ * (bench-ops, 75x1x28x28: the data gradient into one channel took 7.8 ms
+ * against 3.2 for the im2col kernels' whole backward).  Such a geometry is
+ * left to the im2col kernels. */
+static bool padded(const dnnl_memory_desc_t *md)
+{
+    for (int i = 0; i < md->ndims; i++)
+        if (md->padded_dims[i] != md->dims[i]) return true;
+    return false;
+}
+
 /* Makes p's primitive, in the layouts oneDNN prefers, and its slots (p's
  * key fields set). */
 static dnnl_status_t prim_make(conv_dnnl_prim *p, dnnl_engine_t engine)
@@ -264,6 +283,7 @@ static dnnl_status_t prim_make(conv_dnnl_prim *p, dnnl_engine_t engine)
         const dnnl_memory_desc_t *want =
             dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, p->slot[i].arg);
         if (!want) return dnnl_runtime_error;
+        if (padded(want)) return dnnl_unimplemented;
         st = slot_make(&p->slot[i], md[i], want, i == SLOT_OUT, engine);
     }
     return st;
@@ -288,7 +308,7 @@ static dnnl_status_t buffers_fit(conv_dnnl_cache *c, const conv_dnnl_prim *p)
 static bool same_key(const conv_dnnl_prim *p, conv_dnnl_kind kind, const conv_geom *g, int O,
                      bool has_bias)
 {
-    return p->prim && p->kind == kind && p->O == O && p->has_bias == has_bias &&
+    return (p->prim || p->none) && p->kind == kind && p->O == O && p->has_bias == has_bias &&
            memcmp(&p->g, g, sizeof *g) == 0;
 }
 
@@ -296,6 +316,7 @@ int conv_dnnl_prepare(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geo
                       bool has_bias, const char *who)
 {
     *prim = NULL;
+    if (g->C < CONV_DNNL_MIN_C || O < CONV_DNNL_MIN_C) return AD_OK;
     conv_dnnl_cache *c = cache_get(who);
     if (!c) return ad_error_code();
     has_bias = has_bias && kind == CONV_DNNL_FORWARD;
@@ -315,8 +336,12 @@ int conv_dnnl_prepare(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geo
         dnnl_status_t st = prim_make(p, c->engine);
         if (st == dnnl_success) st = buffers_fit(c, p);
         if (st != dnnl_success) {
-            prim_free(p); /* a free slot (prim NULL): never matched, reused next */
-            if (st == dnnl_unimplemented) return AD_OK;
+            prim_free(p); /* a free slot (prim NULL, none false): never matched, reused next */
+            if (st == dnnl_unimplemented) { /* remembered: the caller's kernels, at once */
+                *p = (conv_dnnl_prim){ .kind = kind, .g = *g, .O = O, .has_bias = has_bias,
+                                       .none = true, .used = ++c->clock };
+                return AD_OK;
+            }
             return ad_fail(st == dnnl_out_of_memory ? AD_ENOMEM : AD_EARG,
                            "%s: oneDNN could not make a convolution primitive for x [%d,%d,%d,%d], "
                            "%d outputs, kernel %dx%d, stride %d, pad %d: %s", who, g->N, g->C,
@@ -324,7 +349,7 @@ int conv_dnnl_prepare(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geo
         }
     }
     p->used = ++c->clock;
-    *prim = p;
+    *prim = p->none ? NULL : p;
     return AD_OK;
 }
 

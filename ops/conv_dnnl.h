@@ -44,7 +44,9 @@ void conv_dnnl_set_enabled(bool on);
 /* The primitive for `kind` at geometry g with O output channels (and a bias
  * when has_bias, forward only), from the thread's cache or made now.
  * Returns AD_OK with *prim set; AD_OK with *prim NULL when oneDNN has no
- * implementation for this geometry (the caller uses its own kernel);
+ * implementation for this geometry, or only one that pads the channels to
+ * its block, or the channels are too few to pay (CONV_DNNL_MIN_C): the
+ * caller uses its own kernel;
  * otherwise an ad_fail status with a message naming `who`.  Called before
  * the op makes its node, so a failure leaves nothing on the tape. */
 int conv_dnnl_prepare(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geom *g, int O,

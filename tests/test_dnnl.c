@@ -38,7 +38,9 @@ typedef struct dnnl_case {
 } dnnl_case;
 
 /* The one-shot network's (3×3, pad 1, 64 outputs; its first layer takes one
- * channel of 28×28), then a strided and a rectangular-map case. */
+ * channel of 28×28, which stays with the im2col kernels: fewer than 16
+ * channels, CONV_DNNL_MIN_C), then a strided case and a 5×5 kernel on a
+ * rectangular map. */
 static const dnnl_case dnnl_cases[] = {
     { 1, 1, 28, 28, 64, 3, 1, 1, true },   { 5, 1, 28, 28, 64, 3, 1, 1, false },
     { 75, 1, 28, 28, 64, 3, 1, 1, true },  { 1, 64, 14, 14, 64, 3, 1, 1, true },
@@ -46,7 +48,7 @@ static const dnnl_case dnnl_cases[] = {
     { 5, 64, 7, 7, 64, 3, 1, 1, true },    { 75, 64, 7, 7, 64, 3, 1, 1, false },
     { 1, 64, 3, 3, 64, 3, 1, 1, false },   { 75, 64, 3, 3, 64, 3, 1, 1, true },
     { 5, 64, 1, 1, 64, 3, 1, 1, true },    { 75, 64, 1, 1, 64, 3, 1, 1, false },
-    { 3, 8, 11, 9, 16, 3, 2, 1, true },    { 2, 3, 6, 10, 5, 5, 1, 2, false },
+    { 3, 16, 11, 9, 32, 3, 2, 1, true },  { 2, 32, 6, 10, 16, 5, 1, 2, false },
 };
 
 /* What one path computes: y = conv(x, w, b), and for the seed u the data
@@ -108,6 +110,16 @@ START_TEST(dnnl_matches_im2col)
     ad_value *ax = abs_of(x), *aw = abs_of(w), *ab = abs_of(b), *au = abs_of(u);
     ad_value *wants[] = { x, w, b, ax, aw };
     for (int i = 0; i < 5; i++) ck_assert_int_eq(ad_set_requires_grad(wants[i], true), AD_OK);
+    /* Which path ran: oneDNN's three primitives from 16 channels in and out
+     * (so that this test cannot pass by comparing im2col with itself). */
+    conv_geom g = { c->N, c->C, c->H, c->W, c->k, c->k, c->stride, c->pad };
+    bool want = c->C >= 16 && c->O >= 16;
+    for (int kind = CONV_DNNL_FORWARD; kind <= CONV_DNNL_WEIGHT; kind++) {
+        conv_dnnl_prim *prim;
+        ck_assert_int_eq(conv_dnnl_prepare(&prim, kind, &g, c->O, c->bias, "test"), AD_OK);
+        ck_assert_msg((prim != NULL) == want, "kind %d: oneDNN primitive %s", kind,
+                      prim ? "made" : "not made");
+    }
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     conv_results d = run_conv(tp, true, x, w, c->bias ? b : NULL, u, c);
     conv_results r = run_conv(tp, false, x, w, c->bias ? b : NULL, u, c);
