@@ -305,6 +305,8 @@ static dnnl_status_t buffers_fit(conv_dnnl_cache *c, const conv_dnnl_prim *p)
     return dnnl_success;
 }
 
+static void set_threads(const conv_dnnl_cache *c);
+
 static bool same_key(const conv_dnnl_prim *p, conv_dnnl_kind kind, const conv_geom *g, int O,
                      bool has_bias)
 {
@@ -319,6 +321,7 @@ int conv_dnnl_prepare(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geo
     if (g->C < CONV_DNNL_MIN_C || O < CONV_DNNL_MIN_C) return AD_OK;
     conv_dnnl_cache *c = cache_get(who);
     if (!c) return ad_error_code();
+    set_threads(c); /* making a primitive may run parallel regions too */
     has_bias = has_bias && kind == CONV_DNNL_FORWARD;
     conv_dnnl_prim *p = NULL;
     for (int i = 0; i < c->n && !p; i++)
