@@ -27,6 +27,10 @@
  * its first two axes swapped (and the bias added on the way); for one image
  * the two layouts are the same and the gemm works in place.
  *
+ * With oneDNN (meson -Ddnnl, float build) the three kernels are oneDNN's
+ * convolution primitives instead (conv_dnnl.c) wherever it has one for the
+ * geometry; the ops, their nodes and their rules are the same.
+ *
  * Sizes: N images, C channels in, O out, H×W in, kh×kw kernel, P×Q out with
  * P = (H + 2·pad − kh)/stride + 1; K = C·kh·kw rows of col(x). */
 #include <cblas.h>
@@ -34,15 +38,15 @@
 #include <stdlib.h>
 
 #include "ad/node.h"
+#include "conv_dnnl.h"
+#include "hypertape_config.h"
 #include "ops.h"
 
 enum { CONV_BLOCK_ENTRIES = 1 << 20, CONV_IMAGE_COLS = 128 };
 
-/* The geometry of one convolution; every node keeps it in iattr in this
- * order (the data gradient needs H and W, the weight gradient kh and kw). */
-typedef struct conv_geom {
-    int N, C, H, W, kh, kw, stride, pad;
-} conv_geom;
+/* The geometry of one convolution (conv_geom, in conv_dnnl.h); every node
+ * keeps it in iattr in this order (the data gradient needs H and W, the
+ * weight gradient kh and kw). */
 
 static int out_extent(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 
@@ -446,6 +450,45 @@ static void flip_weights(ad_real *wf, const ad_real *w, int O, int C, int kh, in
         }
 }
 
+/* ---- the oneDNN path --------------------------------------------------- */
+
+/* The oneDNN primitive for a kernel, or NULL for the im2col kernels: a build
+ * without oneDNN, the path turned off on this thread, or a geometry oneDNN
+ * has no implementation for.  Runs before the op makes its node: AD_OK, or
+ * the status of a failure (nothing on the tape then). */
+static int dnnl_pick(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geom *g, int O,
+                     bool has_bias, const char *who)
+{
+    *prim = NULL;
+#if HT_DNNL
+    if (conv_dnnl_active()) return conv_dnnl_prepare(prim, kind, g, O, has_bias, who);
+#else
+    (void)kind, (void)g, (void)O, (void)has_bias, (void)who;
+#endif
+    return AD_OK;
+}
+
+/* The op's node [shape], computed by a picked primitive from its inputs'
+ * data: in[0] and in[1] (and the bias in[2] when n_in is 3), in
+ * conv_dnnl_run's order.  Should oneDNN fail to run (it has made the
+ * primitive; only running out of memory is left), the op returns NULL and
+ * the node stays in the open step, unread, until the step is released. */
+static ad_value *dnnl_node(ad_tape *tp, const ad_op *op, const int *shape, int n_in,
+                           ad_value **in, const conv_geom *g, conv_dnnl_prim *prim, const char *who)
+{
+#if HT_DNNL
+    ad_value *out = ad_node_new(tp, op, 4, shape, n_in, in);
+    if (!out) return NULL;
+    geom_store(out->iattr, g);
+    const ad_real *c = n_in > 2 ? in[2]->data : NULL;
+    return conv_dnnl_run(prim, out->data, in[0]->data, in[1]->data, c, who) == AD_OK ? out : NULL;
+#else
+    (void)tp, (void)op, (void)shape, (void)n_in, (void)in, (void)g, (void)prim, (void)who;
+    AD_ASSERT(false, "dnnl_node in a build without oneDNN");
+    return NULL;
+#endif
+}
+
 /* ---- the ops ----------------------------------------------------------- */
 
 static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, const conv_geom *g);
@@ -509,6 +552,9 @@ static ad_value *conv_op(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, con
     if (ad_check_inputs(tp, "conv2d", b ? 3 : 2, in) != AD_OK) return NULL;
     conv_dims d = dims_of(g);
     int O = w->shape[0];
+    conv_dnnl_prim *prim;
+    if (dnnl_pick(&prim, CONV_DNNL_FORWARD, g, O, b != NULL, "conv2d") != AD_OK) return NULL;
+    if (prim) return dnnl_node(tp, &conv2d_op, (int[]){ g->N, O, d.P, d.Q }, b ? 3 : 2, in, g, prim, "conv2d");
     conv_scratch s;
     if (scratch_get(&s, g, &d, O, "conv2d") != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, &conv2d_op, 4, (int[]){ g->N, O, d.P, d.Q }, b ? 3 : 2, in);
@@ -527,6 +573,11 @@ static ad_value *conv_data_grad(ad_tape *tp, ad_value *gy, ad_value *w, const co
     if (ad_check_inputs(tp, "conv_data_grad", 2, in) != AD_OK) return NULL;
     conv_dims d = dims_of(g);
     int O = w->shape[0];
+    conv_dnnl_prim *prim;
+    if (dnnl_pick(&prim, CONV_DNNL_DATA, g, O, false, "conv2d backward") != AD_OK) return NULL;
+    if (prim)
+        return dnnl_node(tp, &conv_data_grad_op, (int[]){ g->N, g->C, g->H, g->W }, 2, in, g, prim,
+                         "conv2d backward");
     bool as_conv = data_grad_as_conv(g, &d);
     conv_geom gf = flipped_geom(g, O, &d);
     conv_dims df = dims_of(&gf);
@@ -562,6 +613,11 @@ static ad_value *conv_weight_grad(ad_tape *tp, ad_value *x, ad_value *gy, const 
     if (ad_check_inputs(tp, "conv_weight_grad", 2, in) != AD_OK) return NULL;
     int O = gy->shape[1];
     conv_dims d = dims_of(g);
+    conv_dnnl_prim *prim;
+    if (dnnl_pick(&prim, CONV_DNNL_WEIGHT, g, O, false, "conv2d backward") != AD_OK) return NULL;
+    if (prim)
+        return dnnl_node(tp, &conv_weight_grad_op, (int[]){ O, g->C, g->kh, g->kw }, 2, in, g, prim,
+                         "conv2d backward");
     conv_scratch s;
     if (scratch_get(&s, g, &d, O, "conv2d backward") != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, &conv_weight_grad_op, 4, (int[]){ O, g->C, g->kh, g->kw }, 2, in);

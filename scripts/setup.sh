@@ -25,6 +25,11 @@ packages=(
   dataset-fashion-mnist     # Fashion-MNIST, in /usr/share/datasets/fashion-mnist/
 )
 
+# Optional: used when the distribution has it, and nothing fails when it does not.
+optional=(
+  libdnnl-dev               # oneDNN: conv2d's kernels in the float build (meson -Ddnnl=auto)
+)
+
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
@@ -34,8 +39,18 @@ for p in "${packages[@]}"; do
   installed "$p" || missing+=("$p")
 done
 
+# The optional packages the archive has (apt-cache knows them) join the list; the others are named.
+for p in "${optional[@]}"; do
+  installed "$p" && continue
+  if apt-cache show "$p" >/dev/null 2>&1; then
+    missing+=("$p")
+  else
+    echo "setup: optional package $p is not available here; building without it"
+  fi
+done
+
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#packages[@]} packages already installed"
+  echo "setup: all ${#packages[@]} packages (and the optional ones available) already installed"
   exit 0
 fi
 

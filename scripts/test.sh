@@ -4,7 +4,13 @@
 #   build/double  -Dreal=double, warnings are errors          built and tested
 #   build/float   -Dreal=float,  warnings are errors          built and tested, and its one-shot
 #                                                             hypergradients compared with the
-#                                                             double build's (tests/oneshot_fvd.c)
+#                                                             double build's (tests/oneshot_fvd.c);
+#                                                             conv2d through oneDNN when
+#                                                             libdnnl-dev is there (-Ddnnl=auto)
+#   build/asan-float  the float build with ASan + UBSan       only when build/float has oneDNN:
+#                                                             the test program, suites dnnl and
+#                                                             kernels (oneDNN's kernels, their
+#                                                             per-thread caches freed, no leak)
 #   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
 #                 UndefinedBehaviorSanitizer, warnings are errors
 #   build/tsan    clang, -Dreal=double, ThreadSanitizer,      the test program only; runs the
@@ -147,8 +153,26 @@ if [ -x build/double/tests/oneshot-fvd ] &&
   fail "build/double: oneshot-fvd --print FAILED: no reference for the float build"
   rm -f "$fvd_ref"
 fi
-if build float -Dreal=float; then
+if build float -Dreal=float -Ddnnl=auto; then
   run_tests float 1 HYPERTAPE_DOUBLE_REF="$fvd_ref"
+fi
+
+# oneDNN is only in the float build, which build/asan (double) does not see: its code, and the
+# thread caches it frees at thread exit, under the sanitizers in a build of the tests alone.
+if grep -q '^#define HT_DNNL 1' build/float/hypertape_config.h 2>/dev/null; then
+  step "configure build/asan-float"
+  if ht_configure build/asan-float --werror -Dreal=float -Ddnnl=enabled --buildtype=debug \
+       -Db_sanitize=address,undefined -Db_lundef=false; then
+    step "compile build/asan-float"
+    if meson compile -C build/asan-float tests/hypertape-tests; then
+      run_tests asan-float 3 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 -- dnnl kernels
+    else
+      fail "build/asan-float: FAILED to compile (see above)"
+    fi
+  else
+    fail "build/asan-float: FAILED to configure (see above)"
+  fi
 fi
 
 # Sanitized code runs several times slower: give each test three times its timeout.

@@ -26,4 +26,5 @@
     X(profile)       \
     X(par)           \
     X(status)        \
-    X(lean)
+    X(lean)          \
+    X(dnnl)
