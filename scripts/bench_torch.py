@@ -15,7 +15,13 @@ ops      each op at the one-shot and hypercleaning shapes: forward, backward,
          and the table shows both and their ratio (hypertape / PyTorch).
 oneshot  the one-shot hyper-iteration of experiments/oneshot.c (split
          formulation, T inner steps, K-RMD, meta-batch of 4, Adam) on random
-         images; --hypertape joins bench-ops --oneshot the same way.
+         images; --hypertape joins bench-ops --oneshot the same way, in two
+         ways of using the N cores (--threads N): "intra-op", the tasks one
+         after the other and each kernel on N threads (how PyTorch runs here,
+         and bench-ops --oneshot without --threads), and "tasks", the
+         meta-batch's tasks on N worker threads with every kernel on one
+         thread (how experiments/oneshot.c runs: bench-ops --oneshot
+         --threads N).  PyTorch always runs intra-op.
 check    recomputes the hypergradients written by `bench-ops --oneshot --dump
          DIR` (same λ0, same task) in float64 and prints the relative error
          per K: the evidence that this script computes what hypertape does.
@@ -343,29 +349,40 @@ def cmd_oneshot(a):
     ht_rounds, pt_rounds = [], []
     for r in range(a.rounds):
         if a.hypertape:
-            rows = run_csv([a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
-                            "--T", str(a.T), "--channels", str(a.channels), "--meta-batch",
-                            str(a.meta_batch), "--repeats", str(a.repeats)], a.threads)
-            ht_rounds.append({int(row["K"]): (float(row["median_s"]),
-                                              float(row.get("cpu_median_s", "nan")))
-                              for row in rows})
+            cmd = [a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
+                   "--T", str(a.T), "--channels", str(a.channels), "--meta-batch",
+                   str(a.meta_batch), "--repeats", str(a.repeats)]
+            # intra-op (as PyTorch), then the meta-batch's tasks on a.threads workers
+            ht_rounds.append(tuple({int(row["K"]): (float(row["median_s"]),
+                                                    float(row.get("cpu_median_s", "nan")))
+                                    for row in run_csv(c, a.threads)}
+                                   for c in (cmd, cmd + ["--threads", str(a.threads)])))
         pt_rounds.append({K: torch_oneshot(a, K) for K in Ks})
         print(f"bench_torch.py: round {r + 1} of {a.rounds} done", file=sys.stderr)
     print(f"# one-shot hyper-iteration: {a.channels} channels, T = {a.T}, meta-batch "
           f"{a.meta_batch}; median of {a.repeats} per round, median of {a.rounds} round(s); "
           f"{a.threads} thread(s); wall clock and process CPU seconds")
+    if a.hypertape:
+        print(f"# PyTorch and 'intra-op': the tasks in turn, each kernel on {a.threads} thread(s); "
+              f"'tasks': hypertape with the {a.meta_batch} tasks on {a.threads} worker thread(s), "
+              f"each kernel on 1 (bench-ops --oneshot --threads {a.threads}, as the oneshot "
+              f"program runs); ratio = hypertape / PyTorch")
     head = "%6s %10s %10s" % ("K", "PyTorch s", "cpu s")
     if a.hypertape:
-        head += " %12s %10s %8s %8s" % ("hypertape s", "cpu s", "ratio", "cpu ratio")
+        head += " %12s %10s %8s %8s" % ("intra-op s", "cpu s", "ratio", "cpu ratio")
+        head += " %12s %10s %8s %8s" % ("tasks s", "cpu s", "ratio", "cpu ratio")
     print(head)
     for K in Ks:
         p = [statistics.median(r[K][i] for r in pt_rounds) for i in (0, 1)]
         line = "%6d %10.3f %10.3f" % (K, p[0], p[1])
         if a.hypertape:
-            h = [statistics.median(r[K][i] for r in ht_rounds) for i in (0, 1)]
-            per = " ".join("%.3f/%.3f" % (hr[K][0], pr[K][0]) for hr, pr in zip(ht_rounds, pt_rounds))
-            line += " %12.3f %10.3f %8.2f %8.2f   (wall, ht/pt per round: %s)" % (
-                h[0], h[1], h[0] / p[0], h[1] / p[1], per)
+            pers = []
+            for way in (0, 1):
+                h = [statistics.median(r[way][K][i] for r in ht_rounds) for i in (0, 1)]
+                line += " %12.3f %10.3f %8.2f %8.2f" % (h[0], h[1], h[0] / p[0], h[1] / p[1])
+                pers.append(" ".join("%.3f/%.3f" % (hr[way][K][0], pr[K][0])
+                                     for hr, pr in zip(ht_rounds, pt_rounds)))
+            line += "   (wall, ht/pt per round: intra-op %s; tasks %s)" % tuple(pers)
         print(line)
 
 
@@ -442,7 +459,9 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("ops", "oneshot"):
         s = sub.add_parser(name)
-        s.add_argument("--threads", type=int, default=1)
+        s.add_argument("--threads", type=int, default=1,
+                       help="cores to use: PyTorch's threads and hypertape's OpenBLAS threads "
+                            "(intra-op); oneshot: also hypertape's task workers ('tasks' rows)")
         s.add_argument("--hypertape", help="the bench-ops executable to run alongside")
         s.add_argument("--rounds", type=int, default=3)
         s.add_argument("--csv", action="store_true")
