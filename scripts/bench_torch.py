@@ -5,6 +5,7 @@
                                     [--match TEXT]
     scripts/bench_torch.py oneshot  [--threads N] [--hypertape BENCH_OPS] [--rounds R]
                                     [--K 1,10,50] [--T 50] [--channels 64] [--repeats 3]
+                                    [--torch-tasks]
     scripts/bench_torch.py check DIR
     scripts/bench_torch.py hcmem    [--K 100]
 
@@ -21,7 +22,8 @@ oneshot  the one-shot hyper-iteration of experiments/oneshot.c (split
          and bench-ops --oneshot without --threads), and "tasks", the
          meta-batch's tasks on N worker threads with every kernel on one
          thread (how experiments/oneshot.c runs: bench-ops --oneshot
-         --threads N).  PyTorch always runs intra-op.
+         --threads N).  PyTorch runs intra-op; with --torch-tasks also with
+         the tasks on N Python threads and each op on one ('PyTorch tasks').
 check    recomputes the hypergradients written by `bench-ops --oneshot --dump
          DIR` (same λ0, same task) in float64 and prints the relative error
          per K: the evidence that this script computes what hypertape does.
@@ -35,6 +37,7 @@ Debian's python3-torch (1.13) for /usr/bin/python3; without torch the script
 says so and exits 0.  Nothing here is run by the tests.
 """
 import argparse
+import concurrent.futures
 import csv
 import io
 import math
@@ -319,8 +322,24 @@ def random_task(gen, dtype):
     return x_s, torch.arange(5) % 5, x_q, torch.arange(75) % 5
 
 
-def torch_oneshot(a, K):
-    """Median seconds of a hyper-iteration (after one untimed): wall clock and process CPU."""
+def torch_oneshot(a, K, tasks=False):
+    """Median seconds of a hyper-iteration (after one untimed): wall clock and process CPU.
+    tasks: the meta-batch's tasks on a.threads Python threads, each op on one thread (the
+    tasks drawn in order first and their hypergradients summed in task order, as bench-ops
+    --threads does); otherwise the tasks in turn, each op on a.threads threads."""
+    pool = None
+    if tasks:
+        torch.set_num_threads(1)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=a.threads)
+    try:
+        return torch_oneshot_run(a, K, pool)
+    finally:
+        if pool:
+            pool.shutdown()
+            torch.set_num_threads(a.threads)
+
+
+def torch_oneshot_run(a, K, pool):
     torch.manual_seed(1)
     lam = init_lambda(a.channels, torch.float32)
     opt = torch.optim.Adam(lam, lr=1e-2)
@@ -329,8 +348,13 @@ def torch_oneshot(a, K):
     for r in range(a.repeats + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         gsum = [torch.zeros_like(p) for p in lam]
-        for _ in range(a.meta_batch):
-            g, _ = hypergrad(lam, *random_task(gen, torch.float32), K, a.T)
+        if pool:
+            batch = [random_task(gen, torch.float32) for _ in range(a.meta_batch)]
+            gs = list(pool.map(lambda t: hypergrad(lam, *t, K, a.T)[0], batch))
+        else:
+            gs = (hypergrad(lam, *random_task(gen, torch.float32), K, a.T)[0]
+                  for _ in range(a.meta_batch))
+        for g in gs:
             for s, gi in zip(gsum, g):
                 s += gi / a.meta_batch
         for p, s in zip(lam, gsum):
@@ -346,7 +370,7 @@ def torch_oneshot(a, K):
 
 def cmd_oneshot(a):
     Ks = [int(k) for k in a.K.split(",")] if a.K else sorted({k for k in (1, 10, a.T) if k <= a.T})
-    ht_rounds, pt_rounds = [], []
+    ht_rounds, pt_rounds, pt_task_rounds = [], [], []
     for r in range(a.rounds):
         if a.hypertape:
             cmd = [a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
@@ -358,6 +382,8 @@ def cmd_oneshot(a):
                                     for row in run_csv(c, a.threads)}
                                    for c in (cmd, cmd + ["--threads", str(a.threads)])))
         pt_rounds.append({K: torch_oneshot(a, K) for K in Ks})
+        if a.torch_tasks:
+            pt_task_rounds.append({K: torch_oneshot(a, K, tasks=True) for K in Ks})
         print(f"bench_torch.py: round {r + 1} of {a.rounds} done", file=sys.stderr)
     print(f"# one-shot hyper-iteration: {a.channels} channels, T = {a.T}, meta-batch "
           f"{a.meta_batch}; median of {a.repeats} per round, median of {a.rounds} round(s); "
@@ -367,7 +393,12 @@ def cmd_oneshot(a):
               f"'tasks': hypertape with the {a.meta_batch} tasks on {a.threads} worker thread(s), "
               f"each kernel on 1 (bench-ops --oneshot --threads {a.threads}, as the oneshot "
               f"program runs); ratio = hypertape / PyTorch")
+    if a.torch_tasks:
+        print(f"# 'PyTorch tasks': PyTorch with the {a.meta_batch} tasks on {a.threads} Python "
+              f"thread(s), each op on 1 (torch.set_num_threads(1)); not in the ratios")
     head = "%6s %10s %10s" % ("K", "PyTorch s", "cpu s")
+    if a.torch_tasks:
+        head += " %14s %10s" % ("PyTorch tasks", "cpu s")
     if a.hypertape:
         head += " %12s %10s %8s %8s" % ("intra-op s", "cpu s", "ratio", "cpu ratio")
         head += " %12s %10s %8s %8s" % ("tasks s", "cpu s", "ratio", "cpu ratio")
@@ -375,6 +406,9 @@ def cmd_oneshot(a):
     for K in Ks:
         p = [statistics.median(r[K][i] for r in pt_rounds) for i in (0, 1)]
         line = "%6d %10.3f %10.3f" % (K, p[0], p[1])
+        if a.torch_tasks:
+            line += " %14.3f %10.3f" % tuple(statistics.median(r[K][i] for r in pt_task_rounds)
+                                              for i in (0, 1))
         if a.hypertape:
             pers = []
             for way in (0, 1):
@@ -475,6 +509,9 @@ def main():
             s.add_argument("--channels", type=int, default=64)
             s.add_argument("--meta-batch", type=int, default=4)
             s.add_argument("--repeats", type=int, default=3)
+            s.add_argument("--torch-tasks", action="store_true",
+                           help="also PyTorch with the meta-batch's tasks on --threads Python "
+                                "threads, each op on one thread (the 'PyTorch tasks' rows)")
     s = sub.add_parser("check")
     s.add_argument("dir")
     s = sub.add_parser("hcmem")
