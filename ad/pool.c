@@ -30,6 +30,16 @@
  * back at ad_tape_reset or ad_tape_rewind was measured too: the faults came
  * back, the RSS stayed within 10 % of this.
  *
+ * Not done, measured: a cache that hands a freed tape's blocks to the next
+ * tape.  hg_krmd makes a tape per hypergradient, which takes 256 fresh
+ * blocks (8.6 MB) per call in the one-shot run (64 channels, K = 1), and
+ * those blocks are most of the page faults left.  But with glibc told
+ * never to trim or map (GLIBC_TUNABLES mmap_threshold 256 MiB, trim_threshold
+ * 1 GiB: more than any such cache could save), `bench-ops --oneshot --K 1
+ * --repeats 3` took the same CPU time, A/B ratio 1.00 on one thread and 1.01
+ * with two task workers (--threads 2), 2026-12-02: the faults cost little
+ * next to the kernels now.
+ *
  * Headers: a value's struct is its own small allocation, apart from its data.
  * When a value is released its data go back to the pool, but its struct is
  * kept, marked dead (magic, why, when), in a FIFO of the last POOL_KEEP

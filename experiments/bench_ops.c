@@ -4,7 +4,7 @@
  *
  *   bench-ops [--csv] [--repeats N] [--match TEXT]
  *   bench-ops --oneshot [--K 1,10,50] [--repeats N] [--channels 64] [--T 50]
- *             [--meta-batch 4] [--csv] [--dump DIR]
+ *             [--meta-batch 4] [--threads N] [--csv] [--dump DIR]
  *   bench-ops --tape
  *
  * Op mode.  Every case is one op (or the hypercleaning inner loss, a small
@@ -35,10 +35,18 @@
  * meta-batch's mean hypergradient then one Adam update.  Per K: the median
  * seconds of a hyper-iteration (wall clock, and the process's CPU time,
  * which waiting for a core on a shared machine does not inflate) and the
- * largest tape peak.  --dump DIR
- * writes λ0, the first task and its hypergradient at each K (raw float64
- * files and a manifest) so that bench_torch.py --check DIR can confirm it
- * computes the same thing.
+ * largest tape peak of a task.  Two ways to use the cores: without
+ * --threads the tasks run one after the other and the kernels use
+ * OPENBLAS_NUM_THREADS threads (intra-op, as PyTorch runs); with --threads
+ * N the meta-batch's tasks run on N workers exactly as experiments/oneshot.c
+ * runs them (ex_par_run, an os_task each, OpenBLAS and oneDNN on one
+ * thread, the hypergradients summed in task order by ex_par_fold), so the
+ * numbers are the same for every N.  --dump DIR writes λ0, the first task
+ * and its hypergradient at each K (raw float64 files and a manifest) so
+ * that bench_torch.py --check DIR can confirm it computes the same thing,
+ * and per K the first hyper-iteration's mean hypergradient (mean_K*) and λ
+ * after the last (lam_K*): the same bytes at any --threads (tests/bench-
+ * ops.sh checks it).
  *
  * Tape mode.  One recorded hypercleaning step and one recorded one-shot
  * inner step, by op: the bytes of data some backward rule reads later and
@@ -46,8 +54,8 @@
  * the step holds once closed on a tape that keeps everything and on a lean
  * one (ad_tape_set_lean), which gives the unread back.
  *
- * Threads: OpenBLAS's (OPENBLAS_NUM_THREADS); the header line says how
- * many.  Exit status: 0, 1 on a failure, 2 on bad usage.
+ * Threads: OpenBLAS's (OPENBLAS_NUM_THREADS), or with --oneshot --threads
+ * one per worker; the header line says how many.  Exit status: 0, 1 on a failure, 2 on bad usage.
  */
 #define _XOPEN_SOURCE 700
 
@@ -73,6 +81,7 @@ typedef struct opts {
     int repeats; /* 0: adaptive (op mode) or 5 (one-shot mode) */
     const char *match, *dump;
     int channels, T, meta_batch, n_k;
+    int threads; /* --oneshot: task workers (0: not given, intra-op) */
     int Ks[MAX_K];
 } opts;
 
@@ -396,16 +405,99 @@ static int run_ops(const opts *o)
 
 /* ---- the one-shot hyper-iteration ----------------------------------------- */
 
-enum { OS_SUPPORT = 5, OS_QUERY = 75, OS_SIDE = 28 };
+enum { OS_SUPPORT = 5, OS_QUERY = 75, OS_SIDE = 28,
+       OS_XS = OS_SUPPORT * OS_SIDE * OS_SIDE, OS_XQ = OS_QUERY * OS_SIDE * OS_SIDE };
 
 /* A random task: images uniform in [0, 1] (Omniglot's ink range), labels
  * 0..4 in turn. */
 static void random_task(ad_rng *rng, ad_real *x_s, int *y_s, ad_real *x_q, int *y_q)
 {
-    for (int i = 0; i < OS_SUPPORT * OS_SIDE * OS_SIDE; i++) x_s[i] = (ad_real)ad_rng_uniform(rng);
-    for (int i = 0; i < OS_QUERY * OS_SIDE * OS_SIDE; i++) x_q[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_XS; i++) x_s[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_XQ; i++) x_q[i] = (ad_real)ad_rng_uniform(rng);
     for (int i = 0; i < OS_SUPPORT; i++) y_s[i] = i % 5;
     for (int i = 0; i < OS_QUERY; i++) y_q[i] = i % 5;
+}
+
+/* The meta-batch as experiments/oneshot.c runs it: the tasks drawn in
+ * order, then run on n_workers workers (ex_par_run), each worker with its
+ * own os_task (its own tapes) on the shared λ, each task's hypergradient
+ * kept apart as a row of λ's numbers, and the rows summed in task order
+ * (ex_par_fold) — the same operations in the same order whatever the
+ * number of workers, so the same bits. */
+typedef struct os_batch {
+    os_hyper *hy;
+    int B, K, n_workers, n_tk; /* tasks; depth; workers; os_tasks initialized */
+    os_task *tk;               /* [n_workers] */
+    ad_real *x_s, *x_q;        /* [B * OS_XS], [B * OS_XQ] */
+    int *y_s, *y_q;            /* [B * OS_SUPPORT], [B * OS_QUERY] */
+    ad_real **row;             /* [B][numel] */
+    ad_real *sum;              /* [numel]: the mean */
+    ad_value *mean[OS_MAX_HYPER]; /* the mean as λ-shaped tensors, for Adam */
+    size_t *peak;              /* [B]: each task's tape peak, estimator + rep */
+    size_t numel;
+} os_batch;
+
+static void batch_free(os_batch *mb)
+{
+    for (int i = 0; i < mb->n_tk; i++) os_task_free(&mb->tk[i]);
+    for (int b = 0; b < mb->B && mb->row; b++) free(mb->row[b]);
+    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(mb->mean[i]);
+    free(mb->tk);
+    free(mb->x_s);
+    free(mb->x_q);
+    free(mb->y_s);
+    free(mb->y_q);
+    free(mb->row);
+    free(mb->sum);
+    free(mb->peak);
+    memset(mb, 0, sizeof *mb);
+}
+
+static int batch_init(os_batch *mb, os_hyper *hy, int B, int n_workers, int T)
+{
+    memset(mb, 0, sizeof *mb);
+    mb->hy = hy;
+    mb->B = B;
+    mb->n_workers = n_workers < B ? n_workers : B; /* as oneshot.c: no idle os_task */
+    mb->numel = os_hyper_numel(hy);
+    size_t nb = (size_t)B;
+    mb->tk = calloc((size_t)mb->n_workers, sizeof *mb->tk);
+    mb->x_s = malloc(sizeof *mb->x_s * nb * OS_XS);
+    mb->x_q = malloc(sizeof *mb->x_q * nb * OS_XQ);
+    mb->y_s = malloc(sizeof *mb->y_s * nb * OS_SUPPORT);
+    mb->y_q = malloc(sizeof *mb->y_q * nb * OS_QUERY);
+    mb->row = calloc(nb, sizeof *mb->row);
+    mb->sum = malloc(sizeof *mb->sum * mb->numel);
+    mb->peak = calloc(nb, sizeof *mb->peak);
+    int rc = mb->tk && mb->x_s && mb->x_q && mb->y_s && mb->y_q && mb->row && mb->sum && mb->peak
+             ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    for (int b = 0; b < B && rc == AD_OK; b++)
+        if (!(mb->row[b] = malloc(sizeof **mb->row * mb->numel))) rc = ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++)
+        if (!(mb->mean[i] = ad_tensor_new(hy->list[i]->rank, hy->list[i]->shape))) rc = AD_ENOMEM;
+    for (int w = 0; w < mb->n_workers && rc == AD_OK; w++) {
+        rc = os_task_init(&mb->tk[w], hy, OS_SUPPORT, OS_QUERY, T, true);
+        if (rc == AD_OK) mb->n_tk++;
+    }
+    return rc;
+}
+
+/* Task b (an ex_item_fn) on worker w: loaded into w's os_task, its K-RMD
+ * hypergradient into row[b], its tape peak into peak[b]. */
+static int batch_item(void *ctx, int w, int b)
+{
+    os_batch *mb = ctx;
+    os_task *tk = &mb->tk[w];
+    ad_value *g[OS_MAX_HYPER];
+    hg_report r;
+    int rc = os_task_load(tk, mb->x_s + (size_t)b * OS_XS, mb->y_s + (size_t)b * OS_SUPPORT,
+                          mb->x_q + (size_t)b * OS_XQ, mb->y_q + (size_t)b * OS_QUERY, true);
+    if (rc == AD_OK) rc = os_task_hypergrad(tk, mb->K, g, &r);
+    if (rc != AD_OK) return rc;
+    mb->peak[b] = r.peak_tape_bytes + os_task_rep_tape_bytes(tk);
+    os_hyper_pack(mb->hy, g, mb->row[b]);
+    for (int i = 0; i < mb->hy->n_list; i++) ad_value_free(g[i]);
+    return AD_OK;
 }
 
 /* NAME.f64: n doubles; one manifest line "NAME rank d0 d1 ...". */
@@ -439,41 +531,51 @@ static int dump_ints(ex_file *man, ex_out *dir, const char *name, int n, const i
     return rc;
 }
 
-/* λ0, the task and its hypergradient at every K, for bench_torch.py --check. */
-static int dump_first_task(const opts *op, os_hyper *hy, os_task *tk, const ad_real *x_s,
-                           const int *y_s, const ad_real *x_q, const int *y_q)
+/* "PREFIX_KK_II" for each tensor of vs (hy->list's shapes). */
+static int dump_list(ex_file *man, ex_out *dir, const os_hyper *hy, const char *prefix, int K,
+                     ad_value *const *vs)
 {
-    static ex_out dir; /* large: off the stack */
-    ex_file man;
-    int rc = ex_out_open(&dir, op->dump, false);
-    if (rc != AD_OK) return rc;
-    rc = ex_file_open(&man, &dir, "manifest.txt");
+    char name[64];
+    int rc = AD_OK;
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
+        if (K > 0) snprintf(name, sizeof name, "%s_K%d_%02d", prefix, K, i);
+        else snprintf(name, sizeof name, "%s_%02d", prefix, i);
+        rc = dump_tensor(man, dir, name, vs[i]->rank, vs[i]->shape, vs[i]->data);
+    }
+    return rc;
+}
+
+/* λ0, the first task and its hypergradient at every K (grad_K*), for
+ * bench_torch.py --check; the manifest stays open for what the hyper-
+ * iterations add. */
+static int dump_first_task(const opts *op, os_hyper *hy, os_task *tk, ad_rng *rng, ex_out *dir,
+                           ex_file *man)
+{
+    ad_real *x_s = malloc(sizeof(ad_real) * OS_XS), *x_q = malloc(sizeof(ad_real) * OS_XQ);
+    int y_s[OS_SUPPORT], y_q[OS_QUERY];
+    int rc = x_s && x_q ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) {
+        random_task(rng, x_s, y_s, x_q, y_q);
+        rc = os_task_load(tk, x_s, y_s, x_q, y_q, true);
+    }
     if (rc == AD_OK)
-        fprintf(man.f, "config channels %d T %d support %d query %d bn_eps %g real %s\n",
+        fprintf(man->f, "config channels %d T %d support %d query %d bn_eps %g real %s\n",
                 op->channels, op->T, OS_SUPPORT, OS_QUERY, MDL_BN_EPS,
                 sizeof(ad_real) == 8 ? "double" : "float");
-    char name[64];
-    for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
-        snprintf(name, sizeof name, "lam_%02d", i);
-        rc = dump_tensor(&man, &dir, name, hy->list[i]->rank, hy->list[i]->shape, hy->list[i]->data);
-    }
+    if (rc == AD_OK) rc = dump_list(man, dir, hy, "lam", 0, hy->list);
     int xs[4] = { OS_SUPPORT, 1, OS_SIDE, OS_SIDE }, xq[4] = { OS_QUERY, 1, OS_SIDE, OS_SIDE };
-    if (rc == AD_OK) rc = dump_tensor(&man, &dir, "x_s", 4, xs, x_s);
-    if (rc == AD_OK) rc = dump_tensor(&man, &dir, "x_q", 4, xq, x_q);
-    if (rc == AD_OK) rc = dump_ints(&man, &dir, "y_s", OS_SUPPORT, y_s);
-    if (rc == AD_OK) rc = dump_ints(&man, &dir, "y_q", OS_QUERY, y_q);
+    if (rc == AD_OK) rc = dump_tensor(man, dir, "x_s", 4, xs, x_s);
+    if (rc == AD_OK) rc = dump_tensor(man, dir, "x_q", 4, xq, x_q);
+    if (rc == AD_OK) rc = dump_ints(man, dir, "y_s", OS_SUPPORT, y_s);
+    if (rc == AD_OK) rc = dump_ints(man, dir, "y_q", OS_QUERY, y_q);
     for (int k = 0; k < op->n_k && rc == AD_OK; k++) {
         ad_value *g[OS_MAX_HYPER] = { 0 };
         rc = os_task_hypergrad(tk, op->Ks[k], g, NULL);
-        for (int i = 0; i < hy->n_list && rc == AD_OK; i++) {
-            snprintf(name, sizeof name, "grad_K%d_%02d", op->Ks[k], i);
-            rc = dump_tensor(&man, &dir, name, g[i]->rank, g[i]->shape, g[i]->data);
-        }
+        if (rc == AD_OK) rc = dump_list(man, dir, hy, "grad", op->Ks[k], g);
         for (int i = 0; i < hy->n_list; i++) ad_value_free(g[i]);
     }
-    if (rc == AD_OK) rc = ex_file_commit(&man);
-    ex_file_abandon(&man);
-    ex_out_close(&dir);
+    free(x_s);
+    free(x_q);
     return rc;
 }
 
@@ -486,62 +588,62 @@ static double cpu_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* One hyper-iteration: meta_batch tasks' hypergradients at K, their mean,
- * one Adam update.  *peak gets the largest tape peak (estimator and
- * representation tapes together). */
-static int hyper_iteration(const opts *o, int K, ad_rng *rng, os_hyper *hy, os_task *tk,
-                           opt_outer *adam, ad_value **gsum, ad_real *x_s, int *y_s,
-                           ad_real *x_q, int *y_q, size_t *peak)
+/* One hyper-iteration: the meta-batch's tasks drawn from rng in order, their
+ * hypergradients at K on the workers, their mean in task order, one Adam
+ * update.  *peak gets the largest tape peak of a task (estimator and
+ * representation tapes together; with several workers, that many tasks'
+ * tapes are alive at once). */
+static int hyper_iteration(os_batch *mb, int K, ad_rng *rng, opt_outer *adam, size_t *peak)
 {
-    int rc = AD_OK;
-    for (int i = 0; i < hy->n_list; i++) memset(gsum[i]->data, 0, gsum[i]->size * sizeof(ad_real));
-    for (int b = 0; b < o->meta_batch && rc == AD_OK; b++) {
-        ad_value *g[OS_MAX_HYPER] = { 0 };
-        hg_report r;
-        random_task(rng, x_s, y_s, x_q, y_q);
-        rc = os_task_load(tk, x_s, y_s, x_q, y_q, true);
-        if (rc == AD_OK) rc = os_task_hypergrad(tk, K, g, &r);
-        if (rc != AD_OK) break;
-        size_t p = r.peak_tape_bytes + os_task_rep_tape_bytes(tk);
-        if (p > *peak) *peak = p;
-        for (int i = 0; i < hy->n_list; i++) {
-            for (size_t k = 0; k < g[i]->size; k++) gsum[i]->data[k] += g[i]->data[k] / o->meta_batch;
-            ad_value_free(g[i]);
-        }
+    for (int b = 0; b < mb->B; b++)
+        random_task(rng, mb->x_s + (size_t)b * OS_XS, mb->y_s + (size_t)b * OS_SUPPORT,
+                    mb->x_q + (size_t)b * OS_XQ, mb->y_q + (size_t)b * OS_QUERY);
+    mb->K = K;
+    int rc = ex_par_run(mb->n_workers, mb->B, batch_item, mb);
+    if (rc == AD_OK) {
+        memset(mb->sum, 0, sizeof *mb->sum * mb->numel);
+        rc = ex_par_fold(mb->sum, mb->numel, mb->row, mb->B, mb->B);
     }
-    if (rc == AD_OK) rc = opt_outer_step(adam, gsum);
-    os_hyper_clamp_step(hy, 1e-3, 2.0); /* oneshot's STEP_LO, STEP_HI */
+    if (rc != AD_OK) return rc;
+    for (int b = 0; b < mb->B; b++)
+        if (mb->peak[b] > *peak) *peak = mb->peak[b];
+    os_hyper_unpack(mb->hy, mb->sum, mb->mean);
+    rc = opt_outer_step(adam, mb->mean);
+    os_hyper_clamp_step(mb->hy, 1e-3, 2.0); /* oneshot's STEP_LO, STEP_HI */
     return rc;
 }
 
 static int run_oneshot(const opts *o)
 {
+    static ex_out dir; /* large: off the stack */
+    ex_file man = { 0 };
+    bool have_dir = false;
     ad_rng rng;
     ad_rng_seed(&rng, 1);
     os_hyper hy;
-    os_task tk;
+    os_batch mb;
     opt_outer adam;
     memset(&hy, 0, sizeof hy);
-    memset(&tk, 0, sizeof tk);
+    memset(&mb, 0, sizeof mb);
     memset(&adam, 0, sizeof adam);
-    ad_value *gsum[OS_MAX_HYPER] = { 0 };
-    ad_real *x_s = malloc(sizeof(ad_real) * OS_SUPPORT * OS_SIDE * OS_SIDE);
-    ad_real *x_q = malloc(sizeof(ad_real) * OS_QUERY * OS_SIDE * OS_SIDE);
-    int y_s[OS_SUPPORT], y_q[OS_QUERY];
     int repeats = o->repeats > 0 ? o->repeats : 5;
+    /* Without --threads, the tasks one after the other on this thread, the
+     * kernels on OpenBLAS's threads (intra-op, as PyTorch). */
+    int workers = o->threads > 0 ? o->threads : 1;
     double *secs = malloc(sizeof(double) * (size_t)repeats), *cpus = malloc(sizeof(double) * (size_t)repeats);
-    int rc = x_s && x_q && secs && cpus ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    int rc = secs && cpus ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng, 0.1, 0.03);
-    if (rc == AD_OK) rc = os_task_init(&tk, &hy, OS_SUPPORT, OS_QUERY, o->T, true);
-    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
-        if (!(gsum[i] = ad_tensor_new(hy.list[i]->rank, hy.list[i]->shape))) rc = AD_ENOMEM;
-    if (rc == AD_OK && o->dump) {
-        random_task(&rng, x_s, y_s, x_q, y_q);
-        rc = os_task_load(&tk, x_s, y_s, x_q, y_q, true);
-        if (rc == AD_OK) rc = dump_first_task(o, &hy, &tk, x_s, y_s, x_q, y_q);
-        if (rc == AD_OK) fprintf(stderr, PROG ": wrote %s/manifest.txt and its files\n", o->dump);
+    if (rc == AD_OK) rc = batch_init(&mb, &hy, o->meta_batch, workers, o->T);
+    if (rc == AD_OK && o->dump && (rc = ex_out_open(&dir, o->dump, false)) == AD_OK) {
+        have_dir = true;
+        rc = ex_file_open(&man, &dir, "manifest.txt");
+        if (rc == AD_OK) rc = dump_first_task(o, &hy, &mb.tk[0], &rng, &dir, &man);
     }
     if (rc == AD_OK) {
+        if (o->threads > 0)
+            fprintf(stderr, PROG ": the meta-batch's %d tasks on %d worker thread(s), "
+                    "kernels on 1 thread each (oneshot --threads %d)\n", o->meta_batch,
+                    mb.n_workers, o->threads);
         if (o->csv) printf("K,T,channels,meta_batch,median_s,min_s,max_s,cpu_median_s,peak_tape_bytes,repeats\n");
         else printf("%6s %4s %8s %10s %9s %9s %10s %13s %7s\n", "K", "T", "channels", "median s",
                     "min s", "max s", "cpu s", "peak tape MB", "repeats");
@@ -561,12 +663,16 @@ static int run_oneshot(const opts *o)
         /* One untimed hyper-iteration first (the allocator and BLAS warm up). */
         for (int r = -1; r < repeats && rc == AD_OK; r++) {
             double t0 = ex_now(), c0 = cpu_now();
-            rc = hyper_iteration(o, K, &task_rng, &hy, &tk, &adam, gsum, x_s, y_s, x_q, y_q, &peak);
+            rc = hyper_iteration(&mb, K, &task_rng, &adam, &peak);
             if (r >= 0) {
                 secs[r] = ex_now() - t0;
                 cpus[r] = cpu_now() - c0;
             }
+            /* The first mean hypergradient and λ after the last update:
+             * what does not depend on the number of workers. */
+            if (rc == AD_OK && have_dir && r == -1) rc = dump_list(&man, &dir, &hy, "mean", K, mb.mean);
         }
+        if (rc == AD_OK && have_dir) rc = dump_list(&man, &dir, &hy, "lam", K, hy.list);
         opt_outer_free(&adam);
         if (rc != AD_OK) break;
         double lo = secs[0], hi = secs[0];
@@ -583,15 +689,16 @@ static int run_oneshot(const opts *o)
                    lo, hi, cpu, peak / 1e6, repeats);
         fflush(stdout);
     }
-    if (rc != AD_OK) fprintf(stderr, PROG ": one-shot: %s\n", ad_error());
-    for (int i = 0; i < OS_MAX_HYPER; i++) {
-        ad_value_free(gsum[i]);
-        ad_value_free(lam0[i]);
+    if (have_dir) {
+        if (rc == AD_OK) rc = ex_file_commit(&man);
+        if (rc == AD_OK) fprintf(stderr, PROG ": wrote %s/manifest.txt and its files\n", o->dump);
+        ex_file_abandon(&man);
+        ex_out_close(&dir);
     }
-    os_task_free(&tk);
+    if (rc != AD_OK) fprintf(stderr, PROG ": one-shot: %s\n", ad_error());
+    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(lam0[i]);
+    batch_free(&mb);
     os_hyper_free(&hy);
-    free(x_s);
-    free(x_q);
     free(secs);
     free(cpus);
     return rc == AD_OK ? 0 : EX_EXIT_LIB;
@@ -806,6 +913,11 @@ static const ex_flag flags[] = {
     { "--channels", EX_INT, &o.channels, "64", 1, 1024, "--oneshot: the network's channels" },
     { "--T", EX_INT, &o.T, "50", 1, 100000, "--oneshot: inner steps" },
     { "--meta-batch", EX_INT, &o.meta_batch, "4", 1, 1000, "--oneshot: tasks per hyper-iteration" },
+    { "--threads", EX_INT, &o.threads, NULL, 1, EX_MAX_THREADS,
+      "--oneshot: run the meta-batch's tasks on N worker threads as experiments/oneshot.c does "
+      "(each with its own tapes; OpenBLAS and oneDNN on 1 thread each, summed in task order: the "
+      "numbers do not depend on N); without it the tasks run one after the other and the kernels "
+      "use OPENBLAS_NUM_THREADS threads (intra-op, as PyTorch)", .meta = "N" },
     { "--dump", EX_TEXT, &o.dump,
       .help = "--oneshot: also write lambda0, the first task and its hypergradients into DIR, for "
               "scripts/bench_torch.py check DIR", .meta = "DIR" },
@@ -818,7 +930,8 @@ static const ex_flag flags[] = {
 
 static int check(void)
 {
-    if (!o.oneshot && (o.n_k > 0 || o.dump)) return ex_usage_error("--K and --dump go with --oneshot");
+    if (!o.oneshot && (o.n_k > 0 || o.dump || o.threads))
+        return ex_usage_error("--K, --threads and --dump go with --oneshot");
     if (o.n_k == 0) {
         int def[3] = { 1, 10, o.T };
         for (int k = 0; k < 3; k++)
@@ -841,8 +954,12 @@ int main(int argc, char **argv)
 {
     int st = ex_flags_parse(&cmd, argc, argv);
     if (st) return st < 0 ? 0 : st;
+    /* Task workers: one BLAS thread, as the programs set it (ex_par_init). */
+    if (o.threads > 0 && (st = ex_par_init(&argc, &argv)) != AD_OK) return ex_exit(st);
     fprintf(stderr, PROG ": %s build, OpenBLAS %d thread(s)\n",
             sizeof(ad_real) == 8 ? "double" : "float", openblas_get_num_threads());
     if (o.tape) return run_tape();
-    return o.oneshot ? run_oneshot(&o) : run_ops(&o);
+    if (!o.oneshot) return run_ops(&o);
+    st = run_oneshot(&o);
+    return o.threads > 0 ? ex_par_end(st) : st;
 }

@@ -868,8 +868,7 @@ static int mb_item(void *arg, int worker, int b)
         return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
     }
     r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes, os_task_rep_tape_bytes(tk) };
-    for (int i = 0, at = 0; i < r->hy.n_list; at += (int)g[i++]->size)
-        memcpy(r->mb_row[b] + at, g[i]->data, sizeof(ad_real) * g[i]->size);
+    os_hyper_pack(&r->hy, g, r->mb_row[b]);
     bool keep = b == 0 && r->keep_g0;
     for (int i = 0; i < r->hy.n_list; i++) {
         if (keep) r->g0[i] = g[i];
@@ -906,8 +905,7 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         memset(r->mb_sum, 0, sizeof *r->mb_sum * r->numel);
         rc = ex_par_fold(r->mb_sum, r->numel, r->mb_row, B, o->meta_batch);
     }
-    for (int i = 0, at = 0; i < r->hy.n_list && rc == AD_OK; at += (int)r->gsum[i++]->size)
-        memcpy(r->gsum[i]->data, r->mb_sum + at, sizeof(ad_real) * r->gsum[i]->size);
+    if (rc == AD_OK) os_hyper_unpack(&r->hy, r->mb_sum, r->gsum);
     if (rc == AD_OK && r->have_g0) { /* Fig. 7, plot 3: the same task's full-RMD hypergradient */
         double t0 = ex_now();
         hg_compare cm;

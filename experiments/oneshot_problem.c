@@ -92,6 +92,18 @@ int os_hyper_copy(os_hyper *dst, const os_hyper *src)
     return AD_OK;
 }
 
+void os_hyper_pack(const os_hyper *hy, ad_value *const *g, ad_real *row)
+{
+    for (int i = 0; i < hy->n_list; row += g[i++]->size)
+        memcpy(row, g[i]->data, sizeof(ad_real) * g[i]->size);
+}
+
+void os_hyper_unpack(const os_hyper *hy, const ad_real *row, ad_value *const *g)
+{
+    for (int i = 0; i < hy->n_list; row += g[i++]->size)
+        memcpy(g[i]->data, row, sizeof(ad_real) * g[i]->size);
+}
+
 /* ---- the callbacks ------------------------------------------------------- */
 
 /* The representation of the support (query = false) or query images. */

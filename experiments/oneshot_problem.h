@@ -102,6 +102,12 @@ double os_hyper_rho(const os_hyper *hy, int layer);
 bool os_hyper_clamp_step(os_hyper *hy, double lo, double hi);
 /* Copies every number of src's λ into dst (same network). */
 int os_hyper_copy(os_hyper *dst, const os_hyper *src);
+/* λ-shaped tensors (os_task_hypergrad's output, hy->list order) as one row
+ * of os_hyper_numel(hy) numbers, and back: what a program hands to
+ * ex_par_fold to sum a meta-batch's hypergradients in task order.  The
+ * caller owns row and every tensor; g[i] is shaped like hy->list[i]. */
+void os_hyper_pack(const os_hyper *hy, ad_value *const *g, ad_real *row);
+void os_hyper_unpack(const os_hyper *hy, const ad_real *row, ad_value *const *g);
 
 /* ---- one task ------------------------------------------------------------ */
 

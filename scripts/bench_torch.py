@@ -5,6 +5,7 @@
                                     [--match TEXT]
     scripts/bench_torch.py oneshot  [--threads N] [--hypertape BENCH_OPS] [--rounds R]
                                     [--K 1,10,50] [--T 50] [--channels 64] [--repeats 3]
+                                    [--torch-tasks]
     scripts/bench_torch.py check DIR
     scripts/bench_torch.py hcmem    [--K 100]
 
@@ -15,7 +16,14 @@ ops      each op at the one-shot and hypercleaning shapes: forward, backward,
          and the table shows both and their ratio (hypertape / PyTorch).
 oneshot  the one-shot hyper-iteration of experiments/oneshot.c (split
          formulation, T inner steps, K-RMD, meta-batch of 4, Adam) on random
-         images; --hypertape joins bench-ops --oneshot the same way.
+         images; --hypertape joins bench-ops --oneshot the same way, in two
+         ways of using the N cores (--threads N): "intra-op", the tasks one
+         after the other and each kernel on N threads (how PyTorch runs here,
+         and bench-ops --oneshot without --threads), and "tasks", the
+         meta-batch's tasks on N worker threads with every kernel on one
+         thread (how experiments/oneshot.c runs: bench-ops --oneshot
+         --threads N).  PyTorch runs intra-op; with --torch-tasks also with
+         the tasks on N Python threads and each op on one ('PyTorch tasks').
 check    recomputes the hypergradients written by `bench-ops --oneshot --dump
          DIR` (same λ0, same task) in float64 and prints the relative error
          per K: the evidence that this script computes what hypertape does.
@@ -29,6 +37,7 @@ Debian's python3-torch (1.13) for /usr/bin/python3; without torch the script
 says so and exits 0.  Nothing here is run by the tests.
 """
 import argparse
+import concurrent.futures
 import csv
 import io
 import math
@@ -313,8 +322,24 @@ def random_task(gen, dtype):
     return x_s, torch.arange(5) % 5, x_q, torch.arange(75) % 5
 
 
-def torch_oneshot(a, K):
-    """Median seconds of a hyper-iteration (after one untimed): wall clock and process CPU."""
+def torch_oneshot(a, K, tasks=False):
+    """Median seconds of a hyper-iteration (after one untimed): wall clock and process CPU.
+    tasks: the meta-batch's tasks on a.threads Python threads, each op on one thread (the
+    tasks drawn in order first and their hypergradients summed in task order, as bench-ops
+    --threads does); otherwise the tasks in turn, each op on a.threads threads."""
+    pool = None
+    if tasks:
+        torch.set_num_threads(1)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=a.threads)
+    try:
+        return torch_oneshot_run(a, K, pool)
+    finally:
+        if pool:
+            pool.shutdown()
+            torch.set_num_threads(a.threads)
+
+
+def torch_oneshot_run(a, K, pool):
     torch.manual_seed(1)
     lam = init_lambda(a.channels, torch.float32)
     opt = torch.optim.Adam(lam, lr=1e-2)
@@ -323,8 +348,13 @@ def torch_oneshot(a, K):
     for r in range(a.repeats + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         gsum = [torch.zeros_like(p) for p in lam]
-        for _ in range(a.meta_batch):
-            g, _ = hypergrad(lam, *random_task(gen, torch.float32), K, a.T)
+        if pool:
+            batch = [random_task(gen, torch.float32) for _ in range(a.meta_batch)]
+            gs = list(pool.map(lambda t: hypergrad(lam, *t, K, a.T)[0], batch))
+        else:
+            gs = (hypergrad(lam, *random_task(gen, torch.float32), K, a.T)[0]
+                  for _ in range(a.meta_batch))
+        for g in gs:
             for s, gi in zip(gsum, g):
                 s += gi / a.meta_batch
         for p, s in zip(lam, gsum):
@@ -340,32 +370,53 @@ def torch_oneshot(a, K):
 
 def cmd_oneshot(a):
     Ks = [int(k) for k in a.K.split(",")] if a.K else sorted({k for k in (1, 10, a.T) if k <= a.T})
-    ht_rounds, pt_rounds = [], []
+    ht_rounds, pt_rounds, pt_task_rounds = [], [], []
     for r in range(a.rounds):
         if a.hypertape:
-            rows = run_csv([a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
-                            "--T", str(a.T), "--channels", str(a.channels), "--meta-batch",
-                            str(a.meta_batch), "--repeats", str(a.repeats)], a.threads)
-            ht_rounds.append({int(row["K"]): (float(row["median_s"]),
-                                              float(row.get("cpu_median_s", "nan")))
-                              for row in rows})
+            cmd = [a.hypertape, "--oneshot", "--csv", "--K", ",".join(map(str, Ks)),
+                   "--T", str(a.T), "--channels", str(a.channels), "--meta-batch",
+                   str(a.meta_batch), "--repeats", str(a.repeats)]
+            # intra-op (as PyTorch), then the meta-batch's tasks on a.threads workers
+            ht_rounds.append(tuple({int(row["K"]): (float(row["median_s"]),
+                                                    float(row.get("cpu_median_s", "nan")))
+                                    for row in run_csv(c, a.threads)}
+                                   for c in (cmd, cmd + ["--threads", str(a.threads)])))
         pt_rounds.append({K: torch_oneshot(a, K) for K in Ks})
+        if a.torch_tasks:
+            pt_task_rounds.append({K: torch_oneshot(a, K, tasks=True) for K in Ks})
         print(f"bench_torch.py: round {r + 1} of {a.rounds} done", file=sys.stderr)
     print(f"# one-shot hyper-iteration: {a.channels} channels, T = {a.T}, meta-batch "
           f"{a.meta_batch}; median of {a.repeats} per round, median of {a.rounds} round(s); "
           f"{a.threads} thread(s); wall clock and process CPU seconds")
-    head = "%6s %10s %10s" % ("K", "PyTorch s", "cpu s")
     if a.hypertape:
-        head += " %12s %10s %8s %8s" % ("hypertape s", "cpu s", "ratio", "cpu ratio")
+        print(f"# PyTorch and 'intra-op': the tasks in turn, each kernel on {a.threads} thread(s); "
+              f"'tasks': hypertape with the {a.meta_batch} tasks on {a.threads} worker thread(s), "
+              f"each kernel on 1 (bench-ops --oneshot --threads {a.threads}, as the oneshot "
+              f"program runs); ratio = hypertape / PyTorch")
+    if a.torch_tasks:
+        print(f"# 'PyTorch tasks': PyTorch with the {a.meta_batch} tasks on {a.threads} Python "
+              f"thread(s), each op on 1 (torch.set_num_threads(1)); not in the ratios")
+    head = "%6s %10s %10s" % ("K", "PyTorch s", "cpu s")
+    if a.torch_tasks:
+        head += " %14s %10s" % ("PyTorch tasks", "cpu s")
+    if a.hypertape:
+        head += " %12s %10s %8s %8s" % ("intra-op s", "cpu s", "ratio", "cpu ratio")
+        head += " %12s %10s %8s %8s" % ("tasks s", "cpu s", "ratio", "cpu ratio")
     print(head)
     for K in Ks:
         p = [statistics.median(r[K][i] for r in pt_rounds) for i in (0, 1)]
         line = "%6d %10.3f %10.3f" % (K, p[0], p[1])
+        if a.torch_tasks:
+            line += " %14.3f %10.3f" % tuple(statistics.median(r[K][i] for r in pt_task_rounds)
+                                              for i in (0, 1))
         if a.hypertape:
-            h = [statistics.median(r[K][i] for r in ht_rounds) for i in (0, 1)]
-            per = " ".join("%.3f/%.3f" % (hr[K][0], pr[K][0]) for hr, pr in zip(ht_rounds, pt_rounds))
-            line += " %12.3f %10.3f %8.2f %8.2f   (wall, ht/pt per round: %s)" % (
-                h[0], h[1], h[0] / p[0], h[1] / p[1], per)
+            pers = []
+            for way in (0, 1):
+                h = [statistics.median(r[way][K][i] for r in ht_rounds) for i in (0, 1)]
+                line += " %12.3f %10.3f %8.2f %8.2f" % (h[0], h[1], h[0] / p[0], h[1] / p[1])
+                pers.append(" ".join("%.3f/%.3f" % (hr[way][K][0], pr[K][0])
+                                     for hr, pr in zip(ht_rounds, pt_rounds)))
+            line += "   (wall, ht/pt per round: intra-op %s; tasks %s)" % tuple(pers)
         print(line)
 
 
@@ -442,7 +493,9 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("ops", "oneshot"):
         s = sub.add_parser(name)
-        s.add_argument("--threads", type=int, default=1)
+        s.add_argument("--threads", type=int, default=1,
+                       help="cores to use: PyTorch's threads and hypertape's OpenBLAS threads "
+                            "(intra-op); oneshot: also hypertape's task workers ('tasks' rows)")
         s.add_argument("--hypertape", help="the bench-ops executable to run alongside")
         s.add_argument("--rounds", type=int, default=3)
         s.add_argument("--csv", action="store_true")
@@ -456,6 +509,9 @@ def main():
             s.add_argument("--channels", type=int, default=64)
             s.add_argument("--meta-batch", type=int, default=4)
             s.add_argument("--repeats", type=int, default=3)
+            s.add_argument("--torch-tasks", action="store_true",
+                           help="also PyTorch with the meta-batch's tasks on --threads Python "
+                                "threads, each op on one thread (the 'PyTorch tasks' rows)")
     s = sub.add_parser("check")
     s.add_argument("dir")
     s = sub.add_parser("hcmem")
