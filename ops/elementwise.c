@@ -8,6 +8,14 @@
 
 #include "broadcast.h"
 #include "ops.h"
+#include "threads.h"
+
+/* EW_GRAIN: the fewest entries worth a thread of their own (see threads.h);
+ * below 2·EW_GRAIN a loop runs on the caller's thread alone.  EW_BLOCK:
+ * ranges start at multiples of it (64 bytes of floats), so no two threads
+ * write one cache line and each range's vector loop starts aligned as the
+ * whole loop would. */
+enum { EW_GRAIN = 32768, EW_BLOCK = 16 };
 
 /* ---- binary ops -------------------------------------------------------- */
 
@@ -54,6 +62,28 @@ BINARY_KERNEL(sub, x - y)
 BINARY_KERNEL(mul, x * y)
 BINARY_KERNEL(div, x / y)
 
+/* One binary kernel call on o[0..n), spread over the threads in blocks. */
+typedef struct binary_job {
+    binary_kernel k;
+    ad_real *o;
+    const ad_real *a, *b;
+    size_t sa, sb, n;
+} binary_job;
+
+static void binary_range(void *ctx, size_t lo, size_t hi)
+{
+    const binary_job *j = ctx;
+    size_t from = lo * EW_BLOCK, to = hi * EW_BLOCK < j->n ? hi * EW_BLOCK : j->n;
+    j->k(j->o + from, j->a + from * j->sa, j->sa, j->b + from * j->sb, j->sb, to - from);
+}
+
+static void binary_run(binary_kernel k, ad_real *o, const ad_real *a, size_t sa,
+                       const ad_real *b, size_t sb, size_t n)
+{
+    binary_job j = { k, o, a, b, sa, sb, n };
+    ops_for((n + EW_BLOCK - 1) / EW_BLOCK, EW_GRAIN / EW_BLOCK, binary_range, &j);
+}
+
 /* out = a op b elementwise over the broadcast layout. */
 static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, binary_kernel k)
 {
@@ -64,7 +94,11 @@ static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, 
     ad_value *out = ad_node_new(tp, op, l.rank, l.shape, 2, in);
     if (!out) return NULL;
     if (a->size == out->size && b->size == out->size) { /* the common case */
-        k(out->data, a->data, 1, b->data, 1, out->size);
+        binary_run(k, out->data, a->data, 1, b->data, 1, out->size);
+        return out;
+    }
+    if (b->size == 1 || a->size == 1) { /* a tensor and a scalar */
+        binary_run(k, out->data, a->data, a->size != 1, b->data, b->size != 1, out->size);
         return out;
     }
     /* Runs of trailing axes go through the kernel's tight loop (see bc_run). */
@@ -154,13 +188,35 @@ ad_value *ad_div(ad_tape *tp, ad_value *a, ad_value *b) { return binary(tp, &div
  * same float), which then vectorise. */
 typedef void (*unary_kernel)(ad_real *o, const ad_real *x, size_t n, double c);
 
+/* One unary kernel call on o[0..n), spread over the threads in blocks. */
+typedef struct unary_job {
+    unary_kernel k;
+    ad_real *o;
+    const ad_real *x;
+    size_t n;
+    double c;
+} unary_job;
+
+static void unary_range(void *ctx, size_t lo, size_t hi)
+{
+    const unary_job *j = ctx;
+    size_t from = lo * EW_BLOCK, to = hi * EW_BLOCK < j->n ? hi * EW_BLOCK : j->n;
+    j->k(j->o + from, j->x + from, to - from, j->c);
+}
+
+static void unary_run(unary_kernel k, ad_real *o, const ad_real *x, size_t n, double c)
+{
+    unary_job j = { k, o, x, n, c };
+    ops_for((n + EW_BLOCK - 1) / EW_BLOCK, EW_GRAIN / EW_BLOCK, unary_range, &j);
+}
+
 static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k, double c)
 {
     if (ad_check_inputs(tp, op->name, 1, &x) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, op, x->rank, x->shape, 1, &x);
     if (!out) return NULL;
     out->rattr[0] = c;
-    k(out->data, x->data, x->size, c);
+    unary_run(k, out->data, x->data, x->size, c);
     return out;
 }
 
@@ -211,6 +267,16 @@ static bool relu_mask_reads(const ad_value *out, int i)
 
 static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward, relu_mask_reads };
 
+/* o = g where x > 0, else 0 (a binary kernel: g is a, x is b; both step 1).
+ * g·1 or g·0, as g ⊙ step(x) was (a branch here would be mispredicted half
+ * the time, and keeps the loop from vectorising). */
+static void relu_mask_kernel(ad_real *restrict o, const ad_real *restrict gs, size_t sa,
+                             const ad_real *restrict xs, size_t sb, size_t n)
+{
+    (void)sa, (void)sb;
+    EW_LOOP(n, ad_real m = xs[i] > 0; o[i] = gs[i] * m);
+}
+
 /* g, x of one shape -> g where x > 0, else 0 */
 static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
 {
@@ -219,11 +285,7 @@ static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
     AD_ASSERT(ad_same_shape(g, x), "relu_mask: gradient and input differ in shape");
     ad_value *out = ad_node_new(tp, &relu_mask_op, x->rank, x->shape, 2, in);
     if (!out) return NULL;
-    ad_real *restrict o = out->data;
-    const ad_real *restrict gs = g->data, *restrict xs = x->data;
-    /* g·1 or g·0, as g ⊙ step(x) was (a branch here would be mispredicted
-     * half the time, and keeps the loop from vectorising) */
-    EW_LOOP(x->size, ad_real m = xs[i] > 0; o[i] = gs[i] * m);
+    binary_run(relu_mask_kernel, out->data, g->data, 1, x->data, 1, x->size);
     return out;
 }
 

@@ -14,12 +14,32 @@
  * Sizes: N images, C channels, H×W in, P×Q out with P = (H − k)/stride + 1. */
 #include "ad/node.h"
 #include "ops.h"
+#include "threads.h"
 
 enum { POOL_MAX_K = 4096 }; /* i·k + j < 2^24: exact in float */
 
 typedef struct pool_dims {
     int N, C, H, W, P, Q, k, stride;
 } pool_dims;
+
+/* The kernels run over image-channel planes, spread over the threads
+ * (threads.h) when there are at least 2·POOL_GRAIN entries of input: a plane
+ * is one thread's, so its results are the same whoever computes them. */
+enum { POOL_GRAIN = 32768 };
+
+/* What a plane loop reads and writes: out, idx, src as each kernel names them. */
+typedef struct pool_job {
+    ad_real *out, *idx;
+    const ad_real *src, *pos;
+    const pool_dims *d;
+} pool_job;
+
+/* Runs f over the N·C planes of d. */
+static void pool_planes(const pool_dims *d, ops_range_fn f, pool_job *j)
+{
+    size_t plane = (size_t)d->H * d->W;
+    ops_for((size_t)d->N * d->C, (POOL_GRAIN + plane - 1) / plane, f, j);
+}
 
 /* The geometry of a pool node: k, stride, H, W in iattr[0..3]. */
 static pool_dims dims_make(int N, int C, int H, int W, int k, int stride)
@@ -77,6 +97,21 @@ static bool positions_reads(const ad_value *out, int i)
 static const ad_op pool_select_op = { "pool_select", pool_select_backward, positions_reads };
 static const ad_op pool_scatter_op = { "pool_scatter", pool_scatter_backward, positions_reads };
 
+/* planes [lo, hi) of: pos [N,C,P,Q], src [N,C,H,W] -> out [N,C,P,Q] */
+static void select_planes(void *ctx, size_t lo, size_t hi)
+{
+    const pool_job *j = ctx;
+    const pool_dims *d = j->d;
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+    const ad_real *r = j->pos + lo * pq;
+    ad_real *o = j->out + lo * pq;
+    for (size_t nc = lo; nc < hi; nc++) {
+        const ad_real *sp = j->src + nc * plane;
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) *o++ = sp[plane_offset(d, p, q, (int)*r++)];
+    }
+}
+
 /* idx [N,C,P,Q], src [N,C,H,W] -> out [N,C,P,Q]: src at the kept positions. */
 static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d)
 {
@@ -87,15 +122,24 @@ static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const po
     ad_value *out = ad_node_new(tp, &pool_select_op, 4, idx->shape, 2, in);
     if (!out) return NULL;
     dims_store(out->iattr, d);
-    size_t plane = (size_t)d->H * d->W;
-    const ad_real *r = idx->data;
-    ad_real *o = out->data;
-    for (size_t nc = 0; nc < (size_t)d->N * d->C; nc++) {
-        const ad_real *sp = src->data + nc * plane;
-        for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) *o++ = sp[plane_offset(d, p, q, (int)*r++)];
-    }
+    pool_planes(d, select_planes, &(pool_job){ .out = out->data, .pos = idx->data, .src = src->data, .d = d });
     return out;
+}
+
+/* planes [lo, hi) of: pos, g (src) [N,C,P,Q] -> out [N,C,H,W], zeros with
+ * g added at the positions */
+static void scatter_planes(void *ctx, size_t lo, size_t hi)
+{
+    const pool_job *j = ctx;
+    const pool_dims *d = j->d;
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+    for (size_t i = lo * plane; i < hi * plane; i++) j->out[i] = 0;
+    const ad_real *r = j->pos + lo * pq, *gp = j->src + lo * pq;
+    for (size_t nc = lo; nc < hi; nc++) {
+        ad_real *op = j->out + nc * plane;
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) op[plane_offset(d, p, q, (int)*r++)] += *gp++;
+    }
 }
 
 /* idx, g [N,C,P,Q] -> out [N,C,H,W]: zeros, g added at the kept positions
@@ -108,24 +152,21 @@ static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const poo
     ad_value *out = ad_node_new(tp, &pool_scatter_op, 4, (int[]){ d->N, d->C, d->H, d->W }, 2, in);
     if (!out) return NULL;
     dims_store(out->iattr, d);
-    for (size_t i = 0; i < out->size; i++) out->data[i] = 0;
-    size_t plane = (size_t)d->H * d->W;
-    const ad_real *r = idx->data, *gp = g->data;
-    for (size_t nc = 0; nc < (size_t)d->N * d->C; nc++) {
-        ad_real *op = out->data + nc * plane;
-        for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) op[plane_offset(d, p, q, (int)*r++)] += *gp++;
-    }
+    pool_planes(d, scatter_planes, &(pool_job){ .out = out->data, .pos = idx->data, .src = g->data, .d = d });
     return out;
 }
 
-/* x [N,C,H,W] -> out [N,C,P,Q], the windows' maxima, and idx (or NULL) their
- * positions i·k + j; the first one wins on ties. */
-static void maxpool_kernel(ad_real *out, ad_real *idx, const ad_real *x, const pool_dims *d)
+/* planes [lo, hi) of: x (src) [N,C,H,W] -> out [N,C,P,Q], the windows'
+ * maxima, and idx (or NULL) their positions i·k + j; the first one wins on
+ * ties. */
+static void maxpool_planes(void *ctx, size_t lo, size_t hi)
 {
-    size_t plane = (size_t)d->H * d->W;
-    for (size_t nc = 0; nc < (size_t)d->N * d->C; nc++) {
-        const ad_real *xp = x + nc * plane;
+    const pool_job *job = ctx;
+    const pool_dims *d = job->d;
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+    ad_real *out = job->out + lo * pq, *idx = job->idx ? job->idx + lo * pq : NULL;
+    for (size_t nc = lo; nc < hi; nc++) {
+        const ad_real *xp = job->src + nc * plane;
         for (int p = 0; p < d->P; p++)
             for (int q = 0; q < d->Q; q++) {
                 const ad_real *corner = xp + (size_t)(p * d->stride) * d->W + (size_t)(q * d->stride);
@@ -174,7 +215,7 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
     /* Without a gradient to route, the positions are not kept. */
     if (!(ad_tape_recording(tp) && x->requires_grad)) {
         ad_value *out = ad_node_new(tp, &pool_select_op, 4, shape, 1, &x);
-        if (out) maxpool_kernel(out->data, NULL, x->data, &d);
+        if (out) pool_planes(&d, maxpool_planes, &(pool_job){ .out = out->data, .src = x->data, .d = &d });
         return out;
     }
     ad_value *idx = ad_node_new(tp, &pool_select_op, 4, shape, 0, NULL); /* a constant */
@@ -183,6 +224,6 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
     ad_value *out = ad_node_new(tp, &pool_select_op, 4, shape, 2, in);
     if (!out) return NULL;
     dims_store(out->iattr, &d);
-    maxpool_kernel(out->data, idx->data, x->data, &d);
+    pool_planes(&d, maxpool_planes, &(pool_job){ .out = out->data, .idx = idx->data, .src = x->data, .d = &d });
     return out;
 }

@@ -27,4 +27,5 @@
     X(par)           \
     X(status)        \
     X(lean)          \
-    X(dnnl)
+    X(dnnl)          \
+    X(omp)
