@@ -84,6 +84,32 @@ static void binary_run(binary_kernel k, ad_real *o, const ad_real *a, size_t sa,
     ops_for((n + EW_BLOCK - 1) / EW_BLOCK, EW_GRAIN / EW_BLOCK, binary_range, &j);
 }
 
+/* A binary kernel over a broadcast layout, run by run (see bc_run). */
+typedef struct broadcast_job {
+    binary_kernel k;
+    ad_real *o;
+    const ad_real *a, *b;
+    const bc_layout *l;
+    size_t run, step[2];
+    int top;
+} broadcast_job;
+
+/* Runs [lo, hi): the padded index of run lo is lo's digits on the axes up
+ * to top (those after it are 0), then the odometer. */
+static void broadcast_range(void *ctx, size_t lo, size_t hi)
+{
+    const broadcast_job *j = ctx;
+    const bc_layout *l = j->l;
+    int i[AD_MAX_RANK] = { 0 };
+    for (size_t r = lo, k = (size_t)(j->top + 1); k-- > 0;) {
+        i[k] = (int)(r % (size_t)l->ext[k]);
+        r /= (size_t)l->ext[k];
+    }
+    for (size_t r = lo; r < hi; r++, bc_next_run(l, i, j->top))
+        j->k(j->o + r * j->run, j->a + bc_offset(l, 0, i), j->step[0], j->b + bc_offset(l, 1, i),
+             j->step[1], j->run);
+}
+
 /* out = a op b elementwise over the broadcast layout. */
 static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, binary_kernel k)
 {
@@ -101,14 +127,13 @@ static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, 
         binary_run(k, out->data, a->data, a->size != 1, b->data, b->size != 1, out->size);
         return out;
     }
-    /* Runs of trailing axes go through the kernel's tight loop (see bc_run). */
-    size_t step[2];
-    int top;
-    size_t run = bc_run(&l, 2, step, &top);
-    int i[AD_MAX_RANK] = { 0 };
-    for (size_t n = 0; n < out->size; n += run, bc_next_run(&l, i, top))
-        k(out->data + n, a->data + bc_offset(&l, 0, i), step[0], b->data + bc_offset(&l, 1, i),
-          step[1], run);
+    /* Runs of trailing axes go through the kernel's tight loop (see bc_run),
+     * the runs spread over the threads. */
+    if (out->size == 0) return out;
+    broadcast_job j = { .k = k, .o = out->data, .a = a->data, .b = b->data, .l = &l };
+    j.run = bc_run(&l, 2, j.step, &j.top);
+    size_t grain = (EW_GRAIN + j.run - 1) / j.run;
+    ops_for(out->size / j.run, grain, broadcast_range, &j);
     return out;
 }
 

@@ -6,8 +6,8 @@
  * Here the one-shot network's block, relu(batchnorm(maxpool(conv(x))))
  * followed by a loss, is run forward, through a plain backward, a recorded
  * backward and a Hessian-vector product back through it, and the
- * elementwise ops (binary ones on equal shapes and against a scalar, unary
- * ones, relu's mask) forward and backward, at 1, 2 and 3 threads; every
+ * elementwise ops (binary ones on equal shapes, against a scalar and
+ * broadcast, unary ones, relu's mask) forward and backward, at 1, 2 and 3 threads; every
  * result's bytes are compared with memcmp, each named on failure.
  *
  * The thread count follows the rule of threads.h: each run is a new
@@ -115,7 +115,7 @@ static void run_block(omp_results *r)
 }
 
 /* The elementwise ops on [4,64,24,24] (147 456 entries): binary ones on
- * equal shapes and against a scalar, unary ones, and the backward of
+ * equal shapes, against a scalar and broadcast, unary ones, and the backward of
  * relu (its mask), of mul and div. */
 static void run_elementwise(omp_results *r)
 {
@@ -131,6 +131,13 @@ static void run_elementwise(omp_results *r)
     keep(r, "div", ad_div(tp, a, ad_add_scalar(tp, ad_square(tp, b), 1)));
     keep(r, "mul by a scalar", ad_mul(tp, a, s));
     keep(r, "scalar minus", ad_sub(tp, s, a));
+    /* broadcasting: runs of the trailing axes, spread over the threads */
+    ad_value *per_channel = randn(&rng, 4, (int[]){ 1, 64, 1, 1 }, false);
+    ad_value *row = randn(&rng, 1, (int[]){ 24 }, false);
+    ad_value *per_image = randn(&rng, 4, (int[]){ 4, 1, 1, 1 }, false);
+    keep(r, "mul by a per-channel value", ad_mul(tp, a, per_channel));
+    keep(r, "add a row", ad_add(tp, a, row));
+    keep(r, "per-image value minus", ad_sub(tp, per_image, a));
     keep(r, "exp", ad_exp(tp, a));
     keep(r, "tanh", ad_tanh(tp, a));
     keep(r, "scale", ad_scale(tp, a, 0.3));
@@ -142,6 +149,7 @@ static void run_elementwise(omp_results *r)
     keep(r, "backward db", g[1]);
     ad_tape_free(tp);
     ad_value_free(a), ad_value_free(b), ad_value_free(s), ad_value_free(u);
+    ad_value_free(per_channel), ad_value_free(row), ad_value_free(per_image);
 }
 
 typedef struct omp_run {
