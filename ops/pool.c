@@ -126,12 +126,43 @@ static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const po
     return out;
 }
 
+/* scatter_planes when the windows tile the plane (stride = k): each entry
+ * is written once, in memory order, g where the window's position points
+ * and 0 elsewhere (the rows and columns past the last window too), instead
+ * of zeros first and g added after (the zero fill was 2 % of the one-shot
+ * step's time).  0 + g, as the addition gave: −0 becomes +0 as before. */
+static void scatter_tiled(const pool_job *j, size_t lo, size_t hi)
+{
+    const pool_dims *d = j->d;
+    int k = d->k, P = d->P, Q = d->Q, W = d->W;
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)P * Q;
+    for (size_t nc = lo; nc < hi; nc++) {
+        ad_real *op = j->out + nc * plane;
+        const ad_real *r = j->pos + nc * pq, *gp = j->src + nc * pq;
+        for (int p = 0; p < P; p++)
+            for (int i = 0; i < k; i++) {
+                ad_real *row = op + (size_t)(p * k + i) * (size_t)W;
+                for (int q = 0; q < Q; q++) {
+                    int at = (int)r[(size_t)p * Q + q] - i * k; /* the column in this row, if any */
+                    ad_real gv = (ad_real)0 + gp[(size_t)p * Q + q];
+                    for (int c = 0; c < k; c++) row[q * k + c] = c == at ? gv : 0;
+                }
+                for (int w = Q * k; w < W; w++) row[w] = 0;
+            }
+        for (size_t e = (size_t)P * k * W; e < plane; e++) op[e] = 0;
+    }
+}
+
 /* planes [lo, hi) of: pos, g (src) [N,C,P,Q] -> out [N,C,H,W], zeros with
  * g added at the positions */
 static void scatter_planes(void *ctx, size_t lo, size_t hi)
 {
     const pool_job *j = ctx;
     const pool_dims *d = j->d;
+    if (d->stride == d->k) {
+        scatter_tiled(j, lo, hi);
+        return;
+    }
     size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
     for (size_t i = lo * plane; i < hi * plane; i++) j->out[i] = 0;
     const ad_real *r = j->pos + lo * pq, *gp = j->src + lo * pq;
@@ -156,6 +187,30 @@ static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const poo
     return out;
 }
 
+/* maxpool_planes for 2×2 windows, stride 2 (the one-shot network's): the
+ * same comparisons in the same order (the first maximum wins), without the
+ * general loop's window walk (the forward took 6.8 % of the one-shot step). */
+static void maxpool_2x2(const pool_job *job, size_t lo, size_t hi)
+{
+    const pool_dims *d = job->d;
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+    for (size_t nc = lo; nc < hi; nc++) {
+        ad_real *out = job->out + nc * pq, *idx = job->idx ? job->idx + nc * pq : NULL;
+        for (int p = 0; p < d->P; p++) {
+            const ad_real *r0 = job->src + nc * plane + (size_t)(2 * p) * d->W, *r1 = r0 + d->W;
+            for (int q = 0; q < d->Q; q++) {
+                ad_real v[4] = { r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1] };
+                ad_real best = v[0];
+                int at = 0;
+                for (int e = 1; e < 4; e++)
+                    if (v[e] > best) best = v[e], at = e;
+                out[(size_t)p * d->Q + q] = best;
+                if (idx) idx[(size_t)p * d->Q + q] = (ad_real)at;
+            }
+        }
+    }
+}
+
 /* planes [lo, hi) of: x (src) [N,C,H,W] -> out [N,C,P,Q], the windows'
  * maxima, and idx (or NULL) their positions i·k + j; the first one wins on
  * ties. */
@@ -163,6 +218,10 @@ static void maxpool_planes(void *ctx, size_t lo, size_t hi)
 {
     const pool_job *job = ctx;
     const pool_dims *d = job->d;
+    if (d->k == 2 && d->stride == 2) {
+        maxpool_2x2(job, lo, hi);
+        return;
+    }
     size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
     ad_real *out = job->out + lo * pq, *idx = job->idx ? job->idx + lo * pq : NULL;
     for (size_t nc = lo; nc < hi; nc++) {

@@ -28,4 +28,5 @@
     X(status)        \
     X(lean)          \
     X(dnnl)          \
-    X(omp)
+    X(omp)           \
+    X(fastpaths)
