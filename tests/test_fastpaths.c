@@ -1,14 +1,13 @@
 /* test_fastpaths.c — the special-case kernels against plain reference loops,
  * bit for bit.
  *
- * ops/pool.c has a 2×2 stride-2 forward (maxpool_2x2) and, when the windows
- * tile the plane (stride = k), a scatter that writes each entry once
- * (scatter_tiled) instead of zero-filling then adding.  Both must give the
- * bytes the general loops gave: the maxima and the positions of the first
- * maximum of each window (ties included), and a gradient that is 0 + g at
- * the position and +0 elsewhere, the rows and columns past the last window
- * included (odd sizes), −0 seeds becoming +0 as the addition made them.
- * Here the references are written out plainly in the test. */
+ * ops/pool.c has a 2×2 stride-2 forward (maxpool_2x2) beside the general
+ * window walk.  It must give the bytes the general loop gave: the maxima
+ * and the positions of the first maximum of each window (ties included),
+ * hence a gradient that is 0 + g at the position and +0 elsewhere, the rows
+ * and columns past the last window included (odd sizes), −0 seeds becoming
+ * +0 as the addition makes them.  The references are written out plainly
+ * in the test; 3×3 runs the general walk against them too. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -79,9 +78,9 @@ static ad_value *rand_tensor(ad_rng *rng, int rank, const int *shape, bool ties,
     return v;
 }
 
-/* 2×2 (the fast forward and the tiled scatter) and 3×3 (the general
- * forward, the tiled scatter), on even and odd sizes, with and without ties. */
-START_TEST(maxpool_tiled_exact)
+/* 2×2 (the fast forward) and 3×3 (the general walk), on even and odd
+ * sizes, with and without ties. */
+START_TEST(maxpool_exact)
 {
     static const int sizes[][4] = { { 2, 3, 8, 8 }, { 1, 2, 7, 9 }, { 3, 1, 6, 11 }, { 2, 2, 2, 3 } };
     ad_rng rng;
@@ -104,7 +103,7 @@ Suite *fastpaths_suite(void)
 {
     Suite *s = suite_create("fastpaths");
     TCase *tc = tcase_create("against plain loops");
-    tcase_add_test(tc, maxpool_tiled_exact);
+    tcase_add_test(tc, maxpool_exact);
     suite_add_tcase(s, tc);
     return s;
 }
