@@ -67,6 +67,25 @@ static size_t plane_offset(const pool_dims *d, int p, int q, int r)
     return (size_t)(p * d->stride + r / d->k) * (size_t)d->W + (size_t)(q * d->stride + r % d->k);
 }
 
+/* Window (p, q)'s first entry within the plane. */
+static size_t corner(const pool_dims *d, int p, int q)
+{
+    return (size_t)(p * d->stride) * (size_t)d->W + (size_t)(q * d->stride);
+}
+
+/* For windows of at most POOL_TABLE entries, off[r] = plane_offset − corner
+ * for each r = i·k + j: the kernels then look offsets up instead of
+ * dividing by k for every window (the division was most of the 2×2
+ * scatter's time).  False (off unset) for larger windows. */
+enum { POOL_TABLE = 64 };
+
+static bool offsets_table(const pool_dims *d, size_t off[POOL_TABLE])
+{
+    if (d->k * d->k > POOL_TABLE) return false;
+    for (int r = 0; r < d->k * d->k; r++) off[r] = (size_t)(r / d->k) * (size_t)d->W + (size_t)(r % d->k);
+    return true;
+}
+
 static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d);
 static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const pool_dims *d);
 
@@ -102,13 +121,15 @@ static void select_planes(void *ctx, size_t lo, size_t hi)
 {
     const pool_job *j = ctx;
     const pool_dims *d = j->d;
-    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q, off[POOL_TABLE];
+    bool table = offsets_table(d, off);
     const ad_real *r = j->pos + lo * pq;
     ad_real *o = j->out + lo * pq;
     for (size_t nc = lo; nc < hi; nc++) {
         const ad_real *sp = j->src + nc * plane;
         for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) *o++ = sp[plane_offset(d, p, q, (int)*r++)];
+            for (int q = 0; q < d->Q; q++, r++)
+                *o++ = sp[table ? corner(d, p, q) + off[(int)*r] : plane_offset(d, p, q, (int)*r)];
     }
 }
 
@@ -136,11 +157,14 @@ static void scatter_planes(void *ctx, size_t lo, size_t hi)
     const pool_dims *d = j->d;
     size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
     for (size_t i = lo * plane; i < hi * plane; i++) j->out[i] = 0;
+    size_t off[POOL_TABLE];
+    bool table = offsets_table(d, off);
     const ad_real *r = j->pos + lo * pq, *gp = j->src + lo * pq;
     for (size_t nc = lo; nc < hi; nc++) {
         ad_real *op = j->out + nc * plane;
         for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) op[plane_offset(d, p, q, (int)*r++)] += *gp++;
+            for (int q = 0; q < d->Q; q++, r++)
+                op[table ? corner(d, p, q) + off[(int)*r] : plane_offset(d, p, q, (int)*r)] += *gp++;
     }
 }
 

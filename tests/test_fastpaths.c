@@ -7,7 +7,8 @@
  * hence a gradient that is 0 + g at the position and +0 elsewhere, the rows
  * and columns past the last window included (odd sizes), −0 seeds becoming
  * +0 as the addition makes them.  The references are written out plainly
- * in the test; 3×3 runs the general walk against them too. */
+ * in the test; 3×3 and 9×9 run the general walk against them too, and the
+ * backward kernels' table of window offsets (k·k ≤ 64) and its fallback. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -78,17 +79,20 @@ static ad_value *rand_tensor(ad_rng *rng, int rank, const int *shape, bool ties,
     return v;
 }
 
-/* 2×2 (the fast forward) and 3×3 (the general walk), on even and odd
- * sizes, with and without ties. */
+/* 2×2 (the fast forward), 3×3 (the general walk) and 9×9 (81 entries: the
+ * backward kernels divide by k instead of using their table of offsets),
+ * on even and odd sizes, with and without ties. */
 START_TEST(maxpool_exact)
 {
-    static const int sizes[][4] = { { 2, 3, 8, 8 }, { 1, 2, 7, 9 }, { 3, 1, 6, 11 }, { 2, 2, 2, 3 } };
+    static const int sizes[][4] = { { 2, 3, 8, 8 }, { 1, 2, 7, 9 }, { 3, 1, 6, 11 }, { 2, 2, 2, 3 },
+                                    { 1, 2, 19, 20 } };
+    static const int ks[] = { 2, 3, 9 };
     ad_rng rng;
     ad_rng_seed(&rng, 5);
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
-        for (int k = 2; k <= 3; k++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
             for (int ties = 0; ties <= 1; ties++) {
-                const int *S = sizes[s];
+                const int *S = sizes[s], k = ks[ki];
                 if (k > S[2] || k > S[3]) continue;
                 int P = (S[2] - k) / k + 1, Q = (S[3] - k) / k + 1;
                 ad_value *x = rand_tensor(&rng, 4, S, ties, true);
