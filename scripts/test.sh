@@ -8,9 +8,11 @@
 #                                                             conv2d through oneDNN when
 #                                                             libdnnl-dev is there (-Ddnnl=auto)
 #   build/asan-float  the float build with ASan + UBSan       only when build/float has oneDNN:
-#                                                             the test program, suites dnnl and
-#                                                             kernels (oneDNN's kernels, their
-#                                                             per-thread caches freed, no leak)
+#                                                             the test program, suites dnnl,
+#                                                             kernels, omp and fastpaths
+#                                                             (oneDNN's kernels, their per-thread
+#                                                             caches freed, no leak; the float
+#                                                             kernels on OpenMP threads)
 #   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
 #                 UndefinedBehaviorSanitizer, warnings are errors
 #   build/tsan    clang, -Dreal=double, ThreadSanitizer,      the test program only; runs the
@@ -166,7 +168,7 @@ if grep -q '^#define HT_DNNL 1' build/float/hypertape_config.h 2>/dev/null; then
     step "compile build/asan-float"
     if meson compile -C build/asan-float tests/hypertape-tests; then
       run_tests asan-float 3 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 -- dnnl kernels
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 -- dnnl kernels omp fastpaths
     else
       fail "build/asan-float: FAILED to compile (see above)"
     fi
