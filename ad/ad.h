@@ -107,6 +107,15 @@
  *     process-wide FIFO of freed structs (see lifetimes) is behind a lock,
  *     and an ad_rng is the caller's own struct (one per thread).  A tape's
  *     pool is the tape's, like its values.
+ *   - The kernels of the ops (elementwise, pooling, batch norm, oneDNN's
+ *     convolutions) run on OpenBLAS's thread count, at most OpenMP's count
+ *     (OMP_NUM_THREADS) as the calling thread first saw it, through OpenMP
+ *     (built with -Domp; one thread without it or without OpenBLAS).  Set
+ *     OpenBLAS to one thread (openblas_set_num_threads(1)) when running
+ *     tapes on several threads, as the programs do: the kernels then stay
+ *     on each caller's thread.  Our kernels give the same bytes whatever
+ *     the count; oneDNN's convolution weight gradient (float build) does
+ *     not, as it sums over the images in per-thread parts.
  * So the hypergradient estimators of optim/hypergrad.h may run on several
  * threads on one problem, as long as its callbacks only read what they share.
  */

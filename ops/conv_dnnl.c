@@ -18,10 +18,11 @@
  * shared between threads but the key, made once (pthread_once).
  *
  * Threads: Debian's libdnnl is built with OpenMP.  Before each run the
- * calling thread's OpenMP thread count is set to OpenBLAS's current count
- * (capped by what OpenMP allowed this thread at first, i.e. OMP_NUM_THREADS
- * or the cores), so oneDNN uses as many threads as the gemms of the other
- * ops, and one when the programs run tapes on several threads. */
+ * calling thread's OpenMP thread count is set to the kernels' count
+ * (threads.h: OpenBLAS's current count, capped by what OpenMP allowed this
+ * thread at first, i.e. OMP_NUM_THREADS or the cores), so oneDNN uses as
+ * many threads as the gemms and the other kernels, and one when the
+ * programs run tapes on several threads. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +33,10 @@
 #include "ad/node.h"
 #include "conv_dnnl.h"
 #include "hypertape_config.h"
+#include "threads.h"
 
 #if HT_DNNL_OMP
 #include <omp.h>
-#endif
-#if HT_DNNL_OPENBLAS_THREADS
-int openblas_get_num_threads(void); /* OpenBLAS's own; cblas.h of other BLAS lacks it */
 #endif
 
 /* CONV_DNNL_MIN_C: fewer input or output channels than this go to the
@@ -78,7 +77,6 @@ struct conv_dnnl_prim {
 typedef struct conv_dnnl_cache {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    int omp_max; /* OpenMP's thread count for this thread when the cache was made */
     bool off;    /* conv_dnnl_set_enabled(false) */
     unsigned long clock;
     int n;
@@ -141,9 +139,6 @@ static conv_dnnl_cache *cache_get(const char *who)
         ad_fail(AD_ENOMEM, "%s: oneDNN: no CPU engine and stream (%s)", who, dnnl_status2str(st));
         return NULL;
     }
-#if HT_DNNL_OMP
-    c->omp_max = omp_get_max_threads();
-#endif
     return c;
 }
 
@@ -358,16 +353,13 @@ int conv_dnnl_prepare(conv_dnnl_prim **prim, conv_dnnl_kind kind, const conv_geo
 
 /* ---- running it -------------------------------------------------------- */
 
-/* OpenMP threads for this run: OpenBLAS's count, at most the thread's first. */
+/* OpenMP threads for this run: the kernels' count (threads.h). */
 static void set_threads(const conv_dnnl_cache *c)
 {
-#if HT_DNNL_OMP && HT_DNNL_OPENBLAS_THREADS
-    int n = openblas_get_num_threads();
-    if (n > c->omp_max) n = c->omp_max;
-    if (n < 1) n = 1;
-    if (omp_get_max_threads() != n) omp_set_num_threads(n);
-#else
     (void)c;
+#if HT_DNNL_OMP
+    int n = ops_threads();
+    if (omp_get_max_threads() != n) omp_set_num_threads(n);
 #endif
 }
 

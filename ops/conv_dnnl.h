@@ -8,7 +8,7 @@
  * Each call looks up a primitive for its shape in a cache of the calling
  * thread (made on first use, freed when the thread exits), so nothing here
  * is shared between threads.  oneDNN's OpenMP threads follow OpenBLAS's
- * thread count (openblas_get_num_threads), capped by OMP_NUM_THREADS: the
+ * thread count, capped by OMP_NUM_THREADS (threads.h, ops_threads): the
  * programs that run tapes on several threads set OpenBLAS to one thread, and
  * oneDNN then runs on one thread too. */
 #ifndef HT_OPS_CONV_DNNL_H

@@ -8,6 +8,14 @@
 
 #include "broadcast.h"
 #include "ops.h"
+#include "threads.h"
+
+/* EW_GRAIN: the fewest entries worth a thread of their own (see threads.h);
+ * below 2·EW_GRAIN a loop runs on the caller's thread alone.  EW_BLOCK:
+ * ranges start at multiples of it (64 bytes of floats), so no two threads
+ * write one cache line and each range's vector loop starts aligned as the
+ * whole loop would. */
+enum { EW_GRAIN = 32768, EW_BLOCK = 16 };
 
 /* ---- binary ops -------------------------------------------------------- */
 
@@ -54,6 +62,54 @@ BINARY_KERNEL(sub, x - y)
 BINARY_KERNEL(mul, x * y)
 BINARY_KERNEL(div, x / y)
 
+/* One binary kernel call on o[0..n), spread over the threads in blocks. */
+typedef struct binary_job {
+    binary_kernel k;
+    ad_real *o;
+    const ad_real *a, *b;
+    size_t sa, sb, n;
+} binary_job;
+
+static void binary_range(void *ctx, size_t lo, size_t hi)
+{
+    const binary_job *j = ctx;
+    size_t from = lo * EW_BLOCK, to = hi * EW_BLOCK < j->n ? hi * EW_BLOCK : j->n;
+    j->k(j->o + from, j->a + from * j->sa, j->sa, j->b + from * j->sb, j->sb, to - from);
+}
+
+static void binary_run(binary_kernel k, ad_real *o, const ad_real *a, size_t sa,
+                       const ad_real *b, size_t sb, size_t n)
+{
+    binary_job j = { k, o, a, b, sa, sb, n };
+    ops_for((n + EW_BLOCK - 1) / EW_BLOCK, EW_GRAIN / EW_BLOCK, binary_range, &j);
+}
+
+/* A binary kernel over a broadcast layout, run by run (see bc_run). */
+typedef struct broadcast_job {
+    binary_kernel k;
+    ad_real *o;
+    const ad_real *a, *b;
+    const bc_layout *l;
+    size_t run, step[2];
+    int top;
+} broadcast_job;
+
+/* Runs [lo, hi): the padded index of run lo is lo's digits on the axes up
+ * to top (those after it are 0), then the odometer. */
+static void broadcast_range(void *ctx, size_t lo, size_t hi)
+{
+    const broadcast_job *j = ctx;
+    const bc_layout *l = j->l;
+    int i[AD_MAX_RANK] = { 0 };
+    for (size_t r = lo, k = (size_t)(j->top + 1); k-- > 0;) {
+        i[k] = (int)(r % (size_t)l->ext[k]);
+        r /= (size_t)l->ext[k];
+    }
+    for (size_t r = lo; r < hi; r++, bc_next_run(l, i, j->top))
+        j->k(j->o + r * j->run, j->a + bc_offset(l, 0, i), j->step[0], j->b + bc_offset(l, 1, i),
+             j->step[1], j->run);
+}
+
 /* out = a op b elementwise over the broadcast layout. */
 static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, binary_kernel k)
 {
@@ -64,17 +120,20 @@ static ad_value *binary(ad_tape *tp, const ad_op *op, ad_value *a, ad_value *b, 
     ad_value *out = ad_node_new(tp, op, l.rank, l.shape, 2, in);
     if (!out) return NULL;
     if (a->size == out->size && b->size == out->size) { /* the common case */
-        k(out->data, a->data, 1, b->data, 1, out->size);
+        binary_run(k, out->data, a->data, 1, b->data, 1, out->size);
         return out;
     }
-    /* Runs of trailing axes go through the kernel's tight loop (see bc_run). */
-    size_t step[2];
-    int top;
-    size_t run = bc_run(&l, 2, step, &top);
-    int i[AD_MAX_RANK] = { 0 };
-    for (size_t n = 0; n < out->size; n += run, bc_next_run(&l, i, top))
-        k(out->data + n, a->data + bc_offset(&l, 0, i), step[0], b->data + bc_offset(&l, 1, i),
-          step[1], run);
+    if (b->size == 1 || a->size == 1) { /* a tensor and a scalar */
+        binary_run(k, out->data, a->data, a->size != 1, b->data, b->size != 1, out->size);
+        return out;
+    }
+    /* Runs of trailing axes go through the kernel's tight loop (see bc_run),
+     * the runs spread over the threads. */
+    if (out->size == 0) return out;
+    broadcast_job j = { .k = k, .o = out->data, .a = a->data, .b = b->data, .l = &l };
+    j.run = bc_run(&l, 2, j.step, &j.top);
+    size_t grain = (EW_GRAIN + j.run - 1) / j.run;
+    ops_for(out->size / j.run, grain, broadcast_range, &j);
     return out;
 }
 
@@ -154,13 +213,35 @@ ad_value *ad_div(ad_tape *tp, ad_value *a, ad_value *b) { return binary(tp, &div
  * same float), which then vectorise. */
 typedef void (*unary_kernel)(ad_real *o, const ad_real *x, size_t n, double c);
 
+/* One unary kernel call on o[0..n), spread over the threads in blocks. */
+typedef struct unary_job {
+    unary_kernel k;
+    ad_real *o;
+    const ad_real *x;
+    size_t n;
+    double c;
+} unary_job;
+
+static void unary_range(void *ctx, size_t lo, size_t hi)
+{
+    const unary_job *j = ctx;
+    size_t from = lo * EW_BLOCK, to = hi * EW_BLOCK < j->n ? hi * EW_BLOCK : j->n;
+    j->k(j->o + from, j->x + from, to - from, j->c);
+}
+
+static void unary_run(unary_kernel k, ad_real *o, const ad_real *x, size_t n, double c)
+{
+    unary_job j = { k, o, x, n, c };
+    ops_for((n + EW_BLOCK - 1) / EW_BLOCK, EW_GRAIN / EW_BLOCK, unary_range, &j);
+}
+
 static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k, double c)
 {
     if (ad_check_inputs(tp, op->name, 1, &x) != AD_OK) return NULL;
     ad_value *out = ad_node_new(tp, op, x->rank, x->shape, 1, &x);
     if (!out) return NULL;
     out->rattr[0] = c;
-    k(out->data, x->data, x->size, c);
+    unary_run(k, out->data, x->data, x->size, c);
     return out;
 }
 
@@ -211,6 +292,16 @@ static bool relu_mask_reads(const ad_value *out, int i)
 
 static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward, relu_mask_reads };
 
+/* o = g where x > 0, else 0 (a binary kernel: g is a, x is b; both step 1).
+ * g·1 or g·0, as g ⊙ step(x) was (a branch here would be mispredicted half
+ * the time, and keeps the loop from vectorising). */
+static void relu_mask_kernel(ad_real *restrict o, const ad_real *restrict gs, size_t sa,
+                             const ad_real *restrict xs, size_t sb, size_t n)
+{
+    (void)sa, (void)sb;
+    EW_LOOP(n, ad_real m = xs[i] > 0; o[i] = gs[i] * m);
+}
+
 /* g, x of one shape -> g where x > 0, else 0 */
 static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
 {
@@ -219,11 +310,7 @@ static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
     AD_ASSERT(ad_same_shape(g, x), "relu_mask: gradient and input differ in shape");
     ad_value *out = ad_node_new(tp, &relu_mask_op, x->rank, x->shape, 2, in);
     if (!out) return NULL;
-    ad_real *restrict o = out->data;
-    const ad_real *restrict gs = g->data, *restrict xs = x->data;
-    /* g·1 or g·0, as g ⊙ step(x) was (a branch here would be mispredicted
-     * half the time, and keeps the loop from vectorising) */
-    EW_LOOP(x->size, ad_real m = xs[i] > 0; o[i] = gs[i] * m);
+    binary_run(relu_mask_kernel, out->data, g->data, 1, x->data, 1, x->size);
     return out;
 }
 

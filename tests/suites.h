@@ -27,4 +27,6 @@
     X(par)           \
     X(status)        \
     X(lean)          \
-    X(dnnl)
+    X(dnnl)          \
+    X(omp)           \
+    X(fastpaths)
