@@ -64,29 +64,36 @@ static pool_dims dims_load(const ad_value *idx, const int *iattr)
     return dims_make(idx->shape[0], idx->shape[1], iattr[2], iattr[3], iattr[0], iattr[1]);
 }
 
-/* The offset within an H×W plane of window (p, q)'s entry r = i·k + j. */
-static size_t plane_offset(const pool_dims *d, int p, int q, int r)
-{
-    return (size_t)(p * d->stride + r / d->k) * (size_t)d->W + (size_t)(q * d->stride + r % d->k);
-}
-
-/* Window (p, q)'s first entry within the plane. */
+/* Window (p, q)'s first entry within an H×W plane. */
 static size_t corner(const pool_dims *d, int p, int q)
 {
     return (size_t)(p * d->stride) * (size_t)d->W + (size_t)(q * d->stride);
 }
 
-/* For windows of at most POOL_TABLE entries, off[r] = plane_offset − corner
- * for each r = i·k + j: the kernels then look offsets up instead of
+/* Entry r = i·k + j of a window, from the window's corner. */
+static size_t in_window(const pool_dims *d, int r)
+{
+    return (size_t)(r / d->k) * (size_t)d->W + (size_t)(r % d->k);
+}
+
+/* For windows of at most POOL_TABLE entries, off[r] = in_window(d, r) for
+ * each r, and off is returned: the kernels then look offsets up instead of
  * dividing by k for every window (the division was most of the 2×2
- * scatter's time).  False (off unset) for larger windows. */
+ * scatter's time).  NULL for larger windows. */
 enum { POOL_TABLE = 64 };
 
-static bool offsets_table(const pool_dims *d, size_t off[POOL_TABLE])
+static const size_t *offsets_table(const pool_dims *d, size_t off[POOL_TABLE])
 {
-    if (d->k * d->k > POOL_TABLE) return false;
-    for (int r = 0; r < d->k * d->k; r++) off[r] = (size_t)(r / d->k) * (size_t)d->W + (size_t)(r % d->k);
-    return true;
+    if (d->k * d->k > POOL_TABLE) return NULL;
+    for (int r = 0; r < d->k * d->k; r++) off[r] = in_window(d, r);
+    return off;
+}
+
+/* The offset within the plane of window (p, q)'s entry r (off: the table,
+ * or NULL). */
+static size_t plane_offset(const pool_dims *d, const size_t *off, int p, int q, int r)
+{
+    return corner(d, p, q) + (off ? off[r] : in_window(d, r));
 }
 
 static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const pool_dims *d);
@@ -124,15 +131,15 @@ static void select_planes(void *ctx, size_t lo, size_t hi)
 {
     const pool_job *j = ctx;
     const pool_dims *d = j->d;
-    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q, off[POOL_TABLE];
-    bool table = offsets_table(d, off);
+    size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q, table[POOL_TABLE];
+    const size_t *off = offsets_table(d, table);
     const ad_real *r = j->pos + lo * pq;
     ad_real *o = j->out + lo * pq;
     for (size_t nc = lo; nc < hi; nc++) {
         const ad_real *sp = j->src + nc * plane;
         for (int p = 0; p < d->P; p++)
             for (int q = 0; q < d->Q; q++, r++)
-                *o++ = sp[table ? corner(d, p, q) + off[(int)*r] : plane_offset(d, p, q, (int)*r)];
+                *o++ = sp[plane_offset(d, off, p, q, (int)*r)];
     }
 }
 
@@ -146,7 +153,8 @@ static ad_value *pool_select(ad_tape *tp, ad_value *idx, ad_value *src, const po
     ad_value *out = ad_node_new(tp, &pool_select_op, 4, idx->shape, 2, in);
     if (!out) return NULL;
     dims_store(out->iattr, d);
-    pool_planes(d, (size_t)d->P * d->Q, select_planes, &(pool_job){ .out = out->data, .pos = idx->data, .src = src->data, .d = d });
+    pool_planes(d, (size_t)d->P * d->Q, select_planes,
+                &(pool_job){ .out = out->data, .pos = idx->data, .src = src->data, .d = d });
     return out;
 }
 
@@ -160,14 +168,14 @@ static void scatter_planes(void *ctx, size_t lo, size_t hi)
     const pool_dims *d = j->d;
     size_t plane = (size_t)d->H * d->W, pq = (size_t)d->P * d->Q;
     for (size_t i = lo * plane; i < hi * plane; i++) j->out[i] = 0;
-    size_t off[POOL_TABLE];
-    bool table = offsets_table(d, off);
+    size_t table[POOL_TABLE];
+    const size_t *off = offsets_table(d, table);
     const ad_real *r = j->pos + lo * pq, *gp = j->src + lo * pq;
     for (size_t nc = lo; nc < hi; nc++) {
         ad_real *op = j->out + nc * plane;
         for (int p = 0; p < d->P; p++)
             for (int q = 0; q < d->Q; q++, r++)
-                op[table ? corner(d, p, q) + off[(int)*r] : plane_offset(d, p, q, (int)*r)] += *gp++;
+                op[plane_offset(d, off, p, q, (int)*r)] += *gp++;
     }
 }
 
@@ -181,7 +189,8 @@ static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const poo
     ad_value *out = ad_node_new(tp, &pool_scatter_op, 4, (int[]){ d->N, d->C, d->H, d->W }, 2, in);
     if (!out) return NULL;
     dims_store(out->iattr, d);
-    pool_planes(d, (size_t)d->H * d->W, scatter_planes, &(pool_job){ .out = out->data, .pos = idx->data, .src = g->data, .d = d });
+    pool_planes(d, (size_t)d->H * d->W, scatter_planes,
+                &(pool_job){ .out = out->data, .pos = idx->data, .src = g->data, .d = d });
     return out;
 }
 
@@ -272,7 +281,9 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
     /* Without a gradient to route, the positions are not kept. */
     if (!(ad_tape_recording(tp) && x->requires_grad)) {
         ad_value *out = ad_node_new(tp, &pool_select_op, 4, shape, 1, &x);
-        if (out) pool_planes(&d, (size_t)d.H * d.W, maxpool_planes, &(pool_job){ .out = out->data, .src = x->data, .d = &d });
+        if (out)
+            pool_planes(&d, (size_t)d.H * d.W, maxpool_planes,
+                        &(pool_job){ .out = out->data, .src = x->data, .d = &d });
         return out;
     }
     ad_value *idx = ad_node_new(tp, &pool_select_op, 4, shape, 0, NULL); /* a constant */
@@ -281,6 +292,7 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride)
     ad_value *out = ad_node_new(tp, &pool_select_op, 4, shape, 2, in);
     if (!out) return NULL;
     dims_store(out->iattr, &d);
-    pool_planes(&d, (size_t)d.H * d.W, maxpool_planes, &(pool_job){ .out = out->data, .idx = idx->data, .src = x->data, .d = &d });
+    pool_planes(&d, (size_t)d.H * d.W, maxpool_planes,
+                &(pool_job){ .out = out->data, .idx = idx->data, .src = x->data, .d = &d });
     return out;
 }
