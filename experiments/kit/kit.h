@@ -207,10 +207,6 @@ AD_MUST_CHECK int ex_csv_open(ex_file *f, ex_out *o, const char *name, const cha
  * and the status is AD_EIO "cannot write DIR/NAME: <strerror>" (a full disk
  * says "No space left on device").  A file never opened is AD_OK. */
 AD_MUST_CHECK int ex_file_commit(ex_file *f);
-/* Flushes and checks every write so far, leaving the file open: what a
- * forked child that wrote rows calls before it returns.  AD_OK, or AD_EIO
- * "cannot write DIR/NAME: <strerror>". */
-AD_MUST_CHECK int ex_file_check(ex_file *f);
 /* Closes and removes the temporary file (after a failure elsewhere). */
 void ex_file_abandon(ex_file *f);
 /* Writes text[0..len) as DIR/NAME in one go (ex_file_open + commit). */
