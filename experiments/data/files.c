@@ -125,19 +125,14 @@ bool data_file_exists(const char *path)
 
 char *data_std_path(const char *dir, const char *gz_name)
 {
-    char *gz = data_join(dir, gz_name);
-    if (!gz || data_file_exists(gz))
-        return gz;
-    char *raw = data_join(dir, gz_name);
-    if (raw) {
-        raw[strlen(raw) - 3] = '\0'; /* drop ".gz" */
-        if (data_file_exists(raw)) {
-            free(gz);
-            return raw;
-        }
-        free(raw);
-    }
-    return gz;
+    char *path = data_join(dir, gz_name);
+    if (!path || data_file_exists(path))
+        return path;
+    size_t dot = strlen(path) - 3;
+    path[dot] = '\0'; /* the unpacked name: ".gz" dropped */
+    if (!data_file_exists(path))
+        path[dot] = '.'; /* neither is there: the gzipped name again */
+    return path;
 }
 
 int data_check_idx(const char *who, const int *idx, int n, int limit)
