@@ -675,12 +675,8 @@ static int run_oneshot(const opts *o)
         if (rc == AD_OK && have_dir) rc = dump_list(&man, &dir, &hy, "lam", K, hy.list);
         opt_outer_free(&adam);
         if (rc != AD_OK) break;
-        double lo = secs[0], hi = secs[0];
-        for (int r = 1; r < repeats; r++) {
-            lo = fmin(lo, secs[r]);
-            hi = fmax(hi, secs[r]);
-        }
         double med = ex_median(secs, repeats), cpu = ex_median(cpus, repeats);
+        double lo = secs[0], hi = secs[repeats - 1]; /* ex_median sorted them */
         if (o->csv)
             printf("%d,%d,%d,%d,%.6f,%.6f,%.6f,%.6f,%zu,%d\n", K, o->T, o->channels, o->meta_batch,
                    med, lo, hi, cpu, peak, repeats);
