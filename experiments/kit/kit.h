@@ -11,8 +11,8 @@
  *         ...
  *     };
  *     static int check(void) { return o.iters < o.T ? ex_usage_error("...") : 0; }  // optional
-    static ex_cmd cmd = { "mine", "[flags]", "What it computes.\n", EX_FLAGS(flags),
-                          .check = check };
+ *     static ex_cmd cmd = { "mine", "[flags]", "What it computes.\n", EX_FLAGS(flags),
+ *                           .check = check };
  *
  *     int main(int argc, char **argv)
  *     {
@@ -412,8 +412,6 @@ int ex_par_end_all(int status);
 /* Where failure messages go: stderr, or on ranks > 0 a copy of the stderr
  * the rank started with. */
 FILE *ex_err(void);
-/* The cores this process may run on (its CPU affinity), at least 1. */
-int ex_cores(void);
 /* The default of --threads: the cores divided among the ranks on this
  * machine, at least 1. */
 int ex_par_threads(void);

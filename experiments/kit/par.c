@@ -157,7 +157,8 @@ FILE *ex_err(void)
     return par.err ? par.err : stderr;
 }
 
-int ex_cores(void)
+/* The cores this process may run on (its CPU affinity), at least 1. */
+static int cores(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
@@ -167,7 +168,7 @@ int ex_cores(void)
 
 int ex_par_threads(void)
 {
-    int n = ex_cores() / (par.local_size > 0 ? par.local_size : 1);
+    int n = cores() / (par.local_size > 0 ? par.local_size : 1);
     return n > 0 ? n : 1;
 }
 
