@@ -281,7 +281,6 @@ static ad_value *case_run(ad_tape *tp, const op_case *c, const case_inputs *ci)
 /* ---- timing one case ------------------------------------------------------ */
 
 enum { T_FWD, T_BWD, T_REC, T_HVP, N_TIMES };
-static const char *const time_names[N_TIMES] = { "fwd", "bwd", "bwd_rec", "hvp" };
 
 typedef struct case_result {
     double t[N_TIMES]; /* median seconds */
@@ -365,14 +364,11 @@ static int time_case(const op_case *c, int repeats, case_result *res)
 
 static int run_ops(const opts *o)
 {
-    if (o->csv) {
-        printf("op,shape");
-        for (int k = 0; k < N_TIMES; k++) printf(",%s_s", time_names[k]);
-        printf(",tape_fwd_bytes,tape_rec_bytes,repeats\n");
-    } else {
+    if (o->csv)
+        printf("op,shape,fwd_s,bwd_s,bwd_rec_s,hvp_s,tape_fwd_bytes,tape_rec_bytes,repeats\n");
+    else
         printf("%-17s %-14s %10s %10s %10s %10s %11s %11s %7s\n", "op", "shape", "fwd ms",
                "bwd ms", "bwd_rec ms", "hvp ms", "tape fwd KB", "tape rec KB", "repeats");
-    }
     int shown = 0;
     for (int i = 0; i < N_CASES; i++) {
         const op_case *c = &cases[i];
@@ -620,12 +616,9 @@ static int run_oneshot(const opts *o)
     bool have_dir = false;
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    os_hyper hy;
-    os_batch mb;
-    opt_outer adam;
-    memset(&hy, 0, sizeof hy);
-    memset(&mb, 0, sizeof mb);
-    memset(&adam, 0, sizeof adam);
+    os_hyper hy = { 0 };
+    os_batch mb = { 0 };
+    opt_outer adam = { 0 };
     int repeats = o->repeats > 0 ? o->repeats : 5;
     /* Without --threads, the tasks one after the other on this thread, the
      * kernels on OpenBLAS's threads (intra-op, as PyTorch). */
@@ -675,12 +668,8 @@ static int run_oneshot(const opts *o)
         if (rc == AD_OK && have_dir) rc = dump_list(&man, &dir, &hy, "lam", K, hy.list);
         opt_outer_free(&adam);
         if (rc != AD_OK) break;
-        double lo = secs[0], hi = secs[0];
-        for (int r = 1; r < repeats; r++) {
-            lo = fmin(lo, secs[r]);
-            hi = fmax(hi, secs[r]);
-        }
         double med = ex_median(secs, repeats), cpu = ex_median(cpus, repeats);
+        double lo = secs[0], hi = secs[repeats - 1]; /* ex_median sorted them */
         if (o->csv)
             printf("%d,%d,%d,%d,%.6f,%.6f,%.6f,%.6f,%zu,%d\n", K, o->T, o->channels, o->meta_batch,
                    med, lo, hi, cpu, peak, repeats);

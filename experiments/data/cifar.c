@@ -170,16 +170,15 @@ int data_cifar_read_batches(const char *const *paths, int n, int each, data_cifa
     return AD_OK;
 }
 
-/* Whether `folder` holds test_batch.bin or data_batch_1.bin (either is
- * enough: the loader then names whatever else is missing). */
-static int cf_has_official(const char *folder, bool *has)
+/* Whether `folder` holds file a or file b of a set (either is enough: the
+ * loader then names whatever else is missing). */
+static int cf_has_either(const char *folder, const char *a, const char *b, bool *has)
 {
-    char *te = data_join(folder, DATA_CIFAR_OFFICIAL_TEST);
-    char *b1 = data_join(folder, DATA_CIFAR_OFFICIAL_BATCH1);
-    int rc = te && b1 ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
-    *has = rc == AD_OK && (data_file_exists(te) || data_file_exists(b1));
-    free(te);
-    free(b1);
+    char *pa = data_join(folder, a), *pb = data_join(folder, b);
+    int rc = pa && pb ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    *has = rc == AD_OK && (data_file_exists(pa) || data_file_exists(pb));
+    free(pa);
+    free(pb);
     return rc;
 }
 
@@ -222,17 +221,6 @@ static int cf_load_subset(const char *dir, data_cifar *train, data_cifar *test)
     return rc;
 }
 
-/* Whether dir holds a file of the subset. */
-static int cf_has_subset(const char *dir, bool *has)
-{
-    char *tr = data_join(dir, DATA_CIFAR_TRAIN), *te = data_join(dir, DATA_CIFAR_TEST);
-    int rc = tr && te ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
-    *has = rc == AD_OK && (data_file_exists(te) || data_file_exists(tr));
-    free(tr);
-    free(te);
-    return rc;
-}
-
 int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
 {
     if (!train || !test)
@@ -244,16 +232,15 @@ int data_cifar_load(const char *dir, data_cifar *train, data_cifar *test)
     /* The official files in dir, else in dir/cifar-10-batches-bin, else
      * the subset in dir. */
     char *sub = data_join(dir, DATA_CIFAR_OFFICIAL_DIR);
-    const char *official = NULL;
+    const char *folders[2] = { dir, sub }, *official = NULL;
     bool has = false, subset = false;
-    int rc = sub ? cf_has_official(dir, &has) : ad_fail(AD_ENOMEM, "data_cifar_load: out "
-                                                         "of memory");
-    if (rc == AD_OK && has)
-        official = dir;
-    if (rc == AD_OK && !official && (rc = cf_has_official(sub, &has)) == AD_OK && has)
-        official = sub;
+    int rc = sub ? AD_OK : ad_fail(AD_ENOMEM, "data_cifar_load: out of memory");
+    for (int i = 0; i < 2 && rc == AD_OK && !official; i++) {
+        rc = cf_has_either(folders[i], DATA_CIFAR_OFFICIAL_TEST, DATA_CIFAR_OFFICIAL_BATCH1, &has);
+        official = has ? folders[i] : NULL;
+    }
     if (rc == AD_OK && !official)
-        rc = cf_has_subset(dir, &subset);
+        rc = cf_has_either(dir, DATA_CIFAR_TEST, DATA_CIFAR_TRAIN, &subset);
     data_cifar_source src = official ? DATA_CIFAR_OFFICIAL : DATA_CIFAR_SUBSET;
     if (rc == AD_OK && !official && !subset)
         rc = ad_fail(AD_EIO, "%s: no CIFAR-10 files: expected the official binary version "

@@ -125,19 +125,14 @@ bool data_file_exists(const char *path)
 
 char *data_std_path(const char *dir, const char *gz_name)
 {
-    char *gz = data_join(dir, gz_name);
-    if (!gz || data_file_exists(gz))
-        return gz;
-    char *raw = data_join(dir, gz_name);
-    if (raw) {
-        raw[strlen(raw) - 3] = '\0'; /* drop ".gz" */
-        if (data_file_exists(raw)) {
-            free(gz);
-            return raw;
-        }
-        free(raw);
-    }
-    return gz;
+    char *path = data_join(dir, gz_name);
+    if (!path || data_file_exists(path))
+        return path;
+    size_t dot = strlen(path) - 3;
+    path[dot] = '\0'; /* the unpacked name: ".gz" dropped */
+    if (!data_file_exists(path))
+        path[dot] = '.'; /* neither is there: the gzipped name again */
+    return path;
 }
 
 int data_check_idx(const char *who, const int *idx, int n, int limit)
@@ -219,24 +214,6 @@ static bool data_try_dir(char *buf, size_t len, const char *prefix, const char *
     return ok;
 }
 
-/* The search after --data: found (len bytes) receives the first candidate
- * that holds the probe; otherwise NULL, and tried lists every candidate
- * with why it failed, each after "; ". */
-static const char *data_search(const data_where *w, char *found, size_t len, char *tried,
-                               size_t tried_len)
-{
-    const char *root = getenv("HYPERTAPE_DATA");
-    if (root && root[0]) {
-        if (data_try_dir(found, len, root, w->env_sub, w, tried, tried_len))
-            return found;
-    } else {
-        data_note(tried, tried_len, "; %s%s", "$HYPERTAPE_DATA", " (not set)");
-    }
-    if (data_try_dir(found, len, w->fallback, "", w, tried, tried_len))
-        return found;
-    return NULL;
-}
-
 const char *data_find_dir(const char *flag_dir, const char *dataset)
 {
     static _Thread_local char found[4096];
@@ -257,7 +234,13 @@ const char *data_find_dir(const char *flag_dir, const char *dataset)
                 "omniglot or cifar)", dataset);
         return NULL;
     }
-    if (data_search(w, found, sizeof found, tried, sizeof tried))
+    /* No --data: $HYPERTAPE_DATA + env_sub, else the fallback, if it holds a probe. */
+    const char *root = getenv("HYPERTAPE_DATA");
+    if (!root || !root[0])
+        data_note(tried, sizeof tried, "; %s%s", "$HYPERTAPE_DATA", " (not set)");
+    else if (data_try_dir(found, sizeof found, root, w->env_sub, w, tried, sizeof tried))
+        return found;
+    if (data_try_dir(found, sizeof found, w->fallback, "", w, tried, sizeof tried))
         return found;
     ad_fail(AD_EIO, "no %s data found (tried: %s); pass --data DIR, set HYPERTAPE_DATA to "
             "the data root, or %s", dataset, tried + 2, w->hint);

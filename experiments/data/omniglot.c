@@ -722,32 +722,31 @@ static int om_check_size(const char *who, int size)
     return AD_OK;
 }
 
-int data_omniglot_read_zip(const char *path, int size, data_omniglot *out)
+/* What each loading call checks first: out given (then zeroed), no
+ * argument NULL (else `null` names it), size in range. */
+static int om_begin(const char *who, data_omniglot *out, const char *null, int size)
 {
     if (!out)
-        return ad_fail(AD_EARG, "data_omniglot_read_zip: out is NULL");
+        return ad_fail(AD_EARG, "%s: out is NULL", who);
     memset(out, 0, sizeof *out);
-    if (!path)
-        return ad_fail(AD_EARG, "data_omniglot_read_zip: path is NULL");
-    int rc = om_check_size("data_omniglot_read_zip", size);
-    if (rc != AD_OK)
-        return rc;
-    return om_read_zips(1, &path, NULL, 0, size, out);
+    if (null)
+        return ad_fail(AD_EARG, "%s: %s is NULL", who, null);
+    return om_check_size(who, size);
+}
+
+int data_omniglot_read_zip(const char *path, int size, data_omniglot *out)
+{
+    int rc = om_begin("data_omniglot_read_zip", out, path ? NULL : "path", size);
+    return rc == AD_OK ? om_read_zips(1, &path, NULL, 0, size, out) : rc;
 }
 
 int data_omniglot_read_zip_mem(const char *name, const void *zip, size_t len, int size,
                                data_omniglot *out)
 {
-    if (!out)
-        return ad_fail(AD_EARG, "data_omniglot_read_zip_mem: out is NULL");
-    memset(out, 0, sizeof *out);
-    if (!name || (!zip && len > 0))
-        return ad_fail(AD_EARG, "data_omniglot_read_zip_mem: name or zip is NULL");
-    int rc = om_check_size("data_omniglot_read_zip_mem", size);
-    if (rc != AD_OK)
-        return rc;
+    int rc = om_begin("data_omniglot_read_zip_mem", out,
+                      !name || (!zip && len > 0) ? "name or zip" : NULL, size);
     /* libzip wants a buffer even for no bytes (it then says "not a zip"). */
-    return om_read_zips(1, &name, zip ? zip : "", len, size, out);
+    return rc == AD_OK ? om_read_zips(1, &name, zip ? zip : "", len, size, out) : rc;
 }
 
 int data_omniglot_decode_png(const char *name, const void *png, size_t len, int size,
@@ -771,12 +770,7 @@ int data_omniglot_decode_png(const char *name, const void *png, size_t len, int 
 
 int data_omniglot_load(const char *dir, int size, data_omniglot *out)
 {
-    if (!out)
-        return ad_fail(AD_EARG, "data_omniglot_load: out is NULL");
-    memset(out, 0, sizeof *out);
-    if (!dir)
-        return ad_fail(AD_EARG, "data_omniglot_load: dir is NULL");
-    int rc = om_check_size("data_omniglot_load", size);
+    int rc = om_begin("data_omniglot_load", out, dir ? NULL : "dir", size);
     if (rc != AD_OK)
         return rc;
     char *paths[2] = {data_join(dir, DATA_OMNIGLOT_BACKGROUND),

@@ -225,20 +225,13 @@ static void wrap(FILE *out, const char *text, int at, int col)
     fputc('\n', out);
 }
 
-static const char *meta(const ex_flag *f)
-{
-    if (f->meta) return f->meta;
-    switch (f->type) {
-    case EX_SWITCH: return "";
-    case EX_INTS: return "LIST";
-    case EX_REAL: return "X";
-    case EX_SEED: return "S";
-    case EX_CHOICE: return "NAME";
-    case EX_PAIR: return "A,B";
-    case EX_TEXT: return "TEXT";
-    default: return "N";
-    }
-}
+/* The value's name in --help, unless the flag gives one: by type. */
+static const char *const type_meta[] = {
+    [EX_SWITCH] = "", [EX_INT] = "N", [EX_INTS] = "LIST", [EX_REAL] = "X", [EX_SEED] = "S",
+    [EX_TEXT] = "TEXT", [EX_CHOICE] = "NAME", [EX_PAIR] = "A,B",
+};
+
+static const char *meta(const ex_flag *f) { return f->meta ? f->meta : type_meta[f->type]; }
 
 static void print_help(const ex_cmd *c)
 {

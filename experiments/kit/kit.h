@@ -11,8 +11,8 @@
  *         ...
  *     };
  *     static int check(void) { return o.iters < o.T ? ex_usage_error("...") : 0; }  // optional
-    static ex_cmd cmd = { "mine", "[flags]", "What it computes.\n", EX_FLAGS(flags),
-                          .check = check };
+ *     static ex_cmd cmd = { "mine", "[flags]", "What it computes.\n", EX_FLAGS(flags),
+ *                           .check = check };
  *
  *     int main(int argc, char **argv)
  *     {
@@ -207,10 +207,6 @@ AD_MUST_CHECK int ex_csv_open(ex_file *f, ex_out *o, const char *name, const cha
  * and the status is AD_EIO "cannot write DIR/NAME: <strerror>" (a full disk
  * says "No space left on device").  A file never opened is AD_OK. */
 AD_MUST_CHECK int ex_file_commit(ex_file *f);
-/* Flushes and checks every write so far, leaving the file open: what a
- * forked child that wrote rows calls before it returns.  AD_OK, or AD_EIO
- * "cannot write DIR/NAME: <strerror>". */
-AD_MUST_CHECK int ex_file_check(ex_file *f);
 /* Closes and removes the temporary file (after a failure elsewhere). */
 void ex_file_abandon(ex_file *f);
 /* Writes text[0..len) as DIR/NAME in one go (ex_file_open + commit). */
@@ -416,8 +412,6 @@ int ex_par_end_all(int status);
 /* Where failure messages go: stderr, or on ranks > 0 a copy of the stderr
  * the rank started with. */
 FILE *ex_err(void);
-/* The cores this process may run on (its CPU affinity), at least 1. */
-int ex_cores(void);
 /* The default of --threads: the cores divided among the ranks on this
  * machine, at least 1. */
 int ex_par_threads(void);

@@ -161,15 +161,6 @@ int ex_csv_open(ex_file *f, ex_out *o, const char *name, const char *header)
     return rc;
 }
 
-int ex_file_check(ex_file *f)
-{
-    int bad = ferror(f->f);
-    errno = 0;
-    if (fflush(f->f) == 0 && !bad) return AD_OK;
-    return ad_fail(AD_EIO, "cannot write %s/%s: %s", f->out->dir, f->name,
-                   strerror(errno ? errno : EIO));
-}
-
 void ex_file_abandon(ex_file *f)
 {
     if (f->f) fclose(f->f);

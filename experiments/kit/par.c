@@ -157,7 +157,8 @@ FILE *ex_err(void)
     return par.err ? par.err : stderr;
 }
 
-int ex_cores(void)
+/* The cores this process may run on (its CPU affinity), at least 1. */
+static int cores(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
@@ -167,7 +168,7 @@ int ex_cores(void)
 
 int ex_par_threads(void)
 {
-    int n = ex_cores() / (par.local_size > 0 ? par.local_size : 1);
+    int n = cores() / (par.local_size > 0 ? par.local_size : 1);
     return n > 0 ? n : 1;
 }
 
@@ -285,25 +286,19 @@ static int mpi_fail(const char *what)
     return ad_fail(AD_EIO, "MPI: %s failed", what);
 }
 
-static int send_bytes(const void *buf, size_t bytes, int to, int tag)
-{
-    const char *p = buf;
-    for (size_t at = 0; at < bytes; at += PIECE) {
-        int len = (int)(bytes - at < PIECE ? bytes - at : PIECE);
-        if (MPI_Send(p + at, len, MPI_BYTE, to, tag, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return mpi_fail("MPI_Send");
-    }
-    return AD_OK;
-}
-
-static int recv_bytes(void *buf, size_t bytes, int from, int tag)
+/* bytes of buf in pieces: sent to peer ('s'), received from it ('r'), or
+ * broadcast from it ('b'). */
+static int pieces(char how, void *buf, size_t bytes, int peer, int tag)
 {
     char *p = buf;
     for (size_t at = 0; at < bytes; at += PIECE) {
-        int len = (int)(bytes - at < PIECE ? bytes - at : PIECE);
-        if (MPI_Recv(p + at, len, MPI_BYTE, from, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) !=
-            MPI_SUCCESS)
-            return mpi_fail("MPI_Recv");
+        int len = (int)(bytes - at < PIECE ? bytes - at : PIECE), rc;
+        if (how == 's') rc = MPI_Send(p + at, len, MPI_BYTE, peer, tag, MPI_COMM_WORLD);
+        else if (how == 'r')
+            rc = MPI_Recv(p + at, len, MPI_BYTE, peer, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        else rc = MPI_Bcast(p + at, len, MPI_BYTE, peer, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(how == 's' ? "MPI_Send" : how == 'r' ? "MPI_Recv" : "MPI_Bcast");
     }
     return AD_OK;
 }
@@ -344,14 +339,7 @@ bool ex_par_agreed(const char *msg)
 int ex_par_bcast(void *buf, size_t bytes, int root)
 {
 #if EX_HAVE_MPI
-    if (par.size > 1) {
-        char *p = buf;
-        for (size_t at = 0; at < bytes; at += PIECE) {
-            int len = (int)(bytes - at < PIECE ? bytes - at : PIECE);
-            if (MPI_Bcast(p + at, len, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS)
-                return mpi_fail("MPI_Bcast");
-        }
-    }
+    if (par.size > 1) return pieces('b', buf, bytes, root, 0);
 #else
     (void)buf, (void)bytes, (void)root;
 #endif
@@ -431,8 +419,8 @@ int ex_par_collect(char **text, size_t *len, int n)
         if (par.rank > 0) {
             for (int i = first; i < end && rc == AD_OK; i++) {
                 unsigned long long l = len[i];
-                rc = send_bytes(&l, sizeof l, 0, 8);
-                if (rc == AD_OK) rc = send_bytes(text[i], len[i], 0, 9);
+                rc = pieces('s', &l, sizeof l, 0, 8);
+                if (rc == AD_OK) rc = pieces('s', text[i], len[i], 0, 9);
             }
             return rc;
         }
@@ -441,12 +429,12 @@ int ex_par_collect(char **text, size_t *len, int n)
             block_of(r, n, &f, &e);
             for (int i = f; i < e; i++) {
                 unsigned long long l = 0;
-                if (rc == AD_OK) rc = recv_bytes(&l, sizeof l, r, 8);
+                if (rc == AD_OK) rc = pieces('r', &l, sizeof l, r, 8);
                 text[i] = NULL;
                 len[i] = 0;
                 if (rc == AD_OK && !(text[i] = malloc(l + 1)))
                     rc = ad_fail(AD_ENOMEM, "out of memory");
-                if (rc == AD_OK) rc = recv_bytes(text[i], l, r, 9);
+                if (rc == AD_OK) rc = pieces('r', text[i], l, r, 9);
                 if (rc == AD_OK) {
                     text[i][l] = '\0';
                     len[i] = l;

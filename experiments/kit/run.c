@@ -147,20 +147,6 @@ static _Noreturn void child(int fd, pid_t parent, ex_work work, void *arg, void 
     _exit(rc == AD_OK && left == 0 ? 0 : 1);
 }
 
-/* Reads up to size bytes from fd; returns how many arrived. */
-static size_t read_all(int fd, void *buf, size_t size)
-{
-    char *p = buf;
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, p + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    return got;
-}
-
 /* Forks a child that runs work(arg, result) and sends its result back through
  * a pipe (child()); *pid and *read_end for the parent.  as_log: the child's
  * progress lines go out as log lines (it runs beside other children). */
@@ -187,25 +173,7 @@ static int fork_child(bool as_log, ex_work work, void *arg, void *result, size_t
     return AD_OK;
 }
 
-int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size)
-{
-    pid_t pid;
-    int fd;
-    int rc = fork_child(progress_as_log, work, arg, result, size, &pid, &fd);
-    if (rc != AD_OK) return rc;
-    size_t got = read_all(fd, result, size);
-    close(fd);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (got == size && WIFEXITED(status) && WEXITSTATUS(status) == 0) return AD_OK;
-    if (WIFSIGNALED(status))
-        return ad_fail(AD_EARG, "%s: the child process died of signal %d", label,
-                       WTERMSIG(status));
-    return ad_fail(AD_EARG, "%s failed (see the message above)", label);
-}
-
-/* ---- several children at once ------------------------------------------------------ */
+/* ---- children: one, or several at once ------------------------------------------- */
 
 /* One item's work as an ex_work, for child(). */
 typedef struct item_job {
@@ -261,6 +229,15 @@ static int drain_child(slot *s, char *result, size_t size, const char *label, in
         *rc = ad_fail(AD_EARG, "%s: the child process died of signal %d", label, WTERMSIG(status));
     else *rc = ad_fail(AD_EARG, "%s failed (see the message above)", label);
     return 1;
+}
+
+int ex_run_forked(const char *label, ex_work work, void *arg, void *result, size_t size)
+{
+    slot s = { 0 }; /* read to the end of its pipe (blocking), then waited for */
+    int rc = fork_child(progress_as_log, work, arg, result, size, &s.pid, &s.fd);
+    while (rc == AD_OK && !drain_child(&s, result, size, label, &rc)) {
+    }
+    return rc;
 }
 
 int ex_run_forked_many(int n_parallel, int n, const int *items, const char *const *labels,
