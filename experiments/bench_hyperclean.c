@@ -64,20 +64,24 @@ typedef struct gemm_log {
 
 static gemm_log *recording; /* where calls are logged, or NULL */
 
-static void log_gemm(gemm_log *g, int ta, int tb, int m, int n, int k, long count)
+/* The index in g of the shape of s (its count aside), or −1. */
+static int find_shape(const gemm_log *g, const gemm_shape *s)
 {
     for (int i = 0; i < g->n; i++) {
-        gemm_shape *s = &g->s[i];
-        if (s->ta == ta && s->tb == tb && s->m == m && s->n == n && s->k == k) {
-            s->count += count;
-            return;
-        }
+        const gemm_shape *t = &g->s[i];
+        if (t->ta == s->ta && t->tb == s->tb && t->m == s->m && t->n == s->n && t->k == s->k)
+            return i;
     }
-    if (g->n == MAX_SHAPES) {
-        g->overflow = true;
-        return;
-    }
-    g->s[g->n++] = (gemm_shape){ ta, tb, m, n, k, count };
+    return -1;
+}
+
+static void log_gemm(gemm_log *g, int ta, int tb, int m, int n, int k, long count)
+{
+    gemm_shape s = { ta, tb, m, n, k, count };
+    int i = find_shape(g, &s);
+    if (i >= 0) g->s[i].count += count;
+    else if (g->n < MAX_SHAPES) g->s[g->n++] = s;
+    else g->overflow = true;
 }
 
 static double log_flops(const gemm_log *g)
@@ -95,61 +99,36 @@ static long log_calls(const gemm_log *g)
     return c;
 }
 
-#if HT_REAL_IS_DOUBLE
-#define GEMM_NAME "cblas_dgemm"
-#else
-#define GEMM_NAME "cblas_sgemm"
-#endif
-
 #ifdef HC_BENCH_WRAP
-/* The linker sends the library's calls here (-Wl,--wrap=...). */
-void __real_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, double alpha, const double *a,
-                        blasint lda, const double *b, blasint ldb, double beta, double *c,
-                        blasint ldc);
-void __wrap_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, double alpha, const double *a,
-                        blasint lda, const double *b, blasint ldb, double beta, double *c,
-                        blasint ldc);
-void __real_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, float alpha, const float *a,
-                        blasint lda, const float *b, blasint ldb, float beta, float *c,
-                        blasint ldc);
-void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, float alpha, const float *a,
-                        blasint lda, const float *b, blasint ldb, float beta, float *c,
-                        blasint ldc);
-
-void __wrap_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, double alpha, const double *a,
-                        blasint lda, const double *b, blasint ldb, double beta, double *c,
-                        blasint ldc)
-{
-    if (recording)
-        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
-    __real_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, float alpha, const float *a,
-                        blasint lda, const float *b, blasint ldb, float beta, float *c,
-                        blasint ldc)
-{
-    if (recording)
-        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
-    __real_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+/* The linker sends the library's calls here (-Wl,--wrap=...).  The library
+ * calls the gemm of its real type only (ops/linalg.c, ops/conv.c), so one
+ * wrapper, in ad_real, is enough. */
 #if HT_REAL_IS_DOUBLE
+#define WRAP_GEMM __wrap_cblas_dgemm
 #define REAL_GEMM __real_cblas_dgemm
 #else
+#define WRAP_GEMM __wrap_cblas_sgemm
 #define REAL_GEMM __real_cblas_sgemm
 #endif
-#else
-#if HT_REAL_IS_DOUBLE
+void REAL_GEMM(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint m,
+               blasint n, blasint k, ad_real alpha, const ad_real *a, blasint lda,
+               const ad_real *b, blasint ldb, ad_real beta, ad_real *c, blasint ldc);
+void WRAP_GEMM(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint m,
+               blasint n, blasint k, ad_real alpha, const ad_real *a, blasint lda,
+               const ad_real *b, blasint ldb, ad_real beta, ad_real *c, blasint ldc);
+
+void WRAP_GEMM(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint m,
+               blasint n, blasint k, ad_real alpha, const ad_real *a, blasint lda,
+               const ad_real *b, blasint ldb, ad_real beta, ad_real *c, blasint ldc)
+{
+    if (recording)
+        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
+    REAL_GEMM(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+#elif HT_REAL_IS_DOUBLE
 #define REAL_GEMM cblas_dgemm
 #else
 #define REAL_GEMM cblas_sgemm
-#endif
 #endif
 
 /* The gemms of one hg_krmd call as the graph predicts them (hyperclean_
@@ -177,21 +156,24 @@ static bool same_log(const gemm_log *a, const gemm_log *b)
 {
     if (a->n != b->n) return false;
     for (int i = 0; i < a->n; i++) {
-        bool found = false;
-        for (int j = 0; j < b->n && !found; j++)
-            found = a->s[i].ta == b->s[j].ta && a->s[i].tb == b->s[j].tb &&
-                    a->s[i].m == b->s[j].m && a->s[i].n == b->s[j].n &&
-                    a->s[i].k == b->s[j].k && a->s[i].count == b->s[j].count;
-        if (!found) return false;
+        int j = find_shape(b, &a->s[i]);
+        if (j < 0 || b->s[j].count != a->s[i].count) return false;
     }
     return true;
 }
 
-/* ---- replaying the gemms alone ------------------------------------------ */
+/* One K's measurements. */
+typedef struct k_row {
+    int K;
+    gemm_log gemms;
+    bool counted; /* gemms recorded from the calls (else from the model) */
+    bool model_agrees;
+    double *secs, *gemm_secs;
+    double median_s, gemm_only_s;
+    size_t peak_tape;
+} k_row;
 
-typedef struct k_row_log {
-    const gemm_log *g;
-} k_row_log;
+/* ---- replaying the gemms alone ------------------------------------------ */
 
 /* One set of buffers for every replayed call: the first operand is always
  * the big one (X or X_val, [n,d], transposed or not), and in the real run it
@@ -200,12 +182,12 @@ typedef struct replay {
     ad_real *a, *b, *c;
 } replay;
 
-static int replay_init(replay *r, const k_row_log *logs, int n_logs, ad_rng *rng)
+static int replay_init(replay *r, const k_row *rows, int n_rows, ad_rng *rng)
 {
     size_t na = 1, nb = 1, nc = 1;
-    for (int l = 0; l < n_logs; l++)
-        for (int i = 0; i < logs[l].g->n; i++) {
-            const gemm_shape *s = &logs[l].g->s[i];
+    for (int l = 0; l < n_rows; l++)
+        for (int i = 0; i < rows[l].gemms.n; i++) {
+            const gemm_shape *s = &rows[l].gemms.s[i];
             size_t a = (size_t)s->m * s->k, b = (size_t)s->k * s->n, c = (size_t)s->m * s->n;
             na = a > na ? a : na;
             nb = b > nb ? b : nb;
@@ -344,16 +326,6 @@ static int load(const config *cf, hc_data *dt, char *what, size_t len)
 
 /* ---- main --------------------------------------------------------------- */
 
-typedef struct k_row {
-    int K;
-    gemm_log gemms;
-    bool counted; /* gemms recorded from the calls (else from the model) */
-    bool model_agrees;
-    double *secs, *gemm_secs;
-    double median_s, gemm_only_s;
-    size_t peak_tape;
-} k_row;
-
 int main(int argc, char **argv)
 {
     int st = ex_flags_parse(&cmd, argc, argv);
@@ -407,9 +379,7 @@ int main(int argc, char **argv)
         r->model_agrees = same_log(&r->gemms, &model);
     }
     replay rp = { 0 };
-    k_row_log logs[MAX_K];
-    for (int k = 0; k < c.nK; k++) logs[k].g = &rows[k].gemms;
-    if (rc == AD_OK) rc = replay_init(&rp, logs, c.nK, &rng);
+    if (rc == AD_OK) rc = replay_init(&rp, rows, c.nK, &rng);
     /* Rounds: every K once, then its gemms alone, in each round. */
     for (int rep = 0; rep < c.repeats && rc == AD_OK; rep++)
         for (int k = 0; k < c.nK && rc == AD_OK; k++) {
