@@ -404,8 +404,7 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     bool ok_ex = snaps_init(&ex, c, exact_free ? 0 : c->exact_every, (size_t)n, true);
     bool ok_ps = snaps_init(&ps, c, c->profile_every, (size_t)n, false);
     if (!secs || !ok_ex || !ok_ps) rc = ad_fail(AD_ENOMEM, "out of memory");
-    opt_outer o = { 0 };
-    bool have_opt = false;
+    opt_outer o = { 0 }; /* opt_outer_free takes it zeroed too */
     ex_watch watch; /* a diverged run stops here, exit status 1 */
     ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --first-step: the "
                   "outer one)");
@@ -425,7 +424,6 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         if (tau == 1) { /* η0 such that the first update has norm `target` */
             res->eta0 = opt_outer_eta0_for_norm(OPT_ADAM, 1, &h, target);
             rc = opt_outer_init(&o, OPT_ADAM, res->eta0, true, 1, &hc.lam);
-            have_opt = rc == AD_OK;
         }
         double test_acc = NAN, hnorm = norm2(h);
         if (rc == AD_OK && dt->x_test)
@@ -506,7 +504,7 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     if (ex.n > 0) ex_progress_end(&pg);
     res->exact_seconds = ex_now() - t_exact;
     if (rc == AD_OK) rc = profile_pass(&pg, ctx->rows[ki][2], &hc, K, &ps);
-    if (have_opt) opt_outer_free(&o);
+    opt_outer_free(&o);
     hc_problem_free(&hc);
     free(secs);
     snaps_free(&ex);
