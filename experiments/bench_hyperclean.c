@@ -326,6 +326,68 @@ static int load(const config *cf, hc_data *dt, char *what, size_t len)
 
 /* ---- main --------------------------------------------------------------- */
 
+/* The medians of rows[0..c.nK), printed: the CSV (--csv), or the table, the
+ * gemm shapes and the targets. */
+static void report(k_row *rows)
+{
+    for (int k = 0; k < c.nK; k++) {
+        rows[k].median_s = ex_median(rows[k].secs, c.repeats);
+        rows[k].gemm_only_s = ex_median(rows[k].gemm_secs, c.repeats);
+    }
+    if (c.csv) {
+        printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes,peak_tape_bytes_per_step\n");
+        for (int k = 0; k < c.nK; k++)
+            printf("%d,%.6f,%.6f,%.6f,%zu,%.0f\n", rows[k].K, rows[k].median_s,
+                   log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape,
+                   (double)rows[k].peak_tape / rows[k].K);
+        return;
+    }
+    printf("\n%5s %10s %9s %8s %8s %12s %8s %14s %9s  %s\n", "K", "median s", "GFLOP",
+           "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "MB/step",
+           "gemm count");
+    for (int k = 0; k < c.nK; k++) {
+        k_row *r = &rows[k];
+        double fl = log_flops(&r->gemms) / 1e9;
+        printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f %9.3f  %s%s\n", r->K,
+               r->median_s, fl, log_calls(&r->gemms), fl / r->median_s, r->gemm_only_s,
+               r->median_s / r->gemm_only_s, r->peak_tape / 1e6,
+               r->peak_tape / 1e6 / r->K,
+               r->counted ? "counted" : "model",
+               r->counted && !r->model_agrees ? " (DIFFERS from the graph model!)" : "");
+    }
+    int i1 = -1, i100 = -1;
+    for (int k = 0; k < c.nK; k++) {
+        if (rows[k].K == 1) i1 = k;
+        if (rows[k].K == c.T) i100 = k;
+    }
+    printf("\n(gemm shapes of K = %d:", rows[c.nK - 1].K);
+    for (int i = 0; i < rows[c.nK - 1].gemms.n; i++) {
+        const gemm_shape *s = &rows[c.nK - 1].gemms.s[i];
+        printf(" %ldx[%c%c %dx%dx%d]", s->count, s->ta ? 'T' : 'N', s->tb ? 'T' : 'N',
+               s->m, s->n, s->k);
+    }
+    printf(")\n");
+    if (i1 >= 0 && i100 >= 0) {
+        double speed = rows[i100].median_s / rows[i1].median_s;
+        double mem = (double)rows[i100].peak_tape / (double)rows[i1].peak_tape;
+        double eff = rows[i100].median_s / rows[i100].gemm_only_s;
+        printf("\ntargets:\n");
+        printf("  K=1 at least 2x faster than K=%d:      %.2fx  %s\n", c.T, speed,
+               speed >= 2 ? "met" : "NOT met");
+        /* Every inner step needs its two gemms forward whatever K is, and a
+         * step's backward costs two more: the ratio of gemm times is the
+         * limit the speed-up approaches as everything else gets cheaper. */
+        printf("    (the same ratio of gemm-only times: %.2fx; of gemm counts: "
+               "%ld/%ld = %.2fx)\n", rows[i100].gemm_only_s / rows[i1].gemm_only_s,
+               log_calls(&rows[i100].gemms), log_calls(&rows[i1].gemms),
+               (double)log_calls(&rows[i100].gemms) / (double)log_calls(&rows[i1].gemms));
+        printf("  K=1 tape peak at most 1/50 of K=%d's:  1/%.0f  %s\n", c.T, mem,
+               mem >= 50 ? "met" : "NOT met");
+        printf("  K=%d within 1.5x of its gemm-only time: %.2fx  %s\n", c.T, eff,
+               eff <= 1.5 ? "met" : "NOT met");
+    }
+}
+
 int main(int argc, char **argv)
 {
     int st = ex_flags_parse(&cmd, argc, argv);
@@ -400,66 +462,7 @@ int main(int argc, char **argv)
             }
         }
     if (!c.csv) fprintf(stderr, "\n");
-    if (rc != AD_OK) {
-        fprintf(stderr, PROG ": %s\n", ad_error());
-    } else {
-        for (int k = 0; k < c.nK; k++) {
-            rows[k].median_s = ex_median(rows[k].secs, c.repeats);
-            rows[k].gemm_only_s = ex_median(rows[k].gemm_secs, c.repeats);
-        }
-        if (c.csv) {
-            printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes,peak_tape_bytes_per_step\n");
-            for (int k = 0; k < c.nK; k++)
-                printf("%d,%.6f,%.6f,%.6f,%zu,%.0f\n", rows[k].K, rows[k].median_s,
-                       log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape,
-                       (double)rows[k].peak_tape / rows[k].K);
-        } else {
-            printf("\n%5s %10s %9s %8s %8s %12s %8s %14s %9s  %s\n", "K", "median s", "GFLOP",
-                   "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "MB/step",
-                   "gemm count");
-            for (int k = 0; k < c.nK; k++) {
-                k_row *r = &rows[k];
-                double fl = log_flops(&r->gemms) / 1e9;
-                printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f %9.3f  %s%s\n", r->K,
-                       r->median_s, fl, log_calls(&r->gemms), fl / r->median_s, r->gemm_only_s,
-                       r->median_s / r->gemm_only_s, r->peak_tape / 1e6,
-                       r->peak_tape / 1e6 / r->K,
-                       r->counted ? "counted" : "model",
-                       r->counted && !r->model_agrees ? " (DIFFERS from the graph model!)" : "");
-            }
-            int i1 = -1, i100 = -1;
-            for (int k = 0; k < c.nK; k++) {
-                if (rows[k].K == 1) i1 = k;
-                if (rows[k].K == c.T) i100 = k;
-            }
-            printf("\n(gemm shapes of K = %d:", rows[c.nK - 1].K);
-            for (int i = 0; i < rows[c.nK - 1].gemms.n; i++) {
-                const gemm_shape *s = &rows[c.nK - 1].gemms.s[i];
-                printf(" %ldx[%c%c %dx%dx%d]", s->count, s->ta ? 'T' : 'N', s->tb ? 'T' : 'N',
-                       s->m, s->n, s->k);
-            }
-            printf(")\n");
-            if (i1 >= 0 && i100 >= 0) {
-                double speed = rows[i100].median_s / rows[i1].median_s;
-                double mem = (double)rows[i100].peak_tape / (double)rows[i1].peak_tape;
-                double eff = rows[i100].median_s / rows[i100].gemm_only_s;
-                printf("\ntargets:\n");
-                printf("  K=1 at least 2x faster than K=%d:      %.2fx  %s\n", c.T, speed,
-                       speed >= 2 ? "met" : "NOT met");
-                /* Every inner step needs its two gemms forward whatever K is, and a
-                 * step's backward costs two more: the ratio of gemm times is the
-                 * limit the speed-up approaches as everything else gets cheaper. */
-                printf("    (the same ratio of gemm-only times: %.2fx; of gemm counts: "
-                       "%ld/%ld = %.2fx)\n", rows[i100].gemm_only_s / rows[i1].gemm_only_s,
-                       log_calls(&rows[i100].gemms), log_calls(&rows[i1].gemms),
-                       (double)log_calls(&rows[i100].gemms) / (double)log_calls(&rows[i1].gemms));
-                printf("  K=1 tape peak at most 1/50 of K=%d's:  1/%.0f  %s\n", c.T, mem,
-                       mem >= 50 ? "met" : "NOT met");
-                printf("  K=%d within 1.5x of its gemm-only time: %.2fx  %s\n", c.T, eff,
-                       eff <= 1.5 ? "met" : "NOT met");
-            }
-        }
-    }
+    if (rc == AD_OK) report(rows);
     replay_free(&rp);
     for (int k = 0; k < c.nK; k++) {
         free(rows[k].secs);
@@ -467,5 +470,5 @@ int main(int argc, char **argv)
     }
     hc_problem_free(&hc);
     hc_data_free(&dt);
-    return rc == AD_OK ? 0 : 1;
+    return ex_exit(rc);
 }
