@@ -64,20 +64,24 @@ typedef struct gemm_log {
 
 static gemm_log *recording; /* where calls are logged, or NULL */
 
-static void log_gemm(gemm_log *g, int ta, int tb, int m, int n, int k, long count)
+/* The index in g of the shape of s (its count aside), or −1. */
+static int find_shape(const gemm_log *g, const gemm_shape *s)
 {
     for (int i = 0; i < g->n; i++) {
-        gemm_shape *s = &g->s[i];
-        if (s->ta == ta && s->tb == tb && s->m == m && s->n == n && s->k == k) {
-            s->count += count;
-            return;
-        }
+        const gemm_shape *t = &g->s[i];
+        if (t->ta == s->ta && t->tb == s->tb && t->m == s->m && t->n == s->n && t->k == s->k)
+            return i;
     }
-    if (g->n == MAX_SHAPES) {
-        g->overflow = true;
-        return;
-    }
-    g->s[g->n++] = (gemm_shape){ ta, tb, m, n, k, count };
+    return -1;
+}
+
+static void log_gemm(gemm_log *g, int ta, int tb, int m, int n, int k, long count)
+{
+    gemm_shape s = { ta, tb, m, n, k, count };
+    int i = find_shape(g, &s);
+    if (i >= 0) g->s[i].count += count;
+    else if (g->n < MAX_SHAPES) g->s[g->n++] = s;
+    else g->overflow = true;
 }
 
 static double log_flops(const gemm_log *g)
@@ -95,61 +99,36 @@ static long log_calls(const gemm_log *g)
     return c;
 }
 
-#if HT_REAL_IS_DOUBLE
-#define GEMM_NAME "cblas_dgemm"
-#else
-#define GEMM_NAME "cblas_sgemm"
-#endif
-
 #ifdef HC_BENCH_WRAP
-/* The linker sends the library's calls here (-Wl,--wrap=...). */
-void __real_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, double alpha, const double *a,
-                        blasint lda, const double *b, blasint ldb, double beta, double *c,
-                        blasint ldc);
-void __wrap_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, double alpha, const double *a,
-                        blasint lda, const double *b, blasint ldb, double beta, double *c,
-                        blasint ldc);
-void __real_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, float alpha, const float *a,
-                        blasint lda, const float *b, blasint ldb, float beta, float *c,
-                        blasint ldc);
-void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, float alpha, const float *a,
-                        blasint lda, const float *b, blasint ldb, float beta, float *c,
-                        blasint ldc);
-
-void __wrap_cblas_dgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, double alpha, const double *a,
-                        blasint lda, const double *b, blasint ldb, double beta, double *c,
-                        blasint ldc)
-{
-    if (recording)
-        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
-    __real_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        blasint m, blasint n, blasint k, float alpha, const float *a,
-                        blasint lda, const float *b, blasint ldb, float beta, float *c,
-                        blasint ldc)
-{
-    if (recording)
-        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
-    __real_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+/* The linker sends the library's calls here (-Wl,--wrap=...).  The library
+ * calls the gemm of its real type only (ops/linalg.c, ops/conv.c), so one
+ * wrapper, in ad_real, is enough. */
 #if HT_REAL_IS_DOUBLE
+#define WRAP_GEMM __wrap_cblas_dgemm
 #define REAL_GEMM __real_cblas_dgemm
 #else
+#define WRAP_GEMM __wrap_cblas_sgemm
 #define REAL_GEMM __real_cblas_sgemm
 #endif
-#else
-#if HT_REAL_IS_DOUBLE
+void REAL_GEMM(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint m,
+               blasint n, blasint k, ad_real alpha, const ad_real *a, blasint lda,
+               const ad_real *b, blasint ldb, ad_real beta, ad_real *c, blasint ldc);
+void WRAP_GEMM(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint m,
+               blasint n, blasint k, ad_real alpha, const ad_real *a, blasint lda,
+               const ad_real *b, blasint ldb, ad_real beta, ad_real *c, blasint ldc);
+
+void WRAP_GEMM(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint m,
+               blasint n, blasint k, ad_real alpha, const ad_real *a, blasint lda,
+               const ad_real *b, blasint ldb, ad_real beta, ad_real *c, blasint ldc)
+{
+    if (recording)
+        log_gemm(recording, ta == CblasTrans, tb == CblasTrans, (int)m, (int)n, (int)k, 1);
+    REAL_GEMM(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+#elif HT_REAL_IS_DOUBLE
 #define REAL_GEMM cblas_dgemm
 #else
 #define REAL_GEMM cblas_sgemm
-#endif
 #endif
 
 /* The gemms of one hg_krmd call as the graph predicts them (hyperclean_
@@ -177,21 +156,24 @@ static bool same_log(const gemm_log *a, const gemm_log *b)
 {
     if (a->n != b->n) return false;
     for (int i = 0; i < a->n; i++) {
-        bool found = false;
-        for (int j = 0; j < b->n && !found; j++)
-            found = a->s[i].ta == b->s[j].ta && a->s[i].tb == b->s[j].tb &&
-                    a->s[i].m == b->s[j].m && a->s[i].n == b->s[j].n &&
-                    a->s[i].k == b->s[j].k && a->s[i].count == b->s[j].count;
-        if (!found) return false;
+        int j = find_shape(b, &a->s[i]);
+        if (j < 0 || b->s[j].count != a->s[i].count) return false;
     }
     return true;
 }
 
-/* ---- replaying the gemms alone ------------------------------------------ */
+/* One K's measurements. */
+typedef struct k_row {
+    int K;
+    gemm_log gemms;
+    bool counted; /* gemms recorded from the calls (else from the model) */
+    bool model_agrees;
+    double *secs, *gemm_secs;
+    double median_s, gemm_only_s;
+    size_t peak_tape;
+} k_row;
 
-typedef struct k_row_log {
-    const gemm_log *g;
-} k_row_log;
+/* ---- replaying the gemms alone ------------------------------------------ */
 
 /* One set of buffers for every replayed call: the first operand is always
  * the big one (X or X_val, [n,d], transposed or not), and in the real run it
@@ -200,12 +182,12 @@ typedef struct replay {
     ad_real *a, *b, *c;
 } replay;
 
-static int replay_init(replay *r, const k_row_log *logs, int n_logs, ad_rng *rng)
+static int replay_init(replay *r, const k_row *rows, int n_rows, ad_rng *rng)
 {
     size_t na = 1, nb = 1, nc = 1;
-    for (int l = 0; l < n_logs; l++)
-        for (int i = 0; i < logs[l].g->n; i++) {
-            const gemm_shape *s = &logs[l].g->s[i];
+    for (int l = 0; l < n_rows; l++)
+        for (int i = 0; i < rows[l].gemms.n; i++) {
+            const gemm_shape *s = &rows[l].gemms.s[i];
             size_t a = (size_t)s->m * s->k, b = (size_t)s->k * s->n, c = (size_t)s->m * s->n;
             na = a > na ? a : na;
             nb = b > nb ? b : nb;
@@ -344,15 +326,67 @@ static int load(const config *cf, hc_data *dt, char *what, size_t len)
 
 /* ---- main --------------------------------------------------------------- */
 
-typedef struct k_row {
-    int K;
-    gemm_log gemms;
-    bool counted; /* gemms recorded from the calls (else from the model) */
-    bool model_agrees;
-    double *secs, *gemm_secs;
-    double median_s, gemm_only_s;
-    size_t peak_tape;
-} k_row;
+/* The medians of rows[0..c.nK), printed: the CSV (--csv), or the table, the
+ * gemm shapes and the targets. */
+static void report(k_row *rows)
+{
+    for (int k = 0; k < c.nK; k++) {
+        rows[k].median_s = ex_median(rows[k].secs, c.repeats);
+        rows[k].gemm_only_s = ex_median(rows[k].gemm_secs, c.repeats);
+    }
+    if (c.csv) {
+        printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes,peak_tape_bytes_per_step\n");
+        for (int k = 0; k < c.nK; k++)
+            printf("%d,%.6f,%.6f,%.6f,%zu,%.0f\n", rows[k].K, rows[k].median_s,
+                   log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape,
+                   (double)rows[k].peak_tape / rows[k].K);
+        return;
+    }
+    printf("\n%5s %10s %9s %8s %8s %12s %8s %14s %9s  %s\n", "K", "median s", "GFLOP",
+           "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "MB/step",
+           "gemm count");
+    for (int k = 0; k < c.nK; k++) {
+        k_row *r = &rows[k];
+        double fl = log_flops(&r->gemms) / 1e9;
+        printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f %9.3f  %s%s\n", r->K,
+               r->median_s, fl, log_calls(&r->gemms), fl / r->median_s, r->gemm_only_s,
+               r->median_s / r->gemm_only_s, r->peak_tape / 1e6,
+               r->peak_tape / 1e6 / r->K,
+               r->counted ? "counted" : "model",
+               r->counted && !r->model_agrees ? " (DIFFERS from the graph model!)" : "");
+    }
+    int i1 = -1, i100 = -1;
+    for (int k = 0; k < c.nK; k++) {
+        if (rows[k].K == 1) i1 = k;
+        if (rows[k].K == c.T) i100 = k;
+    }
+    printf("\n(gemm shapes of K = %d:", rows[c.nK - 1].K);
+    for (int i = 0; i < rows[c.nK - 1].gemms.n; i++) {
+        const gemm_shape *s = &rows[c.nK - 1].gemms.s[i];
+        printf(" %ldx[%c%c %dx%dx%d]", s->count, s->ta ? 'T' : 'N', s->tb ? 'T' : 'N',
+               s->m, s->n, s->k);
+    }
+    printf(")\n");
+    if (i1 >= 0 && i100 >= 0) {
+        double speed = rows[i100].median_s / rows[i1].median_s;
+        double mem = (double)rows[i100].peak_tape / (double)rows[i1].peak_tape;
+        double eff = rows[i100].median_s / rows[i100].gemm_only_s;
+        printf("\ntargets:\n");
+        printf("  K=1 at least 2x faster than K=%d:      %.2fx  %s\n", c.T, speed,
+               speed >= 2 ? "met" : "NOT met");
+        /* Every inner step needs its two gemms forward whatever K is, and a
+         * step's backward costs two more: the ratio of gemm times is the
+         * limit the speed-up approaches as everything else gets cheaper. */
+        printf("    (the same ratio of gemm-only times: %.2fx; of gemm counts: "
+               "%ld/%ld = %.2fx)\n", rows[i100].gemm_only_s / rows[i1].gemm_only_s,
+               log_calls(&rows[i100].gemms), log_calls(&rows[i1].gemms),
+               (double)log_calls(&rows[i100].gemms) / (double)log_calls(&rows[i1].gemms));
+        printf("  K=1 tape peak at most 1/50 of K=%d's:  1/%.0f  %s\n", c.T, mem,
+               mem >= 50 ? "met" : "NOT met");
+        printf("  K=%d within 1.5x of its gemm-only time: %.2fx  %s\n", c.T, eff,
+               eff <= 1.5 ? "met" : "NOT met");
+    }
+}
 
 int main(int argc, char **argv)
 {
@@ -407,9 +441,7 @@ int main(int argc, char **argv)
         r->model_agrees = same_log(&r->gemms, &model);
     }
     replay rp = { 0 };
-    k_row_log logs[MAX_K];
-    for (int k = 0; k < c.nK; k++) logs[k].g = &rows[k].gemms;
-    if (rc == AD_OK) rc = replay_init(&rp, logs, c.nK, &rng);
+    if (rc == AD_OK) rc = replay_init(&rp, rows, c.nK, &rng);
     /* Rounds: every K once, then its gemms alone, in each round. */
     for (int rep = 0; rep < c.repeats && rc == AD_OK; rep++)
         for (int k = 0; k < c.nK && rc == AD_OK; k++) {
@@ -430,66 +462,7 @@ int main(int argc, char **argv)
             }
         }
     if (!c.csv) fprintf(stderr, "\n");
-    if (rc != AD_OK) {
-        fprintf(stderr, PROG ": %s\n", ad_error());
-    } else {
-        for (int k = 0; k < c.nK; k++) {
-            rows[k].median_s = ex_median(rows[k].secs, c.repeats);
-            rows[k].gemm_only_s = ex_median(rows[k].gemm_secs, c.repeats);
-        }
-        if (c.csv) {
-            printf("K,median_s,gflop,gemm_only_s,peak_tape_bytes,peak_tape_bytes_per_step\n");
-            for (int k = 0; k < c.nK; k++)
-                printf("%d,%.6f,%.6f,%.6f,%zu,%.0f\n", rows[k].K, rows[k].median_s,
-                       log_flops(&rows[k].gemms) / 1e9, rows[k].gemm_only_s, rows[k].peak_tape,
-                       (double)rows[k].peak_tape / rows[k].K);
-        } else {
-            printf("\n%5s %10s %9s %8s %8s %12s %8s %14s %9s  %s\n", "K", "median s", "GFLOP",
-                   "gemms", "GFLOP/s", "gemm-only s", "ratio", "peak tape MB", "MB/step",
-                   "gemm count");
-            for (int k = 0; k < c.nK; k++) {
-                k_row *r = &rows[k];
-                double fl = log_flops(&r->gemms) / 1e9;
-                printf("%5d %10.3f %9.2f %8ld %8.1f %12.3f %8.2f %14.1f %9.3f  %s%s\n", r->K,
-                       r->median_s, fl, log_calls(&r->gemms), fl / r->median_s, r->gemm_only_s,
-                       r->median_s / r->gemm_only_s, r->peak_tape / 1e6,
-                       r->peak_tape / 1e6 / r->K,
-                       r->counted ? "counted" : "model",
-                       r->counted && !r->model_agrees ? " (DIFFERS from the graph model!)" : "");
-            }
-            int i1 = -1, i100 = -1;
-            for (int k = 0; k < c.nK; k++) {
-                if (rows[k].K == 1) i1 = k;
-                if (rows[k].K == c.T) i100 = k;
-            }
-            printf("\n(gemm shapes of K = %d:", rows[c.nK - 1].K);
-            for (int i = 0; i < rows[c.nK - 1].gemms.n; i++) {
-                const gemm_shape *s = &rows[c.nK - 1].gemms.s[i];
-                printf(" %ldx[%c%c %dx%dx%d]", s->count, s->ta ? 'T' : 'N', s->tb ? 'T' : 'N',
-                       s->m, s->n, s->k);
-            }
-            printf(")\n");
-            if (i1 >= 0 && i100 >= 0) {
-                double speed = rows[i100].median_s / rows[i1].median_s;
-                double mem = (double)rows[i100].peak_tape / (double)rows[i1].peak_tape;
-                double eff = rows[i100].median_s / rows[i100].gemm_only_s;
-                printf("\ntargets:\n");
-                printf("  K=1 at least 2x faster than K=%d:      %.2fx  %s\n", c.T, speed,
-                       speed >= 2 ? "met" : "NOT met");
-                /* Every inner step needs its two gemms forward whatever K is, and a
-                 * step's backward costs two more: the ratio of gemm times is the
-                 * limit the speed-up approaches as everything else gets cheaper. */
-                printf("    (the same ratio of gemm-only times: %.2fx; of gemm counts: "
-                       "%ld/%ld = %.2fx)\n", rows[i100].gemm_only_s / rows[i1].gemm_only_s,
-                       log_calls(&rows[i100].gemms), log_calls(&rows[i1].gemms),
-                       (double)log_calls(&rows[i100].gemms) / (double)log_calls(&rows[i1].gemms));
-                printf("  K=1 tape peak at most 1/50 of K=%d's:  1/%.0f  %s\n", c.T, mem,
-                       mem >= 50 ? "met" : "NOT met");
-                printf("  K=%d within 1.5x of its gemm-only time: %.2fx  %s\n", c.T, eff,
-                       eff <= 1.5 ? "met" : "NOT met");
-            }
-        }
-    }
+    if (rc == AD_OK) report(rows);
     replay_free(&rp);
     for (int k = 0; k < c.nK; k++) {
         free(rows[k].secs);
@@ -497,5 +470,5 @@ int main(int argc, char **argv)
     }
     hc_problem_free(&hc);
     hc_data_free(&dt);
-    return rc == AD_OK ? 0 : 1;
+    return ex_exit(rc);
 }

@@ -172,9 +172,9 @@ int main(int argc, char **argv)
     int rc = hc_data_load(&dt, dir, o.n_train, o.n_val, 0.5, 1, false);
     if (rc != AD_OK) return ex_exit(rc);
     hc_problem hc;
-    double gamma = hc_gamma_auto(dt.x_train, dt.n_classes, 0.001, NULL);
+    double gamma = hc_gamma_auto(dt.x_train, dt.n_classes, HC_DEFAULT_REG, NULL);
     rc = hc_problem_init(&hc, dt.x_train, dt.y_train, dt.x_val, dt.y_val, dt.n_classes, o.T, gamma,
-                         0.001);
+                         HC_DEFAULT_REG);
     if (rc == AD_OK) rc = bench(&hc.problem);
     hc_problem_free(&hc);
     hc_data_free(&dt);

@@ -180,30 +180,33 @@ static double unit_cost(int K, int T)
     return 2.0 * (T - k) + 4.0 * k + 2;
 }
 
-/* Hyper-iterations whose λ is saved for the exact hypergradient. */
-static bool is_exact_iter(const config *c, int tau)
+/* Whether hyper-iteration tau is one of those done `every` (--exact-every,
+ * --profile-every): the first, the last and the multiples; none for 0. */
+static bool is_due(const config *c, int every, int tau)
 {
-    if (c->exact_every <= 0) return false;
-    return tau == 1 || tau == c->hyper_iters || tau % c->exact_every == 0;
+    return every > 0 && (tau == 1 || tau == c->hyper_iters || tau % every == 0);
 }
 
-static int n_exact_iters(const config *c)
+static int n_due(const config *c, int every)
 {
     int n = 0;
-    for (int tau = 1; tau <= c->hyper_iters; tau++) n += is_exact_iter(c, tau);
+    for (int tau = 1; tau <= c->hyper_iters; tau++) n += is_due(c, every, tau);
     return n;
 }
 
-/* Units of work still to do for K index ki onwards, after `done` of K's
- * hyper-iterations. */
-static double units_left(const config *c, int ki, int done)
+/* Units of work left to the K of index ki after `done` of its
+ * hyper-iterations, its exact hypergradients included. */
+static double k_units(const config *c, int ki, int done)
+{
+    double u = (c->hyper_iters - done) * unit_cost(c->Ks[ki], c->T);
+    return c->Ks[ki] < c->T ? u + n_due(c, c->exact_every) * unit_cost(c->T, c->T) : u;
+}
+
+/* Units of work of the Ks after index ki. */
+static double units_after(const config *c, int ki)
 {
     double u = 0;
-    for (int k = ki; k < c->nK; k++) {
-        int iters = c->hyper_iters - (k == ki ? done : 0);
-        u += iters * unit_cost(c->Ks[k], c->T);
-        if (c->Ks[k] < c->T) u += n_exact_iters(c) * unit_cost(c->T, c->T);
-    }
+    for (int k = ki + 1; k < c->nK; k++) u += k_units(c, k, 0);
     return u;
 }
 
@@ -227,7 +230,6 @@ typedef struct k_result {
  * files of its own (rows[ki][0..2], temporary and anonymous), copied into
  * those files in K order when every K is done. */
 typedef struct run_ctx {
-    const config *cfg;
     const hc_data *dt;
     FILE *(*rows)[3];  /* [nK] */
     struct k_result *res; /* [nK]: where a thread puts its K's result (--no-fork) */
@@ -240,38 +242,45 @@ static void f1_all(const ad_value *lam, const unsigned char *corrupted, hc_f1 *o
         out[j] = hc_flag_f1(lam->data, corrupted, (int)lam->size, thresholds[j]);
 }
 
-/* ---- the truncation profile ------------------------------------------------- */
+/* ---- snapshots of λ ----------------------------------------------------------- */
 
-/* λ at the hyper-iterations whose profile is measured: kept during K's loop
- * and profiled after it, because a profile over all T steps holds full RMD's
- * tape, which must not count in K's peak RSS. */
-typedef struct prof_snaps {
-    int n, cap;
+/* λ (and the estimate h) at the hyper-iterations of one `every`, kept during
+ * K's loop and used after it: the exact hypergradient and the truncation
+ * profile both hold full RMD's tape, which must not count in K's peak RSS. */
+typedef struct snaps {
+    int n;
     int *tau;
-    ad_real *lam; /* n × n_train */
-} prof_snaps;
+    ad_real *lam, *h; /* n × n_train each; h NULL when not kept */
+} snaps;
 
-static bool profile_due(const config *c, int tau)
+/* Room for every hyper-iteration is_due(c, every, ·) picks; false when out
+ * of memory (snaps_free frees it either way). */
+static bool snaps_init(snaps *s, const config *c, int every, size_t n_lam, bool with_h)
 {
-    return c->profile_every > 0 && (tau == 1 || tau == c->hyper_iters || tau % c->profile_every == 0);
+    size_t cap = (size_t)n_due(c, every) + 1; /* + 1: never malloc(0), which may be NULL */
+    s->n = 0;
+    s->tau = malloc(sizeof(int) * cap);
+    s->lam = malloc(sizeof(ad_real) * n_lam * cap);
+    s->h = with_h ? malloc(sizeof(ad_real) * n_lam * cap) : NULL;
+    return s->tau && s->lam && (s->h || !with_h);
 }
 
-static int profile_keep(prof_snaps *ps, const config *c, int tau, const ad_value *lam)
+static void snaps_keep(snaps *s, int tau, const ad_value *lam, const ad_value *h)
 {
-    if (!profile_due(c, tau)) return AD_OK;
-    if (ps->n == ps->cap) {
-        int cap = ps->cap ? 2 * ps->cap : 16;
-        int *t = realloc(ps->tau, sizeof *t * (size_t)cap);
-        if (t) ps->tau = t;
-        ad_real *l = realloc(ps->lam, sizeof *l * lam->size * (size_t)cap);
-        if (l) ps->lam = l;
-        if (!t || !l) return ad_fail(AD_ENOMEM, "out of memory");
-        ps->cap = cap;
-    }
-    ps->tau[ps->n] = tau;
-    memcpy(ps->lam + (size_t)ps->n++ * lam->size, lam->data, sizeof(ad_real) * lam->size);
-    return AD_OK;
+    s->tau[s->n] = tau;
+    memcpy(s->lam + (size_t)s->n * lam->size, lam->data, sizeof(ad_real) * lam->size);
+    if (s->h) memcpy(s->h + (size_t)s->n * h->size, h->data, sizeof(ad_real) * h->size);
+    s->n++;
 }
+
+static void snaps_free(snaps *s)
+{
+    free(s->tau);
+    free(s->lam);
+    free(s->h);
+}
+
+/* ---- the truncation profile ------------------------------------------------- */
 
 /* (share at k = 1)·q^{k−1}, drawn beside the profile: NaN once it leaves the
  * profile's own range by more than a factor 10 (q > 1 would flatten the
@@ -292,7 +301,7 @@ static double q_line(const double *share, int K, double q, int k)
 static const char PROFILE_HEADER[] = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
                                     "fit_rate,K_1pct,q_line,rel_error";
 
-static int profile_pass(ex_progress *pg, FILE *out, hc_problem *hc, int K, prof_snaps *ps)
+static int profile_pass(ex_progress *pg, FILE *out, hc_problem *hc, int K, const snaps *ps)
 {
     ex_table tab = { .header = PROFILE_HEADER,
                      .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
@@ -326,21 +335,19 @@ static int profile_pass(ex_progress *pg, FILE *out, hc_problem *hc, int K, prof_
     if (rc == AD_OK) ex_table_write(&tab, out);
     if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, truncation profile", K);
     ex_table_free(&tab);
-    free(ps->tau);
-    free(ps->lam);
     return rc;
 }
 
-/* hyperclean_profile_K<K>.csv: the header and the rows K's run wrote. */
-static int write_profile(ex_out *od, int K, const char *rows, size_t len)
+/* DIR/name: the header, then the rows text[0..n) that n Ks' runs wrote, in
+ * that order. */
+static int write_rows(ex_out *od, const char *name, const char *header, char *const *text,
+                      const size_t *len, int n)
 {
-    char name[64];
-    snprintf(name, sizeof name, "hyperclean_profile_K%d.csv", K);
     ex_file f;
-    int rc = ex_csv_open(&f, od, name, PROFILE_HEADER);
-    if (rc != AD_OK) return rc;
-    fwrite(rows, 1, len, f.f);
-    return ex_file_commit(&f);
+    int rc = ex_csv_open(&f, od, name, header);
+    for (int k = 0; k < n && rc == AD_OK; k++)
+        if (len[k] > 0) fwrite(text[k], 1, len[k], f.f);
+    return rc == AD_OK ? ex_file_commit(&f) : rc;
 }
 
 /* Left: the profile at the last λ of each K's run, q^k beside it (dashed);
@@ -365,10 +372,9 @@ static int profile_plot(ex_out *od, const int *Ks, int nK)
                    "  '' skip 1 using 2:($1 == %d ? $11 : NaN) with lines dt 2 lc %d notitle%s\n",
                 Ks[i], N, i + 1, Ks[i], N, i + 1, i + 1 < nK ? ", \\" : "");
     fprintf(f, "set title 'along the K = %d run (by hyper-iteration)'\nplot \\\n", Kl);
-    int n = 0;
-    for (int tau = 1; tau <= N; tau++) n += profile_due(&cfg, tau);
+    int n = n_due(&cfg, cfg.profile_every);
     for (int tau = 1, i = 0; tau <= N; tau++)
-        if (profile_due(&cfg, tau))
+        if (is_due(&cfg, cfg.profile_every, tau))
             fprintf(f, "  'hyperclean_profile_K%d.csv' skip 1 using 2:($1 == %d ? $3 : NaN) with "
                        "lines lw 2 title 'τ = %d'%s\n", Kl, tau, tau, ++i < n ? ", \\" : "");
     fprintf(f, "unset multiplot\n");
@@ -379,7 +385,7 @@ static int profile_plot(ex_out *od, const int *Ks, int nK)
  * rows of hyperclean.csv and hyperclean_exact.csv into ctx->rows[ki]. */
 static int run_k(run_ctx *ctx, int ki, k_result *res)
 {
-    const config *c = ctx->cfg;
+    const config *c = &cfg;
     const hc_data *dt = ctx->dt;
     int K = c->Ks[ki];
     memset(res, 0, sizeof *res);
@@ -391,20 +397,14 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     hc_problem hc;
     int rc = hc_problem_init(&hc, dt->x_train, dt->y_train, dt->x_val, dt->y_val, dt->n_classes,
                              c->T, c->gamma, c->reg);
-    int N = c->hyper_iters, n = dt->n_train, n_snap = n_exact_iters(c), snaps = 0;
+    int N = c->hyper_iters, n = dt->n_train;
     bool exact_free = K >= c->T; /* the estimate is the exact hypergradient */
     double *secs = malloc(sizeof(double) * (size_t)N);
-    ad_real *snap_lam = NULL, *snap_h = NULL;
-    int *snap_tau = malloc(sizeof(int) * (size_t)(n_snap > 0 ? n_snap : 1));
-    if (!exact_free && n_snap > 0) {
-        snap_lam = malloc(sizeof(ad_real) * (size_t)n * (size_t)n_snap);
-        snap_h = malloc(sizeof(ad_real) * (size_t)n * (size_t)n_snap);
-    }
-    if (!secs || !snap_tau || (!exact_free && n_snap > 0 && (!snap_lam || !snap_h)))
-        rc = ad_fail(AD_ENOMEM, "out of memory");
-    opt_outer o = { 0 };
-    bool have_opt = false;
-    prof_snaps ps = { 0 };
+    snaps ex, ps; /* for the exact hypergradients (none needed when exact_free), the profiles */
+    bool ok_ex = snaps_init(&ex, c, exact_free ? 0 : c->exact_every, (size_t)n, true);
+    bool ok_ps = snaps_init(&ps, c, c->profile_every, (size_t)n, false);
+    if (!secs || !ok_ex || !ok_ps) rc = ad_fail(AD_ENOMEM, "out of memory");
+    opt_outer o = { 0 }; /* opt_outer_free takes it zeroed too */
     ex_watch watch; /* a diverged run stops here, exit status 1 */
     ex_watch_init(&watch, "a step size too large? (--gamma: the inner one, --first-step: the "
                   "outer one)");
@@ -424,7 +424,6 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         if (tau == 1) { /* η0 such that the first update has norm `target` */
             res->eta0 = opt_outer_eta0_for_norm(OPT_ADAM, 1, &h, target);
             rc = opt_outer_init(&o, OPT_ADAM, res->eta0, true, 1, &hc.lam);
-            have_opt = rc == AD_OK;
         }
         double test_acc = NAN, hnorm = norm2(h);
         if (rc == AD_OK && dt->x_test)
@@ -433,16 +432,13 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         f1_all(hc.lam, dt->corrupted, f);
         secs[tau - 1] = r.seconds;
         if (r.peak_tape_bytes > res->peak_tape) res->peak_tape = r.peak_tape_bytes;
-        if (rc == AD_OK && is_exact_iter(c, tau)) {
-            if (exact_free) {
+        if (rc == AD_OK && is_due(c, c->exact_every, tau)) {
+            if (exact_free)
                 fprintf(xcsv, "%d,%d,%.9g,%.9g,1,0,%.4f\n", K, tau, hnorm, hnorm, r.seconds);
-            } else {
-                memcpy(snap_lam + (size_t)snaps * n, hc.lam->data, sizeof(ad_real) * (size_t)n);
-                memcpy(snap_h + (size_t)snaps * n, h->data, sizeof(ad_real) * (size_t)n);
-            }
-            snap_tau[snaps++] = tau;
+            else
+                snaps_keep(&ex, tau, hc.lam, h);
         }
-        if (rc == AD_OK) rc = profile_keep(&ps, c, tau, hc.lam);
+        if (rc == AD_OK && is_due(c, c->profile_every, tau)) snaps_keep(&ps, tau, hc.lam, NULL);
         if (rc == AD_OK) rc = opt_outer_step(&o, &h);
         if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, hyper-iteration %d", K, tau);
         ad_value_free(h);
@@ -456,23 +452,22 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
          * (the Ks after this one, shared among the Ks running at once). */
         double rate = (ex_now() - t_loop) / (tau * unit_cost(K, c->T));
         char eta_k[16], eta_all[16];
-        double left_k = units_left(c, ki, tau) - units_left(c, ki + 1, 0);
+        double left_k = k_units(c, ki, tau);
         ex_progress_line(&pg, tau == 1 || tau == N,
                          PROG ": K=%d  iter %d/%d  val loss %.4f  val acc %.4f  F1(<-3) %.3f  "
                          "%.2f s/it  ETA %s (this K), %s (all)",
                          K, tau, N, hc.val_loss, hc.val_acc, f[MAIN_THRESH].f1, dt_it,
                          ex_duration(left_k * rate, eta_k),
-                         ex_duration((left_k + units_left(c, ki + 1, 0) / ctx->parallel) * rate,
-                                     eta_all));
+                         ex_duration((left_k + units_after(c, ki) / ctx->parallel) * rate, eta_all));
         fflush(csv);
     }
     res->loop_seconds = ex_now() - t_loop;
     if (rc == AD_OK) { /* the final λ, after N updates: Table 2's numbers */
         ad_value *w = NULL;
-        rc = hc_train(&hc, &w);
+        rc = hg_inner_solve(&hc.problem, &w, NULL);
         if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &res->val_loss, &res->val_acc);
-        if (rc == AD_OK && (rc = ex_watch_val(&watch, N + 1, res->val_loss)) != AD_OK)
-            ad_fail_wrap(rc, "K = %d, after the last update", K);
+        if (rc == AD_OK) rc = ex_watch_val(&watch, N + 1, res->val_loss);
+        if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, after the last update", K);
         res->test_acc = NAN;
         if (rc == AD_OK && dt->x_test)
             rc = hc_evaluate(w, dt->x_test, dt->y_test, NULL, &res->test_acc);
@@ -487,35 +482,33 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     ex_progress_end(&pg);
     /* Figure 5: exact hypergradients at the saved iterates. */
     double t_exact = ex_now();
-    for (int s = 0; s < snaps && rc == AD_OK && !exact_free; s++) {
-        memcpy(hc.lam->data, snap_lam + (size_t)s * n, sizeof(ad_real) * (size_t)n);
-        ad_value *d = NULL, *h = ad_tensor_from(1, &n, snap_h + (size_t)s * n);
+    for (int s = 0; s < ex.n && rc == AD_OK; s++) {
+        memcpy(hc.lam->data, ex.lam + (size_t)s * n, sizeof(ad_real) * (size_t)n);
+        ad_value *d = NULL, *h = ad_tensor_from(1, &n, ex.h + (size_t)s * n);
         hg_report r;
         rc = h ? hg_full_rmd(&hc.problem, &d, &r) : AD_ENOMEM;
         if (rc == AD_OK) {
             hg_compare cm = hg_compare_grads(1, &h, &d);
-            fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, snap_tau[s], cm.norm_exact,
+            fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, ex.tau[s], cm.norm_exact,
                     cm.norm_est, cm.cosine, cm.rel_error, r.seconds);
             fflush(xcsv);
-            ex_progress_line(&pg, s + 1 == snaps,
+            ex_progress_line(&pg, s + 1 == ex.n,
                              PROG ": K=%d  exact hypergradient %d/%d (iter %d): |d f| %.4g, "
-                             "cos %.4f", K, s + 1, snaps, snap_tau[s], cm.norm_exact, cm.cosine);
+                             "cos %.4f", K, s + 1, ex.n, ex.tau[s], cm.norm_exact, cm.cosine);
         } else {
-            ad_fail_wrap(rc, "K = %d, exact hypergradient at hyper-iteration %d", K, snap_tau[s]);
+            ad_fail_wrap(rc, "K = %d, exact hypergradient at hyper-iteration %d", K, ex.tau[s]);
         }
         ad_value_free(d);
         ad_value_free(h);
     }
-    if (snaps > 0 && !exact_free) ex_progress_end(&pg);
+    if (ex.n > 0) ex_progress_end(&pg);
     res->exact_seconds = ex_now() - t_exact;
     if (rc == AD_OK) rc = profile_pass(&pg, ctx->rows[ki][2], &hc, K, &ps);
-    else free(ps.tau), free(ps.lam);
-    if (have_opt) opt_outer_free(&o);
+    opt_outer_free(&o);
     hc_problem_free(&hc);
     free(secs);
-    free(snap_lam);
-    free(snap_h);
-    free(snap_tau);
+    snaps_free(&ex);
+    snaps_free(&ps);
     /* A write error (a full disk) is this K's error: the parent cannot see it. */
     for (int i = 0; i < 3 && rc == AD_OK; i++) {
         FILE *f = ctx->rows[ki][i];
@@ -574,14 +567,13 @@ static int run_ks(const hc_data *dt, k_result *res, char *text[3][MAX_K], size_t
             if (!(rows[k][i] = tmpfile()))
                 rc = ad_fail(AD_EIO, "cannot make a temporary file: %s", strerror(errno));
         int j = k - first; /* insertion into order, by cost, costliest first */
-        double cost = units_left(&cfg, k, 0) - units_left(&cfg, k + 1, 0);
-        while (j > 0 && units_left(&cfg, order[j - 1], 0) - units_left(&cfg, order[j - 1] + 1, 0) < cost) {
+        while (j > 0 && k_units(&cfg, order[j - 1], 0) < k_units(&cfg, k, 0)) {
             order[j] = order[j - 1];
             j--;
         }
         order[j] = k;
     }
-    run_ctx ctx = { .cfg = &cfg, .dt = dt, .rows = rows, .res = res,
+    run_ctx ctx = { .dt = dt, .rows = rows, .res = res,
                     .parallel = cfg.threads < mine ? cfg.threads : mine > 0 ? mine : 1 };
     if (rc == AD_OK)
         rc = cfg.no_fork ? ex_pool_run(cfg.threads, mine, order, k_thread, &ctx)
@@ -742,7 +734,7 @@ static int gamma_check(const config *c, const hc_data *dt)
                 if (s < 1e-9) s = 1e-9;
                 hc.lam->data[i] = (ad_real)log(s / (1 - s));
             }
-            if (rc == AD_OK) rc = hc_inner_curve(&hc, g);
+            if (rc == AD_OK) rc = hg_inner_solve(&hc.problem, NULL, g);
             if (rc == AD_OK) {
                 int ups = 0;
                 double worst = 0;
@@ -751,12 +743,10 @@ static int gamma_check(const config *c, const hc_data *dt)
                         ups++;
                         if (g[t] - g[t - 1] > worst) worst = g[t] - g[t - 1];
                     }
-                char verdict[64];
-                if (ups)
-                    snprintf(verdict, sizeof verdict, "no: %d increases, largest %.3g", ups, worst);
-                else snprintf(verdict, sizeof verdict, "yes");
-                printf("  %-8.4g %-13s %9.4f %9.4f %9.4f %9.4f  %s\n", gamma, names[w], g[0],
-                       g[c->T < 10 ? c->T : 10], g[c->T / 2], g[c->T], verdict);
+                printf("  %-8.4g %-13s %9.4f %9.4f %9.4f %9.4f  ", gamma, names[w], g[0],
+                       g[c->T < 10 ? c->T : 10], g[c->T / 2], g[c->T]);
+                if (ups) printf("no: %d increases, largest %.3g\n", ups, worst);
+                else printf("yes\n");
             }
             hc_problem_free(&hc);
         }
@@ -780,7 +770,7 @@ static int oracle(const config *c, const hc_data *dt)
         hc.lam->data[i] = dt->corrupted[i] ? -40 : 40;
     ad_value *w = NULL;
     double val_loss, val_acc, test_loss, test_acc;
-    if (rc == AD_OK) rc = hc_train(&hc, &w);
+    if (rc == AD_OK) rc = hg_inner_solve(&hc.problem, &w, NULL);
     if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &val_loss, &val_acc);
     if (rc == AD_OK) rc = hc_evaluate(w, dt->x_test, dt->y_test, &test_loss, &test_acc);
     if (rc == AD_OK)
@@ -828,17 +818,6 @@ static int load(hc_data *dt, char *dir_out, size_t len)
 /* Every K, its rows into the two CSV files, then the table and the plots. */
 static int run(ex_out *od, const hc_data *dt, const char *dir)
 {
-    ex_file csv, xcsv;
-    int rc = ex_csv_open(&csv, od, "hyperclean.csv", "K,iter,val_loss,val_acc,test_acc,f1_lt_m4,"
-                         "f1_lt_m3,f1_lt_m1,flagged_lt_m3,hypergrad_norm,hg_seconds,iter_seconds,"
-                         "peak_tape_bytes");
-    if (rc != AD_OK) return rc;
-    rc = ex_csv_open(&xcsv, od, "hyperclean_exact.csv",
-                     "K,iter,exact_norm,estimate_norm,cosine,rel_error,seconds");
-    if (rc != AD_OK) {
-        ex_file_abandon(&csv);
-        return rc;
-    }
     printf("%d training examples (%d relabelled, %d corrupted), %d validation, %d test, "
            "d = %d; T = %d, gamma = %g, reg = %g; %d hyper-iterations per K, K = ",
            dt->n_train, dt->n_relabelled, dt->n_corrupted, dt->n_val, dt->n_test, dt->d, cfg.T,
@@ -851,23 +830,26 @@ static int run(ex_out *od, const hc_data *dt, const char *dir)
     char *text[3][MAX_K] = { { NULL } };
     size_t len[3][MAX_K] = { { 0 } };
     double t_start = ex_now();
-    rc = run_ks(dt, res, text, len);
-    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) { /* the rows, in K order */
-        if (len[0][k] > 0) fwrite(text[0][k], 1, len[0][k], csv.f);
-        if (len[1][k] > 0) fwrite(text[1][k], 1, len[1][k], xcsv.f);
+    int rc = run_ks(dt, res, text, len);
+    for (int k = 0; k < cfg.nK && rc == AD_OK; k++)
         fprintf(stderr, PROG ": K=%d done: %.3f s per hypergradient (median), loop %.0f s, "
                         "exact pass %.0f s, peak tape %.1f MB, peak RSS %.0f MB\n",
                 cfg.Ks[k], res[k].sec_median, res[k].loop_seconds, res[k].exact_seconds,
                 res[k].peak_tape / 1e6, res[k].peak_rss_kb / 1024.0);
+    if (rc == AD_OK)
+        rc = write_rows(od, "hyperclean.csv", "K,iter,val_loss,val_acc,test_acc,f1_lt_m4,"
+                        "f1_lt_m3,f1_lt_m1,flagged_lt_m3,hypergrad_norm,hg_seconds,iter_seconds,"
+                        "peak_tape_bytes", text[0], len[0], cfg.nK);
+    if (rc == AD_OK)
+        rc = write_rows(od, "hyperclean_exact.csv", "K,iter,exact_norm,estimate_norm,cosine,"
+                        "rel_error,seconds", text[1], len[1], cfg.nK);
+    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) { /* each K's profile, when it has one */
+        char name[64];
+        snprintf(name, sizeof name, "hyperclean_profile_K%d.csv", cfg.Ks[k]);
+        if (len[2][k] > 0) rc = write_rows(od, name, PROFILE_HEADER, &text[2][k], &len[2][k], 1);
     }
-    for (int k = 0; k < cfg.nK && rc == AD_OK; k++) /* each K's profile, when it has one */
-        if (len[2][k] > 0) rc = write_profile(od, cfg.Ks[k], text[2][k], len[2][k]);
     for (int k = 0; k < MAX_K; k++)
         for (int i = 0; i < 3; i++) free(text[i][k]);
-    if (rc == AD_OK) rc = ex_file_commit(&csv);
-    if (rc == AD_OK) rc = ex_file_commit(&xcsv);
-    ex_file_abandon(&csv); /* after a failure: no partial file is left */
-    ex_file_abandon(&xcsv);
     ex_file t;
     if (rc == AD_OK) {
         write_table(stdout, &cfg, dt, dir, res, cfg.nK);

@@ -108,18 +108,6 @@ void hc_problem_free(hc_problem *hc)
     hc->lam = hc->w_hat = NULL;
 }
 
-int hc_train(const hc_problem *hc, ad_value **w_out)
-{
-    int rc = hg_inner_solve(&hc->problem, w_out, NULL);
-    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "hc_train");
-}
-
-int hc_inner_curve(const hc_problem *hc, double *g_out)
-{
-    int rc = hg_inner_solve(&hc->problem, NULL, g_out);
-    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "hc_train");
-}
-
 /* The largest eigenvalue of XᵀX/n, x [n,d], by power iteration from the
  * all-ones direction (XᵀX has a wide gap for features that are all ≥ 0, so
  * it converges in a few dozen rounds).  Plain loops: it runs once. */

@@ -38,6 +38,7 @@
  *     ad_value *h;  hg_report r;
  *     hg_krmd(&hc.problem, 5, &h, &r);    // dλ f, 5-step truncated
  *     ... hc.w_hat, hc.val_loss, hc.val_acc describe ŵ(λ) ...
+ *     hg_inner_solve(&hc.problem, &w, NULL);  // ŵ(λ) alone, nothing recorded
  *     hc_problem_free(&hc);  hc_data_free(&dt);
  *
  * Errors: functions return AD_OK or an ad_status with ad_error() set.
@@ -129,14 +130,6 @@ void hc_problem_free(hc_problem *hc);
  * MNIST, 5000 examples: λmax ≈ 39.0, γ ≈ 0.256; Fashion-MNIST: λmax ≈ 112,
  * γ ≈ 0.089. */
 double hc_gamma_auto(const ad_value *x_train, int n_classes, double reg, double *lmax_out);
-
-/* Runs the T inner steps at the current λ without recording (hg_inner_solve)
- * and returns ŵ in *w_out (a new caller-owned tensor, Wᵀ [d,C]). */
-int hc_train(const hc_problem *hc, ad_value **w_out);
-
-/* The inner loss g(W_t, λ) along the T steps at the current λ: g_out[t]
- * for t = 0..T (T+1 entries; g_out[0] at W = 0). */
-int hc_inner_curve(const hc_problem *hc, double *g_out);
 
 /* ---- metrics ------------------------------------------------------------ */
 

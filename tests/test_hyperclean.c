@@ -83,7 +83,7 @@ static double outer_at(tiny *t)
 {
     ad_value *w = NULL;
     double f = NAN;
-    ck_assert_int_eq(hc_train(&t->hc, &w), AD_OK);
+    ck_assert_int_eq(hg_inner_solve(&t->hc.problem, &w, NULL), AD_OK);
     ck_assert_int_eq(hc_evaluate(w, t->xv, t->yv, &f, NULL), AD_OK);
     ad_value_free(w);
     return f;
@@ -143,7 +143,7 @@ START_TEST(inner_loss_decreases)
     tiny t;
     tiny_init(&t);
     double g[TT + 1];
-    ck_assert_int_eq(hc_inner_curve(&t.hc, g), AD_OK);
+    ck_assert_int_eq(hg_inner_solve(&t.hc.problem, NULL, g), AD_OK);
     for (int s = 1; s <= TT; s++)
         ck_assert_msg(g[s] < g[s - 1], "g rose at step %d: %g -> %g", s, g[s - 1], g[s]);
     /* g(W_0 = 0) = mean σ(λ) · log C. */
