@@ -548,8 +548,7 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
         ev_ce[0] = (int)ev;
         ev_ce[1] = (int)ce;
     }
-    for (int i = 0, at = 0; i < hy->n_list && rc == AD_OK; at += (int)hy->list[i++]->size)
-        memcpy(hy->list[i]->data, lam + at, sizeof *lam * hy->list[i]->size);
+    if (rc == AD_OK) os_hyper_unpack(hy, lam, hy->list);
     if (lam) ex_ckpt_free(&k);
     free(lam);
     return rc;
@@ -579,25 +578,33 @@ static void lambda_stats(const os_hyper *hy, double *step, double *rho)
     for (int l = 0; l < hy->n_layers; l++) rho[l] = os_hyper_rho(hy, l);
 }
 
-/* Compares the hypergradient g (hy.list order) with full RMD on the same
- * loaded task.  Full RMD's tape is the largest memory of all; it is taken
- * in a child process so that it does not count in this configuration's
- * peak RSS (Table 4 reports what K-RMD itself needs). */
+/* Compares a K-RMD hypergradient with full RMD on the same loaded task.
+ * Full RMD's tape is the largest memory of all; it is taken in a child
+ * process so that it does not count in this configuration's peak RSS
+ * (Table 4 reports what K-RMD itself needs). */
 typedef struct full_job {
     os_task *tk;
-    ad_value *const *g;
+    const ad_real *row; /* the K-RMD hypergradient as os_hyper_pack wrote it */
 } full_job;
 
 /* The child's side (an ex_work: meta_batch runs it through ex_run_forked). */
 static int full_job_run(void *arg, void *out)
 {
     const full_job *job = arg;
-    ad_value *d[OS_MAX_HYPER];
+    const os_hyper *hy = job->tk->hy;
+    ad_value *d[OS_MAX_HYPER], *g[OS_MAX_HYPER] = { 0 };
     int rc = os_task_hypergrad(job->tk, job->tk->problem.T, d, NULL);
     if (rc != AD_OK) return ad_fail_wrap(rc, "full RMD for the cosine");
-    *(hg_compare *)out = hg_compare_grads(job->tk->hy->n_list, job->g, d);
-    for (int i = 0; i < job->tk->hy->n_list; i++) ad_value_free(d[i]);
-    return AD_OK;
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++)
+        if (!(g[i] = ad_tensor_new(hy->list[i]->rank, hy->list[i]->shape)))
+            rc = ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) os_hyper_unpack(hy, job->row, g);
+    if (rc == AD_OK) *(hg_compare *)out = hg_compare_grads(hy->n_list, g, d);
+    for (int i = 0; i < hy->n_list; i++) {
+        ad_value_free(d[i]);
+        ad_value_free(g[i]);
+    }
+    return rc;
 }
 
 /* What one task of a meta-batch leaves besides its hypergradient. */
@@ -634,16 +641,13 @@ typedef struct cfg_run {
     ex_watch watch; /* a diverged run stops, exit status 1 */
     /* The meta-batch: every task's random stream (drawn in order from
      * st.rng), its records, and this rank's tasks' hypergradients as rows
-     * of λ's numbers (hy.list order); task 0's also as tensors when the
-     * cosine wants them. */
+     * of λ's numbers (hy.list order). */
     data_task draw;
     ad_rng *mb_rng;
     task_rec *mb_rec;
     ad_real **mb_row;
     ad_real *mb_sum;
     size_t numel;
-    ad_value *g0[OS_MAX_HYPER];
-    bool keep_g0, have_g0;
     /* Evaluation: fixed tasks (meta-validation), or each task's random
      * stream (meta-test); the records; tasks done, for the progress line. */
     const data_task *ev_fixed;
@@ -709,15 +713,8 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     return rc;
 }
 
-static void free_g0(cfg_run *r)
-{
-    for (int i = 0; i < r->hy.n_list && r->have_g0; i++) ad_value_free(r->g0[i]);
-    r->have_g0 = false;
-}
-
 static void cfg_free(cfg_run *r)
 {
-    free_g0(r);
     for (int i = 0; i < r->n_workers && r->task; i++) data_task_free(&r->task[i]);
     data_task_free(&r->draw);
     for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(r->gsum[i]);
@@ -845,18 +842,11 @@ static int mb_item(void *arg, int worker, int b)
     int rc = mb_load(r, worker, b);
     if (rc == AD_OK) rc = os_task_hypergrad(tk, r->c->K, g, &rep);
     if (rc != AD_OK) return rc;
-    if ((rc = ex_watch_inner(&r->watch, &rep)) != AD_OK) { /* reads the watch only */
-        for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
-        return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
-    }
+    rc = ex_watch_inner(&r->watch, &rep); /* reads the watch only */
+    if (rc == AD_OK) os_hyper_pack(&r->hy, g, r->mb_row[b]);
+    for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
     r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes, os_task_rep_tape_bytes(tk) };
-    os_hyper_pack(&r->hy, g, r->mb_row[b]);
-    bool keep = b == 0 && r->keep_g0;
-    for (int i = 0; i < r->hy.n_list; i++) {
-        if (keep) r->g0[i] = g[i];
-        else ad_value_free(g[i]);
-    }
-    if (keep) r->have_g0 = true;
     return AD_OK;
 }
 
@@ -874,7 +864,6 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         r->mb_rng[b] = r->st.rng;
         rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &r->st.rng, &r->draw);
     }
-    r->keep_g0 = cosine && ex_par_rank() == 0;
     if (rc == AD_OK) rc = ex_par_run(r->n_workers, B, mb_item, r);
     if (rc == AD_OK) rc = ex_par_share(r->mb_rec, sizeof *r->mb_rec, B);
     *loss = 0;
@@ -888,18 +877,17 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         rc = ex_par_fold(r->mb_sum, r->numel, r->mb_row, B, o->meta_batch);
     }
     if (rc == AD_OK) os_hyper_unpack(&r->hy, r->mb_sum, r->gsum);
-    if (rc == AD_OK && r->have_g0) { /* Fig. 7, plot 3: the same task's full-RMD hypergradient */
+    if (rc == AD_OK && cosine && ex_par_rank() == 0) { /* Fig. 7, plot 3: task 0 at full RMD */
         double t0 = ex_now();
         hg_compare cm;
         rc = mb_load(r, 0, 0); /* task 0 again, on worker 0 */
         if (rc == AD_OK)
             rc = ex_run_forked("full RMD for the cosine", full_job_run,
-                               &(full_job){ &r->tk[0], r->g0 }, &cm, sizeof cm);
+                               &(full_job){ &r->tk[0], r->mb_row[0] }, &cm, sizeof cm);
         if (rc == AD_OK)
             rc = ex_table_push(&r->lg.co, (double[]){ it, cm.cosine, cm.rel_error, ex_now() - t0 });
         *t_other += ex_now() - t0;
     }
-    free_g0(r);
     return rc;
 }
 
@@ -916,25 +904,22 @@ typedef struct prof_head {
     double q, alpha, L, rate, seconds;
     int K, K_profile, K_bound;
     char decided_by[24]; /* hg_choice's, copied: the pipe carries bytes, not pointers */
+    double rows[];       /* [T][4] */
 } prof_head;
 
-typedef struct prof_job {
-    os_task *tk;
-    int T;
-} prof_job;
-
+/* The child's side (an ex_work): arg the loaded os_task, out a prof_head. */
 static int prof_job_run(void *arg, void *out)
 {
-    const prof_job *job = arg;
+    const hg_problem *p = &((os_task *)arg)->problem;
     prof_head *hd = out;
-    double *rows = (double *)(hd + 1);
+    double *rows = hd->rows;
     hg_profile pr;
     hg_curvature cv;
     hg_choice ch;
     double t0 = ex_now();
-    int rc = hg_truncation_profile(&job->tk->problem, job->T, &(hg_profile_opts){ .keep_all = true }, &pr);
+    int rc = hg_truncation_profile(p, p->T, &(hg_profile_opts){ .keep_all = true }, &pr);
     if (rc != AD_OK) return ad_fail_wrap(rc, "truncation profile");
-    rc = hg_curvature_estimate(&job->tk->problem, 30, &cv);
+    rc = hg_curvature_estimate(p, 30, &cv);
     if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, 0.01, 0, &ch);
     if (rc == AD_OK) {
         *hd = (prof_head){ cv.q, cv.alpha, cv.L, ch.rate, ex_now() - t0, ch.K, ch.K_profile,
@@ -964,13 +949,13 @@ static int profile_point(cfg_run *r, int it)
     /* The last task again, on worker 0. */
     int rc = hd ? mb_load(r, 0, r->o.meta_batch - 1) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK)
-        rc = ex_run_forked("truncation profile", prof_job_run, &(prof_job){ &r->tk[0], T }, hd, size);
+        rc = ex_run_forked("truncation profile", prof_job_run, &r->tk[0], hd, size);
     if (!r->prof.header)
         r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
                                         "fit_rate,K_1pct,q_line,rel_error",
                               .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
                               .n_cols = 12 };
-    const double *rows = hd ? (const double *)(hd + 1) : NULL;
+    const double *rows = hd ? hd->rows : NULL;
     double lo = INFINITY, hi = 0; /* the q line is drawn within 10× of the shares' range */
     for (int k = 0; k < T && rc == AD_OK; k++)
         if (rows[4 * k] > 0) lo = fmin(lo, rows[4 * k]), hi = fmax(hi, rows[4 * k]);
@@ -1062,14 +1047,11 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     if (rc == AD_OK) rc = opt_outer_step(&r->adam, r->gsum);
     if (rc != AD_OK) return ad_fail_wrap(rc, "%s, hyper-iteration %d", c->label, it);
     os_hyper_clamp_step(&r->hy, STEP_LO, STEP_HI);
-    double dt = ex_now() - t_it - t_other, row[6 + OS_MAX_LAYERS];
+    double dt = ex_now() - t_it - t_other;
     r->st.train_s += dt;
     r->st.other_s += t_other;
     r->st.iter = it;
-    row[0] = it;
-    row[1] = r->st.train_s;
-    row[2] = dt;
-    row[3] = loss;
+    double row[6 + OS_MAX_LAYERS] = { it, r->st.train_s, dt, loss };
     lambda_stats(&r->hy, &row[4], &row[5]);
     row[5 + r->hy.n_layers] = hg_norm;
     rc = ex_table_push(&r->lg.tr, row);
