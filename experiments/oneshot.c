@@ -1133,8 +1133,7 @@ static int run_cfg(void *arg, void *out)
     if (rc == AD_OK) rc = cfg_resume(r, res);
     if (rc == AD_OK && !res->ok) {
         size_t rep, tsk;
-        mdl_cnn net = mdl_cnn_omniglot(r->o.channels);
-        rc = mdl_cnn_counts(&net, &rep, &tsk); /* rep and tsk are unset when it fails */
+        rc = mdl_cnn_counts(&r->hy.net, &rep, &tsk); /* rep and tsk are unset when it fails */
         if (rc == AD_OK)
             fprintf(stderr, PROG ": %s: T = %d, K = %d, %d channels: %zu hyperparameters (%zu "
                             "representation), %zu parameters; %d hyper-iterations of %d tasks\n",
