@@ -94,7 +94,6 @@ typedef struct opts {
     double lr, rho0, step0, relerr_rho, clip_norm;
     uint64_t seed;
     bool quick, resume, no_plots;
-    bool eval_every_given, cos_every_given; /* on the command line (not derived) */
     cfg cfgs[MAX_CFG];
     int n_cfg;
     const char *k_list; /* --K, or NULL for the default list */
@@ -208,24 +207,18 @@ static int parse_k_list(opts *o)
     o->n_cfg = 0;
     if (!*s) return ex_usage_error("--K: empty list");
     for (const char *p = s;;) { /* p is at the start of an entry */
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        size_t len = strcspn(p, ",");
         char tok[32];
         if (len == 0) return ex_usage_error("--K: empty entry in '%s'", s);
         if (len >= sizeof tok)
             return ex_usage_error("--K: entry '%.*s' too long", (int)len, p);
-        memcpy(tok, p, len);
-        tok[len] = '\0';
+        snprintf(tok, sizeof tok, "%.*s", (int)len, p);
         cfg c;
         int K;
         if (!strcmp(tok, "short")) {
-            c = (cfg){ .K = 1, .T = 1 };
-            snprintf(c.name, sizeof c.name, "short");
-            snprintf(c.label, sizeof c.label, "Short horizon (T=1)");
+            c = (cfg){ "short", "Short horizon (T=1)", .K = 1, .T = 1 };
         } else if (!strcmp(tok, "full") || (ex_parse_int(tok, 1, 100000, &K) && K >= o->T)) {
-            c = (cfg){ .K = o->T, .T = o->T };
-            snprintf(c.name, sizeof c.name, "full");
-            snprintf(c.label, sizeof c.label, "Full RMD");
+            c = (cfg){ "full", "Full RMD", .K = o->T, .T = o->T };
         } else if (ex_parse_int(tok, 1, 100000, &K)) {
             c = (cfg){ .K = K, .T = o->T, .truncated = true };
             snprintf(c.name, sizeof c.name, "K%d", K);
@@ -249,8 +242,8 @@ static int parse_k_list(opts *o)
             if (o->n_cfg == MAX_CFG) return ex_usage_error("--K: at most 8 configurations");
             o->cfgs[o->n_cfg++] = c;
         }
-        if (!comma) break;
-        p = comma + 1;
+        if (!p[len]) break;
+        p += len + 1;
     }
     return 0;
 }
@@ -259,8 +252,6 @@ static int parse_k_list(opts *o)
 static int check_flags(void)
 {
     opts *o = &opt;
-    o->eval_every_given = ex_given(&cmd, "--eval-every");
-    o->cos_every_given = ex_given(&cmd, "--cos-every");
     if (o->eval_every < 0) o->eval_every = o->iters >= 10 ? o->iters / 10 : 1;
     if (o->cos_every < 0) o->cos_every = o->iters >= 20 ? o->iters / 20 : 1;
     if (!ex_given(&cmd, "--threads")) o->threads = ex_par_threads();
@@ -338,13 +329,6 @@ static int world_load(const opts *o, world *w)
 static int task_load(os_task *tk, const data_task *d, bool record)
 {
     return os_task_load(tk, d->x_train, d->y_train, d->x_val, d->y_val, record);
-}
-
-/* The sample standard deviation of n values from their sum and sum of
- * squares (0 for one value). */
-static double sd_from_sums(double sum, double sum_sq, int n)
-{
-    return n > 1 ? sqrt(fmax(0, (sum_sq - sum * sum / n) / (n - 1))) : 0;
 }
 
 /* ---- logs and the checkpoint --------------------------------------------- */
@@ -564,8 +548,7 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
         ev_ce[0] = (int)ev;
         ev_ce[1] = (int)ce;
     }
-    for (int i = 0, at = 0; i < hy->n_list && rc == AD_OK; at += (int)hy->list[i++]->size)
-        memcpy(hy->list[i]->data, lam + at, sizeof *lam * hy->list[i]->size);
+    if (rc == AD_OK) os_hyper_unpack(hy, lam, hy->list);
     if (lam) ex_ckpt_free(&k);
     free(lam);
     return rc;
@@ -595,31 +578,33 @@ static void lambda_stats(const os_hyper *hy, double *step, double *rho)
     for (int l = 0; l < hy->n_layers; l++) rho[l] = os_hyper_rho(hy, l);
 }
 
-/* Compares the hypergradient g (hy.list order) with full RMD on the same
- * loaded task.  Full RMD's tape is the largest memory of all; it is taken
- * in a child process so that it does not count in this configuration's
- * peak RSS (Table 4 reports what K-RMD itself needs). */
+/* Compares a K-RMD hypergradient with full RMD on the same loaded task.
+ * Full RMD's tape is the largest memory of all; it is taken in a child
+ * process so that it does not count in this configuration's peak RSS
+ * (Table 4 reports what K-RMD itself needs). */
 typedef struct full_job {
     os_task *tk;
-    ad_value *const *g;
+    const ad_real *row; /* the K-RMD hypergradient as os_hyper_pack wrote it */
 } full_job;
 
-/* The child's side of compare_full_forked, an ex_work. */
+/* The child's side (an ex_work: meta_batch runs it through ex_run_forked). */
 static int full_job_run(void *arg, void *out)
 {
     const full_job *job = arg;
-    ad_value *d[OS_MAX_HYPER];
+    const os_hyper *hy = job->tk->hy;
+    ad_value *d[OS_MAX_HYPER], *g[OS_MAX_HYPER] = { 0 };
     int rc = os_task_hypergrad(job->tk, job->tk->problem.T, d, NULL);
     if (rc != AD_OK) return ad_fail_wrap(rc, "full RMD for the cosine");
-    *(hg_compare *)out = hg_compare_grads(job->tk->hy->n_list, job->g, d);
-    for (int i = 0; i < job->tk->hy->n_list; i++) ad_value_free(d[i]);
-    return AD_OK;
-}
-
-static int compare_full_forked(os_task *tk, ad_value *const *g, hg_compare *cm)
-{
-    return ex_run_forked("full RMD for the cosine", full_job_run, &(full_job){ tk, g }, cm,
-                         sizeof *cm);
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++)
+        if (!(g[i] = ad_tensor_new(hy->list[i]->rank, hy->list[i]->shape)))
+            rc = ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) os_hyper_unpack(hy, job->row, g);
+    if (rc == AD_OK) *(hg_compare *)out = hg_compare_grads(hy->n_list, g, d);
+    for (int i = 0; i < hy->n_list; i++) {
+        ad_value_free(d[i]);
+        ad_value_free(g[i]);
+    }
+    return rc;
 }
 
 /* What one task of a meta-batch leaves besides its hypergradient. */
@@ -644,7 +629,7 @@ typedef struct cfg_run {
     const cfg *c;
     run_ctx *ctx;
     os_hyper hy;
-    int n_workers, n_tk;  /* workers; their os_tasks initialized so far */
+    int n_workers;
     os_task *tk;          /* [n_workers] */
     data_task *task;      /* [n_workers] */
     opt_outer adam;
@@ -654,19 +639,15 @@ typedef struct cfg_run {
     ex_progress pg;
     ex_table prof; /* profile_NAME.csv */
     ex_watch watch; /* a diverged run stops, exit status 1 */
-    bool have_adam;
     /* The meta-batch: every task's random stream (drawn in order from
      * st.rng), its records, and this rank's tasks' hypergradients as rows
-     * of λ's numbers (hy.list order); task 0's also as tensors when the
-     * cosine wants them. */
+     * of λ's numbers (hy.list order). */
     data_task draw;
     ad_rng *mb_rng;
     task_rec *mb_rec;
     ad_real **mb_row;
     ad_real *mb_sum;
     size_t numel;
-    ad_value *g0[OS_MAX_HYPER];
-    bool keep_g0, have_g0;
     /* Evaluation: fixed tasks (meta-validation), or each task's random
      * stream (meta-test); the records; tasks done, for the progress line. */
     const data_task *ev_fixed;
@@ -719,13 +700,10 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     for (int b = first; b < end && rc == AD_OK; b++)
         if (!(r->mb_row[b] = malloc(sizeof **r->mb_row * r->numel)))
             rc = ad_fail(AD_ENOMEM, "out of memory");
-    for (int i = 0; i < r->n_workers && rc == AD_OK; i++) {
+    for (int i = 0; i < r->n_workers && rc == AD_OK; i++)
         rc = os_task_init(&r->tk[i], &r->hy, N_WAY * K_SHOT, N_WAY * K_QUERY, r->c->T, true);
-        if (rc == AD_OK) r->n_tk++;
-    }
-    if (rc == AD_OK && (rc = opt_outer_init(&r->adam, OPT_ADAM, r->o.lr, false, r->hy.n_list,
-                                            r->hy.list)) == AD_OK)
-        r->have_adam = true;
+    if (rc == AD_OK)
+        rc = opt_outer_init(&r->adam, OPT_ADAM, r->o.lr, false, r->hy.n_list, r->hy.list);
     for (int i = 0; i < r->n_workers && rc == AD_OK; i++)
         rc = data_task_init(&r->task[i], N_WAY, K_SHOT, K_QUERY, 28);
     if (rc == AD_OK) rc = data_task_init(&r->draw, N_WAY, K_SHOT, K_QUERY, 28);
@@ -735,20 +713,13 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     return rc;
 }
 
-static void free_g0(cfg_run *r)
-{
-    for (int i = 0; i < r->hy.n_list && r->have_g0; i++) ad_value_free(r->g0[i]);
-    r->have_g0 = false;
-}
-
 static void cfg_free(cfg_run *r)
 {
-    free_g0(r);
     for (int i = 0; i < r->n_workers && r->task; i++) data_task_free(&r->task[i]);
     data_task_free(&r->draw);
     for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(r->gsum[i]);
-    if (r->have_adam) opt_outer_free(&r->adam);
-    for (int i = 0; i < r->n_tk; i++) os_task_free(&r->tk[i]);
+    opt_outer_free(&r->adam);
+    for (int i = 0; i < r->n_workers && r->tk; i++) os_task_free(&r->tk[i]);
     for (int b = 0; b < r->o.meta_batch && r->mb_row; b++) free(r->mb_row[b]);
     free(r->tk);
     free(r->task);
@@ -774,13 +745,14 @@ static int cfg_resume(cfg_run *r, result *res)
     int rc = o->resume ? ckpt_read(o, r->c, &r->hy, &r->adam, &r->st, &r->lg, ev_ce, res, &found)
                        : AD_OK;
     if (rc != AD_OK || !found || res->ok) return rc;
-    if (!o->eval_every_given) o->eval_every = ev_ce[0];
-    if (!o->cos_every_given) o->cos_every = ev_ce[1];
+    bool ev_given = ex_given(&cmd, "--eval-every"), ce_given = ex_given(&cmd, "--cos-every");
+    if (!ev_given) o->eval_every = ev_ce[0];
+    if (!ce_given) o->cos_every = ev_ce[1];
     fprintf(stderr, PROG ": %s: resuming at hyper-iteration %d (%.0f s of training done); "
                     "meta-validation every %d hyper-iterations (%s), cosine every %d (%s)\n",
             r->c->label, r->st.iter, r->st.train_s, o->eval_every,
-            o->eval_every_given ? "--eval-every" : "the checkpoint's", o->cos_every,
-            o->cos_every_given ? "--cos-every" : "the checkpoint's");
+            ev_given ? "--eval-every" : "the checkpoint's", o->cos_every,
+            ce_given ? "--cos-every" : "the checkpoint's");
     return AD_OK;
 }
 
@@ -849,32 +821,32 @@ static int cfg_validate(cfg_run *r, int it, double *acc)
     return rc;
 }
 
-/* Meta-batch task b (an ex_item_fn): drawn from its stream, loaded, its
- * K-RMD hypergradient into the row mb_row[b], its records into mb_rec[b]. */
+/* Meta-batch task b, drawn from its stream into worker's data_task and
+ * loaded into its os_task, the representation recorded. */
+static int mb_load(cfg_run *r, int worker, int b)
+{
+    world *w = r->ctx->w;
+    ad_rng rng = r->mb_rng[b];
+    int rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[worker]);
+    return rc == AD_OK ? task_load(&r->tk[worker], &r->task[worker], true) : rc;
+}
+
+/* Meta-batch task b (an ex_item_fn): loaded, its K-RMD hypergradient into
+ * the row mb_row[b], its records into mb_rec[b]. */
 static int mb_item(void *arg, int worker, int b)
 {
     cfg_run *r = arg;
-    world *w = r->ctx->w;
     os_task *tk = &r->tk[worker];
-    ad_rng rng = r->mb_rng[b];
     ad_value *g[OS_MAX_HYPER];
     hg_report rep;
-    int rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[worker]);
-    if (rc == AD_OK) rc = task_load(tk, &r->task[worker], true);
+    int rc = mb_load(r, worker, b);
     if (rc == AD_OK) rc = os_task_hypergrad(tk, r->c->K, g, &rep);
     if (rc != AD_OK) return rc;
-    if ((rc = ex_watch_inner(&r->watch, &rep)) != AD_OK) { /* reads the watch only */
-        for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
-        return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
-    }
+    rc = ex_watch_inner(&r->watch, &rep); /* reads the watch only */
+    if (rc == AD_OK) os_hyper_pack(&r->hy, g, r->mb_row[b]);
+    for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
     r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes, os_task_rep_tape_bytes(tk) };
-    os_hyper_pack(&r->hy, g, r->mb_row[b]);
-    bool keep = b == 0 && r->keep_g0;
-    for (int i = 0; i < r->hy.n_list; i++) {
-        if (keep) r->g0[i] = g[i];
-        else ad_value_free(g[i]);
-    }
-    if (keep) r->have_g0 = true;
     return AD_OK;
 }
 
@@ -892,7 +864,6 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         r->mb_rng[b] = r->st.rng;
         rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &r->st.rng, &r->draw);
     }
-    r->keep_g0 = cosine && ex_par_rank() == 0;
     if (rc == AD_OK) rc = ex_par_run(r->n_workers, B, mb_item, r);
     if (rc == AD_OK) rc = ex_par_share(r->mb_rec, sizeof *r->mb_rec, B);
     *loss = 0;
@@ -906,18 +877,17 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         rc = ex_par_fold(r->mb_sum, r->numel, r->mb_row, B, o->meta_batch);
     }
     if (rc == AD_OK) os_hyper_unpack(&r->hy, r->mb_sum, r->gsum);
-    if (rc == AD_OK && r->have_g0) { /* Fig. 7, plot 3: the same task's full-RMD hypergradient */
+    if (rc == AD_OK && cosine && ex_par_rank() == 0) { /* Fig. 7, plot 3: task 0 at full RMD */
         double t0 = ex_now();
         hg_compare cm;
-        ad_rng rng = r->mb_rng[0]; /* task 0 again, on worker 0's task */
-        rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[0]);
-        if (rc == AD_OK) rc = task_load(&r->tk[0], &r->task[0], true);
-        if (rc == AD_OK) rc = compare_full_forked(&r->tk[0], r->g0, &cm);
+        rc = mb_load(r, 0, 0); /* task 0 again, on worker 0 */
+        if (rc == AD_OK)
+            rc = ex_run_forked("full RMD for the cosine", full_job_run,
+                               &(full_job){ &r->tk[0], r->mb_row[0] }, &cm, sizeof cm);
         if (rc == AD_OK)
             rc = ex_table_push(&r->lg.co, (double[]){ it, cm.cosine, cm.rel_error, ex_now() - t0 });
         *t_other += ex_now() - t0;
     }
-    free_g0(r);
     return rc;
 }
 
@@ -932,31 +902,29 @@ static bool profile_due(const opts *o, int it)
  * (share, adjoint, ‖h‖, relative error of h_{T−k}). */
 typedef struct prof_head {
     double q, alpha, L, rate, seconds;
-    int K, K_profile, K_bound, decided; /* decided: 0 profile, 1 bound, 2 both, 3 T */
+    int K, K_profile, K_bound;
+    char decided_by[24]; /* hg_choice's, copied: the pipe carries bytes, not pointers */
+    double rows[];       /* [T][4] */
 } prof_head;
 
-typedef struct prof_job {
-    os_task *tk;
-    int T;
-} prof_job;
-
+/* The child's side (an ex_work): arg the loaded os_task, out a prof_head. */
 static int prof_job_run(void *arg, void *out)
 {
-    const prof_job *job = arg;
+    const hg_problem *p = &((os_task *)arg)->problem;
     prof_head *hd = out;
-    double *rows = (double *)(hd + 1);
+    double *rows = hd->rows;
     hg_profile pr;
     hg_curvature cv;
     hg_choice ch;
     double t0 = ex_now();
-    int rc = hg_truncation_profile(&job->tk->problem, job->T, &(hg_profile_opts){ .keep_all = true }, &pr);
+    int rc = hg_truncation_profile(p, p->T, &(hg_profile_opts){ .keep_all = true }, &pr);
     if (rc != AD_OK) return ad_fail_wrap(rc, "truncation profile");
-    rc = hg_curvature_estimate(&job->tk->problem, 30, &cv);
+    rc = hg_curvature_estimate(p, 30, &cv);
     if (rc == AD_OK) rc = hg_choose_k_from(&pr, &cv, 0.01, 0, &ch);
     if (rc == AD_OK) {
         *hd = (prof_head){ cv.q, cv.alpha, cv.L, ch.rate, ex_now() - t0, ch.K, ch.K_profile,
-                           ch.K_bound, ch.decided_by[0] == 'T' ? 3 : !strcmp(ch.decided_by, "bound")
-                                                                 ? 1 : strchr(ch.decided_by, ' ') ? 2 : 0 };
+                           ch.K_bound };
+        snprintf(hd->decided_by, sizeof hd->decided_by, "%s", ch.decided_by);
         for (int k = 0; k < pr.K; k++) {
             rows[4 * k] = pr.contrib_norm[k];
             rows[4 * k + 1] = pr.adjoint_norm[k];
@@ -974,24 +942,20 @@ static int prof_job_run(void *arg, void *out)
  * file rewritten). */
 static int profile_point(cfg_run *r, int it)
 {
-    static const char *const decided[] = { "profile", "bound", "profile and bound", "T" };
     double t0 = ex_now();
     int T = r->c->T;
     size_t size = sizeof(prof_head) + sizeof(double) * 4 * (size_t)T;
     prof_head *hd = malloc(size);
-    world *w = r->ctx->w;
-    ad_rng rng = r->mb_rng[r->o.meta_batch - 1]; /* the last task again, on worker 0's */
-    int rc = hd ? data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[0])
-                : ad_fail(AD_ENOMEM, "out of memory");
-    if (rc == AD_OK) rc = task_load(&r->tk[0], &r->task[0], true);
+    /* The last task again, on worker 0. */
+    int rc = hd ? mb_load(r, 0, r->o.meta_batch - 1) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK)
-        rc = ex_run_forked("truncation profile", prof_job_run, &(prof_job){ &r->tk[0], T }, hd, size);
+        rc = ex_run_forked("truncation profile", prof_job_run, &r->tk[0], hd, size);
     if (!r->prof.header)
         r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
                                         "fit_rate,K_1pct,q_line,rel_error",
                               .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
                               .n_cols = 12 };
-    const double *rows = hd ? (const double *)(hd + 1) : NULL;
+    const double *rows = hd ? hd->rows : NULL;
     double lo = INFINITY, hi = 0; /* the q line is drawn within 10× of the shares' range */
     for (int k = 0; k < T && rc == AD_OK; k++)
         if (rows[4 * k] > 0) lo = fmin(lo, rows[4 * k]), hi = fmax(hi, rows[4 * k]);
@@ -1009,7 +973,7 @@ static int profile_point(cfg_run *r, int it)
                         "%.4f per step, q = %.4f (α %.3g, L %.3g); 1%% needs K = %d (%s; "
                         "profile %d, bound %d)\n",
                 r->c->label, it, T, hd->seconds, hd->rate, hd->q, hd->alpha, hd->L, hd->K,
-                decided[hd->decided], hd->K_profile, hd->K_bound);
+                hd->decided_by, hd->K_profile, hd->K_bound);
     free(hd);
     r->st.other_s += ex_now() - t0;
     return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "%s, hyper-iteration %d", r->c->label, it);
@@ -1083,14 +1047,11 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     if (rc == AD_OK) rc = opt_outer_step(&r->adam, r->gsum);
     if (rc != AD_OK) return ad_fail_wrap(rc, "%s, hyper-iteration %d", c->label, it);
     os_hyper_clamp_step(&r->hy, STEP_LO, STEP_HI);
-    double dt = ex_now() - t_it - t_other, row[6 + OS_MAX_LAYERS];
+    double dt = ex_now() - t_it - t_other;
     r->st.train_s += dt;
     r->st.other_s += t_other;
     r->st.iter = it;
-    row[0] = it;
-    row[1] = r->st.train_s;
-    row[2] = dt;
-    row[3] = loss;
+    double row[6 + OS_MAX_LAYERS] = { it, r->st.train_s, dt, loss };
     lambda_stats(&r->hy, &row[4], &row[5]);
     row[5 + r->hy.n_layers] = hg_norm;
     rc = ex_table_push(&r->lg.tr, row);
@@ -1144,7 +1105,7 @@ static int cfg_test(cfg_run *r, result *res)
     ex_progress_end(&r->pg);
     int n = o->test_tasks;
     res->test_acc = sa / n;
-    res->test_sd = sd_from_sums(sa, sa2, n);
+    res->test_sd = n > 1 ? sqrt(fmax(0, (sa2 - sa * sa / n) / (n - 1))) : 0; /* sample sd */
     res->test_ci95 = 1.96 * res->test_sd / sqrt(n);
     res->test_s = ex_now() - t0;
     if (rc == AD_OK) rc = write_logs(r->ctx->od, r->c, &r->lg);
@@ -1160,9 +1121,11 @@ static int cfg_test(cfg_run *r, result *res)
 }
 
 /* One configuration: set up, resume, λ0's validation point, the loop, the
- * meta-test. */
-static int run_cfg(run_ctx *ctx, result *res)
+ * meta-test.  An ex_work (for ex_run_forked): arg a run_ctx, out its result. */
+static int run_cfg(void *arg, void *out)
 {
+    run_ctx *ctx = arg;
+    result *res = out;
     memset(res, 0, sizeof *res);
     cfg_run *r = malloc(sizeof *r);
     if (!r) return ad_fail(AD_ENOMEM, "out of memory");
@@ -1170,8 +1133,7 @@ static int run_cfg(run_ctx *ctx, result *res)
     if (rc == AD_OK) rc = cfg_resume(r, res);
     if (rc == AD_OK && !res->ok) {
         size_t rep, tsk;
-        mdl_cnn net = mdl_cnn_omniglot(r->o.channels);
-        rc = mdl_cnn_counts(&net, &rep, &tsk); /* rep and tsk are unset when it fails */
+        rc = mdl_cnn_counts(&r->hy.net, &rep, &tsk); /* rep and tsk are unset when it fails */
         if (rc == AD_OK)
             fprintf(stderr, PROG ": %s: T = %d, K = %d, %d channels: %zu hyperparameters (%zu "
                             "representation), %zu parameters; %d hyper-iterations of %d tasks\n",
@@ -1196,17 +1158,11 @@ static int run_cfg(run_ctx *ctx, result *res)
     return rc;
 }
 
-/* run_cfg as an ex_work, for ex_run_forked. */
-static int run_cfg_work(void *arg, void *out)
-{
-    return run_cfg(arg, out);
-}
-
 /* Runs run_cfg in a child and collects its result through a pipe. */
 static int run_cfg_forked(run_ctx *ctx, result *res)
 {
     const char *label = ctx->o->cfgs[ctx->ci].label;
-    int rc = ex_run_forked(label, run_cfg_work, ctx, res, sizeof *res);
+    int rc = ex_run_forked(label, run_cfg, ctx, res, sizeof *res);
     if (rc == AD_OK && !res->ok) rc = ad_fail(AD_EARG, "%s failed (see the message above)", label);
     return rc;
 }
@@ -1319,18 +1275,14 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
     x.hy = calloc((size_t)n_workers, sizeof *x.hy);
     x.tk = calloc((size_t)n_workers, sizeof *x.tk);
     x.rec = calloc((size_t)n_items * (size_t)nK * 3, sizeof *x.rec);
-    double *mean = calloc((size_t)3 * (size_t)nK, sizeof *mean);
-    double *mean_cos = calloc((size_t)3 * (size_t)nK, sizeof *mean_cos);
-    if (rc == AD_OK && (!x.hy || !x.tk || !x.rec || !mean || !mean_cos))
+    double mean[3][64] = { { 0 } }, mean_cos[3][64] = { { 0 } }; /* [variant][K], as Ks */
+    if (rc == AD_OK && (!x.hy || !x.tk || !x.rec))
         rc = ad_fail(AD_ENOMEM, "out of memory");
-    int n_hy = 0, n_tk = 0;
     for (int i = 0; i < n_workers && rc == AD_OK; i++) {
         ad_rng r0 = rng0; /* any λ: os_hyper_copy overwrites it */
         rc = os_hyper_init(&x.hy[i], mdl_cnn_omniglot(o->channels), &r0, o->rho0, o->step0);
-        if (rc == AD_OK) n_hy++;
         if (rc == AD_OK) rc = os_task_init(&x.tk[i], &x.hy[i], N_WAY * K_SHOT, N_WAY * K_QUERY,
                                            o->T, true);
-        if (rc == AD_OK) n_tk++;
     }
     if (rc == AD_OK) rc = ex_par_run(n_workers, n_items, relerr_item, &x);
     if (rc == AD_OK) rc = ex_par_share(x.rec, sizeof *x.rec * (size_t)nK * 3, n_items);
@@ -1344,8 +1296,8 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
                 const double *rec = x.rec + ((size_t)(ti * n_var + v) * (size_t)nK + (size_t)k) * 3;
                 fprintf(csv.f, "%s,%d,%d,%.9g,%.9f,%.3f\n", relerr_var_name[v], ti, Ks[k],
                         rec[0], rec[1], rec[2]);
-                mean[v * nK + k] += rec[0] / n_tasks;
-                mean_cos[v * nK + k] += rec[1] / n_tasks;
+                mean[v][k] += rec[0] / n_tasks;
+                mean_cos[v][k] += rec[1] / n_tasks;
             }
     if (rc == AD_OK) rc = ex_file_commit(&csv);
     if (rc == AD_OK)
@@ -1353,22 +1305,20 @@ static int relerr_run(const opts *o, world *w, ex_out *od, const char **lambda_f
                          "rel_error_rho_set,cosine_reg,cosine_rho0,cosine_rho_set");
     if (rc == AD_OK) {
         for (int k = 0; k < nK; k++) /* the third pair is 0 without a third variant */
-            fprintf(csv.f, "%d,%.9g,%.9g,%.9g,%.9f,%.9f,%.9f\n", Ks[k], mean[k], mean[nK + k],
-                    mean[2 * nK + k], mean_cos[k], mean_cos[nK + k], mean_cos[2 * nK + k]);
+            fprintf(csv.f, "%d,%.9g,%.9g,%.9g,%.9f,%.9f,%.9f\n", Ks[k], mean[0][k], mean[1][k],
+                    mean[2][k], mean_cos[0][k], mean_cos[1][k], mean_cos[2][k]);
         rc = ex_file_commit(&csv);
         int k2 = nK > 1 ? nK - 2 : 0;
         fprintf(stderr, PROG ": relative error vs K at %s over %d tasks (learned ρ / ρ = 0 / ρ = "
                         "%g): K = 1: %.3g / %.3g / %.3g; K = %d: %.3g / %.3g / %.3g; %.0f s\n",
-                *lambda_from, n_tasks, o->relerr_rho, mean[0], mean[nK], mean[2 * nK], Ks[k2],
-                mean[k2], mean[nK + k2], mean[2 * nK + k2], ex_now() - t_start);
+                *lambda_from, n_tasks, o->relerr_rho, mean[0][0], mean[1][0], mean[2][0], Ks[k2],
+                mean[0][k2], mean[1][k2], mean[2][k2], ex_now() - t_start);
     }
-    for (int i = 0; i < n_tk; i++) os_task_free(&x.tk[i]);
-    for (int i = 0; i < n_hy; i++) os_hyper_free(&x.hy[i]);
+    for (int i = 0; i < n_workers && x.tk; i++) os_task_free(&x.tk[i]); /* calloc'ed: all */
+    for (int i = 0; i < n_workers && x.hy; i++) os_hyper_free(&x.hy[i]);
     free(x.hy);
     free(x.tk);
     free(x.rec);
-    free(mean);
-    free(mean_cos);
     os_hyper_free(&hy);
     return rc;
 }

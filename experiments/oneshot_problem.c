@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "experiments/classify.h"
 #include "ops/ops.h"
 
 /* ---- the hyperparameters ------------------------------------------------ */
@@ -50,13 +51,8 @@ int os_hyper_init(os_hyper *hy, mdl_cnn net, ad_rng *rng, double rho0, double st
 void os_hyper_free(os_hyper *hy)
 {
     if (!hy) return;
-    for (int i = 0; i < OS_MAX_HYPER; i++) {
-        ad_value_free(hy->list[i]);
-        hy->list[i] = NULL;
-    }
-    hy->rep = hy->center = hy->rho_raw = NULL;
-    hy->step = NULL;
-    hy->n_list = 0;
+    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(hy->list[i]);
+    memset(hy, 0, sizeof *hy);
 }
 
 size_t os_hyper_numel(const os_hyper *hy)
@@ -309,15 +305,7 @@ int os_task_evaluate(os_task *t, double *acc, double *loss)
         if (!ce) {
             rc = ad_fail_wrap(AD_EARG, "oneshot: evaluation");
         } else {
-            int C = logits->shape[1], right = 0;
-            for (int i = 0; i < t->n_q; i++) {
-                const ad_real *row = logits->data + (size_t)i * (size_t)C;
-                int best = 0;
-                for (int c = 1; c < C; c++)
-                    if (row[c] > row[best]) best = c;
-                right += best == (int)t->y_q->data[i];
-            }
-            if (acc) *acc = (double)right / t->n_q;
+            if (acc) *acc = ex_accuracy(logits->data, t->y_q->data, t->n_q, logits->shape[1]);
             if (loss) *loss = ce->data[0];
             if (!isfinite(ce->data[0]))
                 rc = ad_fail(AD_ENONFINITE, "oneshot: the query loss is not finite (the inner "
