@@ -445,20 +445,18 @@ static int figure1(const toy_opts *o, ex_out *od)
     toy_closed_form(&t, o->T, w_cf, h_cf);
     double gw_cf = hypot(2 * w_cf[0] + 10 * sin(2 * w_cf[0]), 2 * w_cf[1] + 10 * sin(2 * w_cf[1]));
 
-    /* K = 1..T, or ~150 log-spaced values when T is large. */
-    int nK = 0, *Ks = malloc((size_t)(o->T < 400 ? o->T : 400) * sizeof *Ks);
+    /* K = 1..T, or at most 150 log-spaced values when T is above 300. */
+    int nK = 0, Ks[300];
     hg_sweep_result sw = { 0 };
-    if (Ks) {
-        if (o->T <= 300) {
-            for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
-        } else {
-            for (int i = 0; i < 150; i++) {
-                int K = (int)lround(pow((double)o->T, i / 149.0));
-                if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
-            }
+    if (o->T <= 300) {
+        for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
+    } else {
+        for (int i = 0; i < 150; i++) {
+            int K = (int)lround(pow((double)o->T, i / 149.0));
+            if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
         }
     }
-    rc = !Ks ? ad_fail(AD_ENOMEM, "fig1: out of memory") : hg_sweep(&t.problem, Ks, nK, &sw, NULL);
+    rc = hg_sweep(&t.problem, Ks, nK, &sw, NULL);
     const hg_sweep_row *rows = sw.rows;
     ex_watch watch;
     ex_watch_init(&watch, TOY_HINT);
@@ -515,7 +513,6 @@ static int figure1(const toy_opts *o, ex_out *od)
         rc = ex_gp_commit(&g);
     }
     if (rc == AD_OK) fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, ex_now() - t0);
-    free(Ks);
     hg_sweep_free(&sw);
     toy_free(&t);
     return rc;
@@ -620,19 +617,6 @@ static int figure2(const toy_opts *o, ex_out *od, const traj *tr_f, const traj *
 
 /* ---- Figures 3 and 4: trajectories ---------------------------------------- */
 
-/* CSV: K, τ, λ, loss, ‖λ_τ − opt‖. */
-static int traj_csv(ex_out *od, const char *name, const traj *trs, int n, const double opt[2])
-{
-    ex_file csv;
-    int rc = ex_csv_open(&csv, od, name, "K,tau,lambda1,lambda2,loss,dist_to_opt");
-    for (int i = 0; i < n && rc == AD_OK; i++)
-        for (int k = 0; k < trs[i].n; k++)
-            fprintf(csv.f, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", trs[i].K, k, trs[i].lam[k][0],
-                    trs[i].lam[k][1], trs[i].loss[k],
-                    hypot(trs[i].lam[k][0] - opt[0], trs[i].lam[k][1] - opt[1]));
-    return rc == AD_OK ? ex_file_commit(&csv) : rc;
-}
-
 /* Left: trajectories over the loss's heat map, optimum marked; right:
  * distance to the optimum against τ. */
 static int traj_gp(ex_out *od, const toy_opts *o, const traj_set *ts)
@@ -715,11 +699,20 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
     return 0;
 }
 
+/* figN.csv (K, τ, λ, loss, ‖λ_τ − opt‖), then figN.gp. */
 static int traj_set_write(const toy_opts *o, ex_out *od, const traj_set *ts)
 {
-    char csv[16];
-    snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
-    int rc = traj_csv(od, csv, ts->tr, ts->n, ts->opt);
+    char name[16];
+    snprintf(name, sizeof name, "fig%d.csv", ts->fig);
+    ex_file csv;
+    int rc = ex_csv_open(&csv, od, name, "K,tau,lambda1,lambda2,loss,dist_to_opt");
+    for (int i = 0; i < ts->n && rc == AD_OK; i++)
+        for (int k = 0; k < ts->tr[i].n; k++) {
+            const double *l = ts->tr[i].lam[k];
+            fprintf(csv.f, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", ts->tr[i].K, k, l[0], l[1],
+                    ts->tr[i].loss[k], hypot(l[0] - ts->opt[0], l[1] - ts->opt[1]));
+        }
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
     return rc == AD_OK ? traj_gp(od, o, ts) : rc;
 }
 
