@@ -162,30 +162,26 @@ static ex_cmd cmd = {
     .check = check_flags,
 };
 
-/* The truncation a K means: K >= T is full RMD (labelled so), whatever K. */
-static int k_depth(int K, int T)
-{
-    return K < T ? K : T;
-}
-
-/* Two Ks of the same depth would be the same run twice, and twice the rows
- * and panels: a list given with --K must not have them (K >= T all mean full
- * RMD); the default list, at a small --T, loses the repeats quietly.
- * Returns 0 or an exit status. */
+/* Every K >= T is full RMD: two of them would be the same run twice, and
+ * twice the rows and panels.  A list given with --K must not have them; the
+ * default list, at a small --T, loses the repeats quietly.  (Two equal Ks
+ * below T cannot occur: the flag table refuses a K given twice, and the
+ * --quick list is 1, 5, T.)  Returns 0 or an exit status. */
 static int check_ks(ti_opts *o)
 {
-    for (int k = 1; k < o->nK;) {
-        int j = 0;
-        while (j < k && k_depth(o->Ks[j], o->T) != k_depth(o->Ks[k], o->T)) j++;
-        if (j == k) {
-            k++;
+    int full = -1; /* the first K >= T */
+    for (int k = 0; k < o->nK; k++) {
+        if (o->Ks[k] < o->T) continue;
+        if (full < 0) {
+            full = k;
             continue;
         }
         if (ex_given(&cmd, "--K"))
             return ex_usage_error("--K: %d and %d are both full RMD (K >= T = %d); give one of "
-                                  "them", o->Ks[j], o->Ks[k], o->T);
+                                  "them", o->Ks[full], o->Ks[k], o->T);
         memmove(&o->Ks[k], &o->Ks[k + 1], sizeof *o->Ks * (size_t)(o->nK - k - 1));
         o->nK--;
+        k--; /* Ks[k] is the next one now */
     }
     return 0;
 }
