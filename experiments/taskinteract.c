@@ -226,7 +226,7 @@ typedef struct run_result {
 } run_result;
 
 /* The three files written along the run; each trial writes its rows into
- * memory (a trial_out), and they are copied into the files in trial order. */
+ * memory (experiment.text), and they are copied into the files in trial order. */
 enum { F_ITERS, F_EXACT, F_INNER, N_FILES };
 
 typedef struct experiment {

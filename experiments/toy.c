@@ -473,14 +473,14 @@ static int figure1(const toy_opts *o, ex_out *od)
         if (bound > 0) worst = fmax(worst, rows[i].cmp.abs_error / bound);
     }
     if (rc == AD_OK) rc = ex_file_commit(&csv);
+    int last = nK > 1 ? nK - 2 : 0; /* the deepest K below T (at K = T the error is 0) */
     if (rc == AD_OK) fprintf(stderr,
             "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %.17g (measured), M_B = %g\n"
             "      error K=1: %.3e (bound %.3e); K=%d: %.3e (bound %.3e); max error/bound %.3f%s\n",
             gw_norm, gw_cf, alpha, m_b, rows[0].cmp.abs_error,
-            hg_prop31_bound(o->gamma, alpha, Ks[0], gw_norm, m_b), Ks[nK > 1 ? nK - 2 : 0],
-            rows[nK > 1 ? nK - 2 : 0].cmp.abs_error,
-            hg_prop31_bound(o->gamma, alpha, Ks[nK > 1 ? nK - 2 : 0], gw_norm, m_b), worst,
-            o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
+            hg_prop31_bound(o->gamma, alpha, Ks[0], gw_norm, m_b), Ks[last],
+            rows[last].cmp.abs_error, hg_prop31_bound(o->gamma, alpha, Ks[last], gw_norm, m_b),
+            worst, o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
 
     ex_file g;
     if (rc == AD_OK) rc = ex_gp_open(&g, od, "fig1.gp", 1300, 520);
