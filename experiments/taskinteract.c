@@ -66,6 +66,7 @@ typedef struct ti_opts {
     bool omniglot, quick;
     int trials, max_iters, patience, T, nK, Ks[MAX_KS], threads;
     int chars, fig_every, eval_every;
+    int V; /* classes: --chars, or CIFAR-10's */
     double gamma, eta0, rho0, b0;
     uint64_t seed;
 } ti_opts;
@@ -161,30 +162,26 @@ static ex_cmd cmd = {
     .check = check_flags,
 };
 
-/* The truncation a K means: K >= T is full RMD (labelled so), whatever K. */
-static int k_depth(int K, int T)
-{
-    return K < T ? K : T;
-}
-
-/* Two Ks of the same depth would be the same run twice, and twice the rows
- * and panels: a list given with --K must not have them (K >= T all mean full
- * RMD); the default list, at a small --T, loses the repeats quietly.
- * Returns 0 or an exit status. */
+/* Every K >= T is full RMD: two of them would be the same run twice, and
+ * twice the rows and panels.  A list given with --K must not have them; the
+ * default list, at a small --T, loses the repeats quietly.  (Two equal Ks
+ * below T cannot occur: the flag table refuses a K given twice, and the
+ * --quick list is 1, 5, T.)  Returns 0 or an exit status. */
 static int check_ks(ti_opts *o)
 {
-    for (int k = 1; k < o->nK;) {
-        int j = 0;
-        while (j < k && k_depth(o->Ks[j], o->T) != k_depth(o->Ks[k], o->T)) j++;
-        if (j == k) {
-            k++;
+    int full = -1; /* the first K >= T */
+    for (int k = 0; k < o->nK; k++) {
+        if (o->Ks[k] < o->T) continue;
+        if (full < 0) {
+            full = k;
             continue;
         }
         if (ex_given(&cmd, "--K"))
             return ex_usage_error("--K: %d and %d are both full RMD (K >= T = %d); give one of "
-                                  "them", o->Ks[j], o->Ks[k], o->T);
+                                  "them", o->Ks[full], o->Ks[k], o->T);
         memmove(&o->Ks[k], &o->Ks[k + 1], sizeof *o->Ks * (size_t)(o->nK - k - 1));
         o->nK--;
+        k--; /* Ks[k] is the next one now */
     }
     return 0;
 }
@@ -197,6 +194,8 @@ static int check_flags(void)
     if (!o->omniglot && ex_given(&cmd, "--chars"))
         return ex_usage_error("--chars is for --dataset omniglot");
     if (!ex_given(&cmd, "--threads")) o->threads = ex_par_threads();
+    o->V = o->omniglot ? o->chars : DATA_CIFAR_CLASSES;
+    if (!ex_given(&cmd, "--B0")) o->b0 = ti_default_b0(o->V);
     if (o->quick && !ex_given(&cmd, "--K")) {
         o->nK = 3;
         o->Ks[0] = 1;
@@ -227,20 +226,16 @@ typedef struct run_result {
 } run_result;
 
 /* The three files written along the run; each trial writes its rows into
- * memory (a trial_out), and they are copied into the files in trial order. */
+ * memory (experiment.text), and they are copied into the files in trial order. */
 enum { F_ITERS, F_EXACT, F_INNER, N_FILES };
 
 typedef struct experiment {
     const ti_opts *o;
-    const char *dataset;
     const struct dataset *ds;
     ex_out *od;
     ex_file files[N_FILES];
-    int V;
     run_result *res;   /* [trials][nK] */
     double *C_run;     /* [trials][nK][V·V]: the final C of every run */
-    double *C_sum;     /* [nK][V·V]: sum over trials of the final C, in trial order */
-    double *C_trial0;  /* [nK][V·V] */
     char **text;       /* [N_FILES][trials]: each trial's rows of each file */
     size_t *text_len;  /* [N_FILES][trials] */
     double t_start;
@@ -257,7 +252,8 @@ static int inner_check(FILE *inner_csv, const ti_problem *p, int K, const char *
     const double tol = sizeof(ad_real) == sizeof(float) ? 1e-5 : 1e-12;
     double *g = malloc(sizeof *g * (size_t)(T + 1));
     if (!g) return ad_fail(AD_ENOMEM, "out of memory");
-    int rc = ti_train(p, g, NULL);
+    int rc = hg_inner_solve(&p->problem, NULL, g);
+    if (rc != AD_OK) rc = ad_fail_wrap(rc, "taskinteract");
     if (rc == AD_OK) {
         *monotone = true;
         for (int t = 0; t <= T; t++) {
@@ -294,16 +290,11 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
     k_label(K, o->T, lab, sizeof lab);
 
     ti_problem p;
-    double b0 = ex_given(&cmd, "--B0") ? o->b0 : ti_default_b0(V);
-    int rc = ti_problem_init(&p, dt, o->T, o->gamma, b0, o->rho0);
-    opt_outer opt;
-    bool opt_ok = false;
-    double *C = malloc(sizeof *C * (size_t)V * (size_t)V);
-    if (rc == AD_OK && !C) rc = ad_fail(AD_ENOMEM, "out of memory");
-    if (rc == AD_OK) {
-        rc = opt_outer_init(&opt, OPT_ADAM, o->eta0, true, 2, p.lam);
-        opt_ok = rc == AD_OK;
-    }
+    int rc = ti_problem_init(&p, dt, o->T, o->gamma, o->b0, o->rho0);
+    opt_outer opt = { 0 }; /* freed whether or not it was initialized */
+    size_t VV = (size_t)V * (size_t)V;
+    double *C = ex->C_run + ((size_t)trial * (size_t)o->nK + (size_t)ki) * VV; /* this run's */
+    if (rc == AD_OK) rc = opt_outer_init(&opt, OPT_ADAM, o->eta0, true, 2, p.lam);
     if (rc == AD_OK && trial == 0 && ki == 0) {
         bool mono;
         double g0, gT;
@@ -346,24 +337,17 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
         hg_compare cmp = { .cosine = NAN, .norm_exact = NAN };
         bool exact_now = diag && (full || tau % o->fig_every == 0);
         if (rc == AD_OK && exact_now) {
-            if (full) {
-                cmp = hg_compare_grads(2, h, h);
-            } else {
-                rc = hg_full_rmd(&p.problem, ex_h, NULL);
-                if (rc == AD_OK) cmp = hg_compare_grads(2, h, ex_h);
-            }
+            if (!full) rc = hg_full_rmd(&p.problem, ex_h, NULL); /* full: h is exact */
+            if (rc == AD_OK) cmp = hg_compare_grads(2, h, full ? h : ex_h);
             if (rc == AD_OK)
                 fprintf(f[F_EXACT], "%d,%d,%.17g,%.17g,%.17g\n", K, tau, cmp.norm_exact,
                         cmp.cosine, cmp.norm_est);
         }
-        double norm_h = 0;
-        for (int i = 0; i < 2 && h[i]; i++)
-            for (size_t j = 0; j < h[i]->size; j++) norm_h += (double)h[i]->data[j] * h[i]->data[j];
         ti_current_C(&p, C);
         if (rc == AD_OK) {
             fprintf(f[F_ITERS], "%d,%d,%d,%.17g,%.17g,", trial, K, tau, val_loss, val_acc);
             if (check) fprintf(f[F_ITERS], "%.17g", test_acc);
-            fprintf(f[F_ITERS], ",%.17g,%.17g,%.17g,%.6g\n", sqrt(norm_h),
+            fprintf(f[F_ITERS], ",%.17g,%.17g,%.17g,%.6g\n", hg_compare_grads(2, h, h).norm_est,
                     ti_current_rho(&p), mean_offdiag(C, V), t_grad);
         }
         /* the update */
@@ -376,13 +360,11 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
         ad_value_free(ex_h[1]);
         rr->final_val_loss = val_loss;
         if (rc != AD_OK) break;
-        if (ex_now() - last_print > 20) {
-            last_print = ex_now();
+        if (ex_due(&last_print, 20))
             fprintf(stderr, PROG ": %s trial %d %s τ = %d: val loss %.4f, best test acc %.2f%% "
-                    "(τ = %d), %.3f s/iter, %.0f s elapsed\n", ex->dataset, trial, lab, tau,
+                    "(τ = %d), %.3f s/iter, %.0f s elapsed\n", o->dataset, trial, lab, tau,
                     val_loss, 100 * rr->best_acc, rr->best_tau, rr->seconds / (tau + 1),
                     ex_now() - ex->t_start);
-        }
         if (check && tau - rr->best_tau >= o->patience) {
             rr->stopped_early = true;
             tau++;
@@ -390,11 +372,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
         }
     }
     rr->iters = tau;
-    if (rc == AD_OK) {
-        ti_current_C(&p, C);
-        size_t VV = (size_t)V * (size_t)V;
-        memcpy(ex->C_run + ((size_t)trial * (size_t)o->nK + (size_t)ki) * VV, C, sizeof *C * VV);
-    }
+    if (rc == AD_OK) ti_current_C(&p, C); /* after the last update */
     if (rc == AD_OK && trial == 0) {
         bool mono;
         double g0, gT;
@@ -406,13 +384,12 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
     }
     if (rc == AD_OK)
         fprintf(stderr, PROG ": %s trial %d/%d %-8s %5d iters%s, best test acc %.2f%% at τ = %d "
-                "(last %.2f%%), val loss %.4f, %.4f s/iter, %.0f s elapsed\n", ex->dataset,
+                "(last %.2f%%), val loss %.4f, %.4f s/iter, %.0f s elapsed\n", o->dataset,
                 trial + 1, o->trials, lab, rr->iters, rr->stopped_early ? " (early stop)" : "",
                 100 * rr->best_acc, rr->best_tau, 100 * rr->final_acc, rr->final_val_loss,
                 rr->seconds / (rr->iters > 0 ? rr->iters : 1), ex_now() - ex->t_start);
-    if (opt_ok) opt_outer_free(&opt);
+    opt_outer_free(&opt);
     ti_problem_free(&p);
-    free(C);
     return rc;
 }
 
@@ -446,17 +423,11 @@ static int write_tables(experiment *ex, double load_s)
 
     /* Table 3: into memory, then printed and saved. */
     int n = o->trials;
+    double acc[MAX_TRIALS], it[MAX_TRIALS];
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    double *acc = malloc(sizeof *acc * (size_t)n), *it = malloc(sizeof *it * (size_t)n);
-    if (!f || !acc || !it) {
-        if (f) fclose(f);
-        free(text);
-        free(acc);
-        free(it);
-        return ad_fail(AD_ENOMEM, "out of memory");
-    }
+    if (!f) return ad_fail(AD_ENOMEM, "out of memory");
     if (o->omniglot)
         fprintf(f, "### Table 3, Omniglot (in place of CIFAR-100: V = %d characters, 3 + 3 "
                    "drawers each, raw 28×28 pixels)\n\n", o->chars);
@@ -494,8 +465,6 @@ static int write_tables(experiment *ex, double load_s)
             o->gamma, o->eta0, o->max_iters, o->patience, o->eval_every,
             sizeof(ad_real) == sizeof(double) ? "double" : "float", ex->source, load_s,
             ex_now() - ex->t_start);
-    free(acc);
-    free(it);
     rc = fclose(f) == 0 ? ex_out_save(ex->od, "table3.md", text, len)
                         : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) fputs(text, stderr);
@@ -527,18 +496,25 @@ static int join_tables(const char *out)
     return rc;
 }
 
+/* C.csv and C.gp: the learned C of each K.  CIFAR-10 has the same classes in
+ * every trial, so C is their mean, summed in trial order into trial 0's rows
+ * of C_run (which it overwrites); Omniglot's differ, so C is trial 0's. */
 static int write_C(experiment *ex)
 {
     const ti_opts *o = ex->o;
-    int V = ex->V;
-    size_t VV = (size_t)V * (size_t)V;
-    bool mean = !o->omniglot; /* the same classes in every trial */
+    int V = o->V;
+    size_t VV = (size_t)V * (size_t)V, per_trial = (size_t)o->nK * VV;
+    bool mean = !o->omniglot;
+    double *C = ex->C_run; /* [nK][V·V] */
+    for (int t = 1; mean && t < o->trials; t++)
+        for (size_t i = 0; i < per_trial; i++) C[i] += C[(size_t)t * per_trial + i];
+    for (size_t i = 0; mean && i < per_trial; i++) C[i] /= o->trials;
     ex_file csv;
     int rc = ex_csv_open(&csv, ex->od, "C.csv", "K,i,j,C");
     for (int k = 0; k < o->nK && rc == AD_OK; k++)
         for (size_t i = 0; i < VV; i++)
             fprintf(csv.f, "%d,%zu,%zu,%.17g\n", o->Ks[k], i / (size_t)V, i % (size_t)V,
-                    mean ? ex->C_sum[k * VV + i] / o->trials : ex->C_trial0[k * VV + i]);
+                    C[k * VV + i]);
     if (rc == AD_OK) rc = ex_file_commit(&csv);
     int cols = o->nK <= 2 ? o->nK : 2, rows = (o->nK + cols - 1) / cols;
     ex_file gf;
@@ -546,8 +522,7 @@ static int write_C(experiment *ex)
                                      o->omniglot ? 560 * rows : 540 * rows);
     if (rc != AD_OK) return rc;
     FILE *g = gf.f;
-    double b0 = ex_given(&cmd, "--B0") ? o->b0 : ti_default_b0(V);
-    double c0 = 2 * log1p(exp(b0));
+    double c0 = 2 * log1p(exp(o->b0));
     fprintf(g, "set multiplot layout %d,%d title 'Learned task interactions C_{ij} (%s; started at "
                "%.3g everywhere; diagonal unused, blank)'\n",
             rows, cols,
@@ -556,24 +531,18 @@ static int write_C(experiment *ex)
     fprintf(g, "unset grid\nset size ratio -1\nset palette defined (0 '#ffffcc', 1 '#fee391', "
                "2 '#fe9929', 3 '#cc4c02', 4 '#662506')\nset xrange [-0.5:%d.5]; set yrange "
                "[%d.5:-0.5]\n", V - 1, V - 1);
-    if (!o->omniglot) {
-        fprintf(g, "set xtics rotate by 45 right (");
-        for (int c = 0; c < V; c++) fprintf(g, "%s'%s' %d", c ? ", " : "", cifar_names[c], c);
-        fprintf(g, ")\nset ytics (");
+    for (int axis = 0; axis < 2 && !o->omniglot; axis++) { /* the class names on both axes */
+        fprintf(g, axis ? "set ytics (" : "set xtics rotate by 45 right (");
         for (int c = 0; c < V; c++) fprintf(g, "%s'%s' %d", c ? ", " : "", cifar_names[c], c);
         fprintf(g, ")\n");
-    } else {
-        fprintf(g, "set xlabel 'class j'; set ylabel 'class i'\n");
     }
+    if (o->omniglot) fprintf(g, "set xlabel 'class j'; set ylabel 'class i'\n");
     for (int k = 0; k < o->nK; k++) {
         char lab[32];
         fprintf(g, "$C%d << EOD\n", k);
         for (int i = 0; i < V; i++)
-            for (int j = 0; j < V; j++) {
-                double c = mean ? ex->C_sum[k * VV + (size_t)i * V + j] / o->trials
-                                : ex->C_trial0[k * VV + (size_t)i * V + j];
-                fprintf(g, "%d,%d,%.6g\n", j, i, i == j ? NAN : c);
-            }
+            for (int j = 0; j < V; j++)
+                fprintf(g, "%d,%d,%.6g\n", j, i, i == j ? NAN : C[k * VV + (size_t)i * V + j]);
         fprintf(g, "EOD\nset title '%s'\nplot $C%d using 1:2:3 with image notitle\n",
                 k_label(o->Ks[k], o->T, lab, sizeof lab), k);
     }
@@ -644,7 +613,7 @@ static int open_outputs(experiment *ex)
 {
     const ti_opts *o = ex->o;
     char dir[EX_PATH_LEN];
-    if (snprintf(dir, sizeof dir, "%s/%s", o->out, ex->dataset) >= (int)sizeof dir)
+    if (snprintf(dir, sizeof dir, "%s/%s", o->out, o->dataset) >= (int)sizeof dir)
         return ad_fail(EX_EUSAGE, "--out: path too long");
     int rc = ex_out_open(ex->od, dir, true);
     static const char *const name[3] = { "iters.csv", "exact.csv", "inner.csv" };
@@ -697,18 +666,18 @@ static int run_trial(void *arg, int worker, int t)
     return rc;
 }
 
-/* Every trial on the workers (and ranks), then their rows into the files
- * and their Cs into C_sum, in trial order. */
+/* Every trial on the workers (and ranks), then their results and Cs to
+ * every rank and their rows into the files, in trial order. */
 static int run_trials(experiment *ex, double load_s)
 {
     const ti_opts *o = ex->o;
-    fprintf(stderr, PROG ": %s, %d trials, K =", ex->dataset, o->trials);
+    fprintf(stderr, PROG ": %s, %d trials, K =", o->dataset, o->trials);
     for (int k = 0; k < o->nK; k++) fprintf(stderr, " %d", o->Ks[k]);
     fprintf(stderr, ", T = %d, γ = %g, at most %d hyper-iterations, patience %d; data: %s, "
                     "loaded in %.1f s; output in %s; %d worker thread%s%s\n",
             o->T, o->gamma, o->max_iters, o->patience, ex->source, load_s, ex->od->dir,
             o->threads, o->threads > 1 ? "s" : "", ex_par_size() > 1 ? " per MPI rank" : "");
-    size_t VV = (size_t)ex->V * (size_t)ex->V, per_trial = (size_t)o->nK * VV;
+    size_t VV = (size_t)o->V * (size_t)o->V, per_trial = (size_t)o->nK * VV;
     int rc = ex_par_run(o->threads, o->trials, run_trial, ex);
     if (rc == AD_OK) rc = ex_par_share(ex->res, sizeof *ex->res * (size_t)o->nK, o->trials);
     if (rc == AD_OK) rc = ex_par_share(ex->C_run, sizeof *ex->C_run * per_trial, o->trials);
@@ -720,13 +689,7 @@ static int run_trials(experiment *ex, double load_s)
             size_t at = (size_t)i * (size_t)o->trials + (size_t)t;
             if (ex->text_len[at] > 0) fwrite(ex->text[at], 1, ex->text_len[at], ex->files[i].f);
         }
-    for (int t = 0; t < o->trials && rc == AD_OK; t++)
-        for (size_t i = 0; i < per_trial; i++) {
-            ex->C_sum[i] += ex->C_run[(size_t)t * per_trial + i];
-            if (t == 0) ex->C_trial0[i] = ex->C_run[i];
-        }
     for (int i = 0; i < N_FILES && rc == AD_OK; i++) rc = ex_file_commit(&ex->files[i]);
-    for (int i = 0; i < N_FILES; i++) ex_file_abandon(&ex->files[i]); /* none left after a failure */
     return rc;
 }
 
@@ -735,20 +698,16 @@ static int run(const ti_opts *o)
     double t0 = ex_now();
     for (int k = 0; k < o->nK; k++)
         if (o->Ks[k] > o->T) fprintf(stderr, PROG ": note: K = %d > T = %d is full RMD\n", o->Ks[k], o->T);
-    int V = o->omniglot ? o->chars : DATA_CIFAR_CLASSES;
-    size_t VV = (size_t)V * (size_t)V;
-    experiment ex = { .o = o, .dataset = o->dataset, .od = malloc(sizeof(ex_out)), .V = V,
-                      .t_start = t0 };
+    size_t VV = (size_t)o->V * (size_t)o->V;
+    experiment ex = { .o = o, .od = malloc(sizeof(ex_out)), .t_start = t0 };
     size_t runs = (size_t)o->trials * (size_t)o->nK;
     ex.res = calloc(runs, sizeof *ex.res);
     ex.C_run = calloc(runs * VV, sizeof *ex.C_run);
-    ex.C_sum = calloc((size_t)o->nK * VV, sizeof *ex.C_sum);
-    ex.C_trial0 = calloc((size_t)o->nK * VV, sizeof *ex.C_trial0);
     ex.text = calloc((size_t)N_FILES * (size_t)o->trials, sizeof *ex.text);
     ex.text_len = calloc((size_t)N_FILES * (size_t)o->trials, sizeof *ex.text_len);
     dataset ds = { 0 };
     ex.ds = &ds;
-    int rc = ex.od && ex.res && ex.C_run && ex.C_sum && ex.C_trial0 && ex.text && ex.text_len
+    int rc = ex.od && ex.res && ex.C_run && ex.text && ex.text_len
                  ? open_outputs(&ex) : ad_fail(AD_ENOMEM, "out of memory");
     bool opened = rc == AD_OK;
     if (rc == AD_OK) rc = load_data(o, &ds);
@@ -757,8 +716,7 @@ static int run(const ti_opts *o)
         ex.source = o->omniglot ? "Omniglot's " DATA_OMNIGLOT_BACKGROUND
                                 : data_cifar_source_name(ds.train.source);
     if (rc == AD_OK) rc = run_trials(&ex, load_s);
-    else if (opened)
-        for (int i = 0; i < 3; i++) ex_file_abandon(&ex.files[i]);
+    for (int i = 0; opened && i < N_FILES; i++) ex_file_abandon(&ex.files[i]); /* after a failure */
     if (rc == AD_OK) rc = write_tables(&ex, load_s);
     if (rc == AD_OK) rc = join_tables(o->out);
     if (rc == AD_OK) rc = write_fig6(&ex);
@@ -774,8 +732,6 @@ static int run(const ti_opts *o)
     free(ex.text_len);
     free(ex.res);
     free(ex.C_run);
-    free(ex.C_sum);
-    free(ex.C_trial0);
     free(ex.od);
     free_data(&ds);
     return rc;

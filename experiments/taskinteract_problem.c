@@ -131,12 +131,6 @@ void ti_current_C(const ti_problem *tp, double *C)
 
 double ti_current_rho(const ti_problem *tp) { return softplus(tp->lam[1]->data[0]); }
 
-int ti_train(const ti_problem *tp, double *g_out, ad_value **w_out)
-{
-    int rc = hg_inner_solve(&tp->problem, w_out, g_out);
-    return rc == AD_OK ? AD_OK : ad_fail_wrap(rc, "taskinteract");
-}
-
 /* ---- metrics ------------------------------------------------------------ */
 
 int ti_evaluate(const ad_value *W, const ad_value *x, const ad_value *y, double *loss,
@@ -220,19 +214,9 @@ void ti_data_free(ti_data *dt)
 {
     ad_value *v[] = { dt->x_train, dt->y_train, dt->x_val, dt->y_val, dt->x_test, dt->y_test };
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) ad_value_free(v[i]);
-    free(dt->classes);
     memset(dt, 0, sizeof *dt);
 }
 
-
-/* A new [n,d] leaf from row-major doubles. */
-static ad_value *matrix_tensor(const double *x, int n, int d)
-{
-    ad_value *t = ad_tensor_new(2, (int[]){ n, d });
-    if (t)
-        for (size_t i = 0; i < (size_t)n * (size_t)d; i++) t->data[i] = (ad_real)x[i];
-    return t;
-}
 
 /* s = √(4 / (γ λmax)): see the header. */
 static double feature_scale(double lmax, double gamma)
@@ -282,10 +266,7 @@ int ti_data_cifar(ti_data *out, const data_cifar *train, const data_cifar *test,
             if (!*xs[s] || !*ys[s]) rc = ad_fail(AD_ENOMEM, "taskinteract: out of memory");
         }
     }
-    if (rc == AD_OK && !(out->classes = malloc(sizeof *out->classes * V)))
-        rc = ad_fail(AD_ENOMEM, "taskinteract: out of memory");
     if (rc == AD_OK) {
-        for (int c = 0; c < V; c++) out->classes[c] = c;
         out->V = V;
         out->d = d;
         out->n_train = n;
@@ -319,12 +300,11 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
     most = most > cnt[2] ? most : cnt[2];
     int *perm = malloc(sizeof *perm * (size_t)pool), *y = malloc(sizeof *y * (size_t)most);
     double *mean = calloc((size_t)P, sizeof *mean), *sd = calloc((size_t)P, sizeof *sd);
-    double *x = malloc(sizeof *x * (size_t)most * (size_t)d);
+    double *x = malloc(sizeof *x * (size_t)cnt[0] * (size_t)P); /* for λmax */
     const float **img[3] = { malloc(sizeof(float *) * (size_t)cnt[0]),
                              malloc(sizeof(float *) * (size_t)cnt[1]),
                              malloc(sizeof(float *) * (size_t)cnt[2]) };
-    out->classes = malloc(sizeof *out->classes * (size_t)V);
-    int rc = perm && y && mean && sd && x && img[0] && img[1] && img[2] && out->classes
+    int rc = perm && y && mean && sd && x && img[0] && img[1] && img[2]
                  ? AD_OK
                  : ad_fail(AD_ENOMEM, "taskinteract: out of memory");
     ad_rng rng;
@@ -336,13 +316,7 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
         int fill[3] = { 0, 0, 0 }, dr[DATA_OMNIGLOT_DRAWERS];
         for (int v = 0; v < V; v++) {
             int c = perm[v];
-            out->classes[v] = c;
-            for (int k = 0; k < D; k++) dr[k] = k;
-            for (int k = D - 1; k > 0; k--) {
-                int j = (int)ad_rng_below(&rng, (uint64_t)k + 1), s = dr[k];
-                dr[k] = dr[j];
-                dr[j] = s;
-            }
+            ad_rng_permutation(&rng, dr, D);
             for (int k = 0; k < D; k++) {
                 int s = k < k_train ? 0 : k < k_train + k_val ? 1 : 2;
                 img[s][fill[s]++] = om->pixels + ((size_t)c * D + (size_t)dr[k]) * (size_t)P;
@@ -365,14 +339,15 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
     ad_value **ys[3] = { &out->y_train, &out->y_val, &out->y_test };
     const int per[3] = { k_train, k_val, k_test };
     for (int s = 0; s < 3 && rc == AD_OK; s++) {
-        for (int i = 0; i < cnt[s]; i++) {
-            double *row = x + (size_t)i * d;
-            for (int j = 0; j < P; j++) row[j] = out->scale * (img[s][i][j] - mean[j]) / sd[j];
+        ad_value *xt = *xs[s] = ad_tensor_new(2, (int[]){ cnt[s], d });
+        for (int i = 0; xt && i < cnt[s]; i++) {
+            ad_real *row = xt->data + (size_t)i * d;
+            for (int j = 0; j < P; j++)
+                row[j] = (ad_real)(out->scale * (img[s][i][j] - mean[j]) / sd[j]);
             row[P] = 1;
             y[i] = i / per[s]; /* class-major */
         }
-        *xs[s] = matrix_tensor(x, cnt[s], d);
-        *ys[s] = ex_labels_tensor(y, cnt[s]);
+        *ys[s] = xt ? ex_labels_tensor(y, cnt[s]) : NULL;
         if (!*xs[s] || !*ys[s]) rc = ad_fail(AD_ENOMEM, "taskinteract: out of memory");
     }
     if (rc == AD_OK) {

@@ -73,7 +73,6 @@ typedef struct ti_data {
     ad_value *x_test, *y_test;   /* [N,d], [N] */
     double lmax;                 /* λmax of XᵀX/n before scaling */
     double scale;                /* s */
-    int *classes;                /* [V]: the dataset's class (CIFAR) or character of label v */
 } ti_data;
 
 /* CIFAR-10: per_train and per_val images of each class, disjoint, drawn
@@ -137,11 +136,6 @@ ad_value *ti_coupling(ad_tape *tp, ad_value *W, ad_value *C);
 /* C = softplus(B) + softplus(B)ᵀ into C [V·V] (row-major), and ρ. */
 void ti_current_C(const ti_problem *tp, double *C);
 double ti_current_rho(const ti_problem *tp);
-
-/* Runs the T inner steps at the current λ without recording (hg_inner_solve);
- * g_out (if not NULL) receives g(W_t, λ) for t = 0..T, w_out (if not NULL) a
- * new caller-owned copy of ŵ [V,d]. */
-int ti_train(const ti_problem *tp, double *g_out, ad_value **w_out);
 
 /* ---- metrics ------------------------------------------------------------ */
 

@@ -142,16 +142,11 @@ static int check_flags(void)
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static void toy_set_lambda(toy *t, double l1, double l2)
-{
-    t->lam->data[0] = (ad_real)l1;
-    t->lam->data[1] = (ad_real)l2;
-}
-
-/* ∇ŵf at ŵ as the library computes ŵ (hg_inner_solve: T detached inner
+/* ‖∇ŵf‖ at ŵ as the library computes ŵ (hg_inner_solve: T detached inner
  * steps), the outer loss differentiated with respect to a leaf holding ŵ. */
-static int grad_w_outer(const hg_problem *p, double gw[2])
+static int grad_w_outer_norm(const hg_problem *p, double *norm)
 {
+    *norm = NAN;
     ad_value *w_hat = NULL;
     int rc = hg_inner_solve(p, &w_hat, NULL);
     if (rc != AD_OK) return rc;
@@ -159,10 +154,7 @@ static int grad_w_outer(const hg_problem *p, double gw[2])
     ad_value *w = tp ? ad_leaf(tp, w_hat) : NULL, *g = NULL;
     ad_value *f = w ? p->outer(tp, &w, p->hyper, p->ctx) : NULL;
     rc = f ? ad_grad(tp, f, 1, &w, &g, false) : ad_fail_wrap(AD_EARG, "outer loss failed");
-    if (rc == AD_OK) {
-        gw[0] = g->data[0];
-        gw[1] = g->data[1];
-    }
+    if (rc == AD_OK) *norm = hypot(g->data[0], g->data[1]);
     ad_tape_free(tp);
     ad_value_free(w_hat);
     return rc;
@@ -298,15 +290,10 @@ static int run_traj(const toy_opts *o, bool tilde, int K, traj *tr)
     *tr = (traj){ .K = K, .n = o->iters + 1 };
     tr->lam = malloc((size_t)tr->n * sizeof *tr->lam);
     tr->loss = malloc((size_t)tr->n * sizeof *tr->loss);
-    toy t;
+    toy t = { 0 }; /* zeroed, as opt is: freed at the end whether or not set up */
     int rc = tr->lam && tr->loss ? toy_init(&t, o->start[0], o->start[1], o->T, o->gamma, tilde)
                                  : ad_fail(AD_ENOMEM, "trajectory: out of memory");
-    if (rc != AD_OK) {
-        if (tr->lam && tr->loss) toy_free(&t);
-        traj_free(tr);
-        return rc;
-    }
-    opt_outer opt;
+    opt_outer opt = { 0 };
     bool moving = false;
     ex_watch watch; /* a diverged run stops here, exit status 1 */
     ex_watch_init(&watch, TOY_HINT);
@@ -331,13 +318,12 @@ static int run_traj(const toy_opts *o, bool tilde, int K, traj *tr)
             double hn = hypot(h->data[0], h->data[1]);
             tr->eta0 = hn > 1e-10 ? opt_outer_eta0_for_norm(OPT_SGD, 1, &h, FIRST_STEP_NORM) : 0;
             moving = tr->eta0 > 0;
-            if (moving && (rc = opt_outer_init(&opt, OPT_SGD, tr->eta0, true, 1, &t.lam)) != AD_OK)
-                moving = false;
+            if (moving) rc = opt_outer_init(&opt, OPT_SGD, tr->eta0, true, 1, &t.lam);
         }
         if (rc == AD_OK && moving && tau + 1 < tr->n) rc = opt_outer_step(&opt, &h);
         ad_value_free(h);
     }
-    if (moving) opt_outer_free(&opt);
+    opt_outer_free(&opt);
     toy_free(&t);
     if (rc != AD_OK) traj_free(tr);
     return rc;
@@ -382,23 +368,18 @@ static void traj_box(const traj *trs, int n, const double extra[2], double box[4
 
 /* ---- the optima ---------------------------------------------------------- */
 
-/* λ*: ŵ = 0 exactly (see the top of the file). */
-static void optimum_f(int T, double gamma, double lam[2])
-{
-    static const double G[2] = { 1.0, 0.5 };
-    for (int i = 0; i < 2; i++) {
-        double C = pow(1 - gamma * G[i], T);
-        lam[i] = -2 * C / (1 - C);
-    }
-}
-
-/* λ̃*: per coordinate, φ(x) = w² + 10 sin² w + 5 (x − cᵢ)², w = 2C + (1 − C) x,
- * minimized by a grid search then Newton on φ'. */
-static void optimum_ftilde(int T, double gamma, double lam[2])
+/* Coordinate by coordinate, with C = (1 − γGᵢ)^T: λ* of f makes ŵ = 0
+ * exactly (see the help text); λ̃* of f̃ minimizes φ(x) = w² + 10 sin² w +
+ * 5 (x − cᵢ)², w = 2C + (1 − C) x, by a grid search then Newton on φ'. */
+static void optimum(int T, double gamma, bool tilde, double lam[2])
 {
     static const double G[2] = { 1.0, 0.5 }, target[2] = { 1, 0 };
     for (int i = 0; i < 2; i++) {
         double C = pow(1 - gamma * G[i], T), b = 1 - C, best = 0, best_phi = INFINITY;
+        if (!tilde) {
+            lam[i] = -2 * C / (1 - C);
+            continue;
+        }
         for (int k = -40000; k <= 40000; k++) {
             double x = k * 1e-4, w = 2 * C + b * x, s = sin(w);
             double phi = w * w + 10 * s * s + 5 * (x - target[i]) * (x - target[i]);
@@ -441,10 +422,7 @@ static int figure1(const toy_opts *o, ex_out *od)
     double t0 = ex_now();
     toy t;
     int rc = toy_init(&t, 1, 1, o->T, o->gamma, false);
-    if (rc != AD_OK) {
-        toy_free(&t);
-        return ad_fail_wrap(rc, "fig1: setting up the toy problem");
-    }
+    if (rc != AD_OK) rc = ad_fail_wrap(rc, "fig1: setting up the toy problem");
     /* Prop. 3.1, eq. (10), g globally α-strongly convex:
      *   ‖h_{T−K} − dλf‖ ≤ (1 − γα)^K / (γα) · ‖∇ŵf‖ · M_B,
      * M_B = max_t ‖B_t‖.  Here B_0 = 0 and B_t = ∇λ[w − γ∇w g] = γG for
@@ -453,37 +431,32 @@ static int figure1(const toy_opts *o, ex_out *od)
      * measured here (Lanczos on ∇²g with Hessian-vector products,
      * hg_curvature_estimate), as it would have to be on a problem without
      * a closed form; it comes out ½ to the last digit. */
-    double m_b = o->gamma * 1.0, gw[2], w_cf[2], h_cf[2];
+    double m_b = o->gamma * 1.0, gw_norm, w_cf[2], h_cf[2];
     hg_curvature cv;
-    rc = hg_curvature_estimate(&t.problem, 0, &cv);
+    if (rc == AD_OK && (rc = hg_curvature_estimate(&t.problem, 0, &cv)) != AD_OK)
+        rc = ad_fail_wrap(rc, "fig1: α");
+    if (rc == AD_OK && (rc = grad_w_outer_norm(&t.problem, &gw_norm)) != AD_OK)
+        rc = ad_fail_wrap(rc, "fig1: ∇ŵf");
     if (rc != AD_OK) {
         toy_free(&t);
-        return ad_fail_wrap(rc, "fig1: α");
+        return rc;
     }
     double alpha = cv.alpha;
-    rc = grad_w_outer(&t.problem, gw);
-    if (rc != AD_OK) {
-        toy_free(&t);
-        return ad_fail_wrap(rc, "fig1: ∇ŵf");
-    }
     toy_closed_form(&t, o->T, w_cf, h_cf);
-    double gw_norm = hypot(gw[0], gw[1]);
     double gw_cf = hypot(2 * w_cf[0] + 10 * sin(2 * w_cf[0]), 2 * w_cf[1] + 10 * sin(2 * w_cf[1]));
 
-    /* K = 1..T, or ~150 log-spaced values when T is large. */
-    int nK = 0, *Ks = malloc((size_t)(o->T < 400 ? o->T : 400) * sizeof *Ks);
+    /* K = 1..T, or at most 150 log-spaced values when T is above 300. */
+    int nK = 0, Ks[300];
     hg_sweep_result sw = { 0 };
-    if (Ks) {
-        if (o->T <= 300) {
-            for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
-        } else {
-            for (int i = 0; i < 150; i++) {
-                int K = (int)lround(pow((double)o->T, i / 149.0));
-                if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
-            }
+    if (o->T <= 300) {
+        for (int K = 1; K <= o->T; K++) Ks[nK++] = K;
+    } else {
+        for (int i = 0; i < 150; i++) {
+            int K = (int)lround(pow((double)o->T, i / 149.0));
+            if (nK == 0 || K > Ks[nK - 1]) Ks[nK++] = K;
         }
     }
-    rc = !Ks ? ad_fail(AD_ENOMEM, "fig1: out of memory") : hg_sweep(&t.problem, Ks, nK, &sw, NULL);
+    rc = hg_sweep(&t.problem, Ks, nK, &sw, NULL);
     const hg_sweep_row *rows = sw.rows;
     ex_watch watch;
     ex_watch_init(&watch, TOY_HINT);
@@ -500,14 +473,14 @@ static int figure1(const toy_opts *o, ex_out *od)
         if (bound > 0) worst = fmax(worst, rows[i].cmp.abs_error / bound);
     }
     if (rc == AD_OK) rc = ex_file_commit(&csv);
+    int last = nK > 1 ? nK - 2 : 0; /* the deepest K below T (at K = T the error is 0) */
     if (rc == AD_OK) fprintf(stderr,
             "fig1: λ = (1,1), ‖∇ŵf‖ = %.6g (AD; closed form %.6g), α = %.17g (measured), M_B = %g\n"
             "      error K=1: %.3e (bound %.3e); K=%d: %.3e (bound %.3e); max error/bound %.3f%s\n",
             gw_norm, gw_cf, alpha, m_b, rows[0].cmp.abs_error,
-            hg_prop31_bound(o->gamma, alpha, Ks[0], gw_norm, m_b), Ks[nK > 1 ? nK - 2 : 0],
-            rows[nK > 1 ? nK - 2 : 0].cmp.abs_error,
-            hg_prop31_bound(o->gamma, alpha, Ks[nK > 1 ? nK - 2 : 0], gw_norm, m_b), worst,
-            o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
+            hg_prop31_bound(o->gamma, alpha, Ks[0], gw_norm, m_b), Ks[last],
+            rows[last].cmp.abs_error, hg_prop31_bound(o->gamma, alpha, Ks[last], gw_norm, m_b),
+            worst, o->gamma * alpha > 1 ? " (γα > 1: the bound does not apply)" : "");
 
     ex_file g;
     if (rc == AD_OK) rc = ex_gp_open(&g, od, "fig1.gp", 1300, 520);
@@ -540,7 +513,6 @@ static int figure1(const toy_opts *o, ex_out *od)
         rc = ex_gp_commit(&g);
     }
     if (rc == AD_OK) fprintf(stderr, "fig1: %d K values in %.2f s\n", nK, ex_now() - t0);
-    free(Ks);
     hg_sweep_free(&sw);
     toy_free(&t);
     return rc;
@@ -560,7 +532,8 @@ static int fig2_rows(const toy_opts *o, bool tilde, const traj *tr, const int *K
     *min_ratio = INFINITY;
     *rows_written = 0;
     for (int tau = 0; tau < tr->n && rc == AD_OK; tau++) {
-        toy_set_lambda(&t, tr->lam[tau][0], tr->lam[tau][1]);
+        t.lam->data[0] = (ad_real)tr->lam[tau][0];
+        t.lam->data[1] = (ad_real)tr->lam[tau][1];
         hg_sweep_result sw;
         rc = hg_sweep(&t.problem, Ks, nK, &sw, NULL);
         if (rc != AD_OK) break;
@@ -589,10 +562,8 @@ static int figure2(const toy_opts *o, ex_out *od, const traj *tr_f, const traj *
 {
     double t0 = ex_now();
     static const int base[] = { 1, 2, 5, 10, 25, 50 };
-    int Ks[MAX_KS], nK = 0;
-    for (size_t i = 0; i < sizeof base / sizeof *base; i++)
-        if (base[i] < o->T) Ks[nK++] = base[i];
-    if (nK == 0) Ks[nK++] = o->T;
+    int Ks[MAX_KS], nK = figure_ks(base, 6, o->T, Ks);
+    if (nK > 1) nK--; /* without K = T: its ratio is 1, unless no other K is below T */
     ex_file csv;
     int rc = ex_file_open(&csv, od, "fig2.csv");
     if (rc != AD_OK) return rc;
@@ -645,19 +616,6 @@ static int figure2(const toy_opts *o, ex_out *od, const traj *tr_f, const traj *
 }
 
 /* ---- Figures 3 and 4: trajectories ---------------------------------------- */
-
-/* CSV: K, τ, λ, loss, ‖λ_τ − opt‖. */
-static int traj_csv(ex_out *od, const char *name, const traj *trs, int n, const double opt[2])
-{
-    ex_file csv;
-    int rc = ex_csv_open(&csv, od, name, "K,tau,lambda1,lambda2,loss,dist_to_opt");
-    for (int i = 0; i < n && rc == AD_OK; i++)
-        for (int k = 0; k < trs[i].n; k++)
-            fprintf(csv.f, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", trs[i].K, k, trs[i].lam[k][0],
-                    trs[i].lam[k][1], trs[i].loss[k],
-                    hypot(trs[i].lam[k][0] - opt[0], trs[i].lam[k][1] - opt[1]));
-    return rc == AD_OK ? ex_file_commit(&csv) : rc;
-}
 
 /* Left: trajectories over the loss's heat map, optimum marked; right:
  * distance to the optimum against τ. */
@@ -723,8 +681,7 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
         if (rc != AD_OK) return ad_fail_wrap(rc, "fig%d: trajectory K=%d", ts->fig, Ks[i]);
         ts->n++;
     }
-    if (tilde) optimum_ftilde(o->T, o->gamma, ts->opt);
-    else optimum_f(o->T, o->gamma, ts->opt);
+    optimum(o->T, o->gamma, tilde, ts->opt);
     double opt_grad;
     int rc = exact_norm_at(o, tilde, ts->opt, &opt_grad);
     if (rc != AD_OK) return ad_fail_wrap(rc, "optimum check");
@@ -742,24 +699,29 @@ static int traj_set_run(const toy_opts *o, bool tilde, traj_set *ts)
     return 0;
 }
 
+/* figN.csv (K, τ, λ, loss, ‖λ_τ − opt‖), then figN.gp. */
 static int traj_set_write(const toy_opts *o, ex_out *od, const traj_set *ts)
 {
-    char csv[16];
-    snprintf(csv, sizeof csv, "fig%d.csv", ts->fig);
-    int rc = traj_csv(od, csv, ts->tr, ts->n, ts->opt);
+    char name[16];
+    snprintf(name, sizeof name, "fig%d.csv", ts->fig);
+    ex_file csv;
+    int rc = ex_csv_open(&csv, od, name, "K,tau,lambda1,lambda2,loss,dist_to_opt");
+    for (int i = 0; i < ts->n && rc == AD_OK; i++)
+        for (int k = 0; k < ts->tr[i].n; k++) {
+            const double *l = ts->tr[i].lam[k];
+            fprintf(csv.f, "%d,%d,%.17g,%.17g,%.17g,%.17g\n", ts->tr[i].K, k, l[0], l[1],
+                    ts->tr[i].loss[k], hypot(l[0] - ts->opt[0], l[1] - ts->opt[1]));
+        }
+    if (rc == AD_OK) rc = ex_file_commit(&csv);
     return rc == AD_OK ? traj_gp(od, o, ts) : rc;
 }
 
 static int run_figures(const toy_opts *o)
 {
     double t0 = ex_now();
-    ex_out *od = malloc(sizeof *od);
-    traj_set *ts = calloc(2, sizeof *ts); /* [0]: f (Fig. 4), [1]: f̃ (Fig. 3) */
-    if (!od || !ts) {
-        free(od);
-        free(ts);
-        return ad_fail(AD_ENOMEM, "out of memory");
-    }
+    ex_out *od = malloc(sizeof *od); /* kept off the stack (kit.h) */
+    traj_set ts[2] = { 0 }; /* [0]: f (Fig. 4), [1]: f̃ (Fig. 3) */
+    if (!od) return ad_fail(AD_ENOMEM, "out of memory");
     fprintf(stderr, "toy: T = %d, γ = %g, %d hyper-iterations from λ0 = (%g, %g), output in %s\n",
             o->T, o->gamma, o->iters, o->start[0], o->start[1], o->out);
     int rc = ex_out_open(od, o->out, true);
@@ -779,7 +741,6 @@ static int run_figures(const toy_opts *o)
     }
     ex_out_close(od);
     free(od);
-    free(ts);
     return rc;
 }
 

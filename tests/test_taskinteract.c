@@ -101,7 +101,7 @@ static double outer_at(ti_problem *p)
 {
     ad_value *w = NULL;
     double f = NAN;
-    ck_assert_int_eq(ti_train(p, NULL, &w), AD_OK);
+    ck_assert_int_eq(hg_inner_solve(&p->problem, &w, NULL), AD_OK);
     ck_assert_int_eq(ti_evaluate(w, p->x_val, p->y_val, &f, NULL), AD_OK);
     ad_value_free(w);
     return f;
@@ -171,7 +171,7 @@ START_TEST(inner_descent_and_current_values)
     double b0 = ti_default_b0(V);
     ck_assert_int_eq(ti_problem_init(&p, &dt, T, 0.1, b0, 0.01), AD_OK);
     double g[T + 1], C[V * V];
-    ck_assert_int_eq(ti_train(&p, g, NULL), AD_OK);
+    ck_assert_int_eq(hg_inner_solve(&p.problem, NULL, g), AD_OK);
     ck_assert_double_eq_tol(g[0], log((double)V), 10 * TI_TIGHT); /* W = 0: uniform */
     for (int t = 1; t <= T; t++) ck_assert_double_le(g[t], g[t - 1] + TI_TIGHT);
     ck_assert_double_lt(g[T], 0.9 * g[0]);
