@@ -14,7 +14,12 @@
 #include "optim/outer.h"
 
 enum { MAX_KS = 8 };
-static struct { int n, d, T, iters, Ks[MAX_KS], nK, K; double gamma, lr; uint64_t seed; const char *out; } o;
+static struct {
+    int n, d, T, iters, Ks[MAX_KS], nK, K;
+    double gamma, lr;
+    uint64_t seed;
+    const char *out;
+} o;
 
 static const ex_flag flags[] = {
     { "--n", EX_INT, &o.n, "200", 10, 100000, "training and validation examples each" },
@@ -84,7 +89,8 @@ static int run(ex_out *out, const hg_problem *pr, opt_outer *adam)
     ex_file csv, gp;
     ex_progress pg;
     ex_progress_init(&pg);
-    int Ks[MAX_KS + 1], nK = o.nK, rc = ex_csv_open(&csv, out, "sweep.csv", "iter,K,cosine,rel_error,val_loss");
+    int Ks[MAX_KS + 1], nK = o.nK;
+    int rc = ex_csv_open(&csv, out, "sweep.csv", "iter,K,cosine,rel_error,val_loss");
     for (int k = 0; k < nK; k++) Ks[k] = o.Ks[k];
     Ks[nK++] = o.K; /* the last row is the one Adam follows */
     ex_watch watch; /* a loss blowing up stops the run: exit status 1 */

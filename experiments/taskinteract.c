@@ -620,11 +620,13 @@ static int open_outputs(experiment *ex)
     static const char *const header[3] = {
         "trial,K,tau,val_loss,val_acc,test_acc,norm_h,rho,C_mean,sec_hypergrad",
         "K,tau,norm_exact,cosine,norm_est", "K,stage,t,g" };
+    if (rc != AD_OK) return rc;
     for (int i = 0; i < 3 && rc == AD_OK; i++) {
         rc = ex_csv_open(&ex->files[i], ex->od, name[i], header[i]);
         if (rc != AD_OK)
             for (int j = 0; j < i; j++) ex_file_abandon(&ex->files[j]);
     }
+    if (rc != AD_OK) ex_out_close(ex->od); /* the caller closes it only after a success */
     return rc;
 }
 
