@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "ops/ops.h"
+
 double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes)
 {
     if (n <= 0) return 0;
@@ -15,6 +17,31 @@ double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes
         right += best == (int)y[i];
     }
     return (double)right / n;
+}
+
+int ex_evaluate_linear(const ad_value *w, bool by_class, const ad_value *x, const ad_value *y,
+                       double *loss, double *acc)
+{
+    int d = x && x->rank == 2 ? x->shape[1] : -1;
+    if (!w || w->rank != 2 || d < 0 || w->shape[by_class ? 1 : 0] != d || !y || y->rank != 1 ||
+        y->shape[0] != x->shape[0])
+        return ad_fail(AD_ESHAPE, "evaluate: wants w %s, x [n,d], y [n]",
+                       by_class ? "[C,d]" : "[d,C]");
+    ad_tape *tp = ad_tape_new(1);
+    if (!tp) return ad_fail(AD_ENOMEM, "evaluate: out of memory");
+    ad_no_record_begin(tp);
+    /* The ops take non-const inputs but only read them without a tape
+     * recording: nothing is written. */
+    ad_value *logits = ad_matmul(tp, (ad_value *)x, (ad_value *)w, false, by_class);
+    ad_value *ce = loss ? ad_cross_entropy(tp, logits, (ad_value *)y, NULL, AD_REDUCE_MEAN)
+                        : logits;
+    int rc = ce ? AD_OK : ad_fail_wrap(AD_EARG, "evaluate");
+    if (rc == AD_OK && loss) *loss = ce->data[0];
+    if (rc == AD_OK && acc)
+        *acc = ex_accuracy(logits->data, y->data, x->shape[0], w->shape[by_class ? 0 : 1]);
+    ad_no_record_end(tp);
+    ad_tape_free(tp);
+    return rc;
 }
 
 ad_value *ex_labels_tensor(const int *y, int n)

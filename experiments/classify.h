@@ -1,6 +1,7 @@
 /* classify.h — what the classification problems share (hyperclean,
- * taskinteract): accuracy from logits, labels as a tensor, and drawing
- * training and validation examples by class quota.  Experiment-layer code. */
+ * taskinteract): accuracy from logits, a linear classifier's loss and
+ * accuracy, labels as a tensor, and drawing training and validation examples
+ * by class quota.  Experiment-layer code. */
 #ifndef HYPERTAPE_EXPERIMENTS_CLASSIFY_H
 #define HYPERTAPE_EXPERIMENTS_CLASSIFY_H
 
@@ -9,6 +10,12 @@
 /* The fraction of rows of logits [n, n_classes] whose largest entry (first
  * on ties) is at the label y[i]; 0 for n <= 0. */
 double ex_accuracy(const ad_real *logits, const ad_real *y, int n, int n_classes);
+/* Mean cross-entropy and accuracy (in [0,1]) of the linear classifier w on
+ * x [n,d], y [n]: logits x·w for w [d,C] (hyperclean's Wᵀ), x·wᵀ for w [C,d]
+ * when by_class (taskinteract's W).  Either output may be NULL.  Runs without
+ * recording and writes nothing into w, x or y.  AD_ESHAPE names the shapes. */
+int ex_evaluate_linear(const ad_value *w, bool by_class, const ad_value *x, const ad_value *y,
+                       double *loss, double *acc);
 /* A new caller-owned [n] tensor holding the whole-number labels y. */
 ad_value *ex_labels_tensor(const int *y, int n);
 /* Draws disjoint training and validation index sets by class quota: walks a

@@ -427,7 +427,7 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         }
         double test_acc = NAN, hnorm = norm2(h);
         if (rc == AD_OK && dt->x_test)
-            rc = hc_evaluate(hc.w_hat, dt->x_test, dt->y_test, NULL, &test_acc);
+            rc = ex_evaluate_linear(hc.w_hat, false, dt->x_test, dt->y_test, NULL, &test_acc);
         hc_f1 f[N_THRESH];
         f1_all(hc.lam, dt->corrupted, f);
         secs[tau - 1] = r.seconds;
@@ -465,12 +465,13 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
     if (rc == AD_OK) { /* the final λ, after N updates: Table 2's numbers */
         ad_value *w = NULL;
         rc = hg_inner_solve(&hc.problem, &w, NULL);
-        if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &res->val_loss, &res->val_acc);
+        if (rc == AD_OK)
+            rc = ex_evaluate_linear(w, false, dt->x_val, dt->y_val, &res->val_loss, &res->val_acc);
         if (rc == AD_OK) rc = ex_watch_val(&watch, N + 1, res->val_loss);
         if (rc != AD_OK) ad_fail_wrap(rc, "K = %d, after the last update", K);
         res->test_acc = NAN;
         if (rc == AD_OK && dt->x_test)
-            rc = hc_evaluate(w, dt->x_test, dt->y_test, NULL, &res->test_acc);
+            rc = ex_evaluate_linear(w, false, dt->x_test, dt->y_test, NULL, &res->test_acc);
         ad_value_free(w);
         f1_all(hc.lam, dt->corrupted, res->f1);
         res->sec_mean = 0;
@@ -771,8 +772,9 @@ static int oracle(const config *c, const hc_data *dt)
     ad_value *w = NULL;
     double val_loss, val_acc, test_loss, test_acc;
     if (rc == AD_OK) rc = hg_inner_solve(&hc.problem, &w, NULL);
-    if (rc == AD_OK) rc = hc_evaluate(w, dt->x_val, dt->y_val, &val_loss, &val_acc);
-    if (rc == AD_OK) rc = hc_evaluate(w, dt->x_test, dt->y_test, &test_loss, &test_acc);
+    if (rc == AD_OK) rc = ex_evaluate_linear(w, false, dt->x_val, dt->y_val, &val_loss, &val_acc);
+    if (rc == AD_OK)
+        rc = ex_evaluate_linear(w, false, dt->x_test, dt->y_test, &test_loss, &test_acc);
     if (rc == AD_OK)
         printf("oracle weights (1 on the %d examples with intact labels, 0 on the %d whose label "
                "was changed), T = %d, gamma = %.4g, reg = %g:\n  validation loss %.4f, accuracy "

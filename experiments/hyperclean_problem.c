@@ -150,27 +150,6 @@ double hc_gamma_auto(const ad_value *x_train, int n_classes, double reg, double 
 
 /* ---- metrics ------------------------------------------------------------ */
 
-int hc_evaluate(const ad_value *w, const ad_value *x, const ad_value *y, double *loss,
-                double *acc)
-{
-    if (!is_matrix(w) || !is_matrix(x) || w->shape[0] != x->shape[1] ||
-        !is_labels(y, x->shape[0]))
-        return ad_fail(AD_ESHAPE, "hc_evaluate: wants Wᵀ [d,C], x [n,d], y [n]");
-    ad_tape *tp = ad_tape_new(1);
-    if (!tp) return ad_fail(AD_ENOMEM, "hc_evaluate: out of memory");
-    ad_no_record_begin(tp);
-    /* The ops take non-const inputs but only read them without a tape
-     * recording: nothing is written. */
-    ad_value *logits = ad_matmul(tp, (ad_value *)x, (ad_value *)w, false, false);
-    ad_value *ce = ad_cross_entropy(tp, logits, (ad_value *)y, NULL, AD_REDUCE_MEAN);
-    int rc = ce ? AD_OK : ad_fail_wrap(AD_EARG, "hc_evaluate");
-    if (rc == AD_OK && loss) *loss = ce->data[0];
-    if (rc == AD_OK && acc) *acc = ex_accuracy(logits->data, y->data, x->shape[0], w->shape[1]);
-    ad_no_record_end(tp);
-    ad_tape_free(tp);
-    return rc;
-}
-
 hc_f1 hc_flag_f1(const ad_real *lam, const unsigned char *corrupted, int n, double threshold)
 {
     hc_f1 r = { 0 };

@@ -48,6 +48,7 @@
 
 #include <stdint.h>
 
+#include "experiments/classify.h"
 #include "optim/hypergrad.h"
 
 /* The weight of ‖W‖²_F in g (the paper's 0.001). */
@@ -133,10 +134,8 @@ double hc_gamma_auto(const ad_value *x_train, int n_classes, double reg, double 
 
 /* ---- metrics ------------------------------------------------------------ */
 
-/* Mean cross-entropy and accuracy (in [0,1]) of the classifier Wᵀ [d,C]
- * (as in hc_problem.w_hat) on x [n,d], y [n].  Either output may be NULL. */
-int hc_evaluate(const ad_value *w, const ad_value *x, const ad_value *y, double *loss,
-                double *acc);
+/* Loss and accuracy of the classifier Wᵀ [d,C] (as in hc_problem.w_hat):
+ * ex_evaluate_linear(w, false, x, y, &loss, &acc) from classify.h. */
 
 
 /* Flagging: example i is marked corrupted when λᵢ < threshold. */

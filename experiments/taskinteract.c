@@ -326,7 +326,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
         double test_acc = NAN;
         bool check = tau % o->eval_every == 0 || tau + 1 == o->max_iters;
         if (check) {
-            rc = ti_evaluate(p.w_hat, dt->x_test, dt->y_test, NULL, &test_acc);
+            rc = ex_evaluate_linear(p.w_hat, true, dt->x_test, dt->y_test, NULL, &test_acc);
             if (rc == AD_OK && test_acc > rr->best_acc) {
                 rr->best_acc = test_acc;
                 rr->best_tau = tau;

@@ -131,29 +131,6 @@ void ti_current_C(const ti_problem *tp, double *C)
 
 double ti_current_rho(const ti_problem *tp) { return softplus(tp->lam[1]->data[0]); }
 
-/* ---- metrics ------------------------------------------------------------ */
-
-int ti_evaluate(const ad_value *W, const ad_value *x, const ad_value *y, double *loss,
-                double *acc)
-{
-    if (!W || !x || !y || W->rank != 2 || x->rank != 2 || W->shape[1] != x->shape[1] ||
-        y->rank != 1 || y->shape[0] != x->shape[0])
-        return ad_fail(AD_ESHAPE, "taskinteract: evaluate wants W [V,d], x [N,d], y [N]");
-    ad_tape *tp = ad_tape_new(1);
-    if (!tp) return ad_fail(AD_ENOMEM, "taskinteract: out of memory");
-    ad_no_record_begin(tp);
-    /* The ops take non-const inputs but only read them when not recording. */
-    ad_value *logits = ad_matmul(tp, (ad_value *)x, (ad_value *)W, false, true);
-    ad_value *ce = loss ? ad_cross_entropy(tp, logits, (ad_value *)y, NULL, AD_REDUCE_MEAN)
-                        : logits;
-    int rc = ce ? AD_OK : ad_fail_wrap(AD_EARG, "taskinteract: evaluate");
-    if (rc == AD_OK && loss) *loss = ce->data[0];
-    if (rc == AD_OK && acc) *acc = ex_accuracy(logits->data, y->data, x->shape[0], W->shape[0]);
-    ad_no_record_end(tp);
-    ad_tape_free(tp);
-    return rc;
-}
-
 /* ---- data --------------------------------------------------------------- */
 
 int ti_sample_balanced(ad_rng *rng, const unsigned char *labels, int n, int n_classes,

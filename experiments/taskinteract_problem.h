@@ -52,6 +52,7 @@
 
 #include <stdint.h>
 
+#include "experiments/classify.h"
 #include "experiments/data/cifar.h"
 #include "experiments/data/omniglot.h"
 #include "optim/hypergrad.h"
@@ -136,12 +137,7 @@ ad_value *ti_coupling(ad_tape *tp, ad_value *W, ad_value *C);
 /* C = softplus(B) + softplus(B)ᵀ into C [V·V] (row-major), and ρ. */
 void ti_current_C(const ti_problem *tp, double *C);
 double ti_current_rho(const ti_problem *tp);
-
-/* ---- metrics ------------------------------------------------------------ */
-
-/* Mean cross-entropy and accuracy (in [0,1]) of W [V,d] on x [N,d], y [N];
- * either output may be NULL. */
-int ti_evaluate(const ad_value *W, const ad_value *x, const ad_value *y, double *loss,
-                double *acc);
+/* Loss and accuracy of W [V,d] (as in ti_problem.w_hat):
+ * ex_evaluate_linear(W, true, x, y, &loss, &acc) from classify.h. */
 
 #endif

@@ -84,7 +84,7 @@ static double outer_at(tiny *t)
     ad_value *w = NULL;
     double f = NAN;
     ck_assert_int_eq(hg_inner_solve(&t->hc.problem, &w, NULL), AD_OK);
-    ck_assert_int_eq(hc_evaluate(w, t->xv, t->yv, &f, NULL), AD_OK);
+    ck_assert_int_eq(ex_evaluate_linear(w, false, t->xv, t->yv, &f, NULL), AD_OK);
     ad_value_free(w);
     return f;
 }
@@ -207,12 +207,12 @@ START_TEST(accuracy_and_evaluate_by_hand)
     const ad_real logits[12] = { 1, 2, 0, 5, -1, 4, 3, 0, 3, 0, 0, 1 };
     const ad_real y[4] = { 1, 0, 2, 2 };
     ck_assert_double_eq_tol(ex_accuracy(logits, y, 4, 3), 0.75, 1e-15);
-    /* hc_evaluate: Wᵀ = I (x are the logits), loss by hand. */
+    /* ex_evaluate_linear: Wᵀ = I (x are the logits), loss by hand. */
     ad_value *x = ad_tensor_from(2, (int[]){ 4, 3 }, logits);
     ad_value *yy = ad_tensor_from(1, (int[]){ 4 }, y);
     ad_value *w = ad_tensor_from(2, (int[]){ 3, 3 }, (ad_real[]){ 1, 0, 0, 0, 1, 0, 0, 0, 1 });
     double loss, acc, expect = 0;
-    ck_assert_int_eq(hc_evaluate(w, x, yy, &loss, &acc), AD_OK);
+    ck_assert_int_eq(ex_evaluate_linear(w, false, x, yy, &loss, &acc), AD_OK);
     for (int i = 0; i < 4; i++) {
         double s = 0;
         for (int c = 0; c < 3; c++) s += exp(logits[i * 3 + c]);
@@ -220,7 +220,20 @@ START_TEST(accuracy_and_evaluate_by_hand)
     }
     tu_expect_close(loss, expect, 16);
     ck_assert_double_eq_tol(acc, 0.75, 1e-15);
-    ck_assert_int_eq(hc_evaluate(x, x, yy, NULL, NULL), AD_ESHAPE); /* [4,3] is no Wᵀ for d = 3 */
+    ck_assert_int_eq(ex_evaluate_linear(x, false, x, yy, NULL, NULL), AD_ESHAPE); /* [4,3]: d ≠ 3 */
+    /* by_class: W [C,d] is read as x·Wᵀ, so a permutation P by class is Pᵀ
+     * the other way (the same numbers), and differs from P read as Wᵀ. */
+    const ad_real p[9] = { 0, 1, 0, 0, 0, 1, 1, 0, 0 }, pt[9] = { 0, 0, 1, 1, 0, 0, 0, 1, 0 };
+    ad_value *wp = ad_tensor_from(2, (int[]){ 3, 3 }, p);
+    ad_value *wpt = ad_tensor_from(2, (int[]){ 3, 3 }, pt);
+    double l_class, a_class, l_t, a_t, l_p;
+    ck_assert_int_eq(ex_evaluate_linear(wp, true, x, yy, &l_class, &a_class), AD_OK);
+    ck_assert_int_eq(ex_evaluate_linear(wpt, false, x, yy, &l_t, &a_t), AD_OK);
+    ck_assert_int_eq(ex_evaluate_linear(wp, false, x, yy, &l_p, NULL), AD_OK);
+    ck_assert(l_class == l_t && a_class == a_t);
+    ck_assert(fabs(l_p - l_class) > 0.1);
+    ad_value_free(wp);
+    ad_value_free(wpt);
     ad_value_free(x);
     ad_value_free(yy);
     ad_value_free(w);

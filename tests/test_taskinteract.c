@@ -102,7 +102,7 @@ static double outer_at(ti_problem *p)
     ad_value *w = NULL;
     double f = NAN;
     ck_assert_int_eq(hg_inner_solve(&p->problem, &w, NULL), AD_OK);
-    ck_assert_int_eq(ti_evaluate(w, p->x_val, p->y_val, &f, NULL), AD_OK);
+    ck_assert_int_eq(ex_evaluate_linear(w, true, p->x_val, p->y_val, &f, NULL), AD_OK);
     ad_value_free(w);
     return f;
 }
