@@ -325,7 +325,7 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     ad_rng_seed(&rng, 1234);
     case_inputs ci;
     ad_value *gy = NULL, *v[MAX_IN] = { 0 };
-    double *samples[N_TIMES] = { 0 };
+    double samples[N_TIMES][MAX_REPEATS]; /* --repeats allows no more */
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     int rc = tp ? inputs_make(c, &rng, &ci) : AD_ENOMEM;
     if (rc != AD_OK) {
@@ -341,8 +341,6 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     for (int i = 0; i < ci.n_in && rc == AD_OK; i++)
         if (!(v[i] = ad_tensor_randn(&rng, ci.in[i]->rank, ci.in[i]->shape, 1))) rc = AD_ENOMEM;
     int cap = repeats > 0 ? repeats : MAX_REPEATS;
-    for (int k = 0; k < N_TIMES && rc == AD_OK; k++)
-        if (!(samples[k] = malloc(sizeof(double) * (size_t)cap))) rc = AD_ENOMEM;
     double t[N_TIMES];
     if (rc == AD_OK) rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
     int n = 0;
@@ -354,7 +352,6 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     }
     for (int k = 0; k < N_TIMES && rc == AD_OK; k++) res->t[k] = ex_median(samples[k], n);
     res->repeats = n;
-    for (int k = 0; k < N_TIMES; k++) free(samples[k]);
     for (int i = 0; i < MAX_IN; i++) ad_value_free(v[i]);
     ad_value_free(gy);
     ad_tape_free(tp);
@@ -564,9 +561,9 @@ static int run_oneshot(const opts *o)
      * kernels on OpenBLAS's threads (intra-op, as PyTorch).  As oneshot.c:
      * no idle os_task. */
     int workers = o->threads < 1 ? 1 : o->threads < o->meta_batch ? o->threads : o->meta_batch;
-    double *secs = malloc(sizeof(double) * (size_t)repeats), *cpus = malloc(sizeof(double) * (size_t)repeats);
+    double secs[MAX_REPEATS], cpus[MAX_REPEATS]; /* --repeats allows no more */
     bb.task = calloc((size_t)o->meta_batch, sizeof *bb.task);
-    int rc = secs && cpus && bb.task ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    int rc = bb.task ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng, 0.1, 0.03);
     if (rc == AD_OK)
         rc = os_batch_init(&bb.mb, &hy, o->meta_batch, workers, OS_SUPPORT, OS_QUERY, o->T);
@@ -585,15 +582,14 @@ static int run_oneshot(const opts *o)
                     "min s", "max s", "cpu s", "peak tape MB", "repeats");
     }
     /* Every K starts from the same λ0 and the same tasks, with a fresh Adam. */
-    ad_value *lam0[OS_MAX_HYPER] = { 0 };
-    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
-        if (!(lam0[i] = ad_value_copy(hy.list[i]))) rc = AD_ENOMEM;
+    ad_real *lam0 = rc == AD_OK ? malloc(sizeof *lam0 * bb.mb.numel) : NULL;
+    if (rc == AD_OK && !lam0) rc = ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) os_hyper_pack(&hy, hy.list, lam0);
     for (int k = 0; k < o->n_k && rc == AD_OK; k++) {
         int K = o->Ks[k];
         ad_rng task_rng;
         ad_rng_seed(&task_rng, 99);
-        for (int i = 0; i < hy.n_list; i++)
-            memcpy(hy.list[i]->data, lam0[i]->data, lam0[i]->size * sizeof(ad_real));
+        os_hyper_unpack(&hy, lam0, hy.list);
         if (rc == AD_OK) rc = opt_outer_init(&adam, OPT_ADAM, 1e-2, false, hy.n_list, hy.list);
         size_t peak = 0;
         /* One untimed hyper-iteration first (the allocator and BLAS warm up). */
@@ -629,12 +625,10 @@ static int run_oneshot(const opts *o)
         ex_out_close(&dir);
     }
     if (rc != AD_OK) fprintf(stderr, PROG ": one-shot: %s\n", ad_error());
-    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(lam0[i]);
+    free(lam0);
     os_batch_free(&bb.mb);
     free(bb.task);
     os_hyper_free(&hy);
-    free(secs);
-    free(cpus);
     return rc == AD_OK ? 0 : EX_EXIT_LIB;
 }
 
