@@ -325,7 +325,7 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     ad_rng_seed(&rng, 1234);
     case_inputs ci;
     ad_value *gy = NULL, *v[MAX_IN] = { 0 };
-    double *samples[N_TIMES] = { 0 };
+    double samples[N_TIMES][MAX_REPEATS]; /* --repeats allows no more */
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     int rc = tp ? inputs_make(c, &rng, &ci) : AD_ENOMEM;
     if (rc != AD_OK) {
@@ -341,8 +341,6 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     for (int i = 0; i < ci.n_in && rc == AD_OK; i++)
         if (!(v[i] = ad_tensor_randn(&rng, ci.in[i]->rank, ci.in[i]->shape, 1))) rc = AD_ENOMEM;
     int cap = repeats > 0 ? repeats : MAX_REPEATS;
-    for (int k = 0; k < N_TIMES && rc == AD_OK; k++)
-        if (!(samples[k] = malloc(sizeof(double) * (size_t)cap))) rc = AD_ENOMEM;
     double t[N_TIMES];
     if (rc == AD_OK) rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
     int n = 0;
@@ -354,7 +352,6 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     }
     for (int k = 0; k < N_TIMES && rc == AD_OK; k++) res->t[k] = ex_median(samples[k], n);
     res->repeats = n;
-    for (int k = 0; k < N_TIMES; k++) free(samples[k]);
     for (int i = 0; i < MAX_IN; i++) ad_value_free(v[i]);
     ad_value_free(gy);
     ad_tape_free(tp);
@@ -404,96 +401,43 @@ static int run_ops(const opts *o)
 enum { OS_SUPPORT = 5, OS_QUERY = 75, OS_SIDE = 28,
        OS_XS = OS_SUPPORT * OS_SIDE * OS_SIDE, OS_XQ = OS_QUERY * OS_SIDE * OS_SIDE };
 
+/* A random task's numbers and, once it has run, its tape peak (estimator
+ * and representation tapes together). */
+typedef struct rand_task {
+    ad_real x_s[OS_XS], x_q[OS_XQ];
+    int y_s[OS_SUPPORT], y_q[OS_QUERY];
+    size_t peak;
+} rand_task;
+
 /* A random task: images uniform in [0, 1] (Omniglot's ink range), labels
  * 0..4 in turn. */
-static void random_task(ad_rng *rng, ad_real *x_s, int *y_s, ad_real *x_q, int *y_q)
+static void random_task(ad_rng *rng, rand_task *t)
 {
-    for (int i = 0; i < OS_XS; i++) x_s[i] = (ad_real)ad_rng_uniform(rng);
-    for (int i = 0; i < OS_XQ; i++) x_q[i] = (ad_real)ad_rng_uniform(rng);
-    for (int i = 0; i < OS_SUPPORT; i++) y_s[i] = i % 5;
-    for (int i = 0; i < OS_QUERY; i++) y_q[i] = i % 5;
+    for (int i = 0; i < OS_XS; i++) t->x_s[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_XQ; i++) t->x_q[i] = (ad_real)ad_rng_uniform(rng);
+    for (int i = 0; i < OS_SUPPORT; i++) t->y_s[i] = i % 5;
+    for (int i = 0; i < OS_QUERY; i++) t->y_q[i] = i % 5;
 }
 
-/* The meta-batch as experiments/oneshot.c runs it: the tasks drawn in
- * order, then run on n_workers workers (ex_par_run), each worker with its
- * own os_task (its own tapes) on the shared λ, each task's hypergradient
- * kept apart as a row of λ's numbers, and the rows summed in task order
- * (ex_par_fold) — the same operations in the same order whatever the
- * number of workers, so the same bits. */
-typedef struct os_batch {
-    os_hyper *hy;
-    int B, K, n_workers, n_tk; /* tasks; depth; workers; os_tasks initialized */
-    os_task *tk;               /* [n_workers] */
-    ad_real *x_s, *x_q;        /* [B * OS_XS], [B * OS_XQ] */
-    int *y_s, *y_q;            /* [B * OS_SUPPORT], [B * OS_QUERY] */
-    ad_real **row;             /* [B][numel] */
-    ad_real *sum;              /* [numel]: the mean */
-    ad_value *mean[OS_MAX_HYPER]; /* the mean as λ-shaped tensors, for Adam */
-    size_t *peak;              /* [B]: each task's tape peak, estimator + rep */
-    size_t numel;
-} os_batch;
-
-static void batch_free(os_batch *mb)
-{
-    for (int i = 0; i < mb->n_tk; i++) os_task_free(&mb->tk[i]);
-    for (int b = 0; b < mb->B && mb->row; b++) free(mb->row[b]);
-    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(mb->mean[i]);
-    free(mb->tk);
-    free(mb->x_s);
-    free(mb->x_q);
-    free(mb->y_s);
-    free(mb->y_q);
-    free(mb->row);
-    free(mb->sum);
-    free(mb->peak);
-    memset(mb, 0, sizeof *mb);
-}
-
-static int batch_init(os_batch *mb, os_hyper *hy, int B, int n_workers, int T)
-{
-    memset(mb, 0, sizeof *mb);
-    mb->hy = hy;
-    mb->B = B;
-    mb->n_workers = n_workers < B ? n_workers : B; /* as oneshot.c: no idle os_task */
-    mb->numel = os_hyper_numel(hy);
-    size_t nb = (size_t)B;
-    mb->tk = calloc((size_t)mb->n_workers, sizeof *mb->tk);
-    mb->x_s = malloc(sizeof *mb->x_s * nb * OS_XS);
-    mb->x_q = malloc(sizeof *mb->x_q * nb * OS_XQ);
-    mb->y_s = malloc(sizeof *mb->y_s * nb * OS_SUPPORT);
-    mb->y_q = malloc(sizeof *mb->y_q * nb * OS_QUERY);
-    mb->row = calloc(nb, sizeof *mb->row);
-    mb->sum = malloc(sizeof *mb->sum * mb->numel);
-    mb->peak = calloc(nb, sizeof *mb->peak);
-    int rc = mb->tk && mb->x_s && mb->x_q && mb->y_s && mb->y_q && mb->row && mb->sum && mb->peak
-             ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
-    for (int b = 0; b < B && rc == AD_OK; b++)
-        if (!(mb->row[b] = malloc(sizeof **mb->row * mb->numel))) rc = ad_fail(AD_ENOMEM, "out of memory");
-    for (int i = 0; i < hy->n_list && rc == AD_OK; i++)
-        if (!(mb->mean[i] = ad_tensor_new(hy->list[i]->rank, hy->list[i]->shape))) rc = AD_ENOMEM;
-    for (int w = 0; w < mb->n_workers && rc == AD_OK; w++) {
-        rc = os_task_init(&mb->tk[w], hy, OS_SUPPORT, OS_QUERY, T, true);
-        if (rc == AD_OK) mb->n_tk++;
-    }
-    return rc;
-}
+/* The meta-batch exactly as experiments/oneshot.c runs it (os_batch), on
+ * random tasks all drawn before they run. */
+typedef struct bench_batch {
+    os_batch mb;
+    rand_task *task; /* [mb.B] */
+    int K;
+} bench_batch;
 
 /* Task b (an ex_item_fn) on worker w: loaded into w's os_task, its K-RMD
- * hypergradient into row[b], its tape peak into peak[b]. */
+ * hypergradient into mb.row[b], its tape peak into task[b].peak. */
 static int batch_item(void *ctx, int w, int b)
 {
-    os_batch *mb = ctx;
-    os_task *tk = &mb->tk[w];
-    ad_value *g[OS_MAX_HYPER];
+    bench_batch *bb = ctx;
+    rand_task *t = &bb->task[b];
     hg_report r;
-    int rc = os_task_load(tk, mb->x_s + (size_t)b * OS_XS, mb->y_s + (size_t)b * OS_SUPPORT,
-                          mb->x_q + (size_t)b * OS_XQ, mb->y_q + (size_t)b * OS_QUERY, true);
-    if (rc == AD_OK) rc = os_task_hypergrad(tk, mb->K, g, &r);
-    if (rc != AD_OK) return rc;
-    mb->peak[b] = r.peak_tape_bytes + os_task_rep_tape_bytes(tk);
-    os_hyper_pack(mb->hy, g, mb->row[b]);
-    for (int i = 0; i < mb->hy->n_list; i++) ad_value_free(g[i]);
-    return AD_OK;
+    int rc = os_task_load(&bb->mb.tk[w], t->x_s, t->y_s, t->x_q, t->y_q, true);
+    if (rc == AD_OK) rc = os_batch_task(&bb->mb, w, b, bb->K, &r);
+    if (rc == AD_OK) t->peak = r.peak_tape_bytes + os_task_rep_tape_bytes(&bb->mb.tk[w]);
+    return rc;
 }
 
 /* NAME.f64: n doubles; one manifest line "NAME rank d0 d1 ...". */
@@ -547,12 +491,11 @@ static int dump_list(ex_file *man, ex_out *dir, const os_hyper *hy, const char *
 static int dump_first_task(const opts *op, os_hyper *hy, os_task *tk, ad_rng *rng, ex_out *dir,
                            ex_file *man)
 {
-    ad_real *x_s = malloc(sizeof(ad_real) * OS_XS), *x_q = malloc(sizeof(ad_real) * OS_XQ);
-    int y_s[OS_SUPPORT], y_q[OS_QUERY];
-    int rc = x_s && x_q ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    rand_task *t = malloc(sizeof *t);
+    int rc = t ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) {
-        random_task(rng, x_s, y_s, x_q, y_q);
-        rc = os_task_load(tk, x_s, y_s, x_q, y_q, true);
+        random_task(rng, t);
+        rc = os_task_load(tk, t->x_s, t->y_s, t->x_q, t->y_q, true);
     }
     if (rc == AD_OK)
         fprintf(man->f, "config channels %d T %d support %d query %d bn_eps %g real %s\n",
@@ -560,18 +503,17 @@ static int dump_first_task(const opts *op, os_hyper *hy, os_task *tk, ad_rng *rn
                 sizeof(ad_real) == 8 ? "double" : "float");
     if (rc == AD_OK) rc = dump_list(man, dir, hy, "lam", 0, hy->list);
     int xs[4] = { OS_SUPPORT, 1, OS_SIDE, OS_SIDE }, xq[4] = { OS_QUERY, 1, OS_SIDE, OS_SIDE };
-    if (rc == AD_OK) rc = dump_tensor(man, dir, "x_s", 4, xs, x_s);
-    if (rc == AD_OK) rc = dump_tensor(man, dir, "x_q", 4, xq, x_q);
-    if (rc == AD_OK) rc = dump_ints(man, dir, "y_s", OS_SUPPORT, y_s);
-    if (rc == AD_OK) rc = dump_ints(man, dir, "y_q", OS_QUERY, y_q);
+    if (rc == AD_OK) rc = dump_tensor(man, dir, "x_s", 4, xs, t->x_s);
+    if (rc == AD_OK) rc = dump_tensor(man, dir, "x_q", 4, xq, t->x_q);
+    if (rc == AD_OK) rc = dump_ints(man, dir, "y_s", OS_SUPPORT, t->y_s);
+    if (rc == AD_OK) rc = dump_ints(man, dir, "y_q", OS_QUERY, t->y_q);
     for (int k = 0; k < op->n_k && rc == AD_OK; k++) {
         ad_value *g[OS_MAX_HYPER] = { 0 };
         rc = os_task_hypergrad(tk, op->Ks[k], g, NULL);
         if (rc == AD_OK) rc = dump_list(man, dir, hy, "grad", op->Ks[k], g);
         for (int i = 0; i < hy->n_list; i++) ad_value_free(g[i]);
     }
-    free(x_s);
-    free(x_q);
+    free(t);
     return rc;
 }
 
@@ -589,23 +531,18 @@ static double cpu_now(void)
  * update.  *peak gets the largest tape peak of a task (estimator and
  * representation tapes together; with several workers, that many tasks'
  * tapes are alive at once). */
-static int hyper_iteration(os_batch *mb, int K, ad_rng *rng, opt_outer *adam, size_t *peak)
+static int hyper_iteration(bench_batch *bb, os_hyper *hy, int K, ad_rng *rng, opt_outer *adam,
+                           size_t *peak)
 {
-    for (int b = 0; b < mb->B; b++)
-        random_task(rng, mb->x_s + (size_t)b * OS_XS, mb->y_s + (size_t)b * OS_SUPPORT,
-                    mb->x_q + (size_t)b * OS_XQ, mb->y_q + (size_t)b * OS_QUERY);
-    mb->K = K;
-    int rc = ex_par_run(mb->n_workers, mb->B, batch_item, mb);
-    if (rc == AD_OK) {
-        memset(mb->sum, 0, sizeof *mb->sum * mb->numel);
-        rc = ex_par_fold(mb->sum, mb->numel, mb->row, mb->B, mb->B);
-    }
+    for (int b = 0; b < bb->mb.B; b++) random_task(rng, &bb->task[b]);
+    bb->K = K;
+    int rc = ex_par_run(bb->mb.n_workers, bb->mb.B, batch_item, bb);
+    if (rc == AD_OK) rc = os_batch_mean(&bb->mb);
     if (rc != AD_OK) return rc;
-    for (int b = 0; b < mb->B; b++)
-        if (mb->peak[b] > *peak) *peak = mb->peak[b];
-    os_hyper_unpack(mb->hy, mb->sum, mb->mean);
-    rc = opt_outer_step(adam, mb->mean);
-    os_hyper_clamp_step(mb->hy, 1e-3, 2.0); /* oneshot's STEP_LO, STEP_HI */
+    for (int b = 0; b < bb->mb.B; b++)
+        if (bb->task[b].peak > *peak) *peak = bb->task[b].peak;
+    rc = opt_outer_step(adam, bb->mb.mean);
+    os_hyper_clamp_step(hy, 1e-3, 2.0); /* oneshot's STEP_LO, STEP_HI */
     return rc;
 }
 
@@ -617,53 +554,56 @@ static int run_oneshot(const opts *o)
     ad_rng rng;
     ad_rng_seed(&rng, 1);
     os_hyper hy = { 0 };
-    os_batch mb = { 0 };
+    bench_batch bb = { 0 };
     opt_outer adam = { 0 };
     int repeats = o->repeats > 0 ? o->repeats : 5;
     /* Without --threads, the tasks one after the other on this thread, the
-     * kernels on OpenBLAS's threads (intra-op, as PyTorch). */
-    int workers = o->threads > 0 ? o->threads : 1;
-    double *secs = malloc(sizeof(double) * (size_t)repeats), *cpus = malloc(sizeof(double) * (size_t)repeats);
-    int rc = secs && cpus ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+     * kernels on OpenBLAS's threads (intra-op, as PyTorch).  As oneshot.c:
+     * no idle os_task. */
+    int workers = o->threads < 1 ? 1 : o->threads < o->meta_batch ? o->threads : o->meta_batch;
+    double secs[MAX_REPEATS], cpus[MAX_REPEATS]; /* --repeats allows no more */
+    bb.task = calloc((size_t)o->meta_batch, sizeof *bb.task);
+    int rc = bb.task ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK) rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng, 0.1, 0.03);
-    if (rc == AD_OK) rc = batch_init(&mb, &hy, o->meta_batch, workers, o->T);
+    if (rc == AD_OK)
+        rc = os_batch_init(&bb.mb, &hy, o->meta_batch, workers, OS_SUPPORT, OS_QUERY, o->T);
     if (rc == AD_OK && o->dump && (rc = ex_out_open(&dir, o->dump, false)) == AD_OK) {
         have_dir = true;
         rc = ex_file_open(&man, &dir, "manifest.txt");
-        if (rc == AD_OK) rc = dump_first_task(o, &hy, &mb.tk[0], &rng, &dir, &man);
+        if (rc == AD_OK) rc = dump_first_task(o, &hy, &bb.mb.tk[0], &rng, &dir, &man);
     }
     if (rc == AD_OK) {
         if (o->threads > 0)
             fprintf(stderr, PROG ": the meta-batch's %d tasks on %d worker thread(s), "
                     "kernels on 1 thread each (oneshot --threads %d)\n", o->meta_batch,
-                    mb.n_workers, o->threads);
+                    bb.mb.n_workers, o->threads);
         if (o->csv) printf("K,T,channels,meta_batch,median_s,min_s,max_s,cpu_median_s,peak_tape_bytes,repeats\n");
         else printf("%6s %4s %8s %10s %9s %9s %10s %13s %7s\n", "K", "T", "channels", "median s",
                     "min s", "max s", "cpu s", "peak tape MB", "repeats");
     }
     /* Every K starts from the same λ0 and the same tasks, with a fresh Adam. */
-    ad_value *lam0[OS_MAX_HYPER] = { 0 };
-    for (int i = 0; i < hy.n_list && rc == AD_OK; i++)
-        if (!(lam0[i] = ad_value_copy(hy.list[i]))) rc = AD_ENOMEM;
+    ad_real *lam0 = rc == AD_OK ? malloc(sizeof *lam0 * bb.mb.numel) : NULL;
+    if (rc == AD_OK && !lam0) rc = ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) os_hyper_pack(&hy, hy.list, lam0);
     for (int k = 0; k < o->n_k && rc == AD_OK; k++) {
         int K = o->Ks[k];
         ad_rng task_rng;
         ad_rng_seed(&task_rng, 99);
-        for (int i = 0; i < hy.n_list; i++)
-            memcpy(hy.list[i]->data, lam0[i]->data, lam0[i]->size * sizeof(ad_real));
+        os_hyper_unpack(&hy, lam0, hy.list);
         if (rc == AD_OK) rc = opt_outer_init(&adam, OPT_ADAM, 1e-2, false, hy.n_list, hy.list);
         size_t peak = 0;
         /* One untimed hyper-iteration first (the allocator and BLAS warm up). */
         for (int r = -1; r < repeats && rc == AD_OK; r++) {
             double t0 = ex_now(), c0 = cpu_now();
-            rc = hyper_iteration(&mb, K, &task_rng, &adam, &peak);
+            rc = hyper_iteration(&bb, &hy, K, &task_rng, &adam, &peak);
             if (r >= 0) {
                 secs[r] = ex_now() - t0;
                 cpus[r] = cpu_now() - c0;
             }
             /* The first mean hypergradient and λ after the last update:
              * what does not depend on the number of workers. */
-            if (rc == AD_OK && have_dir && r == -1) rc = dump_list(&man, &dir, &hy, "mean", K, mb.mean);
+            if (rc == AD_OK && have_dir && r == -1)
+                rc = dump_list(&man, &dir, &hy, "mean", K, bb.mb.mean);
         }
         if (rc == AD_OK && have_dir) rc = dump_list(&man, &dir, &hy, "lam", K, hy.list);
         opt_outer_free(&adam);
@@ -685,11 +625,10 @@ static int run_oneshot(const opts *o)
         ex_out_close(&dir);
     }
     if (rc != AD_OK) fprintf(stderr, PROG ": one-shot: %s\n", ad_error());
-    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(lam0[i]);
-    batch_free(&mb);
+    free(lam0);
+    os_batch_free(&bb.mb);
+    free(bb.task);
     os_hyper_free(&hy);
-    free(secs);
-    free(cpus);
     return rc == AD_OK ? 0 : EX_EXIT_LIB;
 }
 

@@ -629,25 +629,19 @@ typedef struct cfg_run {
     const cfg *c;
     run_ctx *ctx;
     os_hyper hy;
-    int n_workers;
-    os_task *tk;          /* [n_workers] */
-    data_task *task;      /* [n_workers] */
+    os_batch mb;          /* the workers' os_tasks, the meta-batch's rows and mean */
+    data_task *task;      /* [mb.n_workers] */
     opt_outer adam;
     logs lg;
-    ad_value *gsum[OS_MAX_HYPER]; /* the meta-batch's mean hypergradient */
     ckpt_state st;
     ex_progress pg;
     ex_table prof; /* profile_NAME.csv */
     ex_watch watch; /* a diverged run stops, exit status 1 */
     /* The meta-batch: every task's random stream (drawn in order from
-     * st.rng), its records, and this rank's tasks' hypergradients as rows
-     * of λ's numbers (hy.list order). */
+     * st.rng) and its records. */
     data_task draw;
     ad_rng *mb_rng;
     task_rec *mb_rec;
-    ad_real **mb_row;
-    ad_real *mb_sum;
-    size_t numel;
     /* Evaluation: fixed tasks (meta-validation), or each task's random
      * stream (meta-test); the records; tasks done, for the progress line. */
     const data_task *ev_fixed;
@@ -682,51 +676,33 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     int B = r->o.meta_batch, n_ev = r->o.val_tasks > r->o.test_tasks ? r->o.val_tasks
                                                                        : r->o.test_tasks;
     int most = rank_share(B) > rank_share(n_ev) ? rank_share(B) : rank_share(n_ev);
-    r->n_workers = r->o.threads < most ? r->o.threads : most > 0 ? most : 1;
-    r->numel = os_hyper_numel(&r->hy);
-    r->tk = calloc((size_t)r->n_workers, sizeof *r->tk);
-    r->task = calloc((size_t)r->n_workers, sizeof *r->task);
+    int n_workers = r->o.threads < most ? r->o.threads : most > 0 ? most : 1;
+    r->task = calloc((size_t)n_workers, sizeof *r->task);
     r->mb_rng = calloc((size_t)B, sizeof *r->mb_rng);
     r->mb_rec = calloc((size_t)B, sizeof *r->mb_rec);
-    r->mb_row = calloc((size_t)B, sizeof *r->mb_row);
-    r->mb_sum = malloc(sizeof *r->mb_sum * r->numel);
     r->ev_rng = calloc((size_t)r->o.test_tasks, sizeof *r->ev_rng);
     r->ev_rec = calloc((size_t)n_ev, sizeof *r->ev_rec);
-    if (rc == AD_OK && (!r->tk || !r->task || !r->mb_rng || !r->mb_rec || !r->mb_row ||
-                        !r->mb_sum || !r->ev_rng || !r->ev_rec))
+    if (rc == AD_OK && (!r->task || !r->mb_rng || !r->mb_rec || !r->ev_rng || !r->ev_rec))
         rc = ad_fail(AD_ENOMEM, "out of memory");
-    int first, end;
-    ex_par_block(B, &first, &end);
-    for (int b = first; b < end && rc == AD_OK; b++)
-        if (!(r->mb_row[b] = malloc(sizeof **r->mb_row * r->numel)))
-            rc = ad_fail(AD_ENOMEM, "out of memory");
-    for (int i = 0; i < r->n_workers && rc == AD_OK; i++)
-        rc = os_task_init(&r->tk[i], &r->hy, N_WAY * K_SHOT, N_WAY * K_QUERY, r->c->T, true);
+    if (rc == AD_OK)
+        rc = os_batch_init(&r->mb, &r->hy, B, n_workers, N_WAY * K_SHOT, N_WAY * K_QUERY, r->c->T);
     if (rc == AD_OK)
         rc = opt_outer_init(&r->adam, OPT_ADAM, r->o.lr, false, r->hy.n_list, r->hy.list);
-    for (int i = 0; i < r->n_workers && rc == AD_OK; i++)
+    for (int i = 0; i < n_workers && rc == AD_OK; i++)
         rc = data_task_init(&r->task[i], N_WAY, K_SHOT, K_QUERY, 28);
     if (rc == AD_OK) rc = data_task_init(&r->draw, N_WAY, K_SHOT, K_QUERY, 28);
-    for (int i = 0; i < r->hy.n_list && rc == AD_OK; i++)
-        if (!(r->gsum[i] = ad_tensor_new(r->hy.list[i]->rank, r->hy.list[i]->shape)))
-            rc = ad_fail(AD_ENOMEM, "out of memory");
     return rc;
 }
 
 static void cfg_free(cfg_run *r)
 {
-    for (int i = 0; i < r->n_workers && r->task; i++) data_task_free(&r->task[i]);
+    for (int i = 0; i < r->mb.n_workers && r->task; i++) data_task_free(&r->task[i]);
     data_task_free(&r->draw);
-    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(r->gsum[i]);
     opt_outer_free(&r->adam);
-    for (int i = 0; i < r->n_workers && r->tk; i++) os_task_free(&r->tk[i]);
-    for (int b = 0; b < r->o.meta_batch && r->mb_row; b++) free(r->mb_row[b]);
-    free(r->tk);
+    os_batch_free(&r->mb);
     free(r->task);
     free(r->mb_rng);
     free(r->mb_rec);
-    free(r->mb_row);
-    free(r->mb_sum);
     free(r->ev_rng);
     free(r->ev_rec);
     os_hyper_free(&r->hy);
@@ -771,8 +747,8 @@ static int eval_item(void *arg, int worker, int i)
         rc = data_omniglot_sample_task(&w->om, w->sp.test, w->sp.n_test, &rng, &r->task[worker]);
     }
     eval_rec e = { 0, 0 };
-    if (rc == AD_OK) rc = task_load(&r->tk[worker], d, false);
-    if (rc == AD_OK) rc = os_task_evaluate(&r->tk[worker], &e.acc, &e.loss);
+    if (rc == AD_OK) rc = task_load(&r->mb.tk[worker], d, false);
+    if (rc == AD_OK) rc = os_task_evaluate(&r->mb.tk[worker], &e.acc, &e.loss);
     r->ev_rec[i] = e;
     if (rc == AD_OK && !r->ev_fixed) {
         int done = atomic_fetch_add(&r->ev_done, 1) + 1;
@@ -791,7 +767,7 @@ static int eval_tasks(cfg_run *r, const data_task *fixed, int n, double *sa, dou
     r->ev_fixed = fixed;
     atomic_store(&r->ev_done, 0);
     r->ev_mine = rank_share(n);
-    int rc = ex_par_run(r->n_workers, n, eval_item, r);
+    int rc = ex_par_run(r->mb.n_workers, n, eval_item, r);
     if (rc == AD_OK) rc = ex_par_share(r->ev_rec, sizeof *r->ev_rec, n);
     *sa = *sa2 = *sl = 0;
     for (int i = 0; i < n && rc == AD_OK; i++) {
@@ -828,29 +804,26 @@ static int mb_load(cfg_run *r, int worker, int b)
     world *w = r->ctx->w;
     ad_rng rng = r->mb_rng[b];
     int rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &rng, &r->task[worker]);
-    return rc == AD_OK ? task_load(&r->tk[worker], &r->task[worker], true) : rc;
+    return rc == AD_OK ? task_load(&r->mb.tk[worker], &r->task[worker], true) : rc;
 }
 
 /* Meta-batch task b (an ex_item_fn): loaded, its K-RMD hypergradient into
- * the row mb_row[b], its records into mb_rec[b]. */
+ * the row mb.row[b], its records into mb_rec[b]. */
 static int mb_item(void *arg, int worker, int b)
 {
     cfg_run *r = arg;
-    os_task *tk = &r->tk[worker];
-    ad_value *g[OS_MAX_HYPER];
     hg_report rep;
     int rc = mb_load(r, worker, b);
-    if (rc == AD_OK) rc = os_task_hypergrad(tk, r->c->K, g, &rep);
+    if (rc == AD_OK) rc = os_batch_task(&r->mb, worker, b, r->c->K, &rep);
     if (rc != AD_OK) return rc;
     rc = ex_watch_inner(&r->watch, &rep); /* reads the watch only */
-    if (rc == AD_OK) os_hyper_pack(&r->hy, g, r->mb_row[b]);
-    for (int i = 0; i < r->hy.n_list; i++) ad_value_free(g[i]);
     if (rc != AD_OK) return ad_fail_wrap(rc, "task %d of the meta-batch", b + 1);
-    r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes, os_task_rep_tape_bytes(tk) };
+    r->mb_rec[b] = (task_rec){ rep.outer_loss, rep.peak_tape_bytes,
+                               os_task_rep_tape_bytes(&r->mb.tk[worker]) };
     return AD_OK;
 }
 
-/* The meta-batch's mean hypergradient into gsum and its mean outer loss.
+/* The meta-batch's mean hypergradient into mb.mean and its mean outer loss.
  * The tasks are drawn in order (they share st.rng), computed on the
  * workers and ranks, and summed in task order.  With `cosine`, the first
  * task's is also compared with full RMD (on rank 0, which holds task 0);
@@ -864,7 +837,7 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         r->mb_rng[b] = r->st.rng;
         rc = data_omniglot_sample_task(&w->om, w->sp.train, w->sp.n_train, &r->st.rng, &r->draw);
     }
-    if (rc == AD_OK) rc = ex_par_run(r->n_workers, B, mb_item, r);
+    if (rc == AD_OK) rc = ex_par_run(r->mb.n_workers, B, mb_item, r);
     if (rc == AD_OK) rc = ex_par_share(r->mb_rec, sizeof *r->mb_rec, B);
     *loss = 0;
     for (int b = 0; b < B && rc == AD_OK; b++) {
@@ -872,18 +845,14 @@ static int meta_batch(cfg_run *r, int it, bool cosine, double *loss, double *t_o
         if (r->mb_rec[b].peak_tape > r->st.peak_tape) r->st.peak_tape = r->mb_rec[b].peak_tape;
         if (r->mb_rec[b].peak_rep > r->st.peak_rep) r->st.peak_rep = r->mb_rec[b].peak_rep;
     }
-    if (rc == AD_OK) {
-        memset(r->mb_sum, 0, sizeof *r->mb_sum * r->numel);
-        rc = ex_par_fold(r->mb_sum, r->numel, r->mb_row, B, o->meta_batch);
-    }
-    if (rc == AD_OK) os_hyper_unpack(&r->hy, r->mb_sum, r->gsum);
+    if (rc == AD_OK) rc = os_batch_mean(&r->mb);
     if (rc == AD_OK && cosine && ex_par_rank() == 0) { /* Fig. 7, plot 3: task 0 at full RMD */
         double t0 = ex_now();
         hg_compare cm;
         rc = mb_load(r, 0, 0); /* task 0 again, on worker 0 */
         if (rc == AD_OK)
             rc = ex_run_forked("full RMD for the cosine", full_job_run,
-                               &(full_job){ &r->tk[0], r->mb_row[0] }, &cm, sizeof cm);
+                               &(full_job){ &r->mb.tk[0], r->mb.row[0] }, &cm, sizeof cm);
         if (rc == AD_OK)
             rc = ex_table_push(&r->lg.co, (double[]){ it, cm.cosine, cm.rel_error, ex_now() - t0 });
         *t_other += ex_now() - t0;
@@ -949,7 +918,7 @@ static int profile_point(cfg_run *r, int it)
     /* The last task again, on worker 0. */
     int rc = hd ? mb_load(r, 0, r->o.meta_batch - 1) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK)
-        rc = ex_run_forked("truncation profile", prof_job_run, &r->tk[0], hd, size);
+        rc = ex_run_forked("truncation profile", prof_job_run, &r->mb.tk[0], hd, size);
     if (!r->prof.header)
         r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
                                         "fit_rate,K_1pct,q_line,rel_error",
@@ -1043,8 +1012,8 @@ static int cfg_iteration(cfg_run *r, int it, double *last_ckpt)
     bool cosine = c->truncated && o->cos_every > 0 &&
                   (it == 1 || it % o->cos_every == 0 || it == o->iters);
     int rc = meta_batch(r, it, cosine, &loss, &t_other);
-    double hg_norm = rc == AD_OK ? clip_mean(r->gsum, r->hy.n_list, o->clip_norm) : NAN;
-    if (rc == AD_OK) rc = opt_outer_step(&r->adam, r->gsum);
+    double hg_norm = rc == AD_OK ? clip_mean(r->mb.mean, r->hy.n_list, o->clip_norm) : NAN;
+    if (rc == AD_OK) rc = opt_outer_step(&r->adam, r->mb.mean);
     if (rc != AD_OK) return ad_fail_wrap(rc, "%s, hyper-iteration %d", c->label, it);
     os_hyper_clamp_step(&r->hy, STEP_LO, STEP_HI);
     double dt = ex_now() - t_it - t_other;

@@ -5,9 +5,11 @@
 #include "oneshot_problem.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "experiments/classify.h"
+#include "experiments/kit/kit.h"
 #include "ops/ops.h"
 
 /* ---- the hyperparameters ------------------------------------------------ */
@@ -315,5 +317,61 @@ int os_task_evaluate(os_task *t, double *acc, double *loss)
     }
     ad_tape_free(tp);
     for (int j = 0; j < t->hy->n_task; j++) ad_value_free(w[j]);
+    return rc;
+}
+
+/* ---- a meta-batch ---------------------------------------------------------- */
+
+int os_batch_init(os_batch *mb, const os_hyper *hy, int B, int n_workers, int n_s, int n_q,
+                  int T)
+{
+    memset(mb, 0, sizeof *mb);
+    mb->hy = hy;
+    mb->B = B;
+    mb->n_workers = n_workers;
+    mb->numel = os_hyper_numel(hy);
+    mb->tk = calloc((size_t)n_workers, sizeof *mb->tk);
+    mb->row = calloc((size_t)B, sizeof *mb->row);
+    mb->sum = malloc(sizeof *mb->sum * mb->numel);
+    int rc = mb->tk && mb->row && mb->sum ? AD_OK : ad_fail(AD_ENOMEM, "out of memory");
+    int first, end;
+    ex_par_block(B, &first, &end);
+    for (int b = first; b < end && rc == AD_OK; b++)
+        if (!(mb->row[b] = malloc(sizeof **mb->row * mb->numel)))
+            rc = ad_fail(AD_ENOMEM, "out of memory");
+    for (int i = 0; i < hy->n_list && rc == AD_OK; i++)
+        if (!(mb->mean[i] = ad_tensor_new(hy->list[i]->rank, hy->list[i]->shape)))
+            rc = ad_fail(AD_ENOMEM, "out of memory");
+    for (int w = 0; w < n_workers && rc == AD_OK; w++)
+        rc = os_task_init(&mb->tk[w], hy, n_s, n_q, T, true);
+    return rc;
+}
+
+void os_batch_free(os_batch *mb)
+{
+    for (int w = 0; w < mb->n_workers && mb->tk; w++) os_task_free(&mb->tk[w]);
+    for (int b = 0; b < mb->B && mb->row; b++) free(mb->row[b]);
+    for (int i = 0; i < OS_MAX_HYPER; i++) ad_value_free(mb->mean[i]);
+    free(mb->tk);
+    free(mb->row);
+    free(mb->sum);
+    memset(mb, 0, sizeof *mb);
+}
+
+int os_batch_task(os_batch *mb, int w, int b, int K, hg_report *report)
+{
+    ad_value *g[OS_MAX_HYPER];
+    int rc = os_task_hypergrad(&mb->tk[w], K, g, report);
+    if (rc != AD_OK) return rc;
+    os_hyper_pack(mb->hy, g, mb->row[b]);
+    for (int i = 0; i < mb->hy->n_list; i++) ad_value_free(g[i]);
+    return AD_OK;
+}
+
+int os_batch_mean(os_batch *mb)
+{
+    memset(mb->sum, 0, sizeof *mb->sum * mb->numel);
+    int rc = ex_par_fold(mb->sum, mb->numel, mb->row, mb->B, mb->B);
+    if (rc == AD_OK) os_hyper_unpack(mb->hy, mb->sum, mb->mean);
     return rc;
 }

@@ -103,9 +103,8 @@ bool os_hyper_clamp_step(os_hyper *hy, double lo, double hi);
 /* Copies every number of src's λ into dst (same network). */
 int os_hyper_copy(os_hyper *dst, const os_hyper *src);
 /* λ-shaped tensors (os_task_hypergrad's output, hy->list order) as one row
- * of os_hyper_numel(hy) numbers, and back: what a program hands to
- * ex_par_fold to sum a meta-batch's hypergradients in task order.  The
- * caller owns row and every tensor; g[i] is shaped like hy->list[i]. */
+ * of os_hyper_numel(hy) numbers (an os_batch row), and back.  The caller
+ * owns row and every tensor; g[i] is shaped like hy->list[i]. */
 void os_hyper_pack(const os_hyper *hy, ad_value *const *g, ad_real *row);
 void os_hyper_unpack(const os_hyper *hy, const ad_real *row, ad_value *const *g);
 
@@ -151,5 +150,37 @@ size_t os_task_rep_tape_bytes(const os_task *t);
  * network on the query images: accuracy in [0,1] and mean cross-entropy
  * (either pointer may be NULL). */
 int os_task_evaluate(os_task *t, double *acc, double *loss);
+
+/* ---- a meta-batch ---------------------------------------------------------- */
+
+/* The meta-batch as experiments/oneshot.c runs it and bench-ops times it:
+ * B tasks on n_workers workers (ex_par_run; under mpirun a block per rank),
+ * each worker with an os_task of its own on the shared λ; task b's
+ * hypergradient kept as row[b] (os_hyper_pack), the rows summed in task
+ * order (ex_par_fold), so the bits do not depend on workers or ranks.  The
+ * program loads the tasks and keeps their records.  Owns every pointer. */
+typedef struct os_batch {
+    const os_hyper *hy;
+    int B, n_workers;
+    os_task *tk;                  /* [n_workers], the split formulation */
+    ad_real **row;                /* [B], allocated for this rank's block only */
+    ad_real *sum;                 /* [numel] */
+    ad_value *mean[OS_MAX_HYPER]; /* the mean hypergradient, shaped as hy->list */
+    size_t numel;                 /* os_hyper_numel(hy) */
+} os_batch;
+
+/* Tasks of n_s support and n_q query images and T inner steps.  hy must
+ * outlive the batch.  On failure, as on a zeroed struct, os_batch_free is
+ * safe. */
+int os_batch_init(os_batch *mb, const os_hyper *hy, int B, int n_workers, int n_s, int n_q,
+                  int T);
+void os_batch_free(os_batch *mb);
+/* Task b, loaded (record = true) into worker w's os_task: its K-RMD
+ * hypergradient into row[b]; report as os_task_hypergrad's.  An ex_item_fn
+ * may call it (it writes w's os_task and row b only). */
+int os_batch_task(os_batch *mb, int w, int b, int K, hg_report *report);
+/* Collective under mpirun, after every task: mean = the rows' sum in task
+ * order over B. */
+int os_batch_mean(os_batch *mb);
 
 #endif

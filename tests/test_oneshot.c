@@ -15,7 +15,10 @@
  *                       build only (see oneshot_suite);
  *   no_reg_and_eval     with ρ dropped the ν gradient is exactly 0;
  *                       evaluation gives a finite loss and an accuracy in
- *                       [0,1] in both formulations, and the same one. */
+ *                       [0,1] in both formulations, and the same one;
+ *   batch_mean          an os_batch of 3 tasks on 2 workers: its mean is
+ *                       the tasks' hypergradients, each computed alone,
+ *                       summed in task order over 3, bit for bit. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -207,6 +210,41 @@ START_TEST(no_reg_and_eval)
 }
 END_TEST
 
+START_TEST(batch_mean)
+{
+    enum { B = 3, K = 2 };
+    fixture f;
+    fixture_init(&f, 7);
+    ad_rng rng;
+    ad_rng_seed(&rng, 11);
+    os_batch mb;
+    ck_assert_int_eq(os_batch_init(&mb, &f.hy, B, 2, NS, NQ, TINY_T), AD_OK);
+    ad_real *want = calloc(mb.numel, sizeof *want), *row = malloc(sizeof *row * mb.numel);
+    ck_assert(want && row);
+    for (int b = 0; b < B; b++) { /* worker 0 gets tasks 0 and 2 */
+        tiny_data(&rng, f.xs, f.ys, f.xq, f.yq);
+        ck_assert_int_eq(os_task_load(&mb.tk[b % 2], f.xs, f.ys, f.xq, f.yq, true), AD_OK);
+        hg_report r;
+        ck_assert_int_eq(os_batch_task(&mb, b % 2, b, K, &r), AD_OK);
+        ck_assert_double_gt(r.peak_tape_bytes, 0);
+        ad_value *g[OS_MAX_HYPER];
+        ck_assert_int_eq(os_task_load(&f.split, f.xs, f.ys, f.xq, f.yq, true), AD_OK);
+        ck_assert_int_eq(os_task_hypergrad(&f.split, K, g, NULL), AD_OK);
+        os_hyper_pack(&f.hy, g, row);
+        for (size_t k = 0; k < mb.numel; k++) want[k] += row[k] / B;
+        free_n(f.hy.n_list, g);
+    }
+    ck_assert_int_eq(os_batch_mean(&mb), AD_OK);
+    os_hyper_pack(&f.hy, mb.mean, row);
+    for (size_t k = 0; k < mb.numel; k++) ck_assert_double_eq(row[k], want[k]);
+    free(want);
+    free(row);
+    os_batch_free(&mb);
+    os_batch_free(&mb); /* a zeroed struct */
+    fixture_free(&f);
+}
+END_TEST
+
 Suite *oneshot_suite(void);
 Suite *oneshot_suite(void)
 {
@@ -218,6 +256,7 @@ Suite *oneshot_suite(void)
     tcase_add_test(tc, hypergrad_matches_fd);
 #endif
     tcase_add_test(tc, no_reg_and_eval);
+    tcase_add_test(tc, batch_mean);
     suite_add_tcase(s, tc);
     return s;
 }
