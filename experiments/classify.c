@@ -76,3 +76,24 @@ int ex_sample_by_quota(ad_rng *rng, const unsigned char *labels, int n, int n_cl
     free(perm);
     return AD_OK;
 }
+
+int ex_sample_balanced(ad_rng *rng, const unsigned char *labels, int n_avail, int n_classes,
+                       int n_train, int n_val, int *idx_train, int *idx_val)
+{
+    if (n_train < 0 || n_val < 0 || n_classes < 1 || n_classes > 256)
+        return ad_fail(AD_EARG, "sample_balanced: bad sample sizes");
+    int quota[2][256], filled[2];
+    for (int c = 0; c < n_classes; c++) {
+        quota[0][c] = n_train / n_classes + (c < n_train % n_classes);
+        quota[1][c] = n_val / n_classes + (c < n_val % n_classes);
+    }
+    int rc = ex_sample_by_quota(rng, labels, n_avail, n_classes, quota[0], quota[1], idx_train,
+                                idx_val, filled);
+    if (rc != AD_OK) return ad_fail_wrap(rc, "sample_balanced");
+    if (filled[0] < n_train || filled[1] < n_val)
+        return ad_fail(AD_EARG, "sample_balanced: cannot draw %d + %d class-balanced "
+                       "examples of %d classes from %d (a class has too few)", n_train, n_val,
+                       n_classes, n_avail);
+    return AD_OK;
+}
+

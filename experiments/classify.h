@@ -27,5 +27,12 @@ ad_value *ex_labels_tensor(const int *y, int n);
 int ex_sample_by_quota(ad_rng *rng, const unsigned char *labels, int n, int n_classes,
                        int *quota_train, int *quota_val, int *idx_train, int *idx_val,
                        int filled[2]);
+/* Picks n_train + n_val distinct indices of labels[0..n_avail) into
+ * idx_train and idx_val, each class-balanced (class c gets ⌊n/C⌋ examples,
+ * one more for the first n mod C classes: per_class · C gives per_class of
+ * each), in the order of a random permutation (ex_sample_by_quota).  AD_EARG
+ * if some class has too few examples. */
+int ex_sample_balanced(ad_rng *rng, const unsigned char *labels, int n_avail, int n_classes,
+                       int n_train, int n_val, int *idx_train, int *idx_val);
 
 #endif

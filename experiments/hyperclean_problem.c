@@ -167,25 +167,6 @@ hc_f1 hc_flag_f1(const ad_real *lam, const unsigned char *corrupted, int n, doub
 
 /* ---- data --------------------------------------------------------------- */
 
-int hc_sample_balanced(ad_rng *rng, const unsigned char *labels, int n_avail, int n_classes,
-                       int n_train, int n_val, int *idx_train, int *idx_val)
-{
-    if (n_train < 0 || n_val < 0 || n_classes < 1 || n_classes > 256)
-        return ad_fail(AD_EARG, "hc_sample_balanced: bad sample sizes");
-    int quota[2][256], filled[2];
-    for (int c = 0; c < n_classes; c++) {
-        quota[0][c] = n_train / n_classes + (c < n_train % n_classes);
-        quota[1][c] = n_val / n_classes + (c < n_val % n_classes);
-    }
-    int rc = ex_sample_by_quota(rng, labels, n_avail, n_classes, quota[0], quota[1], idx_train,
-                                idx_val, filled);
-    if (rc != AD_OK) return ad_fail_wrap(rc, "hc_sample_balanced");
-    if (filled[0] < n_train || filled[1] < n_val)
-        return ad_fail(AD_EARG, "hc_sample_balanced: cannot draw %d + %d class-balanced "
-                       "examples from %d (a class has too few)", n_train, n_val, n_avail);
-    return AD_OK;
-}
-
 int hc_corrupt_labels(ad_rng *rng, int *labels, int n, int n_classes, double frac,
                       unsigned char *corrupted)
 {
@@ -260,7 +241,7 @@ int hc_data_load(hc_data *out, const char *dir, int n_train, int n_val, double c
     if (!idx_train || !idx_val || !y || !out->corrupted)
         rc = ad_fail(AD_ENOMEM, "hc_data_load: out of memory");
     if (rc == AD_OK)
-        rc = hc_sample_balanced(&rng, m.train_labels.labels, m.train_labels.n,
+        rc = ex_sample_balanced(&rng, m.train_labels.labels, m.train_labels.n,
                                 DATA_MNIST_CLASSES, n_train, n_val, idx_train, idx_val);
     if (rc == AD_OK) {
         out->n_train = n_train;

@@ -73,7 +73,7 @@ typedef struct hc_data {
 /* Loads MNIST or Fashion-MNIST from `dir` (data_mnist_load) and prepares a
  * run, everything drawn from one ad_rng seeded with `seed`:
  *   - n_train and n_val disjoint, class-balanced examples of the training
- *     split (hc_sample_balanced);
+ *     split (ex_sample_balanced, classify.h);
  *   - round(corrupt_frac · n_train) training examples, chosen at random, get
  *     a uniformly random label (hc_corrupt_labels);
  *   - with_test: the whole test split (10000 images).
@@ -82,13 +82,6 @@ typedef struct hc_data {
 int hc_data_load(hc_data *out, const char *dir, int n_train, int n_val, double corrupt_frac,
                  uint64_t seed, bool with_test);
 void hc_data_free(hc_data *dt);
-
-/* Picks n_train + n_val distinct indices of labels[0..n_avail) into
- * idx_train and idx_val, each class-balanced (class c gets ⌊n/C⌋ examples,
- * one more for the first n mod C classes), in the order of a random
- * permutation.  AD_EARG if some class has too few examples. */
-int hc_sample_balanced(ad_rng *rng, const unsigned char *labels, int n_avail, int n_classes,
-                       int n_train, int n_val, int *idx_train, int *idx_val);
 
 /* Gives n_flip = round(frac · n) examples, chosen uniformly without
  * replacement, a label drawn uniformly from 0..C−1 (it may equal the old

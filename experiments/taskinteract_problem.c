@@ -133,25 +133,6 @@ double ti_current_rho(const ti_problem *tp) { return softplus(tp->lam[1]->data[0
 
 /* ---- data --------------------------------------------------------------- */
 
-int ti_sample_balanced(ad_rng *rng, const unsigned char *labels, int n, int n_classes,
-                       int per_train, int per_val, int *idx_train, int *idx_val)
-{
-    if (n < 1 || n_classes < 1 || n_classes > 256 || per_train < 0 || per_val < 0)
-        return ad_fail(AD_EARG, "taskinteract: bad sample sizes");
-    int quota[2][256], filled[2];
-    for (int c = 0; c < n_classes; c++) {
-        quota[0][c] = per_train;
-        quota[1][c] = per_val;
-    }
-    int rc = ex_sample_by_quota(rng, labels, n, n_classes, quota[0], quota[1], idx_train,
-                                idx_val, filled);
-    if (rc != AD_OK) return ad_fail_wrap(rc, "taskinteract");
-    if (filled[0] + filled[1] < n_classes * (per_train + per_val))
-        return ad_fail(AD_EARG, "taskinteract: cannot draw %d + %d examples of each of %d "
-                       "classes from %d (a class has too few)", per_train, per_val, n_classes, n);
-    return AD_OK;
-}
-
 double ti_top_eigenvalue(const double *x, int n, int d)
 {
     double *K = malloc(sizeof(double) * (size_t)n * (size_t)n);
@@ -220,7 +201,8 @@ int ti_data_cifar(ti_data *out, const data_cifar *train, const data_cifar *test,
     ad_rng rng;
     ad_rng_seed(&rng, seed);
     if (rc == AD_OK)
-        rc = ti_sample_balanced(&rng, train->labels, train->n, V, per_train, per_val, it, iv);
+        rc = ex_sample_balanced(&rng, train->labels, train->n, V, V * per_train, V * per_val, it,
+                                iv);
     if (rc == AD_OK) rc = data_cifar_moments(train, it, n, mean, sd);
     if (rc == AD_OK) rc = data_cifar_features(train, it, n, mean, sd, false, buf);
     if (rc == AD_OK) {

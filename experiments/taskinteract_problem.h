@@ -90,13 +90,6 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
 /* Frees everything and zeroes the struct; a zeroed struct is fine. */
 void ti_data_free(ti_data *dt);
 
-/* Picks per_train + per_val distinct indices of each class c < n_classes
- * from labels[0..n), in the order of a random permutation, into idx_train
- * [n_classes·per_train] and idx_val [n_classes·per_val].  AD_EARG if a
- * class has too few examples. */
-int ti_sample_balanced(ad_rng *rng, const unsigned char *labels, int n, int n_classes,
-                       int per_train, int per_val, int *idx_train, int *idx_val);
-
 /* The largest eigenvalue of XᵀX/n for x [n,d] (row-major doubles), by power
  * iteration on the n × n Gram matrix X Xᵀ/n (the same nonzero spectrum). */
 double ti_top_eigenvalue(const double *x, int n, int d);

@@ -250,7 +250,7 @@ START_TEST(sampling_and_corruption)
     int tr[60], va[31];
     ad_rng rng;
     ad_rng_seed(&rng, 5);
-    ck_assert_int_eq(hc_sample_balanced(&rng, labels, N, C, 60, 31, tr, va), AD_OK);
+    ck_assert_int_eq(ex_sample_balanced(&rng, labels, N, C, 60, 31, tr, va), AD_OK);
     int count[2][C] = { { 0 } };
     char used[N] = { 0 };
     for (int i = 0; i < 60; i++) {
@@ -266,7 +266,7 @@ START_TEST(sampling_and_corruption)
     for (int c = 0; c < C; c++) ck_assert_int_eq(count[0][c], 20);
     ck_assert_int_eq(count[1][0], 11); /* 31 = 11 + 10 + 10 */
     ck_assert_int_eq(count[1][1], 10);
-    ck_assert_int_eq(hc_sample_balanced(&rng, labels, 30, C, 60, 0, tr, va), AD_EARG);
+    ck_assert_int_eq(ex_sample_balanced(&rng, labels, 30, C, 60, 0, tr, va), AD_EARG);
 
     /* Corruption: exactly round(0.5 n) relabelled, flags = "label changed". */
     int y[100], y0[100];

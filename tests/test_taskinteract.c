@@ -203,7 +203,7 @@ START_TEST(balanced_sampler)
     int it[CL * 3], iv[CL * 2], seen[N] = { 0 };
     ad_rng rng;
     ad_rng_seed(&rng, 5);
-    ck_assert_int_eq(ti_sample_balanced(&rng, labels, N, CL, 3, 2, it, iv), AD_OK);
+    ck_assert_int_eq(ex_sample_balanced(&rng, labels, N, CL, 3 * CL, 2 * CL, it, iv), AD_OK);
     int per_t[CL] = { 0 }, per_v[CL] = { 0 };
     for (int i = 0; i < CL * 3; i++) {
         ck_assert_int_eq(seen[it[i]]++, 0);
@@ -220,9 +220,9 @@ START_TEST(balanced_sampler)
     /* Same seed, same draw; too few examples of a class: AD_EARG. */
     int it2[CL * 3], iv2[CL * 2];
     ad_rng_seed(&rng, 5);
-    ck_assert_int_eq(ti_sample_balanced(&rng, labels, N, CL, 3, 2, it2, iv2), AD_OK);
+    ck_assert_int_eq(ex_sample_balanced(&rng, labels, N, CL, 3 * CL, 2 * CL, it2, iv2), AD_OK);
     ck_assert_int_eq(memcmp(it, it2, sizeof it), 0);
-    ck_assert_int_eq(ti_sample_balanced(&rng, labels, 12, CL, 2, 1, it2, iv2), AD_EARG);
+    ck_assert_int_eq(ex_sample_balanced(&rng, labels, 12, CL, 2 * CL, 1 * CL, it2, iv2), AD_EARG);
 }
 END_TEST
 
