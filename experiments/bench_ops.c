@@ -48,11 +48,13 @@
  * after the last (lam_K*): the same bytes at any --threads (tests/bench-
  * ops.sh checks it).
  *
- * Tape mode.  One recorded hypercleaning step and one recorded one-shot
- * inner step, by op: the bytes of data some backward rule reads later and
- * those none reads (each op's own declaration, ad_op.reads), and the bytes
- * the step holds once closed on a tape that keeps everything and on a lean
- * one (ad_tape_set_lean), which gives the unread back.
+ * Tape mode.  One recorded inner step of hypercleaning and one of one-shot,
+ * the programs' own problems (hyperclean_problem.c, oneshot_problem.c)
+ * stepped by hg_inner_step as the estimators step them, by op: the bytes of
+ * data some backward rule reads later and those none reads (each op's own
+ * declaration, ad_op.reads), and the bytes the step holds once closed on a
+ * tape that keeps everything and on a lean one (ad_tape_set_lean), which
+ * gives the unread back.
  *
  * Threads: OpenBLAS's (OPENBLAS_NUM_THREADS), or with --oneshot --threads
  * one per worker; the header line says how many.  Exit status: 0, 1 on a failure, 2 on bad usage.
@@ -68,6 +70,7 @@
 
 #include "ad/node.h" /* --tape reads the ops' names and declarations */
 #include "experiments/kit/kit.h"
+#include "experiments/hyperclean_problem.h"
 #include "experiments/oneshot_problem.h"
 #include "models/models.h"
 #include "ops/ops.h"
@@ -710,115 +713,103 @@ static void print_step(const char *what, const step_values *sv, ad_value *const 
            (ptrdiff_t)total - (ptrdiff_t)(read + unread));
 }
 
-/* One recorded hypercleaning step (hyperclean_problem.c's g on random data
- * of MNIST's size, ∇W g recorded, W − γ∇W g kept) on a tape, lean or not:
- * *bytes = what the step holds once closed.  With sv, its values are
- * collected and print_step shows them beside `lean_bytes`. */
-static int hc_step(bool lean, step_values *sv, size_t lean_bytes, size_t *bytes)
+/* One inner step of problem p recorded as the estimators record it
+ * (hg_inner_step, create_graph, the state kept), on a tape of its own, lean
+ * or not: *bytes = what the step holds once closed.  The step measured is
+ * the second: the first starts from a leaf copy of the detached w0
+ * (hg_state_init), as K-RMD's first recorded step does, and every later one
+ * from the state the step before it made.  With sv, the values the new state
+ * reaches are collected and print_step shows them beside `lean_bytes`. */
+static int record_step(const char *what, const hg_problem *p, bool lean, step_values *sv,
+                       size_t lean_bytes, size_t *bytes)
+{
+    int n = hg_state_len(p);
+    hg_state st = { 0 };
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    int rc = !tp ? ad_fail(AD_ENOMEM, "out of memory") : n < 1 ? ad_error_code() : AD_OK;
+    if (rc == AD_OK) rc = ad_tape_set_lean(tp, lean);
+    if (rc == AD_OK) rc = hg_state_init(tp, p, &st, true);
+    size_t b0 = 0;
+    long step = 0;
+    for (int t = 1; t <= 2 && rc == AD_OK; t++) {
+        for (int i = 0; i < n && rc == AD_OK; i++) rc = ad_value_keep(st.w[i]);
+        if (rc == AD_OK) rc = ad_tape_step(tp);
+        b0 = ad_tape_bytes(tp);
+        step = ad_tape_current_step(tp);
+        if (rc == AD_OK) rc = hg_inner_step(tp, p, &st, t, false);
+    }
+    for (int i = 0; i < n && rc == AD_OK; i++) rc = ad_value_keep(st.w[i]); /* the next step's */
+    for (int i = 0; i < n && rc == AD_OK && sv; i++) rc = collect_step(sv, st.w[i], step);
+    if (rc == AD_OK) rc = ad_tape_step(tp);
+    if (rc == AD_OK) *bytes = ad_tape_bytes(tp) - b0;
+    if (rc == AD_OK && sv) print_step(what, sv, st.w, n, *bytes, lean_bytes);
+    if (st.w) hg_state_free(&st);
+    ad_tape_free(tp);
+    return rc;
+}
+
+/* record_step on a lean tape, then on one that keeps everything (printed). */
+static int both_tapes(const char *what, const hg_problem *p, step_values *sv)
+{
+    size_t lean = 0, bytes = 0;
+    int rc = record_step(what, p, true, NULL, 0, &lean);
+    if (rc == AD_OK) rc = record_step(what, p, false, sv, lean, &bytes);
+    sv->n = 0;
+    return rc;
+}
+
+/* hyperclean_problem.c's problem (its g, gradient descent) on random data of
+ * MNIST's size. */
+static int tape_hyperclean(step_values *sv)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    int n = 5000, d = 785, C = 10, rc = AD_OK;
+    int n = 5000, d = 785, C = 10;
     ad_value *X = ad_tensor_rand(&rng, 2, (int[]){ n, d }, 0, 1), *y = labels_rand(&rng, n, C);
-    ad_value *lam = ad_tensor_new(1, &n);
-    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    if (!X || !y || !lam || !tp) rc = ad_fail(AD_ENOMEM, "out of memory");
-    if (rc == AD_OK) {
-        ad_set_requires_grad(lam, true);
-        ad_tape_set_lean(tp, lean);
-        ad_value *W = ad_leaf(tp, ad_const_fill(tp, 2, (int[]){ d, C }, 0.01f)), *gw = NULL;
-        rc = ad_tape_step(tp);
-        size_t b0 = ad_tape_bytes(tp);
-        ad_value *logits = ad_matmul(tp, X, W, false, false);
-        ad_value *g = ad_add(tp, ad_cross_entropy(tp, logits, y, ad_sigmoid(tp, lam), AD_REDUCE_MEAN),
-                             ad_scale(tp, ad_sqnorm(tp, W), HC_REG));
-        if (rc == AD_OK) rc = g ? ad_grad(tp, g, 1, &W, &gw, true) : ad_error_code();
-        ad_value *W2 = rc == AD_OK ? ad_sub(tp, W, ad_scale(tp, gw, 0.25)) : NULL;
-        if (rc == AD_OK && !W2) rc = ad_error_code();
-        if (rc == AD_OK) rc = ad_value_keep(W2); /* the next step's w */
-        long step = ad_tape_current_step(tp);
-        if (rc == AD_OK && sv) rc = collect_step(sv, W2, step);
-        if (rc == AD_OK && sv) rc = collect_step(sv, g, step);
-        if (rc == AD_OK) rc = ad_tape_step(tp);
-        *bytes = ad_tape_bytes(tp) - b0;
-        if (rc == AD_OK && sv)
-            print_step("hypercleaning, one recorded step (n 5000, d 785, C 10)", sv, &W2, 1, *bytes,
-                       lean_bytes);
-    }
-    ad_tape_free(tp);
+    hc_problem hc = { 0 };
+    int rc = X && y ? hc_problem_init(&hc, X, y, X, y, C, 1, 0.25, HC_REG)
+                    : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK)
+        rc = both_tapes("hypercleaning, one recorded step (n 5000, d 785, C 10)", &hc.problem, sv);
+    hc_problem_free(&hc);
     ad_value_free(X);
     ad_value_free(y);
-    ad_value_free(lam);
     return rc;
 }
 
-/* One recorded one-shot inner step (64 channels, 5 support images,
- * oneshot_problem.c's g, the new w kept), as hc_step. */
-static int os_step(bool lean, step_values *sv, size_t lean_bytes, size_t *bytes)
+/* oneshot_problem.c's split task (blocks 3–4 and the classifier on the
+ * representation of 5 random support images, 64 channels), as oneshot runs it. */
+static int tape_oneshot(step_values *sv)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 2);
-    mdl_cnn net = mdl_cnn_omniglot(64);
-    mdl_shapes shapes;
-    ad_value *all[MDL_MAX_PARAMS] = { 0 }, *w[MDL_MAX_PARAMS], *w2[MDL_MAX_PARAMS], *gw[MDL_MAX_PARAMS];
-    ad_value *nu[3] = { 0 }, *gam = ad_param_scalar(0.03f), *ys = labels_rand(&rng, OS_SUPPORT, 5);
-    ad_value *hs = ad_tensor_rand(&rng, 4, (int[]){ OS_SUPPORT, 64, 7, 7 }, 0, 1);
-    for (int l = 0; l < 3; l++) nu[l] = ad_param_scalar(-2.25f);
-    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    int rc = mdl_cnn_shapes(&net, &shapes);
-    if (rc == AD_OK) rc = mdl_init_params(&shapes, &rng, all, true);
-    if (rc == AD_OK && !(gam && ys && hs && nu[0] && nu[1] && nu[2] && tp)) rc = ad_fail(AD_ENOMEM, "out of memory");
-    int n_rep = MDL_CNN_BLOCK_PARAMS * net.n_rep, n_task = shapes.n - n_rep;
-    ad_value **c = all + n_rep;
+    os_hyper hy = { 0 };
+    os_task tk = { 0 };
+    rand_task *t = malloc(sizeof *t);
+    int rc = t ? os_hyper_init(&hy, mdl_cnn_omniglot(64), &rng, 0.1, 0.03)
+               : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK) rc = os_task_init(&tk, &hy, OS_SUPPORT, OS_QUERY, 1, true);
     if (rc == AD_OK) {
-        ad_set_requires_grad(hs, true);
-        ad_tape_set_lean(tp, lean);
-        for (int j = 0; j < n_task; j++) w[j] = ad_scale(tp, c[j], 1);
-        for (int j = 0; j < n_task && rc == AD_OK; j++) rc = ad_value_keep(w[j]);
-        if (rc == AD_OK) rc = ad_tape_step(tp);
-        size_t b0 = ad_tape_bytes(tp);
-        ad_value *g = ad_cross_entropy(tp, mdl_cnn_task_forward(tp, &net, hs, w), ys, NULL, AD_REDUCE_MEAN);
-        ad_value *sq[3] = { 0 };
-        for (int j = 0; j < n_task; j++) { /* oneshot_problem.c's layers: 4, 4, 2 tensors */
-            int l = j / MDL_CNN_BLOCK_PARAMS < 2 ? j / MDL_CNN_BLOCK_PARAMS : 2;
-            ad_value *t = ad_sqnorm(tp, ad_sub(tp, w[j], c[j]));
-            sq[l] = sq[l] ? ad_add(tp, sq[l], t) : t;
-        }
-        for (int l = 0; l < 3; l++) g = ad_add(tp, g, ad_mul(tp, ad_softplus(tp, nu[l]), sq[l]));
-        if (rc == AD_OK) rc = g ? ad_grad(tp, g, n_task, w, gw, true) : ad_error_code();
-        for (int j = 0; j < n_task && rc == AD_OK; j++)
-            if (!(w2[j] = ad_sub(tp, w[j], ad_mul(tp, gam, gw[j])))) rc = ad_error_code();
-        for (int j = 0; j < n_task && rc == AD_OK; j++) rc = ad_value_keep(w2[j]);
-        long step = ad_tape_current_step(tp);
-        for (int j = 0; j < n_task && rc == AD_OK && sv; j++) rc = collect_step(sv, w2[j], step);
-        if (rc == AD_OK && sv) rc = collect_step(sv, g, step);
-        if (rc == AD_OK) rc = ad_tape_step(tp);
-        *bytes = ad_tape_bytes(tp) - b0;
-        if (rc == AD_OK && sv)
-            print_step("one-shot, one recorded inner step (64 channels, 5 support images)", sv, w2,
-                       n_task, *bytes, lean_bytes);
+        random_task(&rng, t);
+        rc = os_task_load(&tk, t->x_s, t->y_s, t->x_q, t->y_q, false);
     }
-    ad_tape_free(tp);
-    mdl_free_params(shapes.n, all);
-    for (int l = 0; l < 3; l++) ad_value_free(nu[l]);
-    ad_value_free(gam);
-    ad_value_free(ys);
-    ad_value_free(hs);
+    if (rc == AD_OK)
+        rc = both_tapes("one-shot, one recorded inner step (64 channels, 5 support images)",
+                        &tk.problem, sv);
+    os_task_free(&tk);
+    os_hyper_free(&hy);
+    free(t);
     return rc;
 }
 
-/* Both steps: by op, what a rule reads later and what none does, and the
+/* Both problems: by op, what a rule reads later and what none does, and the
  * bytes a step keeps once closed, on a tape that keeps everything and on a
  * lean one. */
 static int run_tape(void)
 {
     step_values sv = { 0 };
-    size_t lean = 0, bytes = 0;
-    int rc = hc_step(true, NULL, 0, &lean);
-    if (rc == AD_OK) rc = hc_step(false, &sv, lean, &bytes);
-    sv.n = 0;
-    if (rc == AD_OK) rc = os_step(true, NULL, 0, &lean);
-    if (rc == AD_OK) rc = os_step(false, &sv, lean, &bytes);
+    int rc = tape_hyperclean(&sv);
+    if (rc == AD_OK) rc = tape_oneshot(&sv);
     free(sv.v);
     if (rc != AD_OK) fprintf(stderr, PROG ": --tape: %s\n", ad_error());
     return rc == AD_OK ? 0 : EX_EXIT_LIB;

@@ -4,8 +4,8 @@
 # hypergradients, every K's first mean hypergradient (mean_K*) and λ after the last Adam update
 # (lam_K*); these files must be the same bytes at --threads 1, 2 and 3 (a meta-batch of 3, so two
 # workers get unequal shares) and without --threads at one OpenBLAS thread (the tasks in turn).
-# Also: the dump is not empty and differs between Ks (the comparison is not vacuous), and the
-# flag's misuse exits 2.  Registered by tests/meson.build as the test `bench-ops`, with the
+# Also: the dump is not empty and differs between Ks (the comparison is not vacuous), the
+# flag's misuse exits 2, and --tape's lean step keeps at most half of the step.  Registered by tests/meson.build as the test `bench-ops`, with the
 # build's experiments folder as $1.  Prints one line per case; exits 1 if any case went wrong.
 set -uo pipefail
 
@@ -70,6 +70,20 @@ if [ "$status" -eq 2 ] && [[ "$out" == *"--threads"*"go with --oneshot"* ]]; the
   ok "--threads without --oneshot: exit 2"
 else
   fail "--threads without --oneshot: status $status, output: $out"
+fi
+
+# --tape records one step of each program's own problem; a lean tape must give back at least
+# half of it (the ops' ad_op.reads declarations at work: 0.32 and 0.36 of the step are kept).
+out=$("$bin" --tape 2>&1)
+status=$?
+lines=$(grep -c 'bytes on the tape for the step' <<<"$out")
+halves=$(awk '/bytes on the tape for the step/ { for (i = 1; i < NF; i++) if ($(i + 1) == "bytes") total = $i;
+                                                  for (i = 1; i < NF; i++) if ($(i + 1) == "once") lean = $i;
+                                                  if (lean > 0 && 2 * lean <= total) n++ } END { print n + 0 }' <<<"$out")
+if [ "$status" -eq 0 ] && [ "$lines" -eq 2 ] && [ "$halves" -eq 2 ]; then
+  ok "--tape: two steps, each kept at most half on a lean tape"
+else
+  fail "--tape: status $status, $lines steps, $halves at most half on a lean tape; output: $out"
 fi
 
 echo "$cases cases, $failed failed"
