@@ -147,11 +147,13 @@ static void case_shape(const op_case *c, char *buf, size_t len)
 }
 
 /* The case's inputs (caller-owned): in[0..*n_in) want gradients, `fixed`
- * holds what does not (labels, X); NULL entries are absent. */
+ * holds what does not (labels, X); NULL entries are absent.  hc_inner runs
+ * hyperclean_problem.c's own inner loss, through hc's problem. */
 typedef struct case_inputs {
     ad_value *in[MAX_IN];
     int n_in;
     ad_value *fixed[2];
+    hc_problem hc;
 } case_inputs;
 
 static ad_value *param_rand(ad_rng *rng, int rank, const int *shape, double lo, double hi)
@@ -173,6 +175,7 @@ static void inputs_free(case_inputs *ci)
 {
     for (int i = 0; i < MAX_IN; i++) ad_value_free(ci->in[i]);
     for (int i = 0; i < 2; i++) ad_value_free(ci->fixed[i]);
+    hc_problem_free(&ci->hc);
     memset(ci, 0, sizeof *ci);
 }
 
@@ -250,7 +253,10 @@ static int inputs_make(const op_case *c, ad_rng *rng, case_inputs *ci)
     for (int i = 0; i < ci->n_in; i++) b = b && ci->in[i];
     if (c->kind == C_CE || c->kind == C_HC_MATMUL || c->kind == C_HC_CE) b = b && ci->fixed[0];
     if (c->kind == C_HC_INNER) b = b && ci->fixed[0] && ci->fixed[1];
-    return b ? AD_OK : ad_fail(AD_ENOMEM, "out of memory for the inputs");
+    if (!b) return ad_fail(AD_ENOMEM, "out of memory for the inputs");
+    if (c->kind != C_HC_INNER) return AD_OK;
+    return hc_problem_init(&ci->hc, ci->fixed[0], ci->fixed[1], ci->fixed[0], ci->fixed[1],
+                           HC_CLASSES, 1, 0.25, HC_REG);
 }
 
 /* The op of the case on its inputs. */
@@ -271,12 +277,8 @@ static ad_value *case_run(ad_tape *tp, const op_case *c, const case_inputs *ci)
         return ad_cross_entropy(tp, x[0], ci->fixed[0], ad_sigmoid(tp, x[1]), AD_REDUCE_MEAN);
     case C_HC_SIGMOID: return ad_sigmoid(tp, x[0]);
     case C_HC_SQNORM: return ad_sqnorm(tp, x[0]);
-    case C_HC_INNER: { /* hyperclean_problem.c's g(W, λ) */
-        ad_value *logits = ad_matmul(tp, ci->fixed[0], x[0], false, false);
-        ad_value *ce = ad_cross_entropy(tp, logits, ci->fixed[1], ad_sigmoid(tp, x[1]),
-                                        AD_REDUCE_MEAN);
-        return ad_add(tp, ce, ad_scale(tp, ad_sqnorm(tp, x[0]), HC_REG));
-    }
+    case C_HC_INNER: /* g(W, λ) at W = x[0], λ = x[1] */
+        return ci->hc.problem.inner(tp, x, x + 1, 1, ci->hc.problem.ctx);
     }
     return NULL;
 }
@@ -326,13 +328,14 @@ static int time_case(const op_case *c, int repeats, case_result *res)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 1234);
-    case_inputs ci;
+    case_inputs ci = { 0 };
     ad_value *gy = NULL, *v[MAX_IN] = { 0 };
     double samples[N_TIMES][MAX_REPEATS]; /* --repeats allows no more */
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
-    int rc = tp ? inputs_make(c, &rng, &ci) : AD_ENOMEM;
+    int rc = tp ? inputs_make(c, &rng, &ci) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc != AD_OK) {
         ad_tape_free(tp);
+        inputs_free(&ci); /* what inputs_make made before it failed */
         return rc;
     }
     /* The seeds: one forward to learn the output's shape. */
