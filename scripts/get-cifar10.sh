@@ -21,6 +21,9 @@
 # are the ones torchvision-ruby (ankane/torchvision-ruby, datasets/cifar10.rb)
 # checks, test_batch.bin's also quoted by two unrelated projects.
 set -eu
+PROG=get-cifar10.sh
+USAGE_LINES=2,16
+. "$(dirname "$0")/get-common.sh"
 
 # CIFAR10_URL overrides the archive's address (file:///some/file for tests).
 URL=${CIFAR10_URL:-https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz}
@@ -44,10 +47,6 @@ test_batch.bin 30730000 8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf48
 SUBSET='cifar10_train4000_jpeg.bin.gz 1bb2551e671794f2dc73a816cc3f2313c6e2562d240e1342face67ff6c25c002
 cifar10_test_jpeg.bin.gz b0cf859b1d8b6f9aca973f4f806d37295a60510439b23b9004700773591239af'
 
-usage() {
-    sed -n '2,16s/^# \{0,1\}//p' "$0"
-}
-
 info() {
     cat <<EOF
 CIFAR-10 (Alex Krizhevsky, "Learning Multiple Layers of Features from Tiny
@@ -68,19 +67,6 @@ Then run taskinteract with --data DIR, or name DIR cifar/ inside
 (cifar10_train4000_jpeg.bin.gz, cifar10_test_jpeg.bin.gz) when that is where
 it looks; scripts/get-cifar10.sh --verify says which set a folder holds.
 EOF
-}
-
-# Prints the sha256 (or, with md5 as $2, the md5) of a file.
-sum_of() {
-    tool=${2:-sha256}
-    if command -v "${tool}sum" >/dev/null 2>&1; then
-        "${tool}sum" "$1" | cut -d' ' -f1
-    elif [ "$tool" = sha256 ] && command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 "$1" | cut -d' ' -f1
-    else
-        echo "get-cifar10.sh: no ${tool}sum found" >&2
-        return 1
-    fi
 }
 
 # check PATH SHA256 MD5: prints PATH's verdict; 0 when it matches.
@@ -162,19 +148,6 @@ verify() {
     return $status
 }
 
-# Downloads URL to FILE, atomically: a failed download leaves no FILE behind.
-fetch() {
-    if command -v curl >/dev/null 2>&1; then
-        curl -fL --progress-bar --retry 3 --connect-timeout 20 -o "$2.part" "$1" || { rm -f "$2.part"; return 1; }
-    elif command -v wget >/dev/null 2>&1; then
-        wget --timeout=20 -O "$2.part" "$1" || { rm -f "$2.part"; return 1; }
-    else
-        echo "get-cifar10.sh: neither curl nor wget found; install one (sudo apt-get install curl) or fetch $1 by hand" >&2
-        return 1
-    fi
-    mv "$2.part" "$2"
-}
-
 download() {
     mkdir -p "$1"
     if verify_files "$1" >/dev/null 2>&1; then
@@ -186,7 +159,7 @@ download() {
         echo "$archive: present, not downloaded again"
     else
         echo "downloading $URL"
-        fetch "$URL" "$archive" || { echo "$archive: download failed" >&2; return 1; }
+        fetch "$URL" "$archive" "$URL" || { echo "$archive: download failed" >&2; return 1; }
     fi
     # The archive is checked before tar reads it: a damaged or foreign one
     # is never extracted.
@@ -199,23 +172,4 @@ download() {
     verify "$1"
 }
 
-case ${1:-} in
-    "")
-        info
-        ;;
-    --verify)
-        [ $# -eq 2 ] || { usage >&2; exit 2; }
-        verify "$2"
-        ;;
-    --download)
-        [ $# -eq 2 ] || { usage >&2; exit 2; }
-        download "$2"
-        ;;
-    -h|--help)
-        usage
-        ;;
-    *)
-        usage >&2
-        exit 2
-        ;;
-esac
+get_main "$@"

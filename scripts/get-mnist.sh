@@ -16,6 +16,9 @@
 # fgnt/mnist mirror on GitHub, pinned to the commit SOURCE.md names, because
 # yann.lecun.com often refuses scripted downloads.
 set -eu
+PROG=get-mnist.sh
+USAGE_LINES=2,12
+. "$(dirname "$0")/get-common.sh"
 
 # MNIST_MIRROR overrides the mirror (a local copy, or file:///some/dir for tests).
 MIRROR=${MNIST_MIRROR:-https://raw.githubusercontent.com/fgnt/mnist/ae608a02b796c9ee908c082585a5f006fe05258e}
@@ -26,10 +29,6 @@ FILES='train-images-idx3-ubyte.gz 9912422 440fcabf73cc546fa21475e81ea370265605f5
 train-labels-idx1-ubyte.gz 28881 3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c
 t10k-images-idx3-ubyte.gz 1648877 8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6
 t10k-labels-idx1-ubyte.gz 4542 f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6'
-
-usage() {
-    sed -n '2,12s/^# \{0,1\}//p' "$0"
-}
 
 info() {
     cat <<EOF
@@ -49,50 +48,26 @@ Then run an experiment with --data DIR, or set HYPERTAPE_DATA to DIR's parent
 EOF
 }
 
-# Prints the sha256 of a file, with whichever tool this system has.
-sha256_of() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum "$1" | cut -d' ' -f1
-    elif command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 "$1" | cut -d' ' -f1
-    else
-        echo "get-mnist.sh: neither sha256sum nor shasum found" >&2
-        return 1
-    fi
-}
-
-# Downloads URL to FILE, atomically: a failed download leaves no FILE behind.
-fetch() {
-    if command -v curl >/dev/null 2>&1; then
-        curl -fL --progress-bar --retry 3 --connect-timeout 20 -o "$2.part" "$1" || { rm -f "$2.part"; return 1; }
-    elif command -v wget >/dev/null 2>&1; then
-        wget --timeout=20 -O "$2.part" "$1" || { rm -f "$2.part"; return 1; }
-    else
-        echo "get-mnist.sh: neither curl nor wget found; install one (sudo apt-get install curl) or fetch the four files by hand (scripts/get-mnist.sh alone lists where)" >&2
-        return 1
-    fi
-    mv "$2.part" "$2"
-}
-
 download() {
     dir=$1
     mkdir -p "$dir"
-    status=0
-    # A here-document, not a pipe, so that status survives the loop.
+    dl=0
+    # A here-document, not a pipe, so that dl survives the loop.
     while read -r name _bytes _sum; do
         if [ -e "$dir/$name" ]; then
             echo "$dir/$name: present, not downloaded again"
             continue
         fi
         echo "downloading $MIRROR/$name"
-        fetch "$MIRROR/$name" "$dir/$name" || {
+        fetch "$MIRROR/$name" "$dir/$name" "the four files" || {
             echo "$dir/$name: download failed" >&2
-            status=1
+            dl=1
         }
     done <<EOF
 $FILES
 EOF
-    return $status
+    # Verify even after a failed download: it says which files are missing.
+    verify "$dir" && [ $dl -eq 0 ]
 }
 
 verify() {
@@ -105,7 +80,7 @@ verify() {
             status=1
             continue
         fi
-        got=$(sha256_of "$path") || return 1
+        got=$(sum_of "$path") || return 1
         if [ "$got" = "$want" ]; then
             echo "$path: OK"
         else
@@ -123,26 +98,4 @@ EOF
     return $status
 }
 
-case ${1:-} in
-    "")
-        info
-        ;;
-    --verify)
-        [ $# -eq 2 ] || { usage >&2; exit 2; }
-        verify "$2"
-        ;;
-    --download)
-        [ $# -eq 2 ] || { usage >&2; exit 2; }
-        # Verify even after a failed download: it says which files are missing.
-        dl=0
-        download "$2" || dl=1
-        verify "$2" && [ $dl -eq 0 ]
-        ;;
-    -h|--help)
-        usage
-        ;;
-    *)
-        usage >&2
-        exit 2
-        ;;
-esac
+get_main "$@"

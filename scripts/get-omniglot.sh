@@ -20,6 +20,9 @@
 # holds a rebuild instead (its SOURCE.md): other bytes, every image's pixels
 # identical; --verify accepts it and says so.
 set -eu
+PROG=get-omniglot.sh
+USAGE_LINES=2,14
+. "$(dirname "$0")/get-common.sh"
 
 # OMNIGLOT_MIRROR overrides where the zips come from (file:///some/dir for tests).
 MIRROR=${OMNIGLOT_MIRROR:-https://github.com/brendenlake/omniglot/raw/master/python}
@@ -35,10 +38,6 @@ original_small/images_background_small1.zip 1319022 f38eb80f801274ac2b4dff5b2428
 # The pixel-exact rebuild in the shared data folder: file, sha256.
 REBUILD='images_background.zip dadfb472e2b4e6bdcfa8c8b2440720c34a13b63a9abc1b346f29a16d49421149
 images_evaluation.zip 7018cd4799053ca3caaef34174b2f7f0311b3de83e848a3ea1e8837ddeb8d370'
-
-usage() {
-    sed -n '2,14s/^# \{0,1\}//p' "$0"
-}
 
 info() {
     cat <<EOF
@@ -57,19 +56,6 @@ To check them:  $0 --verify DIR
 Then run oneshot or taskinteract --dataset omniglot with --data DIR, or name
 DIR omniglot/ inside \$HYPERTAPE_DATA.
 EOF
-}
-
-# Prints the sha256 (or, with md5 as $2, the md5) of a file.
-sum_of() {
-    tool=${2:-sha256}
-    if command -v "${tool}sum" >/dev/null 2>&1; then
-        "${tool}sum" "$1" | cut -d' ' -f1
-    elif [ "$tool" = sha256 ] && command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 "$1" | cut -d' ' -f1
-    else
-        echo "get-omniglot.sh: no ${tool}sum found" >&2
-        return 1
-    fi
 }
 
 # The rebuild's sha256 for zip $1, or nothing.
@@ -119,19 +105,6 @@ EOF
     return $status
 }
 
-# Downloads URL to FILE, atomically: a failed download leaves no FILE behind.
-fetch() {
-    if command -v curl >/dev/null 2>&1; then
-        curl -fL --progress-bar --retry 3 --connect-timeout 20 -o "$2.part" "$1" || { rm -f "$2.part"; return 1; }
-    elif command -v wget >/dev/null 2>&1; then
-        wget --timeout=20 -O "$2.part" "$1" || { rm -f "$2.part"; return 1; }
-    else
-        echo "get-omniglot.sh: neither curl nor wget found; install one (sudo apt-get install curl) or fetch the two zips by hand (scripts/get-omniglot.sh alone lists where)" >&2
-        return 1
-    fi
-    mv "$2.part" "$2"
-}
-
 download() {
     mkdir -p "$1"
     dl=0
@@ -143,7 +116,7 @@ download() {
         url=$MIRROR/${name##*/}
         echo "downloading $url"
         mkdir -p "$(dirname "$1/$name")"
-        fetch "$url" "$1/$name" || {
+        fetch "$url" "$1/$name" "the two zips" || {
             echo "$1/$name: download failed" >&2
             dl=1
         }
@@ -154,23 +127,4 @@ EOF
     verify "$1" && [ $dl -eq 0 ]
 }
 
-case ${1:-} in
-    "")
-        info
-        ;;
-    --verify)
-        [ $# -eq 2 ] || { usage >&2; exit 2; }
-        verify "$2"
-        ;;
-    --download)
-        [ $# -eq 2 ] || { usage >&2; exit 2; }
-        download "$2"
-        ;;
-    -h|--help)
-        usage
-        ;;
-    *)
-        usage >&2
-        exit 2
-        ;;
-esac
+get_main "$@"
