@@ -32,8 +32,10 @@ int ad_print(FILE *out, const char *label, const ad_value *v);
 /* Saves v's data to path as a .npy file: format 1.0, little-endian, C order,
  * '<f8' in the double build and '<f4' in the float build, the header laid
  * out byte for byte as NumPy writes it.  Replaces an existing file.  AD_OK,
- * or AD_EIO with a message naming the file. */
-int ad_save_npy(const char *path, const ad_value *v);
+ * AD_EARG for a NULL path or a NULL or released v, or AD_EIO with a message
+ * naming the file.  Marked AD_MUST_CHECK (ad.h): a lost result is a failure
+ * that must not pass unseen; ad_print's, like printf's, may be dropped. */
+AD_MUST_CHECK int ad_save_npy(const char *path, const ad_value *v);
 
 /* Loads a .npy file of format 1.0 holding a '<f8' or '<f4' array of rank
  * 0..4 in C order with no empty axis — what ad_save_npy writes, and what

@@ -36,8 +36,9 @@ static struct {
 } o;
 
 static const ex_flag flags[] = {
-    { "--what", EX_CHOICE, &o.what, "ab", .help = "ab, krmd, profile, sweep, loop or curvature "
-      "(see above)", .choices = "ab|krmd|profile|sweep|loop|curvature" },
+    { "--what", EX_CHOICE, &o.what, "ab", .help = "ab: krmd and profile in turn, and their "
+      "ratio; krmd or profile alone; sweep: hg_sweep over --Ks; loop: full RMD, then krmd per K; "
+      "curvature: hg_curvature_estimate", .choices = "ab|krmd|profile|sweep|loop|curvature" },
     { "--K", EX_INT, &o.K, "100", 1, 100000, "the depth of krmd and of the profile" },
     { "--Ks", EX_INTS, o.Ks, "1,5,25,50,100", 1, 100000, "the depths of a sweep", .max_n = MAX_K,
       .n = &o.nK },

@@ -23,8 +23,10 @@
  *     "absent", so the op cannot tell it from a failed expression: check
  *     the expression that computes an optional input before passing it.
  *
- * Files: elementwise.c, reduce.c, linalg.c, shape.c, softmax.c, conv.c,
- * pool.c, batchnorm.c — forward and backward side by side in each.
+ * Files: elementwise.c, reduce.c, linalg.c, shape.c, select.c, softmax.c,
+ * conv.c, pool.c, batchnorm.c — forward and backward side by side in each;
+ * helpers they share: broadcast.c (index walks), threads.c (the OpenMP
+ * cap), conv_dnnl.c (conv2d through oneDNN in a float build that has it).
  */
 #ifndef HYPERTAPE_OPS_H
 #define HYPERTAPE_OPS_H
@@ -105,7 +107,8 @@ ad_value *ad_cross_entropy(ad_tape *tp, ad_value *logits, ad_value *labels,
 
 /* ---- conv.c (NCHW) ----------------------------------------------------- */
 /* x [N,C,H,W], w [O,C,kh,kw], b [O] or NULL -> [N,O,H',W'] with
- * H' = (H + 2·pad − kh)/stride + 1.  im2col + gemm. */
+ * H' = (H + 2·pad − kh)/stride + 1.  im2col + gemm (oneDNN's kernels in
+ * a float build with -Ddnnl, conv_dnnl.c). */
 ad_value *ad_conv2d(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, int stride, int pad);
 
 /* ---- pool.c ------------------------------------------------------------ */

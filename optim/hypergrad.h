@@ -157,7 +157,10 @@ typedef struct hg_problem {
      * tensors (λ itself, say: the inner optimizer then starts from a copy on
      * tp, so that ∇w g does not also collect λ's own uses in g). */
     int (*init)(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx);
-    /* The inner loss at step t (1..T), at w_{t−1}: a scalar. */
+    /* The inner loss at step t (1..T), at w_{t−1}: a scalar.  Evaluations
+     * outside a step pass other t: hg_inner_solve's loss curve g(w_t, λ, t)
+     * for t = 0..T, implicit differentiation and hg_curvature_estimate
+     * g(ŵ, λ, T); a callback that picks per-step data by t must accept 0. */
     ad_value *(*inner)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx);
     /* The outer loss at ŵ: a scalar. */
     ad_value *(*outer)(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx);

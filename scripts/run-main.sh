@@ -9,19 +9,14 @@
 # dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist, installed by setup.sh).
 # A --dataset given on the command line wins.
 #
-# BLAS threads: every core (OpenBLAS's default) unless OPENBLAS_NUM_THREADS is set by the
-# caller; the run is hours long, and its numbers repeat exactly for a given thread count.
+# Cores: hyperclean runs the Ks --threads at a time (default: every core), each on one
+# OpenBLAS thread whatever OPENBLAS_NUM_THREADS says (its sums depend on the thread count), so
+# its numbers are the same at any --threads, timings aside.
 set -euo pipefail
 
-caller_threads=${OPENBLAS_NUM_THREADS:-}
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$repo"
-if [ -n "$caller_threads" ]; then
-  export OPENBLAS_NUM_THREADS=$caller_threads
-else
-  unset OPENBLAS_NUM_THREADS
-fi
 
 main=build/release/experiments/hyperclean
 
@@ -70,5 +65,5 @@ if [ ! -x "$main" ]; then
   echo "run-main: the main program ($main) is not built" >&2
   exit 1
 fi
-echo "run-main: OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset} $main ${extra[*]} $*" >&2
+echo "run-main: $main ${extra[*]} $*" >&2
 exec "$main" "${extra[@]}" "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds hypertape five ways and runs the test suite:
+# Sets up the machine, builds hypertape six ways (five when build/float has no oneDNN) and runs
+# the test suite:
 #
 #   build/double  -Dreal=double, warnings are errors          built and tested
 #   build/float   -Dreal=float,  warnings are errors          built and tested, and its one-shot
@@ -16,15 +17,16 @@
 #   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
 #                 UndefinedBehaviorSanitizer, warnings are errors
 #   build/tsan    clang, -Dreal=double, ThreadSanitizer,      the test program only; runs the
-#                 warnings are errors, no OpenMP (-Domp)      threads and tape suites
+#                 warnings are errors, no OpenMP (-Domp)      threads, tape, lifetime and par
+#                                                             suites
 #   build/fuzz    clang, -Dfuzz=true, ASan + UBSan            the libFuzzer targets of
 #                                                             tests/fuzz, each run for
 #                                                             $FUZZ_SECONDS (default 5)
 #
 # It ends with every Check summary line it found in the test logs, one line per shared dataset
 # whose tests were skipped because its folder is missing (CI=true makes that a failure instead),
-# then one line "N passed, N failed" summed over the four test runs and the fuzz smoke run (each
-# target one test; skipped checks in neither). A build that does not compile, or a test that
+# then one line "N passed, N failed" summed over the test runs (four, five with asan-float) and
+# the fuzz smoke run (each target one test; skipped checks in neither). A build that does not compile, or a test that
 # fails without a Check summary, counts as (at least) one failure. The exit status is non-zero if
 # anything failed.
 set -uo pipefail
