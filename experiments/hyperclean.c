@@ -803,8 +803,9 @@ static int load(hc_data *dt, char *dir_out, size_t len)
     printf("dataset: %s (%s)\n", cfg.dataset, dir_out);
     fflush(stdout);
     double t0 = ex_now();
+    /* The test set: for the run and --oracle (which reports its loss), not --gamma-check. */
     int rc = hc_data_load(dt, dir_out, cfg.n_train, cfg.n_val, cfg.corrupt, cfg.seed,
-                          !cfg.gamma_check);
+                          !cfg.gamma_check || cfg.oracle);
     if (rc != AD_OK) return rc;
     fprintf(stderr, PROG ": loaded %d + %d + %d examples in %.1f s\n", dt->n_train, dt->n_val,
             dt->n_test, ex_now() - t0);

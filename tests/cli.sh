@@ -53,6 +53,8 @@ if [ -f ../shared/data/mnist/train-images-idx3-ubyte.gz ] || [ -n "${HYPERTAPE_D
   # No gnuplot on PATH: a warning, the CSV files, and success.
   expect 0 "warning: gnuplot is not on PATH" -- env PATH=/nonexistent "$bin/hyperclean" "${tiny[@]}"
   [ -s "$work/hc/hyperclean_table.md" ] || { echo "FAIL: no table written"; failed=$((failed + 1)); }
+  # --oracle reports the test loss: with --gamma-check too, the test set is loaded for it.
+  expect 0 "test loss" -- "$bin/hyperclean" --T 5 --n-train 100 --n-val 100 --gamma-check --oracle
 else
   echo "note: no MNIST found: the hyperclean runs are not checked"
 fi
