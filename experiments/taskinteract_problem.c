@@ -87,6 +87,10 @@ int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, doub
     if (!(gamma > 0) || !(rho0 > 0) || !isfinite(b0))
         return ad_fail(AD_EARG, "taskinteract: need gamma > 0, rho0 > 0 and a finite B0, got "
                        "%g, %g, %g", gamma, rho0, b0);
+    double nu0 = log(expm1(rho0)); /* softplus⁻¹(ρ0): +inf past ρ0 ≈ 709.78 */
+    if (!isfinite(nu0))
+        return ad_fail(AD_EARG, "taskinteract: rho0 = %g is too large: softplus^-1(rho0) = "
+                       "log(e^rho0 - 1) is not finite", rho0);
     int V = dt->V, d = dt->d;
     tp->x_train = dt->x_train;
     tp->y_train = dt->y_train;
@@ -94,7 +98,7 @@ int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, doub
     tp->y_val = dt->y_val;
     tp->V = V;
     tp->lam[0] = ad_tensor_fill(2, (int[]){ V, V }, (ad_real)b0);
-    tp->lam[1] = ad_param_scalar((ad_real)log(expm1(rho0)));
+    tp->lam[1] = ad_param_scalar((ad_real)nu0);
     tp->w_hat = ad_tensor_new(2, (int[]){ V, d });
     if (!tp->lam[0] || !tp->lam[1] || !tp->w_hat) {
         ti_problem_free(tp);

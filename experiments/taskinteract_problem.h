@@ -110,8 +110,9 @@ typedef struct ti_problem {
 
 /* Sets up the problem on dt's training and validation sets (not copied),
  * with T steps of gradient descent of step gamma from W = 0, B = b0
- * everywhere and ν = log(e^ρ0 − 1) (so ρ = ρ0).  Free with ti_problem_free
- * (also after a failure). */
+ * everywhere and ν = log(e^ρ0 − 1) (so ρ = ρ0).  AD_EARG when gamma or rho0
+ * is not > 0, b0 is not finite, or ν is not (ρ0 above ≈ 709.78).  Free with
+ * ti_problem_free (also after a failure). */
 int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, double b0,
                     double rho0);
 void ti_problem_free(ti_problem *tp);

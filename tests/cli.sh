@@ -45,6 +45,8 @@ expect 2 "--threads: expected a whole number in 1..256, got '0'" -- "$bin/onesho
 expect 2 "--threads: expected a whole number in 1..256, got '2x'" -- "$bin/taskinteract" --threads 2x
 expect 2 "--threads: expected a whole number in 1..256, got '257'" -- "$bin/hyperclean" --threads 257
 expect 2 "--clip-norm" -- "$bin/oneshot" --clip-norm -1
+# ν0 = log(e^ρ0 − 1) is +inf past ρ0 ≈ 709.78 (it ran, and failed on an infinite inner loss)
+expect 2 "--rho0: expected a finite number in (0, 100], got '800'" -- "$bin/taskinteract" --rho0 800
 
 # ---- defaults that follow --T, and a run without gnuplot ----------------------
 tiny=(--T 5 --hyper-iters 2 --n-train 100 --n-val 100 --out "$work/hc")
@@ -181,6 +183,10 @@ if [ -f ../shared/data/cifar/cifar10_test_jpeg.bin.gz ] || [ -n "${HYPERTAPE_DAT
   expect 1 "1-RMD, trial 0, τ = 0: diverged: the inner loss rose" -- "$bin/taskinteract" \
     --quick --trials 1 --max-iters 2 --gamma 4 --out "$work/div-ti"
   no_results "$work/div-ti"
+  # γρ = 100: the inner loss at λ0 overflows before t = T; the check says where, and for which run
+  expect 1 "1-RMD, trial 0, start: the inner loss is not finite from t = " -- "$bin/taskinteract" \
+    --quick --trials 1 --max-iters 2 --gamma 1 --rho0 100 --out "$work/div-ti-rho"
+  no_results "$work/div-ti-rho"
 fi
 if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DATA:-}" ]; then
   # ρ = 1 and γ = 2: each step multiplies the weights' penalty part by 1 − 2γρ = −3.  1-RMD

@@ -188,6 +188,14 @@ START_TEST(inner_descent_and_current_values)
     ti_problem_free(&q);
     ck_assert_int_eq(ti_problem_init(&q, NULL, T, 0.1, b0, 0.01), AD_EARG);
     ti_problem_free(&q);
+    /* ρ0 past ≈ 709.78: ν0 = log(e^ρ0 − 1) is +inf, refused by name (it made every inner
+     * loss infinite); just below, ν0 is finite and the problem is made. */
+    ck_assert_int_eq(ti_problem_init(&q, &dt, T, 0.1, b0, 710), AD_EARG);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "rho0 = 710"));
+    ti_problem_free(&q);
+    ck_assert_int_eq(ti_problem_init(&q, &dt, T, 0.1, b0, 709), AD_OK);
+    ck_assert(isfinite(ti_current_rho(&q)));
+    ti_problem_free(&q);
     ti_problem_free(&p);
     ti_data_free(&dt);
 }
