@@ -129,6 +129,9 @@ if [ "$(wc -l <"$work/ex/sweep.csv")" -ne 16 ] || [ -n "$(ls -A "$work/ex" | gre
   echo "FAIL: example-l2 wrote $(wc -l <"$work/ex/sweep.csv") lines (want 16) or left a temporary file"
   failed=$((failed + 1))
 fi
+# K > T is full RMD by another name (exit 0 before, and no plot when every K was): refused.
+expect 2 "K = 10 is larger than T = 3" -- "$bin/example-l2" --T 3 --K 1,10 --out "$work/ex-kt"
+expect 2 "K = 5 is larger than T = 3" -- "$bin/example-l2" --T 3 --K 1,2 --out "$work/ex-kt"
 expect 2 "--out: path too long" -- "$bin/example-l2" --out "$work/$(printf 'x%.0s' {1..5000})"
 # A write error (here a file size limit, as a full disk) names the file and the reason, and
 # leaves neither the file nor its temporary behind.  (40 hyper-iterations: 5 KB of rows, past
