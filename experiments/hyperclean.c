@@ -487,7 +487,9 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         memcpy(hc.lam->data, ex.lam + (size_t)s * n, sizeof(ad_real) * (size_t)n);
         ad_value *d = NULL, *h = ad_tensor_from(1, &n, ex.h + (size_t)s * n);
         hg_report r;
-        rc = h ? hg_full_rmd(&hc.problem, &d, &r) : AD_ENOMEM;
+        /* h NULL: ad_tensor_from's status, with its message ("out of memory allocating N
+         * bytes") for the wrap below */
+        rc = h ? hg_full_rmd(&hc.problem, &d, &r) : ad_error_code();
         if (rc == AD_OK) {
             hg_compare cm = hg_compare_grads(1, &h, &d);
             fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, ex.tau[s], cm.norm_exact,
