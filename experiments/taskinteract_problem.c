@@ -137,12 +137,17 @@ double ti_current_rho(const ti_problem *tp) { return softplus(tp->lam[1]->data[0
 
 /* ---- data --------------------------------------------------------------- */
 
-double ti_top_eigenvalue(const double *x, int n, int d)
+int ti_top_eigenvalue(const double *x, int n, int d, double *lmax)
 {
     double *K = malloc(sizeof(double) * (size_t)n * (size_t)n);
     double *v = malloc(sizeof(double) * (size_t)n), *u = malloc(sizeof(double) * (size_t)n);
     double lam = 0;
-    if (K && v && u) {
+    /* Not 0 on failure: the feature scale would then be 1, and γ = 0.1 diverges on raw
+     * standardized CIFAR pixels (see the header). */
+    int rc = K && v && u ? AD_OK
+                         : ad_fail(AD_ENOMEM, "taskinteract: out of memory for the %d x %d Gram "
+                                   "matrix", n, n);
+    if (rc == AD_OK) {
         for (int i = 0; i < n; i++)
             for (int j = 0; j <= i; j++) {
                 double s = 0;
@@ -169,7 +174,8 @@ double ti_top_eigenvalue(const double *x, int n, int d)
     free(K);
     free(v);
     free(u);
-    return lam;
+    *lmax = lam;
+    return rc;
 }
 
 void ti_data_free(ti_data *dt)
@@ -211,7 +217,9 @@ int ti_data_cifar(ti_data *out, const data_cifar *train, const data_cifar *test,
     if (rc == AD_OK) rc = data_cifar_features(train, it, n, mean, sd, false, buf);
     if (rc == AD_OK) {
         for (size_t i = 0; i < (size_t)n * P; i++) x[i] = buf[i];
-        out->lmax = ti_top_eigenvalue(x, n, P);
+        rc = ti_top_eigenvalue(x, n, P, &out->lmax);
+    }
+    if (rc == AD_OK) {
         out->scale = feature_scale(out->lmax, gamma);
         for (int j = 0; j < P; j++) sd[j] /= out->scale; /* folds s into the spread */
     }
@@ -295,7 +303,7 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
         for (int j = 0; j < P; j++) sd[j] = fmax(sqrt(sd[j] / n), TI_OMNIGLOT_STD_FLOOR);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < P; j++) x[(size_t)i * P + j] = (img[0][i][j] - mean[j]) / sd[j];
-        out->lmax = ti_top_eigenvalue(x, n, P);
+        rc = ti_top_eigenvalue(x, n, P, &out->lmax);
         out->scale = feature_scale(out->lmax, gamma);
     }
     ad_value **xs[3] = { &out->x_train, &out->x_val, &out->x_test };

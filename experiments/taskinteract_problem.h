@@ -90,9 +90,11 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
 /* Frees everything and zeroes the struct; a zeroed struct is fine. */
 void ti_data_free(ti_data *dt);
 
-/* The largest eigenvalue of XᵀX/n for x [n,d] (row-major doubles), by power
- * iteration on the n × n Gram matrix X Xᵀ/n (the same nonzero spectrum). */
-double ti_top_eigenvalue(const double *x, int n, int d);
+/* The largest eigenvalue of XᵀX/n for x [n,d] (row-major doubles) into
+ * *lmax, by power iteration on the n × n Gram matrix X Xᵀ/n (the same
+ * nonzero spectrum).  AD_OK, or AD_ENOMEM (and *lmax = 0) when that matrix
+ * cannot be allocated. */
+int ti_top_eigenvalue(const double *x, int n, int d, double *lmax);
 
 /* ---- the problem -------------------------------------------------------- */
 
