@@ -28,15 +28,27 @@ static const ex_flag flags[] = {
     { "--gamma", EX_REAL, &o.gamma, "0.5", 0, 10, "inner step size", .open = EX_OPEN_LO },
     { "--hyper-iters", EX_INT, &o.iters, "30", 1, 100000, "Adam updates of the penalties" },
     { "--lr", EX_REAL, &o.lr, "0.1", 0, 10, "Adam's step size", .open = EX_OPEN_LO },
-    { "--K", EX_INTS, o.Ks, "1,5,25", 1, 10000, "truncations compared with full RMD",
+    { "--K", EX_INTS, o.Ks, "1,5,25", 1, 10000, "truncations compared with full RMD (at most T)",
       .max_n = MAX_KS, .n = &o.nK },
-    { "--K-train", EX_INT, &o.K, "5", 1, 10000, "the truncation whose estimate Adam follows" },
+    { "--K-train", EX_INT, &o.K, "5", 1, 10000, "the truncation whose estimate Adam follows (at "
+      "most T)" },
     { "--seed", EX_SEED, &o.seed, "1", .help = "seeds the data" },
     { "--out", EX_TEXT, &o.out, "results/example-l2", .help = "output folder", .meta = "DIR" },
 };
+
+/* After parsing: a K above T is full RMD under another name (its error 0 cannot be drawn on
+ * the plot's log scale).  0 or exit status 2. */
+static int check_ks(void)
+{
+    int K = o.K; /* the largest of --K-train and --K */
+    for (int k = 0; k < o.nK; k++) K = o.Ks[k] > K ? o.Ks[k] : K;
+    if (K <= o.T) return 0;
+    return ex_usage_error("K = %d is larger than T = %d (K = T is already full RMD)", K, o.T);
+}
+
 static ex_cmd cmd = { "example-l2", "[flags]", "Per-feature L2 penalties exp(lambda_j) of a "
                       "logistic regression, learned by K-RMD; hg_sweep compares the Ks.\n",
-                      EX_FLAGS(flags) };
+                      EX_FLAGS(flags), .check = check_ks };
 
 typedef struct l2 { ad_value *x[2], *y[2], *lam; } l2; /* [0] train, [1] validation */
 

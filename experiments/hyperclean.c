@@ -487,7 +487,9 @@ static int run_k(run_ctx *ctx, int ki, k_result *res)
         memcpy(hc.lam->data, ex.lam + (size_t)s * n, sizeof(ad_real) * (size_t)n);
         ad_value *d = NULL, *h = ad_tensor_from(1, &n, ex.h + (size_t)s * n);
         hg_report r;
-        rc = h ? hg_full_rmd(&hc.problem, &d, &r) : AD_ENOMEM;
+        /* h NULL: ad_tensor_from's status, with its message ("out of memory allocating N
+         * bytes") for the wrap below */
+        rc = h ? hg_full_rmd(&hc.problem, &d, &r) : ad_error_code();
         if (rc == AD_OK) {
             hg_compare cm = hg_compare_grads(1, &h, &d);
             fprintf(xcsv, "%d,%d,%.9g,%.9g,%.9f,%.9g,%.4f\n", K, ex.tau[s], cm.norm_exact,
@@ -803,8 +805,9 @@ static int load(hc_data *dt, char *dir_out, size_t len)
     printf("dataset: %s (%s)\n", cfg.dataset, dir_out);
     fflush(stdout);
     double t0 = ex_now();
+    /* The test set: for the run and --oracle (which reports its loss), not --gamma-check. */
     int rc = hc_data_load(dt, dir_out, cfg.n_train, cfg.n_val, cfg.corrupt, cfg.seed,
-                          !cfg.gamma_check);
+                          !cfg.gamma_check || cfg.oracle);
     if (rc != AD_OK) return rc;
     fprintf(stderr, PROG ": loaded %d + %d + %d examples in %.1f s\n", dt->n_train, dt->n_val,
             dt->n_test, ex_now() - t0);

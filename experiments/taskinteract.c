@@ -95,7 +95,10 @@ static const ex_flag flags[] = {
     { "--gamma", EX_REAL, &opts.gamma, "0.1", 0, HUGE_VAL, "inner step size", .open = EX_OPEN_LO },
     { "--eta0", EX_REAL, &opts.eta0, "0.1", 0, HUGE_VAL, "Adam's η0, the same for every K (Adam's "
       "first step has the same size whatever the gradient's norm)", .open = EX_OPEN_LO },
-    { "--rho0", EX_REAL, &opts.rho0, "0.01", 0, HUGE_VAL, "initial ρ", .open = EX_OPEN_LO },
+    /* 100: gradient descent on ρ‖W‖² alone diverges once γρ > 1 (ρ > 10 at the default γ),
+     * so 100 leaves room for a γ down to 0.01; and ν0 = log(e^ρ0 − 1) overflows past 709.78. */
+    { "--rho0", EX_REAL, &opts.rho0, "0.01", 0, 100, "initial ρ (the inner loop diverges once "
+      "γρ > 1)", .open = EX_OPEN_LO },
     { "--B0", EX_REAL, &opts.b0, NULL, .help = "initial B entries (default: see above)",
       .meta = "B" },
     { "--chars", EX_INT, &opts.chars, "100", 2, DATA_OMNIGLOT_BACKGROUND_CHARS, "Omniglot "
@@ -243,9 +246,10 @@ typedef struct experiment {
 } experiment;
 
 /* g(W_t) for t = 0..T into inner.csv; returns whether it fell at every step
- * (within rounding), and the first and last values. */
-static int inner_check(FILE *inner_csv, const ti_problem *p, int K, const char *stage,
-                       bool *monotone, double *g0, double *gT)
+ * (within rounding), and the first and last values.  A failure is told as
+ * "<lab>, trial <trial>, <stage>: ...", as run_one's others are. */
+static int inner_check(FILE *inner_csv, const ti_problem *p, int K, const char *lab, int trial,
+                       const char *stage, bool *monotone, double *g0, double *gT)
 {
     int T = p->problem.T;
     /* rises below rounding (of the sum that g is) do not count */
@@ -253,7 +257,6 @@ static int inner_check(FILE *inner_csv, const ti_problem *p, int K, const char *
     double *g = malloc(sizeof *g * (size_t)(T + 1));
     if (!g) return ad_fail(AD_ENOMEM, "out of memory");
     int rc = hg_inner_solve(&p->problem, NULL, g);
-    if (rc != AD_OK) rc = ad_fail_wrap(rc, "taskinteract");
     if (rc == AD_OK) {
         *monotone = true;
         for (int t = 0; t <= T; t++) {
@@ -262,10 +265,14 @@ static int inner_check(FILE *inner_csv, const ti_problem *p, int K, const char *
         }
         *g0 = g[0];
         *gT = g[T];
-        if (!isfinite(g[T])) rc = ad_fail(AD_ENONFINITE, "inner loss is not finite at t = T");
+        int t = 0; /* the first t where it is not finite, if any */
+        while (t <= T && isfinite(g[t])) t++;
+        if (t <= T)
+            rc = ad_fail(AD_ENONFINITE, "the inner loss is not finite from t = %d (of T = %d)", t,
+                         T);
     }
     free(g);
-    return rc;
+    return rc != AD_OK ? ad_fail_wrap(rc, "%s, trial %d, %s", lab, trial, stage) : rc;
 }
 
 static double mean_offdiag(const double *C, int V)
@@ -298,7 +305,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
     if (rc == AD_OK && trial == 0 && ki == 0) {
         bool mono;
         double g0, gT;
-        rc = inner_check(f[F_INNER], &p, 0, "start", &mono, &g0, &gT);
+        rc = inner_check(f[F_INNER], &p, 0, lab, trial, "start", &mono, &g0, &gT);
         if (rc == AD_OK)
             fprintf(stderr, PROG ": trial 0 at λ0: inner loss g(W_0) = %.4g -> g(W_T) = %.4g, %s\n",
                     g0, gT, mono ? "decreasing at every step" : "NOT monotone (γ too large?)");
@@ -376,7 +383,7 @@ static int run_one(experiment *ex, const ti_data *dt, int trial, int ki, FILE *c
     if (rc == AD_OK && trial == 0) {
         bool mono;
         double g0, gT;
-        rc = inner_check(f[F_INNER], &p, K, "end", &mono, &g0, &gT);
+        rc = inner_check(f[F_INNER], &p, K, lab, trial, "end", &mono, &g0, &gT);
         if (rc == AD_OK)
             fprintf(stderr, PROG ": trial 0 %s at the last λ: ρ = %.4g, mean C_ij = %.4g, inner "
                     "loss %.4g -> %.4g, %s\n", lab, ti_current_rho(&p), mean_offdiag(C, V), g0, gT,

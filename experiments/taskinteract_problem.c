@@ -87,6 +87,10 @@ int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, doub
     if (!(gamma > 0) || !(rho0 > 0) || !isfinite(b0))
         return ad_fail(AD_EARG, "taskinteract: need gamma > 0, rho0 > 0 and a finite B0, got "
                        "%g, %g, %g", gamma, rho0, b0);
+    double nu0 = log(expm1(rho0)); /* softplus⁻¹(ρ0): +inf past ρ0 ≈ 709.78 */
+    if (!isfinite(nu0))
+        return ad_fail(AD_EARG, "taskinteract: rho0 = %g is too large: softplus^-1(rho0) = "
+                       "log(e^rho0 - 1) is not finite", rho0);
     int V = dt->V, d = dt->d;
     tp->x_train = dt->x_train;
     tp->y_train = dt->y_train;
@@ -94,7 +98,7 @@ int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, doub
     tp->y_val = dt->y_val;
     tp->V = V;
     tp->lam[0] = ad_tensor_fill(2, (int[]){ V, V }, (ad_real)b0);
-    tp->lam[1] = ad_param_scalar((ad_real)log(expm1(rho0)));
+    tp->lam[1] = ad_param_scalar((ad_real)nu0);
     tp->w_hat = ad_tensor_new(2, (int[]){ V, d });
     if (!tp->lam[0] || !tp->lam[1] || !tp->w_hat) {
         ti_problem_free(tp);
@@ -133,12 +137,17 @@ double ti_current_rho(const ti_problem *tp) { return softplus(tp->lam[1]->data[0
 
 /* ---- data --------------------------------------------------------------- */
 
-double ti_top_eigenvalue(const double *x, int n, int d)
+int ti_top_eigenvalue(const double *x, int n, int d, double *lmax)
 {
     double *K = malloc(sizeof(double) * (size_t)n * (size_t)n);
     double *v = malloc(sizeof(double) * (size_t)n), *u = malloc(sizeof(double) * (size_t)n);
     double lam = 0;
-    if (K && v && u) {
+    /* Not 0 on failure: the feature scale would then be 1, and γ = 0.1 diverges on raw
+     * standardized CIFAR pixels (see the header). */
+    int rc = K && v && u ? AD_OK
+                         : ad_fail(AD_ENOMEM, "taskinteract: out of memory for the %d x %d Gram "
+                                   "matrix", n, n);
+    if (rc == AD_OK) {
         for (int i = 0; i < n; i++)
             for (int j = 0; j <= i; j++) {
                 double s = 0;
@@ -165,7 +174,8 @@ double ti_top_eigenvalue(const double *x, int n, int d)
     free(K);
     free(v);
     free(u);
-    return lam;
+    *lmax = lam;
+    return rc;
 }
 
 void ti_data_free(ti_data *dt)
@@ -207,7 +217,9 @@ int ti_data_cifar(ti_data *out, const data_cifar *train, const data_cifar *test,
     if (rc == AD_OK) rc = data_cifar_features(train, it, n, mean, sd, false, buf);
     if (rc == AD_OK) {
         for (size_t i = 0; i < (size_t)n * P; i++) x[i] = buf[i];
-        out->lmax = ti_top_eigenvalue(x, n, P);
+        rc = ti_top_eigenvalue(x, n, P, &out->lmax);
+    }
+    if (rc == AD_OK) {
         out->scale = feature_scale(out->lmax, gamma);
         for (int j = 0; j < P; j++) sd[j] /= out->scale; /* folds s into the spread */
     }
@@ -291,7 +303,7 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
         for (int j = 0; j < P; j++) sd[j] = fmax(sqrt(sd[j] / n), TI_OMNIGLOT_STD_FLOOR);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < P; j++) x[(size_t)i * P + j] = (img[0][i][j] - mean[j]) / sd[j];
-        out->lmax = ti_top_eigenvalue(x, n, P);
+        rc = ti_top_eigenvalue(x, n, P, &out->lmax);
         out->scale = feature_scale(out->lmax, gamma);
     }
     ad_value **xs[3] = { &out->x_train, &out->x_val, &out->x_test };

@@ -90,9 +90,11 @@ int ti_data_omniglot(ti_data *out, const data_omniglot *om, int pool, int n_char
 /* Frees everything and zeroes the struct; a zeroed struct is fine. */
 void ti_data_free(ti_data *dt);
 
-/* The largest eigenvalue of XᵀX/n for x [n,d] (row-major doubles), by power
- * iteration on the n × n Gram matrix X Xᵀ/n (the same nonzero spectrum). */
-double ti_top_eigenvalue(const double *x, int n, int d);
+/* The largest eigenvalue of XᵀX/n for x [n,d] (row-major doubles) into
+ * *lmax, by power iteration on the n × n Gram matrix X Xᵀ/n (the same
+ * nonzero spectrum).  AD_OK, or AD_ENOMEM (and *lmax = 0) when that matrix
+ * cannot be allocated. */
+int ti_top_eigenvalue(const double *x, int n, int d, double *lmax);
 
 /* ---- the problem -------------------------------------------------------- */
 
@@ -110,8 +112,9 @@ typedef struct ti_problem {
 
 /* Sets up the problem on dt's training and validation sets (not copied),
  * with T steps of gradient descent of step gamma from W = 0, B = b0
- * everywhere and ν = log(e^ρ0 − 1) (so ρ = ρ0).  Free with ti_problem_free
- * (also after a failure). */
+ * everywhere and ν = log(e^ρ0 − 1) (so ρ = ρ0).  AD_EARG when gamma or rho0
+ * is not > 0, b0 is not finite, or ν is not (ρ0 above ≈ 709.78).  Free with
+ * ti_problem_free (also after a failure). */
 int ti_problem_init(ti_problem *tp, const ti_data *dt, int T, double gamma, double b0,
                     double rho0);
 void ti_problem_free(ti_problem *tp);

@@ -45,6 +45,8 @@ expect 2 "--threads: expected a whole number in 1..256, got '0'" -- "$bin/onesho
 expect 2 "--threads: expected a whole number in 1..256, got '2x'" -- "$bin/taskinteract" --threads 2x
 expect 2 "--threads: expected a whole number in 1..256, got '257'" -- "$bin/hyperclean" --threads 257
 expect 2 "--clip-norm" -- "$bin/oneshot" --clip-norm -1
+# ν0 = log(e^ρ0 − 1) is +inf past ρ0 ≈ 709.78 (it ran, and failed on an infinite inner loss)
+expect 2 "--rho0: expected a finite number in (0, 100], got '800'" -- "$bin/taskinteract" --rho0 800
 
 # ---- defaults that follow --T, and a run without gnuplot ----------------------
 tiny=(--T 5 --hyper-iters 2 --n-train 100 --n-val 100 --out "$work/hc")
@@ -53,6 +55,8 @@ if [ -f ../shared/data/mnist/train-images-idx3-ubyte.gz ] || [ -n "${HYPERTAPE_D
   # No gnuplot on PATH: a warning, the CSV files, and success.
   expect 0 "warning: gnuplot is not on PATH" -- env PATH=/nonexistent "$bin/hyperclean" "${tiny[@]}"
   [ -s "$work/hc/hyperclean_table.md" ] || { echo "FAIL: no table written"; failed=$((failed + 1)); }
+  # --oracle reports the test loss: with --gamma-check too, the test set is loaded for it.
+  expect 0 "test loss" -- "$bin/hyperclean" --T 5 --n-train 100 --n-val 100 --gamma-check --oracle
 else
   echo "note: no MNIST found: the hyperclean runs are not checked"
 fi
@@ -125,6 +129,9 @@ if [ "$(wc -l <"$work/ex/sweep.csv")" -ne 16 ] || [ -n "$(ls -A "$work/ex" | gre
   echo "FAIL: example-l2 wrote $(wc -l <"$work/ex/sweep.csv") lines (want 16) or left a temporary file"
   failed=$((failed + 1))
 fi
+# K > T is full RMD by another name (exit 0 before, and no plot when every K was): refused.
+expect 2 "K = 10 is larger than T = 3" -- "$bin/example-l2" --T 3 --K 1,10 --out "$work/ex-kt"
+expect 2 "K = 5 is larger than T = 3" -- "$bin/example-l2" --T 3 --K 1,2 --out "$work/ex-kt"
 expect 2 "--out: path too long" -- "$bin/example-l2" --out "$work/$(printf 'x%.0s' {1..5000})"
 # A write error (here a file size limit, as a full disk) names the file and the reason, and
 # leaves neither the file nor its temporary behind.  (40 hyper-iterations: 5 KB of rows, past
@@ -179,6 +186,10 @@ if [ -f ../shared/data/cifar/cifar10_test_jpeg.bin.gz ] || [ -n "${HYPERTAPE_DAT
   expect 1 "1-RMD, trial 0, τ = 0: diverged: the inner loss rose" -- "$bin/taskinteract" \
     --quick --trials 1 --max-iters 2 --gamma 4 --out "$work/div-ti"
   no_results "$work/div-ti"
+  # γρ = 100: the inner loss at λ0 overflows before t = T; the check says where, and for which run
+  expect 1 "1-RMD, trial 0, start: the inner loss is not finite from t = " -- "$bin/taskinteract" \
+    --quick --trials 1 --max-iters 2 --gamma 1 --rho0 100 --out "$work/div-ti-rho"
+  no_results "$work/div-ti-rho"
 fi
 if [ -f ../shared/data/omniglot/images_background.zip ] || [ -n "${HYPERTAPE_DATA:-}" ]; then
   # ρ = 1 and γ = 2: each step multiplies the weights' penalty part by 1 − 2γρ = −3.  1-RMD

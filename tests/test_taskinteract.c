@@ -6,8 +6,11 @@
  * under a second. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "experiments/taskinteract_problem.h"
 #include "ops/ops.h"
@@ -188,6 +191,14 @@ START_TEST(inner_descent_and_current_values)
     ti_problem_free(&q);
     ck_assert_int_eq(ti_problem_init(&q, NULL, T, 0.1, b0, 0.01), AD_EARG);
     ti_problem_free(&q);
+    /* ρ0 past ≈ 709.78: ν0 = log(e^ρ0 − 1) is +inf, refused by name (it made every inner
+     * loss infinite); just below, ν0 is finite and the problem is made. */
+    ck_assert_int_eq(ti_problem_init(&q, &dt, T, 0.1, b0, 710), AD_EARG);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "rho0 = 710"));
+    ti_problem_free(&q);
+    ck_assert_int_eq(ti_problem_init(&q, &dt, T, 0.1, b0, 709), AD_OK);
+    ck_assert(isfinite(ti_current_rho(&q)));
+    ti_problem_free(&q);
     ti_problem_free(&p);
     ti_data_free(&dt);
 }
@@ -230,12 +241,47 @@ START_TEST(top_eigenvalue)
 {
     /* XᵀX/n for these rows is [[4.5, 0], [0, 0.5]]. */
     const double x[] = { 3, 0, 0, 1 };
-    ck_assert_double_eq_tol(ti_top_eigenvalue(x, 2, 2), 4.5, 1e-9);
+    double lmax = -1;
+    ck_assert_int_eq(ti_top_eigenvalue(x, 2, 2, &lmax), AD_OK);
+    ck_assert_double_eq_tol(lmax, 4.5, 1e-9);
     /* Rank one: every row a multiple of (1, 2, 2); λ = Σ aᵢ² ‖v‖² / n. */
     const double y[] = { 1, 2, 2, 2, 4, 4, -1, -2, -2 };
-    ck_assert_double_eq_tol(ti_top_eigenvalue(y, 3, 3), (1 + 4 + 1) * 9.0 / 3, 1e-9);
+    ck_assert_int_eq(ti_top_eigenvalue(y, 3, 3, &lmax), AD_OK);
+    ck_assert_double_eq_tol(lmax, (1 + 4 + 1) * 9.0 / 3, 1e-9);
 }
 END_TEST
+
+/* The n × n Gram matrix cannot be allocated: AD_ENOMEM with a message, not a silent 0 (which
+ * made the feature scale 1, and γ = 0.1 diverge on CIFAR).  n = 2^17 asks for 128 GiB, with
+ * only 64 MiB of address space to spare (RLIMIT_AS); x itself is never read then.  Not under
+ * ASan (not registered there), which needs its address space and aborts on a failed
+ * allocation. */
+#if !defined(__SANITIZE_ADDRESS__)
+START_TEST(top_eigenvalue_out_of_memory)
+{
+    enum { N = 1 << 17 };
+    double *x = calloc(N, sizeof *x), lmax = -1;
+    ck_assert_ptr_nonnull(x);
+    struct rlimit old, lim;
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%ld", &pages), 1);
+    fclose(f);
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)64 << 20);
+    if (old.rlim_cur != RLIM_INFINITY && old.rlim_cur < lim.rlim_cur) lim.rlim_cur = old.rlim_cur;
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &lim), 0);
+    int rc = ti_top_eigenvalue(x, N, 1, &lmax);
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+    free(x);
+    ck_assert_int_eq(rc, AD_ENOMEM);
+    ck_assert_msg(strstr(ad_error(), "131072 x 131072") != NULL, "message: %s", ad_error());
+    ck_assert_double_eq(lmax, 0);
+}
+END_TEST
+#endif
 
 Suite *taskinteract_suite(void);
 Suite *taskinteract_suite(void)
@@ -248,6 +294,9 @@ Suite *taskinteract_suite(void)
     tcase_add_test(tc, inner_descent_and_current_values);
     tcase_add_test(tc, balanced_sampler);
     tcase_add_test(tc, top_eigenvalue);
+#if !defined(__SANITIZE_ADDRESS__)
+    tcase_add_test(tc, top_eigenvalue_out_of_memory);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }
