@@ -1,7 +1,7 @@
 /*
  * kit.h — the run kit: everything an experiment program needs besides its
  * problem and its loop, written once.  A new experiment copies
- * experiments/example_l2.c (about a hundred lines) and changes the problem:
+ * experiments/example_l2.c (163 lines) and changes the problem:
  *
  *     static struct { int T, iters; const char *out; uint64_t seed; bool quick; } o;
  *     static const ex_flag flags[] = {
