@@ -345,7 +345,8 @@ static int time_case(const op_case *c, int repeats, case_result *res)
     if (!y) rc = ad_error_code();
     if (rc == AD_OK && !(gy = ad_tensor_randn(&rng, y->rank, y->shape, 1))) rc = ad_error_code();
     for (int i = 0; i < ci.n_in && rc == AD_OK; i++)
-        if (!(v[i] = ad_tensor_randn(&rng, ci.in[i]->rank, ci.in[i]->shape, 1))) rc = ad_error_code();
+        if (!(v[i] = ad_tensor_randn(&rng, ci.in[i]->rank, ci.in[i]->shape, 1)))
+            rc = ad_error_code();
     int cap = repeats > 0 ? repeats : MAX_REPEATS;
     double t[N_TIMES];
     if (rc == AD_OK) rc = one_repeat(tp, c, &ci, gy, v, t, &res->tape_fwd, &res->tape_rec);
