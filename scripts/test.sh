@@ -68,7 +68,8 @@ build() {
 # summarize NAME TESTLOG: reads a meson testlog.txt; prints the report lines of each test, then a
 # last line "COUNTS passed failed skipped". A test whose output holds a Check summary counts its
 # checks; one that fails after a clean Check summary (a leak or crash at exit) counts one failure
-# more; one without a Check summary counts as one test (exit status 77 is meson's "skipped").
+# more, and so does a Check summary of 0 checks (a suite name that matched nothing); one without
+# a Check summary counts as one test (exit status 77 is meson's "skipped").
 # A check that printed a line "skipped: ..." (tests/testutil.h, tu_data_dir) passed in Check's
 # count but is counted as skipped here, and its line is printed prefixed "SKIP ". Check's own
 # lines naming a failed test are kept too, at most 20 per build.
@@ -94,11 +95,14 @@ summarize() {
     name != "" && /^skipped: / { nskip++; print "SKIP " $0; next }
     name != "" && /^test: / && name == "?" { sub(/^test: +/, ""); name = $0; next }
     name != "" && /^result: / && result == "" { sub(/^result: +/, ""); result = $0; next }
-    name != "" && /^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+$/ {
-      split($0, n, /[^0-9]+/)      # n[1] percent, n[2] checks, n[3] failures, n[4] errors
+    # Anywhere on the line: with no check run, Check prints it right after "Running suite(s):".
+    name != "" && match($0, /[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+$/) {
+      line = substr($0, RSTART)
+      split(line, n, /[^0-9]+/)    # n[1] percent, n[2] checks, n[3] failures, n[4] errors
       nchk++; f += n[3] + n[4]; P += n[2] - n[3] - n[4]; F += n[3] + n[4]
       print build ": " name
-      print
+      print line
+      if (n[2] == 0) { f++; F++; print build ": " name ": FAILED: no check ran" }
       next
     }
     # the Check lines that say which test failed where ("file.c:12:F:tcase:test:0: message")
@@ -139,6 +143,13 @@ run_tests() {
     fail "$dir: meson test exited with $rc"
   fi
 }
+
+# Check reads these from the environment to pick or filter the tests it runs (CK_VERBOSITY=silent
+# drops the summary line this script counts): one left in the caller's shell would run fewer
+# checks, or none, and still pass. meson sets CK_RUN_SUITE itself for each suite's test
+# (tests/meson.build), so that one is left alone.
+unset CK_RUN_CASE CK_INCLUDE_TAGS CK_EXCLUDE_TAGS CK_VERBOSITY CK_FORK CK_DEFAULT_TIMEOUT \
+  CK_TIMEOUT_MULTIPLIER CK_LOG_FILE_NAME CK_XML_LOG_FILE_NAME CK_TAP_LOG_FILE_NAME CK_MAX_MSG_SIZE
 
 step "setup"
 bash scripts/setup.sh || fail "scripts/setup.sh FAILED (see above)"
