@@ -131,9 +131,17 @@ fi
 # ---- the run kit: the example experiment, the output folder, workers ----------
 ex=(--hyper-iters 5 --out "$work/ex")
 expect 0 "" -- "$bin/example-l2" "${ex[@]}"
-if [ "$(wc -l <"$work/ex/sweep.csv")" -ne 16 ] || [ -n "$(ls -A "$work/ex" | grep -v '^\.lock$' | grep '^\.')" ]; then
-  echo "FAIL: example-l2 wrote $(wc -l <"$work/ex/sweep.csv") lines (want 16) or left a temporary file"
+# (a missing file is a failure: "$(wc -l <missing)" is empty, and [ "" -ne 16 ] is an error,
+# which `if` reads as false)
+cases=$((cases + 1))
+lines=none
+[ -f "$work/ex/sweep.csv" ] && lines=$(wc -l <"$work/ex/sweep.csv")
+temps=$(ls -A "$work/ex" 2>/dev/null | grep -v '^\.lock$' | grep '^\.')
+if [ "$lines" != 16 ] || [ -n "$temps" ]; then
+  echo "FAIL: example-l2 wrote sweep.csv lines: $lines (want 16); temporary files left: ${temps:-none}"
   failed=$((failed + 1))
+else
+  echo "ok: example-l2 wrote the 16 lines of sweep.csv and no temporary file"
 fi
 expect 2 "--out: path too long" -- "$bin/example-l2" --out "$work/$(printf 'x%.0s' {1..5000})"
 # A write error (here a file size limit, as a full disk) names the file and the reason, and
