@@ -79,11 +79,17 @@ if [ -f "$data/omniglot/images_background.zip" ]; then
     # The clipping threshold changes the numbers: a checkpoint of another one is refused.
     expect 1 "belongs to another run" -- "$bin/oneshot" "${os[@]}" --hyper-iters 4 --resume \
       --clip-norm 0.5
-    # The training log has the mean hypergradient's norm, before clipping.
-    if ! awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "hypergrad_norm") c = i }
-                  NR > 1 && c && $c > 0 { ok = 1 } END { exit !ok }' "$work"/os/train_K1.csv; then
-      echo "FAIL: train_K1.csv has no positive hypergrad_norm"
+    # The training log has the mean hypergradient's norm, before clipping: a positive number on
+    # every row. (A number written out: mawk reads "nan" or "inf" as a number above 0.)
+    cases=$((cases + 1))
+    if ! awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "hypergrad_norm") c = i; next }
+                  !c || $c !~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ || $c + 0 <= 0 { bad = 1 }
+                  END { exit bad || NR < 2 }' "$work"/os/train_K1.csv; then
+      echo "FAIL: train_K1.csv has a row without a positive hypergrad_norm, or no row:"
+      sed 's/^/    /' "$work"/os/train_K1.csv | head -5
       failed=$((failed + 1))
+    else
+      echo "ok: train_K1.csv has a positive hypergrad_norm on every row"
     fi
     # One byte changed inside the checkpoint's fields: its CRC says so.
     cp "$ckpt" "$ckpt.keep"
