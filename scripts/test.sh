@@ -24,7 +24,8 @@
 #                                                             $FUZZ_SECONDS (default 5)
 #
 # It ends with every Check summary line it found in the test logs, one line per shared dataset
-# whose tests were skipped because its folder is missing (CI=true makes that a failure instead),
+# whose tests were skipped because its folder is missing, one line per group of a shell test's
+# cases skipped for the same reason (tests/skip.sh; CI=true makes either a failure instead),
 # then one line "N passed, N failed" summed over the test runs (four, five with asan-float) and
 # the fuzz smoke run (each target one test; skipped checks in neither). A build that does not compile, or a test that
 # fails without a Check summary, counts as (at least) one failure. The exit status is non-zero if
@@ -39,6 +40,7 @@ passed=0
 failed=0
 report=()    # the summary's lines, printed at the end
 skips=()     # "skipped: ..." lines of the tests (a missing dataset), one per check and build
+test_skips=()  # "build/NAME: TEST: skipped: ..." lines of the shell tests (tests/skip.sh)
 
 fail() {     # fail MESSAGE: one failure that is not a test's
   failed=$((failed + 1))
@@ -68,14 +70,19 @@ build() {
 # summarize NAME TESTLOG: reads a meson testlog.txt; prints the report lines of each test, then a
 # last line "COUNTS passed failed skipped". A test whose output holds a Check summary counts its
 # checks; one that fails after a clean Check summary (a leak or crash at exit) counts one failure
-# more; one without a Check summary counts as one test (exit status 77 is meson's "skipped").
+# more, and so does a Check summary of 0 checks (a suite name that matched nothing); one without
+# a Check summary counts as one test (exit status 77 is meson's "skipped").
 # A check that printed a line "skipped: ..." (tests/testutil.h, tu_data_dir) passed in Check's
-# count but is counted as skipped here, and its line is printed prefixed "SKIP ". Check's own
-# lines naming a failed test are kept too, at most 20 per build.
+# count but is counted as skipped here, and its line is printed prefixed "SKIP ". A shell test's
+# lines "skipped: ..." (tests/skip.sh: cases left out for a missing dataset) are printed prefixed
+# "SKIPT " and the test's name; the test counts by its exit status. Check's own lines naming a
+# failed test are kept too, at most 20 per build.
 summarize() {
   awk -v build="build/$1" '
     function flush() {
       if (name == "") return
+      for (i = 1; i <= nskip; i++)
+        print (nchk > 0 ? "SKIP " : "SKIPT " build ": " name ": ") skipline[i]
       if (nchk > 0) {
         P -= nskip; S += nskip
         if (result != "exit status 0" && f == 0) {
@@ -91,14 +98,17 @@ summarize() {
       name = ""
     }
     /^=+ [0-9]+\/[0-9]+ =+$/ { flush(); name = "?"; result = ""; nchk = 0; f = 0; nskip = 0; next }
-    name != "" && /^skipped: / { nskip++; print "SKIP " $0; next }
+    name != "" && /^skipped: / { skipline[++nskip] = $0; next }
     name != "" && /^test: / && name == "?" { sub(/^test: +/, ""); name = $0; next }
     name != "" && /^result: / && result == "" { sub(/^result: +/, ""); result = $0; next }
-    name != "" && /^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+$/ {
-      split($0, n, /[^0-9]+/)      # n[1] percent, n[2] checks, n[3] failures, n[4] errors
+    # Anywhere on the line: with no check run, Check prints it right after "Running suite(s):".
+    name != "" && match($0, /[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+$/) {
+      line = substr($0, RSTART)
+      split(line, n, /[^0-9]+/)    # n[1] percent, n[2] checks, n[3] failures, n[4] errors
       nchk++; f += n[3] + n[4]; P += n[2] - n[3] - n[4]; F += n[3] + n[4]
       print build ": " name
-      print
+      print line
+      if (n[2] == 0) { f++; F++; print build ": " name ": FAILED: no check ran" }
       next
     }
     # the Check lines that say which test failed where ("file.c:12:F:tcase:test:0: message")
@@ -128,7 +138,11 @@ run_tests() {
   read -r _ p f s <<<"$counts"
   if [ "$out" != "$counts" ]; then
     while IFS= read -r line; do
-      if [[ $line == "SKIP "* ]]; then skips+=("${line#SKIP }"); else report+=("$line"); fi
+      case $line in
+        "SKIP "*) skips+=("${line#SKIP }") ;;
+        "SKIPT "*) test_skips+=("${line#SKIPT }") ;;
+        *) report+=("$line") ;;
+      esac
     done < <(sed '$d' <<<"$out")
   fi
   passed=$((passed + p))
@@ -139,6 +153,13 @@ run_tests() {
     fail "$dir: meson test exited with $rc"
   fi
 }
+
+# Check reads these from the environment to pick or filter the tests it runs (CK_VERBOSITY=silent
+# drops the summary line this script counts): one left in the caller's shell would run fewer
+# checks, or none, and still pass. meson sets CK_RUN_SUITE itself for each suite's test
+# (tests/meson.build), so that one is left alone.
+unset CK_RUN_CASE CK_INCLUDE_TAGS CK_EXCLUDE_TAGS CK_VERBOSITY CK_FORK CK_DEFAULT_TIMEOUT \
+  CK_TIMEOUT_MULTIPLIER CK_LOG_FILE_NAME CK_XML_LOG_FILE_NAME CK_TAP_LOG_FILE_NAME CK_MAX_MSG_SIZE
 
 step "setup"
 bash scripts/setup.sh || fail "scripts/setup.sh FAILED (see above)"
@@ -238,5 +259,6 @@ for line in "${report[@]}"; do printf '%s\n' "$line"; done
 if [ "${#skips[@]}" -gt 0 ]; then  # one line per missing folder, with its checks over all builds
   printf '%s\n' "${skips[@]}" | sort | uniq -c | sed -E 's/^ *([0-9]+) /\1 checks /'
 fi
+for line in "${test_skips[@]}"; do printf '%s\n' "$line"; done
 printf '%d passed, %d failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ]

@@ -34,9 +34,10 @@
  * Tensors whose gradient is zero in exact arithmetic (a conv bias followed
  * by batch-norm; the double build gives them about 1e-13 of the whole, so
  * below 1e-9 counts as zero) carry pure rounding noise and are measured
- * against the whole instead.  --compare passes (exit 0) when the largest
- * error is at most 1e-4, printing it with where it came from; otherwise it
- * exits 1.
+ * against the whole instead.  --compare passes (exit 0) when every tensor
+ * of every task was compared, the reference holds nothing more, and the
+ * largest error is at most 1e-4, printing it with where it came from;
+ * otherwise it exits 1.
  *
  * scripts/test.sh runs build/double's --print into a file and hands that file
  * to build/float's tests through HYPERTAPE_DOUBLE_REF. */
@@ -251,8 +252,9 @@ typedef struct fvd_worst {
 
 static double sq(double x) { return x * x; }
 
-/* Compares task k's g with ref; prints one line per tensor; keeps the worst. */
-static void fvd_compare(int k, const os_hyper *hy, ad_value *const *g, double *const *ref,
+/* Compares task k's g with ref; prints one line per tensor; keeps the worst.
+ * Returns the number of tensors compared. */
+static int fvd_compare(int k, const os_hyper *hy, ad_value *const *g, double *const *ref,
                         fvd_worst *w)
 {
     int n = hy->n_list;
@@ -280,6 +282,7 @@ static void fvd_compare(int k, const os_hyper *hy, ad_value *const *g, double *c
     }
     printf("  task %d: whole hypergradient: |ref| %.3e, relative error %.3g\n", k, total,
            sqrt(total_err) / total);
+    return n;
 }
 
 static int usage(void)
@@ -292,6 +295,19 @@ static bool in_ci(void)
 {
     const char *ci = getenv("CI");
     return ci && ci[0] && strcmp(ci, "false") && strcmp(ci, "0");
+}
+
+/* true when fp has nothing left but white space; else (message on stderr)
+ * false: the reference holds more tasks or entries than this setup. */
+static bool fvd_at_end(FILE *fp, const char *path)
+{
+    int c;
+    while ((c = fgetc(fp)) != EOF && (c == ' ' || c == '\n' || c == '\t' || c == '\r')) {
+    }
+    if (c == EOF) return true;
+    fprintf(stderr, "oneshot-fvd: %s: more entries after the last one compared (this setup "
+                    "has %d tasks)\n", path, FVD_TASKS);
+    return false;
 }
 
 /* Opens the reference at path and checks its header; NULL (message on
@@ -341,7 +357,9 @@ int main(int argc, char **argv)
     fvd_source src = { 0 };
     int rc = fvd_hyper(&hy), status = 0;
     if (rc == AD_OK) rc = fvd_source_open(&src, omniglot);
-    fvd_worst worst = { -1, -1, -1 };
+    /* NaN until a tensor is compared: a comparison of nothing cannot pass. */
+    fvd_worst worst = { NAN, -1, -1 };
+    int compared = 0; /* tensors, over the tasks */
     for (int k = 0; k < FVD_TASKS && rc == AD_OK && status == 0; k++) {
         ad_value *g[OS_MAX_HYPER] = { 0 };
         double *ref[OS_MAX_HYPER] = { 0 };
@@ -350,7 +368,7 @@ int main(int argc, char **argv)
         } else if (!fp) {
             fvd_print(k, hy.n_list, g);
         } else if (fvd_read(fp, path, k, hy.n_list, g, ref)) {
-            fvd_compare(k, &hy, g, ref, &worst);
+            compared += fvd_compare(k, &hy, g, ref, &worst);
         } else {
             status = 1;
         }
@@ -361,6 +379,12 @@ int main(int argc, char **argv)
     }
     if (rc != AD_OK) {
         fprintf(stderr, "oneshot-fvd: %s\n", ad_error());
+        status = 1;
+    }
+    if (fp && status == 0 && !fvd_at_end(fp, path)) status = 1;
+    if (fp && status == 0 && (compared == 0 || compared != FVD_TASKS * hy.n_list)) {
+        fprintf(stderr, "oneshot-fvd: %s: %d tensors compared, not %d (%d tasks of %d)\n", path,
+                compared, FVD_TASKS * hy.n_list, FVD_TASKS, hy.n_list);
         status = 1;
     }
     if (fp && status == 0) {

@@ -15,8 +15,10 @@
 # Registered by tests/meson.build as the test `par-programs`: $1 the build's experiments folder,
 # $2 the source root, $3 'mpi' when the build has MPI, $4 'short' in a sanitized build (several
 # times slower): there only oneshot at 1 and 3 threads, hyperclean at 1 and 2, and oneshot under
-# mpirun -n 2, stopped and resumed too, and the diverged oneshot run at 1 thread and mpirun -n 2. Exit status 77 (skipped) without the Omniglot and MNIST
-# folders; the MPI part is skipped, with a line saying so, without MPI or mpirun.
+# mpirun -n 2, stopped and resumed too, and the diverged oneshot run at 1 thread and mpirun -n 2.
+# Without the Omniglot and MNIST folders: exit status 77 (skipped) after a line "skipped: ...",
+# or exit status 1 when CI is set (tests/skip.sh); without MPI in the build or mpirun on PATH,
+# the MPI part alike: a line "skipped: ...", or a failure when CI is set.
 set -uo pipefail
 
 bin=$1
@@ -29,9 +31,11 @@ export OPENBLAS_NUM_THREADS=1
 failed=0
 cases=0
 
-data=${HYPERTAPE_DATA:-../shared/data}
+# shellcheck source=tests/skip.sh
+source tests/skip.sh
+data=$(tu_data_root "$PWD")
 if [ ! -f "$data/omniglot/images_background.zip" ] || [ ! -f "$data/mnist/train-images-idx3-ubyte.gz" ]; then
-  echo "skipped: no Omniglot or MNIST in $data"
+  tu_skip "no Omniglot or MNIST in $data: every case" || exit 1
   exit 77
 fi
 export HYPERTAPE_DATA=$data
@@ -208,8 +212,16 @@ if [ "$short" != short ]; then
 fi
 
 # ---- MPI ranks ------------------------------------------------------------------
-if [ "$mpi" != mpi ] || ! command -v mpirun >/dev/null 2>&1; then
-  echo "note: no MPI in this build or no mpirun: the MPI runs are not checked"
+# scripts/setup.sh installs Open MPI (libopenmpi-dev, openmpi-bin) and every build finds it
+# (-Dmpi=auto): with CI set, a build without MPI or no mpirun is a failure (tests/skip.sh).
+skip_mpi() {
+  tu_skip "$1: the mpirun cases" "scripts/setup.sh installs libopenmpi-dev and openmpi-bin" ||
+    { cases=$((cases + 1)); failed=$((failed + 1)); }
+}
+if [ "$mpi" != mpi ]; then
+  skip_mpi "this build has no MPI"
+elif ! command -v mpirun >/dev/null 2>&1; then
+  skip_mpi "no mpirun on PATH"
 else
   # Loopback only: shared memory between the ranks, the launcher's own traffic on lo.
   mpi_run=(mpirun --oversubscribe --mca btl self,vader --mca oob_tcp_if_include lo)
