@@ -64,6 +64,7 @@ if [ -f "$data/mnist/train-images-idx3-ubyte.gz" ]; then
   expect 0 "K = 1,5" -- "$bin/hyperclean" "${tiny[@]}"
   # No gnuplot on PATH: a warning, the CSV files, and success.
   expect 0 "warning: gnuplot is not on PATH" -- env PATH=/nonexistent "$bin/hyperclean" "${tiny[@]}"
+  cases=$((cases + 1))
   [ -s "$work/hc/hyperclean_table.md" ] || { echo "FAIL: no table written"; failed=$((failed + 1)); }
   # --oracle reports the test loss: with --gamma-check too, the test set is loaded for it.
   expect 0 "test loss" -- "$bin/hyperclean" --T 5 --n-train 100 --n-val 100 --gamma-check --oracle
@@ -104,6 +105,7 @@ if [ -f "$data/omniglot/images_background.zip" ]; then
     expect 1 "$(basename "$ckpt") is truncated" -- "$bin/oneshot" "${os[@]}" --hyper-iters 5 --resume
   else
     echo "FAIL: oneshot left no checkpoint in $work/os"
+    cases=$((cases + 1))
     failed=$((failed + 1))
   fi
   # The parent killed while a configuration trains: its worker must die with it.
@@ -185,6 +187,7 @@ wait "$first" 2>/dev/null
 no_results() {
   local left
   left=$(find "$1" -type f ! -name .lock 2>/dev/null)
+  cases=$((cases + 1))
   if [ -n "$left" ]; then
     echo "FAIL: a diverged run left results: $left"
     failed=$((failed + 1))
@@ -226,6 +229,7 @@ if [ -f "$data/omniglot/images_background.zip" ]; then
   expect 1 "1-RMD, hyper-iteration 1: task 1 of the meta-batch: diverged: the inner loss rose" \
     -- "$bin/oneshot" --channels 4 --T 3 --K 1,short --meta-batch 1 --val-tasks 2 --test-tasks 2 \
     --relerr-tasks 0 --no-plots --hyper-iters 2 --step0 2 --rho0 1 --out "$work/div-os"
+  cases=$((cases + 1))
   if ! grep -q '^| 1-RMD | (failed) |' "$work/div-os/table4.md" 2>/dev/null ||
     ! grep -q '^| Short horizon (T=1) | [0-9]' "$work/div-os/table4.md"; then
     echo "FAIL: oneshot's table4.md lacks the failed 1-RMD row or the short horizon's row"
