@@ -460,6 +460,11 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
     ad_error_clear();
     ad_value *g = p->inner(tp, w, p->hyper, t, p->ctx);
     if (!g) return callback_failed(null_status(), true, "inner (step %d)", t);
+    /* A value an earlier step made (its data dropped on a lean tape, or
+     * released) is refused with the reason, before its data are read. */
+    char who[64];
+    snprintf(who, sizeof who, "inner (step %d): the loss it returned", t);
+    if (ad_value_check(who, g) != AD_OK) return AD_EARG;
     if (g->size != 1) {
         char a[64];
         return ad_fail(AD_ESHAPE, "inner (step %d): returned a %s tensor; the inner loss must be "
