@@ -544,6 +544,18 @@ START_TEST(cnn_errors)
     net.n_classes = 5;
     int chw[3];
     expect_fail(mdl_cnn_map_shape(&net, 5, chw), "cnn: map after 5 blocks");
+    /* The classifier's extent F = 5·32768·32768 = 5·2^30 does not fit an int
+     * (it used to overflow: UBSan's signed overflow, then [2, 1073741824]). */
+    mdl_cnn big = { .in_channels = 1, .height = 65536, .width = 65536, .channels = 5,
+                    .n_blocks = 1, .n_classes = 2, .n_rep = 0 };
+    expect_fail(mdl_cnn_shapes(&big, &s), "cnn: the classifier would read 5 channels x "
+                                          "32768x32768 = 5368709120 features, more than 2147483647");
+    big.channels = 1 << 16, big.height = big.width = 1 << 14; /* channels·h alone is 2^29 */
+    expect_fail(mdl_cnn_check(&big), "cnn: the classifier would read 65536 channels x 8192x8192");
+    big.channels = 1, big.height = big.width = 2 * 46341; /* F = 2 147 488 281: one too many */
+    expect_fail(mdl_cnn_check(&big), "= 2147488281 features, more than 2147483647");
+    big.width = 2 * 46340; /* F = 2 147 441 940: fits */
+    ck_assert_int_eq(mdl_cnn_check(&big), AD_OK);
 
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     ad_value *p[MDL_MAX_PARAMS];
