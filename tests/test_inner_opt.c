@@ -565,7 +565,9 @@ START_TEST(aliased_state_every_estimator_one_trajectory)
     const int ats[] = { 1, AT - AK, AT - AK + 1 }; /* first step; last detached (K = AK); first recorded */
     alias_case c = { .kind = _i };
     hg_update u = { .name = "aliasing heavy ball", .n_state = 1, .step = alias_step, .ctx = &c };
-    const double lam0[AD] = { 0.3, -0.2, 0.5 };
+#if HT_REAL_IS_DOUBLE
+    const double lam0[AD] = { 0.3, -0.2, 0.5 }; /* λ's numbers, for the plain-C reference */
+#endif
     ad_value *lam = ad_param_from(1, (int[]){ AD }, (ad_real[]){ 0.3, -0.2, 0.5 });
     hg_problem p = { .n_w = 2, .n_hyper = 1, .hyper = &lam, .T = AT, .ctx = &c, .init = alias_init,
                      .inner = alias_inner, .outer = alias_outer,
