@@ -4,6 +4,7 @@
  *
  * Sizes: N images; block b (1-based) maps [N,C,H,W] -> [N,channels,H/2,W/2]
  * (rounded down); F = channels·h·w features reach the classifier. */
+#include <limits.h>
 #include <stdio.h>
 
 #include "models.h"
@@ -32,6 +33,14 @@ int mdl_cnn_check(const mdl_cnn *m)
         if (h < 2 || w < 2)
             return ad_fail(AD_EARG, "cnn: a %dx%d input is %dx%d before block %d, too small for "
                            "2x2 max-pooling", m->height, m->width, h, w, b);
+    /* The classifier's F = channels·h·w inputs is a tensor extent, an int:
+     * multiplied in int it would overflow (undefined) for a big map.  In two
+     * products below 2^62 each, so that long long cannot overflow either
+     * (the message's product is a double: it may not fit). */
+    long long ch = (long long)m->channels * h;
+    if (ch > INT_MAX || ch * w > INT_MAX)
+        return ad_fail(AD_EARG, "cnn: the classifier would read %d channels x %dx%d = %.0f "
+                       "features, more than %d", m->channels, h, w, (double)ch * w, INT_MAX);
     return AD_OK;
 }
 
@@ -68,7 +77,7 @@ int mdl_cnn_shapes(const mdl_cnn *m, mdl_shapes *s)
         }
     }
     if (rc == AD_OK) rc = mdl_cnn_map_shape(m, m->n_blocks, chw);
-    int F = chw[0] * chw[1] * chw[2];
+    int F = chw[0] * chw[1] * chw[2]; /* mdl_cnn_check: at most INT_MAX */
     if (rc == AD_OK)
         rc = mdl_shapes_add(s, "classifier W", 2, (int[]){ m->n_classes, F }, MDL_INIT_GLOROT);
     if (rc == AD_OK)

@@ -173,7 +173,8 @@ typedef struct mdl_cnn {
  * the first 2 blocks as the representation. */
 mdl_cnn mdl_cnn_omniglot(int channels);
 /* AD_EARG naming the bad field, e.g. "cnn: a 28x28 input is 1x1 before
- * block 5, too small for 2x2 max-pooling". */
+ * block 5, too small for 2x2 max-pooling"; also when the classifier's
+ * input (channels × the last map) would exceed INT_MAX features. */
 int mdl_cnn_check(const mdl_cnn *m);
 /* The whole list: 4·n_blocks block tensors, then classifier W and b.  The
  * first 4·n_rep entries are the representation's. */

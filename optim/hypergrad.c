@@ -121,21 +121,47 @@ static int check_common(const hg_problem *p, ad_value **dlam)
     return AD_OK;
 }
 
-/* The outer loss at w, checked: a scalar, finite. */
+/* A loss a callback returned, checked before its data are read: present
+ * (else the callback's own message, or one naming it), readable, and a
+ * scalar.  A value an earlier step made may have had its data dropped (a
+ * lean tape) or been released (the horizon): ad_value_check refuses it with
+ * the reason, as every other use of such a value is refused.  who names the
+ * callback and where ("inner (at w_3)"); which is "inner" or "outer". */
+static int check_loss(const char *who, const char *which, const ad_value *v)
+{
+    if (!v) {
+        int code = null_status();
+        return ad_error()[0] ? ad_fail_wrap(code, "%s", who)
+                             : ad_fail(code, "%s: returned NULL without a message", who);
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%s: the loss it returned", who);
+    if (ad_value_check(what, v) != AD_OK) return AD_EARG;
+    if (v->size != 1) {
+        char a[64];
+        return ad_fail(AD_ESHAPE, "%s: returned a %s tensor; the %s loss must be a scalar", who,
+                       ad_shape_str(v, a, sizeof a), which);
+    }
+    return AD_OK;
+}
+
+/* f's number for a report: NaN when there is none to read. */
+static double loss_of(const ad_value *f)
+{
+    return f && f->data ? (double)f->data[0] : NAN;
+}
+
+/* The outer loss at w, checked: a readable scalar, finite.  *f is NULL when
+ * there is no value to read. */
 static int call_outer(ad_tape *tp, const hg_problem *p, ad_value *const *w, const track *k,
                       ad_value **f)
 {
     ad_error_clear();
     *f = p->outer(tp, w, p->hyper, p->ctx);
-    if (!*f) {
-        int code = null_status();
-        return ad_error()[0] ? ad_fail_wrap(code, "outer")
-                             : ad_fail(code, "outer: returned NULL without a message");
-    }
-    if ((*f)->size != 1) {
-        char a[64];
-        return ad_fail(AD_ESHAPE, "outer: returned a %s tensor; the outer loss must be a scalar",
-                       ad_shape_str(*f, a, sizeof a));
+    int rc = check_loss("outer", "outer", *f);
+    if (rc != AD_OK) {
+        *f = NULL; /* nothing a report may read */
+        return rc;
     }
     double x = (double)(*f)->data[0];
     return isfinite(x) ? AD_OK : fail_nonfinite(k, x, "the outer loss");
@@ -250,7 +276,7 @@ static int krmd(const hg_problem *p, int K, ad_value **dlam, hg_report *report)
     rc = krmd_forward(tp, p, full ? p->T : K, &k, NULL, &f);
     if (rc == AD_OK) rc = ad_grad(tp, f, p->n_hyper, p->hyper, g, false);
     if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, g, dlam);
-    fill_report(report, rc, t0, ad_tape_peak_bytes(tp), 0, f ? (double)f->data[0] : NAN, &k);
+    fill_report(report, rc, t0, ad_tape_peak_bytes(tp), 0, loss_of(f), &k);
     ad_tape_free(tp);
     return rc;
 }
@@ -320,9 +346,10 @@ int hg_inner_solve(const hg_problem *p, ad_value **w_hat, double *inner_losses)
             ad_error_clear();
             ad_value *g = p->inner(tp, st.w, p->hyper, t, p->ctx);
             ad_no_record_end(tp);
-            if (g) inner_losses[t] = (double)g->data[0];
-            else rc = ad_error()[0] ? ad_fail_wrap(null_status(), "inner (at w_%d)", t)
-                                    : ad_fail(AD_EARG, "inner (at w_%d): returned NULL", t);
+            char who[32];
+            snprintf(who, sizeof who, "inner (at w_%d)", t);
+            rc = check_loss(who, "inner", g);
+            if (rc == AD_OK) inner_losses[t] = (double)g->data[0];
         }
     }
     if (rc == AD_OK && w_hat) rc = save_list(p->n_w, st.w, w_hat, NULL);
@@ -344,7 +371,7 @@ static int outer_grads(const hg_problem *p, ad_value *const *w_hat, const track 
         if (!(xs[i] = w[i] = ad_leaf(tp, w_hat[i]))) rc = null_status();
     for (int i = 0; i < p->n_hyper; i++) xs[p->n_w + i] = p->hyper[i];
     if (rc == AD_OK) rc = call_outer(tp, p, w, k, &f);
-    if (f) *f_out = (double)f->data[0];
+    if (f) *f_out = loss_of(f);
     if (rc == AD_OK) rc = ad_grad(tp, f, p->n_w + p->n_hyper, xs, g, false);
     /* A NaN here would not always reach the result: CG stops at once on a
      * NaN residual and returns ∂λf alone. */
@@ -556,7 +583,7 @@ static int profile(const hg_problem *p, int K, const hg_profile_opts *opts, hg_p
     ad_value **last = out->h + (size_t)(W - 1) * (size_t)p->n_hyper;
     if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, ps.h, last);
     fill_report(&out->report, rc, t0, ps.tp ? ad_tape_peak_bytes(ps.tp) : 0, 0,
-                f ? (double)f->data[0] : NAN, &k);
+                loss_of(f), &k);
     free_list(n, ps.v);
     free_list(p->n_hyper, ps.h);
     free(ps.keep);
@@ -818,14 +845,8 @@ static int implicit_inner(implicit *im)
     const hg_problem *p = im->p;
     ad_error_clear();
     ad_value *g = p->inner(im->tp, im->w, p->hyper, p->T, p->ctx);
-    if (!g)
-        return ad_error()[0] ? ad_fail_wrap(null_status(), "inner (at ŵ)")
-                             : ad_fail(AD_EARG, "inner (at ŵ): returned NULL without a message");
-    if (g->size != 1) {
-        char a[64];
-        return ad_fail(AD_ESHAPE, "inner (at ŵ): returned a %s tensor; the inner loss must be "
-                       "a scalar", ad_shape_str(g, a, sizeof a));
-    }
+    int rc = check_loss("inner (at ŵ)", "inner", g);
+    if (rc != AD_OK) return rc;
     return ad_grad(im->tp, g, p->n_w, im->w, im->gw, true);
 }
 

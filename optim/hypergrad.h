@@ -155,7 +155,10 @@ typedef struct hg_problem {
     void *ctx;        /* handed to every callback */
     /* w0[i] for i < n_w; may depend on λ.  Values made on tp, or caller-owned
      * tensors (λ itself, say: the inner optimizer then starts from a copy on
-     * tp, so that ∇w g does not also collect λ's own uses in g). */
+     * tp, so that ∇w g does not also collect λ's own uses in g).  The same
+     * value may fill two entries: every entry of a state list (here, and
+     * what an update returns) is an independent variable, ∇w g the partial
+     * derivative in each, in every estimator alike. */
     int (*init)(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx);
     /* The inner loss at step t (1..T), at w_{t−1}: a scalar.  Evaluations
      * outside a step pass other t: hg_inner_solve's loss curve g(w_t, λ, t)
@@ -238,7 +241,9 @@ AD_MUST_CHECK int hg_state_from_list(ad_tape *tp, const hg_problem *p, ad_value 
                                      hg_state *st);
 /* One inner step t: w ← Φ(w, s, ∇w g(w, λ, t), λ, t).  Recorded
  * (create_graph through ∇w g) unless `detached`, in which case the new state
- * is a constant.  Sets st->loss to g_t. */
+ * is a constant.  ∇w g is the partial derivative in each w[i] (the others
+ * held fixed, even when one was computed from another), so both compute the
+ * same numbers.  Sets st->loss to g_t. */
 AD_MUST_CHECK int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t,
                                 bool detached);
 void hg_state_free(hg_state *st); /* frees the array (values are the tape's); NULL is fine */

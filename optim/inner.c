@@ -336,6 +336,40 @@ static int init_optimizer_state(ad_tape *tp, const hg_problem *p, hg_state *st)
     return AD_OK;
 }
 
+/* Whether x[j] is one of x[0..j−1]. */
+static bool repeats_earlier(int j, ad_value *const *x)
+{
+    for (int k = 0; k < j; k++)
+        if (x[k] == x[j]) return true;
+    return false;
+}
+
+/* The trajectory every estimator differentiates is the one a detached step
+ * computes: each entry of the state list an independent variable, so ∇w g
+ * is the partial derivative in each w[i] with the others held fixed.  On a
+ * recorded tape an entry that is not a node of its own breaks that:
+ *   - λ itself (or another caller-owned leaf wanting a gradient): the
+ *     gradient "with respect to w" would also collect λ's own uses in g,
+ *     and a step-by-step reverse pass (targets x_{t−1} and λ) would name λ
+ *     twice;
+ *   - the same value twice (w0[1] = w0[0]): both entries would get the sum
+ *     of the two partials, and the reverse pass would seed it twice.
+ * Such an entry gets a copy x·1 (exact: the numbers do not change) that is
+ * a node of its own and still leads back to what it copies.  The copy is
+ * then built from another entry, as w[1] = 2·w[0] is: hg_inner_step's
+ * ad_vjp_partial cuts at every w[i], so no path through one entry reaches
+ * another's gradient.  Both are needed: without the copies a repeated entry
+ * is one target, without the cut the copy's path adds into the original. */
+static int distinct_state(ad_tape *tp, int n, ad_value **x)
+{
+    for (int j = 0; j < n; j++) {
+        bool foreign = x[j]->requires_grad && x[j]->tape != tp;
+        if ((foreign || repeats_earlier(j, x)) && !(x[j] = ad_scale(tp, x[j], 1)))
+            return null_status();
+    }
+    return AD_OK;
+}
+
 int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
 {
     int rc = check_state_args("state_init", tp, p, st);
@@ -350,14 +384,10 @@ int hg_state_init(ad_tape *tp, const hg_problem *p, hg_state *st, bool detached)
             rc = ad_error()[0] ? ad_fail_wrap(null_status(), "init: w0[%d]", i)
                                : ad_fail(AD_EARG, "init: w0[%d] is NULL", i);
         else if (detached && st->w[i]->requires_grad) st->w[i] = ad_detach(tp, st->w[i]);
-        else if (!detached && st->w[i]->requires_grad && st->w[i]->tape != tp)
-            /* w0 = λ itself (or another caller-owned leaf): "the gradient with
-             * respect to w" would also collect λ's own uses in g.  w0 gets a
-             * node of its own that still leads back to λ. */
-            st->w[i] = ad_scale(tp, st->w[i], 1);
         if (rc == AD_OK && !st->w[i]) rc = ad_fail_wrap(null_status(), "init: w0[%d]", i);
     }
     if (rc == AD_OK) rc = init_optimizer_state(tp, p, st);
+    if (rc == AD_OK && !detached) rc = distinct_state(tp, st->n_w + st->n_s, st->w);
     if (detached) ad_no_record_end(tp);
     if (rc != AD_OK) hg_state_free(st);
     return rc;
@@ -395,13 +425,17 @@ static int check_update_result(const hg_update *u, int t, int n, ad_value *const
  * held step holds it when the horizon releases the step that made it — and
  * the next step, or the outer loss, would find it gone.  A copy made here
  * (x·1: exact, on the gradient path when recorded, a constant otherwise)
- * lives as long as this step. */
+ * lives as long as this step.  So does a copy of an entry that is not the
+ * tape's (λ, a caller's constant) or repeats an earlier entry, for the
+ * reasons of distinct_state: every entry of the new state is then a value
+ * of this step, made once. */
 static int own_state(ad_tape *tp, int n, ad_value **next, bool detached)
 {
     long now = ad_tape_current_step(tp);
     int rc = detached ? ad_no_record_begin(tp) : AD_OK;
     for (int j = 0; j < n && rc == AD_OK; j++)
-        if (next[j]->tape == tp && next[j]->step != now && !(next[j] = ad_scale(tp, next[j], 1)))
+        if ((next[j]->tape != tp || next[j]->step != now || repeats_earlier(j, next)) &&
+            !(next[j] = ad_scale(tp, next[j], 1)))
             rc = null_status();
     if (detached) AD_IGNORE(ad_no_record_end(tp)); /* matched by the begin above */
     return rc;
@@ -426,13 +460,23 @@ int hg_inner_step(ad_tape *tp, const hg_problem *p, hg_state *st, int t, bool de
     ad_error_clear();
     ad_value *g = p->inner(tp, w, p->hyper, t, p->ctx);
     if (!g) return callback_failed(null_status(), true, "inner (step %d)", t);
+    /* A value an earlier step made (its data dropped on a lean tape, or
+     * released) is refused with the reason, before its data are read. */
+    char who[64];
+    snprintf(who, sizeof who, "inner (step %d): the loss it returned", t);
+    if (ad_value_check(who, g) != AD_OK) return AD_EARG;
     if (g->size != 1) {
         char a[64];
         return ad_fail(AD_ESHAPE, "inner (step %d): returned a %s tensor; the inner loss must be "
                        "a scalar", t, ad_shape_str(g, a, sizeof a));
     }
     st->loss = (double)g->data[0];
-    rc = ad_grad(tp, g, st->n_w, w, gw, !detached);
+    /* Partial derivatives (cut at every w[i]): when one entry was built from
+     * another (w[1] = 2·w[0] in the last update), ad_grad would add the path
+     * through w[1] into w[0]'s gradient — a total derivative, and another
+     * trajectory than the detached steps' (see distinct_state).  With
+     * independent entries the two are the same sweep. */
+    rc = ad_vjp_partial(tp, 1, &g, NULL, st->n_w, w, gw, !detached);
     if (rc != AD_OK) return ad_fail_wrap(rc, "inner (step %d): the gradient of the inner loss", t);
     void *ctx;
     const hg_update *u = update_of(p, &ctx);

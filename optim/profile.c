@@ -112,6 +112,8 @@ static int hess_setup(hess *h, const hg_problem *p)
     if (!g)
         return ad_error()[0] ? ad_fail_wrap(null_status(), "inner (at ŵ)")
                              : ad_fail(AD_EARG, "inner (at ŵ): returned NULL without a message");
+    /* Refused with the reason before use: a value whose data are gone. */
+    if (ad_value_check("inner (at ŵ): the loss it returned", g) != AD_OK) return AD_EARG;
     if (g->size != 1) return ad_fail(AD_ESHAPE, "inner (at ŵ): the inner loss must be a scalar");
     return ad_grad(h->tp, g, p->n_w, h->w, h->gw, true);
 }

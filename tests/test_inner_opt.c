@@ -443,6 +443,192 @@ START_TEST(adam_eps_root)
 }
 END_TEST
 
+/* ---- state entries that alias: every estimator, one trajectory ------------ */
+
+/* The trajectory is the one a detached step computes: each entry of the
+ * state list an independent variable (∇w g a partial derivative in each
+ * w[i]).  Four ways a state list can break that on a recorded tape:
+ *   AL_INIT_SHARED  init returns the same value twice: w0[1] = w0[0];
+ *   AL_UPD_LAM      the update returns λ itself: w_t[0] = λ at step `at`;
+ *   AL_UPD_SAME     the update returns one value twice: w_t[1] = w_t[0];
+ *   AL_UPD_BUILT    one entry built from another: w_t[1] = ½ w_t[0].
+ * The problem (λ ∈ R³, w = (w0, w1), heavy ball with velocity s):
+ *   g = ½‖w0 − λ‖² + ½‖w1 ⊙ λ‖²,  f = ‖w0 − 1‖² + ‖w1‖²,
+ *   s ← ½ s + ∇w g,  w ← w − 0.1 s,
+ * is written again in plain C below (alias_ref), whose central
+ * differences every estimator must match. */
+enum { AL_INIT_SHARED, AL_UPD_LAM, AL_UPD_SAME, AL_UPD_BUILT, N_ALIAS };
+enum { AT = 6, AD = 3, AK = 2 };
+static const char *const alias_name[] = { "init w0[1] = w0[0]", "update w[0] = λ",
+                                          "update w[1] = w[0]", "update w[1] = w[0]/2" };
+
+typedef struct alias_case {
+    int kind, at; /* which aliasing, at which step (the update's cases) */
+} alias_case;
+
+static int alias_init(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
+{
+    const alias_case *c = ctx;
+    w0[0] = ad_scale(tp, lam[0], 0.5);
+    w0[1] = c->kind == AL_INIT_SHARED ? w0[0] : ad_const_fill(tp, 1, (int[]){ AD }, 0.1);
+    return AD_OK;
+}
+
+static ad_value *alias_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
+{
+    (void)t, (void)ctx;
+    ad_value *d = ad_sub(tp, w[0], lam[0]), *e = ad_mul(tp, w[1], lam[0]);
+    return ad_scale(tp, ad_add(tp, ad_sqnorm(tp, d), ad_sqnorm(tp, e)), 0.5);
+}
+
+static ad_value *alias_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)lam, (void)ctx;
+    return ad_add(tp, ad_sqnorm(tp, ad_add_scalar(tp, w[0], -1)), ad_sqnorm(tp, w[1]));
+}
+
+static int alias_step(ad_tape *tp, int n_w, ad_value *const *w, ad_value *const *s,
+                      ad_value *const *gw, ad_value *const *lam, int t, ad_value **w_new,
+                      ad_value **s_new, void *ctx)
+{
+    const alias_case *c = ctx;
+    for (int i = 0; i < n_w; i++) {
+        s_new[i] = ad_add(tp, ad_scale(tp, s[i], 0.5), gw[i]);
+        w_new[i] = ad_sub(tp, w[i], ad_scale(tp, s_new[i], 0.1));
+    }
+    if (t == c->at) switch (c->kind) {
+    case AL_UPD_LAM: w_new[0] = lam[0]; break;
+    case AL_UPD_SAME: w_new[1] = w_new[0]; break;
+    case AL_UPD_BUILT: w_new[1] = ad_scale(tp, w_new[0], 0.5); break;
+    }
+    return AD_OK;
+}
+
+#if HT_REAL_IS_DOUBLE
+/* f after AT steps in plain C.  λ_pre drives init and steps 1..first, λ_post
+ * the steps after (and f): with first = AT − K, the derivative in λ_post is
+ * what K-RMD estimates (w_first held fixed); with first = 0 and λ_pre = λ_post
+ * it is f(ŵ(λ)). */
+static double alias_ref(const alias_case *c, const double *lam_pre, const double *lam_post, int first)
+{
+    double w[2][AD], s[2][AD] = { { 0 } };
+    for (int d = 0; d < AD; d++) {
+        w[0][d] = 0.5 * (first > 0 ? lam_pre : lam_post)[d];
+        w[1][d] = c->kind == AL_INIT_SHARED ? w[0][d] : 0.1;
+    }
+    for (int t = 1; t <= AT; t++) {
+        const double *l = t <= first ? lam_pre : lam_post;
+        for (int d = 0; d < AD; d++) {
+            double g0 = w[0][d] - l[d], g1 = w[1][d] * l[d] * l[d];
+            s[0][d] = 0.5 * s[0][d] + g0, s[1][d] = 0.5 * s[1][d] + g1;
+            w[0][d] -= 0.1 * s[0][d], w[1][d] -= 0.1 * s[1][d];
+            if (t == c->at && c->kind == AL_UPD_LAM) w[0][d] = l[d];
+            if (t == c->at && c->kind == AL_UPD_SAME) w[1][d] = w[0][d];
+            if (t == c->at && c->kind == AL_UPD_BUILT) w[1][d] = 0.5 * w[0][d];
+        }
+    }
+    double f = 0;
+    for (int d = 0; d < AD; d++) f += (w[0][d] - 1) * (w[0][d] - 1) + w[1][d] * w[1][d];
+    return f;
+}
+
+/* Central differences of alias_ref in λ_post, at λ, for w_first fixed. */
+static void alias_fd(const alias_case *c, const double *lam, int first, double *fd)
+{
+    const double eps = 1e-6;
+    for (int j = 0; j < AD; j++) {
+        double up[AD], dn[AD];
+        memcpy(up, lam, sizeof up), memcpy(dn, lam, sizeof dn);
+        up[j] += eps, dn[j] -= eps;
+        fd[j] = (alias_ref(c, lam, up, first) - alias_ref(c, lam, dn, first)) / (2 * eps);
+    }
+}
+
+static void expect_fd(const char *what, const alias_case *c, const ad_value *h, const double *fd)
+{
+    for (int j = 0; j < AD; j++)
+        ck_assert_msg(fabs(h->data[j] - fd[j]) <= 1e-7 * fmax(1, fabs(fd[j])),
+                      "%s at step %d, %s: entry %d is %.12g, central differences %.12g",
+                      alias_name[c->kind], c->at, what, j, (double)h->data[j], fd[j]);
+}
+#endif
+
+static void expect_same(const char *what, const alias_case *c, const ad_value *a, const ad_value *b)
+{
+    double e = rel_err(1, (ad_value *const[]){ (ad_value *)a }, (ad_value *const[]){ (ad_value *)b });
+    ck_assert_msg(e <= TU_TOL(ESTIMATOR_ULPS), "%s at step %d, %s: relative error %.3g",
+                  alias_name[c->kind], c->at, what, e);
+}
+
+START_TEST(aliased_state_every_estimator_one_trajectory)
+{
+    const int ats[] = { 1, AT - AK, AT - AK + 1 }; /* first step; last detached (K = AK); first recorded */
+    alias_case c = { .kind = _i };
+    hg_update u = { .name = "aliasing heavy ball", .n_state = 1, .step = alias_step, .ctx = &c };
+#if HT_REAL_IS_DOUBLE
+    const double lam0[AD] = { 0.3, -0.2, 0.5 }; /* λ's numbers, for the plain-C reference */
+#endif
+    ad_value *lam = ad_param_from(1, (int[]){ AD }, (ad_real[]){ 0.3, -0.2, 0.5 });
+    hg_problem p = { .n_w = 2, .n_hyper = 1, .hyper = &lam, .T = AT, .ctx = &c, .init = alias_init,
+                     .inner = alias_inner, .outer = alias_outer,
+                     .opt = { .kind = HG_CUSTOM, .custom = &u } };
+    for (int a = 0; a < (c.kind == AL_INIT_SHARED ? 1 : 3); a++) {
+        c.at = ats[a];
+        ad_value *full, *h;
+        hg_report rep;
+        ck_assert_int_eq(hg_full_rmd(&p, &full, &rep), AD_OK);
+#if HT_REAL_IS_DOUBLE
+        double fd[AD];
+        alias_fd(&c, lam0, 0, fd);
+        tu_expect_close(rep.outer_loss, alias_ref(&c, lam0, lam0, 0), 16);
+        expect_fd("full_rmd", &c, full, fd);
+#endif
+        /* Exact: every estimator that computes all T steps. */
+        ck_assert_int_eq(hg_krmd(&p, AT, &h, NULL), AD_OK);
+        expect_same("krmd K = T", &c, h, full), ad_value_free(h);
+        ck_assert_int_eq(hg_checkpoint(&p, AT, &h, NULL), AD_OK);
+        expect_same("checkpoint K = T", &c, h, full), ad_value_free(h);
+        ck_assert_int_eq(hg_fmd(&p, &h, &rep), AD_OK);
+        expect_same("fmd", &c, h, full), ad_value_free(h);
+        hg_profile pr;
+        ck_assert_int_eq(hg_truncation_profile(&p, AT, &(hg_profile_opts){ .keep_all = true }, &pr),
+                         AD_OK);
+        expect_same("profile, k = T", &c, pr.h[AT - 1], full);
+        hg_sweep_result sw;
+        ck_assert_int_eq(hg_sweep(&p, (int[]){ AK, AT }, 2, &sw, NULL), AD_OK);
+        expect_same("sweep, exact", &c, sw.exact[0], full);
+        expect_same("sweep, K = T", &c, sw.estimates[1], full);
+        ad_value *w_hat[2];
+        ck_assert_int_eq(hg_inner_solve(&p, w_hat, NULL), AD_OK);
+#if HT_REAL_IS_DOUBLE
+        /* ŵ itself: f(ŵ) as the reference computes it. */
+        ad_tape *tp = ad_tape_new(1);
+        ad_value *f = alias_outer(tp, w_hat, &lam, NULL);
+        tu_expect_close(f->data[0], alias_ref(&c, lam0, lam0, 0), 16);
+        ad_tape_free(tp);
+#endif
+        ad_value_free(w_hat[0]), ad_value_free(w_hat[1]);
+        /* Truncated at K = AK < T: K-RMD, truncated checkpointing, the
+         * profile's row and the sweep's estimate are one derivative. */
+        ad_value *k2;
+        ck_assert_int_eq(hg_krmd(&p, AK, &k2, NULL), AD_OK);
+#if HT_REAL_IS_DOUBLE
+        alias_fd(&c, lam0, AT - AK, fd);
+        expect_fd("krmd K = 2", &c, k2, fd);
+#endif
+        ck_assert_int_eq(hg_checkpoint(&p, AK, &h, NULL), AD_OK);
+        expect_same("checkpoint K = 2", &c, h, k2), ad_value_free(h);
+        expect_same("profile, k = 2", &c, pr.h[AK - 1], k2);
+        expect_same("sweep, K = 2", &c, sw.estimates[0], k2);
+        hg_profile_free(&pr);
+        hg_sweep_free(&sw);
+        ad_value_free(k2);
+        ad_value_free(full);
+    }
+    ad_value_free(lam);
+}
+END_TEST
+
 Suite *inner_opt_suite(void);
 Suite *inner_opt_suite(void)
 {
@@ -454,6 +640,7 @@ Suite *inner_opt_suite(void)
     tcase_add_test(tc, custom_gd_and_heavy_ball_are_bit_identical);
     tcase_add_test(tc, custom_update_errors);
     tcase_add_test(tc, adam_eps_root);
+    tcase_add_loop_test(tc, aliased_state_every_estimator_one_trajectory, 0, N_ALIAS);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -31,6 +31,10 @@
  *   keep_values_hint a problem whose inner loss reads a value its init made
  *                    fails lean with a message naming keep_values, and works
  *                    with it;
+ *   stale_loss_refused  callbacks returning a loss an earlier step made
+ *                    (dropped, released, or of a freed tape): every
+ *                    estimator fails with AD_EARG and the reason, no crash;
+ *                    hg_inner_solve's loss curve checks for a scalar;
  *   hyperclean_step_bytes   one recorded hypercleaning step keeps strictly
  *                    fewer bytes lean, and exactly what the declarations say.
  */
@@ -765,6 +769,109 @@ START_TEST(keep_values_hint)
 }
 END_TEST
 
+/* A caller's mistake: callbacks that return a value an earlier step made.
+ * stale_inner returns, from its third call on, the loss of its first call;
+ * stale_outer returns the last inner loss.  On the estimators' lean tapes
+ * such a value had its data dropped, on others it was released or its tape
+ * freed: each read is refused with AD_EARG and the reason (this used to read
+ * ->data[0] of NULL: a SEGV). */
+typedef struct stale {
+    ad_value *lam, *hyper[1];
+    ad_value *first, *last; /* losses the inner callback made */
+    int calls;
+    bool inner, outer, vector_at_0;
+    bool at_w_hat; /* inner: only the call at ŵ (t = T on a new tape) returns first */
+    hg_problem p;
+} stale;
+
+static int stale_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
+{
+    (void)ctx;
+    w0[0] = ad_scale(tp, lam[0], 0.5);
+    return AD_OK;
+}
+
+static ad_value *stale_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
+{
+    stale *s = ctx;
+    ad_value *d = ad_sub(tp, w[0], lam[0]);
+    if (s->vector_at_0 && t == 0) return d;
+    ad_value *g = ad_scale(tp, ad_sqnorm(tp, d), 0.5);
+    if (s->at_w_hat) return t == s->p.T && ad_tape_current_step(tp) == 0 ? s->first : g;
+    if (++s->calls == 1) s->first = g;
+    s->last = g;
+    return s->inner && s->calls >= 3 ? s->first : g;
+}
+
+static ad_value *stale_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)lam;
+    stale *s = ctx;
+    return s->outer ? s->last : ad_sqnorm(tp, w[0]);
+}
+
+/* rc is AD_EARG and the message names who read what, and why. */
+static void expect_refused(int rc, const char *est, const char *who, const char *why)
+{
+    ck_assert_msg(rc == AD_EARG, "%s: rc %d (%s)", est, rc, ad_error());
+    ck_assert_msg(strstr(ad_error(), who) && strstr(ad_error(), "the loss it returned: the value") &&
+                      strstr(ad_error(), why), "%s: %s", est, ad_error());
+}
+
+START_TEST(stale_loss_refused)
+{
+    stale c = { 0 };
+    c.lam = ad_param_from(1, (int[]){ 3 }, (ad_real[]){ 0.3, -0.2, 0.5 });
+    c.hyper[0] = c.lam;
+    c.p = (hg_problem){ .n_w = 1, .n_hyper = 1, .hyper = c.hyper, .T = 4, .ctx = &c,
+                        .opt = { .kind = HG_GD, .step = 0.1 }, .init = stale_w0,
+                        .inner = stale_inner, .outer = stale_outer };
+    const hg_problem *p = &c.p;
+    ad_value *h;
+    hg_report rep;
+    hg_profile pr;
+    const char *lean_why = "had its data dropped";
+    for (int which = 0; which < 2; which++) {
+        c.inner = which == 0, c.outer = which == 1;
+        const char *who = c.inner ? "inner (step " : "outer: ";
+        /* The lean estimators: dropped, and the hint names keep_values. */
+        c.calls = 0;
+        expect_refused(hg_full_rmd(p, &h, &rep), "full_rmd", who, lean_why);
+        ck_assert_ptr_nonnull(strstr(ad_error(), "sets keep_values"));
+        c.calls = 0;
+        expect_refused(hg_krmd(p, 2, &h, &rep), "krmd", who, lean_why);
+        c.calls = 0;
+        expect_refused(hg_checkpoint(p, 2, &h, &rep), "checkpoint", who, "has been freed");
+        c.calls = 0;
+        expect_refused(hg_truncation_profile(p, 4, NULL, &pr), "profile", who, lean_why);
+        /* Checkpointing's replays start on a new tape (the value's tape freed);
+         * the others on tapes of horizon 1 (released). */
+        c.calls = 0;
+        expect_refused(hg_fmd(p, &h, &rep), "fmd", who, c.inner ? "was released" : "has been freed");
+        c.calls = 0;
+        expect_refused(hg_implicit_cg(p, 5, 1e-10, &h, &rep), "implicit_cg",
+                       c.inner ? "inner (" : who, c.inner ? "was released" : "has been freed");
+    }
+    /* At ŵ, on a tape of its own (implicit differentiation, the curvature's
+     * Hessian): the inner loss of a freed tape. */
+    c.inner = c.outer = false, c.at_w_hat = true;
+    expect_refused(hg_implicit_cg(p, 5, 1e-10, &h, &rep), "implicit_cg", "inner (at ŵ)",
+                   "has been freed");
+    hg_curvature cv;
+    expect_refused(hg_curvature_estimate(p, 5, &cv), "curvature", "inner (at ŵ)", "has been freed");
+    /* The loss curve: released, and a scalar is checked as a step does. */
+    c.inner = true, c.at_w_hat = false, c.calls = 0;
+    ad_value *w_hat[1];
+    double curve[5];
+    expect_refused(hg_inner_solve(p, w_hat, curve), "inner_solve", "inner (", "was released");
+    c.inner = false, c.vector_at_0 = true;
+    ck_assert_int_eq(hg_inner_solve(p, w_hat, curve), AD_ESHAPE);
+    ck_assert_str_eq(ad_error(), "inner_solve: inner (at w_0): returned a [3] tensor; the inner "
+                                 "loss must be a scalar");
+    ad_value_free(c.lam);
+}
+END_TEST
+
 /* ---- bytes ------------------------------------------------------------------ */
 
 /* One recorded hypercleaning step (hyperclean_problem.c's g, ∇W g recorded,
@@ -837,6 +944,7 @@ Suite *lean_suite(void)
     tcase_add_test(tc, lifetimes);
     tcase_add_loop_test(tc, estimators_bit_identical, 0, 11);
     tcase_add_test(tc, keep_values_hint);
+    tcase_add_test(tc, stale_loss_refused);
     tcase_add_test(tc, hyperclean_step_bytes_smaller);
     suite_add_tcase(s, tc);
     return s;
