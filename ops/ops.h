@@ -112,7 +112,11 @@ ad_value *ad_cross_entropy(ad_tape *tp, ad_value *logits, ad_value *labels,
 ad_value *ad_conv2d(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, int stride, int pad);
 
 /* ---- pool.c ------------------------------------------------------------ */
-/* Max over k×k windows moved by `stride`: [N,C,H,W] -> [N,C,H',W']. */
+/* Max over k×k windows moved by `stride`: [N,C,H,W] -> [N,C,H',W'].  The
+ * gradient goes to the entry that gives the maximum: the first in the window
+ * (row by row) on a tie; a window holding NaN gives NaN, and its first NaN
+ * takes the gradient (as ad_maximum and ad_argmax, and PyTorch's
+ * max_pool2d). */
 ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride);
 
 /* ---- batchnorm.c (training mode) --------------------------------------- */

@@ -319,6 +319,40 @@ START_TEST(maxpool_gradient_routing)
 }
 END_TEST
 
+/* A window holding NaN gives NaN, and its first NaN takes the gradient,
+ * wherever it sits: the 2×2 stride-2 kernel (k 2, stride 2), the general
+ * loop (k 2, stride 1 and k 3, stride 3, one window each), with and without
+ * a gradient to route.  Finite entries 1..k² keep the NaN from ever being
+ * the first maximum by accident. */
+START_TEST(maxpool_nan)
+{
+    static const int ks[3][2] = { { 2, 2 }, { 2, 1 }, { 3, 3 } };
+    for (int c = 0; c < 3; c++) {
+        int k = ks[c][0], stride = ks[c][1], n = k * k;
+        for (int p = 0; p < n; p++)
+            for (int q = p; q < n; q++) { /* NaN at p, and at q too when q > p */
+                ad_real v[9];
+                for (int i = 0; i < n; i++) v[i] = (ad_real)(i + 1);
+                v[p] = v[q] = NAN;
+                ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+                ad_value *x = ad_param_from(4, (int[]){ 1, 1, k, k }, v), *g;
+                ad_value *y = ad_maxpool2d(tp, ad_const(tp, 4, (int[]){ 1, 1, k, k }, v), k, stride);
+                ck_assert_msg(y && y->size == 1 && isnan(y->data[0]), "k %d stride %d, NaN at %d: no grad %g",
+                              k, stride, p, y ? (double)y->data[0] : 0.0);
+                y = ad_maxpool2d(tp, x, k, stride);
+                ck_assert_msg(y && y->size == 1 && isnan(y->data[0]), "k %d stride %d, NaN at %d: %g", k,
+                              stride, p, y ? (double)y->data[0] : 0.0);
+                ck_assert_int_eq(ad_grad(tp, ad_sum(tp, y), 1, &x, &g, false), AD_OK);
+                for (int i = 0; i < n; i++)
+                    ck_assert_msg(g->data[i] == (i == p), "k %d stride %d, NaN at %d and %d: g[%d] = %g", k,
+                                  stride, p, q, i, (double)g->data[i]);
+                ad_tape_free(tp);
+                ad_value_free(x);
+            }
+    }
+}
+END_TEST
+
 typedef struct pool_case {
     int k, stride;
 } pool_case;
@@ -598,6 +632,7 @@ Suite *nn_suite(void)
     tcase_add_loop_test(tc, conv2d_gradients, 0, sizeof conv_cases / sizeof *conv_cases);
     tcase_add_test(tc, maxpool_forward);
     tcase_add_test(tc, maxpool_gradient_routing);
+    tcase_add_test(tc, maxpool_nan);
     tcase_add_loop_test(tc, maxpool_gradients, 0, sizeof pool_cases / sizeof *pool_cases);
     tcase_add_test(tc, batchnorm_forward);
     tcase_add_loop_test(tc, batchnorm_gradients, 0, sizeof bn_cases / sizeof *bn_cases);
