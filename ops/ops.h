@@ -50,7 +50,7 @@ ad_value *ad_cos(ad_tape *tp, ad_value *x);
 ad_value *ad_tanh(ad_tape *tp, ad_value *x);
 ad_value *ad_sigmoid(ad_tape *tp, ad_value *x);
 ad_value *ad_softplus(ad_tape *tp, ad_value *x); /* log(1 + eˣ), stable */
-ad_value *ad_relu(ad_tape *tp, ad_value *x);
+ad_value *ad_relu(ad_tape *tp, ad_value *x); /* max(x, 0), +0 for −0; NaN gives NaN */
 ad_value *ad_square(ad_tape *tp, ad_value *x);
 ad_value *ad_sqrt(ad_tape *tp, ad_value *x);
 ad_value *ad_pow(ad_tape *tp, ad_value *x, double p); /* xᵖ, p constant */

@@ -32,6 +32,27 @@ START_TEST(binary_broadcast_forward)
 }
 END_TEST
 
+/* relu passes NaN on, as every other op does (PyTorch's relu too), and
+ * maps −0 to +0; 67 entries so that the kernel's vector loop sees NaNs, not
+ * only its remainder. */
+START_TEST(relu_nan)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *small = ad_relu(tp, ad_const(tp, 1, (int[]){ 4 }, (ad_real[]){ NAN, -1, 2, -0.0 }));
+    ck_assert(small && isnan(small->data[0]));
+    ck_assert(small->data[1] == 0 && small->data[2] == 2 && small->data[3] == 0 && !signbit(small->data[3]));
+    enum { N = 67 };
+    ad_real v[N];
+    for (int i = 0; i < N; i++) v[i] = i % 5 == 2 ? (ad_real)NAN : (ad_real)(i % 3 - 1);
+    ad_value *y = ad_relu(tp, ad_const(tp, 1, (int[]){ N }, v));
+    ck_assert_ptr_nonnull(y);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(i % 5 == 2 ? isnan(y->data[i]) : y->data[i] == (i % 3 == 2),
+                      "relu entry %d: %g", i, (double)y->data[i]);
+    ad_tape_free(tp);
+}
+END_TEST
+
 START_TEST(unary_forward)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
@@ -268,6 +289,7 @@ Suite *elementwise_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, binary_broadcast_forward);
     tcase_add_test(tc, unary_forward);
+    tcase_add_test(tc, relu_nan);
     tcase_add_test(tc, reductions_forward);
     tcase_add_test(tc, sums_accumulate_in_double);
     tcase_add_loop_test(tc, binary_gradients, 0, sizeof binaries / sizeof *binaries);
