@@ -88,7 +88,8 @@ ad_value *ad_slice_rows(ad_tape *tp, ad_value *x, int start, int count);
 /* Rows idx[0], idx[1], … of x; idx is a rank-1 value of whole numbers. */
 ad_value *ad_gather_rows(ad_tape *tp, ad_value *x, ad_value *idx);
 /* The adjoint of gather: a [n_rows, …] tensor of zeros with row idx[i]
- * incremented by g's row i. */
+ * incremented by g's row i (the sums accumulate in double and round once,
+ * in the float build too). */
 ad_value *ad_scatter_rows(ad_tape *tp, ad_value *g, ad_value *idx, int n_rows);
 /* a and b joined along `axis`; the other extents must agree. */
 ad_value *ad_concat(ad_tape *tp, ad_value *a, ad_value *b, int axis);

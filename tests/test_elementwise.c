@@ -122,6 +122,44 @@ START_TEST(sums_accumulate_in_double)
 }
 END_TEST
 
+/* gather_rows' gradient adds the rows of a repeated index: a broadcast's
+ * gradient, so it too accumulates in double (ops/shape.c), with the same
+ * 1 and 1000 half-ε rows: all gathered from row 3 of x, and scattered back
+ * into 4 rows (a sum kept on the stack in the float build) and into 200
+ * (the heap), directly and as the gradient of the gather. */
+START_TEST(scatter_rows_accumulates_in_double)
+{
+    enum { N = 1001 };
+    ad_real c[2 * N], idx[N];
+    const double half = FLT_EPSILON / 2, want = 1 + 500.0 * FLT_EPSILON;
+    for (int i = 0; i < N; i++) {
+        c[2 * i] = c[2 * i + 1] = (ad_real)(i == 0 ? 1 : half);
+        idx[i] = 3;
+    }
+    static const int rows[2] = { 4, 200 };
+    for (int r = 0; r < 2; r++) {
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        ad_value *C = ad_const(tp, 2, (int[]){ N, 2 }, c), *I = ad_const(tp, 1, (int[]){ N }, idx);
+        ad_value *x = ad_tensor_new(2, (int[]){ rows[r], 2 }), *g;
+        ck_assert_int_eq(ad_set_requires_grad(x, true), AD_OK);
+        ad_value *direct = ad_scatter_rows(tp, C, I, rows[r]);
+        ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_mul(tp, ad_gather_rows(tp, x, I), C)), 1, &x, &g, false),
+                         AD_OK);
+        const ad_value *got[2] = { direct, g };
+        for (int k = 0; k < 2; k++) {
+            ck_assert_ptr_nonnull(got[k]);
+            ck_assert_uint_eq(got[k]->size, (size_t)rows[r] * 2);
+            for (int i = 0; i < rows[r] * 2; i++)
+                ck_assert_msg((double)got[k]->data[i] == (i / 2 == 3 ? want : 0),
+                              "%s, %d rows: entry %d is %.9g, want %.9g", k ? "gradient" : "scatter_rows",
+                              rows[r], i, (double)got[k]->data[i], i / 2 == 3 ? want : 0.0);
+        }
+        ad_tape_free(tp);
+        ad_value_free(x);
+    }
+}
+END_TEST
+
 /* ---- gradient checks --------------------------------------------------- */
 
 typedef ad_value *(*binary_op)(ad_tape *, ad_value *, ad_value *);
@@ -292,6 +330,7 @@ Suite *elementwise_suite(void)
     tcase_add_test(tc, relu_nan);
     tcase_add_test(tc, reductions_forward);
     tcase_add_test(tc, sums_accumulate_in_double);
+    tcase_add_test(tc, scatter_rows_accumulates_in_double);
     tcase_add_loop_test(tc, binary_gradients, 0, sizeof binaries / sizeof *binaries);
     tcase_add_loop_test(tc, unary_gradients, 0, sizeof unaries / sizeof *unaries);
     tcase_add_test(tc, dot_gradient);
