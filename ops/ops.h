@@ -123,7 +123,9 @@ ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride);
 /* ---- batchnorm.c (training mode) --------------------------------------- */
 /* Normalises each channel with the batch's own mean and variance, then
  * scales and shifts: x [N,C] or [N,C,H,W]; gamma, beta [C] (either NULL
- * for 1 and 0). */
+ * for 1 and 0).  Refuses (AD_ESHAPE) an x with one value per channel
+ * (N·H·W = 1), which would give β whatever x is.  eps ≥ 0 is added to the
+ * variance: with eps = 0 a constant channel (variance 0) gives NaN. */
 ad_value *ad_batchnorm(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta, double eps);
 /* Σ over every axis but axis 1: x [N,C] or [N,C,H,W] (any rank ≥ 2) -> [C]
  * (what ad_sum_to to [1,C,1,1] and a reshape give, summed faster): the

@@ -615,6 +615,42 @@ START_TEST(batchnorm_errors)
 }
 END_TEST
 
+/* One value per channel (N·H·W = 1) is refused, with or without γ, β and a
+ * gradient (it would give β whatever x is); two are enough, however laid
+ * out.  With eps = 0 a constant channel gives NaN, as ops.h says, and with
+ * eps > 0 it gives β. */
+START_TEST(batchnorm_one_value_per_channel)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *g3 = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 2, 3, 4 });
+    ad_value *b3 = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 0.5, 1, 1.5 });
+    ad_value *p2 = ad_param_from(2, (int[]){ 1, 3 }, (ad_real[]){ 1, 2, 3 });
+    ad_value *p4 = ad_param_from(4, (int[]){ 1, 3, 1, 1 }, (ad_real[]){ 1, 2, 3 });
+    tu_expect_error(ad_batchnorm(tp, p2, NULL, NULL, 1e-5),
+                    "batchnorm: expected more than 1 value per channel (N*H*W), got x [1,3]");
+    tu_expect_error(ad_batchnorm(tp, p4, g3, b3, 1e-5),
+                    "batchnorm: expected more than 1 value per channel (N*H*W), got x [1,3,1,1]");
+    tu_expect_error(ad_batchnorm(tp, ad_const(tp, 4, (int[]){ 1, 3, 1, 1 }, (ad_real[]){ 1, 2, 3 }), g3, b3, 0),
+                    "batchnorm: expected more than 1 value per channel");
+    ad_value *two[3] = { ad_const_fill(tp, 2, (int[]){ 2, 3 }, 1), ad_const_fill(tp, 4, (int[]){ 1, 3, 1, 2 }, 1),
+                         ad_const_fill(tp, 4, (int[]){ 1, 3, 2, 1 }, 1) };
+    for (int k = 0; k < 3; k++) {
+        ad_value *y = ad_batchnorm(tp, two[k], g3, b3, 1e-5), *y0 = ad_batchnorm(tp, two[k], g3, b3, 0);
+        ck_assert_ptr_nonnull(y);
+        ck_assert_ptr_nonnull(y0);
+        size_t per_image = y->size / (size_t)y->shape[0], R = per_image / 3; /* x[n, c, r] */
+        for (size_t i = 0; i < y->size; i++) {
+            ck_assert_msg(y->data[i] == b3->data[i % per_image / R], "eps 1e-5, case %d entry %zu: %g", k, i,
+                          (double)y->data[i]);
+            ck_assert_msg(isnan(y0->data[i]), "eps 0, case %d entry %zu: %g", k, i, (double)y0->data[i]);
+        }
+    }
+    ad_tape_free(tp);
+    ad_value_free(p2);
+    ad_value_free(p4);
+}
+END_TEST
+
 Suite *nn_suite(void);
 Suite *nn_suite(void)
 {
@@ -641,6 +677,7 @@ Suite *nn_suite(void)
     tcase_add_test(tc, softmax_errors);
     tcase_add_test(tc, conv_pool_errors);
     tcase_add_test(tc, batchnorm_errors);
+    tcase_add_test(tc, batchnorm_one_value_per_channel);
     suite_add_tcase(s, tc);
     return s;
 }
