@@ -350,6 +350,18 @@ START_TEST(maxpool_nan)
                 ad_value_free(x);
             }
     }
+    /* Rows of several 2×2 windows (an odd last column in none): the one
+     * holding a NaN gives NaN, its neighbours their maxima. */
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(4, (int[]){ 1, 1, 2, 7 }, (ad_real[]){ 1, 5, 2, 3, 9, 1, NAN,
+                                                                       4, 0, 6, NAN, 2, 8, 7 }), *g;
+    ad_value *y = ad_maxpool2d(tp, x, 2, 2);
+    ck_assert_ptr_nonnull(y);
+    ck_assert(y->size == 3 && y->data[0] == 5 && isnan(y->data[1]) && y->data[2] == 9);
+    ck_assert_int_eq(ad_grad(tp, ad_sum(tp, y), 1, &x, &g, false), AD_OK);
+    tu_expect_values(g, (double[]){ 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0 }, 14, 0);
+    ad_tape_free(tp);
+    ad_value_free(x);
 }
 END_TEST
 
