@@ -170,9 +170,9 @@ int os_task_init(os_task *t, const os_hyper *hy, int n_s, int n_q, int T, bool s
     t->n_s = n_s;
     t->n_q = n_q;
     const mdl_cnn *m = &hy->net;
-    if (n_s < 2 || n_q < 1)
-        return ad_fail(AD_EARG, "oneshot: need at least 2 support images (batch-norm at 1x1) "
-                                "and 1 query image, got %d and %d", n_s, n_q);
+    if (n_s < 2 || n_q < 2)
+        return ad_fail(AD_EARG, "oneshot: need at least 2 support and 2 query images (batch-norm "
+                                "at 1x1), got %d and %d", n_s, n_q);
     if (split && hy->n_rep == 0)
         return ad_fail(AD_EARG, "oneshot: the split formulation needs a representation block");
     int in[3] = { m->in_channels, m->height, m->width }, chw[3];

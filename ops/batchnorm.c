@@ -606,6 +606,12 @@ static int check_batchnorm(const ad_value *x, const ad_value *gamma, const ad_va
                            names[k], ad_shape_str(vs[k], sv, sizeof sv), x->shape[1], sx);
     if (!(eps >= 0) || !isfinite(eps))
         return ad_fail(AD_EARG, "batchnorm: eps %g must be finite and not negative", eps);
+    /* With one entry per channel x̂ = 0 whatever x is: y = β and every
+     * gradient to x and γ is zero (NaN with eps = 0) — refused, as PyTorch
+     * refuses it in training. */
+    if (x->size / (size_t)x->shape[1] < 2)
+        return ad_fail(AD_ESHAPE,
+                       "batchnorm: expected more than 1 value per channel (N*H*W), got x %s", sx);
     return AD_OK;
 }
 

@@ -332,7 +332,8 @@ UNARY_OP(tanh,       out,   double,   tanh(x),                    ad_mul(tp, g, 
 UNARY_OP(sigmoid,    out,   double,   1 / (1 + exp(-x)),          ad_mul(tp, g, ad_mul(tp, out, ad_add_scalar(tp, ad_neg(tp, out), 1))))
 /* log(1 + eˣ) = max(x, 0) + log1p(e^−|x|) never overflows; its derivative is σ */
 UNARY_OP(softplus,   x,     double,   fmax(x, 0) + log1p(exp(-fabs(x))), ad_mul(tp, g, ad_sigmoid(tp, x)))
-UNARY_OP(relu,       x,     ad_real,  x > 0 ? x : 0,              relu_mask(tp, g, x))
+/* x <= 0 ? 0 : x, not x > 0 ? x : 0: NaN passes through (and −0 -> +0). */
+UNARY_OP(relu,       x,     ad_real,  x <= 0 ? 0 : x,             relu_mask(tp, g, x))
 UNARY_OP(square,     x,     ad_real,  x * x,                      ad_mul(tp, g, ad_scale(tp, x, 2)))
 UNARY_OP(sqrt,       out,   double,   sqrt(x),                    ad_div(tp, g, ad_scale(tp, out, 2)))
 /* pow(x, 0) is constant: its derivative 0·x⁻¹ would be NaN at x = 0. */

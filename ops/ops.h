@@ -50,7 +50,7 @@ ad_value *ad_cos(ad_tape *tp, ad_value *x);
 ad_value *ad_tanh(ad_tape *tp, ad_value *x);
 ad_value *ad_sigmoid(ad_tape *tp, ad_value *x);
 ad_value *ad_softplus(ad_tape *tp, ad_value *x); /* log(1 + eˣ), stable */
-ad_value *ad_relu(ad_tape *tp, ad_value *x);
+ad_value *ad_relu(ad_tape *tp, ad_value *x); /* max(x, 0), +0 for −0; NaN gives NaN */
 ad_value *ad_square(ad_tape *tp, ad_value *x);
 ad_value *ad_sqrt(ad_tape *tp, ad_value *x);
 ad_value *ad_pow(ad_tape *tp, ad_value *x, double p); /* xᵖ, p constant */
@@ -88,7 +88,8 @@ ad_value *ad_slice_rows(ad_tape *tp, ad_value *x, int start, int count);
 /* Rows idx[0], idx[1], … of x; idx is a rank-1 value of whole numbers. */
 ad_value *ad_gather_rows(ad_tape *tp, ad_value *x, ad_value *idx);
 /* The adjoint of gather: a [n_rows, …] tensor of zeros with row idx[i]
- * incremented by g's row i. */
+ * incremented by g's row i (the sums accumulate in double and round once,
+ * in the float build too). */
 ad_value *ad_scatter_rows(ad_tape *tp, ad_value *g, ad_value *idx, int n_rows);
 /* a and b joined along `axis`; the other extents must agree. */
 ad_value *ad_concat(ad_tape *tp, ad_value *a, ad_value *b, int axis);
@@ -112,13 +113,19 @@ ad_value *ad_cross_entropy(ad_tape *tp, ad_value *logits, ad_value *labels,
 ad_value *ad_conv2d(ad_tape *tp, ad_value *x, ad_value *w, ad_value *b, int stride, int pad);
 
 /* ---- pool.c ------------------------------------------------------------ */
-/* Max over k×k windows moved by `stride`: [N,C,H,W] -> [N,C,H',W']. */
+/* Max over k×k windows moved by `stride`: [N,C,H,W] -> [N,C,H',W'].  The
+ * gradient goes to the entry that gives the maximum: the first in the window
+ * (row by row) on a tie; a window holding NaN gives NaN, and its first NaN
+ * takes the gradient (as ad_maximum and ad_argmax, and PyTorch's
+ * max_pool2d). */
 ad_value *ad_maxpool2d(ad_tape *tp, ad_value *x, int k, int stride);
 
 /* ---- batchnorm.c (training mode) --------------------------------------- */
 /* Normalises each channel with the batch's own mean and variance, then
  * scales and shifts: x [N,C] or [N,C,H,W]; gamma, beta [C] (either NULL
- * for 1 and 0). */
+ * for 1 and 0).  Refuses (AD_ESHAPE) an x with one value per channel
+ * (N·H·W = 1), which would give β whatever x is.  eps ≥ 0 is added to the
+ * variance: with eps = 0 a constant channel (variance 0) gives NaN. */
 ad_value *ad_batchnorm(ad_tape *tp, ad_value *x, ad_value *gamma, ad_value *beta, double eps);
 /* Σ over every axis but axis 1: x [N,C] or [N,C,H,W] (any rank ≥ 2) -> [C]
  * (what ad_sum_to to [1,C,1,1] and a reshape give, summed faster): the

@@ -12,6 +12,9 @@
  * again.
  *
  * Sizes: N images, C channels, H×W in, P×Q out with P = (H − k)/stride + 1. */
+#include <math.h>
+#include <stdbool.h>
+
 #include "ad/node.h"
 #include "ops.h"
 #include "threads.h"
@@ -179,6 +182,15 @@ static void scatter_planes(void *ctx, size_t lo, size_t hi)
     }
 }
 
+/* Whether v takes the lead from best, the window's maximum so far: when it
+ * is larger, or when it is NaN and best is not, so that the first NaN of a
+ * window wins (and takes the gradient), as in ad_maximum and ad_argmax; a
+ * plain v > best would drop a NaN that is not first in its window. */
+static inline bool pool_beats(ad_real v, ad_real best)
+{
+    return v > best || (isnan(v) && !isnan(best));
+}
+
 /* idx, g [N,C,P,Q] -> out [N,C,H,W]: zeros, g added at the kept positions
  * (added, since overlapping windows may share a maximum). */
 static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const pool_dims *d)
@@ -195,8 +207,13 @@ static ad_value *pool_scatter(ad_tape *tp, ad_value *idx, ad_value *g, const poo
 }
 
 /* maxpool_planes for 2×2 windows, stride 2 (the one-shot network's): the
- * same comparisons in the same order (the first maximum wins), without the
- * general loop's window walk (the forward took 6.8 % of the one-shot step). */
+ * same comparisons in the same order (the first maximum wins, or the first
+ * NaN), without the general loop's window walk (the forward took 6.8 % of
+ * the one-shot step).  pool_beats still compiles to branch-free vector code
+ * here; it costs the forward 5–35 % against a plain v > best (bench-ops,
+ * release builds), less than what was tried instead: a NaN test folded into
+ * this loop stopped it vectorising in double (5× slower), a separate NaN
+ * pass over the plane did not vectorise there either (1.8×). */
 static void maxpool_2x2(const pool_job *job, size_t lo, size_t hi)
 {
     const pool_dims *d = job->d;
@@ -210,7 +227,7 @@ static void maxpool_2x2(const pool_job *job, size_t lo, size_t hi)
                 ad_real best = v[0];
                 int at = 0;
                 for (int e = 1; e < 4; e++)
-                    if (v[e] > best) best = v[e], at = e;
+                    if (pool_beats(v[e], best)) best = v[e], at = e;
                 out[(size_t)p * d->Q + q] = best;
                 if (idx) idx[(size_t)p * d->Q + q] = (ad_real)at;
             }
@@ -220,7 +237,7 @@ static void maxpool_2x2(const pool_job *job, size_t lo, size_t hi)
 
 /* planes [lo, hi) of: x (src) [N,C,H,W] -> out [N,C,P,Q], the windows'
  * maxima, and idx (or NULL) their positions i·k + j; the first one wins on
- * ties. */
+ * ties, the first NaN over everything (pool_beats). */
 static void maxpool_planes(void *ctx, size_t lo, size_t hi)
 {
     const pool_job *job = ctx;
@@ -240,7 +257,7 @@ static void maxpool_planes(void *ctx, size_t lo, size_t hi)
                 int at = 0;
                 for (int i = 0; i < d->k; i++)
                     for (int j = 0; j < d->k; j++)
-                        if (corner[(size_t)i * d->W + (size_t)j] > best) {
+                        if (pool_beats(corner[(size_t)i * d->W + (size_t)j], best)) {
                             best = corner[(size_t)i * d->W + (size_t)j];
                             at = i * d->k + j;
                         }

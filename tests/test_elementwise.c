@@ -32,6 +32,27 @@ START_TEST(binary_broadcast_forward)
 }
 END_TEST
 
+/* relu passes NaN on, as every other op does (PyTorch's relu too), and
+ * maps −0 to +0; 67 entries so that the kernel's vector loop sees NaNs, not
+ * only its remainder. */
+START_TEST(relu_nan)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *small = ad_relu(tp, ad_const(tp, 1, (int[]){ 4 }, (ad_real[]){ NAN, -1, 2, -0.0 }));
+    ck_assert(small && isnan(small->data[0]));
+    ck_assert(small->data[1] == 0 && small->data[2] == 2 && small->data[3] == 0 && !signbit(small->data[3]));
+    enum { N = 67 };
+    ad_real v[N];
+    for (int i = 0; i < N; i++) v[i] = i % 5 == 2 ? (ad_real)NAN : (ad_real)(i % 3 - 1);
+    ad_value *y = ad_relu(tp, ad_const(tp, 1, (int[]){ N }, v));
+    ck_assert_ptr_nonnull(y);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(i % 5 == 2 ? isnan(y->data[i]) : y->data[i] == (i % 3 == 2),
+                      "relu entry %d: %g", i, (double)y->data[i]);
+    ad_tape_free(tp);
+}
+END_TEST
+
 START_TEST(unary_forward)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
@@ -98,6 +119,44 @@ START_TEST(sums_accumulate_in_double)
     tu_expect_values(ad_dot(tp, X, ad_const_fill(tp, 1, (int[]){ N }, 1)), (double[]){ want }, 1, 0);
     tu_expect_values(ad_mean(tp, X), (double[]){ want / N }, 1, TU_TOL(1) * want / N);
     ad_tape_free(tp);
+}
+END_TEST
+
+/* gather_rows' gradient adds the rows of a repeated index: a broadcast's
+ * gradient, so it too accumulates in double (ops/shape.c), with the same
+ * 1 and 1000 half-ε rows: all gathered from row 3 of x, and scattered back
+ * into 4 rows (a sum kept on the stack in the float build) and into 200
+ * (the heap), directly and as the gradient of the gather. */
+START_TEST(scatter_rows_accumulates_in_double)
+{
+    enum { N = 1001 };
+    ad_real c[2 * N], idx[N];
+    const double half = FLT_EPSILON / 2, want = 1 + 500.0 * FLT_EPSILON;
+    for (int i = 0; i < N; i++) {
+        c[2 * i] = c[2 * i + 1] = (ad_real)(i == 0 ? 1 : half);
+        idx[i] = 3;
+    }
+    static const int rows[2] = { 4, 200 };
+    for (int r = 0; r < 2; r++) {
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        ad_value *C = ad_const(tp, 2, (int[]){ N, 2 }, c), *I = ad_const(tp, 1, (int[]){ N }, idx);
+        ad_value *x = ad_tensor_new(2, (int[]){ rows[r], 2 }), *g;
+        ck_assert_int_eq(ad_set_requires_grad(x, true), AD_OK);
+        ad_value *direct = ad_scatter_rows(tp, C, I, rows[r]);
+        ck_assert_int_eq(ad_grad(tp, ad_sum(tp, ad_mul(tp, ad_gather_rows(tp, x, I), C)), 1, &x, &g, false),
+                         AD_OK);
+        const ad_value *got[2] = { direct, g };
+        for (int k = 0; k < 2; k++) {
+            ck_assert_ptr_nonnull(got[k]);
+            ck_assert_uint_eq(got[k]->size, (size_t)rows[r] * 2);
+            for (int i = 0; i < rows[r] * 2; i++)
+                ck_assert_msg((double)got[k]->data[i] == (i / 2 == 3 ? want : 0),
+                              "%s, %d rows: entry %d is %.9g, want %.9g", k ? "gradient" : "scatter_rows",
+                              rows[r], i, (double)got[k]->data[i], i / 2 == 3 ? want : 0.0);
+        }
+        ad_tape_free(tp);
+        ad_value_free(x);
+    }
 }
 END_TEST
 
@@ -268,8 +327,10 @@ Suite *elementwise_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, binary_broadcast_forward);
     tcase_add_test(tc, unary_forward);
+    tcase_add_test(tc, relu_nan);
     tcase_add_test(tc, reductions_forward);
     tcase_add_test(tc, sums_accumulate_in_double);
+    tcase_add_test(tc, scatter_rows_accumulates_in_double);
     tcase_add_loop_test(tc, binary_gradients, 0, sizeof binaries / sizeof *binaries);
     tcase_add_loop_test(tc, unary_gradients, 0, sizeof unaries / sizeof *unaries);
     tcase_add_test(tc, dot_gradient);

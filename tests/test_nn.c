@@ -319,6 +319,52 @@ START_TEST(maxpool_gradient_routing)
 }
 END_TEST
 
+/* A window holding NaN gives NaN, and its first NaN takes the gradient,
+ * wherever it sits: the 2×2 stride-2 kernel (k 2, stride 2), the general
+ * loop (k 2, stride 1 and k 3, stride 3, one window each), with and without
+ * a gradient to route.  Finite entries 1..k² keep the NaN from ever being
+ * the first maximum by accident. */
+START_TEST(maxpool_nan)
+{
+    static const int ks[3][2] = { { 2, 2 }, { 2, 1 }, { 3, 3 } };
+    for (int c = 0; c < 3; c++) {
+        int k = ks[c][0], stride = ks[c][1], n = k * k;
+        for (int p = 0; p < n; p++)
+            for (int q = p; q < n; q++) { /* NaN at p, and at q too when q > p */
+                ad_real v[9];
+                for (int i = 0; i < n; i++) v[i] = (ad_real)(i + 1);
+                v[p] = v[q] = NAN;
+                ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+                ad_value *x = ad_param_from(4, (int[]){ 1, 1, k, k }, v), *g;
+                ad_value *y = ad_maxpool2d(tp, ad_const(tp, 4, (int[]){ 1, 1, k, k }, v), k, stride);
+                ck_assert_msg(y && y->size == 1 && isnan(y->data[0]), "k %d stride %d, NaN at %d: no grad %g",
+                              k, stride, p, y ? (double)y->data[0] : 0.0);
+                y = ad_maxpool2d(tp, x, k, stride);
+                ck_assert_msg(y && y->size == 1 && isnan(y->data[0]), "k %d stride %d, NaN at %d: %g", k,
+                              stride, p, y ? (double)y->data[0] : 0.0);
+                ck_assert_int_eq(ad_grad(tp, ad_sum(tp, y), 1, &x, &g, false), AD_OK);
+                for (int i = 0; i < n; i++)
+                    ck_assert_msg(g->data[i] == (i == p), "k %d stride %d, NaN at %d and %d: g[%d] = %g", k,
+                                  stride, p, q, i, (double)g->data[i]);
+                ad_tape_free(tp);
+                ad_value_free(x);
+            }
+    }
+    /* Rows of several 2×2 windows (an odd last column in none): the one
+     * holding a NaN gives NaN, its neighbours their maxima. */
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(4, (int[]){ 1, 1, 2, 7 }, (ad_real[]){ 1, 5, 2, 3, 9, 1, NAN,
+                                                                       4, 0, 6, NAN, 2, 8, 7 }), *g;
+    ad_value *y = ad_maxpool2d(tp, x, 2, 2);
+    ck_assert_ptr_nonnull(y);
+    ck_assert(y->size == 3 && y->data[0] == 5 && isnan(y->data[1]) && y->data[2] == 9);
+    ck_assert_int_eq(ad_grad(tp, ad_sum(tp, y), 1, &x, &g, false), AD_OK);
+    tu_expect_values(g, (double[]){ 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0 }, 14, 0);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 typedef struct pool_case {
     int k, stride;
 } pool_case;
@@ -581,6 +627,42 @@ START_TEST(batchnorm_errors)
 }
 END_TEST
 
+/* One value per channel (N·H·W = 1) is refused, with or without γ, β and a
+ * gradient (it would give β whatever x is); two are enough, however laid
+ * out.  With eps = 0 a constant channel gives NaN, as ops.h says, and with
+ * eps > 0 it gives β. */
+START_TEST(batchnorm_one_value_per_channel)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *g3 = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 2, 3, 4 });
+    ad_value *b3 = ad_const(tp, 1, (int[]){ 3 }, (ad_real[]){ 0.5, 1, 1.5 });
+    ad_value *p2 = ad_param_from(2, (int[]){ 1, 3 }, (ad_real[]){ 1, 2, 3 });
+    ad_value *p4 = ad_param_from(4, (int[]){ 1, 3, 1, 1 }, (ad_real[]){ 1, 2, 3 });
+    tu_expect_error(ad_batchnorm(tp, p2, NULL, NULL, 1e-5),
+                    "batchnorm: expected more than 1 value per channel (N*H*W), got x [1,3]");
+    tu_expect_error(ad_batchnorm(tp, p4, g3, b3, 1e-5),
+                    "batchnorm: expected more than 1 value per channel (N*H*W), got x [1,3,1,1]");
+    tu_expect_error(ad_batchnorm(tp, ad_const(tp, 4, (int[]){ 1, 3, 1, 1 }, (ad_real[]){ 1, 2, 3 }), g3, b3, 0),
+                    "batchnorm: expected more than 1 value per channel");
+    ad_value *two[3] = { ad_const_fill(tp, 2, (int[]){ 2, 3 }, 1), ad_const_fill(tp, 4, (int[]){ 1, 3, 1, 2 }, 1),
+                         ad_const_fill(tp, 4, (int[]){ 1, 3, 2, 1 }, 1) };
+    for (int k = 0; k < 3; k++) {
+        ad_value *y = ad_batchnorm(tp, two[k], g3, b3, 1e-5), *y0 = ad_batchnorm(tp, two[k], g3, b3, 0);
+        ck_assert_ptr_nonnull(y);
+        ck_assert_ptr_nonnull(y0);
+        size_t per_image = y->size / (size_t)y->shape[0], R = per_image / 3; /* x[n, c, r] */
+        for (size_t i = 0; i < y->size; i++) {
+            ck_assert_msg(y->data[i] == b3->data[i % per_image / R], "eps 1e-5, case %d entry %zu: %g", k, i,
+                          (double)y->data[i]);
+            ck_assert_msg(isnan(y0->data[i]), "eps 0, case %d entry %zu: %g", k, i, (double)y0->data[i]);
+        }
+    }
+    ad_tape_free(tp);
+    ad_value_free(p2);
+    ad_value_free(p4);
+}
+END_TEST
+
 Suite *nn_suite(void);
 Suite *nn_suite(void)
 {
@@ -598,6 +680,7 @@ Suite *nn_suite(void)
     tcase_add_loop_test(tc, conv2d_gradients, 0, sizeof conv_cases / sizeof *conv_cases);
     tcase_add_test(tc, maxpool_forward);
     tcase_add_test(tc, maxpool_gradient_routing);
+    tcase_add_test(tc, maxpool_nan);
     tcase_add_loop_test(tc, maxpool_gradients, 0, sizeof pool_cases / sizeof *pool_cases);
     tcase_add_test(tc, batchnorm_forward);
     tcase_add_loop_test(tc, batchnorm_gradients, 0, sizeof bn_cases / sizeof *bn_cases);
@@ -606,6 +689,7 @@ Suite *nn_suite(void)
     tcase_add_test(tc, softmax_errors);
     tcase_add_test(tc, conv_pool_errors);
     tcase_add_test(tc, batchnorm_errors);
+    tcase_add_test(tc, batchnorm_one_value_per_channel);
     suite_add_tcase(s, tc);
     return s;
 }
