@@ -554,6 +554,40 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
     return rc;
 }
 
+/* On --resume, before any work and any write: every configuration's
+ * checkpoint, where it has one, read in full as its run will read it (the
+ * run it belongs to, its integrity, its iteration against --hyper-iters,
+ * its logs and result).  The first one refused fails the whole run, the
+ * folder untouched: refused later, inside its configuration, it would let
+ * the others run and rewrite the folder (relerr*.csv from λ0, Table 4
+ * without its row, a new configuration's files beside the old run's).
+ * Collective under mpirun (ckpt_read with Adam is). */
+static int resume_check(const opts *o)
+{
+    int rc = AD_OK;
+    for (int i = 0; i < o->n_cfg && rc == AD_OK; i++) {
+        os_hyper hy;
+        opt_outer adam = { 0 };
+        logs lg;
+        ckpt_state st = { 0 };
+        result res = { 0 };
+        ad_rng rng0;
+        int ev_ce[2];
+        bool found;
+        seed_rng(&rng0, o->seed, RNG_LAMBDA0);
+        rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng0, o->rho0, o->step0);
+        if (rc != AD_OK) return rc;
+        logs_init(&lg, hy.n_layers);
+        res.n_layers = hy.n_layers;
+        rc = opt_outer_init(&adam, OPT_ADAM, o->lr, false, hy.n_list, hy.list);
+        if (rc == AD_OK) rc = ckpt_read(o, &o->cfgs[i], &hy, &adam, &st, &lg, ev_ce, &res, &found);
+        opt_outer_free(&adam);
+        logs_free(&lg);
+        os_hyper_free(&hy);
+    }
+    return rc;
+}
+
 /* ---- one configuration (runs in a child process) ---------------------------- */
 
 typedef struct run_ctx {
@@ -1518,6 +1552,7 @@ int main(int argc, char **argv)
     ex_out *od = malloc(sizeof *od);
     world w = { 0 };
     rc = od ? ex_out_open(od, opt.out, !opt.no_plots) : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK && opt.resume) rc = resume_check(&opt);
     if (rc == AD_OK) rc = world_load(&opt, &w);
     if (rc != AD_OK) {
         free(od);
