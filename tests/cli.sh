@@ -278,6 +278,31 @@ if [ -f "$data/omniglot/images_background.zip" ]; then
   expect 1 "ckpt_full.bin is truncated" -- "$bin/oneshot" "${osr[@]}" --K 1,full \
     --out "$work/osd" --resume
   same_folder "$work/osd.before" "$work/osd" "a resume with a damaged checkpoint"
+  # The truncation profile of a resumed run keeps the points before the resume (it held only
+  # those after): run to 8, resumed to 16, the same file as one run to 16 (points 1 4 8 12 16;
+  # the file has no timing column).
+  pro=(--K 1 --relerr-tasks 0 --profile-every 4)
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" --hyper-iters 16 --out "$work/osq-ref"
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" --hyper-iters 8 --out "$work/osq"
+  expect 0 "resuming at hyper-iteration 8" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" \
+    --hyper-iters 16 --out "$work/osq" --resume
+  cases=$((cases + 1))
+  points=$(cut -d, -f1 "$work/osq-ref/profile_K1.csv" 2>/dev/null | uniq | tr '\n' ' ')
+  if [ "$points" != "iter 1 4 8 12 16 " ] ||
+    ! cmp "$work/osq-ref/profile_K1.csv" "$work/osq/profile_K1.csv"; then
+    echo "FAIL: the resumed profile_K1.csv differs from one run's (points of one run: $points;" \
+      "resumed: $(cut -d, -f1 "$work/osq/profile_K1.csv" 2>/dev/null | uniq | tr '\n' ' '))"
+    failed=$((failed + 1))
+  else
+    echo "ok: a resumed profile_K1.csv is one run's, points $points"
+  fi
+  # A profile that is not one (here a row cut short) refuses the resume, the folder untouched.
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" --hyper-iters 8 --out "$work/osb"
+  echo "4,1,0.5" >>"$work/osb/profile_K1.csv"
+  cp -a "$work/osb" "$work/osb.before"
+  expect 1 "profile_K1.csv, line 11: not oneshot's truncation profile" -- "$bin/oneshot" \
+    "${osr[@]}" "${pro[@]}" --hyper-iters 16 --out "$work/osb" --resume
+  same_folder "$work/osb.before" "$work/osb" "a resume with a damaged profile"
 else
   skip "no Omniglot in $data: oneshot's refused-resume cases"
 fi
