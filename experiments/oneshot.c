@@ -58,6 +58,7 @@
  *                      the inner Hessian and the K a 1 % error needs
  *   profile.gp, profile.png  those shares against k, with q^k beside them
  */
+#include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -554,6 +555,116 @@ static int ckpt_read(const opts *o, const cfg *c, os_hyper *hy, opt_outer *adam,
     return rc;
 }
 
+/* profile_NAME.csv's columns, as profile_point writes them. */
+enum { PROF_COLS = 12 };
+static void profile_init(ex_table *t)
+{
+    *t = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
+                               "fit_rate,K_1pct,q_line,rel_error",
+                     .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
+                     .n_cols = PROF_COLS };
+}
+
+/* On --resume: the rows of DIR/profile_NAME.csv up to hyper-iteration upto
+ * back into t (profile_init'ed, empty), since profile_point rewrites the
+ * whole file from t.  Rows past upto (points after the checkpoint, which the
+ * resumed run computes again) are dropped; no file, no rows.  Read back from
+ * the CSV rather than kept in the checkpoint: its rows hold NaNs (q_line out
+ * of range, a rate or an error that cannot be fitted), which a checkpoint
+ * refuses, and the file is written whole and atomically at each point, so
+ * it holds every point up to the checkpoint's iteration; a number printed
+ * with %.9g reads back to one that prints the same, so the rewritten file
+ * keeps its bytes.  AD_EFORMAT naming the file and line if it is not such a
+ * file (t then empty). */
+static int profile_restore(const opts *o, const cfg *c, int upto, ex_table *t)
+{
+    char path[EX_PATH_LEN + 64];
+    snprintf(path, sizeof path, "%s/profile_%s.csv", o->out, c->name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? AD_OK
+                               : ad_fail(AD_EIO, "cannot read %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int rc = AD_OK, ln = 0;
+    double last_iter = 1;
+    while (rc == AD_OK && (len = getline(&line, &cap, f)) >= 0) {
+        if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
+        if (++ln == 1) {
+            if (strcmp(line, t->header) != 0) rc = AD_EFORMAT;
+            continue;
+        }
+        double row[PROF_COLS];
+        char *p = line, *end;
+        for (int j = 0; j < PROF_COLS && rc == AD_OK; j++, p = end + 1) {
+            row[j] = strtod(p, &end);
+            if (end == p || *end != (j < PROF_COLS - 1 ? ',' : '\0')) rc = AD_EFORMAT;
+        }
+        /* iter whole, from 1 on and never falling; k whole in 1..T */
+        if (rc == AD_OK && (!(row[0] >= last_iter && row[0] <= 1e9) || row[0] != floor(row[0]) ||
+                            !(row[1] >= 1 && row[1] <= c->T) || row[1] != floor(row[1])))
+            rc = AD_EFORMAT;
+        if (rc == AD_OK) last_iter = row[0];
+        if (rc == AD_OK && row[0] <= upto) rc = ex_table_push(t, row);
+    }
+    if (rc == AD_OK && (ferror(f) || ln == 0)) rc = ferror(f) ? AD_EIO : AD_EFORMAT;
+    free(line);
+    fclose(f);
+    if (rc != AD_OK) t->n_rows = 0;
+    if (rc == AD_EFORMAT)
+        return ad_fail(AD_EFORMAT, "%s, line %d: not oneshot's truncation profile (its header, "
+                       "then rows of %d numbers: iter from 1 on, k in 1..%d): move it away to "
+                       "resume without its earlier points", path, ln, PROF_COLS, c->T);
+    if (rc == AD_EIO) return ad_fail(AD_EIO, "cannot read %s", path);
+    return rc; /* AD_OK, or ex_table_push's AD_ENOMEM */
+}
+
+/* On --resume, before any work and any write: every configuration's
+ * checkpoint, where it has one, read in full as its run will read it (the
+ * run it belongs to, its integrity, its iteration against --hyper-iters,
+ * its logs and result), and the truncation profile it goes on from
+ * (profile_restore).  The first one refused fails the whole run, the
+ * folder untouched: refused later, inside its configuration, it would let
+ * the others run and rewrite the folder (relerr*.csv from λ0, Table 4
+ * without its row, a new configuration's files beside the old run's).
+ * Collective under mpirun (ckpt_read with Adam is). */
+static int resume_check(const opts *o)
+{
+    int rc = AD_OK;
+    for (int i = 0; i < o->n_cfg && rc == AD_OK; i++) {
+        os_hyper hy;
+        opt_outer adam = { 0 };
+        logs lg;
+        ckpt_state st = { 0 };
+        result res = { 0 };
+        ad_rng rng0;
+        int ev_ce[2];
+        bool found;
+        seed_rng(&rng0, o->seed, RNG_LAMBDA0);
+        rc = os_hyper_init(&hy, mdl_cnn_omniglot(o->channels), &rng0, o->rho0, o->step0);
+        if (rc != AD_OK) return rc;
+        logs_init(&lg, hy.n_layers);
+        res.n_layers = hy.n_layers;
+        rc = opt_outer_init(&adam, OPT_ADAM, o->lr, false, hy.n_list, hy.list);
+        if (rc == AD_OK) rc = ckpt_read(o, &o->cfgs[i], &hy, &adam, &st, &lg, ev_ce, &res, &found);
+        /* and the profile an unfinished one will rewrite (rank 0's: it
+         * writes the profiles) */
+        int prc = AD_OK;
+        if (rc == AD_OK && found && !res.ok && ex_par_rank() == 0) {
+            ex_table prof;
+            profile_init(&prof);
+            prc = profile_restore(o, &o->cfgs[i], st.iter, &prof);
+            ex_table_free(&prof);
+        }
+        if (rc == AD_OK) rc = ex_par_agree(prc);
+        opt_outer_free(&adam);
+        logs_free(&lg);
+        os_hyper_free(&hy);
+    }
+    return rc;
+}
+
 /* ---- one configuration (runs in a child process) ---------------------------- */
 
 typedef struct run_ctx {
@@ -673,6 +784,7 @@ static int cfg_setup(cfg_run *r, run_ctx *ctx)
     seed_rng(&r->st.rng, r->o.seed, RNG_TRAIN);
     int rc = os_hyper_init(&r->hy, mdl_cnn_omniglot(r->o.channels), &rng0, r->o.rho0, r->o.step0);
     logs_init(&r->lg, r->hy.n_layers);
+    profile_init(&r->prof);
     int B = r->o.meta_batch, n_ev = r->o.val_tasks > r->o.test_tasks ? r->o.val_tasks
                                                                        : r->o.test_tasks;
     int most = rank_share(B) > rank_share(n_ev) ? rank_share(B) : rank_share(n_ev);
@@ -721,6 +833,8 @@ static int cfg_resume(cfg_run *r, result *res)
     int rc = o->resume ? ckpt_read(o, r->c, &r->hy, &r->adam, &r->st, &r->lg, ev_ce, res, &found)
                        : AD_OK;
     if (rc != AD_OK || !found || res->ok) return rc;
+    if (ex_par_rank() == 0) rc = profile_restore(o, r->c, r->st.iter, &r->prof);
+    if (rc != AD_OK) return rc;
     bool ev_given = ex_given(&cmd, "--eval-every"), ce_given = ex_given(&cmd, "--cos-every");
     if (!ev_given) o->eval_every = ev_ce[0];
     if (!ce_given) o->cos_every = ev_ce[1];
@@ -908,7 +1022,8 @@ static int prof_job_run(void *arg, void *out)
 /* The profile at λ after iteration it, on the meta-batch's last task
  * (reloaded: λ_rep has moved), in a child process of rank 0 (the others go
  * on to the next meta-batch); its rows go to profile_NAME.csv (the whole
- * file rewritten). */
+ * file rewritten from r->prof, which a resumed run reads back first:
+ * profile_restore). */
 static int profile_point(cfg_run *r, int it)
 {
     double t0 = ex_now();
@@ -919,11 +1034,6 @@ static int profile_point(cfg_run *r, int it)
     int rc = hd ? mb_load(r, 0, r->o.meta_batch - 1) : ad_fail(AD_ENOMEM, "out of memory");
     if (rc == AD_OK)
         rc = ex_run_forked("truncation profile", prof_job_run, &r->mb.tk[0], hd, size);
-    if (!r->prof.header)
-        r->prof = (ex_table){ .header = "iter,k,contribution_norm,adjoint_norm,h_norm,q,alpha,L,"
-                                        "fit_rate,K_1pct,q_line,rel_error",
-                              .fmt = "%.0f %.0f %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.0f %.9g %.9g",
-                              .n_cols = 12 };
     const double *rows = hd ? hd->rows : NULL;
     double lo = INFINITY, hi = 0; /* the q line is drawn within 10× of the shares' range */
     for (int k = 0; k < T && rc == AD_OK; k++)
@@ -1518,6 +1628,7 @@ int main(int argc, char **argv)
     ex_out *od = malloc(sizeof *od);
     world w = { 0 };
     rc = od ? ex_out_open(od, opt.out, !opt.no_plots) : ad_fail(AD_ENOMEM, "out of memory");
+    if (rc == AD_OK && opt.resume) rc = resume_check(&opt);
     if (rc == AD_OK) rc = world_load(&opt, &w);
     if (rc != AD_OK) {
         free(od);

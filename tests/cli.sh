@@ -239,5 +239,73 @@ else
   skip "no Omniglot in $data: oneshot's divergence case"
 fi
 
+# ---- oneshot --resume refused: the folder untouched -------------------------------
+# A checkpoint that belongs to another run (other flags), or is damaged, refuses the whole
+# resume before any work: exit 1, and every file of the folder as it was (no result rewritten,
+# no new configuration's files beside the old run's).  The lock's content (the process id) is
+# not a result.
+# same_folder BEFORE AFTER WHAT: AFTER holds exactly BEFORE's files, byte for byte.
+same_folder() {
+  local d
+  cases=$((cases + 1))
+  if ! d=$(diff -r --exclude=.lock "$1" "$2" 2>&1); then
+    echo "FAIL: $3 changed the folder:"
+    printf '%s\n' "$d" | head -5 | sed 's/^/    /'
+    failed=$((failed + 1))
+  else
+    echo "ok: $3 left every file as it was"
+  fi
+}
+osr=(--channels 4 --T 3 --meta-batch 1 --val-tasks 2 --test-tasks 2 --relerr-tasks 1 --no-plots
+     --hyper-iters 2)
+if [ -f "$data/omniglot/images_background.zip" ]; then
+  # A finished run, resumed with another --lr: relerr*.csv were rewritten from λ0.
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" --K 1 --out "$work/osr"
+  cp -a "$work/osr" "$work/osr.before"
+  expect 1 "ckpt_K1.bin belongs to another run" -- "$bin/oneshot" "${osr[@]}" --K 1 \
+    --out "$work/osr" --resume --lr 0.02
+  same_folder "$work/osr.before" "$work/osr" "a finished run resumed with another --lr"
+  # A partly finished folder: the configuration without a checkpoint ran with the new flags.
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" --K 1 --out "$work/osp"
+  cp -a "$work/osp" "$work/osp.before"
+  expect 1 "ckpt_K1.bin belongs to another run" -- "$bin/oneshot" "${osr[@]}" --K 1,full \
+    --out "$work/osp" --resume --lr 0.02
+  same_folder "$work/osp.before" "$work/osp" "a partly finished folder resumed with another --lr"
+  # A damaged checkpoint of a finished configuration: table4 was rewritten without its row.
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" --K 1,full --out "$work/osd"
+  head -c 100 "$work/osd/ckpt_full.bin" >"$work/osd/cut" && mv "$work/osd/cut" "$work/osd/ckpt_full.bin"
+  cp -a "$work/osd" "$work/osd.before"
+  expect 1 "ckpt_full.bin is truncated" -- "$bin/oneshot" "${osr[@]}" --K 1,full \
+    --out "$work/osd" --resume
+  same_folder "$work/osd.before" "$work/osd" "a resume with a damaged checkpoint"
+  # The truncation profile of a resumed run keeps the points before the resume (it held only
+  # those after): run to 8, resumed to 16, the same file as one run to 16 (points 1 4 8 12 16;
+  # the file has no timing column).
+  pro=(--K 1 --relerr-tasks 0 --profile-every 4)
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" --hyper-iters 16 --out "$work/osq-ref"
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" --hyper-iters 8 --out "$work/osq"
+  expect 0 "resuming at hyper-iteration 8" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" \
+    --hyper-iters 16 --out "$work/osq" --resume
+  cases=$((cases + 1))
+  points=$(cut -d, -f1 "$work/osq-ref/profile_K1.csv" 2>/dev/null | uniq | tr '\n' ' ')
+  if [ "$points" != "iter 1 4 8 12 16 " ] ||
+    ! cmp "$work/osq-ref/profile_K1.csv" "$work/osq/profile_K1.csv"; then
+    echo "FAIL: the resumed profile_K1.csv differs from one run's (points of one run: $points;" \
+      "resumed: $(cut -d, -f1 "$work/osq/profile_K1.csv" 2>/dev/null | uniq | tr '\n' ' '))"
+    failed=$((failed + 1))
+  else
+    echo "ok: a resumed profile_K1.csv is one run's, points $points"
+  fi
+  # A profile that is not one (here a row cut short) refuses the resume, the folder untouched.
+  expect 0 "" -- "$bin/oneshot" "${osr[@]}" "${pro[@]}" --hyper-iters 8 --out "$work/osb"
+  echo "4,1,0.5" >>"$work/osb/profile_K1.csv"
+  cp -a "$work/osb" "$work/osb.before"
+  expect 1 "profile_K1.csv, line 11: not oneshot's truncation profile" -- "$bin/oneshot" \
+    "${osr[@]}" "${pro[@]}" --hyper-iters 16 --out "$work/osb" --resume
+  same_folder "$work/osb.before" "$work/osb" "a resume with a damaged profile"
+else
+  skip "no Omniglot in $data: oneshot's refused-resume cases"
+fi
+
 echo "cli: $cases cases, $failed failed"
 [ "$failed" -eq 0 ]
