@@ -1631,6 +1631,7 @@ int main(int argc, char **argv)
     if (rc == AD_OK && opt.resume) rc = resume_check(&opt);
     if (rc == AD_OK) rc = world_load(&opt, &w);
     if (rc != AD_OK) {
+        if (od) ex_out_close(od); /* world_load frees what it made before it failed */
         free(od);
         return ex_par_end(ex_exit(rc));
     }
