@@ -272,9 +272,10 @@ static ad_value *unary(ad_tape *tp, const ad_op *op, ad_value *x, unary_kernel k
     }                                                                                  \
     static const ad_op name##_op = { #name, name##_backward, READS_##reads };
 
-/* relu's backward: g where x > 0, else 0 — one pass, where g ⊙ step(x) made
- * the mask first (the same numbers).  Linear in g (its own adjoint); x only chooses, so it
- * gets no gradient. */
+/* relu's backward: 0 where x <= 0, else g — one pass, where g ⊙ step(x) made
+ * the mask first (the same numbers, but at a NaN x: there g passes, as in PyTorch's
+ * threshold_backward, rather than being dropped).  Linear in g (its own adjoint); x only
+ * chooses, so it gets no gradient. */
 static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x);
 
 static int relu_mask_backward(ad_tape *tp, ad_value *out, ad_value *u, ad_value **gin)
@@ -292,17 +293,17 @@ static bool relu_mask_reads(const ad_value *out, int i)
 
 static const ad_op relu_mask_op = { "relu_mask", relu_mask_backward, relu_mask_reads };
 
-/* o = g where x > 0, else 0 (a binary kernel: g is a, x is b; both step 1).
+/* o = 0 where x <= 0, else g (a binary kernel: g is a, x is b; both step 1).
  * g·1 or g·0, as g ⊙ step(x) was (a branch here would be mispredicted half
  * the time, and keeps the loop from vectorising). */
 static void relu_mask_kernel(ad_real *restrict o, const ad_real *restrict gs, size_t sa,
                              const ad_real *restrict xs, size_t sb, size_t n)
 {
     (void)sa, (void)sb;
-    EW_LOOP(n, ad_real m = xs[i] > 0; o[i] = gs[i] * m);
+    EW_LOOP(n, ad_real m = !(xs[i] <= 0); o[i] = gs[i] * m);
 }
 
-/* g, x of one shape -> g where x > 0, else 0 */
+/* g, x of one shape -> 0 where x <= 0, else g (NaN x: g) */
 static ad_value *relu_mask(ad_tape *tp, ad_value *g, ad_value *x)
 {
     ad_value *in[2] = { g, x };

@@ -53,6 +53,31 @@ START_TEST(relu_nan)
 }
 END_TEST
 
+/* relu's gradient at a NaN input is the incoming gradient, as PyTorch's
+ * threshold_backward gives (0 only where x <= 0); the same in a recorded
+ * pass.  67 entries so that the vector loop of the mask sees NaNs too. */
+START_TEST(relu_nan_gradient)
+{
+    enum { N = 67 };
+    ad_real v[N], c[N];
+    for (int i = 0; i < N; i++) {
+        v[i] = i % 5 == 2 ? (ad_real)NAN : (ad_real)(i % 3 - 1);
+        c[i] = (ad_real)(i + 1);
+    }
+    for (int record = 0; record < 2; record++) {
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        ad_value *x = ad_param_from(1, (int[]){ N }, v), *g;
+        ad_value *y = ad_sum(tp, ad_mul(tp, ad_relu(tp, x), ad_const(tp, 1, (int[]){ N }, c)));
+        ck_assert_int_eq(ad_grad(tp, y, 1, &x, &g, record), AD_OK);
+        for (int i = 0; i < N; i++)
+            ck_assert_msg(g->data[i] == (i % 5 == 2 || i % 3 == 2 ? c[i] : 0),
+                          "record %d, entry %d: %g", record, i, (double)g->data[i]);
+        ad_tape_free(tp);
+        ad_value_free(x);
+    }
+}
+END_TEST
+
 START_TEST(unary_forward)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
@@ -328,6 +353,7 @@ Suite *elementwise_suite(void)
     tcase_add_test(tc, binary_broadcast_forward);
     tcase_add_test(tc, unary_forward);
     tcase_add_test(tc, relu_nan);
+    tcase_add_test(tc, relu_nan_gradient);
     tcase_add_test(tc, reductions_forward);
     tcase_add_test(tc, sums_accumulate_in_double);
     tcase_add_test(tc, scatter_rows_accumulates_in_double);
