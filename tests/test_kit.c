@@ -231,7 +231,18 @@ START_TEST(test_out_files)
     ck_assert_msg(strstr(ad_error(), "is in use by another run (process ") != NULL, "%s",
                   ad_error());
     ex_out_close(out);
+
+    /* What a killed run left (its temporaries) goes when the next run takes
+     * the folder; other hidden files stay. */
+    const char *left[] = { "a/b/out/.x.csv.aB3dE9", "a/b/out/.keep", "a/b/out/.x.csv.ab" };
+    for (int i = 0; i < 3; i++) {
+        FILE *lf = fopen(tu_tmp_path(left[i]), "w");
+        ck_assert(lf && fclose(lf) == 0);
+    }
+    ck_assert_int_eq(hidden_files(dir), 3);
     ck_assert_int_eq(ex_out_open(other, dir, false), AD_OK);
+    ck_assert(!exists(tu_tmp_path(left[0])));
+    ck_assert(exists(tu_tmp_path(left[1])) && exists(tu_tmp_path(left[2])));
     ex_out_close(other);
 
     char long_dir[4200];

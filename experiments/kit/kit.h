@@ -174,8 +174,9 @@ typedef struct ex_out {
 
 /* Creates dir (and its parents), and takes an exclusive lock on it (a file
  * dir/.lock holding this process's id), so two runs cannot write one
- * folder.  want_plots: run gnuplot if it is on PATH; if it is not, prints a
- * warning once.  EX_EUSAGE "--out: path too long"; AD_EIO when the folder
+ * folder; with the lock held it removes the temporaries (.NAME.XXXXXX, see
+ * ex_file_open) an interrupted run left, saying so on stderr.  want_plots:
+ * run gnuplot if it is on PATH; if it is not, prints a warning once.  EX_EUSAGE "--out: path too long"; AD_EIO when the folder
  * cannot be made or "DIR is in use by another run (process N)". */
 AD_MUST_CHECK int ex_out_open(ex_out *o, const char *dir, bool want_plots);
 /* A folder other runs write too, without a lock or plots: for a file that

@@ -2,8 +2,11 @@
  * temporary name and renamed when complete, gnuplot; see kit.h. */
 #define _DEFAULT_SOURCE /* flock, mkstemp, fchmod */
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -35,8 +38,43 @@ static int make_dirs(const char *path)
     return AD_OK;
 }
 
+/* Whether name is one of ex_file_open's temporaries, .NAME.XXXXXX (mkstemp
+ * fills the X's with letters and digits). */
+static bool is_temporary(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 9 || name[0] != '.' || name[n - 7] != '.') return false;
+    for (size_t i = n - 6; i < n; i++)
+        if (!isalnum((unsigned char)name[i])) return false;
+    return true;
+}
+
+/* Removes the temporaries an interrupted run left (a kill -9 runs no clean-up
+ * of its own).  Only called with the folder's lock held, so no live run of
+ * ours is writing them. */
+static void remove_temporaries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return; /* nothing to tidy is no failure */
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[EX_PATH_LEN + EX_NAME_LEN + 16];
+        struct stat sb;
+        if (!is_temporary(e->d_name) ||
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path ||
+            lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        n += unlink(path) == 0;
+    }
+    closedir(d);
+    if (n > 0)
+        fprintf(stderr, "%s: removed %d unfinished temporary file(s) an interrupted run left in %s\n",
+                ex_prog(), n, dir);
+}
+
 /* Takes the lock dir/.lock (kept until the process and its children have
- * all closed it) and writes this process's id into it. */
+ * all closed it), writes this process's id into it, and removes what an
+ * interrupted run left. */
 static int lock_dir(ex_out *o)
 {
     char path[EX_PATH_LEN + 8], pid[32] = "";
@@ -60,6 +98,7 @@ static int lock_dir(ex_out *o)
     if (ftruncate(o->lock_fd, 0) != 0 || write(o->lock_fd, pid, (size_t)n) != n) {
         /* the lock holds all the same; the id is only for the message */
     }
+    remove_temporaries(o->dir);
     return AD_OK;
 }
 
