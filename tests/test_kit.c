@@ -255,6 +255,46 @@ START_TEST(test_out_files)
 }
 END_TEST
 
+/* A killed run's children still hold its folder for a moment: the refusal
+ * says so rather than naming a run that has ended.  Run A locks the folder,
+ * forks B (which shares the lock) and exits; B waits on a pipe. */
+START_TEST(test_out_lock_orphan)
+{
+    const char *dir = tu_tmp_path("orphan");
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t a = fork();
+    ck_assert(a >= 0);
+    if (a == 0) {
+        static ex_out held;
+        if (ex_out_open(&held, dir, false) != AD_OK) _exit(1);
+        close(fds[1]);
+        pid_t b = fork();
+        if (b == 0) {
+            char c;
+            while (read(fds[0], &c, 1) > 0) {
+            }
+            _exit(0);
+        }
+        _exit(b > 0 ? 0 : 1);
+    }
+    close(fds[0]);
+    int status;
+    ck_assert(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ex_out *out = malloc(sizeof *out);
+    ck_assert_int_eq(ex_out_open(out, dir, false), AD_EIO);
+    char want[96];
+    snprintf(want, sizeof want, "held by the child processes of run %ld, which has ended", (long)a);
+    ck_assert_msg(strstr(ad_error(), want) != NULL, "%s", ad_error());
+    close(fds[1]); /* B ends, and the folder is free */
+    int rc = AD_EIO;
+    for (int i = 0; i < 200 && (rc = ex_out_open(out, dir, false)) != AD_OK; i++) usleep(10000);
+    ck_assert_int_eq(rc, AD_OK);
+    ex_out_close(out);
+    free(out);
+}
+END_TEST
+
 /* A write error (here: past a file size limit, as a full disk would be)
  * leaves neither the file nor its temporary, and says why. */
 START_TEST(test_out_write_error)
@@ -627,6 +667,7 @@ Suite *kit_suite(void)
     tcase_add_test(tc, test_flags_errors);
     tcase_add_test(tc, test_flags_strict);
     tcase_add_test(tc, test_out_files);
+    tcase_add_test(tc, test_out_lock_orphan);
     tcase_add_test(tc, test_out_write_error);
     tcase_add_test(tc, test_table_csv);
     tcase_add_test(tc, test_ckpt);

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,12 @@ static int lock_dir(ex_out *o)
         pid[strcspn(pid, "\n")] = '\0';
         close(o->lock_fd);
         o->lock_fd = -1;
+        /* The lock outlives a killed run while its children end (they die
+         * with it, PR_SET_PDEATHSIG, but not in the same instant). */
+        long holder = strtol(pid, NULL, 10);
+        if (e == EWOULDBLOCK && holder > 0 && kill((pid_t)holder, 0) != 0 && errno == ESRCH)
+            return ad_fail(AD_EIO, "%s is still held by the child processes of run %ld, which "
+                           "has ended; they end with it: try again in a moment", o->dir, holder);
         if (e == EWOULDBLOCK)
             return ad_fail(AD_EIO, "%s is in use by another run (process %s); wait for it to "
                            "end or choose another --out", o->dir, *pid ? pid : "?");
