@@ -40,9 +40,13 @@ int main(void)
                      .outer = outer, .opt = { .step_hyper = lam[1], .step_transform = HG_EXP } };
     hg_sweep_result sw; /* K-RMD for each K, and full RMD, from one reverse pass over the T steps */
     int rc = hg_sweep(&p, (int[]){ 1, 5, 25, 50 }, 4, &sw, NULL);
-    for (int i = 0; i < sw.nK; i++) /* (none if hg_sweep failed) */
+    for (int i = 0; i < sw.nK && rc == AD_OK; i++) { /* (none if hg_sweep failed) */
+        double th = *sw.estimates[2 * i + 1]->data, c = sw.rows[i].cmp.cosine, K = sw.rows[i].K;
         printf("K = %2d: d rho %9.6f  d theta %9.6f  cosine %.6f\n", sw.rows[i].K,
-               *sw.estimates[2 * i]->data, *sw.estimates[2 * i + 1]->data, sw.rows[i].cmp.cosine);
+               *sw.estimates[2 * i]->data, th, c);
+        if (c <= 0 || fabs(th / (K / p.T * *sw.exact[1]->data) - 1) > 1e-10) /* docs/guide.md */
+            rc = ad_fail(AD_EARG, "K = %g: d theta is not K/T of the exact one, or cosine <= 0", K);
+    }
     opt_outer o = { 0 }; /* then 100 steps of Adam on λ along 5-RMD's estimate */
     if (rc == AD_OK) rc = opt_outer_init(&o, OPT_ADAM, 0.1, false, 2, lam);
     hg_report r[2]; /* the first hyper-iteration's and the last one's */
@@ -51,6 +55,7 @@ int main(void)
         rc = opt_outer_step(&o, h); /* λ ← λ − Adam's step */
         ad_value_free(h[0]), ad_value_free(h[1]);
     }
+    if (rc == AD_OK && r[1].outer_loss >= r[0].outer_loss) rc = ad_fail(AD_EARG, "Adam raised f");
     if (rc != AD_OK) fprintf(stderr, "error: %s\n", ad_error());
     else printf("Adam: validation loss %.6f -> %.6f, penalty %.4f, step %.4f\n", r[0].outer_loss,
                 r[1].outer_loss, exp(lam[0]->data[0]), exp(lam[1]->data[0]));

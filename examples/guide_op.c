@@ -44,5 +44,6 @@ int main(void)
         surprises += bad != wrong;
     }
     ad_value_free(x);
+    if (surprises) fprintf(stderr, "error: the checks must pass the right rule, fail the wrong\n");
     return surprises == 0 ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 /* guide_step.c — docs/guide.md, step 6: one inner step of the paper's toy
  * problem, w1 = w0 − γ ∇w g(w0, λ), with ∇w g taken on the tape
  * (create_graph), so that w1 is a graph of w0 and λ; then the paper's
- * A_1 = ∂w1/∂w0 and B_1 = ∂w1/∂λ applied to a vector by one reverse sweep.
+ * A_1 = (∂w1/∂w0)ᵀ and B_1 = (∂w1/∂λ)ᵀ applied to a vector by one reverse sweep.
  * `guide-step --dot` prints the graph of w1 instead (the figure). */
 #include <math.h>
 #include <stdio.h>
@@ -30,13 +30,13 @@ int main(int argc, char **argv)
     } else if (w1) {
         printf("w1 = (%.4f, %.4f)   by hand w0 - γG(w0 - λ) = (%.4f, %.4f)\n", w1->data[0],
                w1->data[1], 2 - gamma * 1 * (2 - 1), 2 - gamma * 0.5 * (2 - 1));
-        /* One sweep from w1 with seed v gives A_1ᵀ v and B_1ᵀ v together. */
+        /* One sweep from w1 with seed v gives A_1 v and B_1 v together. */
         ad_value *v = ad_const(tp, 1, (int[]){ 2 }, (ad_real[]){ 1, 1 }), *ab[2];
         rc = ad_vjp(tp, w1, v, 2, (ad_value *[]){ w0, lam }, ab, false);
         if (rc == AD_OK) {
-            printf("A_1ᵀ v = (%.4f, %.4f)   I - γG = diag(%.4f, %.4f)\n", ab[0]->data[0],
+            printf("A_1 v = (%.4f, %.4f)   I - γG = diag(%.4f, %.4f)\n", ab[0]->data[0],
                    ab[0]->data[1], 1 - gamma * 1, 1 - gamma * 0.5);
-            printf("B_1ᵀ v = (%.4f, %.4f)   γG     = diag(%.4f, %.4f)\n", ab[1]->data[0],
+            printf("B_1 v = (%.4f, %.4f)   γG     = diag(%.4f, %.4f)\n", ab[1]->data[0],
                    ab[1]->data[1], gamma * 1, gamma * 0.5);
             double off = fabs(ab[0]->data[0] - 0.9) + fabs(ab[0]->data[1] - 0.95) +
                          fabs(ab[1]->data[0] - 0.1) + fabs(ab[1]->data[1] - 0.05);

@@ -7,8 +7,10 @@
 #   <!-- figure: guide-before guide-horizon --dot before -->
 # which says: run BUILD_DIR/examples/guide-horizon --dot before, keep what it prints as
 # docs/figures/guide-before.dot, and render that with Graphviz's dot as guide-before.png (the
-# image the guide shows).  Figures no marker names any more are removed.  tests/guide.sh checks
-# that each .dot is still what its program prints; run this script when it says otherwise.
+# image the guide shows).  Figures no marker names any more are removed.  It records what it drew
+# in docs/figures/guide-figures.sha256 (each file's SHA-256, and `dot -V`).  tests/guide.sh checks
+# that each .dot is still what its program prints and each PNG the one drawn from it (redrawn and
+# compared where `dot -V` is the recorded version); run this script when it says otherwise.
 # Needs graphviz (scripts/setup.sh installs it).
 set -euo pipefail
 
@@ -41,3 +43,13 @@ for old in "$figures"/guide-*.dot "$figures"/guide-*.png; do
     echo "removed ${old#"$repo"/}: no figure marker names it"
   fi
 done
+
+# The record tests/guide.sh checks the figures against.
+record=$figures/guide-figures.sha256
+{
+  echo "# scripts/guide-figures.sh drew these; tests/guide.sh checks them against this record"
+  echo "# graphviz: $(dot -V 2>&1)"
+  for name in "${made[@]}"; do (cd "$figures" && sha256sum "$name.dot" "$name.png"); done
+} >"$record.tmp"
+mv "$record.tmp" "$record"
+echo "docs/figures/guide-figures.sha256: recorded"

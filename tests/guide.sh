@@ -14,9 +14,22 @@
 #                                          the first line that contains TEXT
 #   <!-- figure: guide-before guide-horizon --dot before -->
 #                                          (no block) docs/figures/guide-before.dot is what the
-#                                          command prints, and the guide shows guide-before.png
+#                                          command prints on stdout (what scripts/guide-figures.sh
+#                                          keeps; stderr is shown, not compared), guide-before.png
+#                                          was drawn from it (below), and the guide shows it
 # and it links definitions by line: [`collect`](../ad/grad.c#L208) must point at the line that
 # defines collect.  Every examples/guide_*.c must be quoted whole and its output shown.
+#
+# A PNG is checked against its .dot twice.  docs/figures/guide-figures.sha256, which
+# scripts/guide-figures.sh writes, holds the SHA-256 of every .dot and .png it drew and the
+# Graphviz version it drew them with: both files must still be the pair it drew (a PNG copied
+# over another, or a .dot changed without a redraw, fails on any machine).  And where the local
+# `dot -V` is that version (Debian 12's in CI), `dot -Tpng` of the .dot must give the PNG byte
+# for byte; another version may lay out differently, so there that comparison is skipped, said.
+#
+# README.md: a line that runs a guide program, `build/double/examples/guide-NAME [ARGS]  # ...`,
+# quotes figures in its comment; every number there (commas dropped) must be a word of what
+# the program prints now.
 #
 # With --update the blocks and line anchors are rewritten from the code instead of checked
 # (figures: scripts/guide-figures.sh).  REAL is the build's real type: the guide quotes the double
@@ -80,19 +93,27 @@ quote() {
 }
 
 # produce KIND ARGS...: the text a marker vouches for, into $tmp/want; 1 if it cannot be made.
+# KIND output: what the program prints, stdout and stderr as a terminal shows them; KIND drawing:
+# its stdout alone (a figure's .dot), its stderr into $tmp/err.
 produce() {
   local kind=$1
   shift
   case $kind in
-    output)
-      local prog=$1
+    output | drawing)
+      local prog=$1 rc=0
       shift
       if [ ! -x "$exdir/$prog" ]; then
         echo "no program $exdir/$prog" >"$tmp/want"
         return 1
       fi
-      (cd "$tmp" && "$exdir/$prog" "$@") >"$tmp/want" 2>&1 || {
-        echo "($prog${*:+ $*} exited with status $?)" >>"$tmp/want"
+      if [ "$kind" = output ]; then
+        (cd "$tmp" && "$exdir/$prog" "$@") >"$tmp/want" 2>&1 || rc=$?
+      else
+        (cd "$tmp" && "$exdir/$prog" "$@") >"$tmp/want" 2>"$tmp/err" || rc=$?
+      fi
+      [ $rc -eq 0 ] || {
+        [ "$kind" = output ] || tail -n 3 "$tmp/err" >>"$tmp/want"
+        echo "($prog${*:+ $*} exited with status $rc)" >>"$tmp/want"
         return 1
       } ;;
     source)
@@ -102,6 +123,23 @@ produce() {
       ! grep -q '^(no \(definition of\|line with\) ' "$tmp/want" || return 1 ;;
   esac
   return 0
+}
+
+# The figures' record (scripts/guide-figures.sh): "SHA256  FILE" lines, and "# graphviz: VERSION".
+record=$root/docs/figures/guide-figures.sha256
+drawn_with=$(sed -n 's/^# graphviz: //p' "$record" 2>/dev/null)
+local_dot=$(dot -V 2>&1) || local_dot=""
+redraw=0
+if [ -n "$drawn_with" ] && [ "$local_dot" = "$drawn_with" ]; then
+  redraw=1
+else
+  echo "note: PNGs not redrawn to compare (figures drawn with '${drawn_with:-?}', here '${local_dot:-no dot}'); their checksums are checked"
+fi
+# recorded FILE: 0 when docs/figures/FILE is what the record says scripts/guide-figures.sh drew.
+recorded() {
+  local want
+  want=$(awk -v f="$1" '$2 == f { print $1; exit }' "$record" 2>/dev/null)
+  [ -n "$want" ] && [ "$(sha256sum <"$root/docs/figures/$1" | cut -d' ' -f1)" = "$want" ]
 }
 
 mapfile -t lines <"$guide"
@@ -116,12 +154,19 @@ while ((i < n)); do
   if [[ $line =~ ^'<!-- figure: '([^ ]+)' '(.*)' -->'$ ]]; then
     name=${BASH_REMATCH[1]}
     read -ra cmd <<<"${BASH_REMATCH[2]}"
-    if ! produce output "${cmd[@]}"; then
+    if ! produce drawing "${cmd[@]}"; then
       fail "$i: figure $name: ${cmd[*]} failed: $(tail -n 1 "$tmp/want")"
     elif ! cmp -s "$tmp/want" "$root/docs/figures/$name.dot"; then
       fail "$i: docs/figures/$name.dot is not what ${cmd[*]} prints now (scripts/guide-figures.sh)"
     fi
-    [ -f "$root/docs/figures/$name.png" ] || fail "$i: docs/figures/$name.png is missing"
+    [ ! -s "$tmp/err" ] || { echo "note: ${cmd[*]} wrote on stderr:"; head -n 5 "$tmp/err"; }
+    if [ ! -f "$root/docs/figures/$name.png" ]; then
+      fail "$i: docs/figures/$name.png is missing"
+    elif ! recorded "$name.dot" || ! recorded "$name.png"; then
+      fail "$i: docs/figures/$name.png and $name.dot are not the pair scripts/guide-figures.sh drew (docs/figures/guide-figures.sha256)"
+    elif [ $redraw -eq 1 ] && ! dot -Tpng "$root/docs/figures/$name.dot" | cmp -s - "$root/docs/figures/$name.png"; then
+      fail "$i: docs/figures/$name.png is not what dot -Tpng draws from $name.dot (scripts/guide-figures.sh)"
+    fi
     grep -q "(figures/$name.png)" "$guide" || fail "$i: the guide never shows figures/$name.png"
     continue
   fi
@@ -203,6 +248,21 @@ for dot in "$root"/docs/figures/guide-*.dot; do
   name=$(basename "$dot" .dot)
   grep -q "^<!-- figure: $name " "$guide" || fail " docs/figures/$name.dot has no figure marker"
 done
+
+# README.md's figures from the guide's programs.
+while IFS= read -r line; do
+  [[ $line =~ ^build/double/examples/(guide-[a-z0-9]+)([^#]*)'#'(.*)$ ]] || continue
+  read -ra cmd <<<"${BASH_REMATCH[1]}${BASH_REMATCH[2]}"
+  quoted=${BASH_REMATCH[3]}
+  if ! produce output "${cmd[@]}"; then
+    fail " README.md: ${cmd[*]} failed: $(tail -n 1 "$tmp/want")"
+    continue
+  fi
+  for number in $(grep -oE '[0-9][0-9,]*(\.[0-9]+)?' <<<"$quoted" | tr -d ,); do
+    grep -qwF -- "$number" "$tmp/want" ||
+      fail " README.md quotes $number beside ${cmd[*]}, which no longer prints it"
+  done
+done < <(cat "$root/README.md" 2>/dev/null)
 
 if [ "$update" = --update ]; then
   printf '%s\n' "$text" >"$guide"
