@@ -19,8 +19,8 @@
 #   build/tsan    clang, -Dreal=double, ThreadSanitizer,      the test program only; runs the
 #                 warnings are errors, OpenMP through         threads, tape, lifetime and par
 #                 LLVM's libomp with its Archer tool          suites, and omp, kernels and
-#                 (libomp-dev); without them, no OpenMP       fastpaths (the kernels on OpenMP
-#                 (-Domp=disabled) and a line says so         threads) when OpenMP is on
+#                 (libomp-dev); without them, no OpenMP       fastpaths when OpenMP is on (omp:
+#                 (-Domp=disabled) and a line says so         the kernels on 1-3 OpenMP threads)
 #   build/fuzz    clang, -Dfuzz=true, ASan + UBSan            the libFuzzer targets of
 #                                                             tests/fuzz, each run for
 #                                                             $FUZZ_SECONDS (default 5)
@@ -242,8 +242,9 @@ fi
 # threads sharing one λ) and tape (a sweep on a second thread), lifetime (leaves freed on 4
 # threads into the process-wide FIFO of freed values), and on the programs' worker pool (par);
 # and on the kernels spread over OpenMP threads (ops/threads.c): omp runs every kernel family
-# (elementwise, broadcast, unary, pooling, batch-norm) at 1, 2 and 3 threads, kernels and
-# fastpaths run theirs on OpenBLAS's one thread (tests/meson.build sets it) but are cheap.
+# (elementwise, broadcast, unary, pooling, batch-norm) at 1, 2 and 3 threads (148 parallel
+# regions). kernels and fastpaths run the same kernels, on one thread here (tests/meson.build
+# sets OpenBLAS's count to 1, which caps the kernels'), so they add little but cost little (7 s).
 # The others run on one thread, where TSan has nothing to find. OpenBLAS is not instrumented:
 # one BLAS thread (common.sh sets it; said again here). halt_on_error makes a report end the
 # (forked) test with exit code 66, so the suite fails and so does this script. history_size=7
@@ -253,17 +254,20 @@ fi
 #
 # OpenMP: gcc's libgomp is not built with TSan, so the hand-over between a parallel region's
 # threads (its barriers) is invisible to it, and every kernel spread over OpenMP threads would
-# be reported as racing with what the next region or the caller does (measured: over 270
-# reports in the omp suite with Archer turned off, OMP_TOOL=disabled). So this build uses clang's
+# be reported as racing with what the next region or the caller does (measured on libomp with
+# Archer turned off, OMP_TOOL=disabled: 277 reports in the omp suite's first 4 minutes, when it
+# was stopped; with Archer, none). So this build uses clang's
 # -fopenmp, which links LLVM's libomp, and starts Archer, libomp's OMPT tool that tells TSan
 # about every barrier, task and lock (OMP_TOOL_LIBRARIES names it, rather than relying on
 # libomp finding it on the library path). ignore_noninstrumented_modules=1 is what libomp asks
 # for: TSan then ignores the memset/memcpy/mutex calls made by libraries it cannot see into
 # (libomp's own mutexes, and the omp suite's OpenBLAS at 3 threads clearing a gemm's output),
-# whose synchronisation it cannot see either; our code is all instrumented. When clang's
-# -fopenmp does not link libomp, or Archer is missing (no libomp-dev), the build falls back to
-# -Domp=disabled (those three suites then add nothing) with a line in the summary; under CI it
-# is a failure instead, since scripts/setup.sh installs libomp-dev.
+# whose synchronisation it cannot see either; our code is all instrumented. With both, a race
+# put into a kernel on purpose (a counter shared by binary_range's threads, ops/elementwise.c)
+# was reported in 5 runs of 5, and ranges of ops_for overlapping by one index were reported too.
+# When clang's -fopenmp does not link libomp, or Archer is missing (no libomp-dev), the build
+# falls back to -Domp=disabled and the first four suites, with a line in the summary; under CI
+# it is a failure instead, since scripts/setup.sh (run first) installs libomp-dev.
 # shellcheck source=tests/skip.sh
 source tests/skip.sh    # tu_in_ci
 tsan_omp=-Domp=disabled
