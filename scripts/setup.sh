@@ -7,12 +7,17 @@
 # (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
 # The ThreadSanitizer build build/tsan uses clang, whose sanitizer runtimes are in libclang-rt-dev
 # (only recommended by clang, and recommends are not installed here); the fuzz targets
-# (build/fuzz) need the same clang, and libFuzzer from that package.
+# (build/fuzz) need the same clang, and libFuzzer from that package. build/tsan runs the OpenMP
+# kernels on LLVM's OpenMP runtime (libomp-dev: clang's -fopenmp links it), with its Archer tool
+# (libarcher.so, in the same package) telling ThreadSanitizer about libomp's barriers; gcc's
+# libgomp has no such tool. Without libomp-dev, scripts/test.sh builds build/tsan without OpenMP
+# and says so (with CI set, a failure).
 set -euo pipefail
 
 packages=(
   gcc libc6-dev             # compiler (present on most machines; listed for a minimal Debian)
   clang libclang-rt-dev     # scripts/test.sh's build/tsan (ThreadSanitizer) and build/fuzz (libFuzzer)
+  libomp-dev                # build/tsan's OpenMP: LLVM's libomp and Archer (TSan sees its barriers)
   meson ninja-build pkg-config
   libopenblas-dev           # BLAS (cblas.h)
   check                     # unit-test framework

@@ -17,8 +17,10 @@
 #   build/asan    -Dreal=double, debug, AddressSanitizer +    built and tested, leaks detected
 #                 UndefinedBehaviorSanitizer, warnings are errors
 #   build/tsan    clang, -Dreal=double, ThreadSanitizer,      the test program only; runs the
-#                 warnings are errors, no OpenMP (-Domp)      threads, tape, lifetime and par
-#                                                             suites
+#                 warnings are errors, OpenMP through         threads, tape, lifetime and par
+#                 LLVM's libomp with its Archer tool          suites, and omp, kernels and
+#                 (libomp-dev); without them, no OpenMP       fastpaths when OpenMP is on (omp:
+#                 (-Domp=disabled) and a line says so         the kernels on 1-3 OpenMP threads)
 #   build/fuzz    clang, -Dfuzz=true, ASan + UBSan            the libFuzzer targets of
 #                                                             tests/fuzz, each run for
 #                                                             $FUZZ_SECONDS (default 5)
@@ -28,7 +30,9 @@
 # cases skipped for the same reason (tests/skip.sh; CI=true makes either a failure instead),
 # then one line "N passed, N failed" summed over the test runs (four, five with asan-float) and
 # the fuzz smoke run (each target one test; skipped checks in neither). A build that does not compile, or a test that
-# fails without a Check summary, counts as (at least) one failure. The exit status is non-zero if
+# fails without a Check summary, counts as (at least) one failure. A build/tsan without OpenMP
+# (libomp or Archer missing) is one line of the summary, not a failure; with CI=true it is a
+# failure (scripts/setup.sh, run first, installs libomp-dev). The exit status is non-zero if
 # anything failed.
 set -uo pipefail
 
@@ -65,6 +69,33 @@ build() {
     fail "$dir: FAILED to compile (see above)"
     return 1
   fi
+}
+
+# tsan_openmp_check: whether build/tsan can run OpenMP under ThreadSanitizer, that is whether
+# clang's -fopenmp links LLVM's libomp and its Archer tool (libarcher.so, of the same libomp-dev)
+# is beside the libomp it links. Prints Archer's path and returns 0, or prints what is missing
+# and returns 1.
+tsan_openmp_check() {
+  local dir libomp archer rc=1
+  dir=$(mktemp -d) || { echo "no temporary folder for a test program"; return 1; }
+  printf '#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n' > "$dir/p.c"
+  if ! clang -fopenmp "$dir/p.c" -o "$dir/p" > "$dir/log" 2>&1; then
+    echo "clang -fopenmp cannot build a program (no omp.h or no OpenMP runtime: libomp-dev):" \
+      "$(head -n 1 "$dir/log")"
+  elif ! libomp=$(ldd "$dir/p" | awk '$1 ~ /^libomp\.so/ { print $3; exit }') ||
+       [ -z "$libomp" ]; then
+    echo "clang -fopenmp does not link LLVM's libomp (links: $(ldd "$dir/p" | awk '/omp/ { print $1 }'))"
+  else
+    archer=$(dirname "$(realpath "$libomp")")/libarcher.so
+    if [ -f "$archer" ]; then
+      echo "$archer"
+      rc=0
+    else
+      echo "no Archer ($archer) beside the libomp clang links (libomp-dev)"
+    fi
+  fi
+  rm -rf "$dir"
+  return "$rc"
 }
 
 # summarize NAME TESTLOG: reads a meson testlog.txt; prints the report lines of each test, then a
@@ -209,24 +240,61 @@ fi
 
 # ThreadSanitizer (clang) on the suites that run sweeps on several threads at once: threads (4
 # threads sharing one λ) and tape (a sweep on a second thread), lifetime (leaves freed on 4
-# threads into the process-wide FIFO of freed values), and on the programs' worker pool (par).
-# The others run on one thread,
-# where TSan has nothing to find. OpenBLAS is not instrumented: one BLAS thread (common.sh sets
-# it; said again here). halt_on_error makes a report end the (forked) test with exit code 66, so
-# the suite fails and so does this script. history_size=7 (the most) keeps each thread's recent
-# accesses long enough to name both sides of a race: with the default, TSan drops a report whose
-# earlier access it can no longer trace, and a race put back in ad/grad.c on purpose was caught
-# in 2 runs of 5 (with 7: 5 of 5).
-# -Domp=disabled: libgomp is not built with TSan, so the hand-over between a parallel region's
-# threads (its barriers) is invisible to it and every kernel spread over OpenMP threads would be
-# reported as a race that is not one; these suites run OpenBLAS (hence the kernels) on one thread.
+# threads into the process-wide FIFO of freed values), and on the programs' worker pool (par);
+# and on the kernels spread over OpenMP threads (ops/threads.c): omp runs every kernel family
+# (elementwise, broadcast, unary, pooling, batch-norm) at 1, 2 and 3 threads (148 parallel
+# regions). kernels and fastpaths run the same kernels, on one thread here (tests/meson.build
+# sets OpenBLAS's count to 1, which caps the kernels'), so they add little but cost little (7 s).
+# The others run on one thread, where TSan has nothing to find. OpenBLAS is not instrumented:
+# one BLAS thread (common.sh sets it; said again here). halt_on_error makes a report end the
+# (forked) test with exit code 66, so the suite fails and so does this script. history_size=7
+# (the most) keeps each thread's recent accesses long enough to name both sides of a race: with
+# the default, TSan drops a report whose earlier access it can no longer trace, and a race put
+# back in ad/grad.c on purpose was caught in 2 runs of 5 (with 7: 5 of 5).
+#
+# OpenMP: gcc's libgomp is not built with TSan, so the hand-over between a parallel region's
+# threads (its barriers) is invisible to it, and every kernel spread over OpenMP threads would
+# be reported as racing with what the next region or the caller does (measured on libomp with
+# Archer turned off, OMP_TOOL=disabled: 277 reports in the omp suite's first 4 minutes, when it
+# was stopped; with Archer, none). So this build uses clang's
+# -fopenmp, which links LLVM's libomp, and starts Archer, libomp's OMPT tool that tells TSan
+# about every barrier, task and lock (OMP_TOOL_LIBRARIES names it, rather than relying on
+# libomp finding it on the library path). ignore_noninstrumented_modules=1 is what libomp asks
+# for: TSan then ignores the memset/memcpy/mutex calls made by libraries it cannot see into
+# (libomp's own mutexes, and the omp suite's OpenBLAS at 3 threads clearing a gemm's output),
+# whose synchronisation it cannot see either; our code is all instrumented. With both, a race
+# put into a kernel on purpose (a counter shared by binary_range's threads, ops/elementwise.c)
+# was reported in 5 runs of 5, and ranges of ops_for overlapping by one index were reported too.
+# When clang's -fopenmp does not link libomp, or Archer is missing (no libomp-dev), the build
+# falls back to -Domp=disabled and the first four suites, with a line in the summary; under CI
+# it is a failure instead, since scripts/setup.sh (run first) installs libomp-dev.
+# shellcheck source=tests/skip.sh
+source tests/skip.sh    # tu_in_ci
+tsan_omp=-Domp=disabled
+tsan_env=()
+tsan_suites=(threads tape lifetime par)
+tsan_why=$(tsan_openmp_check) && {
+  tsan_omp=-Domp=enabled
+  tsan_env=(OMP_TOOL_LIBRARIES="$tsan_why" OMP_NUM_THREADS=2)
+  tsan_suites+=(omp kernels fastpaths)
+  tsan_why=
+}
+if [ -n "$tsan_why" ]; then
+  if tu_in_ci; then
+    fail "build/tsan: FAILED: no OpenMP under ThreadSanitizer: $tsan_why (CI is set: CI runs scripts/setup.sh, which installs libomp-dev)"
+  else
+    report+=("build/tsan: built without OpenMP, the OpenMP kernels unchecked for races: $tsan_why (install libomp-dev: scripts/setup.sh)")
+  fi
+  printf 'build/tsan: without OpenMP: %s\n' "$tsan_why"
+fi
 step "configure build/tsan"
 if CC=clang ht_configure build/tsan --werror -Dreal=double --buildtype=debugoptimized \
-     -Db_sanitize=thread -Db_lundef=false -Domp=disabled; then
+     -Db_sanitize=thread -Db_lundef=false "$tsan_omp"; then
   step "compile build/tsan"
   if meson compile -C build/tsan tests/hypertape-tests; then
-    run_tests tsan 3 OPENBLAS_NUM_THREADS=1 \
-      TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=7 -- threads tape lifetime par
+    run_tests tsan 3 OPENBLAS_NUM_THREADS=1 "${tsan_env[@]}" \
+      TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=7:ignore_noninstrumented_modules=1 \
+      -- "${tsan_suites[@]}"
   else
     fail "build/tsan: FAILED to compile (see above)"
   fi
