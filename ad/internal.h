@@ -57,8 +57,9 @@ int value_check_node_list(const ad_tape *tp, const char *who, const char *role, 
 /* ---- tape.c ---- */
 
 void tape_free_value(ad_tape *tp, ad_value *v); /* an unreferenced value */
-/* Frees the open step's unreferenced constants made after `after_id`, except
- * those for which held(v, ctx) is true (held may be NULL: none are). */
+/* Frees the open step's unreferenced constants made after `after_id` (not
+ * leaves made with ad_leaf: they want a gradient), except those for which
+ * held(v, ctx) is true (held may be NULL: none are). */
 void tape_free_temps(ad_tape *tp, uint64_t after_id,
                      bool (*held)(const ad_value *v, void *ctx), void *ctx);
 

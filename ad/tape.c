@@ -265,7 +265,9 @@ int ad_value_keep(ad_value *v)
 {
     int rc = value_check_arg(v ? v->tape : NULL, "value_keep", "the value", v);
     if (rc != AD_OK) return rc; /* NULL, released, or dropped already: too late */
-    v->keep = true;
+    /* A caller-owned leaf is never dropped, and other threads may be reading
+     * it (the thread contract): nothing to mark, so nothing is written. */
+    if (v->tape) v->keep = true;
     return AD_OK;
 }
 
@@ -294,6 +296,7 @@ int ad_tape_reset(ad_tape *tp)
     release_all(tp, AD_GONE_RESET);
     tp->first = 0;
     tp->next_index = 0;
+    tp->no_record = 0; /* scopes left open end with the round they were opened in */
     push_step(tp); /* cannot fail: cap >= 1 */
     return AD_OK;
 }
@@ -331,7 +334,7 @@ void tape_free_temps(ad_tape *tp, uint64_t after_id,
     ad_value *v = s->tail;
     while (v && v->id > after_id) {
         ad_value *prev = v->prev;
-        if (v->n_uses == 0 && !v->op && !(held && held(v, ctx))) {
+        if (v->n_uses == 0 && !v->op && !v->requires_grad && !(held && held(v, ctx))) {
             list_unlink(&s->head, &s->tail, v);
             drop(tp, v, tp->rewinding ? AD_GONE_REWIND : AD_GONE_SWEEP);
         }

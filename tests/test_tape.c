@@ -425,6 +425,79 @@ START_TEST(detach_and_leaf)
 }
 END_TEST
 
+/* ---- what a sweep hands back, and leaves behind ---------------------------- */
+
+/* A value that wants no gradient is not a way back: y's gradient with
+ * respect to it is zeros, with AD_OK, even when y depends on it (the
+ * estimators ask for state entries that may be constants, and count on
+ * this).  Computed while not recording is the same. */
+START_TEST(no_gradient_for_values_that_want_none)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *c = ad_tensor_scalar(3), *p = ad_param_scalar(2);
+    ad_value *y = ad_mul(tp, ad_mul(tp, c, c), p), *xs[2] = { c, p }, *g[2];
+    ck_assert_int_eq(ad_grad(tp, y, 2, xs, g, false), AD_OK);
+    ck_assert_double_eq(g[0]->data[0], 0); /* not 2cp = 12 */
+    ck_assert_double_eq(g[1]->data[0], 9);
+    ck_assert_int_eq(ad_no_record_begin(tp), AD_OK);
+    ad_value *q = ad_mul(tp, p, p); /* no node: a constant */
+    ck_assert_int_eq(ad_no_record_end(tp), AD_OK);
+    ck_assert_int_eq(ad_grad(tp, ad_mul(tp, q, p), 2, (ad_value *[]){ q, p }, g, false), AD_OK);
+    ck_assert_double_eq(g[0]->data[0], 0);
+    ck_assert_double_eq(g[1]->data[0], 4);
+    /* Asked for: the gradient is there. */
+    ck_assert_int_eq(ad_set_requires_grad(c, true), AD_OK);
+    y = ad_mul(tp, ad_mul(tp, c, c), p);
+    ck_assert_int_eq(ad_grad(tp, y, 2, xs, g, false), AD_OK);
+    ck_assert_double_eq(g[0]->data[0], 12);
+    ad_tape_free(tp);
+    ad_value_free(c);
+    ad_value_free(p);
+}
+END_TEST
+
+/* ad_tape_reset starts over: no-record scopes left open (an iteration that
+ * failed before its ad_no_record_end) end with it.  Before, the tape stayed
+ * in the scope and every later gradient came back as zeros with AD_OK. */
+START_TEST(reset_ends_no_record_scopes)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *p = ad_param_scalar(2), *g = NULL;
+    ck_assert_int_eq(ad_no_record_begin(tp), AD_OK);
+    ck_assert_int_eq(ad_no_record_begin(tp), AD_OK);
+    ck_assert_int_eq(ad_tape_reset(tp), AD_OK);
+    ck_assert(ad_tape_recording(tp));
+    ck_assert_int_eq(ad_grad(tp, ad_mul(tp, p, p), 1, &p, &g, false), AD_OK);
+    ck_assert_double_eq(g->data[0], 4);
+    /* The scopes are gone: an end now has no begin. */
+    ck_assert_int_eq(ad_no_record_end(tp), AD_EARG);
+    ck_assert(ad_tape_recording(tp));
+    ad_tape_free(tp);
+    ad_value_free(p);
+}
+END_TEST
+
+/* ad_tape_rewind frees constants made since the mark that no node uses;
+ * values that want a gradient stay — nodes, and leaves made with ad_leaf
+ * (the reviewer found those freed too). */
+START_TEST(rewind_keeps_leaves)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_scalar(3), *g = NULL;
+    uint64_t mark = ad_tape_mark(tp);
+    ad_value *scratch = ad_const_scalar(tp, 1), *leaf = ad_leaf(tp, x);
+    ad_value *node = ad_mul(tp, x, x);
+    ck_assert_int_eq(ad_tape_rewind(tp, mark), AD_OK);
+    ck_assert_int_eq(ad_value_check("test", scratch), AD_EARG);
+    ck_assert_int_eq(ad_value_check("test", leaf), AD_OK);
+    ck_assert_int_eq(ad_value_check("test", node), AD_OK);
+    ck_assert_int_eq(ad_grad(tp, ad_mul(tp, leaf, leaf), 1, &leaf, &g, false), AD_OK);
+    ck_assert_double_eq(g->data[0], 6);
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 /* Caller-owned leaves are shared between threads: a sweep on a second thread
  * must leave nothing behind that the first thread's next sweep reads (when
  * sweeps stamped epochs into the values they visited, per-thread counters
@@ -543,6 +616,9 @@ Suite *tape_suite(void)
     tcase_add_test(tc, detach_and_leaf);
     tcase_add_test(tc, sweeps_on_several_threads);
     tcase_add_test(tc, bad_arguments_are_errors);
+    tcase_add_test(tc, no_gradient_for_values_that_want_none);
+    tcase_add_test(tc, reset_ends_no_record_scopes);
+    tcase_add_test(tc, rewind_keeps_leaves);
     suite_add_tcase(s, tc);
     return s;
 }
