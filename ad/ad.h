@@ -385,18 +385,20 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
 /* Vector-Jacobian product: gx[i] = (dy/dxs[i])ᵀ gy, for i < n.
  * gy has y's shape (NULL means ones, allowed only for a scalar y).
  * With create_graph the sweep is recorded: gx are nodes on the tape and can
- * be differentiated again.  gx are owned by the open step.  An x that y does
- * not depend on gets zeros.  So does an x that wants no gradient
- * (x->requires_grad false: a tensor made with ad_tensor_*, a constant,
- * ad_detach's result, a value computed while not recording), even when y's
- * value depends on it: the sweep only goes back through values that want a
- * gradient, and the estimators rely on these zeros for state entries that
- * are constants; to get the gradient, mark a caller-owned leaf with
- * ad_set_requires_grad before the ops that use it.  Fails with AD_ENOGRAD,
- * naming the op, when a node on a path has no backward rule; when a
- * backward rule fails (an op inside it failed, or it returned a status),
- * with that op's status and message after "grad: the backward rule of
- * 'OP'".  A message set before a sweep that succeeds is left as it was. */
+ * be differentiated again.  gx are new values owned by the open step, never
+ * the caller's gy: where the gradient reaches x unchanged (y = x + c, or x
+ * is y itself) gx is a copy of gy (a recorded one, with create_graph, when
+ * gy wants a gradient).  An x that y does not depend on gets zeros.  So
+ * does an x that wants no gradient (x->requires_grad false: a tensor made
+ * with ad_tensor_*, a constant, ad_detach's result, a value computed while
+ * not recording), even when y's value depends on it: the sweep only goes
+ * back through values that want a gradient, and the estimators rely on
+ * these zeros for state entries that are constants; to get the gradient,
+ * mark a caller-owned leaf with ad_set_requires_grad before the ops that
+ * use it.  Fails with AD_ENOGRAD, naming the op, when a node on a path has
+ * no backward rule; when a backward rule fails (an op inside it failed, or
+ * it returned a status), with that op's status and message after "grad:
+ * the backward rule of 'OP'".  A message set before a sweep that succeeds is left as it was. */
 AD_MUST_CHECK int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
                          ad_value **gx, bool create_graph);
 /* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].
@@ -419,12 +421,21 @@ AD_MUST_CHECK int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_val
 AD_MUST_CHECK int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
                           bool create_graph);
 /* Adds dy/dp into p->grad for every caller-owned leaf p that wants a
- * gradient and that y depends on (y must be a scalar).  p->grad is a
- * caller-owned tensor that ad_value_free(p) frees.  It writes those leaves:
- * no other thread may use them meanwhile (see threads, at the top). */
+ * gradient and that y depends on (y must be a scalar); a y that reaches no
+ * such leaf changes nothing and leaves nothing on the tape.  p->grad (made
+ * on the first call, zeros plus dy/dp) belongs to p: read and write its
+ * entries freely; ad_value_free(p) frees it and ad_zero_grad clears it.  Do
+ * not free it alone — if you do, set p->grad = NULL after, and the next
+ * call makes a new one; otherwise the next ad_backward or ad_zero_grad
+ * fails with AD_EARG naming p, before writing any leaf (a check that sees
+ * the freed struct while the lifetime checks keep it: see lifetimes, at the
+ * top).  It writes those leaves: no other thread may use them meanwhile
+ * (see threads, at the top). */
 AD_MUST_CHECK int ad_backward(ad_tape *tp, ad_value *y);
-/* Sets every entry of leaf->grad to zero (if it has one). */
-void ad_zero_grad(ad_value *leaf);
+/* Sets every entry of leaf->grad to zero (if it has one).  AD_OK (also for
+ * a NULL leaf, quietly, as the frees); AD_EARG for a freed leaf, or when
+ * the caller freed leaf->grad itself (see ad_backward). */
+int ad_zero_grad(ad_value *leaf);
 /* Hessian-vector product by double backward:
  * hv[i] = Σ_j (∂² y / ∂xs[i] ∂xs[j]) vs[j], for a scalar y. */
 AD_MUST_CHECK int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value *const *vs,
