@@ -453,9 +453,9 @@ int ad_value_check(const char *who, const ad_value *v)
 int value_check_grad(const char *who, const ad_value *p)
 {
     if (!p->grad || p->grad->magic == AD_MAGIC_LIVE) return AD_OK;
-    char name[80] = "";
-    if (p->name) snprintf(name, sizeof name, " '%.64s'", p->name);
-    return ad_fail(AD_EARG, "%s: the grad of parameter%s was freed by the caller "
+    char name[80] = "a parameter";
+    if (p->name) snprintf(name, sizeof name, "parameter '%.64s'", p->name);
+    return ad_fail(AD_EARG, "%s: the grad of %s was freed by the caller "
                    "(ad_value_free(p->grad)): it belongs to the parameter — "
                    "ad_value_free(p) frees it, ad_zero_grad clears it; to drop it, set "
                    "p->grad = NULL after freeing it", who, name);
