@@ -395,10 +395,11 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
  * back through values that want a gradient, and the estimators rely on
  * these zeros for state entries that are constants; to get the gradient,
  * mark a caller-owned leaf with ad_set_requires_grad before the ops that
- * use it.  Fails with AD_ENOGRAD, naming the op, when a node on a path has
- * no backward rule; when a backward rule fails (an op inside it failed, or
- * it returned a status), with that op's status and message after "grad:
- * the backward rule of 'OP'".  A message set before a sweep that succeeds is left as it was. */
+ * use it.  Fails with AD_ENOGRAD, naming the op, when a node
+ * on a path has no backward rule; when a backward rule fails (an op inside
+ * it failed, or it returned a status), with that op's status and message
+ * after "grad: the backward rule of 'OP'".  A message set before a sweep
+ * that succeeds is left as it was. */
 AD_MUST_CHECK int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
                          ad_value **gx, bool create_graph);
 /* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].
@@ -422,15 +423,15 @@ AD_MUST_CHECK int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, 
                           bool create_graph);
 /* Adds dy/dp into p->grad for every caller-owned leaf p that wants a
  * gradient and that y depends on (y must be a scalar); a y that reaches no
- * such leaf changes nothing and leaves nothing on the tape.  p->grad (made
- * on the first call, zeros plus dy/dp) belongs to p: read and write its
- * entries freely; ad_value_free(p) frees it and ad_zero_grad clears it.  Do
- * not free it alone — if you do, set p->grad = NULL after, and the next
- * call makes a new one; otherwise the next ad_backward or ad_zero_grad
- * fails with AD_EARG naming p, before writing any leaf (a check that sees
- * the freed struct while the lifetime checks keep it: see lifetimes, at the
- * top).  It writes those leaves: no other thread may use them meanwhile
- * (see threads, at the top). */
+ * such leaf changes nothing and leaves nothing on the tape.  p->grad is made
+ * on the first call (zeros plus dy/dp); read and write its entries freely,
+ * clear them with ad_zero_grad, but do not free it alone — if you do, set
+ * p->grad = NULL after, and the next call makes a new one; otherwise the
+ * next ad_backward or ad_zero_grad fails with AD_EARG naming p, before
+ * writing any leaf (a check that sees the freed struct while the lifetime
+ * checks keep it: see lifetimes, at the top).  p->grad is freed with p, a
+ * caller-owned tensor that ad_value_free(p) frees.  It writes those leaves:
+ * no other thread may use them meanwhile (see threads, at the top). */
 AD_MUST_CHECK int ad_backward(ad_tape *tp, ad_value *y);
 /* Sets every entry of leaf->grad to zero (if it has one).  AD_OK (also for
  * a NULL leaf, quietly, as the frees); AD_EARG for a freed leaf, or when
