@@ -101,7 +101,8 @@
  *     into leaf->grad of every parameter it reaches.  It, and the caller's
  *     own writes to a leaf (ad_zero_grad, ad_set_requires_grad,
  *     ad_value_set_name, its data, ad_value_free), must not run while
- *     another thread uses that leaf.
+ *     another thread uses that leaf.  (ad_value_keep writes nothing into a
+ *     caller-owned leaf: any thread may call it on a shared one.)
  *   - The library's global state is safe to share: the error message and
  *     code are per thread, value ids come from one atomic counter, the
  *     process-wide FIFO of freed structs (see lifetimes) is behind a lock,
@@ -293,8 +294,11 @@ ad_tape *ad_tape_new(int horizon);
 /* Releases every value and gives all the tape's memory back; NULL is fine. */
 void ad_tape_free(ad_tape *tp);
 /* Releases every step (all values the tape owns); the tape starts again at
- * an open step 0. Peak bytes are kept (see ad_tape_reset_peak), and so are
- * the pool's free blocks, for the values of the next round. */
+ * an open step 0, recording: no-record scopes left open (a round that
+ * failed before its ad_no_record_end) end too, so an ad_no_record_end after
+ * the reset has no begin (AD_EARG).  Horizon, lean mode and peak bytes are
+ * kept (see ad_tape_reset_peak), and so are the pool's free blocks, for the
+ * values of the next round. */
 int ad_tape_reset(ad_tape *tp);
 int ad_tape_set_horizon(ad_tape *tp, int horizon);
 int ad_tape_horizon(const ad_tape *tp);
@@ -312,9 +316,10 @@ int ad_tape_set_lean(ad_tape *tp, bool on);
 bool ad_tape_lean(const ad_tape *tp);
 /* Marks v to keep its data when its step closes on a lean tape: a value a
  * later step's forward reads, or one you read yourself.  AD_OK (also for a
- * caller-owned leaf, which is never dropped, and on a tape that is not
- * lean); AD_EARG for NULL, a released value, or one whose data are already
- * dropped (too late: mark it before its step closes). */
+ * caller-owned leaf, which is never dropped: nothing is written into it,
+ * so threads sharing it may all call this; and on a tape that is not lean);
+ * AD_EARG for NULL, a released value, or one whose data are already dropped
+ * (too late: mark it before its step closes). */
 AD_MUST_CHECK int ad_value_keep(ad_value *v);
 /* Bytes of values the tape owns now, and the most it has owned; a value
  * whose data a lean tape dropped counts its struct only.  (Not
@@ -348,16 +353,18 @@ size_t ad_tape_pool_bytes(const ad_tape *tp); /* stats.pool_bytes */
 int ad_tape_trim(ad_tape *tp);
 
 /* No-record scopes nest. Inside one, ops compute values but build no nodes:
- * results are constants owned by the open step.  Every end must match a
- * begin, like braces: an end without an open scope changes nothing and
- * returns AD_EARG with a message. */
+ * results are constants owned by the open step (a gradient with respect to
+ * one is zeros: see ad_vjp).  Every end must match a begin, like braces: an
+ * end without an open scope changes nothing and returns AD_EARG with a
+ * message.  ad_tape_reset ends every open scope. */
 int ad_no_record_begin(ad_tape *tp);
 int ad_no_record_end(ad_tape *tp);
 bool ad_tape_recording(const ad_tape *tp);
 
 /* Scratch in a long-lived step: ad_tape_rewind frees the open step's
  * constants made since ad_tape_mark that no node uses (results already
- * copied out, say).  Values with nodes are kept. */
+ * copied out, say) — a plain sweep's gx among them.  Values that want a
+ * gradient are kept: those with nodes, and leaves made with ad_leaf. */
 uint64_t ad_tape_mark(ad_tape *tp);
 int ad_tape_rewind(ad_tape *tp, uint64_t mark);
 
@@ -378,8 +385,17 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
 /* Vector-Jacobian product: gx[i] = (dy/dxs[i])ᵀ gy, for i < n.
  * gy has y's shape (NULL means ones, allowed only for a scalar y).
  * With create_graph the sweep is recorded: gx are nodes on the tape and can
- * be differentiated again.  gx are owned by the open step.  An x that y does
- * not depend on gets zeros.  Fails with AD_ENOGRAD, naming the op, when a node
+ * be differentiated again.  gx are new values owned by the open step, never
+ * the caller's gy: where the gradient reaches x unchanged (y = x + c, or x
+ * is y itself) gx is a copy of gy (a recorded one, with create_graph, when
+ * gy wants a gradient).  An x that y does not depend on gets zeros.  So
+ * does an x that wants no gradient (x->requires_grad false: a tensor made
+ * with ad_tensor_*, a constant, ad_detach's result, a value computed while
+ * not recording), even when y's value depends on it: the sweep only goes
+ * back through values that want a gradient, and the estimators rely on
+ * these zeros for state entries that are constants; to get the gradient,
+ * mark a caller-owned leaf with ad_set_requires_grad before the ops that
+ * use it.  Fails with AD_ENOGRAD, naming the op, when a node
  * on a path has no backward rule; when a backward rule fails (an op inside
  * it failed, or it returned a status), with that op's status and message
  * after "grad: the backward rule of 'OP'".  A message set before a sweep
@@ -406,12 +422,21 @@ AD_MUST_CHECK int ad_vjp_partial(ad_tape *tp, int m, ad_value *const *ys, ad_val
 AD_MUST_CHECK int ad_grad(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value **gx,
                           bool create_graph);
 /* Adds dy/dp into p->grad for every caller-owned leaf p that wants a
- * gradient and that y depends on (y must be a scalar).  p->grad is a
+ * gradient and that y depends on (y must be a scalar); a y that reaches no
+ * such leaf changes nothing and leaves nothing on the tape.  p->grad is made
+ * on the first call (zeros plus dy/dp); read and write its entries freely,
+ * clear them with ad_zero_grad, but do not free it alone — if you do, set
+ * p->grad = NULL after, and the next call makes a new one; otherwise the
+ * next ad_backward or ad_zero_grad fails with AD_EARG naming p, before
+ * writing any leaf (a check that sees the freed struct while the lifetime
+ * checks keep it: see lifetimes, at the top).  p->grad is freed with p, a
  * caller-owned tensor that ad_value_free(p) frees.  It writes those leaves:
  * no other thread may use them meanwhile (see threads, at the top). */
 AD_MUST_CHECK int ad_backward(ad_tape *tp, ad_value *y);
-/* Sets every entry of leaf->grad to zero (if it has one). */
-void ad_zero_grad(ad_value *leaf);
+/* Sets every entry of leaf->grad to zero (if it has one).  AD_OK (also for
+ * a NULL leaf, quietly, as the frees); AD_EARG for a freed leaf, or when
+ * the caller freed leaf->grad itself (see ad_backward). */
+int ad_zero_grad(ad_value *leaf);
 /* Hessian-vector product by double backward:
  * hv[i] = Σ_j (∂² y / ∂xs[i] ∂xs[j]) vs[j], for a scalar y. */
 AD_MUST_CHECK int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs, ad_value *const *vs,

@@ -441,19 +441,19 @@ static int seed_outputs(sweep *s, int m, ad_value *const *ys, ad_value *const *g
     s->node_held = 0;
     for (int k = 0; k < m; k++) {
         ad_value *y = ys[k], *g = gys ? gys[k] : NULL;
+        if (!g && y->size != 1)
+            return ad_fail(AD_ESHAPE, "grad: output %s is not a scalar; "
+                           "pass a seed gradient (ad_vjp)", ad_shape_str(y, a, 64));
+        if (g && !ad_same_shape(g, y))
+            return ad_fail(AD_ESHAPE, "vjp: seed %s does not match output %s",
+                           ad_shape_str(g, a, 64), ad_shape_str(y, b, 64));
+        int j = position(s, y);
+        if (j < 0 || !s->at[j].relevant) continue; /* no seed made for it: none to leave */
         if (!g) {
-            if (y->size != 1)
-                return ad_fail(AD_ESHAPE, "grad: output %s is not a scalar; "
-                               "pass a seed gradient (ad_vjp)", ad_shape_str(y, a, 64));
             g = ad_const_fill(s->tp, y->rank, y->shape, 1);
             if (!g) return AD_ENOMEM;
             ad_value_set_name(g, "seed"); /* so a drawing of a recorded sweep says so */
-        } else if (!ad_same_shape(g, y)) {
-            return ad_fail(AD_ESHAPE, "vjp: seed %s does not match output %s",
-                           ad_shape_str(g, a, 64), ad_shape_str(y, b, 64));
         }
-        int j = position(s, y);
-        if (j < 0 || !s->at[j].relevant) continue;
         int rc = accumulate(s, j, g, -1);
         if (rc != AD_OK) return rc;
     }
@@ -561,6 +561,8 @@ static int vjp(ad_tape *tp, int m, ad_value *const *ys, ad_value *const *gys, in
             rc = AD_ENOMEM;
         }
     }
+    for (int i = 0; i < n && rc == AD_OK; i++) /* a seed passed through: gx is the step's own */
+        if (gx[i]->id < s->start_id && !(gx[i] = tape_copy_value(tp, gx[i]))) rc = ad_error_code();
     finish(s);
     if (create_graph)
         while (depth-- > 0) ad_no_record_begin(tp);
@@ -611,6 +613,8 @@ int ad_backward(ad_tape *tp, ad_value *y)
         find_relevant(s, 0, NULL);
         rc = run_sweep(s, 1, &y, NULL);
     }
+    for (size_t j = 0; j < s->order.n && rc == AD_OK; j++) /* before any write: a freed grad */
+        if (s->at[j].target && s->at[j].acc) rc = value_check_grad("backward", s->order.v[j]);
     for (size_t j = 0; j < s->order.n && rc == AD_OK; j++) {
         ad_value *p = s->order.v[j], *acc = s->at[j].acc;
         if (!s->at[j].target || !acc) continue;
@@ -627,9 +631,13 @@ int ad_backward(ad_tape *tp, ad_value *y)
     return rc;
 }
 
-void ad_zero_grad(ad_value *leaf)
+int ad_zero_grad(ad_value *leaf)
 {
-    if (leaf && leaf->grad) memset(leaf->grad->data, 0, leaf->grad->size * sizeof(ad_real));
+    if (!leaf) return AD_OK; /* quiet, as the frees */
+    int rc = value_check_node_use(NULL, "zero_grad", "the leaf", leaf);
+    if (rc == AD_OK) rc = value_check_grad("zero_grad", leaf);
+    if (rc == AD_OK && leaf->grad) memset(leaf->grad->data, 0, leaf->grad->size * sizeof(ad_real));
+    return rc;
 }
 
 int ad_hvp(ad_tape *tp, ad_value *y, int n, ad_value *const *xs,

@@ -54,11 +54,20 @@ int value_check_node_arg(const ad_tape *tp, const char *who, const char *what,
 int value_check_node_list(const ad_tape *tp, const char *who, const char *role, int n,
                           ad_value *const *v);
 
+/* AD_OK unless leaf p's grad is a value the caller freed (ad_value_free on
+ * p->grad): then AD_EARG, with a message "who: ..." naming p and what to do. */
+int value_check_grad(const char *who, const ad_value *p);
+
 /* ---- tape.c ---- */
 
 void tape_free_value(ad_tape *tp, ad_value *v); /* an unreferenced value */
-/* Frees the open step's unreferenced constants made after `after_id`, except
- * those for which held(v, ctx) is true (held may be NULL: none are). */
+/* A copy of v in the open step: recorded (an identity node, "copy") when
+ * the tape records and v wants a gradient; a constant for a v of another
+ * tape.  NULL (message set) when out of memory. */
+ad_value *tape_copy_value(ad_tape *tp, ad_value *v);
+/* Frees the open step's unreferenced constants made after `after_id` (not
+ * leaves made with ad_leaf: they want a gradient), except those for which
+ * held(v, ctx) is true (held may be NULL: none are). */
 void tape_free_temps(ad_tape *tp, uint64_t after_id,
                      bool (*held)(const ad_value *v, void *ctx), void *ctx);
 

@@ -30,19 +30,25 @@ typedef struct printer {
     int width; /* of the widest entry shown */
 } printer;
 
-/* The indices of `axis` that are shown, with −1 for the "..." between the
- * two ends of a summarised axis; returns how many. */
-static int shown_indices(const printer *p, int axis, int idx[2 * PRINT_EDGE + 1])
+/* Whether `axis` is cut short: in a summarised tensor, one longer than
+ * 2·PRINT_EDGE shows its first and last PRINT_EDGE indices with a "..."
+ * between (as NumPy does); any other axis shows every index. */
+static bool cut_axis(const printer *p, int axis)
 {
-    int n = p->v->shape[axis], k = 0;
-    if (!p->summarise || n <= 2 * PRINT_EDGE) {
-        for (int i = 0; i < n && i <= 2 * PRINT_EDGE; i++) idx[k++] = i;
-        return k;
-    }
-    for (int i = 0; i < PRINT_EDGE; i++) idx[k++] = i;
-    idx[k++] = -1;
-    for (int i = n - PRINT_EDGE; i < n; i++) idx[k++] = i;
-    return k;
+    return p->summarise && p->v->shape[axis] > 2 * PRINT_EDGE;
+}
+
+/* How many places of `axis` are shown. */
+static int shown_count(const printer *p, int axis)
+{
+    return cut_axis(p, axis) ? 2 * PRINT_EDGE + 1 : p->v->shape[axis];
+}
+
+/* The index shown at place k of `axis`, or −1 for the "...". */
+static int shown_index(const printer *p, int axis, int k)
+{
+    if (!cut_axis(p, axis) || k < PRINT_EDGE) return k;
+    return k == PRINT_EDGE ? -1 : p->v->shape[axis] - (2 * PRINT_EDGE + 1 - k);
 }
 
 static int format_entry(char *buf, size_t len, ad_real x)
@@ -55,7 +61,7 @@ static int format_entry(char *buf, size_t len, ad_real x)
 static void walk(printer *p, int axis, size_t offset, bool measure)
 {
     char buf[64];
-    int idx[2 * PRINT_EDGE + 1], n = shown_indices(p, axis, idx);
+    int n = shown_count(p, axis);
     bool last = axis == p->v->rank - 1;
     if (!measure) fputc('[', p->out);
     for (int k = 0; k < n; k++) {
@@ -68,18 +74,41 @@ static void walk(printer *p, int axis, size_t offset, bool measure)
                 fprintf(p->out, "\n%*s", axis + 1, "");
             }
         }
-        if (idx[k] < 0) {
+        int i = shown_index(p, axis, k);
+        if (i < 0) {
             if (!measure && last) fprintf(p->out, "%*s", p->width, "...");
             else if (!measure) fputs("...", p->out);
         } else if (last) {
-            int w = format_entry(buf, sizeof buf, p->v->data[offset + (size_t)idx[k]]);
+            int w = format_entry(buf, sizeof buf, p->v->data[offset + (size_t)i]);
             if (measure && w > p->width) p->width = w;
             if (!measure) fprintf(p->out, "%*s", p->width, buf);
         } else {
-            walk(p, axis + 1, offset + (size_t)idx[k] * p->stride[axis], measure);
+            walk(p, axis + 1, offset + (size_t)i * p->stride[axis], measure);
         }
     }
     if (!measure) fputc(']', p->out);
+}
+
+/* The header line's details in parentheses: op, step, requires_grad, those
+ * that apply.  Written straight to out, so an op's name of any length is
+ * printed whole. */
+static void print_details(FILE *out, const ad_value *v)
+{
+    const char *sep = "  (";
+    if (v->op) {
+        fprintf(out, "%sop %s", sep, v->op->name);
+        sep = ", ";
+    }
+    if (v->tape) {
+        if (v->step >= 0) fprintf(out, "%sstep %ld", sep, v->step);
+        else fprintf(out, "%scarried", sep);
+        sep = ", ";
+    }
+    if (v->requires_grad) {
+        fprintf(out, "%srequires_grad", sep);
+        sep = ", ";
+    }
+    if (sep[0] == ',') fputc(')', out);
 }
 
 int ad_print(FILE *out, const char *label, const ad_value *v)
@@ -87,18 +116,11 @@ int ad_print(FILE *out, const char *label, const ad_value *v)
     int live = ad_value_check("print", v); /* NULL, or released: nothing to read */
     if (live != AD_OK) return live;
     if (!out) out = stdout;
-    char shape[64], details[128] = "";
+    char shape[64];
     ad_shape_str(v, shape, sizeof shape);
-    size_t n = 0;
-    if (v->op) n += (size_t)snprintf(details + n, sizeof details - n, "op %s, ", v->op->name);
-    if (v->tape && v->step >= 0)
-        n += (size_t)snprintf(details + n, sizeof details - n, "step %ld, ", v->step);
-    else if (v->tape)
-        n += (size_t)snprintf(details + n, sizeof details - n, "carried, ");
-    if (v->requires_grad) n += (size_t)snprintf(details + n, sizeof details - n, "requires_grad, ");
-    if (n >= 2 && n < sizeof details) details[n - 2] = '\0'; /* drop the last ", " */
-    fprintf(out, "%s%s%s%s%s%s\n", label ? label : "", label ? " " : "", shape,
-            details[0] ? "  (" : "", details, details[0] ? ")" : "");
+    fprintf(out, "%s%s%s", label ? label : "", label ? " " : "", shape);
+    print_details(out, v);
+    fputc('\n', out);
     if (v->rank == 0) {
         char buf[64];
         format_entry(buf, sizeof buf, v->data[0]);

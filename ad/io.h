@@ -23,10 +23,11 @@
 /* Writes v to out (stdout when NULL): a line with the label (may be NULL),
  * the shape and, for a value with a node or a tape, its op, step and
  * whether it wants a gradient; then the entries, nested by axis as NumPy
- * prints them, 6 significant digits, right-aligned.  A tensor of more than
- * 1000 entries is summarised: 3 entries (or rows, …) at each end of every
- * axis longer than 6, with "..." between.  AD_OK, AD_EARG for a NULL v,
- * AD_EIO if writing failed. */
+ * prints them, 6 significant digits, right-aligned.  A tensor of at most
+ * 1000 entries is printed whole; one of more is summarised: 3 entries (or
+ * rows, …) at each end of every axis longer than 6, with "..." between.
+ * The op's name is printed whole, however long.  AD_OK, AD_EARG for a NULL
+ * v, AD_EIO if writing failed. */
 int ad_print(FILE *out, const char *label, const ad_value *v);
 
 /* Saves v's data to path as a .npy file: format 1.0, little-endian, C order,

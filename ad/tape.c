@@ -265,7 +265,9 @@ int ad_value_keep(ad_value *v)
 {
     int rc = value_check_arg(v ? v->tape : NULL, "value_keep", "the value", v);
     if (rc != AD_OK) return rc; /* NULL, released, or dropped already: too late */
-    v->keep = true;
+    /* A caller-owned leaf is never dropped, and other threads may be reading
+     * it (the thread contract): nothing to mark, so nothing is written. */
+    if (v->tape) v->keep = true;
     return AD_OK;
 }
 
@@ -294,6 +296,7 @@ int ad_tape_reset(ad_tape *tp)
     release_all(tp, AD_GONE_RESET);
     tp->first = 0;
     tp->next_index = 0;
+    tp->no_record = 0; /* scopes left open end with the round they were opened in */
     push_step(tp); /* cannot fail: cap >= 1 */
     return AD_OK;
 }
@@ -331,7 +334,7 @@ void tape_free_temps(ad_tape *tp, uint64_t after_id,
     ad_value *v = s->tail;
     while (v && v->id > after_id) {
         ad_value *prev = v->prev;
-        if (v->n_uses == 0 && !v->op && !(held && held(v, ctx))) {
+        if (v->n_uses == 0 && !v->op && !v->requires_grad && !(held && held(v, ctx))) {
             list_unlink(&s->head, &s->tail, v);
             drop(tp, v, tp->rewinding ? AD_GONE_REWIND : AD_GONE_SWEEP);
         }
@@ -445,6 +448,17 @@ int value_check_node_arg(const ad_tape *tp, const char *who, const char *what, c
 int ad_value_check(const char *who, const ad_value *v)
 {
     return value_check_arg(NULL, who, "the value", v);
+}
+
+int value_check_grad(const char *who, const ad_value *p)
+{
+    if (!p->grad || p->grad->magic == AD_MAGIC_LIVE) return AD_OK;
+    char name[80] = "a parameter";
+    if (p->name) snprintf(name, sizeof name, "parameter '%.64s'", p->name);
+    return ad_fail(AD_EARG, "%s: the grad of %s was freed by the caller "
+                   "(ad_value_free(p->grad)): it belongs to the parameter — "
+                   "ad_value_free(p) frees it, ad_zero_grad clears it; to drop it, set "
+                   "p->grad = NULL after freeing it", who, name);
 }
 
 static int check_list(const ad_tape *tp, const char *who, const char *role, int n,
@@ -678,6 +692,26 @@ static ad_value *copy_in(ad_tape *tp, ad_value *v, const char *who, bool leaf)
 ad_value *ad_detach(ad_tape *tp, ad_value *v) { return copy_in(tp, v, "detach", false); }
 
 ad_value *ad_leaf(ad_tape *tp, ad_value *v) { return copy_in(tp, v, "leaf", true); }
+
+/* The engine's copy (a sweep's gradient that would be the caller's seed):
+ * the identity, so its gradient is the incoming one, itself differentiable. */
+static int copy_backward(ad_tape *tp, ad_value *out, ad_value *gout, ad_value **gin)
+{
+    (void)tp, (void)out;
+    gin[0] = gout;
+    return AD_OK;
+}
+
+static const ad_op copy_op = { "copy", copy_backward, ad_reads_nothing };
+
+/* out [shape of v] = v, in the open step */
+ad_value *tape_copy_value(ad_tape *tp, ad_value *v)
+{
+    if (v->tape && v->tape != tp) return ad_const(tp, v->rank, v->shape, v->data); /* no path across */
+    ad_value *c = ad_node_new(tp, &copy_op, v->rank, v->shape, 1, &v);
+    if (c) memcpy(c->data, v->data, v->size * sizeof(ad_real));
+    return c;
+}
 
 uint64_t ad_tape_mark(ad_tape *tp)
 {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ad/io.h"
+#include "ad/node.h" /* an op of the test's own, for its name */
 #include "ops/ops.h"
 #include "testutil.h"
 
@@ -284,6 +285,75 @@ START_TEST(print_layout)
 }
 END_TEST
 
+/* A tensor of at most 1000 entries is printed whole, on every axis: the
+ * reviewer's [20] vector came out as its first 7 entries with no "...". */
+START_TEST(print_small_tensors_whole)
+{
+    ad_real d[20];
+    for (int i = 0; i < 20; i++) d[i] = (ad_real)i;
+    ad_value *v = ad_tensor_from(1, (int[]){ 20 }, d);
+    expect_printed("v", v, "v [20]\n[ 0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, "
+                           "15, 16, 17, 18, 19]\n");
+    ad_value *m = ad_tensor_from(2, (int[]){ 10, 2 }, d);
+    expect_printed("m", m, "m [10,2]\n[[ 0,  1],\n [ 2,  3],\n [ 4,  5],\n [ 6,  7],\n [ 8,  9],\n"
+                           " [10, 11],\n [12, 13],\n [14, 15],\n [16, 17],\n [18, 19]]\n");
+    ad_value_free(v);
+    ad_value_free(m);
+    /* 1000 entries exactly: every one, no "..."; 1001 are summarised. */
+    ad_value *k = ad_tensor_fill(2, (int[]){ 10, 100 }, 7);
+    char *got = printed(NULL, k);
+    size_t sevens = 0;
+    for (const char *c = got; *c; c++) sevens += *c == '7';
+    ck_assert_uint_eq(sevens, 1000);
+    ck_assert_ptr_null(strstr(got, "..."));
+    free(got);
+    ad_value_free(k);
+    ad_value *l = ad_tensor_fill(1, (int[]){ 1001 }, 7);
+    expect_printed(NULL, l, "[1001]\n[7, 7, 7, ..., 7, 7, 7]\n");
+    ad_value_free(l);
+    /* in a summarised tensor an axis of 7 is cut too, as NumPy cuts it */
+    ad_value *r = ad_tensor_new(2, (int[]){ 143, 7 });
+    for (size_t i = 0; i < r->size; i++) r->data[i] = (ad_real)(i % 7);
+    got = printed(NULL, r);
+    ck_assert_ptr_nonnull(strstr(got, "[[0, 1, 2, ..., 4, 5, 6],\n [0, 1, 2, ..., 4, 5, 6],"));
+    free(got);
+    ad_value_free(r);
+}
+END_TEST
+
+/* An op's name of any length is printed whole and the details after it are
+ * kept: a 300-character name overflowed a 128-byte buffer on the stack
+ * (AddressSanitizer: stack-buffer-overflow), a 110-character one cut the
+ * line short. */
+static int pass_through_backward(ad_tape *tp, ad_value *out, ad_value *gout, ad_value **gin)
+{
+    (void)tp, (void)out;
+    gin[0] = gout;
+    return AD_OK;
+}
+
+START_TEST(print_long_op_names)
+{
+    for (int len = 110; len <= 300; len += 190) {
+        char name[301];
+        for (int i = 0; i < len; i++) name[i] = (char)('a' + i % 26);
+        name[len] = '\0';
+        const ad_op op = { name, pass_through_backward, ad_reads_nothing };
+        ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+        ad_value *p = ad_param_scalar(2);
+        for (int t = 0; t < 12345; t++) ck_assert_int_eq(ad_tape_step(tp), AD_OK);
+        ad_value *y = ad_node_new(tp, &op, 0, NULL, 1, &p);
+        ck_assert_ptr_nonnull(y);
+        y->data[0] = 2;
+        char want[512];
+        snprintf(want, sizeof want, "y []  (op %s, step 12345, requires_grad)\n2\n", name);
+        expect_printed("y", y, want);
+        ad_tape_free(tp);
+        ad_value_free(p);
+    }
+}
+END_TEST
+
 /* A header announcing far more than the file holds is refused before
  * anything is allocated for it: fuzz-npy found a 140-byte file whose shape
  * (2, 1, 31111111, 3) made the loader allocate 1.5 GB first.  Outside ASan
@@ -334,6 +404,8 @@ Suite *io_suite(void)
     tcase_add_test(tc, refuses_other_files);
     tcase_add_test(tc, refuses_before_allocating);
     tcase_add_test(tc, print_layout);
+    tcase_add_test(tc, print_small_tensors_whole);
+    tcase_add_test(tc, print_long_op_names);
     suite_add_tcase(s, tc);
     return s;
 }

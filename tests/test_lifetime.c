@@ -795,6 +795,66 @@ START_TEST(set_name_copies)
 }
 END_TEST
 
+/* p->grad belongs to p (ad_value_free(p) frees it).  A caller who frees it
+ * alone gets AD_EARG from the next ad_backward and ad_zero_grad, naming the
+ * parameter, instead of a write through NULL (the reviewer's segfault); set
+ * p->grad to NULL after freeing it and the next ad_backward starts anew. */
+START_TEST(backward_after_grad_freed)
+{
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *p = ad_param_scalar(2);
+    ck_assert_int_eq(ad_value_set_name(p, "p"), AD_OK);
+    ad_value *y = ad_mul(tp, p, p);
+    ck_assert_int_eq(ad_backward(tp, y), AD_OK);
+    ck_assert_double_eq(p->grad->data[0], 4);
+    ad_value_free(p->grad);
+    expect_fail(ad_backward(tp, y), AD_EARG, "backward: the grad of parameter 'p' was freed",
+                "ad_value_free(p) frees it");
+    ad_error_clear();
+    ad_zero_grad(p);
+    expect_fail(ad_error_code(), AD_EARG, "zero_grad: the grad of parameter 'p' was freed");
+    p->grad = NULL;
+    ck_assert_int_eq(ad_backward(tp, y), AD_OK);
+    ck_assert_double_eq(p->grad->data[0], 4);
+    ad_tape_free(tp);
+    ad_value_free(p);
+}
+END_TEST
+
+/* ad_value_keep writes nothing into a caller-owned leaf (never dropped, so
+ * there is nothing to mark): threads sharing a λ may all call it while
+ * others read λ (under ThreadSanitizer, the write it made was a race). */
+static ad_value *kept_leaf;
+
+static void *keep_and_read(void *arg)
+{
+    int *bad = arg;
+    ad_tape *tp = ad_tape_new(1);
+    for (int i = 0; i < 100; i++) {
+        *bad += ad_value_keep(kept_leaf) != AD_OK;
+        ad_value *y = ad_mul(tp, kept_leaf, kept_leaf);
+        *bad += !y || ad_value_keep(y) != AD_OK || !y->keep;
+        *bad += ad_tape_step(tp) != AD_OK;
+    }
+    ad_tape_free(tp);
+    return NULL;
+}
+
+START_TEST(keep_writes_no_caller_leaf)
+{
+    kept_leaf = ad_param_scalar(2);
+    ck_assert_int_eq(ad_value_keep(kept_leaf), AD_OK);
+    ck_assert(!kept_leaf->keep);
+    pthread_t th[2];
+    int bad[2] = { 0, 0 };
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, keep_and_read, &bad[i]), 0);
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    ck_assert_int_eq(bad[0] + bad[1], 0);
+    ck_assert(!kept_leaf->keep);
+    ad_value_free(kept_leaf);
+}
+END_TEST
+
 /* ---- the pool -------------------------------------------------------------------- */
 
 /* One inner step of a small model: a few shapes, the same every step. */
@@ -1002,6 +1062,8 @@ Suite *lifetime_suite(void)
     tcase_add_test(tc, rule_failure_through_the_sweep);
     tcase_add_test(tc, unmatched_no_record_end);
     tcase_add_test(tc, set_name_copies);
+    tcase_add_test(tc, backward_after_grad_freed);
+    tcase_add_test(tc, keep_writes_no_caller_leaf);
     suite_add_tcase(s, tc);
     TCase *pool = tcase_create("pool");
     tcase_add_test(pool, pool_reuses_released_blocks);
