@@ -2,7 +2,8 @@
 # The main job: the data-hypercleaning K-sweep of Sec. 4.2.1 (K = 1, 5, 25, 50, 100; 1000
 # hyper-iterations each). Sets up the machine, builds build/release (double precision) and runs
 # build/release/experiments/hyperclean; arguments are passed on to it (try --help; --quick is a
-# one-minute first look). Results go to results/hyperclean/ unless --out says otherwise.
+# one-minute first look). Results go to results/hyperclean/ (with --quick, results/hyperclean-quick/)
+# unless --out says otherwise.
 #
 # The first line printed names the dataset: MNIST when it is found (--data, $HYPERTAPE_DATA/mnist,
 # or ../shared/data/mnist beside the repository), else Fashion-MNIST from Debian's
