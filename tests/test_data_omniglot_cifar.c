@@ -1257,6 +1257,19 @@ START_TEST(test_cifar_broken)
     const char *bad = tu_tmp_path("bad.bin.gz");
     tu_write_raw(bad, gz.b, gz.n);
     expect_cifar_fail(bad, AD_EFORMAT, "corrupt gzip stream");
+    gz.b[gz.n / 2] ^= 0xFF;
+    /* Bytes after the gzip stream (zlib's gzread ignored them: n = 3). */
+    tu_blob after = {malloc(gz.n + 11), gz.n + 11};
+    ck_assert_ptr_nonnull(after.b);
+    memcpy(after.b, gz.b, gz.n);
+    memcpy(after.b + gz.n, "hello world", 11);
+    const char *tail = tu_tmp_path("after.bin.gz");
+    tu_write_raw(tail, after.b, after.n);
+    char want[128];
+    snprintf(want, sizeof want, "bytes after the end of the gzip stream, from byte %zu of "
+             "the file, are not another gzip member", gz.n);
+    expect_cifar_fail(tail, AD_EFORMAT, want);
+    free(after.b);
     free(gz.b);
 
     /* data_cifar_load names the missing file and leaves both zeroed. */
