@@ -94,8 +94,11 @@ fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    echo "setup: apt-get install failed" >&2
+    exit 1
+  fi
   for p in "${missing[@]}"; do
     installed "$p" || { echo "setup: $p still not installed" >&2; exit 1; }
   done
