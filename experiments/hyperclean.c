@@ -14,7 +14,8 @@
  * the parent copies them into the CSV files in K order, so the files do not
  * depend on how many ran at once.
  *
- * Outputs in --out (default results/hyperclean):
+ * Outputs in --out (default results/hyperclean; with --quick
+ * results/hyperclean-quick, so a first look leaves a full run's files alone):
  *   hyperclean.csv          one row per K and hyper-iteration τ, measured at
  *                           λ_τ, before the τ-th update (τ = 1 is λ = 0)
  *   hyperclean_exact.csv    ‖dλf‖ (exact, full RMD) and the K-RMD estimate's
@@ -75,7 +76,7 @@ static const ex_flag flags[] = {
     { "--K", EX_INTS, cfg.Ks, NULL, 1, 1000000, "truncation depths (default 1,5,25,50,100; with "
       "--T below 100: those below T, and T)", .max_n = MAX_K, .n = &cfg.nK },
     { "--out", EX_TEXT, &cfg.out_dir, "results/hyperclean", .help = "output folder, created if "
-      "missing", .meta = "DIR" },
+      "missing", .quick = "results/hyperclean-quick", .meta = "DIR" },
     { "--seed", EX_SEED, &cfg.seed, "1", .help = "seeds the choice of examples and the "
       "corruption" },
     { "--quick", EX_SWITCH, &cfg.quick, .help = "a first look in about a minute: 1000 training "

@@ -7,13 +7,16 @@ usage() {
     sed -n "${USAGE_LINES}s/^# \{0,1\}//p" "$0"
 }
 
-# Prints the sha256 (or, with md5 as $2, the md5) of a file.
+# Prints the sha256 (or, with md5 as $2, the md5) of a file.  The file is
+# read from stdin: given a name with a backslash or a newline, sha256sum
+# puts a "\" before the sum it prints.
 sum_of() {
     tool=${2:-sha256}
+    [ -r "$1" ] || { echo "$PROG: $1: cannot read" >&2; return 1; }
     if command -v "${tool}sum" >/dev/null 2>&1; then
-        "${tool}sum" "$1" | cut -d' ' -f1
+        "${tool}sum" <"$1" | cut -d' ' -f1
     elif [ "$tool" = sha256 ] && command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 "$1" | cut -d' ' -f1
+        shasum -a 256 <"$1" | cut -d' ' -f1
     else
         echo "$PROG: no ${tool}sum found" >&2
         return 1

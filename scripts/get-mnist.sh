@@ -93,7 +93,7 @@ EOF
     if [ $status -eq 0 ]; then
         echo "all four MNIST files verified in $dir"
     else
-        echo "get-mnist.sh: $dir does not hold the official MNIST files" >&2
+        echo "get-mnist.sh: $dir does not hold the official MNIST files (a mismatching file: remove it and run --download again)" >&2
     fi
     return $status
 }

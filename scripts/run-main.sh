@@ -2,7 +2,8 @@
 # The main job: the data-hypercleaning K-sweep of Sec. 4.2.1 (K = 1, 5, 25, 50, 100; 1000
 # hyper-iterations each). Sets up the machine, builds build/release (double precision) and runs
 # build/release/experiments/hyperclean; arguments are passed on to it (try --help; --quick is a
-# one-minute first look). Results go to results/hyperclean/ unless --out says otherwise.
+# one-minute first look). Results go to results/hyperclean/ (with --quick, results/hyperclean-quick/)
+# unless --out says otherwise.
 #
 # The first line printed names the dataset: MNIST when it is found (--data, $HYPERTAPE_DATA/mnist,
 # or ../shared/data/mnist beside the repository), else Fashion-MNIST from Debian's
@@ -12,7 +13,38 @@
 # Cores: hyperclean runs the Ks --threads at a time (default: every core), each on one
 # OpenBLAS thread whatever OPENBLAS_NUM_THREADS says (its sums depend on the thread count), so
 # its numbers are the same at any --threads, timings aside.
+#
+# Paths are the caller's: a relative --data, --out or HYPERTAPE_DATA is read from the folder the
+# script was started in (made absolute here, before the script moves to the repository root to
+# build and run; the program's own defaults, results/... and ../shared/data, stay the
+# repository's).
 set -euo pipefail
+
+# caller_path PATH: PATH made absolute against the caller's folder (an absolute or empty one as is).
+caller=$PWD
+caller_path() {
+  case $1 in
+    /* | "") printf '%s\n' "$1" ;;
+    *) printf '%s\n' "$caller/$1" ;;
+  esac
+}
+if [ -n "${HYPERTAPE_DATA:-}" ]; then
+  HYPERTAPE_DATA=$(caller_path "$HYPERTAPE_DATA")
+  export HYPERTAPE_DATA
+fi
+args=()
+prev=""
+for a in "$@"; do
+  case $prev in
+    --data | --out) a=$(caller_path "$a") ;;
+  esac
+  case $a in
+    --data=* | --out=*) a=${a%%=*}=$(caller_path "${a#*=}") ;;
+  esac
+  args+=("$a")
+  prev=$a
+done
+set -- "${args[@]+"${args[@]}"}"
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -3,6 +3,11 @@
 # Idempotent: packages already installed are left alone, and `apt-get update` runs only when
 # something is missing. Works as root (as CI runs) or through sudo.
 #
+# Exit status 1 only when a required package is missing and cannot be installed. The optional
+# ones are judged after `apt-get update` (on a fresh image the package lists are empty and every
+# package looks unavailable), installed by an apt-get of their own, and when that is not possible
+# (not in the archive, not root, the install fails) setup says so and goes on.
+#
 # The sanitizer build build/asan uses gcc's -fsanitize=address,undefined: its runtimes
 # (libasan8, liblsan0, libubsan1) come with gcc itself on Debian 12 (gcc-12 -> libgcc-12-dev).
 # The ThreadSanitizer build build/tsan uses clang, whose sanitizer runtimes are in libclang-rt-dev
@@ -35,47 +40,84 @@ optional=(
   libdnnl-dev               # oneDNN: conv2d's kernels in the float build (meson -Ddnnl=auto)
 )
 
+# curl: the download cases of tests/get-data.sh (file:// addresses, no network), so CI runs them.
+packages+=(curl)
+
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
-missing=()
+# available PACKAGE: the package lists know PACKAGE (apt-cache has a candidate for it).
+available() {
+  apt-cache show "$1" >/dev/null 2>&1
+}
+
+missing=() opt_missing=()
 for p in "${packages[@]}"; do
   installed "$p" || missing+=("$p")
 done
-
-# The optional packages the archive has (apt-cache knows them) join the list; the others are named.
 for p in "${optional[@]}"; do
-  installed "$p" && continue
-  if apt-cache show "$p" >/dev/null 2>&1; then
-    missing+=("$p")
-  else
-    echo "setup: optional package $p is not available here; building without it"
-  fi
+  installed "$p" || opt_missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#packages[@]} packages (and the optional ones available) already installed"
+if [ ${#missing[@]} -eq 0 ] && [ ${#opt_missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages and the ${#optional[@]} optional ones already installed"
   exit 0
 fi
 
+# Without root: a missing required package is an error; missing optional ones only a note.
 if [ "$(id -u)" -eq 0 ]; then
   as_root=()
 elif command -v sudo >/dev/null 2>&1; then
   as_root=(sudo)
 else
-  echo "setup: missing packages: ${missing[*]}" >&2
-  echo "setup: not root and no sudo; install them as root: apt-get install ${missing[*]}" >&2
-  exit 1
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: missing packages: ${missing[*]}" >&2
+    echo "setup: not root and no sudo; install them as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: optional packages not installed: ${opt_missing[*]} (not root and no sudo);" \
+    "building without them"
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# The lists are refreshed when a required package is missing, or an optional one is unknown to
+# them (a fresh image's lists are empty): then, and only then, is an optional one judged absent.
+update=false
+[ ${#missing[@]} -gt 0 ] && update=true
+for p in "${opt_missing[@]}"; do
+  available "$p" || update=true
+done
+if $update; then
+  echo "setup: apt-get update"
+  if ! "${as_root[@]}" apt-get update -q; then
+    [ ${#missing[@]} -gt 0 ] && { echo "setup: apt-get update failed" >&2; exit 1; }
+    echo "setup: warning: apt-get update failed; judging the optional packages on the old lists"
+  fi
 fi
 
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update -q
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    echo "setup: apt-get install failed" >&2
+    exit 1
+  fi
+  for p in "${missing[@]}"; do
+    installed "$p" || { echo "setup: $p still not installed" >&2; exit 1; }
+  done
+fi
 
-for p in "${missing[@]}"; do
-  installed "$p" || { echo "setup: $p still not installed" >&2; exit 1; }
+# The optional ones, each on its own: a failure is a warning, never the exit status.
+for p in "${opt_missing[@]}"; do
+  if ! available "$p"; then
+    echo "setup: optional package $p is not available here; building without it"
+  elif ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "$p" || ! installed "$p"; then
+    echo "setup: warning: optional package $p did not install; building without it"
+  else
+    echo "setup: installed optional package $p"
+  fi
 done
 echo "setup: done"

@@ -68,8 +68,23 @@ if [ -f "$data/mnist/train-images-idx3-ubyte.gz" ]; then
   [ -s "$work/hc/hyperclean_table.md" ] || { echo "FAIL: no table written"; failed=$((failed + 1)); }
   # --oracle reports the test loss: with --gamma-check too, the test set is loaded for it.
   expect 0 "test loss" -- "$bin/hyperclean" --T 5 --n-train 100 --n-val 100 --gamma-check --oracle
+  # --quick writes to its own folder (results/hyperclean-quick, as oneshot's results/oneshot-quick),
+  # so a first look leaves a full run's results/hyperclean alone. Run from an empty folder.
+  mkdir -p "$work/q/results/hyperclean"
+  echo "a full run's summary" >"$work/q/results/hyperclean/hyperclean_summary.csv"
+  expect 0 "wrote results/hyperclean-quick/hyperclean{" -- \
+    bash -c 'cd "$1" && shift && exec "$@"' _ "$work/q" "$bin/hyperclean" --quick \
+    --hyper-iters 1 --K 1 --T 5 --no-plots --data "$(cd "$data/mnist" && pwd)"
+  cases=$((cases + 1))
+  if [ ! -s "$work/q/results/hyperclean-quick/hyperclean_summary.csv" ] ||
+    [ "$(cat "$work/q/results/hyperclean/hyperclean_summary.csv")" != "a full run's summary" ]; then
+    echo "FAIL: hyperclean --quick did not write results/hyperclean-quick, or touched results/hyperclean"
+    failed=$((failed + 1))
+  else
+    echo "ok: hyperclean --quick wrote results/hyperclean-quick and left results/hyperclean alone"
+  fi
 else
-  skip "no MNIST in $data: the 3 hyperclean runs and their table"
+  skip "no MNIST in $data: the 4 hyperclean runs and their table"
 fi
 
 # ---- a damaged oneshot checkpoint ---------------------------------------------

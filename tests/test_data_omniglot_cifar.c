@@ -995,6 +995,32 @@ START_TEST(test_png_header)
                                  "its type holds 1575");
     tu_blob not_png = {(unsigned char *)"GIF89a", 6};
     expect_png_fail(&not_png, "not a PNG");
+
+    /* Chunks after IHDR: an unknown ancillary one (lowercase first letter)
+     * is skipped, as the standard says; an unknown critical one is refused
+     * by name: Apple's CgBI (stb_image would then read IDAT as raw deflate,
+     * not the zlib stream checked), or any other. */
+    const struct { const char *type; const char *what; } extra[] = {
+        {"tEXt", NULL},
+        {"vpAg", NULL},
+        {"CgBI", "a critical chunk \"CgBI\" at byte 33, not one of IHDR, PLTE, IDAT, IEND"},
+        {"ABCD", "a critical chunk \"ABCD\" at byte 33"},
+        {"I\x01\x7f\xff", "a critical chunk \"I???\" at byte 33"},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+        tu_blob b = png_begin(ok.n + 16);
+        memcpy(b.b + b.n, ok.b + 8, 25); /* IHDR */
+        b.n += 25;
+        png_chunk(&b, extra[i].type, (const unsigned char *)"\x50\x00\x20\x06", 4);
+        memcpy(b.b + b.n, ok.b + 33, ok.n - 33); /* IDAT, IEND */
+        b.n += ok.n - 33;
+        if (extra[i].what)
+            expect_png_fail(&b, extra[i].what);
+        else
+            ck_assert_msg(data_omniglot_decode_png("t.png", b.b, b.n, 105, big) == AD_OK,
+                          "%s: %s", extra[i].type, ad_error());
+        free(b.b);
+    }
     free(ok.b);
     free(gray8.b);
     free(small.b);
@@ -1231,6 +1257,19 @@ START_TEST(test_cifar_broken)
     const char *bad = tu_tmp_path("bad.bin.gz");
     tu_write_raw(bad, gz.b, gz.n);
     expect_cifar_fail(bad, AD_EFORMAT, "corrupt gzip stream");
+    gz.b[gz.n / 2] ^= 0xFF;
+    /* Bytes after the gzip stream (zlib's gzread ignored them: n = 3). */
+    tu_blob after = {malloc(gz.n + 11), gz.n + 11};
+    ck_assert_ptr_nonnull(after.b);
+    memcpy(after.b, gz.b, gz.n);
+    memcpy(after.b + gz.n, "hello world", 11);
+    const char *tail = tu_tmp_path("after.bin.gz");
+    tu_write_raw(tail, after.b, after.n);
+    char want[128];
+    snprintf(want, sizeof want, "bytes after the end of the gzip stream, from byte %zu of "
+             "the file, are not another gzip member", gz.n);
+    expect_cifar_fail(tail, AD_EFORMAT, want);
+    free(after.b);
     free(gz.b);
 
     /* data_cifar_load names the missing file and leaves both zeroed. */

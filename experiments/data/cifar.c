@@ -3,9 +3,9 @@
  * A file is a bare sequence of 3073-byte records with no header, so the
  * only checks possible are the ones made here: the unpacked length is a
  * positive whole number of records, the gzip stream is intact to its
- * checksum, and every label byte is a class 0..9; an official batch must
- * also hold exactly 10000 records, which catches a file cut at a record
- * boundary.  The file is read whole into one buffer that grows as data
+ * checksum with nothing after it (data_gz_read, files.c), and every label
+ * byte is a class 0..9; an official batch must also hold exactly 10000
+ * records, which catches a file cut at a record boundary.  The file is read whole into one buffer that grows as data
  * arrive, then split in place into labels and pixels.
  *
  * The official archive is read extracted rather than in place: tar is on

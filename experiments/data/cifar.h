@@ -23,9 +23,9 @@
  * Errors are those of mnist.h: AD_OK (0) or a negative ad_status with a
  * message in ad_error() that names the file.  AD_EIO: a file cannot be
  * opened or read, or a folder holds neither set.  AD_EFORMAT: a truncated
- * file, a corrupt gzip stream, a label outside 0..9, an official batch
- * without exactly 10000 records.  On failure the output struct is left
- * zeroed.
+ * file, a corrupt gzip stream or bytes after it, a label outside 0..9, an
+ * official batch without exactly 10000 records.  On failure the output
+ * struct is left zeroed.
  */
 #ifndef HYPERTAPE_EXPERIMENTS_DATA_CIFAR_H
 #define HYPERTAPE_EXPERIMENTS_DATA_CIFAR_H
@@ -76,7 +76,8 @@ typedef struct data_cifar {
 
 /* Reads one file of 3073-byte records, gzipped or not.  Fails (AD_EFORMAT,
  * naming the file) if it is empty, not a whole number of records, a corrupt
- * or truncated gzip stream, or has a label outside 0..9 (the message gives
+ * or truncated gzip stream or one with bytes after it, or has a label
+ * outside 0..9 (the message gives
  * the record).  On failure *out is zeroed. */
 int data_cifar_read(const char *path, data_cifar *out);
 /* Reads n files of exactly `each` records apiece (each >= 1), in order, into

@@ -11,78 +11,190 @@
 #include "experiments/data/files.h"
 
 enum {
-    /* gzread takes an unsigned length; reading in bounded chunks also keeps
-     * the byte count in error messages close to the truth, since zlib
-     * reports 0 bytes for a call that fails half way. */
+    /* inflate takes an unsigned length; reading in bounded chunks also
+     * keeps the byte count in error messages close to the truth. */
     GZ_CHUNK = 1 << 20,
-    /* A larger zlib buffer than its 8 KiB default: fewer system calls. */
+    /* What is read from the file at a time (zlib's gzread reads 8 KiB by
+     * default): fewer system calls. */
     GZ_BUF = 1 << 17,
 };
 
-/* ---- reading through zlib ------------------------------------------------ */
+/* ---- reading through zlib ------------------------------------------------
+ * Not zlib's gzread: after a gzip member it ignores whatever is not another
+ * member, so a gzipped IDX or CIFAR file with bytes appended read as if
+ * they were not there, while the same bytes after an unpacked file are
+ * refused.  So inflate here, and look at what follows each member. */
+
+typedef enum gz_mode { GZ_UNKNOWN, GZ_PLAIN, GZ_GZIP, GZ_DONE } gz_mode;
+
+struct data_gz_in {
+    FILE *fp;
+    gz_mode mode;             /* unknown until the first read looks */
+    bool zinit, eof;          /* inflateInit2 done; fread found the end */
+    bool between;             /* a member ended: what follows is not looked at yet */
+    unsigned long long pos;   /* bytes taken from the file so far */
+    z_stream z;               /* next_in/avail_in: the read-ahead bytes in buf */
+    unsigned char buf[GZ_BUF];
+};
 
 int data_gz_open(data_gz *f, const char *path)
 {
     memset(f, 0, sizeof *f);
     f->path = path;
+    data_gz_in *in = calloc(1, sizeof *in);
+    if (!in)
+        return ad_fail(AD_ENOMEM, "%s: out of memory opening the file", path);
     errno = 0;
-    f->gz = gzopen(path, "rb");
-    if (!f->gz) {
-        /* zlib leaves errno at 0 when only its own allocation failed. */
-        if (errno == 0)
-            return ad_fail(AD_ENOMEM, "%s: out of memory opening the file", path);
-        return ad_fail(AD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    in->fp = fopen(path, "rb");
+    if (!in->fp) {
+        int e = errno;
+        free(in);
+        return ad_fail(AD_EIO, "%s: cannot open: %s", path, strerror(e));
     }
-    gzbuffer(f->gz, GZ_BUF);
+    in->z.next_in = in->buf;
+    f->in = in;
     return AD_OK;
 }
 
 void data_gz_close(data_gz *f)
 {
-    if (f->gz)
-        gzclose(f->gz);
-    f->gz = NULL;
+    data_gz_in *in = f->in;
+    if (in) {
+        if (in->zinit)
+            inflateEnd(&in->z);
+        fclose(in->fp);
+        free(in);
+    }
+    f->in = NULL;
 }
 
-/* After a short read: was it the end of the file, or a failure? */
-static data_gz_stop gz_classify(data_gz *f, int sys_errno)
+/* Tops up the read-ahead to at least k (<= GZ_BUF) bytes, or as many as the
+ * file has left; DATA_GZ_END unless the read failed. */
+static data_gz_stop gz_need(data_gz *f, size_t k)
 {
-    int err;
-    const char *msg = gzerror(f->gz, &err);
-    f->zmsg = msg;
-    f->sys_errno = sys_errno;
-    switch (err) {
-    case Z_OK: return DATA_GZ_END;
-    case Z_BUF_ERROR: return DATA_GZ_TRUNCATED;
-    case Z_ERRNO: return DATA_GZ_IO;
-    case Z_MEM_ERROR: return DATA_GZ_NOMEM;
-    default: return DATA_GZ_CORRUPT;
+    data_gz_in *in = f->in;
+    while (in->z.avail_in < k && !in->eof) {
+        memmove(in->buf, in->z.next_in, in->z.avail_in);
+        in->z.next_in = in->buf;
+        errno = 0;
+        size_t n = fread(in->buf + in->z.avail_in, 1, GZ_BUF - in->z.avail_in, in->fp);
+        if (n == 0 && ferror(in->fp)) {
+            f->sys_errno = errno;
+            return DATA_GZ_IO;
+        }
+        in->eof = n == 0;
+        in->z.avail_in += (uInt)n;
+        in->pos += n;
     }
+    return DATA_GZ_END;
+}
+
+/* The first read: a gzip signature makes it a gzip file. */
+static data_gz_stop gz_look(data_gz *f)
+{
+    data_gz_in *in = f->in;
+    data_gz_stop why = gz_need(f, 2);
+    if (why != DATA_GZ_END)
+        return why;
+    if (in->z.avail_in < 2 || in->buf[0] != 0x1f || in->buf[1] != 0x8b) {
+        in->mode = GZ_PLAIN;
+        return DATA_GZ_END;
+    }
+    int zr = inflateInit2(&in->z, 15 + 16); /* +16: a gzip header and trailer */
+    if (zr != Z_OK) {
+        f->zmsg = zr == Z_MEM_ERROR ? "out of memory" : "zlib cannot start";
+        return zr == Z_MEM_ERROR ? DATA_GZ_NOMEM : DATA_GZ_CORRUPT;
+    }
+    in->zinit = true;
+    in->mode = GZ_GZIP;
+    return DATA_GZ_END;
+}
+
+/* A member ended: the file ends, another member starts, or it is refused. */
+static data_gz_stop gz_next_member(data_gz *f)
+{
+    data_gz_in *in = f->in;
+    data_gz_stop why = gz_need(f, 2);
+    if (why != DATA_GZ_END)
+        return why;
+    in->between = false;
+    if (in->z.avail_in == 0) {
+        in->mode = GZ_DONE;
+        return DATA_GZ_END;
+    }
+    if (in->z.avail_in >= 2 && in->z.next_in[0] == 0x1f && in->z.next_in[1] == 0x8b) {
+        inflateReset(&in->z);
+        return DATA_GZ_END;
+    }
+    f->trailing_at = in->pos - in->z.avail_in;
+    f->zmsg = "bytes after the end of the gzip stream";
+    return DATA_GZ_TRAILING;
+}
+
+/* Inflates up to n bytes into p (*got says how many); DATA_GZ_END when all
+ * n came or the last member ended with the file. */
+static data_gz_stop gz_inflate(data_gz *f, unsigned char *p, size_t n, size_t *got)
+{
+    data_gz_in *in = f->in;
+    in->z.next_out = p;
+    in->z.avail_out = (uInt)n;
+    data_gz_stop why = DATA_GZ_END;
+    while (in->z.avail_out > 0 && in->mode == GZ_GZIP && why == DATA_GZ_END) {
+        if (in->between) {
+            why = gz_next_member(f);
+            continue;
+        }
+        if ((why = gz_need(f, 1)) != DATA_GZ_END)
+            break;
+        if (in->z.avail_in == 0) {
+            f->zmsg = "unexpected end of file";
+            why = DATA_GZ_TRUNCATED;
+            break;
+        }
+        int zr = inflate(&in->z, Z_NO_FLUSH);
+        if (zr == Z_STREAM_END)
+            in->between = true;
+        else if (zr == Z_MEM_ERROR)
+            f->zmsg = "out of memory", why = DATA_GZ_NOMEM;
+        else if (zr != Z_OK && !(zr == Z_BUF_ERROR && in->z.avail_in == 0))
+            f->zmsg = in->z.msg ? in->z.msg : "compressed data error", why = DATA_GZ_CORRUPT;
+    }
+    *got = n - in->z.avail_out;
+    return why;
+}
+
+/* The bytes of a file that is not gzipped, the read-ahead first. */
+static data_gz_stop gz_plain(data_gz *f, unsigned char *p, size_t n, size_t *got)
+{
+    data_gz_in *in = f->in;
+    size_t k = in->z.avail_in < n ? in->z.avail_in : n;
+    memcpy(p, in->z.next_in, k);
+    in->z.next_in += k;
+    in->z.avail_in -= (uInt)k;
+    errno = 0;
+    size_t r = k < n ? fread(p + k, 1, n - k, in->fp) : 0;
+    *got = k + r;
+    if (*got < n && ferror(in->fp)) {
+        f->sys_errno = errno;
+        return DATA_GZ_IO;
+    }
+    return DATA_GZ_END;
 }
 
 data_gz_stop data_gz_read(data_gz *f, void *buf, size_t len, size_t *got)
 {
     unsigned char *p = buf;
     *got = 0;
-    while (*got < len) {
-        size_t want = len - *got < GZ_CHUNK ? len - *got : GZ_CHUNK;
-        errno = 0;
-        int r = gzread(f->gz, p + *got, (unsigned)want);
-        if (r <= 0)
-            return gz_classify(f, errno);
-        *got += (size_t)r;
+    data_gz_stop why = f->in->mode == GZ_UNKNOWN ? gz_look(f) : DATA_GZ_END;
+    while (why == DATA_GZ_END && *got < len && f->in->mode != GZ_DONE) {
+        size_t want = len - *got < GZ_CHUNK ? len - *got : GZ_CHUNK, n;
+        why = f->in->mode == GZ_PLAIN ? gz_plain(f, p + *got, want, &n)
+                                      : gz_inflate(f, p + *got, want, &n);
+        *got += n;
+        if (n < want && why == DATA_GZ_END)
+            break; /* the end of the file */
     }
-    return DATA_GZ_END;
-}
-
-/* zlib's reason for a failure, without the "path: " it puts in front. */
-static const char *gz_zlib_reason(const data_gz *f)
-{
-    const char *m = f->zmsg ? f->zmsg : "unknown zlib error";
-    size_t len = strlen(f->path);
-    if (strncmp(m, f->path, len) == 0 && strncmp(m + len, ": ", 2) == 0)
-        m += len + 2;
-    return m;
+    return why;
 }
 
 int data_gz_fail(const data_gz *f, data_gz_stop why, const char *part)
@@ -96,11 +208,15 @@ int data_gz_fail(const data_gz *f, data_gz_stop why, const char *part)
     case DATA_GZ_NOMEM:
         return ad_fail(AD_ENOMEM, "%s: out of memory while reading%s%s", f->path,
                        part ? " the " : "", part ? part : "");
+    case DATA_GZ_TRAILING:
+        return ad_fail(AD_EFORMAT, "%s: bytes after the end of the gzip stream, from byte "
+                       "%llu of the file, are not another gzip member", f->path,
+                       f->trailing_at);
     default:
         /* No "while reading the ..." here: zlib inflates ahead of what was
          * asked, so the damage may lie anywhere after the bytes read. */
         return ad_fail(AD_EFORMAT, "%s: corrupt gzip stream: %s", f->path,
-                       gz_zlib_reason(f));
+                       f->zmsg ? f->zmsg : "unknown zlib error");
     }
 }
 

@@ -55,7 +55,11 @@ char *data_std_path(const char *dir, const char *gz_name);
 int data_check_idx(const char *who, const int *idx, int n, int limit);
 
 /* A file read through zlib, so that a gzipped file and its unpacked copy
- * read the same; zlib also checks the gzip checksum at the end.
+ * read the same; zlib also checks the gzip checksum at the end.  A file
+ * that starts with gzip's signature (1f 8b) must be gzip members to its
+ * last byte: members one after the other read as one stream (as gzip -d
+ * does), and any other bytes after one are refused (DATA_GZ_TRAILING),
+ * where zlib's gzread would ignore them.  Any other file reads as is.
  *
  *     data_gz f;
  *     if (data_gz_open(&f, path) != AD_OK) return ...;   // message set
@@ -65,7 +69,7 @@ int data_check_idx(const char *who, const int *idx, int n, int limit);
  *         rc = data_gz_fail(&f, why, "pixels");            // before the close
  *     data_gz_close(&f);
  */
-struct gzFile_s; /* zlib's gzFile points to one */
+typedef struct data_gz_in data_gz_in; /* files.c's: the open file, zlib's state */
 
 /* Why a read returned fewer bytes than asked, or DATA_GZ_END if it did
  * not. */
@@ -73,28 +77,33 @@ typedef enum data_gz_stop {
     DATA_GZ_END,       /* all bytes read, or a clean end of file */
     DATA_GZ_TRUNCATED, /* the gzip stream stops in the middle */
     DATA_GZ_CORRUPT,   /* bad deflate data, bad checksum, bad gzip header */
+    DATA_GZ_TRAILING,  /* bytes after a gzip member that do not start another */
     DATA_GZ_IO,        /* the operating system failed to read */
     DATA_GZ_NOMEM,     /* zlib ran out of memory */
 } data_gz_stop;
 
 typedef struct data_gz {
-    struct gzFile_s *gz;
+    data_gz_in *in;   /* owned; data_gz_close frees it */
     const char *path; /* for messages; not owned */
     const char *zmsg; /* zlib's message after a failed read; valid until the close */
     int sys_errno;    /* errno after a failed read */
+    unsigned long long trailing_at; /* DATA_GZ_TRAILING: the file offset of those bytes */
 } data_gz;
 
-/* AD_OK, or AD_EIO "PATH: cannot open: ..." (AD_ENOMEM when zlib could not
- * allocate). */
+/* AD_OK, or AD_EIO "PATH: cannot open: ..." (AD_ENOMEM when the buffers
+ * could not be allocated). */
 int data_gz_open(data_gz *f, const char *path);
 /* Reads up to len bytes into buf; *got says how many arrived.  DATA_GZ_END
  * when all len arrived or the file ended cleanly before. */
 data_gz_stop data_gz_read(data_gz *f, void *buf, size_t len, size_t *got);
-/* The message for a read that failed (DATA_GZ_IO, _NOMEM or _CORRUPT; the
- * callers word a truncation themselves, knowing how much arrived): "PATH:
- * read error while reading the PART: ...", or without PART (NULL) "PATH:
- * read error: ...".  Returns the status. */
+/* The message for a read that failed (DATA_GZ_IO, _NOMEM, _CORRUPT or
+ * _TRAILING; the callers word a truncation themselves, knowing how much
+ * arrived): "PATH: read error while reading the PART: ...", or without PART
+ * (NULL) "PATH: read error: ...", "PATH: corrupt gzip stream: ...", "PATH:
+ * bytes after the end of the gzip stream, from byte N of the file, are not
+ * another gzip member".  Returns the status. */
 int data_gz_fail(const data_gz *f, data_gz_stop why, const char *part);
+/* Closes the file; a zeroed or closed data_gz is fine. */
 void data_gz_close(data_gz *f);
 
 #endif

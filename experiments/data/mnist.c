@@ -5,7 +5,8 @@
  * payload into a buffer that grows as data arrive (so a corrupt header
  * claiming a gigabyte costs nothing until a gigabyte actually shows up), and
  * finally reads on to the end of the file, which both catches trailing bytes
- * and makes zlib verify the gzip checksum.
+ * and makes zlib verify the gzip checksum (bytes after the gzip stream itself
+ * are refused by data_gz_read, files.c).
  *
  * Size letters: n images (or labels), each rows x cols bytes; d features. */
 #include <errno.h>

@@ -27,8 +27,9 @@
  * row-major order, and nothing after them.  Labels are 0x00000801 (rank 1,
  * n), images 0x00000803 (rank 3, n x rows x cols).
  *
- * Files are read with zlib's gzread, so a gzipped file and its gunzipped
- * copy load the same way.
+ * Files are read through zlib (data_gz in files.h), so a gzipped file and
+ * its gunzipped copy load the same way; bytes after a gzip stream are
+ * refused, as bytes after an unpacked file's payload are.
  *
  * Errors: every function that can fail returns an ad_status (AD_OK = 0) and
  * leaves a message in ad_error() that starts with the file's path and says
@@ -37,7 +38,8 @@
  *      47040000 bytes of pixels, found 1234"
  * AD_EIO: the file cannot be opened or read.  AD_EFORMAT: its contents are
  * not what they claim (bad magic, wrong rank or element type, absurd
- * extents, truncated, trailing bytes, corrupt gzip stream, counts that do not
+ * extents, truncated, trailing bytes (after the payload, or after the gzip
+ * stream), corrupt gzip stream, counts that do not
  * match).  AD_ENOMEM: out of memory.  AD_EARG: a bad argument.
  * On failure the output struct is left zeroed and nothing is leaked, so
  * calling the matching free function on it is always safe.

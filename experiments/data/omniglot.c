@@ -501,8 +501,10 @@ static int om_read_entry(om_load *ld, const om_entry *e, size_t *len)
  * pointer (undefined behaviour).  So om_png_check walks the chunks first:
  * every length within the bytes present, IHDR first and saying 105x105
  * grayscale of 1 to 8 bits (Omniglot's are 1-bit; what other tools write is
- * 8-bit), no empty IDAT, an IEND, and the image data inflating (zlib, into
- * a small scratch buffer) to exactly the bytes such an image holds.  Only
+ * 8-bit), no empty IDAT, no critical chunk besides IHDR, PLTE, IDAT and IEND
+ * (stb_image reads IDAT differently after Apple's CgBI), an IEND, and the
+ * image data inflating (zlib, into a small scratch buffer) to exactly the
+ * bytes such an image holds.  Only
  * then does stb_image decode, and what it allocates is bounded by twice the
  * PNG's size plus a few image-sized buffers (at most 105 x 106 bytes each). */
 
@@ -558,6 +560,35 @@ static int om_png_inflate(z_stream *z, const unsigned char *p, uint32_t n, size_
     return AD_OK;
 }
 
+/* A chunk's type, printable: its letters, any other byte as '?'. */
+typedef struct om_png_type { char s[5]; } om_png_type;
+
+static om_png_type om_png_name(const unsigned char *type)
+{
+    om_png_type t;
+    for (int i = 0; i < 4; i++)
+        t.s[i] = (char)(type[i] >= 0x21 && type[i] <= 0x7e ? type[i] : '?');
+    t.s[4] = '\0';
+    return t;
+}
+
+/* True for a critical chunk (bit 5 of its first byte clear: an uppercase
+ * letter) other than the four of the standard, PLTE included although a
+ * grayscale PNG has no use for it.  A decoder must not skip such a chunk,
+ * and stb_image knows one more: Apple's CgBI, after which it reads IDAT as
+ * raw deflate without the zlib header, a different stream from the one
+ * om_png_inflate checked. */
+static bool om_png_critical_unknown(const unsigned char *type)
+{
+    static const char known[4][5] = {"IHDR", "PLTE", "IDAT", "IEND"};
+    if (type[0] & 0x20)
+        return false;
+    for (int i = 0; i < 4; i++)
+        if (memcmp(type, known[i], 4) == 0)
+            return false;
+    return true;
+}
+
 /* Walks the chunks of the PNG b[0..len): see the top of this part. */
 static int om_png_check(const unsigned char *b, size_t len)
 {
@@ -597,6 +628,10 @@ static int om_png_check(const unsigned char *b, size_t len)
             rc = om_png_inflate(&z, data, n, raw, &ended), idat = true;
         else if (memcmp(type, "IEND", 4) == 0)
             iend = true;
+        else if (om_png_critical_unknown(type))
+            rc = ad_fail(AD_EFORMAT, "the PNG does not decode: a critical chunk \"%.4s\" at "
+                         "byte %zu, not one of IHDR, PLTE, IDAT, IEND", om_png_name(type).s,
+                         at);
         at += 12 + (size_t)n;
     }
     if (rc == AD_OK && (!idat || !ended || z.total_out != raw))

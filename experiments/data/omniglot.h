@@ -102,8 +102,11 @@ void data_omniglot_free(data_omniglot *om);
  * in data_omniglot: stroke 1, background 0), 1 <= size <= 105.  Before
  * stb_image sees it, the PNG must have: its signature, IHDR first saying
  * 105x105 grayscale of 1, 2, 4 or 8 bits, not interlaced (Omniglot's are
- * 1-bit); every chunk's length within the bytes present; no empty IDAT; an
- * IEND; image data that inflate to exactly the bytes such an image holds.
+ * 1-bit); every chunk's length within the bytes present; no empty IDAT; no
+ * critical chunk (type starting with an uppercase letter) other than IHDR,
+ * PLTE, IDAT and IEND (such as Apple's CgBI, after which stb_image reads the
+ * image data another way); an IEND; image data that inflate to exactly the
+ * bytes such an image holds.
  * So stb_image never allocates more than about twice len plus a few
  * buffers of 105 x 106 bytes.  AD_EFORMAT "NAME: the image is 104x105,
  * expected 105x105", "NAME: the PNG does not decode: ..." otherwise; out

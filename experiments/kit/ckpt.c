@@ -269,9 +269,12 @@ int ex_ckpt_open_mem(ex_ckpt *c, const char *name, const void *data, size_t len,
 }
 
 /* The next field's header, which must be `field` of `type`: *n its count
- * and *data its values. */
+ * and *data its values (0 and NULL on failure: set first, so callers'
+ * variables are never read uninitialized, as gcc -O2 suspected). */
 static int next(ex_ckpt *c, const char *field, int type, uint64_t *n, const unsigned char **data)
 {
+    *n = 0;
+    *data = NULL;
     const unsigned char *b = (const unsigned char *)c->buf;
     size_t left = c->len - c->pos, len = left > 0 ? b[c->pos] : 0;
     if (left < 1 + len + 1 + 8 || len == 0)

@@ -17,7 +17,8 @@
 #     names them) into BUILD/fuzz-seeds/NAME;
 #   - replays every input in tests/fuzz/regress/NAME/ (what earlier runs found,
 #     each fixed): any crash there fails at once;
-#   - fuzzes, growing the corpus BUILD/fuzz-corpus/NAME (kept between runs);
+#   - fuzzes (with the dictionary tests/fuzz/NAME.dict when there is one:
+#     libFuzzer's -dict, e.g. png.dict's chunk names), growing the corpus BUILD/fuzz-corpus/NAME (kept between runs);
 #     a crash, leak, undefined behaviour, timeout (> 10 s for one input) or
 #     allocation over 512 MB leaves its input in BUILD/fuzz-artifacts/NAME/.
 # The last line is "fuzz: N targets, N runs, N crashed"; the exit status is
@@ -64,6 +65,8 @@ for t in "${targets[@]}"; do
     continue
   fi
   limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512)
+  dict=()
+  [ -f "$src/$t.dict" ] && dict=(-dict="$src/$t.dict")
   regress=("$src/regress/$t"/*)
   if [ -e "${regress[0]}" ]; then
     if ! "$exe" "${limits[@]}" "${regress[@]}" >"$log" 2>&1; then
@@ -73,7 +76,7 @@ for t in "${targets[@]}"; do
       continue
     fi
   fi
-  "$exe" -max_total_time="$seconds" "${limits[@]}" -print_final_stats=1 -artifact_prefix="$art/" "$corpus" "$build/fuzz-seeds/$t" >"$log" 2>&1
+  "$exe" -max_total_time="$seconds" "${limits[@]}" "${dict[@]}" -print_final_stats=1 -artifact_prefix="$art/" "$corpus" "$build/fuzz-seeds/$t" >"$log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
