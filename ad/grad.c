@@ -37,13 +37,20 @@
  * contribution from each use — λ one from every recorded step of K-RMD — and
  * a float running sum of them drifts: 10⁵ uses of 0.1 came to 9998.56,
  * K-RMD's λ at T = 10⁵ was 7.8e-4 off the double build's.  So in the float
- * build a slot that receives a second contribution keeps its sum in double
+ * build a slot that receives a third contribution keeps its sum in double
  * (slot.wide, scratch from the tape's pool, given back when the slot is
  * emptied), and its float accumulator holds that sum rounded, rewritten
- * after every addition: each gradient the sweep passes on or hands out is
- * the double sum rounded once, in plain and recorded sweeps alike (a
- * recorded sum's node gets the rounded total as its value; its rule does
- * not read it).  The double build adds into the accumulator as it always did.
+ * after every addition, in plain and recorded sweeps alike (a recorded
+ * sum's node gets the rounded total as its value; its rule does not read
+ * it).  Not from the second: the float sum of two floats is their exact sum
+ * rounded once, the same as a double sum rounded (double has more than
+ * 2·24 + 2 bits); and values used twice are common and large (an
+ * activation read by two ops), where a double copy for them too cost 5 %
+ * of the float one-shot benchmark's CPU time (2.6 % without; both
+ * measured on a busy machine).  So every gradient the sweep passes on or
+ * hands out is at most two roundings from the exact sum of its
+ * contributions, however many.
+ * The double build adds into the accumulator as it always did.
  *
  * Backward rules are checked: the sweep clears the error channel before
  * each rule, and a rule that returns a status other than AD_OK, or during
@@ -80,14 +87,14 @@ static const ad_op acc_add_op = { "accumulate", acc_add_backward, ad_reads_nothi
 /* Whether sums of contributions are kept in double (see the top). */
 enum { WIDE_SUMS = !HT_REAL_IS_DOUBLE };
 
-/* a + b [a's shape], as a node.  wide (float build): the double sum behind a,
- * to which b is added; the result is that sum rounded. */
+/* a + b [a's shape], as a node.  wide: NULL, or (float build) the double sum
+ * behind a, to which b is added; the result is then that sum rounded. */
 static ad_value *acc_add(ad_tape *tp, ad_value *a, ad_value *b, double *wide)
 {
     ad_value *in[2] = { a, b };
     ad_value *out = ad_node_new(tp, &acc_add_op, a->rank, a->shape, 2, in);
     if (!out) return NULL;
-    if (WIDE_SUMS)
+    if (wide)
         for (size_t i = 0; i < out->size; i++) out->data[i] = (ad_real)(wide[i] += b->data[i]);
     else
         for (size_t i = 0; i < out->size; i++) out->data[i] = a->data[i] + b->data[i];
@@ -97,8 +104,9 @@ static ad_value *acc_add(ad_tape *tp, ad_value *a, ad_value *b, double *wide)
 /* The sweep's scratch for one collected value. */
 typedef struct slot {
     ad_value *acc;          /* gradient accumulated so far, or NULL */
-    double *wide;           /* float build: acc's sum in double, once it has two terms */
+    double *wide;           /* float build: acc's sum in double, from its third term */
     int held;               /* acc's entry in sweep.held, or -1 (see there) */
+    bool summed;            /* acc is a sum (of two terms or more) */
     int in[AD_MAX_INPUTS];  /* the inputs' positions in the order; -1: not collected */
     bool target, relevant;
 } slot;
@@ -368,6 +376,7 @@ static void clear_acc(sweep *s, slot *sl)
     int h = sl->held;
     if (sl->wide) ad_scratch_give(s->tp, sl->wide, sl->acc->size * sizeof *sl->wide);
     sl->wide = NULL;
+    sl->summed = false;
     sl->acc = NULL;
     sl->held = -1;
     let_go(s, h);
@@ -393,8 +402,8 @@ static bool holds(const ad_value *v, void *ctx)
     return false;
 }
 
-/* Float build, a slot's second contribution: its double sum, from the
- * first (acc) — scratch memory of the tape, held until clear_acc. */
+/* Float build, a slot's third contribution: its double sum, from the first
+ * two (acc) — scratch memory of the tape, held until clear_acc. */
 static int widen(sweep *s, slot *sl)
 {
     size_t n = sl->acc->size;
@@ -404,12 +413,12 @@ static int widen(sweep *s, slot *sl)
     return AD_OK;
 }
 
-/* acc += g, into the slot's own accumulator (float build: through its
- * double sum, acc rounded from it). */
+/* acc += g, into the slot's own accumulator (through its double sum when
+ * it has one, acc rounded from it). */
 static void add_in_place(slot *sl, const ad_value *g)
 {
     ad_real *acc = sl->acc->data;
-    if (WIDE_SUMS)
+    if (sl->wide)
         for (size_t i = 0; i < sl->acc->size; i++) acc[i] = (ad_real)(sl->wide[i] += g->data[i]);
     else
         for (size_t i = 0; i < sl->acc->size; i++) acc[i] += g->data[i];
@@ -420,7 +429,8 @@ static int accumulate(sweep *s, int j, ad_value *g, int own)
 {
     slot *sl = &s->at[j];
     if (!sl->acc) return set_acc(s, sl, g, own);
-    if (WIDE_SUMS && !sl->wide && widen(s, sl) != AD_OK) return AD_ENOMEM;
+    if (WIDE_SUMS && sl->summed && !sl->wide && widen(s, sl) != AD_OK) return AD_ENOMEM;
+    sl->summed = true;
     if (sl->held >= 0 && s->held[sl->held].refs == 1) { /* plain, and ours alone */
         add_in_place(sl, g);
         return AD_OK;

@@ -175,9 +175,10 @@ END_TEST
 
 /* A value used N times: its gradient is the sum of N contributions.  Summed
  * in float they drifted (x used 10⁵ times as 0.1·x: 9998.56, not 10⁴), so
- * the float build sums them in double and rounds once.  Here x [2] is used
- * N times as c·x, c on the float grid; the gradient must be N·c up to one
- * rounding to ad_real and the double running sum's own error (≤ N·ε_double
+ * the float build sums them in double (from the third on) and rounds once.
+ * Here x [2] is used N times as c·x, c on the float grid; the gradient must
+ * be N·c within ε (two roundings to ad_real at most) and the double running
+ * sum's own error (≤ N·ε_double
  * relative: the terms share a sign).  Plain sweep (contributions added in
  * place), recorded sweep (each sum a node), ad_backward, and a fan-in
  * through add (a shared gradient, summed as a node in a plain sweep). */
