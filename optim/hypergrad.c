@@ -408,12 +408,16 @@ static void add_into(int n, ad_value **acc, ad_value *const *g, double c)
  * of λ were 2.7e-5 off the double build's, 10⁵ steps' 7.8e-4 — so the float
  * build keeps each total in double beside its tensors, which hold the total
  * rounded after every addition (they are read between additions: the
- * profile's rows).  The double build adds into the tensors as it always did,
+ * profile's rows).  As the sweep does (ad/grad.c), the double sum starts at
+ * the third term — the first two are added in float, which rounds their
+ * exact sum once — so that the profile's h_{T−T} is full RMD's λ gradient
+ * bit for bit.  The double build adds into the tensors as it always did,
  * through add_into. */
 typedef struct sum_list {
     int n;
     ad_value **v; /* the tensors holding the total (the caller's; not owned) */
     double *wide; /* float build: the entries of v in double, in order; else NULL */
+    bool summed;  /* v holds a sum of two terms or more */
 } sum_list;
 
 /* t sums into v[0..n), starting from their values; AD_ENOMEM (message set)
@@ -427,20 +431,20 @@ static int sum_list_begin(sum_list *t, int n, ad_value **v)
     for (int i = 0; i < n; i++) size += v[i]->size;
     if (!(t->wide = malloc((size ? size : 1) * sizeof *t->wide)))
         return ad_fail(AD_ENOMEM, "out of memory for %zu double sums", size);
-    double *w = t->wide;
-    for (int i = 0; i < n; i++)
-        for (size_t j = 0; j < v[i]->size; j++) *w++ = v[i]->data[j];
     return AD_OK;
 }
 
 /* The total += c·g (g: n tensors shaped as v). */
 static void sum_list_add(sum_list *t, ad_value *const *g, double c)
 {
-    if (!t->wide) {
+    double *w = t->wide;
+    if (!w || !t->summed) { /* the double build, or the second term */
         add_into(t->n, t->v, g, c);
+        t->summed = true;
+        for (int i = 0; w && i < t->n; i++) /* the double sum starts from it */
+            for (size_t j = 0; j < t->v[i]->size; j++) *w++ = t->v[i]->data[j];
         return;
     }
-    double *w = t->wide;
     for (int i = 0; i < t->n; i++)
         for (size_t j = 0; j < t->v[i]->size; j++, w++)
             t->v[i]->data[j] = (ad_real)(*w += c * g[i]->data[j]);
