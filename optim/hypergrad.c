@@ -389,10 +389,71 @@ static int outer_grads(const hg_problem *p, ad_value *const *w_hat, const track 
     return rc;
 }
 
-static void add_into(int n, ad_value **acc, ad_value *const *g, double sign)
+/* acc[i] += c·g[i] for i < n: one addition (a running total is a sum_list,
+ * below).  The float build rounds once, the sum and not c·g first. */
+static void add_into(int n, ad_value **acc, ad_value *const *g, double c)
 {
     for (int i = 0; i < n; i++)
-        for (size_t j = 0; j < acc[i]->size; j++) acc[i]->data[j] += (ad_real)(sign * g[i]->data[j]);
+        for (size_t j = 0; j < acc[i]->size; j++)
+            if (HT_REAL_IS_DOUBLE)
+                acc[i]->data[j] += (ad_real)(c * g[i]->data[j]);
+            else
+                acc[i]->data[j] = (ad_real)(acc[i]->data[j] + c * g[i]->data[j]);
+}
+
+/* ---- running totals ------------------------------------------------------
+ * λ's hypergradient collects a share from every step (the profile,
+ * checkpointing), a Neumann sum a term per power, CG's solution a step per
+ * iteration.  A float running sum of many shares drifts — 3000 steps' shares
+ * of λ were 2.7e-5 off the double build's, 10⁵ steps' 7.8e-4 — so the float
+ * build keeps each total in double beside its tensors, which hold the total
+ * rounded after every addition (they are read between additions: the
+ * profile's rows).  As the sweep does (ad/grad.c), the double sum starts at
+ * the third term — the first two are added in float, which rounds their
+ * exact sum once — so that the profile's h_{T−T} is full RMD's λ gradient
+ * bit for bit.  The double build adds into the tensors as it always did,
+ * through add_into. */
+typedef struct sum_list {
+    int n;
+    ad_value **v; /* the tensors holding the total (the caller's; not owned) */
+    double *wide; /* float build: the entries of v in double, in order; else NULL */
+    bool summed;  /* v holds a sum of two terms or more */
+} sum_list;
+
+/* t sums into v[0..n), starting from their values; AD_ENOMEM (message set)
+ * when the double copy cannot be made.  sum_list_end frees it, also after a
+ * failure, and on a zeroed total. */
+static int sum_list_begin(sum_list *t, int n, ad_value **v)
+{
+    *t = (sum_list){ .n = n, .v = v };
+    if (HT_REAL_IS_DOUBLE) return AD_OK;
+    size_t size = 0;
+    for (int i = 0; i < n; i++) size += v[i]->size;
+    if (!(t->wide = malloc((size ? size : 1) * sizeof *t->wide)))
+        return ad_fail(AD_ENOMEM, "out of memory for %zu double sums", size);
+    return AD_OK;
+}
+
+/* The total += c·g (g: n tensors shaped as v). */
+static void sum_list_add(sum_list *t, ad_value *const *g, double c)
+{
+    double *w = t->wide;
+    if (!w || !t->summed) { /* the double build, or the second term */
+        add_into(t->n, t->v, g, c);
+        t->summed = true;
+        for (int i = 0; w && i < t->n; i++) /* the double sum starts from it */
+            for (size_t j = 0; j < t->v[i]->size; j++) *w++ = t->v[i]->data[j];
+        return;
+    }
+    for (int i = 0; i < t->n; i++)
+        for (size_t j = 0; j < t->v[i]->size; j++, w++)
+            t->v[i]->data[j] = (ad_real)(*w += c * g[i]->data[j]);
+}
+
+static void sum_list_end(sum_list *t)
+{
+    free(t->wide);
+    *t = (sum_list){ 0 };
 }
 
 /* ---- the truncation profile ----------------------------------------------
@@ -424,6 +485,7 @@ typedef struct pass {
     ad_value **states;    /* (W + 1) × n: x_t at row t − (T − W) */
     ad_value *v[MAX_LIST];  /* v_t, caller-owned */
     ad_value *h[MAX_T];     /* ∂λf + the shares so far, caller-owned */
+    sum_list h_sum;         /* the running total in h */
     hg_profile *out;
     bool *keep;           /* [k−1]: keep h_{T−k} */
 } pass;
@@ -516,7 +578,7 @@ static int pass_step(pass *ps, int r)
     uint64_t mark = ad_tape_mark(ps->tp);
     int rc = pass_vjp(ps, r, nx + nh, xs, g);
     if (rc == AD_OK) {
-        add_into(nh, ps->h, g + nx, 1);
+        sum_list_add(&ps->h_sum, g + nx, 1);
         rc = assign_list(nx, ps->v, g); /* v_{t−1} = A_tᵀ v_t */
     }
     double contrib = rc == AD_OK ? list_norm(nh, g + nx) : 0;
@@ -525,7 +587,7 @@ static int pass_step(pass *ps, int r)
         mark = ad_tape_mark(ps->tp);
         rc = pass_vjp(ps, 0, nh, p->hyper, g);
         if (rc == AD_OK) {
-            add_into(nh, ps->h, g, 1);
+            sum_list_add(&ps->h_sum, g, 1);
             ps->out->init_norm = list_norm(nh, g);
         }
         ad_tape_rewind(ps->tp, mark);
@@ -578,12 +640,14 @@ static int profile(const hg_problem *p, int K, const hg_profile_opts *opts, hg_p
     if (rc == AD_OK && !(ps.tp = ad_tape_new(W >= p->T ? AD_HORIZON_ALL : W))) rc = null_status();
     if (rc == AD_OK) rc = krmd_forward(ps.tp, p, W, &k, ps.states, &f);
     if (rc == AD_OK) rc = pass_outer(&ps, f);
+    if (rc == AD_OK) rc = sum_list_begin(&ps.h_sum, p->n_hyper, ps.h);
     for (int r = W; r >= 1 && rc == AD_OK; r--) rc = pass_step(&ps, r);
     /* h_{T−K}, checked finite as every estimator's result. */
     ad_value **last = out->h + (size_t)(W - 1) * (size_t)p->n_hyper;
     if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, ps.h, last);
     fill_report(&out->report, rc, t0, ps.tp ? ad_tape_peak_bytes(ps.tp) : 0, 0,
                 loss_of(f), &k);
+    sum_list_end(&ps.h_sum);
     free_list(n, ps.v);
     free_list(p->n_hyper, ps.h);
     free(ps.keep);
@@ -607,10 +671,10 @@ int hg_truncation_profile(const hg_problem *p, int K, const hg_profile_opts *opt
 /* ---- checkpointed RMD -------------------------------------------------- */
 
 /* Back-propagates the adjoint `abar` (state list) through steps t0+1..t1
- * replayed from the saved state `from`, adding the λ part into lbar and
+ * replayed from the saved state `from`, adding the λ part into the sum lbar and
  * replacing abar with the adjoint at t0. */
 static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, int t1,
-                           ad_value **abar, ad_value **lbar, size_t *peak)
+                           ad_value **abar, sum_list *lbar, size_t *peak)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     if (!tp) return null_status();
@@ -628,7 +692,7 @@ static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, i
     rc = lean_hint(p, rc);
     if (rc == AD_OK) rc = ad_vjp_many(tp, n, st.w, abar, n + p->n_hyper, xs, g, false);
     if (rc == AD_OK) {
-        add_into(p->n_hyper, lbar, g + n, 1);
+        sum_list_add(lbar, g + n, 1);
         rc = assign_list(n, abar, g);
     }
     if (ad_tape_peak_bytes(tp) > *peak) *peak = ad_tape_peak_bytes(tp);
@@ -638,7 +702,7 @@ static int reverse_segment(const hg_problem *p, ad_value *const *from, int t0, i
 }
 
 /* The adjoint at (w0, s0) through init(λ), when they depend on λ. */
-static int reverse_init(const hg_problem *p, ad_value **abar, ad_value **lbar)
+static int reverse_init(const hg_problem *p, ad_value **abar, sum_list *lbar)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
     if (!tp) return null_status();
@@ -649,7 +713,7 @@ static int reverse_init(const hg_problem *p, ad_value **abar, ad_value **lbar)
         bool any = false;
         for (int i = 0; i < n; i++) any |= st.w[i]->requires_grad;
         if (any) rc = ad_vjp_many(tp, n, st.w, abar, p->n_hyper, p->hyper, g, false);
-        if (any && rc == AD_OK) add_into(p->n_hyper, lbar, g, 1);
+        if (any && rc == AD_OK) sum_list_add(lbar, g, 1);
         hg_state_free(&st);
     }
     ad_tape_free(tp);
@@ -682,13 +746,16 @@ static int checkpoint(const hg_problem *p, int K, ad_value **dlam, hg_report *re
     }
     /* The outer loss gives the first adjoint; the optimizer state's starts at 0. */
     if (rc == AD_OK) rc = outer_grads(p, cur, &k, abar, lbar, &f);
+    sum_list lsum = { 0 }; /* the segments' shares, summed into lbar */
+    if (rc == AD_OK) rc = sum_list_begin(&lsum, p->n_hyper, lbar);
     for (int i = p->n_w; i < n && rc == AD_OK; i++)
         if (!(abar[i] = ad_tensor_new(cur[i]->rank, cur[i]->shape))) rc = null_status();
     for (int j = m - 1; j >= 0 && rc == AD_OK; j--) {
         int b0 = start + j * S, b1 = b0 + S < T ? b0 + S : T;
-        rc = reverse_segment(p, ckpt + (size_t)j * (size_t)n, b0, b1, abar, lbar, &peak);
+        rc = reverse_segment(p, ckpt + (size_t)j * (size_t)n, b0, b1, abar, &lsum, &peak);
     }
-    if (rc == AD_OK && start == 0) rc = reverse_init(p, abar, lbar);
+    if (rc == AD_OK && start == 0) rc = reverse_init(p, abar, &lsum);
+    sum_list_end(&lsum);
     if (rc == AD_OK) rc = copy_out(&k, p->n_hyper, lbar, dlam);
     fill_report(report, rc, t0, peak, kept, f, &k);
     free_list(n, cur);
@@ -947,6 +1014,8 @@ static int implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dl
     if (rc == AD_OK && (rc = new_like(n, im.b, x)) == AD_OK && (rc = new_like(n, im.b, hd)) == AD_OK &&
         (rc = save_list(n, im.b, r, NULL)) == AD_OK)
         rc = save_list(n, im.b, d, NULL);
+    sum_list xsum = { 0 }; /* x: a step per iteration (r is a recurrence, not a sum) */
+    if (rc == AD_OK) rc = sum_list_begin(&xsum, n, x);
     /* Conjugate gradient on H x = b from x = 0 (H is symmetric; positive
      * definite where g is locally strongly convex). */
     double rr = rc == AD_OK ? list_dot(n, r, r) : 0, stop = tol * tol * rr;
@@ -960,7 +1029,7 @@ static int implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dl
             break;
         }
         double alpha = rr / dhd;
-        list_axpy(n, x, alpha, d);
+        sum_list_add(&xsum, d, alpha);
         list_axpy(n, r, -alpha, hd);
         double rr_new = list_dot(n, r, r);
         for (int i = 0; i < n; i++) /* d = r + (rr_new/rr) d */
@@ -968,6 +1037,7 @@ static int implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dl
                 d[i]->data[j] = r[i]->data[j] + (ad_real)(rr_new / rr) * d[i]->data[j];
         rr = rr_new;
     }
+    sum_list_end(&xsum);
     if (rc == AD_OK) rc = implicit_finish(&im, x, dlam);
     fill_report(report, rc, t0, im.tp ? ad_tape_peak_bytes(im.tp) : 0, 0, im.f, &im.k);
     free_list(n, x);
@@ -995,13 +1065,16 @@ static int neumann(const hg_problem *p, int K, ad_value **dlam, hg_report *repor
     if (rc == AD_OK && (rc = save_list(n, im.b, term, NULL)) == AD_OK &&
         (rc = save_list(n, im.b, sum, NULL)) == AD_OK)
         rc = new_like(n, im.b, hterm);
+    sum_list ssum = { 0 }; /* sum: a term per power (term itself is a recurrence) */
+    if (rc == AD_OK) rc = sum_list_begin(&ssum, n, sum);
     /* v = γ Σ_{k<K} (I − γH)^k ∇ŵf: term ← term − γ H term. */
     for (int k = 1; k < K && rc == AD_OK; k++) {
         rc = hess_vec(&im, term, hterm);
         if (rc != AD_OK) break;
         list_axpy(n, term, -gamma, hterm);
-        list_axpy(n, sum, 1, term);
+        sum_list_add(&ssum, term, 1);
     }
+    sum_list_end(&ssum);
     for (int i = 0; i < n && rc == AD_OK; i++)
         for (size_t j = 0; j < sum[i]->size; j++) sum[i]->data[j] *= (ad_real)gamma;
     if (rc == AD_OK) rc = implicit_finish(&im, sum, dlam);

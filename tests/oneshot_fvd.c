@@ -12,8 +12,13 @@
  * network is badly conditioned (batch-norm over 5 support images), so
  * rounding grows by orders of magnitude on the way: with ad_sum_to summing in
  * float, the largest error below was 8.4e-3 on these tasks (2.4e-2 on the
- * Omniglot ones); summing in double, 4.3e-5 (8.1e-6), the rest mostly float
- * gemm (measured with a temporary double gemm: 1.2e-6 on the same tensor).
+ * Omniglot ones); with every reduction and the sweep's sums of gradient
+ * contributions in double, 2.89e-5 at 1 OpenBLAS thread and 2.94e-5 at 2
+ * (1.03e-5 and 1.04e-5 on Omniglot; 2026-12-02), the rest mostly float gemm
+ * (measured earlier with a temporary double gemm: 1.2e-6 on the same
+ * tensor).  T and K are small here, so the sweep's double sums moved these
+ * little (from 2.91e-5/2.95e-5 and 1.05e-5): they matter for long sums
+ * (tests/test_hypergrad.c, long_sums_of_shares_round_once).
  *
  *   oneshot-fvd --print             the hypergradients, one entry per line
  *                                   (%.17g), after a header naming the setup

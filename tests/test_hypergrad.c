@@ -430,6 +430,88 @@ START_TEST(problem_edge_cases)
 }
 END_TEST
 
+/* ---- long sums of step shares ---------------------------------------------
+ * g(w, λ) = λᵀw, f(w) = cᵀw, w0 = 0, T steps of gradient descent with step γ:
+ * w_T = −Tγλ, so dλf = −Tγc; the state's adjoint stays c (the Hessian is 0)
+ * and every step adds the same share −γc to λ's total.  And the K-term
+ * Neumann sum is γKc, so Neumann with K = T gives the same.  Summed in
+ * float, T = 3000 such shares drifted 1e-5 to 1e-4 off (K-RMD through the
+ * sweep, the profile and Neumann through their running totals); the float
+ * build sums them in double, so each estimator must land within a rounding
+ * or two of −Tγc, plus the double running sum's own error (≤ T·ε_double
+ * relative: the shares share a sign). */
+
+enum { DRIFT_T = 3000, DRIFT_D = 3 };
+
+typedef struct drift {
+    ad_value *lam, *c;
+} drift;
+
+static int drift_w0(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
+{
+    (void)lam;
+    (void)ctx;
+    w0[0] = ad_const_fill(tp, 1, (int[]){ DRIFT_D }, 0);
+    return w0[0] ? AD_OK : ad_error_code();
+}
+
+static ad_value *drift_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
+{
+    (void)t;
+    (void)ctx;
+    return ad_dot(tp, lam[0], w[0]);
+}
+
+static ad_value *drift_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    (void)lam;
+    drift *d = ctx;
+    return ad_dot(tp, d->c, w[0]);
+}
+
+/* The largest relative error of h's entries against −Tγc. */
+static double drift_error(const ad_value *h, const drift *d, double gamma)
+{
+    double e = 0;
+    for (int i = 0; i < DRIFT_D; i++) {
+        double want = -DRIFT_T * gamma * d->c->data[i];
+        e = fmax(e, fabs(h->data[i] - want) / fabs(want));
+    }
+    return e;
+}
+
+START_TEST(long_sums_of_shares_round_once)
+{
+    const double gamma = (double)(ad_real)0.3;
+    drift d = { .lam = ad_param_from(1, (int[]){ DRIFT_D }, (ad_real[]){ 0.5, -1, 0.25 }),
+                .c = ad_tensor_from(1, (int[]){ DRIFT_D }, (ad_real[]){ 0.1, -0.7, 1.3 }) };
+    hg_problem p = { .n_w = 1, .n_hyper = 1, .hyper = &d.lam, .T = DRIFT_T, .ctx = &d,
+                     .init = drift_w0, .inner = drift_inner, .outer = drift_outer,
+                     .opt = { .kind = HG_GD, .step = gamma } };
+    const char *who[4] = { "full RMD", "checkpoint", "neumann", "profile" };
+    double err[4];
+    ad_value *h;
+    for (int k = 0; k < 3; k++) {
+        int rc = k == 0 ? hg_full_rmd(&p, &h, NULL)
+               : k == 1 ? hg_checkpoint(&p, DRIFT_T, &h, NULL) : hg_neumann(&p, DRIFT_T, &h, NULL);
+        ck_assert_msg(rc == AD_OK, "%s: %s", who[k], ad_error());
+        err[k] = drift_error(h, &d, gamma);
+        ad_value_free(h);
+    }
+    hg_profile pr;
+    ck_assert_int_eq(hg_truncation_profile(&p, DRIFT_T, NULL, &pr), AD_OK);
+    err[3] = drift_error(pr.h[DRIFT_T - 1], &d, gamma);
+    hg_profile_free(&pr);
+    /* One rounding of γc, one of the total; and the double sum's error. */
+    double tol = TU_TOL(1) + DRIFT_T * DBL_EPSILON;
+    ck_assert_msg(fmax(fmax(err[0], err[1]), fmax(err[2], err[3])) <= tol,
+                  "relative errors: %s %.3g, %s %.3g, %s %.3g, %s %.3g; want each within %.3g",
+                  who[0], err[0], who[1], err[1], who[2], err[2], who[3], err[3], tol);
+    ad_value_free(d.lam);
+    ad_value_free(d.c);
+}
+END_TEST
+
 START_TEST(inner_solve_matches_closed_form)
 {
     toy t;
@@ -484,6 +566,7 @@ Suite *hypergrad_suite(void)
     tcase_add_test(tc, problem_edge_cases);
     tcase_add_test(tc, sweep_table);
     tcase_add_test(tc, inner_solve_matches_closed_form);
+    tcase_add_test(tc, long_sums_of_shares_round_once);
     suite_add_tcase(s, tc);
     return s;
 }

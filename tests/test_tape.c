@@ -173,6 +173,53 @@ START_TEST(fan_out_accumulates)
 }
 END_TEST
 
+/* A value used N times: its gradient is the sum of N contributions.  Summed
+ * in float they drifted (x used 10⁵ times as 0.1·x: 9998.56, not 10⁴), so
+ * the float build sums them in double (from the third on) and rounds once.
+ * Here x [2] is used N times as c·x, c on the float grid; the gradient must
+ * be N·c within ε (two roundings to ad_real at most) and the double running
+ * sum's own error (≤ N·ε_double
+ * relative: the terms share a sign).  Plain sweep (contributions added in
+ * place), recorded sweep (each sum a node), ad_backward, and a fan-in
+ * through add (a shared gradient, summed as a node in a plain sweep). */
+enum { FAN_IN = 20000 }; /* 2·10⁴ uses: a float sum was 1e-4 off, and ASan takes ~1 s */
+
+static void expect_fan_in_sum(const ad_value *g, double want, const char *how)
+{
+    double tol = (TU_EPS + FAN_IN * DBL_EPSILON) * fabs(want);
+    for (size_t i = 0; i < g->size; i++)
+        ck_assert_msg(fabs(g->data[i] - want) <= tol, "%s: entry %zu: %.9g, want %.9g within %.3g",
+                      how, i, (double)g->data[i], want, tol);
+}
+
+START_TEST(fan_in_sums_round_once)
+{
+    const double c = (double)(ad_real)0.1; /* every contribution exactly c */
+    ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *x = ad_param_from(1, (int[]){ 2 }, (ad_real[]){ 1, -2 }), *g;
+    ad_value *y = ad_scale(tp, x, c);
+    for (int i = 1; i < FAN_IN; i++) y = ad_add(tp, y, ad_scale(tp, x, c));
+    ad_value *s = ad_sum(tp, y);
+    ck_assert_int_eq(ad_grad(tp, s, 1, &x, &g, false), AD_OK);
+    expect_fan_in_sum(g, FAN_IN * c, "plain sweep");
+    ck_assert_int_eq(ad_grad(tp, s, 1, &x, &g, true), AD_OK);
+    expect_fan_in_sum(g, FAN_IN * c, "recorded sweep");
+    ck_assert_int_eq(ad_backward(tp, s), AD_OK);
+    expect_fan_in_sum(x->grad, FAN_IN * c, "ad_backward");
+    ad_tape_free(tp);
+
+    /* c·(x + x + ...): add hands its gradient to both inputs, so x's
+     * accumulator starts out shared, and the first sum is a new value. */
+    tp = ad_tape_new(AD_HORIZON_ALL);
+    ad_value *z = x;
+    for (int i = 1; i < FAN_IN; i++) z = ad_add(tp, z, x);
+    ck_assert_int_eq(ad_grad(tp, ad_scale(tp, ad_sum(tp, z), c), 1, &x, &g, false), AD_OK);
+    expect_fan_in_sum(g, FAN_IN * c, "shared gradient");
+    ad_tape_free(tp);
+    ad_value_free(x);
+}
+END_TEST
+
 START_TEST(double_backward_and_hvp)
 {
     ad_tape *tp = ad_tape_new(AD_HORIZON_ALL);
@@ -697,6 +744,7 @@ Suite *tape_suite(void)
     tcase_add_test(tc, toy_full_rmd_is_exact);
     tcase_add_test(tc, toy_memory_independent_of_T_linear_in_K);
     tcase_add_test(tc, fan_out_accumulates);
+    tcase_add_test(tc, fan_in_sums_round_once);
     tcase_add_test(tc, double_backward_and_hvp);
     tcase_add_test(tc, unused_input_gets_zeros);
     tcase_add_test(tc, no_record_builds_no_nodes);
