@@ -624,15 +624,16 @@ static int profile_restore(const opts *o, const cfg *c, int upto, ex_table *t)
  * checkpoint, where it has one, read in full as its run will read it (the
  * run it belongs to, its integrity, its iteration against --hyper-iters,
  * its logs and result), and the truncation profile it goes on from
- * (profile_restore).  The first one refused fails the whole run, the
- * folder untouched: refused later, inside its configuration, it would let
+ * (profile_restore).  Every one refused is named (the others are still
+ * read, so that one try lists all that stand in the way), and any refusal
+ * fails the whole run, the folder untouched: refused later, inside its configuration, it would let
  * the others run and rewrite the folder (relerr*.csv from λ0, Table 4
  * without its row, a new configuration's files beside the old run's).
  * Collective under mpirun (ckpt_read with Adam is). */
 static int resume_check(const opts *o)
 {
-    int rc = AD_OK;
-    for (int i = 0; i < o->n_cfg && rc == AD_OK; i++) {
+    int rc = AD_OK, first = AD_OK, refused = 0;
+    for (int i = 0; i < o->n_cfg; i++) {
         os_hyper hy;
         opt_outer adam = { 0 };
         logs lg;
@@ -661,8 +662,13 @@ static int resume_check(const opts *o)
         opt_outer_free(&adam);
         logs_free(&lg);
         os_hyper_free(&hy);
+        if (rc == AD_ENOMEM) return rc;
+        if (rc != AD_OK && refused++ == 0) first = rc;
+        if (rc != AD_OK && ex_par_rank() == 0) fprintf(stderr, "%s: %s\n", PROG, ad_error());
     }
-    return rc;
+    if (refused == 0) return AD_OK;
+    return ad_fail(first, "--resume: %d of %d configurations cannot go on from %s (named above); "
+                   "nothing was run or written", refused, o->n_cfg, o->out);
 }
 
 /* ---- one configuration (runs in a child process) ---------------------------- */

@@ -293,6 +293,13 @@ if [ -f "$data/omniglot/images_background.zip" ]; then
   expect 1 "ckpt_full.bin is truncated" -- "$bin/oneshot" "${osr[@]}" --K 1,full \
     --out "$work/osd" --resume
   same_folder "$work/osd.before" "$work/osd" "a resume with a damaged checkpoint"
+  # Every refused checkpoint is named, not only the first: here K1's belongs to another run
+  # (--lr) and full's is truncated.
+  for text in "ckpt_K1.bin belongs to another run" "ckpt_full.bin is truncated" \
+      "2 of 2 configurations cannot go on"; do
+    expect 1 "$text" -- "$bin/oneshot" "${osr[@]}" --K 1,full --out "$work/osd" --resume --lr 0.02
+  done
+  same_folder "$work/osd.before" "$work/osd" "a resume with two refused checkpoints"
   # The truncation profile of a resumed run keeps the points before the resume (it held only
   # those after): run to 8, resumed to 16, the same file as one run to 16 (points 1 4 8 12 16;
   # the file has no timing column).
