@@ -233,16 +233,20 @@ START_TEST(test_out_files)
     ex_out_close(out);
 
     /* What a killed run left (its temporaries) goes when the next run takes
-     * the folder; other hidden files stay. */
-    const char *left[] = { "a/b/out/.x.csv.aB3dE9", "a/b/out/.keep", "a/b/out/.x.csv.ab" };
-    for (int i = 0; i < 3; i++) {
+     * the folder; other hidden files stay: a user's (.env.backup has the
+     * shape .NAME.XXXXXX), and a shared folder's writer's, which the lock
+     * does not cover. */
+    const char *left[] = { "a/b/out/.x.csv.partial.aB3dE9", "a/b/out/.keep",
+                           "a/b/out/.env.backup", "a/b/out/.t.md.shared.aB3dE9",
+                           "a/b/out/.x.csv.partial.ab" };
+    for (int i = 0; i < 5; i++) {
         FILE *lf = fopen(tu_tmp_path(left[i]), "w");
         ck_assert(lf && fclose(lf) == 0);
     }
-    ck_assert_int_eq(hidden_files(dir), 3);
+    ck_assert_int_eq(hidden_files(dir), 5);
     ck_assert_int_eq(ex_out_open(other, dir, false), AD_OK);
     ck_assert(!exists(tu_tmp_path(left[0])));
-    ck_assert(exists(tu_tmp_path(left[1])) && exists(tu_tmp_path(left[2])));
+    for (int i = 1; i < 5; i++) ck_assert_msg(exists(tu_tmp_path(left[i])), "%s removed", left[i]);
     ex_out_close(other);
 
     char long_dir[4200];
@@ -285,6 +289,13 @@ START_TEST(test_out_lock_orphan)
     ck_assert_int_eq(ex_out_open(out, dir, false), AD_EIO);
     char want[96];
     snprintf(want, sizeof want, "held by the child processes of run %ld, which has ended", (long)a);
+    ck_assert_msg(strstr(ad_error(), want) != NULL, "%s", ad_error());
+    /* The same id written from another machine (or PID namespace) names a
+     * run that may well be alive there: in use, not "ended". */
+    FILE *lf = fopen(tu_tmp_path("orphan/.lock"), "w");
+    ck_assert(lf && fprintf(lf, "%ld elsewhere 12345\n", (long)a) > 0 && fclose(lf) == 0);
+    ck_assert_int_eq(ex_out_open(out, dir, false), AD_EIO);
+    snprintf(want, sizeof want, "in use by another run (process %ld on elsewhere)", (long)a);
     ck_assert_msg(strstr(ad_error(), want) != NULL, "%s", ad_error());
     close(fds[1]); /* B ends, and the folder is free */
     int rc = AD_EIO;

@@ -173,9 +173,10 @@ typedef struct ex_out {
 } ex_out;
 
 /* Creates dir (and its parents), and takes an exclusive lock on it (a file
- * dir/.lock holding this process's id), so two runs cannot write one
- * folder; with the lock held it removes the temporaries (.NAME.XXXXXX, see
- * ex_file_open) an interrupted run left, saying so on stderr.  want_plots:
+ * dir/.lock holding this process's id, host and PID namespace), so two runs
+ * cannot write one folder; with the lock held it removes the temporaries
+ * (.NAME.partial.XXXXXX, see ex_file_open) an interrupted run left, saying so
+ * on stderr; no other file.  want_plots:
  * run gnuplot if it is on PATH; if it is not, prints a warning once.  EX_EUSAGE "--out: path too long"; AD_EIO when the folder
  * cannot be made or "DIR is in use by another run (process N)". */
 AD_MUST_CHECK int ex_out_open(ex_out *o, const char *dir, bool want_plots);
@@ -188,7 +189,8 @@ void ex_out_close(ex_out *o);
  * plots failed. */
 void ex_out_list(const ex_out *o);
 
-/* A file being written: f is a temporary DIR/.NAME.XXXXXX, opened for
+/* A file being written: f is a temporary DIR/.NAME.partial.XXXXXX
+ * (.NAME.shared.XXXXXX in a shared folder, never removed by others), opened for
  * appending (so a forked child may write rows too, flushing before it
  * exits), that ex_file_commit renames to DIR/NAME once it is complete: a
  * reader never takes a partial file for a result. */

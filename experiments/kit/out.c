@@ -39,20 +39,28 @@ static int make_dirs(const char *path)
     return AD_OK;
 }
 
-/* Whether name is one of ex_file_open's temporaries, .NAME.XXXXXX (mkstemp
- * fills the X's with letters and digits). */
+/* ex_file_open's temporaries: .NAME.partial.XXXXXX in a locked folder,
+ * .NAME.shared.XXXXXX in a shared one (mkstemp fills the X's with letters
+ * and digits).  The marker keeps a user's hidden files (.env.backup) and
+ * other tools' temporaries out of the clean-up. */
+#define TMP_LOCKED ".partial."
+#define TMP_SHARED ".shared."
+
+/* Whether name is a temporary of a locked folder's run. */
 static bool is_temporary(const char *name)
 {
-    size_t n = strlen(name);
-    if (n < 9 || name[0] != '.' || name[n - 7] != '.') return false;
+    size_t n = strlen(name), m = sizeof TMP_LOCKED - 1;
+    if (n < 2 + m + 6 || name[0] != '.' || strncmp(name + n - 6 - m, TMP_LOCKED, m) != 0)
+        return false;
     for (size_t i = n - 6; i < n; i++)
         if (!isalnum((unsigned char)name[i])) return false;
     return true;
 }
 
 /* Removes the temporaries an interrupted run left (a kill -9 runs no clean-up
- * of its own).  Only called with the folder's lock held, so no live run of
- * ours is writing them. */
+ * of its own).  Only called with the folder's lock held, so no live run that
+ * writes them holds the folder; a shared folder's writers (ex_out_open_shared,
+ * no lock) mark theirs .shared. and are left alone. */
 static void remove_temporaries(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -73,36 +81,71 @@ static void remove_temporaries(const char *dir)
                 ex_prog(), n, dir);
 }
 
+/* Who holds a lock: "PID HOST PIDNS", PIDNS the inode of the process's
+ * PID namespace (0 if unknown).  A PID means something only on its machine
+ * and in its namespace (a container, NFS). */
+static int holder_id(char *buf, size_t len)
+{
+    char host[256] = "?";
+    struct stat sb;
+    if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "?");
+    host[strcspn(host, " \n")] = '\0';
+    unsigned long ns = stat("/proc/self/ns/pid", &sb) == 0 ? (unsigned long)sb.st_ino : 0;
+    return snprintf(buf, len, "%ld %s %lu\n", (long)getpid(), host, ns);
+}
+
+/* The refusal of a lock held by another: the id the holder wrote (read
+ * again after a moment when it names a process that is gone here, as a new
+ * holder may not have written its own yet). */
+static int lock_refused(const char *dir, int fd)
+{
+    char mine[300], theirs[300] = "", host[256] = "", my_host[256] = "";
+    long pid = 0, my_pid;
+    unsigned long ns = 0, my_ns;
+    holder_id(mine, sizeof mine);
+    sscanf(mine, "%ld %255s %lu", &my_pid, my_host, &my_ns);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (attempt) usleep(100 * 1000);
+        ssize_t n = pread(fd, theirs, sizeof theirs - 1, 0);
+        theirs[n > 0 ? n : 0] = '\0';
+        pid = 0;
+        if (sscanf(theirs, "%ld %255s %lu", &pid, host, &ns) < 1) pid = 0;
+        bool here = !strcmp(host, my_host) && ns == my_ns && ns != 0;
+        if (!(pid > 0 && here && kill((pid_t)pid, 0) != 0 && errno == ESRCH)) break;
+        if (attempt == 1)
+            /* The lock outlives a killed run while its children end (they
+             * die with it, PR_SET_PDEATHSIG, but not in the same instant). */
+            return ad_fail(AD_EIO, "%s is still held by the child processes of run %ld, which "
+                           "has ended; they end with it: try again in a moment", dir, pid);
+    }
+    if (pid <= 0)
+        return ad_fail(AD_EIO, "%s is in use by another run (process ?); wait for it to end or "
+                       "choose another --out", dir);
+    bool same_host = !strcmp(host, my_host);
+    return ad_fail(AD_EIO, "%s is in use by another run (process %ld%s%s); wait for it to end or "
+                   "choose another --out", dir, pid, same_host ? "" : " on ", same_host ? "" : host);
+}
+
 /* Takes the lock dir/.lock (kept until the process and its children have
- * all closed it), writes this process's id into it, and removes what an
+ * all closed it), writes who holds it into it, and removes what an
  * interrupted run left. */
 static int lock_dir(ex_out *o)
 {
-    char path[EX_PATH_LEN + 8], pid[32] = "";
+    char path[EX_PATH_LEN + 8], id[300];
     if (snprintf(path, sizeof path, "%s/.lock", o->dir) >= (int)sizeof path)
         return ad_fail(EX_EUSAGE, "--out: path too long");
     o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (o->lock_fd < 0) return ad_fail(AD_EIO, "cannot lock %s: %s", path, strerror(errno));
     if (flock(o->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
-        ssize_t n = read(o->lock_fd, pid, sizeof pid - 1);
-        pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
+        int rc = e == EWOULDBLOCK ? lock_refused(o->dir, o->lock_fd)
+                                  : ad_fail(AD_EIO, "cannot lock %s: %s", path, strerror(e));
         close(o->lock_fd);
         o->lock_fd = -1;
-        /* The lock outlives a killed run while its children end (they die
-         * with it, PR_SET_PDEATHSIG, but not in the same instant). */
-        long holder = strtol(pid, NULL, 10);
-        if (e == EWOULDBLOCK && holder > 0 && kill((pid_t)holder, 0) != 0 && errno == ESRCH)
-            return ad_fail(AD_EIO, "%s is still held by the child processes of run %ld, which "
-                           "has ended; they end with it: try again in a moment", o->dir, holder);
-        if (e == EWOULDBLOCK)
-            return ad_fail(AD_EIO, "%s is in use by another run (process %s); wait for it to "
-                           "end or choose another --out", o->dir, *pid ? pid : "?");
-        return ad_fail(AD_EIO, "cannot lock %s: %s", path, strerror(e));
+        return rc;
     }
-    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(o->lock_fd, 0) != 0 || write(o->lock_fd, pid, (size_t)n) != n) {
+    int n = holder_id(id, sizeof id);
+    if (ftruncate(o->lock_fd, 0) != 0 || pwrite(o->lock_fd, id, (size_t)n, 0) != n) {
         /* the lock holds all the same; the id is only for the message */
     }
     remove_temporaries(o->dir);
@@ -130,7 +173,7 @@ int ex_out_open_shared(ex_out *o, const char *dir)
     memset(o, 0, sizeof *o);
     o->lock_fd = -1;
     o->writer = ex_par_rank() == 0; /* under mpirun, rank 0 writes for all */
-    if (strlen(dir) + 1 + EX_NAME_LEN + 16 > EX_PATH_LEN)
+    if (strlen(dir) + 1 + EX_NAME_LEN + 24 > EX_PATH_LEN) /* room for a temporary's name */
         return ad_fail(EX_EUSAGE, "--out: path too long (%zu bytes)", strlen(dir));
     snprintf(o->dir, sizeof o->dir, "%s", dir);
     return o->writer ? make_dirs(dir) : AD_OK;
@@ -185,7 +228,8 @@ int ex_file_open(ex_file *f, ex_out *o, const char *name)
         return (f->f = fopen("/dev/null", "w")) ? AD_OK : ad_fail(AD_EIO, "/dev/null: %s", strerror(errno));
     int fd = -1;
     errno = ENAMETOOLONG;
-    if (snprintf(f->tmp, sizeof f->tmp, "%s/.%s.XXXXXX", o->dir, name) < (int)sizeof f->tmp)
+    if (snprintf(f->tmp, sizeof f->tmp, "%s/.%s%sXXXXXX", o->dir, name,
+                 o->lock_fd >= 0 ? TMP_LOCKED : TMP_SHARED) < (int)sizeof f->tmp)
         fd = mkstemp(f->tmp);
     /* O_APPEND: a forked child's rows land after the parent's. */
     if (fd >= 0 && (fchmod(fd, 0644) != 0 || fcntl(fd, F_SETFL, O_APPEND) != 0 ||
