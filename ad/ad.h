@@ -401,8 +401,11 @@ ad_value *ad_leaf(ad_tape *tp, ad_value *v);
  * after "grad: the backward rule of 'OP'".  A message set before a sweep
  * that succeeds is left as it was.  Precision: a value used several times
  * gets the sum of its uses' gradients; the float build adds them in double
- * from the third on, so the total is at most two roundings from the exact
- * sum, however many (10⁵ uses of 0.1·x give 10⁴, not 9998.56). */
+ * from the third on, so the error does not grow with their number: the
+ * total is off the exact sum S by at most ε·|c₁ + c₂| (the first two, added
+ * in float) + ε·|S| (the final rounding) + terms of double's ε (10⁵ uses of
+ * 0.1·x give 10⁴, not 9998.56; where c₁ + c₂ cancels against later terms the
+ * first rounding can dominate, as in any float sum). */
 AD_MUST_CHECK int ad_vjp(ad_tape *tp, ad_value *y, ad_value *gy, int n, ad_value *const *xs,
                          ad_value **gx, bool create_graph);
 /* The same for several outputs at once: gx[i] = Σ_k (dys[k]/dxs[i])ᵀ gys[k].

@@ -48,8 +48,10 @@
  * activation read by two ops), where a double copy for them too cost 5 %
  * of the float one-shot benchmark's CPU time (2.6 % without; both
  * measured on a busy machine).  So every gradient the sweep passes on or
- * hands out is at most two roundings from the exact sum of its
- * contributions, however many.
+ * hands out is off the exact sum S of its contributions by at most
+ * ε·|c₁ + c₂| + ε·|S| (plus double's round-off), however many there are;
+ * only when the first two cancel against later ones does ε·|c₁ + c₂|
+ * matter.
  * The double build adds into the accumulator as it always did.
  *
  * Backward rules are checked: the sweep clears the error channel before

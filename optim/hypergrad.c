@@ -1,6 +1,7 @@
 /* hypergrad.c — the estimators.  Every one drives the same problem through
  * hg_state_init / hg_inner_step and differs only in what it keeps and in
  * which direction it carries derivatives. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1003,10 +1004,14 @@ static int implicit_cg(const hg_problem *p, int iters, double tol, ad_value **dl
     /* Conjugate gradient on H x = b from x = 0 (H is symmetric; positive
      * definite where g is locally strongly convex). */
     double rr = rc == AD_OK ? list_dot(n, r, r) : 0, stop = tol * tol * rr;
+    /* A residual this small is the working precision's floor (tol = 0 runs
+     * on past it): there d and H d underflow, and dᵀHd = 0 says nothing of H. */
+    double eps = HT_REAL_IS_DOUBLE ? DBL_EPSILON : FLT_EPSILON, floor = eps * eps * rr;
     for (int k = 0; k < iters && rc == AD_OK && rr > stop && rr > 0; k++) {
         rc = hess_vec(&im, d, hd);
         if (rc != AD_OK) break;
         double dhd = list_dot(n, d, hd);
+        if (!(dhd > 0) && dhd == dhd && rr <= floor) break; /* converged */
         if (!(dhd > 0)) {
             rc = ad_fail(AD_ENONFINITE, "the inner Hessian is not positive definite along a "
                                         "search direction (dᵀHd = %g)", dhd);

@@ -282,6 +282,54 @@ START_TEST(ridge_implicit_converges)
 }
 END_TEST
 
+/* CG with tol = 0 runs on past convergence: in the float build its residual
+ * then shrinks until d and H d underflow and dᵀHd = 0, which was reported as
+ * an indefinite Hessian from 22 iterations on (the diff reviewer's problem:
+ * g = ½Σ a w² + λ·w + 0.05 Σ λ² w², f = c·w + 0.01‖λ‖², T = 2000). */
+enum { CG_D = 4 };
+typedef struct { ad_value *a, *c; } cg_pr;
+static int cg_init(ad_tape *tp, ad_value *const *lam, ad_value **w0, void *ctx)
+{
+    (void)lam, (void)ctx;
+    w0[0] = ad_const_fill(tp, 1, (int[]){ CG_D }, 0.5);
+    return w0[0] ? AD_OK : ad_error_code();
+}
+static ad_value *cg_inner(ad_tape *tp, ad_value *const *w, ad_value *const *lam, int t, void *ctx)
+{
+    (void)t;
+    cg_pr *q = ctx;
+    ad_value *w2 = ad_mul(tp, w[0], w[0]);
+    return ad_add(tp, ad_add(tp, ad_scale(tp, ad_dot(tp, q->a, w2), 0.5), ad_dot(tp, lam[0], w[0])),
+                  ad_scale(tp, ad_dot(tp, ad_mul(tp, lam[0], lam[0]), w2), 0.05));
+}
+static ad_value *cg_outer(ad_tape *tp, ad_value *const *w, ad_value *const *lam, void *ctx)
+{
+    cg_pr *q = ctx;
+    return ad_add(tp, ad_dot(tp, q->c, w[0]), ad_scale(tp, ad_sqnorm(tp, lam[0]), 0.01));
+}
+
+START_TEST(cg_past_convergence)
+{
+    cg_pr q = { ad_tensor_from(1, (int[]){ CG_D }, (ad_real[]){ 1, 0.5, 2, 0.8 }),
+                ad_tensor_from(1, (int[]){ CG_D }, (ad_real[]){ 0.1, -0.7, 1.3, 0.4 }) };
+    ad_value *lam = ad_param_from(1, (int[]){ CG_D }, (ad_real[]){ 0.5, -1, 0.25, 0.3 });
+    hg_problem p = { .n_w = 1, .n_hyper = 1, .hyper = &lam, .T = 2000, .ctx = &q, .init = cg_init,
+                     .inner = cg_inner, .outer = cg_outer, .opt = { .kind = HG_GD, .step = 0.1 } };
+    ad_value *ref, *h;
+    ck_assert_int_eq(hg_implicit_cg(&p, 10, 1e-6, &ref, NULL), AD_OK);
+    for (int iters = 20; iters <= 50; iters += 10) {
+        ck_assert_msg(hg_implicit_cg(&p, iters, 0, &h, NULL) == AD_OK, "%d iterations: %s", iters,
+                      ad_error());
+        ck_assert_double_le(max_rel(1, &h, &ref), 1e-5);
+        ad_value_free(h);
+    }
+    ad_value_free(ref);
+    ad_value_free(lam);
+    ad_value_free(q.a);
+    ad_value_free(q.c);
+}
+END_TEST
+
 /* ---- diagnostics, optimizers, errors -------------------------------------- */
 
 START_TEST(diagnostics_and_optimizers)
@@ -561,6 +609,7 @@ Suite *hypergrad_suite(void)
     tcase_add_test(tc, toy_memory);
     tcase_add_loop_test(tc, ridge_estimators_agree, 0, 3);
     tcase_add_test(tc, ridge_implicit_converges);
+    tcase_add_test(tc, cg_past_convergence);
     tcase_add_test(tc, diagnostics_and_optimizers);
     tcase_add_test(tc, estimator_errors);
     tcase_add_test(tc, problem_edge_cases);
