@@ -24,13 +24,18 @@ ln -s "$(command -v env)" "$bin/env"
 # LISTS_CURRENT: the package lists were updated before (else they are empty, a fresh image).
 cat >"$bin/dpkg-query" <<'STUB'
 #!/bin/sh
-for a; do p=$a; done
+[ $# -eq 3 ] && [ "$1" = -W ] && [ "$2" = '-f=${Status}' ] ||
+  { echo "unexpected: dpkg-query $*" >>"$STATE/log"; exit 99; }
+p=$3
 case " $MISSING " in *" $p "*) [ -e "$STATE/inst-$p" ] || exit 1 ;; esac
 echo "install ok installed"
 STUB
+# Each stub answers only the call setup.sh is meant to make (any other is a failure, exit 99,
+# noted in the log), so a changed sub-command or flag cannot pass unseen.
 cat >"$bin/apt-cache" <<'STUB'
 #!/bin/sh
-for a; do p=$a; done
+[ $# -eq 2 ] && [ "$1" = show ] || { echo "unexpected: apt-cache $*" >>"$STATE/log"; exit 99; }
+p=$2
 case " $UNAVAILABLE " in *" $p "*) exit 100 ;; esac
 case " $MISSING " in *" $p "*) [ -e "$STATE/updated" ] || [ -n "$LISTS_CURRENT" ] || exit 100 ;; esac
 exit 0
@@ -38,9 +43,12 @@ STUB
 cat >"$bin/apt-get" <<'STUB'
 #!/bin/sh
 echo "apt-get $*" >>"$STATE/log"
-[ "$1" = update ] && { : >"$STATE/updated"; exit 0; }
+[ "$*" = "update -q" ] && { : >"$STATE/updated"; exit 0; }
+case "$*" in "install -y -q --no-install-recommends "?*) ;;
+  *) echo "unexpected: apt-get $*" >>"$STATE/log"; exit 99 ;; esac
+shift 4
 for p; do case " $FAIL_INSTALL " in *" $p "*) exit 100 ;; esac; done
-for p; do case $p in -*|install) ;; *) : >"$STATE/inst-$p" ;; esac; done
+for p; do : >"$STATE/inst-$p"; done
 STUB
 cat >"$bin/id" <<'STUB'
 #!/bin/sh
@@ -60,7 +68,8 @@ run() {
   env -i PATH="$bin" STATE="$state" STUB_UID=0 MISSING= UNAVAILABLE= FAIL_INSTALL= LISTS_CURRENT= "$@" \
     "$BASH" "$setup" >"$state/out" 2>&1
   got=$?
-  if [ "$got" -ne "$want" ] || ! grep -Eq -- "$pattern" "$state/out"; then
+  if [ "$got" -ne "$want" ] || ! grep -Eq -- "$pattern" "$state/out" ||
+     grep -q '^unexpected:' "$state/log"; then
     failed=$((failed + 1))
     echo "FAIL: $name: setup.sh exited $got (want $want), output should match /$pattern/:"
     sed 's/^/    /' "$state/out" "$state/log"
