@@ -287,11 +287,16 @@ static int next(ex_ckpt *c, const char *field, int type, uint64_t *n, const unsi
     int t = name[len];
     memcpy(n, name + len + 1, sizeof *n);
     size_t elem = t == T_BYTES ? 1 : 8, at = c->pos + 1 + len + 1 + 8;
-    if (t != type)
+    if (t != type) {
+        *n = 0;
         return ad_fail(AD_EFORMAT, "%s: field '%s' has type %d, not %d", c->path, field, t, type);
-    if (*n > (c->len - at) / elem)
+    }
+    if (*n > (c->len - at) / elem) {
+        uint64_t claimed = *n;
+        *n = 0;
         return ad_fail(AD_EFORMAT, "%s: field '%s' claims %" PRIu64 " values, more than the "
-                       "file holds", c->path, field, *n);
+                       "file holds", c->path, field, claimed);
+    }
     *data = b + at;
     c->pos = at + (size_t)*n * elem;
     return AD_OK;
