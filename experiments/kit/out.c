@@ -81,49 +81,60 @@ static void remove_temporaries(const char *dir)
                 ex_prog(), n, dir);
 }
 
-/* Who holds a lock: "PID HOST PIDNS", PIDNS the inode of the process's
- * PID namespace (0 if unknown).  A PID means something only on its machine
- * and in its namespace (a container, NFS). */
-static int holder_id(char *buf, size_t len)
+/* Who holds a lock, written into it as "PID HOST PIDNS": PIDNS is the inode
+ * of the process's PID namespace (0 if unknown).  A PID means something only
+ * on its machine and in its namespace (a container, NFS). */
+typedef struct holder {
+    long pid;
+    char host[256];
+    unsigned long ns;
+} holder;
+
+static void holder_self(holder *h)
 {
-    char host[256] = "?";
     struct stat sb;
-    if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "?");
-    host[strcspn(host, " \n")] = '\0';
-    unsigned long ns = stat("/proc/self/ns/pid", &sb) == 0 ? (unsigned long)sb.st_ino : 0;
-    return snprintf(buf, len, "%ld %s %lu\n", (long)getpid(), host, ns);
+    h->pid = (long)getpid();
+    if (gethostname(h->host, sizeof h->host - 1) != 0) snprintf(h->host, sizeof h->host, "?");
+    h->host[sizeof h->host - 1] = '\0';
+    h->host[strcspn(h->host, " \n")] = '\0';
+    h->ns = stat("/proc/self/ns/pid", &sb) == 0 ? (unsigned long)sb.st_ino : 0;
 }
 
-/* The refusal of a lock held by another: the id the holder wrote (read
- * again after a moment when it names a process that is gone here, as a new
- * holder may not have written its own yet). */
+/* The holder fd's lock file names; pid 0 when it names none (yet). */
+static void holder_read(int fd, holder *h)
+{
+    char text[300];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    text[n > 0 ? n : 0] = '\0';
+    *h = (holder){ 0 };
+    if (sscanf(text, "%ld %255s %lu", &h->pid, h->host, &h->ns) < 1) h->pid = 0;
+}
+
+/* The refusal of a lock held by another: the holder it names (read again
+ * after a moment when that is a process gone from here, as a new holder may
+ * not have written itself yet). */
 static int lock_refused(const char *dir, int fd)
 {
-    char mine[300], theirs[300] = "", host[256] = "", my_host[256] = "";
-    long pid = 0, my_pid;
-    unsigned long ns = 0, my_ns;
-    holder_id(mine, sizeof mine);
-    sscanf(mine, "%ld %255s %lu", &my_pid, my_host, &my_ns);
+    holder me, them;
+    holder_self(&me);
     for (int attempt = 0; attempt < 2; attempt++) {
         if (attempt) usleep(100 * 1000);
-        ssize_t n = pread(fd, theirs, sizeof theirs - 1, 0);
-        theirs[n > 0 ? n : 0] = '\0';
-        pid = 0;
-        if (sscanf(theirs, "%ld %255s %lu", &pid, host, &ns) < 1) pid = 0;
-        bool here = !strcmp(host, my_host) && ns == my_ns && ns != 0;
-        if (!(pid > 0 && here && kill((pid_t)pid, 0) != 0 && errno == ESRCH)) break;
+        holder_read(fd, &them);
+        bool here = !strcmp(them.host, me.host) && them.ns == me.ns && me.ns != 0;
+        if (!(them.pid > 0 && here && kill((pid_t)them.pid, 0) != 0 && errno == ESRCH)) break;
         if (attempt == 1)
             /* The lock outlives a killed run while its children end (they
              * die with it, PR_SET_PDEATHSIG, but not in the same instant). */
             return ad_fail(AD_EIO, "%s is still held by the child processes of run %ld, which "
-                           "has ended; they end with it: try again in a moment", dir, pid);
+                           "has ended; they end with it: try again in a moment", dir, them.pid);
     }
-    if (pid <= 0)
+    if (them.pid <= 0)
         return ad_fail(AD_EIO, "%s is in use by another run (process ?); wait for it to end or "
                        "choose another --out", dir);
-    bool same_host = !strcmp(host, my_host);
+    bool same_host = !strcmp(them.host, me.host);
     return ad_fail(AD_EIO, "%s is in use by another run (process %ld%s%s); wait for it to end or "
-                   "choose another --out", dir, pid, same_host ? "" : " on ", same_host ? "" : host);
+                   "choose another --out", dir, them.pid, same_host ? "" : " on ",
+                   same_host ? "" : them.host);
 }
 
 /* Takes the lock dir/.lock (kept until the process and its children have
@@ -131,7 +142,7 @@ static int lock_refused(const char *dir, int fd)
  * interrupted run left. */
 static int lock_dir(ex_out *o)
 {
-    char path[EX_PATH_LEN + 8], id[300];
+    char path[EX_PATH_LEN + 8], id[300 + 64];
     if (snprintf(path, sizeof path, "%s/.lock", o->dir) >= (int)sizeof path)
         return ad_fail(EX_EUSAGE, "--out: path too long");
     o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -144,7 +155,9 @@ static int lock_dir(ex_out *o)
         o->lock_fd = -1;
         return rc;
     }
-    int n = holder_id(id, sizeof id);
+    holder me;
+    holder_self(&me);
+    int n = snprintf(id, sizeof id, "%ld %s %lu\n", me.pid, me.host, me.ns);
     if (ftruncate(o->lock_fd, 0) != 0 || pwrite(o->lock_fd, id, (size_t)n, 0) != n) {
         /* the lock holds all the same; the id is only for the message */
     }
